@@ -1,0 +1,480 @@
+//! squeal's TOML configuration: source, Kafka, checkpoint, metrics, transaction limits and key rules.
+//!
+//! Unknown fields are errors; every default is a named function; durations are `*_ms`. The database
+//! password never lives in a plain `String`: it is a [`Secret`] whose `Debug` and `Display` redact it,
+//! read from an environment variable, a file, or (discouraged) the URL, from which it is removed.
+//! This module does no I/O beyond reading the config and password files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A value that must never reach logs or metrics.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for the one place that needs it (the connection options).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or shape error (including unknown fields).
+    #[error("invalid config: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A semantic error, with the field it concerns.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The MySQL/MariaDB server to read the binlog from.
+    pub source: SourceConfig,
+    /// Where invalidations go.
+    pub kafka: KafkaConfig,
+    /// Where the acknowledged position is kept.
+    pub checkpoint: CheckpointConfig,
+    /// Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Transaction buffering limits.
+    #[serde(default)]
+    pub transactions: TransactionConfig,
+    /// Key rules; a table matched by no rule is skipped.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// Where to start when there is no checkpoint yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The server's current binlog position (`SHOW MASTER STATUS`): only new transactions.
+    Current,
+    /// The oldest binlog the server still has.
+    Earliest,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `mysql://user@host:port`; a password in the URL is accepted but moved out into a [`Secret`].
+    pub url: String,
+    /// Name of an environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Path of a file holding the password (trailing newline stripped).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The server id squeal registers with; must differ from every server and replica.
+    pub server_id: u32,
+    /// Heartbeat period requested from the server, so lag stays true when the server is idle.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// First reconnect delay after the server went away; doubles up to `reconnect_max_backoff_ms`.
+    #[serde(default = "default_reconnect_initial_backoff_ms")]
+    pub reconnect_initial_backoff_ms: u64,
+    /// Upper bound of the reconnect delay.
+    #[serde(default = "default_reconnect_max_backoff_ms")]
+    pub reconnect_max_backoff_ms: u64,
+    /// Start position when no checkpoint exists.
+    #[serde(default = "default_start_from")]
+    pub start_from: StartFrom,
+    /// The password, resolved at load time from env, file or URL. Never deserialized.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The topic invalidations are published to.
+    pub topic: String,
+    /// Extra librdkafka properties (SASL/TLS etc.) passed through verbatim; they override squeal's
+    /// defaults except `enable.idempotence` and `acks`, which squeal requires.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Records handed to the producer but not yet acknowledged; reaching it pauses binlog reading.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Upper bound of one record's JSON size; larger transactions are split into chunks.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Upper bound of keys per record.
+    #[serde(default = "default_max_keys_per_record")]
+    pub max_keys_per_record: usize,
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// File holding the last position whose records Kafka acknowledged.
+    pub path: PathBuf,
+    /// Least time between two checkpoint writes (a restart re-publishes at most this much).
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub interval_ms: u64,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint (`GET /metrics`); loopback by default. Port 0 picks one.
+    #[serde(default = "default_metrics_address")]
+    pub address: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            address: default_metrics_address(),
+        }
+    }
+}
+
+/// `[transactions]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionConfig {
+    /// Keys held in memory per transaction before they are spilled to a temporary file.
+    #[serde(default = "default_max_buffered_keys")]
+    pub max_buffered_keys: usize,
+    /// Directory of spill files (default: the system temporary directory).
+    #[serde(default)]
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        TransactionConfig {
+            max_buffered_keys: default_max_buffered_keys(),
+            spill_dir: None,
+        }
+    }
+}
+
+/// One `[[rules]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// `db.table` glob (`*` and `?`), e.g. `shop.users`, `shop.*`, `*`.
+    pub table: String,
+    /// Key templates over column names, e.g. `user:{id}`; `{{` and `}}` are literal braces.
+    pub keys: Vec<String>,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1_000
+}
+fn default_reconnect_initial_backoff_ms() -> u64 {
+    100
+}
+fn default_reconnect_max_backoff_ms() -> u64 {
+    10_000
+}
+fn default_start_from() -> StartFrom {
+    StartFrom::Current
+}
+fn default_max_in_flight() -> usize {
+    10_000
+}
+fn default_max_record_bytes() -> usize {
+    invalidation::DEFAULT_MAX_RECORD_BYTES
+}
+fn default_max_keys_per_record() -> usize {
+    1_000
+}
+fn default_checkpoint_interval_ms() -> u64 {
+    200
+}
+fn default_metrics_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9187))
+}
+fn default_max_buffered_keys() -> usize {
+    100_000
+}
+
+impl Config {
+    /// Reads, parses and validates a config file, resolving the password.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates config text; `env` looks up environment variables (injectable for tests).
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text)?;
+        config.resolve_password(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_password(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let source = &mut self.source;
+        let (url, url_password) = split_password_from_url(&source.url)?;
+        source.url = url;
+        let mut found = Vec::new();
+        if let Some(p) = url_password {
+            found.push(("the URL", Secret::new(p)));
+        }
+        if let Some(var) = &source.password_env {
+            let value = env(var).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "source.password_env names `{var}` but that environment variable is not set"
+                ))
+            })?;
+            found.push(("source.password_env", Secret::new(value)));
+        }
+        if let Some(file) = &source.password_file {
+            let value = std::fs::read_to_string(file).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "source.password_file {}: cannot read: {e}",
+                    file.display()
+                ))
+            })?;
+            found.push((
+                "source.password_file",
+                Secret::new(value.trim_end_matches(['\r', '\n'])),
+            ));
+        }
+        if found.len() > 1 {
+            let names: Vec<_> = found.iter().map(|(n, _)| *n).collect();
+            return Err(ConfigError::Invalid(format!(
+                "the password is given more than once ({}); give it once",
+                names.join(", ")
+            )));
+        }
+        source.password = found.pop().map(|(_, s)| s);
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.source.server_id == 0 {
+            return bad(
+                "source.server_id must be non-zero (a replica id unused by any server)".into(),
+            );
+        }
+        if self.kafka.topic.is_empty() {
+            return bad("kafka.topic must not be empty".into());
+        }
+        if self.kafka.max_in_flight == 0 {
+            return bad("kafka.max_in_flight must be at least 1".into());
+        }
+        if self.kafka.max_keys_per_record == 0 {
+            return bad("kafka.max_keys_per_record must be at least 1".into());
+        }
+        if self.kafka.max_record_bytes < 4096 {
+            return bad("kafka.max_record_bytes must be at least 4096".into());
+        }
+        if self.transactions.max_buffered_keys == 0 {
+            return bad("transactions.max_buffered_keys must be at least 1".into());
+        }
+        for key in ["enable.idempotence", "acks", "bootstrap.servers"] {
+            if self.kafka.properties.contains_key(key) {
+                return bad(format!(
+                    "kafka.properties.\"{key}\" is set by squeal itself and cannot be overridden"
+                ));
+            }
+        }
+        crate::rules::Rules::compile(&self.rules)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Connection options for the source, with the password applied.
+    pub fn mysql_opts(&self) -> Result<mysql_async::Opts, ConfigError> {
+        let opts = mysql_async::Opts::from_url(&self.source.url)
+            .map_err(|e| ConfigError::Invalid(format!("source.url: {e}")))?;
+        let builder = mysql_async::OptsBuilder::from_opts(opts)
+            .pass(self.source.password.as_ref().map(|s| s.expose().to_owned()))
+            .prefer_socket(false);
+        Ok(builder.into())
+    }
+}
+
+/// Splits `mysql://user:pw@host` into (`mysql://user@host`, Some(pw)); the URL never keeps a password.
+fn split_password_from_url(url: &str) -> Result<(String, Option<String>), ConfigError> {
+    let Some(rest) = url.strip_prefix("mysql://") else {
+        return Err(ConfigError::Invalid(
+            "source.url must start with mysql://".into(),
+        ));
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some(at) = authority.rfind('@') else {
+        return Ok((url.to_owned(), None));
+    };
+    let (userinfo, host) = authority.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, pw)) => Ok((
+            format!("mysql://{user}{host}{tail}"),
+            Some(percent_decode(pw)),
+        )),
+        None => Ok((url.to_owned(), None)),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [source]
+        url = "mysql://squeal@127.0.0.1:3306"
+        password_env = "SQUEAL_PW"
+        server_id = 4242
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        topic = "inv"
+        [checkpoint]
+        path = "/tmp/cp.json"
+        [[rules]]
+        table = "shop.users"
+        keys = ["user:{id}"]
+    "#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SQUEAL_PW").then(|| "hunter2".to_owned())
+    }
+
+    #[test]
+    fn defaults_apply_and_password_comes_from_env() {
+        let c = Config::parse(MINIMAL, env).unwrap();
+        assert_eq!(c.source.heartbeat_ms, 1000);
+        assert_eq!(c.source.start_from, StartFrom::Current);
+        assert_eq!(c.metrics.address.to_string(), "127.0.0.1:9187");
+        assert_eq!(c.kafka.max_in_flight, 10_000);
+        assert_eq!(c.checkpoint.interval_ms, 200);
+        assert_eq!(c.transactions.max_buffered_keys, 100_000);
+        assert_eq!(c.source.password.as_ref().unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn password_never_appears_in_debug_output() {
+        let c = Config::parse(MINIMAL, env).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("Secret(***)"));
+        assert_eq!(Secret::new("x").to_string(), "***");
+    }
+
+    #[test]
+    fn password_in_url_is_moved_out_of_the_url() {
+        let text = MINIMAL
+            .replace("squeal@127", "squeal:s%40cret@127")
+            .replace("password_env = \"SQUEAL_PW\"", "");
+        let c = Config::parse(&text, env).unwrap();
+        assert_eq!(c.source.url, "mysql://squeal@127.0.0.1:3306");
+        assert_eq!(c.source.password.unwrap().expose(), "s@cret");
+    }
+
+    #[test]
+    fn password_from_file_strips_newline_and_double_source_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "filepw\n").unwrap();
+        let text = MINIMAL.replace(
+            "password_env = \"SQUEAL_PW\"",
+            &format!("password_file = {:?}", file.to_str().unwrap()),
+        );
+        let c = Config::parse(&text, env).unwrap();
+        assert_eq!(c.source.password.unwrap().expose(), "filepw");
+        let both = text.replace("server_id", "password_env = \"SQUEAL_PW\"\nserver_id");
+        let err = Config::parse(&both, env).unwrap_err().to_string();
+        assert!(err.contains("more than once"), "{err}");
+    }
+
+    #[test]
+    fn missing_env_var_unknown_field_and_bad_values_are_errors() {
+        let err = Config::parse(MINIMAL, |_| None).unwrap_err().to_string();
+        assert!(err.contains("SQUEAL_PW"), "{err}");
+        let unknown = MINIMAL.replace("server_id = 4242", "server_id = 4242\nserverid = 1");
+        let err = Config::parse(&unknown, env).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+        let zero = MINIMAL.replace("server_id = 4242", "server_id = 0");
+        assert!(Config::parse(&zero, env).is_err());
+        let acks = MINIMAL.replace(
+            "topic = \"inv\"",
+            "topic = \"inv\"\n[kafka.properties]\nacks = \"1\"",
+        );
+        let err = Config::parse(&acks, env).unwrap_err().to_string();
+        assert!(err.contains("acks"), "{err}");
+        let bad_rule = MINIMAL.replace("user:{id}", "user:{id");
+        assert!(Config::parse(&bad_rule, env).is_err());
+    }
+
+    #[test]
+    fn extra_kafka_properties_pass_through() {
+        let text = MINIMAL.replace(
+            "topic = \"inv\"",
+            "topic = \"inv\"\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"",
+        );
+        let c = Config::parse(&text, env).unwrap();
+        assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
+    }
+}

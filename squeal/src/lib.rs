@@ -1,0 +1,12 @@
+//! squeal: tails a MySQL/MariaDB binlog, maps committed row changes to cache keys and publishes them
+//! to Kafka as invalidation records, checkpointing only what Kafka acknowledged.
+//!
+//! Pipeline: [`source`] (binlog stream, reconnects) → [`events`] (raw MariaDB/MySQL event decoding,
+//! embedded keys, DDL) → [`txn`] (per-transaction key buffer, bounded memory) → [`publish`] (Kafka,
+//! back-pressure, ack tracking) → [`checkpoint`] (atomic position file). [`rules`] and [`render`]
+//! turn rows into keys; [`check`] verifies a server; [`metrics`] serves Prometheus text.
+//! It does not consume invalidations: that is the `regions` crate.
+
+pub mod config;
+pub mod render;
+pub mod rules;

@@ -1,0 +1,343 @@
+//! Key rules: which tables are ruled (`db.table` globs) and the key templates rendered for their rows.
+//!
+//! A template is literal text with `{column}` placeholders (`user:{id}`, `user:email:{email}`);
+//! `{{` and `}}` stand for literal braces. Column names match case-insensitively, as MySQL's do.
+//! Templates are compiled once per table layout ([`Rules::for_table`] then [`TableKeys::bind`]) so
+//! that the per-row work is only value rendering. This module does no I/O.
+
+use std::collections::BTreeSet;
+
+use globset::{Glob, GlobMatcher};
+
+use crate::config::RuleConfig;
+
+/// A rules error: a bad glob or template.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// The table pattern is not a valid glob or not `db.table` shaped.
+    #[error("rule table {pattern:?}: {reason}")]
+    BadTable {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key template does not parse.
+    #[error("rule key template {template:?}: {reason}")]
+    BadTemplate {
+        /// The template as written.
+        template: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One piece of a compiled template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Literal text, copied into the key.
+    Literal(String),
+    /// A placeholder: the column name, lower-cased.
+    Column(String),
+}
+
+/// A parsed key template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// The template as written in the config (for messages).
+    pub text: String,
+    /// Its pieces in order.
+    pub segments: Vec<Segment>,
+}
+
+impl Template {
+    /// Parses `user:{id}` style text.
+    pub fn parse(text: &str) -> Result<Template, RuleError> {
+        let bad = |reason: &str| RuleError::BadTemplate {
+            template: text.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut segments = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some('{') | None => return Err(bad("unclosed `{`")),
+                            Some(ch) => name.push(ch),
+                        }
+                    }
+                    let name = name.trim();
+                    if name.is_empty() {
+                        return Err(bad("empty placeholder `{}`"));
+                    }
+                    if !literal.is_empty() {
+                        segments.push(Segment::Literal(std::mem::take(&mut literal)));
+                    }
+                    segments.push(Segment::Column(name.to_lowercase()));
+                }
+                '}' => return Err(bad("unmatched `}` (write `}}` for a literal brace)")),
+                c if c.is_whitespace() || c.is_control() => {
+                    return Err(bad(
+                        "whitespace or control characters are not allowed in cache keys",
+                    ))
+                }
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            segments.push(Segment::Literal(literal));
+        }
+        if !segments.iter().any(|s| matches!(s, Segment::Column(_))) {
+            return Err(bad("a template needs at least one `{column}` placeholder"));
+        }
+        Ok(Template {
+            text: text.to_owned(),
+            segments,
+        })
+    }
+
+    /// Column names this template reads.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Column(c) => Some(c.as_str()),
+            Segment::Literal(_) => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    pattern: String,
+    matcher: GlobMatcher,
+    templates: Vec<Template>,
+}
+
+/// All configured rules, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    rules: Vec<Rule>,
+}
+
+/// The templates that apply to one table (the union of every matching rule, without repeats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRules {
+    /// Templates in rule order.
+    pub templates: Vec<Template>,
+}
+
+/// Templates bound to column positions of one table layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableKeys {
+    /// Per template: literal pieces and column indexes.
+    pub templates: Vec<Vec<BoundSegment>>,
+}
+
+/// A segment bound to a column index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundSegment {
+    /// Literal text.
+    Literal(String),
+    /// Index of the column in the row image.
+    Column(usize),
+}
+
+/// A template names a column the table does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template {template:?} uses column `{column}` which table {table} does not have")]
+pub struct MissingColumn {
+    /// The template text.
+    pub template: String,
+    /// The missing column.
+    pub column: String,
+    /// `db.table`.
+    pub table: String,
+}
+
+impl Rules {
+    /// Compiles rule configs; globs use `*` and `?` over the text `db.table`.
+    pub fn compile(configs: &[RuleConfig]) -> Result<Rules, RuleError> {
+        let mut rules = Vec::with_capacity(configs.len());
+        for rc in configs {
+            let bad = |reason: String| RuleError::BadTable {
+                pattern: rc.table.clone(),
+                reason,
+            };
+            if rc.table != "*" && !rc.table.contains('.') {
+                return Err(bad("expected `db.table` (globs allowed) or `*`".into()));
+            }
+            let glob = Glob::new(&rc.table).map_err(|e| bad(e.to_string()))?;
+            if rc.keys.is_empty() {
+                return Err(bad("a rule needs at least one key template".into()));
+            }
+            let templates = rc
+                .keys
+                .iter()
+                .map(|t| Template::parse(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            rules.push(Rule {
+                pattern: rc.table.clone(),
+                matcher: glob.compile_matcher(),
+                templates,
+            });
+        }
+        Ok(Rules { rules })
+    }
+
+    /// True when no rule is configured.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The templates for `db.table`, or `None` when no rule matches (the table is skipped).
+    pub fn for_table(&self, db: &str, table: &str) -> Option<TableRules> {
+        let name = format!("{db}.{table}");
+        let mut seen = BTreeSet::new();
+        let mut templates = Vec::new();
+        for rule in &self.rules {
+            if rule.matcher.is_match(&name) {
+                for t in &rule.templates {
+                    if seen.insert(t.text.clone()) {
+                        templates.push(t.clone());
+                    }
+                }
+            }
+        }
+        (!templates.is_empty()).then_some(TableRules { templates })
+    }
+
+    /// Rule patterns (for messages).
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.pattern.as_str())
+    }
+}
+
+impl TableRules {
+    /// Binds placeholders to positions in `columns` (the table's column names in order).
+    pub fn bind(&self, table: &str, columns: &[String]) -> Result<TableKeys, MissingColumn> {
+        let mut templates = Vec::with_capacity(self.templates.len());
+        for t in &self.templates {
+            let mut bound = Vec::with_capacity(t.segments.len());
+            for s in &t.segments {
+                bound.push(match s {
+                    Segment::Literal(l) => BoundSegment::Literal(l.clone()),
+                    Segment::Column(c) => {
+                        let index = columns
+                            .iter()
+                            .position(|name| name.eq_ignore_ascii_case(c))
+                            .ok_or_else(|| MissingColumn {
+                                template: t.text.clone(),
+                                column: c.clone(),
+                                table: table.to_owned(),
+                            })?;
+                        BoundSegment::Column(index)
+                    }
+                });
+            }
+            templates.push(bound);
+        }
+        Ok(TableKeys { templates })
+    }
+}
+
+impl TableKeys {
+    /// Renders every template for one row image; `value(i)` renders column `i` (None = NULL),
+    /// and a template with a NULL placeholder yields no key.
+    pub fn render<F>(&self, mut value: F, mut out: impl FnMut(String))
+    where
+        F: FnMut(usize) -> Option<String>,
+    {
+        'templates: for t in &self.templates {
+            let mut key = String::new();
+            for s in t {
+                match s {
+                    BoundSegment::Literal(l) => key.push_str(l),
+                    BoundSegment::Column(i) => match value(*i) {
+                        Some(v) => key.push_str(&v),
+                        None => continue 'templates,
+                    },
+                }
+            }
+            out(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(table: &str, keys: &[&str]) -> RuleConfig {
+        RuleConfig {
+            table: table.into(),
+            keys: keys.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn template_parses_placeholders_and_escapes() {
+        let t = Template::parse("u:{ID}:{{x}}:{email}").unwrap();
+        assert_eq!(
+            t.segments,
+            vec![
+                Segment::Literal("u:".into()),
+                Segment::Column("id".into()),
+                Segment::Literal(":{x}:".into()),
+                Segment::Column("email".into()),
+            ]
+        );
+        for bad in ["u:{id", "u:}", "u:{}", "plain", "u: {id}", "{a{b}}"] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn globs_match_db_dot_table_and_union_templates() {
+        let rules = Rules::compile(&[
+            rule("shop.users", &["user:{id}"]),
+            rule("shop.*", &["row:{id}", "user:{id}"]),
+            rule("*", &["any:{id}"]),
+            rule("other.t?", &["t:{id}"]),
+        ])
+        .unwrap();
+        let users = rules.for_table("shop", "users").unwrap();
+        let texts: Vec<_> = users.templates.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(texts, ["user:{id}", "row:{id}", "any:{id}"]);
+        assert_eq!(rules.for_table("other", "t1").unwrap().templates.len(), 2);
+        assert_eq!(rules.for_table("other", "t12").unwrap().templates.len(), 1);
+        let only = Rules::compile(&[rule("shop.users", &["u:{id}"])]).unwrap();
+        assert!(only.for_table("shop", "posts").is_none());
+        assert!(only.for_table("shopx", "users").is_none());
+        assert!(Rules::compile(&[rule("users", &["u:{id}"])]).is_err());
+        assert!(Rules::compile(&[rule("a.[", &["u:{id}"])]).is_err());
+        assert!(Rules::compile(&[rule("a.b", &[])]).is_err());
+    }
+
+    #[test]
+    fn bind_and_render_skip_null_and_report_missing_columns() {
+        let rules = Rules::compile(&[rule("d.t", &["user:{id}", "user:email:{Email}"])]).unwrap();
+        let tr = rules.for_table("d", "t").unwrap();
+        let cols = vec!["email".to_string(), "ID".to_string()];
+        let keys = tr.bind("d.t", &cols).unwrap();
+        let mut out = Vec::new();
+        keys.render(|i| (i == 1).then(|| "42".to_string()), |k| out.push(k));
+        assert_eq!(out, ["user:42"], "NULL email skips only its key");
+        let mut out = Vec::new();
+        keys.render(|i| Some(["a@b", "7"][i].to_string()), |k| out.push(k));
+        assert_eq!(out, ["user:7", "user:email:a@b"]);
+        let err = tr.bind("d.t", &["id".to_string()]).unwrap_err();
+        assert_eq!(err.column, "email");
+    }
+}
