@@ -7,6 +7,13 @@
 //! turn rows into keys; [`check`] verifies a server; [`metrics`] serves Prometheus text.
 //! It does not consume invalidations: that is the `regions` crate.
 
+pub mod check;
+pub mod checkpoint;
 pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod publish;
 pub mod render;
 pub mod rules;
+pub mod source;
+pub mod txn;

@@ -218,6 +218,17 @@ impl Rules {
         (!templates.is_empty()).then_some(TableRules { templates })
     }
 
+    /// True when some rule could match a table of database `db` (for DROP DATABASE).
+    pub fn may_match_db(&self, db: &str) -> bool {
+        self.rules.iter().any(|r| {
+            let db_pattern = r.pattern.split('.').next().unwrap_or("*");
+            r.pattern == "*"
+                || Glob::new(db_pattern)
+                    .map(|g| g.compile_matcher().is_match(db))
+                    .unwrap_or(true)
+        })
+    }
+
     /// Rule patterns (for messages).
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.pattern.as_str())
@@ -320,6 +331,9 @@ mod tests {
         let only = Rules::compile(&[rule("shop.users", &["u:{id}"])]).unwrap();
         assert!(only.for_table("shop", "posts").is_none());
         assert!(only.for_table("shopx", "users").is_none());
+        assert!(only.may_match_db("shop"));
+        assert!(!only.may_match_db("other"));
+        assert!(rules.may_match_db("anything"));
         assert!(Rules::compile(&[rule("users", &["u:{id}"])]).is_err());
         assert!(Rules::compile(&[rule("a.[", &["u:{id}"])]).is_err());
         assert!(Rules::compile(&[rule("a.b", &[])]).is_err());

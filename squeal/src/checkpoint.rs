@@ -1,0 +1,158 @@
+//! The checkpoint: the binlog position up to which Kafka acknowledged every record.
+//!
+//! Saved atomically: write a temporary file beside the target, fsync it, rename it over the
+//! target, fsync the directory. A crash leaves either the old or the new checkpoint, never a torn
+//! one. Loading a file that is not a checkpoint is an error (never "start from scratch").
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Checkpoint file format version.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// A resumable position: the start of the first transaction not yet fully acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Binlog file name.
+    pub file: String,
+    /// Byte offset in `file` where reading resumes (a transaction boundary).
+    pub pos: u64,
+    /// GTID of the last acknowledged transaction, when known (informational; resume is by file+pos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointFile {
+    version: u32,
+    #[serde(flatten)]
+    position: Position,
+}
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// File system error.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The checkpoint path.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file exists but is not a checkpoint squeal can read.
+    #[error("checkpoint {path} is unreadable ({reason}); fix or remove it deliberately (see README, Operations)")]
+    Corrupt {
+        /// The checkpoint path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Loads the checkpoint; `Ok(None)` when the file does not exist.
+pub fn load(path: &Path) -> Result<Option<Position>, CheckpointError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let file: CheckpointFile =
+        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if file.version != CHECKPOINT_VERSION {
+        return Err(CheckpointError::Corrupt {
+            path: path.to_owned(),
+            reason: format!(
+                "version {} (this squeal reads {CHECKPOINT_VERSION})",
+                file.version
+            ),
+        });
+    }
+    Ok(Some(file.position))
+}
+
+/// Saves the checkpoint atomically and durably.
+pub fn save(path: &Path, position: &Position) -> Result<(), CheckpointError> {
+    let io_err = |source| CheckpointError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
+    let tmp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
+    let body = serde_json::to_vec_pretty(&CheckpointFile {
+        version: CHECKPOINT_VERSION,
+        position: position.clone(),
+    })
+    .expect("checkpoint serializes");
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err)?;
+        f.write_all(&body).map_err(io_err)?;
+        f.write_all(b"\n").map_err(io_err)?;
+        f.sync_all().map_err(io_err)?;
+    }
+    fs::rename(&tmp, path).map_err(io_err)?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load_round_trips_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        assert_eq!(load(&path).unwrap(), None);
+        let a = Position {
+            file: "b.000001".into(),
+            pos: 4,
+            gtid: None,
+        };
+        save(&path, &a).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(a));
+        let b = Position {
+            file: "b.000002".into(),
+            pos: 1234,
+            gtid: Some("0-1-9".into()),
+        };
+        save(&path, &b).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(b));
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn garbage_or_future_version_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        fs::write(&path, b"{\"file\":").unwrap();
+        assert!(matches!(load(&path), Err(CheckpointError::Corrupt { .. })));
+        fs::write(&path, br#"{"version":9,"file":"x","pos":4}"#).unwrap();
+        assert!(matches!(load(&path), Err(CheckpointError::Corrupt { .. })));
+    }
+}

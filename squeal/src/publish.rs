@@ -1,0 +1,286 @@
+//! Publishing records to Kafka and advancing the checkpoint only behind Kafka's acknowledgements.
+//!
+//! [`Publisher::publish`] hands a record to rdkafka (idempotent producer, `acks=all`, no delivery
+//! timeout) after taking one of `max_in_flight` permits: when Kafka stalls, permits run out, the
+//! call waits, and so the binlog reader pauses (back-pressure; nothing is dropped).
+//! [`Publisher::commit`] marks the end of a transaction. The [`AckTracker`] awaits deliveries in
+//! submission order and, when it passes a transaction end, all of that transaction's records and
+//! every earlier one are acknowledged: only then does the checkpoint move there.
+//!
+//! Errors are classified: `QueueFull` is transient (wait and retry); librdkafka retries broker
+//! and network errors itself for ever (`message.timeout.ms=0`); any error reported for a delivery
+//! is permanent (e.g. record too large, authorization) and stops squeal with the checkpoint
+//! before that record, so a restart publishes it again.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use invalidation::Record;
+
+use crate::checkpoint::{self, Position};
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+
+/// A publishing failure.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Kafka refused a record for good, or the producer could not be created.
+    #[error("Kafka (permanent): {0}")]
+    Permanent(String),
+    /// The checkpoint could not be written.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// The ack tracker stopped (it failed; its own error says why).
+    #[error("the Kafka acknowledgement tracker stopped")]
+    TrackerGone,
+}
+
+enum Tracked {
+    /// One record handed to the producer.
+    Record {
+        delivery: DeliveryFuture,
+        /// Released when the delivery completes, so in-flight records stay bounded.
+        _permit: OwnedSemaphorePermit,
+    },
+    /// End of a transaction: once reached, everything up to `position` is acknowledged.
+    Commit {
+        position: Position,
+        read_at: Instant,
+        had_records: bool,
+    },
+}
+
+/// Hands records to Kafka with back-pressure.
+pub struct Publisher {
+    /// The idempotent producer.
+    producer: FutureProducer,
+    /// Destination topic.
+    topic: String,
+    /// Bounds records in flight.
+    permits: Arc<Semaphore>,
+    /// Deliveries and commits, in order, for the tracker.
+    tracked: mpsc::UnboundedSender<Tracked>,
+    /// Counters.
+    metrics: Arc<Metrics>,
+    /// Whether the current transaction handed out at least one record.
+    txn_had_records: bool,
+}
+
+/// Awaits deliveries in order and writes the checkpoint behind them.
+pub struct AckTracker {
+    tracked: mpsc::UnboundedReceiver<Tracked>,
+    checkpoint_path: PathBuf,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// The librdkafka properties squeal uses, before the user's pass-through properties.
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .set(
+            "message.max.bytes",
+            (cfg.max_record_bytes + 4096).to_string(),
+        );
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    // Required for no-loss, in-order publishing; config validation forbids overriding them.
+    c.set("enable.idempotence", "true").set("acks", "all");
+    c
+}
+
+impl Publisher {
+    /// Creates the producer and its tracker.
+    pub fn new(
+        cfg: &KafkaConfig,
+        checkpoint_path: PathBuf,
+        checkpoint_interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Publisher, AckTracker), PublishError> {
+        let producer: FutureProducer = producer_config(cfg)
+            .create()
+            .map_err(|e| PublishError::Permanent(format!("cannot create producer: {e}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok((
+            Publisher {
+                producer,
+                topic: cfg.topic.clone(),
+                permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
+                tracked: tx,
+                metrics: metrics.clone(),
+                txn_had_records: false,
+            },
+            AckTracker {
+                tracked: rx,
+                checkpoint_path,
+                interval: checkpoint_interval,
+                metrics,
+            },
+        ))
+    }
+
+    /// Hands one record to Kafka; waits while `max_in_flight` records are unacknowledged.
+    pub async fn publish(&mut self, record: &Record, kafka_key: &str) -> Result<(), PublishError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let payload = record.to_json();
+        let keys = record.keys().count() as u64;
+        let mut backoff = Duration::from_millis(1);
+        let delivery = loop {
+            let fr = FutureRecord::to(&self.topic)
+                .key(kafka_key)
+                .payload(&payload);
+            match self.producer.send_result(fr) {
+                Ok(d) => break d,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // Transient: librdkafka's local queue is full; wait for it to drain.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Err((e, _)) => {
+                    return Err(PublishError::Permanent(format!(
+                        "record for {}:{} refused: {e}",
+                        record.source.file, record.source.pos
+                    )))
+                }
+            }
+        };
+        self.metrics.records_in_flight.fetch_add(1, Relaxed);
+        self.metrics.records_published.fetch_add(1, Relaxed);
+        self.metrics.keys_published.fetch_add(keys, Relaxed);
+        self.txn_had_records = true;
+        self.tracked
+            .send(Tracked::Record {
+                delivery,
+                _permit: permit,
+            })
+            .map_err(|_| PublishError::TrackerGone)
+    }
+
+    /// Marks the end of a transaction at `position` (the start of the next one).
+    pub fn commit(&mut self, position: Position, read_at: Instant) -> Result<(), PublishError> {
+        let had_records = std::mem::take(&mut self.txn_had_records);
+        self.tracked
+            .send(Tracked::Commit {
+                position,
+                read_at,
+                had_records,
+            })
+            .map_err(|_| PublishError::TrackerGone)
+    }
+
+    /// Waits up to `timeout` for librdkafka to deliver what it holds.
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}
+
+fn file_index(file: &str) -> u64 {
+    file.rsplit('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+impl AckTracker {
+    /// Runs until the publisher is dropped and everything sent was acknowledged, or a delivery
+    /// fails permanently. Writes the checkpoint at most every `interval`, and once at the end.
+    pub async fn run(mut self) -> Result<(), PublishError> {
+        let mut acked: Option<Position> = None;
+        let mut dirty = false;
+        let mut last_write = Instant::now();
+        let mut tick = tokio::time::interval(self.interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let item = tokio::select! {
+                item = self.tracked.recv() => item,
+                _ = tick.tick() => {
+                    self.flush_if_due(&acked, &mut dirty, &mut last_write, false)?;
+                    continue;
+                }
+            };
+            match item {
+                None => {
+                    self.flush_if_due(&acked, &mut dirty, &mut last_write, true)?;
+                    return Ok(());
+                }
+                Some(Tracked::Record {
+                    mut delivery,
+                    _permit,
+                }) => {
+                    let result = loop {
+                        tokio::select! {
+                            r = &mut delivery => break r,
+                            _ = tick.tick() => self.flush_if_due(&acked, &mut dirty, &mut last_write, false)?,
+                        }
+                    };
+                    self.metrics.records_in_flight.fetch_sub(1, Relaxed);
+                    match result {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => {
+                            // Flush what is acknowledged so a restart repeats as little as possible.
+                            self.flush_if_due(&acked, &mut dirty, &mut last_write, true)?;
+                            return Err(PublishError::Permanent(format!("delivery failed: {e}")));
+                        }
+                        Err(_) => {
+                            return Err(PublishError::Permanent(
+                                "producer dropped a delivery".into(),
+                            ))
+                        }
+                    }
+                }
+                Some(Tracked::Commit {
+                    position,
+                    read_at,
+                    had_records,
+                }) => {
+                    if had_records {
+                        self.metrics.observe_latency(read_at.elapsed());
+                    }
+                    self.metrics.transactions_published.fetch_add(1, Relaxed);
+                    acked = Some(position);
+                    dirty = true;
+                    self.flush_if_due(&acked, &mut dirty, &mut last_write, false)?;
+                }
+            }
+        }
+    }
+
+    fn flush_if_due(
+        &self,
+        acked: &Option<Position>,
+        dirty: &mut bool,
+        last_write: &mut Instant,
+        force: bool,
+    ) -> Result<(), PublishError> {
+        let Some(position) = acked else { return Ok(()) };
+        if !*dirty || (!force && last_write.elapsed() < self.interval) {
+            return Ok(());
+        }
+        checkpoint::save(&self.checkpoint_path, position)?;
+        self.metrics
+            .checkpoint_file_index
+            .store(file_index(&position.file), Relaxed);
+        self.metrics
+            .checkpoint_position
+            .store(position.pos, Relaxed);
+        *dirty = false;
+        *last_write = Instant::now();
+        Ok(())
+    }
+}

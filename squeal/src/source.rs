@@ -1,0 +1,572 @@
+//! The binlog source: connects as a replica, streams events, turns committed transactions into
+//! records and hands them to the [`Publisher`]; reconnects with backoff when the server goes away.
+//!
+//! Reading resumes at the last transaction boundary handed to the publisher (after a reconnect)
+//! or at the checkpoint (after a restart), so a transaction is never half-published: a partial
+//! transaction in the buffer is discarded and read again. A checkpoint naming a binlog file the
+//! server no longer has is fatal, with the way out in the message.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{
+    Event, EventData, GtidEvent, QueryEvent, RotateEvent, RowsEventData, RowsQueryEvent,
+    TableMapEvent,
+};
+use mysql_async::binlog::EventType;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogDumpFlags, BinlogStream, BinlogStreamRequest, Conn, Row};
+use tokio::sync::watch;
+
+use invalidation::{Gtid, Operation, SourcePosition, TableRef};
+
+use crate::checkpoint::Position;
+use crate::config::Config;
+use crate::events::{self, Statement};
+use crate::metrics::Metrics;
+use crate::publish::{PublishError, Publisher};
+use crate::render::{self, TableShape};
+use crate::rules::{Rules, TableKeys, TableRules};
+use crate::txn::{ChunkLimits, TxnBuffer};
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// squeal must stop; the message says why and what to do.
+    #[error("{0}")]
+    Fatal(String),
+    /// The connection failed; squeal reconnects.
+    #[error("source: {0}")]
+    Transient(String),
+    /// Publishing failed for good.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+fn classify_mysql(e: mysql_async::Error) -> SourceError {
+    match &e {
+        mysql_async::Error::Server(se) if se.code == 1236 => SourceError::Fatal(format!(
+            "the server refused to send its binlog (error 1236: {}). If the binlog file was purged, \
+             see README \"Recovering from a purged binlog\".",
+            se.message
+        )),
+        mysql_async::Error::Server(se) if matches!(se.code, 1045 | 1227 | 1044 | 1142) => {
+            SourceError::Fatal(format!("access denied: {} (run `squeal check`)", se.message))
+        }
+        _ => SourceError::Transient(e.to_string()),
+    }
+}
+
+fn io_fatal(e: std::io::Error) -> SourceError {
+    SourceError::Fatal(format!("cannot decode binlog event: {e}"))
+}
+
+/// The message for a checkpoint whose binlog file is gone.
+pub fn purged_message(position: &Position, available: &[String]) -> String {
+    format!(
+        "the checkpoint says to resume at binlog {}:{}, but the server no longer has {} \
+         (it has {}). The invalidations from there up to the oldest remaining binlog are lost, and \
+         squeal will not skip them silently. To recover: (1) flush, or wait out the TTL of, every \
+         cache these tables feed in every region; (2) move the checkpoint file aside; (3) start \
+         squeal again with source.start_from = \"current\" (or \"earliest\"). To prevent this, keep \
+         binlogs longer than squeal can be down (expire_logs_days / binlog_expire_logs_seconds).",
+        position.file,
+        position.pos,
+        position.file,
+        if available.is_empty() {
+            "no binlogs".to_owned()
+        } else {
+            format!("{} .. {}", available[0], available[available.len() - 1])
+        }
+    )
+}
+
+/// A ruled table's layout and bound templates for one table id.
+struct BoundTable {
+    table: TableRef,
+    shape: TableShape,
+    /// Templates bound to column positions, or why they cannot be rendered (→ flush the table).
+    keys: Result<TableKeys, String>,
+}
+
+/// Lists the server's binlog files (`SHOW BINARY LOGS`).
+pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<String>, mysql_async::Error> {
+    let rows: Vec<Row> = conn.query("SHOW BINARY LOGS").await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.get_opt::<String, usize>(0).and_then(Result::ok))
+        .collect())
+}
+
+/// True when the server is MariaDB.
+pub async fn is_mariadb(conn: &mut Conn) -> Result<bool, mysql_async::Error> {
+    let v: Option<String> = conn.query_first("SELECT VERSION()").await?;
+    Ok(v.unwrap_or_default().to_lowercase().contains("mariadb"))
+}
+
+/// Reads the binlog and publishes; owns all per-connection state.
+pub struct Source {
+    cfg: Arc<Config>,
+    rules: Rules,
+    metrics: Arc<Metrics>,
+    publisher: Publisher,
+    /// Where reading resumes after a reconnect: the end of the last transaction handed over.
+    boundary: Position,
+    /// Rules per (db, table), so unruled tables cost one hash lookup.
+    table_rules: HashMap<(String, String), Option<TableRules>>,
+    /// Column names from information_schema, when the table map carries none.
+    schema_columns: HashMap<(String, String), Vec<String>>,
+    /// Table id → binding, for the current transaction (table maps precede rows in each one).
+    bound: HashMap<u64, Option<Arc<BoundTable>>>,
+    /// Connection pool for information_schema lookups.
+    meta_pool: mysql_async::Pool,
+    /// Current binlog file.
+    file: String,
+    /// Inside BEGIN..COMMIT (or a MariaDB non-standalone GTID group).
+    in_txn: bool,
+    /// GTID of the current group.
+    gtid: Option<Gtid>,
+    /// End position of the last event with a non-zero position.
+    last_log_pos: u64,
+    /// Keys of the current transaction.
+    buffer: TxnBuffer,
+    /// Tables already reported as unrenderable (log once).
+    reported: std::collections::HashSet<String>,
+}
+
+impl Source {
+    /// A source that starts reading at `start`.
+    pub fn new(
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        publisher: Publisher,
+        start: Position,
+    ) -> Result<Source, SourceError> {
+        let rules = Rules::compile(&cfg.rules).map_err(|e| SourceError::Fatal(e.to_string()))?;
+        let opts = cfg
+            .mysql_opts()
+            .map_err(|e| SourceError::Fatal(e.to_string()))?;
+        Ok(Source {
+            buffer: TxnBuffer::new(
+                cfg.transactions.max_buffered_keys,
+                cfg.transactions.spill_dir.clone(),
+            ),
+            meta_pool: mysql_async::Pool::new(opts),
+            cfg,
+            rules,
+            metrics,
+            publisher,
+            file: start.file.clone(),
+            boundary: start,
+            table_rules: HashMap::new(),
+            schema_columns: HashMap::new(),
+            bound: HashMap::new(),
+            in_txn: false,
+            gtid: None,
+            last_log_pos: 0,
+            reported: Default::default(),
+        })
+    }
+
+    /// Reads until shutdown is signalled or a fatal error; reconnects on transient errors.
+    /// Returns the publisher so the caller can flush it.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> (Publisher, Result<(), SourceError>) {
+        let initial = Duration::from_millis(self.cfg.source.reconnect_initial_backoff_ms);
+        let max = Duration::from_millis(self.cfg.source.reconnect_max_backoff_ms);
+        let mut backoff = initial;
+        loop {
+            let before = self.metrics.events_read.load(Relaxed);
+            let result = tokio::select! {
+                r = self.stream_once() => r,
+                _ = shutdown.changed() => return (self.publisher, Ok(())),
+            };
+            match result {
+                Ok(()) => {}
+                Err(SourceError::Transient(msg)) => {
+                    if self.metrics.events_read.load(Relaxed) > before + 1 {
+                        backoff = initial;
+                    }
+                    tracing::warn!(error = %msg, retry_in_ms = backoff.as_millis() as u64, resume = %format!("{}:{}", self.boundary.file, self.boundary.pos), "source connection lost; reconnecting");
+                    self.metrics.source_reconnects.fetch_add(1, Relaxed);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return (self.publisher, Ok(())),
+                    }
+                    backoff = (backoff * 2).min(max);
+                }
+                Err(e) => return (self.publisher, Err(e)),
+            }
+        }
+    }
+
+    async fn stream_once(&mut self) -> Result<(), SourceError> {
+        let opts = self
+            .cfg
+            .mysql_opts()
+            .map_err(|e| SourceError::Fatal(e.to_string()))?;
+        let mut conn = Conn::new(opts).await.map_err(classify_mysql)?;
+        let logs = binary_logs(&mut conn).await.map_err(classify_mysql)?;
+        if !logs.contains(&self.boundary.file) {
+            return Err(SourceError::Fatal(purged_message(&self.boundary, &logs)));
+        }
+        let mariadb = is_mariadb(&mut conn).await.map_err(classify_mysql)?;
+        // MariaDB: send real GTID events (capability 4 = MARIA_SLAVE_CAPABILITY_GTID).
+        conn.query_drop("SET @mariadb_slave_capability=4")
+            .await
+            .map_err(classify_mysql)?;
+        let heartbeat_ns = self.cfg.source.heartbeat_ms.max(1) * 1_000_000;
+        conn.query_drop(format!("SET @master_heartbeat_period={heartbeat_ns}"))
+            .await
+            .map_err(classify_mysql)?;
+        let file = self.boundary.file.clone();
+        let mut request = BinlogStreamRequest::new(self.cfg.source.server_id)
+            .with_filename(file.as_bytes())
+            .with_pos(self.boundary.pos);
+        if mariadb {
+            // 0x02 is MariaDB's BINLOG_SEND_ANNOTATE_ROWS_EVENT (MySQL names the bit differently).
+            request = request.with_flags(BinlogDumpFlags::BINLOG_THROUGH_POSITION);
+        }
+        let mut stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(classify_mysql)?;
+        tracing::info!(file = %self.boundary.file, pos = self.boundary.pos, mariadb, "streaming binlog");
+        self.file = self.boundary.file.clone();
+        self.in_txn = false;
+        self.gtid = None;
+        self.buffer.reset();
+        self.bound.clear();
+        while let Some(event) = stream.next().await {
+            let event = event.map_err(classify_mysql)?;
+            self.handle(&stream, event).await?;
+        }
+        Err(SourceError::Transient(
+            "the server ended the binlog stream".into(),
+        ))
+    }
+
+    async fn handle(&mut self, stream: &BinlogStream, event: Event) -> Result<(), SourceError> {
+        let header = event.header();
+        let ty = header.event_type_raw();
+        self.metrics.events_read.fetch_add(1, Relaxed);
+        if header.log_pos() > 0 {
+            self.last_log_pos = header.log_pos() as u64;
+        }
+        if header.timestamp() > 0 && ty != EventType::HEARTBEAT_EVENT as u8 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            self.metrics
+                .seconds_behind_source
+                .store((now - header.timestamp() as i64).max(0), Relaxed);
+        }
+        const ROTATE: u8 = EventType::ROTATE_EVENT as u8;
+        const QUERY: u8 = EventType::QUERY_EVENT as u8;
+        const XID: u8 = EventType::XID_EVENT as u8;
+        const TABLE_MAP: u8 = EventType::TABLE_MAP_EVENT as u8;
+        const ROWS_QUERY: u8 = EventType::ROWS_QUERY_EVENT as u8;
+        const GTID: u8 = EventType::GTID_EVENT as u8;
+        const GTID_TAGGED: u8 = EventType::GTID_TAGGED_LOG_EVENT as u8;
+        const HEARTBEAT: u8 = EventType::HEARTBEAT_EVENT as u8;
+        match ty {
+            ROTATE => {
+                let re: RotateEvent<'_> = event.read_event().map_err(io_fatal)?;
+                self.file = re.name().into_owned();
+                if header.log_pos() == 0 && header.timestamp() == 0 {
+                    // Fake rotate at stream start: names the file only.
+                    return Ok(());
+                }
+                if !self.in_txn {
+                    let position = Position {
+                        file: self.file.clone(),
+                        pos: re.position(),
+                        gtid: self.boundary.gtid.clone(),
+                    };
+                    self.publisher.commit(position.clone(), Instant::now())?;
+                    self.boundary = position;
+                }
+            }
+            QUERY => self.handle_query(&event).await?,
+            XID => self.commit(&event).await?,
+            TABLE_MAP => {
+                let tme: TableMapEvent<'_> = event.read_event().map_err(io_fatal)?;
+                self.bind_table(&tme).await?;
+            }
+            ROWS_QUERY => {
+                let rq: RowsQueryEvent<'_> = event.read_event().map_err(io_fatal)?;
+                self.add_embedded(&rq.query())?;
+            }
+            events::MARIADB_ANNOTATE_ROWS_EVENT => {
+                let text = events::decode_mariadb_annotate(event.data());
+                self.add_embedded(&text)?;
+            }
+            GTID | GTID_TAGGED => {
+                let g: GtidEvent = event.read_event().map_err(io_fatal)?;
+                self.gtid = Some(Gtid::MySql {
+                    uuid: g.sid(),
+                    gno: g.gno(),
+                });
+            }
+            events::MARIADB_GTID_EVENT => {
+                let g = events::decode_mariadb_gtid(event.data(), header.server_id())
+                    .map_err(|e| SourceError::Fatal(e.to_string()))?;
+                self.buffer.reset();
+                self.bound.clear();
+                self.gtid = Some(g.gtid);
+                self.in_txn = !g.is_standalone();
+            }
+            HEARTBEAT => {
+                if !self.in_txn {
+                    self.metrics.seconds_behind_source.store(0, Relaxed);
+                }
+            }
+            _ => {
+                if let Ok(Some(EventData::RowsEvent(rows))) = event.read_data() {
+                    self.handle_rows(stream, &rows)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_embedded(&mut self, statement: &str) -> Result<(), SourceError> {
+        for key in events::embedded_keys(statement) {
+            self.buffer
+                .add_key(None, Operation::Embedded, key)
+                .map_err(|e| SourceError::Fatal(format!("transaction spill: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn forget_table(&mut self, db: &str, name: &str) {
+        self.schema_columns
+            .remove(&(db.to_owned(), name.to_owned()));
+    }
+
+    async fn handle_query(&mut self, event: &Event) -> Result<(), SourceError> {
+        let q: QueryEvent<'_> = event.read_event().map_err(io_fatal)?;
+        let schema = q.schema().into_owned();
+        let sql = q.query();
+        match events::classify_statement(&sql) {
+            Statement::Begin => {
+                self.in_txn = true;
+                return Ok(());
+            }
+            Statement::Commit | Statement::Rollback => return self.commit(event).await,
+            Statement::Truncate(tables) | Statement::Drop(tables) => {
+                for t in tables {
+                    let db = t.db.unwrap_or_else(|| schema.clone());
+                    self.forget_table(&db, &t.name);
+                    if self.rules.for_table(&db, &t.name).is_some() {
+                        tracing::info!(table = %format!("{db}.{}", t.name), "table truncated or dropped: publishing flush_table");
+                        self.buffer.add_flush(TableRef::new(db, t.name));
+                    }
+                }
+            }
+            Statement::DropDatabase(db) => {
+                self.schema_columns.retain(|(d, _), _| d != &db);
+                if self.rules.may_match_db(&db) {
+                    self.buffer.add_flush(TableRef::new(db, "*"));
+                }
+            }
+            Statement::SchemaChange(tables) => {
+                for t in tables {
+                    let db = t.db.unwrap_or_else(|| schema.clone());
+                    self.forget_table(&db, &t.name);
+                }
+            }
+            Statement::Dml => {
+                return Err(SourceError::Fatal(format!(
+                    "a data change was logged as a statement at {}:{} (binlog_format is not ROW for this session?): \
+                     squeal cannot map statements to keys. Set binlog_format=ROW globally (and in the server's \
+                     config) and make sure no session overrides it.",
+                    self.file, self.last_log_pos
+                )))
+            }
+            Statement::Other => {}
+        }
+        if !self.in_txn {
+            // A standalone statement (DDL) is its own transaction.
+            self.commit(event).await?;
+        }
+        Ok(())
+    }
+
+    async fn bind_table(&mut self, tme: &TableMapEvent<'_>) -> Result<(), SourceError> {
+        let db = tme.database_name().into_owned();
+        let name = tme.table_name().into_owned();
+        let key = (db.clone(), name.clone());
+        let rules = match self.table_rules.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let r = self.rules.for_table(&db, &name);
+                self.table_rules.insert(key.clone(), r.clone());
+                r
+            }
+        };
+        let Some(rules) = rules else {
+            self.bound.insert(tme.table_id(), None);
+            return Ok(());
+        };
+        let shape = TableShape::from_table_map(tme).map_err(io_fatal)?;
+        let names = match shape.names() {
+            Some(n) => n,
+            None => self.columns_from_information_schema(&db, &name).await?,
+        };
+        let full = format!("{db}.{name}");
+        let keys = if names.len() != shape.columns.len() {
+            Err(format!(
+                "table {full}: the binlog has {} columns but information_schema lists {} (schema changed since); \
+                 set binlog_row_metadata=FULL so column names travel with the rows",
+                shape.columns.len(),
+                names.len()
+            ))
+        } else {
+            rules.bind(&full, &names).map_err(|e| e.to_string())
+        };
+        if let Err(reason) = &keys {
+            if self.reported.insert(full.clone()) {
+                tracing::error!(%reason, "cannot render keys: publishing flush_table for this table instead");
+            }
+        }
+        self.bound.insert(
+            tme.table_id(),
+            Some(Arc::new(BoundTable {
+                table: TableRef::new(db, name),
+                shape,
+                keys,
+            })),
+        );
+        Ok(())
+    }
+
+    async fn columns_from_information_schema(
+        &mut self,
+        db: &str,
+        name: &str,
+    ) -> Result<Vec<String>, SourceError> {
+        let key = (db.to_owned(), name.to_owned());
+        if let Some(c) = self.schema_columns.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut conn = self.meta_pool.get_conn().await.map_err(classify_mysql)?;
+        let cols: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (db, name),
+            )
+            .await
+            .map_err(classify_mysql)?;
+        let cols: Vec<String> = cols.into_iter().map(|c| c.to_lowercase()).collect();
+        self.schema_columns.insert(key, cols.clone());
+        Ok(cols)
+    }
+
+    fn handle_rows(
+        &mut self,
+        stream: &BinlogStream,
+        rows: &RowsEventData<'_>,
+    ) -> Result<(), SourceError> {
+        let table_id = rows.table_id();
+        let Some(Some(bound)) = self.bound.get(&table_id).cloned() else {
+            return Ok(()); // not ruled: skipped without decoding the rows
+        };
+        self.in_txn = true;
+        let op = match rows {
+            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => {
+                Operation::Insert
+            }
+            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => {
+                Operation::Delete
+            }
+            _ => Operation::Update,
+        };
+        let keys = match &bound.keys {
+            Ok(k) => k,
+            Err(_) => {
+                self.buffer.add_flush(bound.table.clone());
+                return Ok(());
+            }
+        };
+        let tme = stream.get_tme(table_id).ok_or_else(|| {
+            SourceError::Fatal(format!("rows event for unknown table id {table_id}"))
+        })?;
+        let columns = &bound.shape.columns;
+        let mut rendered: Vec<String> = Vec::new();
+        let mut partial = false;
+        for row in rows.rows(tme) {
+            let (before, after) = row.map_err(io_fatal)?;
+            for image in [before, after].into_iter().flatten() {
+                self.metrics.rows_read.fetch_add(1, Relaxed);
+                if image.len() != columns.len() {
+                    partial = true; // not a FULL image: keys over missing columns cannot be rendered
+                    continue;
+                }
+                keys.render(
+                    |i| image.as_ref(i).and_then(|v| render::render(v, &columns[i])),
+                    |k| rendered.push(k),
+                );
+                for k in rendered.drain(..) {
+                    self.buffer
+                        .add_key(Some(&bound.table), op, k)
+                        .map_err(|e| SourceError::Fatal(format!("transaction spill: {e}")))?;
+                }
+            }
+        }
+        if partial {
+            if self.reported.insert(format!("image:{}", bound.table)) {
+                tracing::error!(table = %bound.table, "row image is not FULL (binlog_row_image); publishing flush_table");
+            }
+            self.buffer.add_flush(bound.table.clone());
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, event: &Event) -> Result<(), SourceError> {
+        let header = event.header();
+        let read_at = Instant::now();
+        let position = Position {
+            file: self.file.clone(),
+            pos: self.last_log_pos,
+            gtid: self.gtid.map(|g| g.to_string()),
+        };
+        if !self.buffer.is_empty() {
+            self.metrics
+                .keys_spilled
+                .fetch_add(self.buffer.spilled(), Relaxed);
+            let source = SourcePosition {
+                server_id: header.server_id(),
+                file: position.file.clone(),
+                pos: position.pos,
+                gtid: self.gtid,
+            };
+            let limits = ChunkLimits {
+                max_keys: self.cfg.kafka.max_keys_per_record,
+                max_bytes: self.cfg.kafka.max_record_bytes,
+            };
+            let kafka_key = format!("{}:{}:{}", source.server_id, source.file, source.pos);
+            let mut chunker = self
+                .buffer
+                .finish(source, header.timestamp(), limits)
+                .map_err(|e| SourceError::Fatal(format!("transaction spill: {e}")))?;
+            while let Some(record) = chunker
+                .next_record()
+                .map_err(|e| SourceError::Fatal(format!("transaction spill: {e}")))?
+            {
+                self.publisher.publish(&record, &kafka_key).await?;
+            }
+        }
+        self.publisher.commit(position.clone(), read_at)?;
+        self.boundary = position;
+        self.in_txn = false;
+        self.gtid = None;
+        self.bound.clear();
+        Ok(())
+    }
+}
