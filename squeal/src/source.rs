@@ -133,6 +133,11 @@ pub struct Source {
     last_log_pos: u64,
     /// Keys of the current transaction.
     buffer: TxnBuffer,
+    /// A FORMAT_DESCRIPTION event was seen on this stream (before it, the reader does not know
+    /// that events carry a CRC32 trailer, so the fake ROTATE's name would include it).
+    fde_seen: bool,
+    /// The server writes CRC32 checksums (`@@global.binlog_checksum`).
+    server_checksums: bool,
     /// Tables already reported as unrenderable (log once).
     reported: std::collections::HashSet<String>,
 }
@@ -167,6 +172,8 @@ impl Source {
             in_txn: false,
             gtid: None,
             last_log_pos: 0,
+            fde_seen: false,
+            server_checksums: false,
             reported: Default::default(),
         })
     }
@@ -216,6 +223,12 @@ impl Source {
             return Err(SourceError::Fatal(purged_message(&self.boundary, &logs)));
         }
         let mariadb = is_mariadb(&mut conn).await.map_err(classify_mysql)?;
+        let checksum: Option<String> = conn
+            .query_first("SELECT @@global.binlog_checksum")
+            .await
+            .map_err(classify_mysql)?;
+        self.server_checksums = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
+        self.fde_seen = false;
         // MariaDB: send real GTID events (capability 4 = MARIA_SLAVE_CAPABILITY_GTID).
         conn.query_drop("SET @mariadb_slave_capability=4")
             .await
@@ -238,6 +251,7 @@ impl Source {
             .map_err(classify_mysql)?;
         tracing::info!(file = %self.boundary.file, pos = self.boundary.pos, mariadb, "streaming binlog");
         self.file = self.boundary.file.clone();
+        self.last_log_pos = self.boundary.pos;
         self.in_txn = false;
         self.gtid = None;
         self.buffer.reset();
@@ -268,6 +282,7 @@ impl Source {
         }
         const ROTATE: u8 = EventType::ROTATE_EVENT as u8;
         const QUERY: u8 = EventType::QUERY_EVENT as u8;
+        const FORMAT_DESCRIPTION: u8 = EventType::FORMAT_DESCRIPTION_EVENT as u8;
         const XID: u8 = EventType::XID_EVENT as u8;
         const TABLE_MAP: u8 = EventType::TABLE_MAP_EVENT as u8;
         const ROWS_QUERY: u8 = EventType::ROWS_QUERY_EVENT as u8;
@@ -275,9 +290,15 @@ impl Source {
         const GTID_TAGGED: u8 = EventType::GTID_TAGGED_LOG_EVENT as u8;
         const HEARTBEAT: u8 = EventType::HEARTBEAT_EVENT as u8;
         match ty {
+            FORMAT_DESCRIPTION => self.fde_seen = true,
             ROTATE => {
                 let re: RotateEvent<'_> = event.read_event().map_err(io_fatal)?;
-                self.file = re.name().into_owned();
+                let mut name = re.name_raw();
+                if !self.fde_seen && self.server_checksums && name.len() > 4 {
+                    // The reader does not know about checksums yet: drop the CRC32 trailer.
+                    name = &name[..name.len() - 4];
+                }
+                self.file = String::from_utf8_lossy(name).into_owned();
                 if header.log_pos() == 0 && header.timestamp() == 0 {
                     // Fake rotate at stream start: names the file only.
                     return Ok(());
