@@ -135,6 +135,10 @@ pub struct KafkaConfig {
     /// Records handed to the producer but not yet acknowledged; reaching it pauses binlog reading.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Payload bytes handed to the producer but not yet acknowledged (bounds memory); reaching it
+    /// pauses binlog reading too.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
     /// Upper bound of one record's JSON size; larger transactions are split into chunks.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
@@ -216,6 +220,9 @@ fn default_start_from() -> StartFrom {
 }
 fn default_max_in_flight() -> usize {
     10_000
+}
+fn default_max_in_flight_bytes() -> usize {
+    32 * 1024 * 1024
 }
 fn default_max_record_bytes() -> usize {
     invalidation::DEFAULT_MAX_RECORD_BYTES
@@ -305,6 +312,9 @@ impl Config {
         }
         if self.kafka.max_in_flight == 0 {
             return bad("kafka.max_in_flight must be at least 1".into());
+        }
+        if self.kafka.max_in_flight_bytes < self.kafka.max_record_bytes {
+            return bad("kafka.max_in_flight_bytes must be at least kafka.max_record_bytes".into());
         }
         if self.kafka.max_keys_per_record == 0 {
             return bad("kafka.max_keys_per_record must be at least 1".into());
@@ -409,6 +419,7 @@ mod tests {
         assert_eq!(c.source.start_from, StartFrom::Current);
         assert_eq!(c.metrics.address.to_string(), "127.0.0.1:9187");
         assert_eq!(c.kafka.max_in_flight, 10_000);
+        assert_eq!(c.kafka.max_in_flight_bytes, 32 << 20);
         assert_eq!(c.checkpoint.interval_ms, 200);
         assert_eq!(c.transactions.max_buffered_keys, 100_000);
         assert_eq!(c.source.password.as_ref().unwrap().expose(), "hunter2");

@@ -48,6 +48,8 @@ enum Tracked {
         delivery: DeliveryFuture,
         /// Released when the delivery completes, so in-flight records stay bounded.
         _permit: OwnedSemaphorePermit,
+        /// KiB of payload in flight, released likewise, so memory stays bounded too.
+        _bytes: OwnedSemaphorePermit,
     },
     /// End of a transaction: once reached, everything up to `position` is acknowledged.
     Commit {
@@ -65,6 +67,10 @@ pub struct Publisher {
     topic: String,
     /// Bounds records in flight.
     permits: Arc<Semaphore>,
+    /// Bounds payload KiB in flight.
+    kib: Arc<Semaphore>,
+    /// Capacity of `kib`.
+    max_kib: u32,
     /// Deliveries and commits, in order, for the tracker.
     tracked: mpsc::UnboundedSender<Tracked>,
     /// Counters.
@@ -117,6 +123,8 @@ impl Publisher {
                 producer,
                 topic: cfg.topic.clone(),
                 permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
+                kib: Arc::new(Semaphore::new(cfg.max_in_flight_bytes.div_ceil(1024))),
+                max_kib: cfg.max_in_flight_bytes.div_ceil(1024) as u32,
                 tracked: tx,
                 metrics: metrics.clone(),
                 txn_had_records: false,
@@ -139,6 +147,13 @@ impl Publisher {
             .await
             .expect("semaphore never closed");
         let payload = record.to_json();
+        let kib = (payload.len().div_ceil(1024) as u32).clamp(1, self.max_kib);
+        let bytes_permit = self
+            .kib
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .expect("semaphore never closed");
         let keys = record.keys().count() as u64;
         let mut backoff = Duration::from_millis(1);
         let delivery = loop {
@@ -168,6 +183,7 @@ impl Publisher {
             .send(Tracked::Record {
                 delivery,
                 _permit: permit,
+                _bytes: bytes_permit,
             })
             .map_err(|_| PublishError::TrackerGone)
     }
