@@ -238,6 +238,7 @@ impl AckTracker {
                 Some(Tracked::Record {
                     mut delivery,
                     _permit,
+                    _bytes,
                 }) => {
                     let result = loop {
                         tokio::select! {

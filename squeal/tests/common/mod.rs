@@ -1,0 +1,200 @@
+//! Shared pieces of squeal's end-to-end tests: run the real `squeal` binary against a real stack
+//! (integration::Stack: MariaDB + Kafka) and read back what it published.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use invalidation::Record;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// The env var the test configs name for the database password.
+pub const PASSWORD_ENV: &str = "SQUEAL_TEST_DB_PASSWORD";
+
+/// A squeal config for `stack`, writing to `topic`, with `rules` (TOML `[[rules]]` text).
+pub fn config_text(port: u16, brokers: &str, topic: &str, checkpoint: &Path, rules: &str, extra_source: &str) -> String {
+    format!(
+        r#"
+[source]
+url = "mysql://root@127.0.0.1:{port}"
+password_env = "{PASSWORD_ENV}"
+server_id = 4242
+start_from = "earliest"
+reconnect_initial_backoff_ms = 50
+reconnect_max_backoff_ms = 1000
+heartbeat_ms = 500
+{extra_source}
+
+[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+
+[checkpoint]
+path = "{checkpoint}"
+interval_ms = 50
+
+[metrics]
+address = "127.0.0.1:0"
+
+{rules}
+"#,
+        checkpoint = checkpoint.display()
+    )
+}
+
+/// A running `squeal` process; killed on drop.
+pub struct Squeal {
+    /// The child process.
+    pub child: Child,
+    /// Its combined stderr/stdout log.
+    pub log: PathBuf,
+}
+
+impl Squeal {
+    /// Starts `squeal run --config config` with the password in the environment.
+    pub fn run(config: &Path, password: &str, log: &Path) -> std::io::Result<Squeal> {
+        Self::spawn("run", config, password, log)
+    }
+
+    /// Starts `squeal <command> --config config`.
+    pub fn spawn(command: &str, config: &Path, password: &str, log: &Path) -> std::io::Result<Squeal> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_squeal"))
+            .args([command, "--config"])
+            .arg(config)
+            .env(PASSWORD_ENV, password)
+            .env("RUST_LOG", "info,squeal=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?;
+        Ok(Squeal {
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid with SIGTERM has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident set size in KiB (Linux VmHWM), while running.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Squeal {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Reads a topic from the beginning, in order.
+pub struct TopicReader {
+    consumer: StreamConsumer,
+    /// Every record read so far.
+    pub records: Vec<Record>,
+}
+
+impl TopicReader {
+    /// A reader of `topic` from its first offset.
+    pub fn new(brokers: &str, topic: &str) -> Result<TopicReader, Box<dyn std::error::Error + Send + Sync>> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("squeal-test-{}-{topic}", std::process::id()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        Ok(TopicReader {
+            consumer,
+            records: Vec::new(),
+        })
+    }
+
+    /// Reads until `done(records)` holds or `timeout` passes; returns whether it held.
+    pub async fn read_until(&mut self, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.records) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match tokio::time::timeout(left.min(Duration::from_millis(500)), self.consumer.recv()).await {
+                Ok(Ok(msg)) => {
+                    let record = Record::from_json(msg.payload().unwrap_or_default()).expect("a valid invalidation record");
+                    self.records.push(record);
+                }
+                Ok(Err(e)) => panic!("consumer error: {e}"),
+                Err(_) => {}
+            }
+        }
+        true
+    }
+
+    /// Every key read so far.
+    pub fn all_keys(&self) -> BTreeSet<String> {
+        self.records.iter().flat_map(|r| r.keys().map(str::to_owned)).collect()
+    }
+}
+
+/// True when some record carries `key`.
+pub fn has_key(records: &[Record], key: &str) -> bool {
+    records.iter().any(|r| r.keys().any(|k| k == key))
+}
+
+/// Polls until `f` holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
