@@ -1,0 +1,104 @@
+//! squeal refuses what it cannot do safely, on a real MariaDB: a server in STATEMENT format is
+//! refused by `check` and `run`; a checkpoint pointing at a purged binlog stops `run` with the way
+//! out instead of skipping. (Kafka is not needed: both stop before anything is published.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config_text, Squeal, TestResult};
+use integration::{Stack, StackOptions};
+
+const RULES: &str = r#"
+[[rules]]
+table = "squeal_demo.users"
+keys = ["user:{id}"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_format_is_refused_by_check_and_run() -> TestResult {
+    let stack = Stack::start(StackOptions::default().without_kafka()).await?;
+    let primary = stack.primary();
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("squeal.toml");
+    let checkpoint = dir.path().join("cp.json");
+    std::fs::write(&config, config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, ""))?;
+
+    // Control: on the harness's ROW server, check passes (so the refusal below is the format's doing).
+    let log = dir.path().join("check-ok.log");
+    let mut ok = Squeal::spawn("check", &config, primary.password(), &log)?;
+    let status = ok.wait_exit(Duration::from_secs(60)).expect("check ends");
+    assert!(status.success(), "check on a ROW server: {}", ok.log_text());
+
+    primary.execute("SET GLOBAL binlog_format = 'STATEMENT'").await?;
+    let log = dir.path().join("check.log");
+    let mut check = Squeal::spawn("check", &config, primary.password(), &log)?;
+    let status = check.wait_exit(Duration::from_secs(60)).expect("check ends");
+    let text = check.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("[FAIL] binlog_format = STATEMENT, squeal needs ROW"), "{text}");
+    assert!(text.contains("fix: SET GLOBAL binlog_format=ROW"), "{text}");
+
+    let log = dir.path().join("run.log");
+    let mut run = Squeal::run(&config, primary.password(), &log)?;
+    let status = run.wait_exit(Duration::from_secs(60)).expect("run refuses and ends");
+    let text = run.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("refusing to start"), "{text}");
+    assert!(!checkpoint.exists(), "a refused run writes no checkpoint");
+    assert!(!text.contains(primary.password()), "the password reached the log");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
+    let stack = Stack::start(StackOptions::default().without_kafka()).await?;
+    let primary = stack.primary();
+    let first = primary.query("SHOW BINARY LOGS").await?[0][0].clone().expect("a binlog");
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("squeal.toml");
+    let checkpoint = dir.path().join("cp.json");
+    std::fs::write(&config, config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, ""))?;
+    squeal::checkpoint::save(
+        &checkpoint,
+        &squeal::checkpoint::Position {
+            file: first.clone(),
+            pos: 4,
+            gtid: None,
+        },
+    )?;
+    primary.execute("INSERT INTO squeal_demo.users (email, name) VALUES ('p@x', 'P')").await?;
+    primary.execute("FLUSH BINARY LOGS").await?;
+    primary.execute("FLUSH BINARY LOGS").await?;
+    let logs = primary.query("SHOW BINARY LOGS").await?;
+    let newest = logs.last().unwrap()[0].clone().unwrap();
+    // MariaDB may keep a file a moment longer (binlog checkpoint); retry the purge until it is gone.
+    let mut gone = false;
+    for _ in 0..100 {
+        primary.execute(&format!("PURGE BINARY LOGS TO '{newest}'")).await?;
+        let logs = primary.query("SHOW BINARY LOGS").await?;
+        if !logs.iter().any(|r| r[0].as_deref() == Some(first.as_str())) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "could not purge {first}");
+
+    let log = dir.path().join("run.log");
+    let mut run = Squeal::run(&config, primary.password(), &log)?;
+    let status = run.wait_exit(Duration::from_secs(60)).expect("run stops by itself");
+    let text = run.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("the server no longer has {first}")),
+        "{text}"
+    );
+    assert!(text.contains("will not skip them silently"), "{text}");
+    assert!(text.contains("move the checkpoint file aside"), "{text}");
+    assert!(text.contains("start_from"), "{text}");
+    // The checkpoint is left as it was: nothing was skipped.
+    let kept = squeal::checkpoint::load(&checkpoint)?.expect("checkpoint kept");
+    assert_eq!((kept.file.as_str(), kept.pos), (first.as_str(), 4));
+    Ok(())
+}
