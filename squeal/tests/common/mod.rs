@@ -198,3 +198,88 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The ledger table the fault tests write to: every committed row must reach the topic.
+pub const LEDGER_SETUP: [&str; 2] = [
+    "CREATE DATABASE IF NOT EXISTS squeal_test",
+    "CREATE TABLE squeal_test.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)",
+];
+
+/// The rule for the ledger.
+pub const LEDGER_RULES: &str = r#"
+[[rules]]
+table = "squeal_test.ledger"
+keys = ["ledger:{id}"]
+"#;
+
+/// Writes small transactions (1–3 rows) to the ledger until `stop` is set; errors (a server
+/// restarting) are waited out. Returns the number of statements that reported success.
+pub fn spawn_ledger_writer(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pause: Duration,
+) -> tokio::task::JoinHandle<u64> {
+    use mysql_async::prelude::Queryable;
+    tokio::spawn(async move {
+        let mut ok = 0u64;
+        let mut n = 0u64;
+        let mut conn: Option<mysql_async::Conn> = None;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            n += 1;
+            if conn.is_none() {
+                conn = mysql_async::Conn::from_url(url.as_str()).await.ok();
+                if conn.is_none() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+            let rows = 1 + n % 3;
+            let values: Vec<String> = (0..rows).map(|i| format!("({})", n * 10 + i)).collect();
+            let sql = format!("INSERT INTO squeal_test.ledger (v) VALUES {}", values.join(","));
+            match conn.as_mut().unwrap().query_drop(sql).await {
+                Ok(()) => ok += 1,
+                Err(_) => {
+                    conn = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            tokio::time::sleep(pause).await;
+        }
+        ok
+    })
+}
+
+/// Keys the ledger's committed rows must have produced, from the primary's own table.
+pub async fn ledger_keys(primary: &integration::MariaDb) -> Result<BTreeSet<String>, integration::StackError> {
+    let rows = primary.query("SELECT id FROM squeal_test.ledger").await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| format!("ledger:{}", r[0].clone().unwrap_or_default()))
+        .collect())
+}
+
+/// Reads the topic until every expected key was seen (or `timeout`); returns the missing ones.
+pub async fn missing_after(reader: &mut TopicReader, expected: &BTreeSet<String>, timeout: Duration) -> Vec<String> {
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut scanned = 0;
+    let deadline = Instant::now() + timeout;
+    loop {
+        for r in &reader.records[scanned..] {
+            seen.extend(r.keys().map(str::to_owned));
+        }
+        scanned = reader.records.len();
+        let missing: Vec<String> = expected.difference(&seen).cloned().collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            return missing;
+        }
+        let before = reader.records.len();
+        reader
+            .read_until(Duration::from_millis(500), |r| r.len() > before)
+            .await;
+    }
+}
+
+/// The checkpoint position, if any.
+pub fn checkpoint_of(path: &Path) -> Option<(String, u64)> {
+    squeal::checkpoint::load(path).ok().flatten().map(|p| (p.file, p.pos))
+}
