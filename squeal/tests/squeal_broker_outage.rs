@@ -27,7 +27,14 @@ async fn broker_down_20s_drops_nothing_and_holds_the_checkpoint() -> TestResult 
     let config = dir.path().join("squeal.toml");
     std::fs::write(
         &config,
-        config_text(primary.port(), &stack.kafka().brokers(), topic, &checkpoint, LEDGER_RULES, ""),
+        config_text(
+            primary.port(),
+            &stack.kafka().brokers(),
+            topic,
+            &checkpoint,
+            LEDGER_RULES,
+            "",
+        ),
     )?;
     let log = dir.path().join("squeal.log");
     let mut squeal = Squeal::run(&config, primary.password(), &log)?;
@@ -35,21 +42,43 @@ async fn broker_down_20s_drops_nothing_and_holds_the_checkpoint() -> TestResult 
     let writer = spawn_ledger_writer(primary.url(), stop.clone(), Duration::from_millis(5));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before_outage = checkpoint_of(&checkpoint);
-    assert!(before_outage.is_some(), "squeal checkpoints while Kafka is up");
+    assert!(
+        before_outage.is_some(),
+        "squeal checkpoints while Kafka is up"
+    );
 
     stack.kafka().stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let held = checkpoint_of(&checkpoint);
-    let rows_at_hold = primary.query("SELECT COUNT(*) FROM squeal_test.ledger").await?;
+    let rows_at_hold = primary
+        .query("SELECT COUNT(*) FROM squeal_test.ledger")
+        .await?;
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(checkpoint_of(&checkpoint), held, "checkpoint moved while Kafka was down");
-    assert!(squeal.child.try_wait()?.is_none(), "squeal must wait, not exit: {}", squeal.log_text());
+    assert_eq!(
+        checkpoint_of(&checkpoint),
+        held,
+        "checkpoint moved while Kafka was down"
+    );
+    assert!(
+        squeal.child.try_wait()?.is_none(),
+        "squeal must wait, not exit: {}",
+        squeal.log_text()
+    );
     squeal.kill9();
     squeal = Squeal::run(&config, primary.password(), &log)?;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(checkpoint_of(&checkpoint), held, "checkpoint moved while Kafka was down (after restart)");
-    let rows_now = primary.query("SELECT COUNT(*) FROM squeal_test.ledger").await?;
-    assert_ne!(rows_at_hold, rows_now, "the load kept writing during the outage");
+    assert_eq!(
+        checkpoint_of(&checkpoint),
+        held,
+        "checkpoint moved while Kafka was down (after restart)"
+    );
+    let rows_now = primary
+        .query("SELECT COUNT(*) FROM squeal_test.ledger")
+        .await?;
+    assert_ne!(
+        rows_at_hold, rows_now,
+        "the load kept writing during the outage"
+    );
 
     stack.kafka().start().await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -66,7 +95,12 @@ async fn broker_down_20s_drops_nothing_and_holds_the_checkpoint() -> TestResult 
         &missing[..missing.len().min(10)]
     );
     let after = checkpoint_of(&checkpoint);
-    assert!(eventually(Duration::from_secs(30), || checkpoint_of(&checkpoint) != held).await, "checkpoint resumes after the outage: {after:?}");
+    assert!(
+        eventually(Duration::from_secs(30), || checkpoint_of(&checkpoint)
+            != held)
+        .await,
+        "checkpoint resumes after the outage: {after:?}"
+    );
     assert!(squeal.child.try_wait()?.is_none(), "{}", squeal.log_text());
     Ok(())
 }

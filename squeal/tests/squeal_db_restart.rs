@@ -25,13 +25,22 @@ async fn mariadb_restart_and_binlog_rotation_lose_nothing() -> TestResult {
     let config = dir.path().join("squeal.toml");
     std::fs::write(
         &config,
-        config_text(primary.port(), &stack.kafka().brokers(), topic, &checkpoint, LEDGER_RULES, ""),
+        config_text(
+            primary.port(),
+            &stack.kafka().brokers(),
+            topic,
+            &checkpoint,
+            LEDGER_RULES,
+            "",
+        ),
     )?;
     let log = dir.path().join("squeal.log");
     let squeal = Squeal::run(&config, primary.password(), &log)?;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_ledger_writer(primary.url(), stop.clone(), Duration::from_millis(5));
-    let first_file = primary.query("SHOW MASTER STATUS").await?[0][0].clone().unwrap();
+    let first_file = primary.query("SHOW MASTER STATUS").await?[0][0]
+        .clone()
+        .unwrap();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         primary.execute("FLUSH BINARY LOGS").await?;
@@ -55,16 +64,30 @@ async fn mariadb_restart_and_binlog_rotation_lose_nothing() -> TestResult {
         expected.len(),
         &missing[..missing.len().min(10)]
     );
-    let files: std::collections::BTreeSet<_> = reader.records.iter().map(|r| r.source.file.clone()).collect();
-    assert!(files.len() >= 4, "records span the rotated binlogs: {files:?}");
-    let current = primary.query("SHOW MASTER STATUS").await?[0][0].clone().unwrap();
+    let files: std::collections::BTreeSet<_> = reader
+        .records
+        .iter()
+        .map(|r| r.source.file.clone())
+        .collect();
     assert!(
-        eventually(Duration::from_secs(30), || checkpoint_of(&checkpoint).is_some_and(|(f, _)| f == current)).await,
+        files.len() >= 4,
+        "records span the rotated binlogs: {files:?}"
+    );
+    let current = primary.query("SHOW MASTER STATUS").await?[0][0]
+        .clone()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || checkpoint_of(&checkpoint)
+            .is_some_and(|(f, _)| f == current))
+        .await,
         "checkpoint follows rotation from {first_file} to {current}: {:?}",
         checkpoint_of(&checkpoint)
     );
     let text = squeal.log_text();
-    assert!(text.contains("reconnecting"), "squeal saw the restart: {text}");
+    assert!(
+        text.contains("reconnecting"),
+        "squeal saw the restart: {text}"
+    );
     assert!(!text.contains(primary.password()));
     Ok(())
 }

@@ -68,7 +68,10 @@ impl Scenarios {
 }
 
 fn keys(records: &[Record]) -> BTreeSet<String> {
-    records.iter().flat_map(|r| r.keys().map(str::to_owned)).collect()
+    records
+        .iter()
+        .flat_map(|r| r.keys().map(str::to_owned))
+        .collect()
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -97,7 +100,14 @@ async fn every_kind_of_write_gives_exactly_its_keys() -> TestResult {
     let port = primary.port();
     std::fs::write(
         &config,
-        config_text(port, &stack.kafka().brokers(), topic, &checkpoint, RULES, ""),
+        config_text(
+            port,
+            &stack.kafka().brokers(),
+            topic,
+            &checkpoint,
+            RULES,
+            "",
+        ),
     )?;
     let log = dir.path().join("squeal.log");
     let mut squeal = Squeal::run(&config, primary.password(), &log)?;
@@ -110,32 +120,53 @@ async fn every_kind_of_write_gives_exactly_its_keys() -> TestResult {
     // Everything before the first marker (schema creation) publishes nothing.
     assert_eq!(keys(&s.end(&mut conn).await), set(&[]));
 
-    conn.query_drop("INSERT INTO squeal_test.users VALUES (1, 'a@x', 'A')").await?;
+    conn.query_drop("INSERT INTO squeal_test.users VALUES (1, 'a@x', 'A')")
+        .await?;
     let r = s.end(&mut conn).await;
-    assert_eq!(keys(&r), set(&["user:1", "user:email:a@x"]), "INSERT: after image");
-    assert!(r.iter().all(|r| r.changes.iter().all(|c| c.op == Operation::Insert)));
-    assert!(r[0].source.gtid.is_some(), "MariaDB GTID carried: {:?}", r[0].source);
+    assert_eq!(
+        keys(&r),
+        set(&["user:1", "user:email:a@x"]),
+        "INSERT: after image"
+    );
+    assert!(r
+        .iter()
+        .all(|r| r.changes.iter().all(|c| c.op == Operation::Insert)));
+    assert!(
+        r[0].source.gtid.is_some(),
+        "MariaDB GTID carried: {:?}",
+        r[0].source
+    );
 
-    conn.query_drop("UPDATE squeal_test.users SET name = 'B' WHERE id = 1").await?;
+    conn.query_drop("UPDATE squeal_test.users SET name = 'B' WHERE id = 1")
+        .await?;
     assert_eq!(
         keys(&s.end(&mut conn).await),
         set(&["user:1", "user:email:a@x"]),
         "UPDATE without key change"
     );
 
-    conn.query_drop("UPDATE squeal_test.users SET email = 'b@x' WHERE id = 1").await?;
+    conn.query_drop("UPDATE squeal_test.users SET email = 'b@x' WHERE id = 1")
+        .await?;
     assert_eq!(
         keys(&s.end(&mut conn).await),
         set(&["user:1", "user:email:a@x", "user:email:b@x"]),
         "UPDATE of a key column: old and new keys"
     );
 
-    conn.query_drop("DELETE FROM squeal_test.users WHERE id = 1").await?;
+    conn.query_drop("DELETE FROM squeal_test.users WHERE id = 1")
+        .await?;
     let r = s.end(&mut conn).await;
-    assert_eq!(keys(&r), set(&["user:1", "user:email:b@x"]), "DELETE: before image");
-    assert!(r.iter().all(|r| r.changes.iter().all(|c| c.op == Operation::Delete)));
+    assert_eq!(
+        keys(&r),
+        set(&["user:1", "user:email:b@x"]),
+        "DELETE: before image"
+    );
+    assert!(r
+        .iter()
+        .all(|r| r.changes.iter().all(|c| c.op == Operation::Delete)));
 
-    conn.query_drop("INSERT INTO squeal_test.users VALUES (2, 'c@x', 'C'), (3, NULL, 'N')").await?;
+    conn.query_drop("INSERT INTO squeal_test.users VALUES (2, 'c@x', 'C'), (3, NULL, 'N')")
+        .await?;
     assert_eq!(
         keys(&s.end(&mut conn).await),
         set(&["user:2", "user:email:c@x", "user:3"]),
@@ -157,8 +188,15 @@ async fn every_kind_of_write_gives_exactly_its_keys() -> TestResult {
         set(&["user:4", "user:email:d@x", "user:2", "user:email:c@x"]),
         "multi-statement transaction"
     );
-    let positions: BTreeSet<_> = r.iter().map(|r| (r.source.file.clone(), r.source.pos)).collect();
-    assert_eq!(positions.len(), 1, "one transaction, one commit position: {positions:?}");
+    let positions: BTreeSet<_> = r
+        .iter()
+        .map(|r| (r.source.file.clone(), r.source.pos))
+        .collect();
+    assert_eq!(
+        positions.len(),
+        1,
+        "one transaction, one commit position: {positions:?}"
+    );
     assert!(r.last().unwrap().chunk.last);
 
     for sql in [
@@ -169,7 +207,11 @@ async fn every_kind_of_write_gives_exactly_its_keys() -> TestResult {
     ] {
         conn.query_drop(sql).await?;
     }
-    assert_eq!(keys(&s.end(&mut conn).await), set(&[]), "a rolled-back transaction gives none");
+    assert_eq!(
+        keys(&s.end(&mut conn).await),
+        set(&[]),
+        "a rolled-back transaction gives none"
+    );
 
     conn.query_drop("UPDATE squeal_test.users SET name = 'E' /* squeal:invalidate feed:9, timeline:2 */ WHERE id = 4")
         .await?;
@@ -179,12 +221,13 @@ async fn every_kind_of_write_gives_exactly_its_keys() -> TestResult {
         set(&["user:4", "user:email:d@x", "feed:9", "timeline:2"]),
         "embedded-comment keys join the statement's transaction"
     );
-    assert!(r.iter().any(|r| r.changes.iter().any(|c| c.op == Operation::Embedded && c.table.is_none())));
+    assert!(r.iter().any(|r| r
+        .changes
+        .iter()
+        .any(|c| c.op == Operation::Embedded && c.table.is_none())));
 
-    conn.query_drop(
-        "INSERT INTO squeal_demo.users (id, email, name) VALUES (7, 'u7@x', 'U7')",
-    )
-    .await?;
+    conn.query_drop("INSERT INTO squeal_demo.users (id, email, name) VALUES (7, 'u7@x', 'U7')")
+        .await?;
     conn.query_drop(
         "INSERT INTO squeal_demo.posts (id, user_id, title, body, status, score) VALUES (100, 7, 't', 'b', 'published', 12.5)",
     )
@@ -232,16 +275,30 @@ async fn every_kind_of_write_gives_exactly_its_keys() -> TestResult {
     conn.query_drop("TRUNCATE TABLE squeal_test.users").await?;
     let r = s.end(&mut conn).await;
     let flushed: Vec<_> = r.iter().flat_map(|r| r.flushed_tables().cloned()).collect();
-    assert_eq!(flushed, vec![invalidation::TableRef::new("squeal_test", "users")], "TRUNCATE gives flush_table");
+    assert_eq!(
+        flushed,
+        vec![invalidation::TableRef::new("squeal_test", "users")],
+        "TRUNCATE gives flush_table"
+    );
     assert!(keys(&r).is_empty());
 
-    conn.query_drop("TRUNCATE TABLE squeal_test.unruled").await?;
-    assert!(s.end(&mut conn).await.is_empty(), "TRUNCATE of an unruled table gives nothing");
+    conn.query_drop("TRUNCATE TABLE squeal_test.unruled")
+        .await?;
+    assert!(
+        s.end(&mut conn).await.is_empty(),
+        "TRUNCATE of an unruled table gives nothing"
+    );
 
     let status = squeal.terminate();
-    assert!(status.is_some_and(|s| s.success()), "SIGTERM ends squeal cleanly: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM ends squeal cleanly: {status:?}"
+    );
     let text = squeal.log_text();
-    assert!(!text.contains(primary.password()), "the password reached the log");
+    assert!(
+        !text.contains(primary.password()),
+        "the password reached the log"
+    );
     assert!(checkpoint.exists());
     Ok(())
 }

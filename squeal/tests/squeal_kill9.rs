@@ -29,7 +29,14 @@ async fn kill_9_at_20_random_moments_loses_no_committed_transaction() -> TestRes
     let config = dir.path().join("squeal.toml");
     std::fs::write(
         &config,
-        config_text(primary.port(), &stack.kafka().brokers(), topic, &checkpoint, LEDGER_RULES, ""),
+        config_text(
+            primary.port(),
+            &stack.kafka().brokers(),
+            topic,
+            &checkpoint,
+            LEDGER_RULES,
+            "",
+        ),
     )?;
     let log = dir.path().join("squeal.log");
     let mut squeal = Squeal::run(&config, primary.password(), &log)?;
@@ -40,7 +47,11 @@ async fn kill_9_at_20_random_moments_loses_no_committed_transaction() -> TestRes
     for _ in 0..20 {
         let wait = rand::rng().random_range(150..900);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        assert!(squeal.child.try_wait()?.is_none(), "squeal died by itself: {}", squeal.log_text());
+        assert!(
+            squeal.child.try_wait()?.is_none(),
+            "squeal died by itself: {}",
+            squeal.log_text()
+        );
         squeal.kill9();
         kills += 1;
         squeal = Squeal::run(&config, primary.password(), &log)?;

@@ -22,7 +22,10 @@ async fn statement_format_is_refused_by_check_and_run() -> TestResult {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("squeal.toml");
     let checkpoint = dir.path().join("cp.json");
-    std::fs::write(&config, config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, ""))?;
+    std::fs::write(
+        &config,
+        config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, ""),
+    )?;
 
     // Control: on the harness's ROW server, check passes (so the refusal below is the format's doing).
     let log = dir.path().join("check-ok.log");
@@ -30,23 +33,35 @@ async fn statement_format_is_refused_by_check_and_run() -> TestResult {
     let status = ok.wait_exit(Duration::from_secs(60)).expect("check ends");
     assert!(status.success(), "check on a ROW server: {}", ok.log_text());
 
-    primary.execute("SET GLOBAL binlog_format = 'STATEMENT'").await?;
+    primary
+        .execute("SET GLOBAL binlog_format = 'STATEMENT'")
+        .await?;
     let log = dir.path().join("check.log");
     let mut check = Squeal::spawn("check", &config, primary.password(), &log)?;
-    let status = check.wait_exit(Duration::from_secs(60)).expect("check ends");
+    let status = check
+        .wait_exit(Duration::from_secs(60))
+        .expect("check ends");
     let text = check.log_text();
     assert_eq!(status.code(), Some(1), "{text}");
-    assert!(text.contains("[FAIL] binlog_format = STATEMENT, squeal needs ROW"), "{text}");
+    assert!(
+        text.contains("[FAIL] binlog_format = STATEMENT, squeal needs ROW"),
+        "{text}"
+    );
     assert!(text.contains("fix: SET GLOBAL binlog_format=ROW"), "{text}");
 
     let log = dir.path().join("run.log");
     let mut run = Squeal::run(&config, primary.password(), &log)?;
-    let status = run.wait_exit(Duration::from_secs(60)).expect("run refuses and ends");
+    let status = run
+        .wait_exit(Duration::from_secs(60))
+        .expect("run refuses and ends");
     let text = run.log_text();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("refusing to start"), "{text}");
     assert!(!checkpoint.exists(), "a refused run writes no checkpoint");
-    assert!(!text.contains(primary.password()), "the password reached the log");
+    assert!(
+        !text.contains(primary.password()),
+        "the password reached the log"
+    );
     Ok(())
 }
 
@@ -54,11 +69,16 @@ async fn statement_format_is_refused_by_check_and_run() -> TestResult {
 async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
     let stack = Stack::start(StackOptions::default().without_kafka()).await?;
     let primary = stack.primary();
-    let first = primary.query("SHOW BINARY LOGS").await?[0][0].clone().expect("a binlog");
+    let first = primary.query("SHOW BINARY LOGS").await?[0][0]
+        .clone()
+        .expect("a binlog");
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("squeal.toml");
     let checkpoint = dir.path().join("cp.json");
-    std::fs::write(&config, config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, ""))?;
+    std::fs::write(
+        &config,
+        config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, ""),
+    )?;
     squeal::checkpoint::save(
         &checkpoint,
         &squeal::checkpoint::Position {
@@ -67,7 +87,9 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
             gtid: None,
         },
     )?;
-    primary.execute("INSERT INTO squeal_demo.users (email, name) VALUES ('p@x', 'P')").await?;
+    primary
+        .execute("INSERT INTO squeal_demo.users (email, name) VALUES ('p@x', 'P')")
+        .await?;
     primary.execute("FLUSH BINARY LOGS").await?;
     primary.execute("FLUSH BINARY LOGS").await?;
     let logs = primary.query("SHOW BINARY LOGS").await?;
@@ -75,7 +97,9 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
     // MariaDB may keep a file a moment longer (binlog checkpoint); retry the purge until it is gone.
     let mut gone = false;
     for _ in 0..100 {
-        primary.execute(&format!("PURGE BINARY LOGS TO '{newest}'")).await?;
+        primary
+            .execute(&format!("PURGE BINARY LOGS TO '{newest}'"))
+            .await?;
         let logs = primary.query("SHOW BINARY LOGS").await?;
         if !logs.iter().any(|r| r[0].as_deref() == Some(first.as_str())) {
             gone = true;
@@ -87,7 +111,9 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
 
     let log = dir.path().join("run.log");
     let mut run = Squeal::run(&config, primary.password(), &log)?;
-    let status = run.wait_exit(Duration::from_secs(60)).expect("run stops by itself");
+    let status = run
+        .wait_exit(Duration::from_secs(60))
+        .expect("run stops by itself");
     let text = run.log_text();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(

@@ -18,7 +18,14 @@ pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 pub const PASSWORD_ENV: &str = "SQUEAL_TEST_DB_PASSWORD";
 
 /// A squeal config for `stack`, writing to `topic`, with `rules` (TOML `[[rules]]` text).
-pub fn config_text(port: u16, brokers: &str, topic: &str, checkpoint: &Path, rules: &str, extra_source: &str) -> String {
+pub fn config_text(
+    port: u16,
+    brokers: &str,
+    topic: &str,
+    checkpoint: &Path,
+    rules: &str,
+    extra_source: &str,
+) -> String {
     format!(
         r#"
 [source]
@@ -63,8 +70,16 @@ impl Squeal {
     }
 
     /// Starts `squeal <command> --config config`.
-    pub fn spawn(command: &str, config: &Path, password: &str, log: &Path) -> std::io::Result<Squeal> {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    pub fn spawn(
+        command: &str,
+        config: &Path,
+        password: &str,
+        log: &Path,
+    ) -> std::io::Result<Squeal> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_squeal"))
             .args([command, "--config"])
             .arg(config)
@@ -140,10 +155,16 @@ pub struct TopicReader {
 
 impl TopicReader {
     /// A reader of `topic` from its first offset.
-    pub fn new(brokers: &str, topic: &str) -> Result<TopicReader, Box<dyn std::error::Error + Send + Sync>> {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+    ) -> Result<TopicReader, Box<dyn std::error::Error + Send + Sync>> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("group.id", format!("squeal-test-{}-{topic}", std::process::id()))
+            .set(
+                "group.id",
+                format!("squeal-test-{}-{topic}", std::process::id()),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()?;
@@ -155,16 +176,23 @@ impl TopicReader {
     }
 
     /// Reads until `done(records)` holds or `timeout` passes; returns whether it held.
-    pub async fn read_until(&mut self, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> bool {
+    pub async fn read_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[Record]) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         while !done(&self.records) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            match tokio::time::timeout(left.min(Duration::from_millis(500)), self.consumer.recv()).await {
+            match tokio::time::timeout(left.min(Duration::from_millis(500)), self.consumer.recv())
+                .await
+            {
                 Ok(Ok(msg)) => {
-                    let record = Record::from_json(msg.payload().unwrap_or_default()).expect("a valid invalidation record");
+                    let record = Record::from_json(msg.payload().unwrap_or_default())
+                        .expect("a valid invalidation record");
                     self.records.push(record);
                 }
                 Ok(Err(e)) => panic!("consumer error: {e}"),
@@ -176,7 +204,10 @@ impl TopicReader {
 
     /// Every key read so far.
     pub fn all_keys(&self) -> BTreeSet<String> {
-        self.records.iter().flat_map(|r| r.keys().map(str::to_owned)).collect()
+        self.records
+            .iter()
+            .flat_map(|r| r.keys().map(str::to_owned))
+            .collect()
     }
 }
 
@@ -235,7 +266,10 @@ pub fn spawn_ledger_writer(
             }
             let rows = 1 + n % 3;
             let values: Vec<String> = (0..rows).map(|i| format!("({})", n * 10 + i)).collect();
-            let sql = format!("INSERT INTO squeal_test.ledger (v) VALUES {}", values.join(","));
+            let sql = format!(
+                "INSERT INTO squeal_test.ledger (v) VALUES {}",
+                values.join(",")
+            );
             match conn.as_mut().unwrap().query_drop(sql).await {
                 Ok(()) => ok += 1,
                 Err(_) => {
@@ -250,7 +284,9 @@ pub fn spawn_ledger_writer(
 }
 
 /// Keys the ledger's committed rows must have produced, from the primary's own table.
-pub async fn ledger_keys(primary: &integration::MariaDb) -> Result<BTreeSet<String>, integration::StackError> {
+pub async fn ledger_keys(
+    primary: &integration::MariaDb,
+) -> Result<BTreeSet<String>, integration::StackError> {
     let rows = primary.query("SELECT id FROM squeal_test.ledger").await?;
     Ok(rows
         .into_iter()
@@ -259,7 +295,11 @@ pub async fn ledger_keys(primary: &integration::MariaDb) -> Result<BTreeSet<Stri
 }
 
 /// Reads the topic until every expected key was seen (or `timeout`); returns the missing ones.
-pub async fn missing_after(reader: &mut TopicReader, expected: &BTreeSet<String>, timeout: Duration) -> Vec<String> {
+pub async fn missing_after(
+    reader: &mut TopicReader,
+    expected: &BTreeSet<String>,
+    timeout: Duration,
+) -> Vec<String> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut scanned = 0;
     let deadline = Instant::now() + timeout;
@@ -281,5 +321,42 @@ pub async fn missing_after(reader: &mut TopicReader, expected: &BTreeSet<String>
 
 /// The checkpoint position, if any.
 pub fn checkpoint_of(path: &Path) -> Option<(String, u64)> {
-    squeal::checkpoint::load(path).ok().flatten().map(|p| (p.file, p.pos))
+    squeal::checkpoint::load(path)
+        .ok()
+        .flatten()
+        .map(|p| (p.file, p.pos))
+}
+
+/// The metrics address squeal logged (`metrics listening address=...`).
+pub fn metrics_address(log: &str) -> Option<String> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("metrics listening"))?;
+    let at = line.find("address=")? + "address=".len();
+    let rest: String = line[at..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    Some(rest)
+}
+
+/// Fetches the Prometheus text from squeal's metrics endpoint.
+pub async fn scrape(address: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(address).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+/// The value of an unlabelled metric.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
