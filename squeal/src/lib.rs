@@ -17,3 +17,4 @@ pub mod render;
 pub mod rules;
 pub mod source;
 pub mod txn;
+pub mod wire;

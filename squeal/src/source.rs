@@ -12,11 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{
-    Event, EventData, GtidEvent, QueryEvent, RotateEvent, RowsEventData, RowsQueryEvent,
-    TableMapEvent,
-};
-use mysql_async::binlog::EventType;
+use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogDumpFlags, BinlogStream, BinlogStreamRequest, Conn, Row};
 use tokio::sync::watch;
@@ -31,6 +27,7 @@ use crate::publish::{PublishError, Publisher};
 use crate::render::{self, TableShape};
 use crate::rules::{Rules, TableKeys, TableRules};
 use crate::txn::{ChunkLimits, TxnBuffer};
+use crate::wire::{self, Decoded};
 
 /// Why reading stopped.
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +114,8 @@ pub struct Source {
     boundary: Position,
     /// Rules per (db, table), so unruled tables cost one hash lookup.
     table_rules: HashMap<(String, String), Option<TableRules>>,
-    /// Column names from information_schema, when the table map carries none.
-    schema_columns: HashMap<(String, String), Vec<String>>,
+    /// Column names and UNSIGNED flags from information_schema, when the table map carries none.
+    schema_columns: HashMap<(String, String), Vec<(String, bool)>>,
     /// Table id → binding, for the current transaction (table maps precede rows in each one).
     bound: HashMap<u64, Option<Arc<BoundTable>>>,
     /// Connection pool for information_schema lookups.
@@ -267,12 +264,12 @@ impl Source {
 
     async fn handle(&mut self, stream: &BinlogStream, event: Event) -> Result<(), SourceError> {
         let header = event.header();
-        let ty = header.event_type_raw();
         self.metrics.events_read.fetch_add(1, Relaxed);
         if header.log_pos() > 0 {
             self.last_log_pos = header.log_pos() as u64;
         }
-        if header.timestamp() > 0 && ty != EventType::HEARTBEAT_EVENT as u8 {
+        let decoded = wire::decode(&event).map_err(io_fatal)?;
+        if header.timestamp() > 0 && decoded != Decoded::Heartbeat {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
@@ -280,20 +277,10 @@ impl Source {
                 .seconds_behind_source
                 .store((now - header.timestamp() as i64).max(0), Relaxed);
         }
-        const ROTATE: u8 = EventType::ROTATE_EVENT as u8;
-        const QUERY: u8 = EventType::QUERY_EVENT as u8;
-        const FORMAT_DESCRIPTION: u8 = EventType::FORMAT_DESCRIPTION_EVENT as u8;
-        const XID: u8 = EventType::XID_EVENT as u8;
-        const TABLE_MAP: u8 = EventType::TABLE_MAP_EVENT as u8;
-        const ROWS_QUERY: u8 = EventType::ROWS_QUERY_EVENT as u8;
-        const GTID: u8 = EventType::GTID_EVENT as u8;
-        const GTID_TAGGED: u8 = EventType::GTID_TAGGED_LOG_EVENT as u8;
-        const HEARTBEAT: u8 = EventType::HEARTBEAT_EVENT as u8;
-        match ty {
-            FORMAT_DESCRIPTION => self.fde_seen = true,
-            ROTATE => {
-                let re: RotateEvent<'_> = event.read_event().map_err(io_fatal)?;
-                let mut name = re.name_raw();
+        match decoded {
+            Decoded::FormatDescription => self.fde_seen = true,
+            Decoded::Rotate { raw_name, pos } => {
+                let mut name = raw_name.as_slice();
                 if !self.fde_seen && self.server_checksums && name.len() > 4 {
                     // The reader does not know about checksums yet: drop the CRC32 trailer.
                     name = &name[..name.len() - 4];
@@ -306,52 +293,38 @@ impl Source {
                 if !self.in_txn {
                     let position = Position {
                         file: self.file.clone(),
-                        pos: re.position(),
+                        pos,
                         gtid: self.boundary.gtid.clone(),
                     };
                     self.publisher.commit(position.clone(), Instant::now())?;
                     self.boundary = position;
                 }
             }
-            QUERY => self.handle_query(&event).await?,
-            XID => self.commit(&event).await?,
-            TABLE_MAP => {
+            Decoded::Query { schema, sql } => self.handle_query(&event, schema, &sql).await?,
+            Decoded::Xid => self.commit(&event).await?,
+            Decoded::TableMap => {
                 let tme: TableMapEvent<'_> = event.read_event().map_err(io_fatal)?;
                 self.bind_table(&tme).await?;
             }
-            ROWS_QUERY => {
-                let rq: RowsQueryEvent<'_> = event.read_event().map_err(io_fatal)?;
-                self.add_embedded(&rq.query())?;
-            }
-            events::MARIADB_ANNOTATE_ROWS_EVENT => {
-                let text = events::decode_mariadb_annotate(event.data());
-                self.add_embedded(&text)?;
-            }
-            GTID | GTID_TAGGED => {
-                let g: GtidEvent = event.read_event().map_err(io_fatal)?;
-                self.gtid = Some(Gtid::MySql {
-                    uuid: g.sid(),
-                    gno: g.gno(),
-                });
-            }
-            events::MARIADB_GTID_EVENT => {
-                let g = events::decode_mariadb_gtid(event.data(), header.server_id())
-                    .map_err(|e| SourceError::Fatal(e.to_string()))?;
+            Decoded::StatementText(text) => self.add_embedded(&text)?,
+            Decoded::MySqlGtid(gtid) => self.gtid = Some(gtid),
+            Decoded::MariaGtid(g) => {
                 self.buffer.reset();
                 self.bound.clear();
                 self.gtid = Some(g.gtid);
                 self.in_txn = !g.is_standalone();
             }
-            HEARTBEAT => {
+            Decoded::Heartbeat => {
                 if !self.in_txn {
                     self.metrics.seconds_behind_source.store(0, Relaxed);
                 }
             }
-            _ => {
-                if let Ok(Some(EventData::RowsEvent(rows))) = event.read_data() {
+            Decoded::Rows => {
+                if let Some(EventData::RowsEvent(rows)) = event.read_data().map_err(io_fatal)? {
                     self.handle_rows(stream, &rows)?;
                 }
             }
+            Decoded::Other => {}
         }
         Ok(())
     }
@@ -370,11 +343,13 @@ impl Source {
             .remove(&(db.to_owned(), name.to_owned()));
     }
 
-    async fn handle_query(&mut self, event: &Event) -> Result<(), SourceError> {
-        let q: QueryEvent<'_> = event.read_event().map_err(io_fatal)?;
-        let schema = q.schema().into_owned();
-        let sql = q.query();
-        match events::classify_statement(&sql) {
+    async fn handle_query(
+        &mut self,
+        event: &Event,
+        schema: String,
+        sql: &str,
+    ) -> Result<(), SourceError> {
+        match events::classify_statement(sql) {
             Statement::Begin => {
                 self.in_txn = true;
                 return Ok(());
@@ -435,10 +410,19 @@ impl Source {
             self.bound.insert(tme.table_id(), None);
             return Ok(());
         };
-        let shape = TableShape::from_table_map(tme).map_err(io_fatal)?;
+        let mut shape = TableShape::from_table_map(tme).map_err(io_fatal)?;
         let names = match shape.names() {
             Some(n) => n,
-            None => self.columns_from_information_schema(&db, &name).await?,
+            None => {
+                let columns = self.columns_from_information_schema(&db, &name).await?;
+                if columns.len() == shape.columns.len() {
+                    for (shape_col, (_, unsigned)) in shape.columns.iter_mut().zip(&columns) {
+                        // Without SIGNEDNESS metadata the row decoder reads UNSIGNED as signed.
+                        shape_col.unsigned |= *unsigned && shape_col.ty.is_numeric_type();
+                    }
+                }
+                columns.into_iter().map(|(n, _)| n).collect()
+            }
         };
         let full = format!("{db}.{name}");
         let keys = if names.len() != shape.columns.len() {
@@ -471,20 +455,24 @@ impl Source {
         &mut self,
         db: &str,
         name: &str,
-    ) -> Result<Vec<String>, SourceError> {
+    ) -> Result<Vec<(String, bool)>, SourceError> {
         let key = (db.to_owned(), name.to_owned());
         if let Some(c) = self.schema_columns.get(&key) {
             return Ok(c.clone());
         }
         let mut conn = self.meta_pool.get_conn().await.map_err(classify_mysql)?;
-        let cols: Vec<String> = conn
+        let rows: Vec<(String, String)> = conn
             .exec(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
                 (db, name),
             )
             .await
             .map_err(classify_mysql)?;
-        let cols: Vec<String> = cols.into_iter().map(|c| c.to_lowercase()).collect();
+        let cols: Vec<(String, bool)> = rows
+            .into_iter()
+            .map(|(n, t)| (n.to_lowercase(), t.to_lowercase().contains("unsigned")))
+            .collect();
         self.schema_columns.insert(key, cols.clone());
         Ok(cols)
     }

@@ -1,0 +1,329 @@
+//! Classifies one binlog [`Event`] (as mysql_common framed it) into what squeal acts on, for both
+//! MySQL's forms (GTID event, v2 row events, ROWS_QUERY) and MariaDB's (GTID 162, ANNOTATE_ROWS
+//! 160, v1 row events). Pure: no I/O, so it is tested on byte vectors.
+
+use std::io;
+
+use mysql_async::binlog::events::{Event, GtidEvent, QueryEvent, RotateEvent, RowsQueryEvent};
+use mysql_async::binlog::EventType;
+
+use invalidation::Gtid;
+
+use crate::events::{self, MariaGtidEvent};
+
+/// What an event means to squeal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// FORMAT_DESCRIPTION: from here on the reader knows the checksum algorithm.
+    FormatDescription,
+    /// ROTATE: the next events come from `name` at `pos`; `raw_name` keeps the bytes as sent.
+    Rotate {
+        /// Name bytes as the event carries them (may include a CRC trailer before the first FDE).
+        raw_name: Vec<u8>,
+        /// Position in the new file.
+        pos: u64,
+    },
+    /// QUERY: statement text and default schema.
+    Query {
+        /// Default database of the statement.
+        schema: String,
+        /// Statement text.
+        sql: String,
+    },
+    /// XID: commit of a transactional group.
+    Xid,
+    /// TABLE_MAP (parsed again by the caller, which keeps mysql_common's map).
+    TableMap,
+    /// Row changes (v1, v2 or partial).
+    Rows,
+    /// Statement text of the following row events (MySQL ROWS_QUERY or MariaDB ANNOTATE_ROWS).
+    StatementText(String),
+    /// A MySQL GTID (`uuid:gno`), starting a transaction.
+    MySqlGtid(Gtid),
+    /// A MariaDB GTID event.
+    MariaGtid(MariaGtidEvent),
+    /// Heartbeat from an idle server.
+    Heartbeat,
+    /// Anything else squeal does not need.
+    Other,
+}
+
+fn read_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Classifies one event.
+pub fn decode(event: &Event) -> io::Result<Decoded> {
+    use EventType::*;
+    let header = event.header();
+    let raw = header.event_type_raw();
+    match raw {
+        events::MARIADB_GTID_EVENT => {
+            return events::decode_mariadb_gtid(event.data(), header.server_id())
+                .map(Decoded::MariaGtid)
+                .map_err(read_err)
+        }
+        events::MARIADB_ANNOTATE_ROWS_EVENT => {
+            return Ok(Decoded::StatementText(events::decode_mariadb_annotate(
+                event.data(),
+            )))
+        }
+        _ => {}
+    }
+    let Ok(ty) = header.event_type() else {
+        return Ok(Decoded::Other);
+    };
+    Ok(match ty {
+        FORMAT_DESCRIPTION_EVENT => Decoded::FormatDescription,
+        ROTATE_EVENT => {
+            let re: RotateEvent<'_> = event.read_event()?;
+            Decoded::Rotate {
+                raw_name: re.name_raw().to_vec(),
+                pos: re.position(),
+            }
+        }
+        QUERY_EVENT => {
+            let q: QueryEvent<'_> = event.read_event()?;
+            Decoded::Query {
+                schema: q.schema().into_owned(),
+                sql: q.query().into_owned(),
+            }
+        }
+        XID_EVENT => Decoded::Xid,
+        TABLE_MAP_EVENT => Decoded::TableMap,
+        WRITE_ROWS_EVENT_V1
+        | UPDATE_ROWS_EVENT_V1
+        | DELETE_ROWS_EVENT_V1
+        | WRITE_ROWS_EVENT
+        | UPDATE_ROWS_EVENT
+        | DELETE_ROWS_EVENT
+        | PARTIAL_UPDATE_ROWS_EVENT => Decoded::Rows,
+        ROWS_QUERY_EVENT => {
+            let rq: RowsQueryEvent<'_> = event.read_event()?;
+            Decoded::StatementText(rq.query().into_owned())
+        }
+        GTID_EVENT | GTID_TAGGED_LOG_EVENT => {
+            let g: GtidEvent = event.read_event()?;
+            Decoded::MySqlGtid(Gtid::MySql {
+                uuid: g.sid(),
+                gno: g.gno(),
+            })
+        }
+        HEARTBEAT_EVENT => Decoded::Heartbeat,
+        _ => Decoded::Other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Byte vectors as MySQL 8 / MariaDB 10.11 write them (no checksum: the default FDE of the
+    //! reader), framed with the 19-byte v4 header.
+    use super::*;
+    use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
+    use mysql_async::binlog::BinlogVersion;
+
+    use crate::config::RuleConfig;
+    use crate::render::{render, TableShape};
+    use crate::rules::Rules;
+
+    fn frame(ty: u8, body: &[u8], log_pos: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend(1_700_000_000u32.to_le_bytes()); // timestamp
+        v.push(ty);
+        v.extend(1u32.to_le_bytes()); // server id
+        v.extend(((19 + body.len()) as u32).to_le_bytes());
+        v.extend(log_pos.to_le_bytes());
+        v.extend(0u16.to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn read(reader: &mut mysql_common::binlog::EventStreamReader, bytes: &[u8]) -> Event {
+        reader.read(bytes).unwrap().unwrap()
+    }
+
+    #[test]
+    fn mysql_gtid_event_gives_uuid_colon_gno() {
+        let mut body = vec![1u8]; // commit flag
+        body.extend([
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ]);
+        body.extend(23u64.to_le_bytes()); // gno
+        body.push(2); // logical timestamp typecode
+        body.extend(7u64.to_le_bytes()); // last_committed
+        body.extend(8u64.to_le_bytes()); // sequence_number
+        let mut reader = new_reader();
+        let event = read(&mut reader, &frame(33, &body, 500));
+        assert_eq!(
+            decode(&event).unwrap(),
+            Decoded::MySqlGtid("3e11fa47-71ca-11e1-9e33-c80aa9429562:23".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn mysql_rows_query_and_mariadb_annotate_give_statement_text() {
+        let text = b"UPDATE t SET a=1 /* squeal:invalidate k:1 */";
+        let mut body = vec![text.len() as u8]; // ROWS_QUERY: 1-byte length (ignored) + text
+        body.extend_from_slice(text);
+        let mut reader = new_reader();
+        let event = read(&mut reader, &frame(29, &body, 600));
+        let Decoded::StatementText(sql) = decode(&event).unwrap() else {
+            panic!()
+        };
+        assert_eq!(events::embedded_keys(&sql), ["k:1"]);
+        let event = read(&mut reader, &frame(160, text, 700));
+        assert_eq!(
+            decode(&event).unwrap(),
+            Decoded::StatementText(String::from_utf8_lossy(text).into())
+        );
+    }
+
+    #[test]
+    fn mariadb_gtid_and_query_events() {
+        let mut reader = new_reader();
+        let gtid = [9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let event = read(&mut reader, &frame(162, &gtid, 100));
+        let Decoded::MariaGtid(g) = decode(&event).unwrap() else {
+            panic!()
+        };
+        assert_eq!(g.gtid.to_string(), "0-1-9");
+        // QUERY: thread id, exec time, schema len, error code, status vars len, status, schema\0, query.
+        let mut q = Vec::new();
+        q.extend(5u32.to_le_bytes());
+        q.extend(0u32.to_le_bytes());
+        q.push(4);
+        q.extend(0u16.to_le_bytes());
+        q.extend(0u16.to_le_bytes());
+        q.extend(b"shop\0");
+        q.extend(b"TRUNCATE users");
+        let event = read(&mut reader, &frame(2, &q, 200));
+        assert_eq!(
+            decode(&event).unwrap(),
+            Decoded::Query {
+                schema: "shop".into(),
+                sql: "TRUNCATE users".into()
+            }
+        );
+    }
+
+    fn table_map(with_names: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(&[42, 0, 0, 0, 0, 0]); // table id
+        b.extend(1u16.to_le_bytes()); // flags
+        b.push(4);
+        b.extend(b"shop\0");
+        b.push(5);
+        b.extend(b"users\0");
+        b.push(3); // columns
+        b.extend([3, 15, 8]); // LONG, VARCHAR, LONGLONG
+        b.push(2); // metadata length
+        b.extend(200u16.to_le_bytes()); // VARCHAR(200): max length, 2 bytes
+        b.push(0b010); // nullable: email
+        if with_names {
+            // optional metadata: SIGNEDNESS (1) for 2 numeric columns: second one unsigned (MSB first)
+            b.extend([1, 1, 0b0100_0000]);
+            // COLUMN_NAME (4): lenenc strings
+            let names: &[&[u8]] = &[b"id", b"email", b"score"];
+            let mut field = Vec::new();
+            for n in names {
+                field.push(n.len() as u8);
+                field.extend_from_slice(n);
+            }
+            b.push(4);
+            b.push(field.len() as u8);
+            b.extend(field);
+        }
+        b
+    }
+
+    fn write_rows_v2() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(&[42, 0, 0, 0, 0, 0]);
+        b.extend(1u16.to_le_bytes()); // flags: STMT_END
+        b.extend(2u16.to_le_bytes()); // extra data length (just itself)
+        b.push(3); // columns
+        b.push(0b111); // all present
+                       // row 1: no nulls; id=7, email="a@x", score=u64::MAX
+        b.push(0);
+        b.extend(7i32.to_le_bytes());
+        b.push(3);
+        b.extend(b"a@x");
+        b.extend(u64::MAX.to_le_bytes());
+        // row 2: email NULL; id=-1
+        b.push(0b010);
+        b.extend((-1i32).to_le_bytes());
+        b.extend(5u64.to_le_bytes());
+        b
+    }
+
+    fn keys_of(with_names: bool, unsigned_from_schema: bool) -> Vec<String> {
+        let mut reader = new_reader();
+        let tm = read(&mut reader, &frame(19, &table_map(with_names), 300));
+        assert_eq!(decode(&tm).unwrap(), Decoded::TableMap);
+        let tme: TableMapEvent<'_> = tm.read_event().unwrap();
+        let mut shape = TableShape::from_table_map(&tme).unwrap();
+        if unsigned_from_schema {
+            // What Source does when the table map has no SIGNEDNESS: information_schema says so.
+            shape.columns[2].unsigned = true;
+        }
+        let names = shape
+            .names()
+            .unwrap_or_else(|| vec!["id".into(), "email".into(), "score".into()]);
+        let rules = Rules::compile(&[RuleConfig {
+            table: "shop.*".into(),
+            keys: vec!["u:{id}".into(), "e:{email}".into(), "s:{score}".into()],
+        }])
+        .unwrap();
+        let keys = rules
+            .for_table("shop", "users")
+            .unwrap()
+            .bind("shop.users", &names)
+            .unwrap();
+        let rows = read(&mut reader, &frame(30, &write_rows_v2(), 400));
+        assert_eq!(decode(&rows).unwrap(), Decoded::Rows);
+        let Some(EventData::RowsEvent(data)) = rows.read_data().unwrap() else {
+            panic!()
+        };
+        assert!(
+            matches!(data, RowsEventData::WriteRowsEvent(_)),
+            "v2 write rows"
+        );
+        let tme = reader.get_tme(42).unwrap();
+        let mut out = Vec::new();
+        for row in data.rows(tme) {
+            let (before, after) = row.unwrap();
+            assert!(before.is_none());
+            let after = after.unwrap();
+            keys.render(
+                |i| after.as_ref(i).and_then(|v| render(v, &shape.columns[i])),
+                |k| out.push(k),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn v2_write_rows_with_full_metadata_render_keys() {
+        assert_eq!(
+            keys_of(true, false),
+            ["u:7", "e:a@x", "s:18446744073709551615", "u:-1", "s:5"],
+            "names and signedness from the table map; NULL email skips its key"
+        );
+    }
+
+    #[test]
+    fn v2_write_rows_without_metadata_use_given_names() {
+        // Without SIGNEDNESS mysql_common reads the unsigned BIGINT as signed (-1); the unsigned
+        // flag from information_schema restores u64::MAX.
+        assert_eq!(keys_of(false, false)[2], "s:-1");
+        assert_eq!(
+            keys_of(false, true),
+            ["u:7", "e:a@x", "s:18446744073709551615", "u:-1", "s:5"]
+        );
+    }
+
+    fn new_reader() -> mysql_common::binlog::EventStreamReader {
+        mysql_common::binlog::EventStreamReader::new(BinlogVersion::Version4)
+    }
+}
