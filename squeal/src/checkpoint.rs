@@ -7,6 +7,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +121,111 @@ pub fn save(path: &Path, position: &Position) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// Writes checkpoints on a thread of its own, so that fsync never stalls the async runtime.
+///
+/// It always writes the newest position handed to it (older pending ones are superseded: positions
+/// only move forward). [`CheckpointWriter::finish`] writes what is pending and reports any error.
+pub struct CheckpointWriter {
+    shared: Arc<(Mutex<WriterState>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+#[derive(Default)]
+struct WriterState {
+    /// The newest position not yet written.
+    pending: Option<Position>,
+    /// No more positions will come.
+    closed: bool,
+    /// The first write error; the writer stops at it.
+    error: Option<String>,
+}
+
+impl CheckpointWriter {
+    /// Starts the writer thread; `on_written` runs after each durable write (metrics).
+    pub fn spawn(path: PathBuf, on_written: impl Fn(&Position) + Send + 'static) -> CheckpointWriter {
+        let shared: Arc<(Mutex<WriterState>, Condvar)> = Arc::default();
+        let thread_shared = shared.clone();
+        let thread_path = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("squeal-checkpoint".into())
+            .spawn(move || {
+                let (lock, ready) = &*thread_shared;
+                loop {
+                    let next = {
+                        let mut state = lock.lock().expect("checkpoint lock");
+                        while state.pending.is_none() && !state.closed {
+                            state = ready.wait(state).expect("checkpoint lock");
+                        }
+                        match state.pending.take() {
+                            Some(p) => p,
+                            None => return, // closed and drained
+                        }
+                    };
+                    match save(&thread_path, &next) {
+                        Ok(()) => on_written(&next),
+                        Err(e) => {
+                            lock.lock().expect("checkpoint lock").error = Some(e.to_string());
+                            return;
+                        }
+                    }
+                }
+            })
+            .expect("spawn the checkpoint thread");
+        CheckpointWriter {
+            shared,
+            thread: Some(thread),
+            path,
+        }
+    }
+
+    fn error(&self, message: String) -> CheckpointError {
+        CheckpointError::Io {
+            path: self.path.clone(),
+            source: io::Error::other(message),
+        }
+    }
+
+    /// Hands over a position to write; fails if an earlier write failed.
+    pub fn submit(&self, position: Position) -> Result<(), CheckpointError> {
+        let (lock, ready) = &*self.shared;
+        let mut state = lock.lock().expect("checkpoint lock");
+        if let Some(e) = &state.error {
+            return Err(self.error(e.clone()));
+        }
+        state.pending = Some(position);
+        ready.notify_one();
+        Ok(())
+    }
+
+    /// Writes what is pending, stops the thread, and reports the first error.
+    pub fn finish(mut self) -> Result<(), CheckpointError> {
+        {
+            let (lock, ready) = &*self.shared;
+            lock.lock().expect("checkpoint lock").closed = true;
+            ready.notify_one();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let state = self.shared.0.lock().expect("checkpoint lock");
+        match &state.error {
+            Some(e) => Err(self.error(e.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for CheckpointWriter {
+    fn drop(&mut self) {
+        let (lock, ready) = &*self.shared;
+        if let Ok(mut state) = lock.lock() {
+            state.closed = true;
+        }
+        ready.notify_one();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +251,36 @@ mod tests {
         assert_eq!(load(&path).unwrap(), Some(b));
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn writer_thread_writes_the_newest_position_and_reports_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let seen = written.clone();
+        let writer = CheckpointWriter::spawn(path.clone(), move |p| seen.lock().unwrap().push(p.pos));
+        for pos in 4..200 {
+            writer
+                .submit(Position {
+                    file: "b.000001".into(),
+                    pos,
+                    gtid: None,
+                })
+                .unwrap();
+        }
+        writer.finish().unwrap();
+        assert_eq!(load(&path).unwrap().unwrap().pos, 199, "the newest position is durable after finish");
+        let order = written.lock().unwrap().clone();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "never goes backwards: {order:?}");
+        let bad = CheckpointWriter::spawn(dir.path().join("missing-dir").join("cp.json"), |_| {});
+        let p = Position {
+            file: "b".into(),
+            pos: 4,
+            gtid: None,
+        };
+        bad.submit(p.clone()).unwrap();
+        assert!(bad.finish().is_err(), "a failed write is reported, not swallowed");
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct AckTracker {
     checkpoint_path: PathBuf,
     interval: Duration,
     metrics: Arc<Metrics>,
+    /// Started by `run`: fsyncs off the async runtime.
+    writer: Option<checkpoint::CheckpointWriter>,
 }
 
 /// The librdkafka properties squeal uses, before the user's pass-through properties.
@@ -93,6 +95,8 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     c.set("bootstrap.servers", &cfg.brokers)
         .set("message.timeout.ms", "0")
         .set("linger.ms", "1")
+        // Small produce requests must not wait for Nagle + delayed ACK (up to 40 ms).
+        .set("socket.nagle.disable", "true")
         .set("queue.buffering.max.messages", "1000000")
         .set(
             "message.max.bytes",
@@ -134,6 +138,7 @@ impl Publisher {
                 checkpoint_path,
                 interval: checkpoint_interval,
                 metrics,
+                writer: None,
             },
         ))
     }
@@ -200,6 +205,41 @@ impl Publisher {
             .map_err(|_| PublishError::TrackerGone)
     }
 
+    /// Connects to the brokers and checks the topic exists, so the first transaction does not pay
+    /// for connection set-up and a missing topic is a clear error rather than a silent stall.
+    /// Kafka being unreachable is not an error here: publishing will wait for it (back-pressure).
+    pub async fn warm_up(&self, timeout: Duration) -> Result<(), PublishError> {
+        let client = self.producer.clone();
+        let topic = self.topic.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            client.client().fetch_metadata(Some(&topic), timeout)
+        })
+        .await
+        .map_err(|e| PublishError::Permanent(e.to_string()))?;
+        match metadata {
+            Ok(md) => {
+                let missing = md.topics().iter().any(|t| {
+                    t.name() == self.topic
+                        && matches!(
+                            t.error().map(RDKafkaErrorCode::from),
+                            Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+                        )
+                });
+                if missing || md.topics().iter().all(|t| t.partitions().is_empty()) {
+                    return Err(PublishError::Permanent(format!(
+                        "topic {:?} does not exist on the brokers: create it (squeal does not auto-create topics)",
+                        self.topic
+                    )));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka not reachable yet; records will wait for it");
+                Ok(())
+            }
+        }
+    }
+
     /// Waits up to `timeout` for librdkafka to deliver what it holds.
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);
@@ -217,6 +257,20 @@ impl AckTracker {
     /// Runs until the publisher is dropped and everything sent was acknowledged, or a delivery
     /// fails permanently. Writes the checkpoint at most every `interval`, and once at the end.
     pub async fn run(mut self) -> Result<(), PublishError> {
+        let metrics = self.metrics.clone();
+        self.writer = Some(checkpoint::CheckpointWriter::spawn(
+            self.checkpoint_path.clone(),
+            move |p| {
+                metrics.checkpoint_file_index.store(file_index(&p.file), Relaxed);
+                metrics.checkpoint_position.store(p.pos, Relaxed);
+            },
+        ));
+        let result = self.track().await;
+        let written = self.writer.take().expect("writer started").finish();
+        result.and(written.map_err(PublishError::from))
+    }
+
+    async fn track(&mut self) -> Result<(), PublishError> {
         let mut acked: Option<Position> = None;
         let mut dirty = false;
         let mut last_write = Instant::now();
@@ -289,13 +343,10 @@ impl AckTracker {
         if !*dirty || (!force && last_write.elapsed() < self.interval) {
             return Ok(());
         }
-        checkpoint::save(&self.checkpoint_path, position)?;
-        self.metrics
-            .checkpoint_file_index
-            .store(file_index(&position.file), Relaxed);
-        self.metrics
-            .checkpoint_position
-            .store(position.pos, Relaxed);
+        self.writer
+            .as_ref()
+            .expect("writer started")
+            .submit(position.clone())?;
         *dirty = false;
         *last_write = Instant::now();
         Ok(())
