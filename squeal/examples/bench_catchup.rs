@@ -19,7 +19,11 @@ const ROWS: u64 = 1_000_000;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
-    let runs: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(3);
     squeal_binary()?;
     let stack = Stack::start(StackOptions::default()).await?;
     let primary = stack.primary();
@@ -31,7 +35,10 @@ async fn main() -> Result<(), BoxError> {
         .execute("CREATE TABLE bench.many (id INT PRIMARY KEY, v INT, s VARCHAR(20))")
         .await?;
     let status = |rows: Vec<Vec<Option<String>>>| -> (String, u64) {
-        (rows[0][0].clone().unwrap(), rows[0][1].clone().unwrap().parse().unwrap())
+        (
+            rows[0][0].clone().unwrap(),
+            rows[0][1].clone().unwrap().parse().unwrap(),
+        )
     };
 
     primary.execute("FLUSH BINARY LOGS").await?;
@@ -59,10 +66,22 @@ async fn main() -> Result<(), BoxError> {
     }
     let many_end = status(primary.query("SHOW MASTER STATUS").await?);
 
-    println!("catch-up of {ROWS} row changes, {runs} runs each (squeal release build, this machine)");
+    println!(
+        "catch-up of {ROWS} row changes, {runs} runs each (squeal release build, this machine)"
+    );
     for (name, table, start, end) in [
-        ("1 transaction x 1,000,000 rows", "bench.one", &one_start, &one_end),
-        ("1,000 transactions x 1,000 rows", "bench.many", &many_start, &many_end),
+        (
+            "1 transaction x 1,000,000 rows",
+            "bench.one",
+            &one_start,
+            &one_end,
+        ),
+        (
+            "1,000 transactions x 1,000 rows",
+            "bench.many",
+            &many_start,
+            &many_end,
+        ),
     ] {
         let mut rates = Vec::new();
         let mut rss = Vec::new();
@@ -81,14 +100,24 @@ async fn main() -> Result<(), BoxError> {
             stack.create_topic(&topic, 1).await?;
             let config = dir.path().join("squeal.toml");
             let rules = format!("[[rules]]\ntable = \"{table}\"\nkeys = [\"k:{{id}}\"]\n");
-            write_config(&config, primary.port(), &stack.kafka().brokers(), &topic, &checkpoint, &rules, "current")?;
+            write_config(
+                &config,
+                primary.port(),
+                &stack.kafka().brokers(),
+                &topic,
+                &checkpoint,
+                &rules,
+                "current",
+            )?;
             let log = dir.path().join("squeal.log");
             let begun = Instant::now();
             let mut child = spawn_squeal(&config, primary.password(), &log)?;
             let mut peak = 0;
             loop {
                 peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
-                if checkpoint_of(&checkpoint).is_some_and(|(f, p)| f > end.0 || (f == end.0 && p >= end.1)) {
+                if checkpoint_of(&checkpoint)
+                    .is_some_and(|(f, p)| f > end.0 || (f == end.0 && p >= end.1))
+                {
                     break;
                 }
                 if let Some(status) = child.try_wait()? {
@@ -105,12 +134,20 @@ async fn main() -> Result<(), BoxError> {
             child.wait()?;
             rates.push(ROWS as f64 / secs);
             rss.push(peak as f64 / 1024.0);
-            println!("  {name}: run {run}: {secs:.2} s, {:.0} rows/s, peak RSS {:.1} MiB", ROWS as f64 / secs, peak as f64 / 1024.0);
+            println!(
+                "  {name}: run {run}: {secs:.2} s, {:.0} rows/s, peak RSS {:.1} MiB",
+                ROWS as f64 / secs,
+                peak as f64 / 1024.0
+            );
         }
         println!(
             "{name}: median {:.0} rows/s (target >= 150,000: {}), median peak RSS {:.1} MiB",
             median(rates.clone()),
-            if median(rates) >= 150_000.0 { "met" } else { "NOT met" },
+            if median(rates) >= 150_000.0 {
+                "met"
+            } else {
+                "NOT met"
+            },
             median(rss)
         );
     }

@@ -27,8 +27,16 @@ const WRITERS: u64 = 8;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
-    let rate: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(2000);
-    let seconds: u64 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(20);
+    let rate: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(2000);
+    let seconds: u64 = std::env::args()
+        .nth(2)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(20);
     squeal_binary()?;
     let stack = Stack::start(StackOptions::default()).await?;
     let primary = stack.primary();
@@ -42,7 +50,16 @@ async fn main() -> Result<(), BoxError> {
     let checkpoint = dir.path().join("cp.json");
     let config = dir.path().join("squeal.toml");
     let rules = "[[rules]]\ntable = \"bench.live\"\nkeys = [\"live:{id}\"]\n";
-    write_config(&config, primary.port(), &stack.kafka().brokers(), topic, &checkpoint, rules, "current")?;
+    write_config(
+        &config,
+        primary.port(),
+        &stack.kafka().brokers(),
+        topic,
+        &checkpoint,
+        rules,
+        "current",
+    )?;
+    baseline(&stack, rate, seconds).await?;
     let log = dir.path().join("squeal.log");
     let mut child = spawn_squeal(&config, primary.password(), &log)?;
     // Wait until squeal streams (it writes its start checkpoint first).
@@ -74,9 +91,14 @@ async fn main() -> Result<(), BoxError> {
     let recv_map = received.clone();
     let consumer_task = tokio::spawn(async move {
         loop {
-            let Ok(msg) = consumer.recv().await else { continue };
+            let Ok(msg) = consumer.recv().await else {
+                continue;
+            };
             let now = Instant::now();
-            let Ok(record) = invalidation::Record::from_json(msg.payload().unwrap_or_default()) else { continue };
+            let Ok(record) = invalidation::Record::from_json(msg.payload().unwrap_or_default())
+            else {
+                continue;
+            };
             let mut map = recv_map.lock().unwrap();
             for key in record.keys() {
                 if let Some(id) = key.strip_prefix("live:").and_then(|s| s.parse().ok()) {
@@ -87,26 +109,16 @@ async fn main() -> Result<(), BoxError> {
     });
 
     let committed: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let per_writer = Duration::from_secs_f64(WRITERS as f64 / rate as f64);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut writers = Vec::new();
-    for _ in 0..WRITERS {
-        let url = primary.url();
-        let committed = committed.clone();
-        writers.push(tokio::spawn(async move {
-            let mut conn = mysql_async::Conn::from_url(url.as_str()).await.expect("connect");
-            let mut tick = tokio::time::interval(per_writer);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            while Instant::now() < deadline {
-                tick.tick().await;
-                conn.query_drop("INSERT INTO bench.live (v) VALUES (1)").await.expect("insert");
-                let done = Instant::now();
-                let id = conn.last_insert_id().expect("auto-increment id");
-                committed.lock().unwrap().insert(id, done);
-            }
-        }));
-    }
+    let writers = spawn_writers(
+        primary.url(),
+        "bench.live",
+        rate,
+        seconds,
+        committed.clone(),
+    );
     let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let warm_snapshot = squeal_histogram(&log).await.unwrap_or_default();
     for w in writers {
         w.await?;
     }
@@ -129,13 +141,20 @@ async fn main() -> Result<(), BoxError> {
             *e = e.max(ms);
         }
     }
-    let worst: Vec<String> = per_second.iter().map(|(s, ms)| format!("{s}s:{ms:.0}")).collect();
+    let worst: Vec<String> = per_second
+        .iter()
+        .map(|(s, ms)| format!("{s}s:{ms:.0}"))
+        .collect();
     println!("worst latency per second of load (ms): {}", worst.join(" "));
     let warm: Vec<f64> = {
         let mut v: Vec<f64> = committed
             .iter()
             .filter(|(_, done)| done.saturating_duration_since(started) >= Duration::from_secs(5))
-            .filter_map(|(id, done)| received.get(id).map(|r| r.saturating_duration_since(*done).as_secs_f64() * 1e3))
+            .filter_map(|(id, done)| {
+                received
+                    .get(id)
+                    .map(|r| r.saturating_duration_since(*done).as_secs_f64() * 1e3)
+            })
             .collect();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v
@@ -152,7 +171,11 @@ async fn main() -> Result<(), BoxError> {
     }
     let mut latencies: Vec<f64> = committed
         .iter()
-        .filter_map(|(id, done)| received.get(id).map(|r| r.saturating_duration_since(*done).as_secs_f64() * 1e3))
+        .filter_map(|(id, done)| {
+            received
+                .get(id)
+                .map(|r| r.saturating_duration_since(*done).as_secs_f64() * 1e3)
+        })
         .collect();
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let missing = total - latencies.len();
@@ -167,37 +190,32 @@ async fn main() -> Result<(), BoxError> {
         quantile(&latencies, 0.999),
         latencies.last().copied().unwrap_or(0.0)
     );
-    let text = std::fs::read_to_string(&log)?;
-    if let Some(addr) = text
-        .lines()
-        .find(|l| l.contains("metrics listening"))
-        .and_then(|l| l.split("address=").nth(1))
-        .map(|s| s.trim().to_string())
-    {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(&addr).await?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await?;
-        let buckets: Vec<(String, f64)> = body
-            .lines()
-            .filter(|l| l.starts_with("squeal_commit_to_ack_seconds_bucket"))
-            .filter_map(|l| {
-                let le = l.split("le=\"").nth(1)?.split('"').next()?.to_string();
-                let n: f64 = l.split_whitespace().nth(1)?.parse().ok()?;
-                Some((le, n))
-            })
-            .collect();
-        let count = buckets.last().map(|b| b.1).unwrap_or(0.0);
-        let bound = |q: f64| {
-            buckets
+    let end_snapshot = squeal_histogram(&log).await.unwrap_or_default();
+    for (label, hist) in [
+        ("whole run", end_snapshot.clone()),
+        (
+            "after the 5 s warm-up",
+            end_snapshot
                 .iter()
+                .map(|(le, n)| {
+                    let before = warm_snapshot
+                        .iter()
+                        .find(|(l, _)| l == le)
+                        .map_or(0.0, |b| b.1);
+                    (le.clone(), n - before)
+                })
+                .collect(),
+        ),
+    ] {
+        let count = hist.last().map(|b| b.1).unwrap_or(0.0);
+        let bound = |q: f64| {
+            hist.iter()
                 .find(|(_, n)| *n >= q * count)
                 .map(|(le, _)| le.clone())
                 .unwrap_or_default()
         };
         println!(
-            "squeal commit-event read -> Kafka ack (histogram, {count} transactions): p50 <= {} s, p99 <= {} s, p99.9 <= {} s",
+            "squeal commit-event read -> Kafka ack, {label} ({count} transactions): p50 <= {} s, p99 <= {} s, p99.9 <= {} s",
             bound(0.5),
             bound(0.99),
             bound(0.999)
@@ -205,5 +223,126 @@ async fn main() -> Result<(), BoxError> {
     }
     child.kill()?;
     child.wait()?;
+    Ok(())
+}
+
+/// squeal's commit→ack histogram buckets (upper bound, cumulative count), scraped from its metrics.
+async fn squeal_histogram(log: &std::path::Path) -> Option<Vec<(String, f64)>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let text = std::fs::read_to_string(log).ok()?;
+    let addr = text
+        .lines()
+        .find(|l| l.contains("metrics listening"))
+        .and_then(|l| l.split("address=").nth(1))
+        .map(|s| s.trim().to_string())?;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with("squeal_commit_to_ack_seconds_bucket"))
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?.to_string();
+                let n: f64 = l.split_whitespace().nth(1)?.parse().ok()?;
+                Some((le, n))
+            })
+            .collect(),
+    )
+}
+
+/// `rate` autocommit single-row INSERTs per second into `table` for `seconds`, over WRITERS
+/// connections; records each id's commit-returned instant.
+fn spawn_writers(
+    url: String,
+    table: &'static str,
+    rate: u64,
+    seconds: u64,
+    committed: Arc<Mutex<HashMap<u64, Instant>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let per_writer = Duration::from_secs_f64(WRITERS as f64 / rate as f64);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    (0..WRITERS)
+        .map(|_| {
+            let url = url.clone();
+            let committed = committed.clone();
+            tokio::spawn(async move {
+                let mut conn = mysql_async::Conn::from_url(url.as_str())
+                    .await
+                    .expect("connect");
+                let mut tick = tokio::time::interval(per_writer);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                while Instant::now() < deadline {
+                    tick.tick().await;
+                    conn.query_drop(format!("INSERT INTO {table} (v) VALUES (1)"))
+                        .await
+                        .expect("insert");
+                    let done = Instant::now();
+                    let id = conn.last_insert_id().expect("auto-increment id");
+                    committed.lock().unwrap().insert(id, done);
+                }
+            })
+        })
+        .collect()
+}
+
+/// The floor squeal is compared with: the same database load, and a plain idempotent rdkafka
+/// producer (acks=all, linger 1 ms, Nagle off, as squeal's) sending `rate` records/s of the same
+/// size to the same broker; latency from send to acknowledgement.
+async fn baseline(stack: &Stack, rate: u64, seconds: u64) -> Result<(), BoxError> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let primary = stack.primary();
+    primary
+        .execute("CREATE TABLE bench.base (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await?;
+    stack.create_topic("bench_baseline", 1).await?;
+    let producer: FutureProducer = stack
+        .kafka()
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("socket.nagle.disable", "true")
+        .create()?;
+    let writers = spawn_writers(primary.url(), "bench.base", rate, seconds, Arc::default());
+    let payload = br#"{"v":1,"source":{"server_id":1,"file":"binlog.000001","pos":123456,"gtid":"0-1-12345"},"commit_ts":1700000000,"chunk":{"index":0,"last":true},"changes":[{"table":{"db":"bench","name":"live"},"op":"insert","keys":["live:12345"]}]}"#;
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pending = Vec::new();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        let sent = Instant::now();
+        let key = format!("k{}", pending.len());
+        let delivery = producer
+            .send_result(
+                FutureRecord::to("bench_baseline")
+                    .key(&key)
+                    .payload(&payload[..]),
+            )
+            .map_err(|(e, _)| e)?;
+        pending.push(tokio::spawn(async move {
+            let _ = delivery.await;
+            (sent, sent.elapsed().as_secs_f64() * 1e3)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for p in pending {
+        let (sent, ms) = p.await?;
+        if sent.saturating_duration_since(started) >= Duration::from_secs(5) {
+            latencies.push(ms);
+        }
+    }
+    for w in writers {
+        w.await?;
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "baseline: plain producer send -> ack at {rate}/s beside the same DB load, after a 5 s warm-up ({} records), ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}",
+        latencies.len(),
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        quantile(&latencies, 0.999)
+    );
     Ok(())
 }

@@ -143,7 +143,10 @@ struct WriterState {
 
 impl CheckpointWriter {
     /// Starts the writer thread; `on_written` runs after each durable write (metrics).
-    pub fn spawn(path: PathBuf, on_written: impl Fn(&Position) + Send + 'static) -> CheckpointWriter {
+    pub fn spawn(
+        path: PathBuf,
+        on_written: impl Fn(&Position) + Send + 'static,
+    ) -> CheckpointWriter {
         let shared: Arc<(Mutex<WriterState>, Condvar)> = Arc::default();
         let thread_shared = shared.clone();
         let thread_path = path.clone();
@@ -259,7 +262,8 @@ mod tests {
         let path = dir.path().join("cp.json");
         let written = Arc::new(Mutex::new(Vec::new()));
         let seen = written.clone();
-        let writer = CheckpointWriter::spawn(path.clone(), move |p| seen.lock().unwrap().push(p.pos));
+        let writer =
+            CheckpointWriter::spawn(path.clone(), move |p| seen.lock().unwrap().push(p.pos));
         for pos in 4..200 {
             writer
                 .submit(Position {
@@ -270,9 +274,16 @@ mod tests {
                 .unwrap();
         }
         writer.finish().unwrap();
-        assert_eq!(load(&path).unwrap().unwrap().pos, 199, "the newest position is durable after finish");
+        assert_eq!(
+            load(&path).unwrap().unwrap().pos,
+            199,
+            "the newest position is durable after finish"
+        );
         let order = written.lock().unwrap().clone();
-        assert!(order.windows(2).all(|w| w[0] < w[1]), "never goes backwards: {order:?}");
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "never goes backwards: {order:?}"
+        );
         let bad = CheckpointWriter::spawn(dir.path().join("missing-dir").join("cp.json"), |_| {});
         let p = Position {
             file: "b".into(),
@@ -280,7 +291,10 @@ mod tests {
             gtid: None,
         };
         bad.submit(p.clone()).unwrap();
-        assert!(bad.finish().is_err(), "a failed write is reported, not swallowed");
+        assert!(
+            bad.finish().is_err(),
+            "a failed write is reported, not swallowed"
+        );
     }
 
     #[test]

@@ -261,7 +261,9 @@ impl AckTracker {
         self.writer = Some(checkpoint::CheckpointWriter::spawn(
             self.checkpoint_path.clone(),
             move |p| {
-                metrics.checkpoint_file_index.store(file_index(&p.file), Relaxed);
+                metrics
+                    .checkpoint_file_index
+                    .store(file_index(&p.file), Relaxed);
                 metrics.checkpoint_position.store(p.pos, Relaxed);
             },
         ));

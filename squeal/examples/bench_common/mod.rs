@@ -90,7 +90,10 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// The checkpoint position, if any.
 pub fn checkpoint_of(path: &Path) -> Option<(String, u64)> {
-    squeal::checkpoint::load(path).ok().flatten().map(|p| (p.file, p.pos))
+    squeal::checkpoint::load(path)
+        .ok()
+        .flatten()
+        .map(|p| (p.file, p.pos))
 }
 
 /// Median of a sample.
