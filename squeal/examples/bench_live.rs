@@ -129,8 +129,8 @@ async fn main() -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     consumer_task.abort();
-    let committed = committed.lock().unwrap();
-    let received = received.lock().unwrap();
+    let committed = committed.lock().unwrap().clone();
+    let received = received.lock().unwrap().clone();
     // Per second of the run: the worst latency, to tell a warm-up stall from steady-state tails.
     let mut per_second: std::collections::BTreeMap<u64, f64> = Default::default();
     for (id, done) in committed.iter() {
