@@ -94,6 +94,7 @@ async fn main() -> Result<(), BoxError> {
                     file: start.0.clone(),
                     pos: start.1,
                     gtid: None,
+                    gtid_state: None,
                 },
             )?;
             let topic = format!("bench_{}_{run}", table.replace('.', "_"));

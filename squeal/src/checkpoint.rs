@@ -22,9 +22,13 @@ pub struct Position {
     pub file: String,
     /// Byte offset in `file` where reading resumes (a transaction boundary).
     pub pos: u64,
-    /// GTID of the last acknowledged transaction, when known (informational; resume is by file+pos).
+    /// GTID of the last acknowledged transaction, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
+    /// MariaDB: the GTID state at this position (`domain-server-seq` per domain, comma-separated),
+    /// used to resume by GTID (`source.resume = "gtid"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_state: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -242,6 +246,7 @@ mod tests {
             file: "b.000001".into(),
             pos: 4,
             gtid: None,
+            gtid_state: None,
         };
         save(&path, &a).unwrap();
         assert_eq!(load(&path).unwrap(), Some(a));
@@ -249,6 +254,7 @@ mod tests {
             file: "b.000002".into(),
             pos: 1234,
             gtid: Some("0-1-9".into()),
+            gtid_state: Some("0-1-9,1-2-3".into()),
         };
         save(&path, &b).unwrap();
         assert_eq!(load(&path).unwrap(), Some(b));
@@ -270,6 +276,7 @@ mod tests {
                     file: "b.000001".into(),
                     pos,
                     gtid: None,
+                    gtid_state: None,
                 })
                 .unwrap();
         }
@@ -289,6 +296,7 @@ mod tests {
             file: "b".into(),
             pos: 4,
             gtid: None,
+            gtid_state: None,
         };
         bad.submit(p.clone()).unwrap();
         assert!(

@@ -89,6 +89,18 @@ pub enum StartFrom {
     Earliest,
 }
 
+/// How a restart finds its place in the binlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeBy {
+    /// The checkpoint's binlog file and position (exact on the server that wrote them).
+    Position,
+    /// MariaDB: the checkpoint's GTID state (`@slave_connect_state`), so the position survives a
+    /// renamed or re-numbered binlog and a switch to another server of the replication topology.
+    /// On MySQL squeal falls back to the position.
+    Gtid,
+}
+
 /// `[source]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +127,9 @@ pub struct SourceConfig {
     /// Start position when no checkpoint exists.
     #[serde(default = "default_start_from")]
     pub start_from: StartFrom,
+    /// How to resume from a checkpoint.
+    #[serde(default = "default_resume")]
+    pub resume: ResumeBy,
     /// The password, resolved at load time from env, file or URL. Never deserialized.
     #[serde(skip)]
     pub password: Option<Secret>,
@@ -217,6 +232,9 @@ fn default_reconnect_max_backoff_ms() -> u64 {
 }
 fn default_start_from() -> StartFrom {
     StartFrom::Current
+}
+fn default_resume() -> ResumeBy {
+    ResumeBy::Position
 }
 fn default_max_in_flight() -> usize {
     10_000
@@ -417,6 +435,7 @@ mod tests {
         let c = Config::parse(MINIMAL, env).unwrap();
         assert_eq!(c.source.heartbeat_ms, 1000);
         assert_eq!(c.source.start_from, StartFrom::Current);
+        assert_eq!(c.source.resume, ResumeBy::Position);
         assert_eq!(c.metrics.address.to_string(), "127.0.0.1:9187");
         assert_eq!(c.kafka.max_in_flight, 10_000);
         assert_eq!(c.kafka.max_in_flight_bytes, 32 << 20);

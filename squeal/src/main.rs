@@ -110,6 +110,7 @@ async fn start_position(cfg: &Config) -> Result<Position, BoxError> {
                 file: first.clone(),
                 pos: 4,
                 gtid: None,
+                gtid_state: None,
             }
         }
         StartFrom::Current => {
@@ -122,9 +123,19 @@ async fn start_position(cfg: &Config) -> Result<Position, BoxError> {
                 file: row.get_opt::<String, usize>(0).ok_or("no file")??,
                 pos: row.get_opt::<u64, usize>(1).ok_or("no position")??,
                 gtid: None,
+                gtid_state: None,
             }
         }
     };
+    let mut position = position;
+    // MariaDB knows the GTID state at any binlog position; keep it for `resume = "gtid"`.
+    let state: Result<Option<Option<String>>, _> = conn
+        .exec_first(
+            "SELECT BINLOG_GTID_POS(?, ?)",
+            (&position.file, position.pos),
+        )
+        .await;
+    position.gtid_state = state.ok().flatten().flatten().filter(|s| !s.is_empty());
     let _ = conn.disconnect().await;
     // Saved at once: a crash before the first acknowledgement must not start "current" again later.
     checkpoint::save(&cfg.checkpoint.path, &position)?;

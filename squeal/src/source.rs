@@ -6,7 +6,7 @@
 //! transaction in the buffer is discarded and read again. A checkpoint naming a binlog file the
 //! server no longer has is fatal, with the way out in the message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use invalidation::{Gtid, Operation, SourcePosition, TableRef};
 
 use crate::checkpoint::Position;
-use crate::config::Config;
+use crate::config::{Config, ResumeBy};
 use crate::events::{self, Statement};
 use crate::metrics::Metrics;
 use crate::publish::{PublishError, Publisher};
@@ -126,6 +126,8 @@ pub struct Source {
     in_txn: bool,
     /// GTID of the current group.
     gtid: Option<Gtid>,
+    /// MariaDB GTID state (latest GTID per domain) at the boundary, for GTID resume.
+    gtid_state: BTreeMap<u32, Gtid>,
     /// End position of the last event with a non-zero position.
     last_log_pos: u64,
     /// Keys of the current transaction.
@@ -147,6 +149,7 @@ impl Source {
         publisher: Publisher,
         start: Position,
     ) -> Result<Source, SourceError> {
+        let start_state = start.gtid_state.clone();
         let rules = Rules::compile(&cfg.rules).map_err(|e| SourceError::Fatal(e.to_string()))?;
         let opts = cfg
             .mysql_opts()
@@ -168,6 +171,7 @@ impl Source {
             bound: HashMap::new(),
             in_txn: false,
             gtid: None,
+            gtid_state: parse_gtid_state(start_state.as_deref()),
             last_log_pos: 0,
             fde_seen: false,
             server_checksums: false,
@@ -215,11 +219,22 @@ impl Source {
             .mysql_opts()
             .map_err(|e| SourceError::Fatal(e.to_string()))?;
         let mut conn = Conn::new(opts).await.map_err(classify_mysql)?;
-        let logs = binary_logs(&mut conn).await.map_err(classify_mysql)?;
-        if !logs.contains(&self.boundary.file) {
-            return Err(SourceError::Fatal(purged_message(&self.boundary, &logs)));
-        }
         let mariadb = is_mariadb(&mut conn).await.map_err(classify_mysql)?;
+        let gtid_state = self
+            .boundary
+            .gtid_state
+            .clone()
+            .filter(|s| valid_gtid_state(s));
+        let by_gtid = self.cfg.source.resume == ResumeBy::Gtid && mariadb && gtid_state.is_some();
+        if self.cfg.source.resume == ResumeBy::Gtid && !by_gtid {
+            tracing::warn!(mariadb, "resume by GTID needs MariaDB and a checkpoint GTID state; resuming by file and position");
+        }
+        if !by_gtid {
+            let logs = binary_logs(&mut conn).await.map_err(classify_mysql)?;
+            if !logs.contains(&self.boundary.file) {
+                return Err(SourceError::Fatal(purged_message(&self.boundary, &logs)));
+            }
+        }
         let checksum: Option<String> = conn
             .query_first("SELECT @@global.binlog_checksum")
             .await
@@ -234,10 +249,22 @@ impl Source {
         conn.query_drop(format!("SET @master_heartbeat_period={heartbeat_ns}"))
             .await
             .map_err(classify_mysql)?;
-        let file = self.boundary.file.clone();
+        let file = if by_gtid {
+            let state = gtid_state.as_deref().unwrap_or_default();
+            // Validated above to digits, '-' and ',' only.
+            conn.query_drop(format!("SET @slave_connect_state='{state}'"))
+                .await
+                .map_err(classify_mysql)?;
+            conn.query_drop("SET @slave_gtid_strict_mode=1")
+                .await
+                .map_err(classify_mysql)?;
+            String::new() // the server finds the file from the GTID state
+        } else {
+            self.boundary.file.clone()
+        };
         let mut request = BinlogStreamRequest::new(self.cfg.source.server_id)
             .with_filename(file.as_bytes())
-            .with_pos(self.boundary.pos);
+            .with_pos(if by_gtid { 4 } else { self.boundary.pos });
         if mariadb {
             // 0x02 is MariaDB's BINLOG_SEND_ANNOTATE_ROWS_EVENT (MySQL names the bit differently).
             request = request.with_flags(BinlogDumpFlags::BINLOG_THROUGH_POSITION);
@@ -246,7 +273,11 @@ impl Source {
             .get_binlog_stream(request)
             .await
             .map_err(classify_mysql)?;
-        tracing::info!(file = %self.boundary.file, pos = self.boundary.pos, mariadb, "streaming binlog");
+        if by_gtid {
+            tracing::info!(gtid_state = %gtid_state.as_deref().unwrap_or_default(), "streaming binlog from GTID state");
+        } else {
+            tracing::info!(file = %self.boundary.file, pos = self.boundary.pos, mariadb, "streaming binlog");
+        }
         self.file = self.boundary.file.clone();
         self.last_log_pos = self.boundary.pos;
         self.in_txn = false;
@@ -295,6 +326,7 @@ impl Source {
                         file: self.file.clone(),
                         pos,
                         gtid: self.boundary.gtid.clone(),
+                        gtid_state: render_gtid_state(&self.gtid_state),
                     };
                     self.publisher.commit(position.clone(), Instant::now())?;
                     self.boundary = position;
@@ -308,6 +340,12 @@ impl Source {
             }
             Decoded::StatementText(text) => self.add_embedded(&text)?,
             Decoded::MySqlGtid(gtid) => self.gtid = Some(gtid),
+            Decoded::MariaGtidList(list) => {
+                // The state before this file: everything listed was committed earlier.
+                for gtid in list {
+                    merge_gtid(&mut self.gtid_state, gtid);
+                }
+            }
             Decoded::MariaGtid(g) => {
                 self.buffer.reset();
                 self.bound.clear();
@@ -540,10 +578,14 @@ impl Source {
     async fn commit(&mut self, event: &Event) -> Result<(), SourceError> {
         let header = event.header();
         let read_at = Instant::now();
+        if let Some(g) = self.gtid {
+            merge_gtid(&mut self.gtid_state, g);
+        }
         let position = Position {
             file: self.file.clone(),
             pos: self.last_log_pos,
             gtid: self.gtid.map(|g| g.to_string()),
+            gtid_state: render_gtid_state(&self.gtid_state),
         };
         if !self.buffer.is_empty() {
             self.metrics
@@ -577,5 +619,68 @@ impl Source {
         self.gtid = None;
         self.bound.clear();
         Ok(())
+    }
+}
+
+/// MariaDB GTID state text: `domain-server-seq` per domain, comma-separated.
+fn parse_gtid_state(text: Option<&str>) -> BTreeMap<u32, Gtid> {
+    let mut state = BTreeMap::new();
+    for part in text.unwrap_or_default().split(',') {
+        if let Ok(g) = part.trim().parse::<Gtid>() {
+            merge_gtid(&mut state, g);
+        }
+    }
+    state
+}
+
+/// Records `gtid` as its domain's latest (MariaDB GTIDs only; MySQL's are not a per-domain state).
+fn merge_gtid(state: &mut BTreeMap<u32, Gtid>, gtid: Gtid) {
+    if let Gtid::MariaDb { domain, seq, .. } = gtid {
+        match state.get(&domain) {
+            Some(Gtid::MariaDb { seq: have, .. }) if *have >= seq => {}
+            _ => {
+                state.insert(domain, gtid);
+            }
+        }
+    }
+}
+
+fn render_gtid_state(state: &BTreeMap<u32, Gtid>) -> Option<String> {
+    (!state.is_empty()).then(|| {
+        state
+            .values()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// Only digits, '-' and ',': safe to place in `SET @slave_connect_state='...'`.
+fn valid_gtid_state(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gtid_state_keeps_the_latest_per_domain_and_round_trips() {
+        let mut state = parse_gtid_state(Some("0-1-10,1-2-5"));
+        merge_gtid(&mut state, "0-1-9".parse().unwrap());
+        merge_gtid(&mut state, "0-3-11".parse().unwrap());
+        merge_gtid(&mut state, "2-1-1".parse().unwrap());
+        merge_gtid(
+            &mut state,
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:23".parse().unwrap(),
+        );
+        assert_eq!(render_gtid_state(&state).unwrap(), "0-3-11,1-2-5,2-1-1");
+        assert_eq!(render_gtid_state(&BTreeMap::new()), None);
+        assert!(valid_gtid_state("0-1-10,1-2-5"));
+        assert!(!valid_gtid_state("0-1-1'; DROP TABLE x; --"));
+        assert!(!valid_gtid_state(""));
     }
 }

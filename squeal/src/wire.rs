@@ -42,6 +42,8 @@ pub enum Decoded {
     MySqlGtid(Gtid),
     /// A MariaDB GTID event.
     MariaGtid(MariaGtidEvent),
+    /// A MariaDB GTID_LIST event: the GTID state at the start of a binlog file.
+    MariaGtidList(Vec<Gtid>),
     /// Heartbeat from an idle server.
     Heartbeat,
     /// Anything else squeal does not need.
@@ -61,6 +63,11 @@ pub fn decode(event: &Event) -> io::Result<Decoded> {
         events::MARIADB_GTID_EVENT => {
             return events::decode_mariadb_gtid(event.data(), header.server_id())
                 .map(Decoded::MariaGtid)
+                .map_err(read_err)
+        }
+        events::MARIADB_GTID_LIST_EVENT => {
+            return events::decode_mariadb_gtid_list(event.data())
+                .map(Decoded::MariaGtidList)
                 .map_err(read_err)
         }
         events::MARIADB_ANNOTATE_ROWS_EVENT => {

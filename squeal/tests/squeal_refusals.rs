@@ -85,6 +85,7 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
             file: first.clone(),
             pos: 4,
             gtid: None,
+            gtid_state: None,
         },
     )?;
     primary
