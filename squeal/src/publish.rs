@@ -51,11 +51,13 @@ enum Tracked {
         /// KiB of payload in flight, released likewise, so memory stays bounded too.
         _bytes: OwnedSemaphorePermit,
     },
-    /// End of a transaction: once reached, everything up to `position` is acknowledged.
+    /// End of a transaction (or a rotation, `is_transaction: false`): once reached, everything
+    /// up to `position` is acknowledged.
     Commit {
         position: Position,
         read_at: Instant,
         had_records: bool,
+        is_transaction: bool,
     },
 }
 
@@ -195,12 +197,27 @@ impl Publisher {
 
     /// Marks the end of a transaction at `position` (the start of the next one).
     pub fn commit(&mut self, position: Position, read_at: Instant) -> Result<(), PublishError> {
+        self.mark(position, read_at, true)
+    }
+
+    /// Marks a new position that ends no transaction (a binlog rotation).
+    pub fn advance(&mut self, position: Position) -> Result<(), PublishError> {
+        self.mark(position, Instant::now(), false)
+    }
+
+    fn mark(
+        &mut self,
+        position: Position,
+        read_at: Instant,
+        is_transaction: bool,
+    ) -> Result<(), PublishError> {
         let had_records = std::mem::take(&mut self.txn_had_records);
         self.tracked
             .send(Tracked::Commit {
                 position,
                 read_at,
                 had_records,
+                is_transaction,
             })
             .map_err(|_| PublishError::TrackerGone)
     }
@@ -321,11 +338,14 @@ impl AckTracker {
                     position,
                     read_at,
                     had_records,
+                    is_transaction,
                 }) => {
                     if had_records {
                         self.metrics.observe_latency(read_at.elapsed());
                     }
-                    self.metrics.transactions_published.fetch_add(1, Relaxed);
+                    if is_transaction {
+                        self.metrics.transactions_published.fetch_add(1, Relaxed);
+                    }
                     acked = Some(position);
                     dirty = true;
                     self.flush_if_due(&acked, &mut dirty, &mut last_write, false)?;

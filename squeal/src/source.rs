@@ -328,7 +328,7 @@ impl Source {
                         gtid: self.boundary.gtid.clone(),
                         gtid_state: render_gtid_state(&self.gtid_state),
                     };
-                    self.publisher.commit(position.clone(), Instant::now())?;
+                    self.publisher.advance(position.clone())?;
                     self.boundary = position;
                 }
             }
