@@ -170,7 +170,7 @@ async fn run(cfg: Arc<Config>) -> Result<(), BoxError> {
         Duration::from_millis(cfg.checkpoint.interval_ms),
         metrics.clone(),
     )?;
-    publisher.warm_up(Duration::from_secs(10)).await?;
+    publisher.warm_up(Duration::from_secs(5)).await?;
     let mut tracker_task = tokio::spawn(tracker.run());
     let source = Source::new(cfg.clone(), metrics.clone(), publisher, start)?;
     let (stop_tx, stop_rx) = watch::channel(false);
