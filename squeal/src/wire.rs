@@ -44,6 +44,8 @@ pub enum Decoded {
     MariaGtid(MariaGtidEvent),
     /// A MariaDB GTID_LIST event: the GTID state at the start of a binlog file.
     MariaGtidList(Vec<Gtid>),
+    /// XA PREPARE: the end of an XA transaction's prepared part (its commit comes later, alone).
+    XaPrepare,
     /// Heartbeat from an idle server.
     Heartbeat,
     /// Anything else squeal does not need.
@@ -117,6 +119,7 @@ pub fn decode(event: &Event) -> io::Result<Decoded> {
             })
         }
         HEARTBEAT_EVENT => Decoded::Heartbeat,
+        XA_PREPARE_LOG_EVENT => Decoded::XaPrepare,
         _ => Decoded::Other,
     })
 }

@@ -272,6 +272,21 @@ async fn every_kind_of_write_gives_exactly_its_keys() -> TestResult {
         "ALTER TABLE add/drop/reorder columns between writes"
     );
 
+    for sql in [
+        "XA START 'x1'",
+        "INSERT INTO squeal_test.users VALUES (8, 'x8@x', 'X')",
+        "XA END 'x1'",
+        "XA PREPARE 'x1'",
+        "XA COMMIT 'x1'",
+    ] {
+        conn.query_drop(sql).await?;
+    }
+    assert_eq!(
+        keys(&s.end(&mut conn).await),
+        set(&["user:8", "user:email:x8@x"]),
+        "XA transaction (published at XA PREPARE)"
+    );
+
     conn.query_drop("TRUNCATE TABLE squeal_test.users").await?;
     let r = s.end(&mut conn).await;
     let flushed: Vec<_> = r.iter().flat_map(|r| r.flushed_tables().cloned()).collect();
