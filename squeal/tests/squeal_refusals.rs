@@ -129,3 +129,56 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
     assert_eq!((kept.file.as_str(), kept.pos), (first.as_str(), 4));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privileged_user_passes_check_and_a_missing_grant_is_named() -> TestResult {
+    let stack = Stack::start(StackOptions::default().without_kafka()).await?;
+    let primary = stack.primary();
+    for sql in [
+        "CREATE USER 'squeal'@'127.0.0.1' IDENTIFIED BY 'least-priv-pw'",
+        "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'squeal'@'127.0.0.1'",
+        "GRANT SELECT ON squeal_demo.* TO 'squeal'@'127.0.0.1'",
+    ] {
+        primary.execute(sql).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("squeal.toml");
+    let checkpoint = dir.path().join("cp.json");
+    std::fs::write(
+        &config,
+        config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, "")
+            .replace("mysql://root@", "mysql://squeal@"),
+    )?;
+    let log = dir.path().join("check.log");
+    let mut check = Squeal::spawn("check", &config, "least-priv-pw", &log)?;
+    let status = check
+        .wait_exit(Duration::from_secs(60))
+        .expect("check ends");
+    let text = check.log_text();
+    assert!(status.success(), "least-privileged user: {text}");
+    assert!(
+        text.contains("rules for squeal_demo.users: 1 template(s) bind"),
+        "{text}"
+    );
+
+    primary
+        .execute("REVOKE REPLICATION SLAVE ON *.* FROM 'squeal'@'127.0.0.1'")
+        .await?;
+    let log = dir.path().join("check2.log");
+    let mut check = Squeal::spawn("check", &config, "least-priv-pw", &log)?;
+    let status = check
+        .wait_exit(Duration::from_secs(60))
+        .expect("check ends");
+    let text = check.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("missing privilege REPLICATION SLAVE"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix: GRANT REPLICATION SLAVE ON *.* TO <squeal user>"),
+        "{text}"
+    );
+    assert!(!text.contains("least-priv-pw"));
+    Ok(())
+}
