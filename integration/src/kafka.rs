@@ -237,8 +237,8 @@ impl Kafka {
                 &[
                     "format".into(),
                     "--ignore-formatted".into(),
-                    "-t".into(),
-                    cluster_id,
+                    // One `--cluster-id=ID` argument: an id may start with '-' and must not read as an option.
+                    format!("--cluster-id={cluster_id}"),
                     "-c".into(),
                     self.dir.join("server.properties").display().to_string(),
                 ],
