@@ -11,6 +11,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod events;
+pub mod gtid_set;
 pub mod metrics;
 pub mod publish;
 pub mod render;
