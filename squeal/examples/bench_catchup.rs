@@ -95,6 +95,7 @@ async fn main() -> Result<(), BoxError> {
                     pos: start.1,
                     gtid: None,
                     gtid_state: None,
+                    gtid_set: None,
                 },
             )?;
             let topic = format!("bench_{}_{run}", table.replace('.', "_"));

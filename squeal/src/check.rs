@@ -10,7 +10,8 @@ use std::fmt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 
-use crate::config::Config;
+use crate::config::{Config, ResumeBy};
+use crate::gtid_set::GtidSet;
 use crate::rules::Rules;
 
 /// How serious a finding is.
@@ -93,6 +94,78 @@ fn set_fix(name: &str, value: &str) -> Option<String> {
         "SET GLOBAL {name}={value}; and put `{name}={value}` under [mysqld] in the server config \
          (sessions already open keep the old value until they reconnect)"
     ))
+}
+
+/// MySQL with `source.resume = "gtid"`: GTIDs must be on, and the server must still have every
+/// transaction the checkpoint's GTID set lacks (`@@gtid_purged` a subset of it).
+pub fn check_mysql_gtid(
+    report: &mut Report,
+    gtid_mode: Option<&str>,
+    enforce_gtid_consistency: Option<&str>,
+    gtid_purged: Option<&str>,
+    saved_set: Option<&str>,
+) {
+    let on = |v: Option<&str>| v.is_some_and(|v| v.eq_ignore_ascii_case("ON"));
+    if on(gtid_mode) {
+        report.push(Severity::Ok, "gtid_mode = ON", None);
+    } else {
+        report.push(
+            Severity::Fail,
+            format!(
+                "gtid_mode = {}, resume = \"gtid\" needs ON",
+                gtid_mode.unwrap_or("?")
+            ),
+            Some(
+                "step gtid_mode up one value at a time: SET GLOBAL gtid_mode=OFF_PERMISSIVE; \
+                 SET GLOBAL gtid_mode=ON_PERMISSIVE; (wait until Ongoing_anonymous_transaction_count \
+                 is 0) SET GLOBAL gtid_mode=ON; and put `gtid_mode=ON` under [mysqld] in the server \
+                 config; or use source.resume = \"position\""
+                    .into(),
+            ),
+        );
+    }
+    if on(enforce_gtid_consistency) {
+        report.push(Severity::Ok, "enforce_gtid_consistency = ON", None);
+    } else {
+        report.push(
+            Severity::Fail,
+            format!(
+                "enforce_gtid_consistency = {}, resume = \"gtid\" needs ON",
+                enforce_gtid_consistency.unwrap_or("?")
+            ),
+            set_fix("enforce_gtid_consistency", "ON"),
+        );
+    }
+    let Some(saved_text) = saved_set else {
+        report.push(
+            Severity::Ok,
+            "no GTID set in the checkpoint yet: squeal starts by position and builds it",
+            None,
+        );
+        return;
+    };
+    let parsed = saved_text
+        .parse::<GtidSet>()
+        .and_then(|saved| Ok((saved, gtid_purged.unwrap_or_default().parse::<GtidSet>()?)));
+    match parsed {
+        Err(e) => report.push(Severity::Fail, e.to_string(), None),
+        Ok((saved, purged)) => {
+            let missing = purged.difference(&saved);
+            if missing.is_empty() {
+                report.push(
+                    Severity::Ok,
+                    "the server still has every transaction the checkpoint's GTID set lacks",
+                    None,
+                );
+            } else {
+                report.push(
+                    Severity::Fail,
+                    crate::source::gtid_purged_message(&saved, &missing),
+                    None,
+                );
+            }
+        }
+    }
 }
 
 /// Runs every check against the configured server.
@@ -215,6 +288,25 @@ async fn check_server(
             set_fix(annotate, "ON"),
         ),
     }
+    if !mariadb && cfg.source.resume == ResumeBy::Gtid {
+        let gtid_mode = variable(conn, "gtid_mode").await?;
+        let enforce = variable(conn, "enforce_gtid_consistency").await?;
+        let purged: Option<String> = conn.query_first("SELECT @@GLOBAL.gtid_purged").await?;
+        let saved = match crate::checkpoint::load(&cfg.checkpoint.path) {
+            Ok(p) => p.and_then(|p| p.gtid_set),
+            Err(e) => {
+                report.push(Severity::Fail, e.to_string(), None);
+                None
+            }
+        };
+        check_mysql_gtid(
+            report,
+            gtid_mode.as_deref(),
+            enforce.as_deref(),
+            purged.as_deref(),
+            saved.as_deref(),
+        );
+    }
     let server_id: Option<u32> = variable(conn, "server_id")
         .await?
         .and_then(|v| v.parse().ok());
@@ -335,4 +427,51 @@ async fn check_server(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+
+    fn run(mode: Option<&str>, enforce: Option<&str>, purged: &str, saved: Option<&str>) -> Report {
+        let mut r = Report::default();
+        check_mysql_gtid(&mut r, mode, enforce, Some(purged), saved);
+        r
+    }
+
+    #[test]
+    fn mysql_gtid_mode_and_consistency_must_be_on() {
+        assert!(run(Some("ON"), Some("ON"), "", None).passed());
+        let r = run(Some("OFF_PERMISSIVE"), Some("WARN"), "", None);
+        assert!(!r.passed());
+        let text = r.to_string();
+        assert!(text.contains("gtid_mode = OFF_PERMISSIVE"), "{text}");
+        assert!(text.contains("SET GLOBAL gtid_mode=ON"), "{text}");
+        assert!(
+            text.contains("SET GLOBAL enforce_gtid_consistency=ON"),
+            "{text}"
+        );
+        assert!(
+            !run(None, Some("ON"), "", None).passed(),
+            "unknown is not ON"
+        );
+    }
+
+    #[test]
+    fn purged_gtids_missing_from_the_checkpoint_fail_with_the_way_out() {
+        let saved = format!("{A}:1-100");
+        assert!(run(Some("ON"), Some("ON"), &format!("{A}:1-90"), Some(&saved)).passed());
+        let r = run(Some("ON"), Some("ON"), &format!("{A}:1-120"), Some(&saved));
+        assert!(!r.passed());
+        let text = r.to_string();
+        assert!(
+            text.contains(&format!("{A}:101-120")),
+            "names what is lost: {text}"
+        );
+        assert!(text.contains("move the checkpoint file aside"), "{text}");
+        // A checkpoint GTID set that does not parse is a failure, not a pass.
+        assert!(!run(Some("ON"), Some("ON"), "", Some("garbage")).passed());
+    }
 }

@@ -29,6 +29,10 @@ pub struct Position {
     /// used to resume by GTID (`source.resume = "gtid"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_state: Option<String>,
+    /// MySQL: the GTID set executed up to this position, in MySQL's text form
+    /// (`uuid:1-5:7-9,uuid2:1-3`), used to resume by GTID (`source.resume = "gtid"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_set: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -247,6 +251,7 @@ mod tests {
             pos: 4,
             gtid: None,
             gtid_state: None,
+            gtid_set: None,
         };
         save(&path, &a).unwrap();
         assert_eq!(load(&path).unwrap(), Some(a));
@@ -255,6 +260,7 @@ mod tests {
             pos: 1234,
             gtid: Some("0-1-9".into()),
             gtid_state: Some("0-1-9,1-2-3".into()),
+            gtid_set: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9".into()),
         };
         save(&path, &b).unwrap();
         assert_eq!(load(&path).unwrap(), Some(b));
@@ -277,6 +283,7 @@ mod tests {
                     pos,
                     gtid: None,
                     gtid_state: None,
+                    gtid_set: None,
                 })
                 .unwrap();
         }
@@ -297,6 +304,7 @@ mod tests {
             pos: 4,
             gtid: None,
             gtid_state: None,
+            gtid_set: None,
         };
         bad.submit(p.clone()).unwrap();
         assert!(

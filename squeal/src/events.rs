@@ -157,6 +157,13 @@ pub enum Statement {
     SchemaChange(Vec<TableName>),
     /// A data change logged as a statement (binlog_format STATEMENT/MIXED): squeal cannot map it.
     Dml,
+    /// `XA START xid`: MySQL's first event of an XA transaction (MariaDB puts it in the GTID event).
+    XaStart,
+    /// `XA COMMIT xid` of a prepared XA transaction: its own event group, after XA PREPARE.
+    /// (`ONE PHASE` commits are written as ordinary transactions, or as a one-phase XA_PREPARE.)
+    XaCommit(Xid),
+    /// `XA ROLLBACK xid` of a prepared XA transaction.
+    XaRollback(Xid),
     /// Anything else (SAVEPOINT, GRANT, ...).
     Other,
 }
@@ -288,8 +295,143 @@ impl Parser {
     }
 }
 
+/// An XA transaction id: format id, global transaction id and branch qualifier.
+///
+/// The binlog writes it as `X'<gtrid hex>',X'<bqual hex>',<format id>` in XA statements and as
+/// bytes in XA_PREPARE_LOG events; [`Xid`] is the one form both compare in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Xid {
+    /// `formatID`.
+    pub format_id: i64,
+    /// `gtrid` bytes.
+    pub gtrid: Vec<u8>,
+    /// `bqual` bytes.
+    pub bqual: Vec<u8>,
+}
+
+impl std::fmt::Display for Xid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
+        write!(
+            f,
+            "X'{}',X'{}',{}",
+            hex(&self.gtrid),
+            hex(&self.bqual),
+            self.format_id
+        )
+    }
+}
+
+/// Parses an xid as XA statements write it: `gtrid[,bqual[,formatID]]`, each string either
+/// `X'hex'` (how the server logs it) or `'text'`. Returns the xid and the unparsed rest.
+pub fn parse_xid(text: &str) -> Option<(Xid, &str)> {
+    fn string(s: &str) -> Option<(Vec<u8>, &str)> {
+        let s = s.trim_start();
+        let (hex, body) = match s.as_bytes().first()? {
+            b'X' | b'x' if s.as_bytes().get(1) == Some(&b'\'') => (true, &s[2..]),
+            b'\'' => (false, &s[1..]),
+            _ => return None,
+        };
+        let end = body.find('\'')?;
+        let raw = &body[..end];
+        let bytes = if hex {
+            if raw.len() % 2 != 0 {
+                return None;
+            }
+            (0..raw.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&raw[i..i + 2], 16).ok())
+                .collect::<Option<Vec<u8>>>()?
+        } else {
+            raw.as_bytes().to_vec()
+        };
+        Some((bytes, &body[end + 1..]))
+    }
+    let (gtrid, mut rest) = string(text)?;
+    let mut xid = Xid {
+        format_id: 1,
+        gtrid,
+        bqual: Vec::new(),
+    };
+    if let Some(r) = rest.trim_start().strip_prefix(',') {
+        let (bqual, r) = string(r)?;
+        xid.bqual = bqual;
+        rest = r;
+        if let Some(r) = rest.trim_start().strip_prefix(',') {
+            let r = r.trim_start();
+            let digits = r
+                .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+                .unwrap_or(r.len());
+            xid.format_id = r[..digits].parse().ok()?;
+            rest = &r[digits..];
+        }
+    }
+    Some((xid, rest))
+}
+
+/// Classifies `XA ...` statements; `None` for any other statement.
+fn classify_xa(sql: &str) -> Option<Statement> {
+    let s = sql.trim_start();
+    let word = |s: &str, w: &str| -> Option<usize> {
+        (s.len() >= w.len()
+            && s[..w.len()].eq_ignore_ascii_case(w)
+            && s[w.len()..].starts_with(|c: char| c.is_whitespace()))
+        .then_some(w.len())
+    };
+    let rest = &s[word(s, "XA")?..];
+    let rest = rest.trim_start();
+    if word(rest, "START")
+        .or_else(|| word(rest, "BEGIN"))
+        .is_some()
+    {
+        return Some(Statement::XaStart);
+    }
+    if let Some(n) = word(rest, "COMMIT") {
+        let (xid, tail) = parse_xid(&rest[n..])?;
+        if tail.to_ascii_uppercase().contains("ONE") {
+            return Some(Statement::Commit); // ONE PHASE: the rows precede it in this group
+        }
+        return Some(Statement::XaCommit(xid));
+    }
+    if let Some(n) = word(rest, "ROLLBACK") {
+        return Some(Statement::XaRollback(parse_xid(&rest[n..])?.0));
+    }
+    Some(Statement::Other) // XA END, XA PREPARE (logged as an event), XA RECOVER
+}
+
+/// Decodes an XA_PREPARE_LOG event body: `one_phase: u8, formatID: i32, gtrid_length: u32,
+/// bqual_length: u32, gtrid ++ bqual` (MySQL and MariaDB alike). Returns the xid and `one_phase`.
+pub fn decode_xa_prepare(body: &[u8]) -> Result<(Xid, bool), DecodeError> {
+    let bad = |reason: String| DecodeError {
+        event: "XA_PREPARE_LOG",
+        reason,
+    };
+    if body.len() < 13 {
+        return Err(bad(format!("{} bytes, need at least 13", body.len())));
+    }
+    let gtrid_len = le_u32(&body[5..9]) as usize;
+    let bqual_len = le_u32(&body[9..13]) as usize;
+    if gtrid_len > 64 || bqual_len > 64 || body.len() < 13 + gtrid_len + bqual_len {
+        return Err(bad(format!(
+            "gtrid {gtrid_len} + bqual {bqual_len} bytes do not fit in {}",
+            body.len()
+        )));
+    }
+    Ok((
+        Xid {
+            format_id: i64::from(le_u32(&body[1..5]) as i32),
+            gtrid: body[13..13 + gtrid_len].to_vec(),
+            bqual: body[13 + gtrid_len..13 + gtrid_len + bqual_len].to_vec(),
+        },
+        body[0] != 0,
+    ))
+}
+
 /// Classifies a QUERY event's statement text.
 pub fn classify_statement(sql: &str) -> Statement {
+    if let Some(xa) = classify_xa(sql) {
+        return xa;
+    }
     let mut p = Parser {
         tokens: tokenize(sql),
         at: 0,
@@ -384,6 +526,53 @@ pub fn classify_statement(sql: &str) -> Statement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xa_statements_and_prepare_events_name_the_same_xid() {
+        let x1 = Xid {
+            format_id: 1,
+            gtrid: b"x1".to_vec(),
+            bqual: Vec::new(),
+        };
+        // As MariaDB 10.11 and MySQL 8 log them.
+        assert_eq!(
+            classify_statement("XA COMMIT X'7831',X'',1"),
+            Statement::XaCommit(x1.clone())
+        );
+        assert_eq!(
+            classify_statement("xa rollback X'7831',X'',1"),
+            Statement::XaRollback(x1.clone())
+        );
+        assert_eq!(
+            classify_statement("XA START X'7831',X'',1"),
+            Statement::XaStart
+        );
+        assert_eq!(classify_statement("XA END X'7831',X'',1"), Statement::Other);
+        assert_eq!(
+            classify_statement("XA COMMIT 'x1' ONE PHASE"),
+            Statement::Commit
+        );
+        assert_eq!(
+            parse_xid("'g','b',7").unwrap().0,
+            Xid {
+                format_id: 7,
+                gtrid: b"g".to_vec(),
+                bqual: b"b".to_vec()
+            }
+        );
+        assert_eq!(x1.to_string(), "X'7831',X'',1");
+        // XA_PREPARE_LOG body of `XA PREPARE 'y1'` from mariadb-binlog --hexdump.
+        let body = [0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'y', b'1'];
+        let (xid, one_phase) = decode_xa_prepare(&body).unwrap();
+        assert_eq!(xid.gtrid, b"y1");
+        assert_eq!(xid.format_id, 1);
+        assert!(!one_phase);
+        assert!(decode_xa_prepare(&body[..14]).is_err());
+        assert!(decode_xa_prepare(&[1, 0, 0]).is_err());
+        // Not XA: unchanged.
+        assert_eq!(classify_statement("XACT_ABORT"), Statement::Other);
+        assert_eq!(classify_statement("BEGIN"), Statement::Begin);
+    }
 
     fn t(db: Option<&str>, name: &str) -> TableName {
         TableName {

@@ -298,7 +298,7 @@ mod tests {
     fn rejects_what_mysql_rejects() {
         for bad in [
             "x",
-            &format!("{A}"),
+            A,
             &format!("{A}:0"),
             &format!("{A}:5-3"),
             &format!("{A}:1-a"),

@@ -111,6 +111,8 @@ async fn start_position(cfg: &Config) -> Result<Position, BoxError> {
                 pos: 4,
                 gtid: None,
                 gtid_state: None,
+                // MySQL: filled from the first file's PREVIOUS_GTIDS event as it is read.
+                gtid_set: None,
             }
         }
         StartFrom::Current => {
@@ -124,6 +126,13 @@ async fn start_position(cfg: &Config) -> Result<Position, BoxError> {
                 pos: row.get_opt::<u64, usize>(1).ok_or("no position")??,
                 gtid: None,
                 gtid_state: None,
+                // MySQL: Executed_Gtid_Set, read together with the file and position.
+                gtid_set: row
+                    .get_opt::<Option<String>, usize>(4)
+                    .and_then(Result::ok)
+                    .flatten()
+                    .map(|s| s.split_whitespace().collect::<String>())
+                    .filter(|s| !s.is_empty()),
             }
         }
     };

@@ -21,7 +21,8 @@ use invalidation::{Gtid, Operation, SourcePosition, TableRef};
 
 use crate::checkpoint::Position;
 use crate::config::{Config, ResumeBy};
-use crate::events::{self, Statement};
+use crate::events::{self, Statement, Xid};
+use crate::gtid_set::GtidSet;
 use crate::metrics::Metrics;
 use crate::publish::{PublishError, Publisher};
 use crate::render::{self, TableShape};
@@ -81,6 +82,44 @@ pub fn purged_message(position: &Position, available: &[String]) -> String {
     )
 }
 
+/// The message for a GTID set the server can no longer serve: it purged transactions the
+/// checkpoint has not seen.
+pub fn gtid_purged_message(saved: &GtidSet, missing: &GtidSet) -> String {
+    format!(
+        "the checkpoint's GTID set is {saved}, but the server has purged transactions it does not \
+         contain ({missing}). Their invalidations are lost, and squeal will not skip them silently. \
+         To recover: (1) flush, or wait out the TTL of, every cache these tables feed in every \
+         region; (2) move the checkpoint file aside; (3) start squeal again with \
+         source.start_from = \"current\" (or \"earliest\"). To prevent this, keep binlogs longer \
+         than squeal can be down (binlog_expire_logs_seconds)."
+    )
+}
+
+/// MySQL: `Some(missing)` when `@@GLOBAL.gtid_purged` holds transactions `saved` lacks.
+pub async fn purged_gap(conn: &mut Conn, saved: &GtidSet) -> Result<Option<GtidSet>, SourceError> {
+    let purged: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_purged")
+        .await
+        .map_err(classify_mysql)?;
+    let purged: GtidSet = purged
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| SourceError::Fatal(format!("@@gtid_purged: {e}")))?;
+    let missing = purged.difference(saved);
+    Ok((!missing.is_empty()).then_some(missing))
+}
+
+/// A prepared XA transaction whose keys wait for its XA COMMIT (or are dropped at XA ROLLBACK).
+struct HeldXa {
+    /// The XA transaction id, as XA COMMIT / XA ROLLBACK name it.
+    xid: Xid,
+    /// Where its PREPARE group starts: the checkpoint stays here until it is resolved, so a
+    /// restart reads the PREPARE again and holds the keys again (nothing else is persisted).
+    start: Position,
+    /// Its deduplicated keys.
+    buffer: TxnBuffer,
+}
+
 /// A ruled table's layout and bound templates for one table id.
 struct BoundTable {
     table: TableRef,
@@ -128,6 +167,15 @@ pub struct Source {
     gtid: Option<Gtid>,
     /// MariaDB GTID state (latest GTID per domain) at the boundary, for GTID resume.
     gtid_state: BTreeMap<u32, Gtid>,
+    /// MySQL 8.4 tag of the current group's GTID (empty when untagged).
+    gtid_tag: String,
+    /// MySQL: GTIDs executed up to the boundary (seeded from the checkpoint, grown by GTID and
+    /// PREVIOUS_GTIDS events), for GTID resume.
+    gtid_set: GtidSet,
+    /// Prepared XA transactions with keys, oldest first, waiting for XA COMMIT / ROLLBACK.
+    held: Vec<HeldXa>,
+    /// Keys of a held XA transaction whose XA COMMIT is being handled (published with it).
+    released: Option<TxnBuffer>,
     /// End position of the last event with a non-zero position.
     last_log_pos: u64,
     /// Keys of the current transaction.
@@ -150,6 +198,12 @@ impl Source {
         start: Position,
     ) -> Result<Source, SourceError> {
         let start_state = start.gtid_state.clone();
+        let start_set = match start.gtid_set.as_deref() {
+            Some(text) => text.parse().map_err(|e| {
+                SourceError::Fatal(format!("the checkpoint's gtid_set is unreadable: {e}"))
+            })?,
+            None => GtidSet::new(),
+        };
         let rules = Rules::compile(&cfg.rules).map_err(|e| SourceError::Fatal(e.to_string()))?;
         let opts = cfg
             .mysql_opts()
@@ -172,6 +226,10 @@ impl Source {
             in_txn: false,
             gtid: None,
             gtid_state: parse_gtid_state(start_state.as_deref()),
+            gtid_tag: String::new(),
+            gtid_set: start_set,
+            held: Vec::new(),
+            released: None,
             last_log_pos: 0,
             fde_seen: false,
             server_checksums: false,
@@ -225,11 +283,26 @@ impl Source {
             .gtid_state
             .clone()
             .filter(|s| valid_gtid_state(s));
+        let gtid_set: Option<GtidSet> = self
+            .boundary
+            .gtid_set
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .filter(|s: &GtidSet| !s.is_empty());
         let by_gtid = self.cfg.source.resume == ResumeBy::Gtid && mariadb && gtid_state.is_some();
-        if self.cfg.source.resume == ResumeBy::Gtid && !by_gtid {
-            tracing::warn!(mariadb, "resume by GTID needs MariaDB and a checkpoint GTID state; resuming by file and position");
+        let by_gtid_set =
+            self.cfg.source.resume == ResumeBy::Gtid && !mariadb && gtid_set.is_some();
+        if self.cfg.source.resume == ResumeBy::Gtid && !by_gtid && !by_gtid_set {
+            // First start (or a checkpoint from before GTID tracking): the position is exact,
+            // and the GTID state/set is built from here on.
+            tracing::warn!(mariadb, "resume by GTID: the checkpoint has no GTID state/set yet; resuming by file and position");
         }
-        if !by_gtid {
+        if let (true, Some(saved)) = (by_gtid_set, &gtid_set) {
+            if let Some(missing) = purged_gap(&mut conn, saved).await? {
+                return Err(SourceError::Fatal(gtid_purged_message(saved, &missing)));
+            }
+        }
+        if !by_gtid && !by_gtid_set {
             let logs = binary_logs(&mut conn).await.map_err(classify_mysql)?;
             if !logs.contains(&self.boundary.file) {
                 return Err(SourceError::Fatal(purged_message(&self.boundary, &logs)));
@@ -262,9 +335,19 @@ impl Source {
         } else {
             self.boundary.file.clone()
         };
+        let file = if by_gtid_set { String::new() } else { file };
         let mut request = BinlogStreamRequest::new(self.cfg.source.server_id)
             .with_filename(file.as_bytes())
-            .with_pos(if by_gtid { 4 } else { self.boundary.pos });
+            .with_pos(if by_gtid || by_gtid_set {
+                4
+            } else {
+                self.boundary.pos
+            });
+        if let (true, Some(set)) = (by_gtid_set, &gtid_set) {
+            // MySQL, as a replica with MASTER_AUTO_POSITION=1: COM_BINLOG_DUMP_GTID with the
+            // executed set; the server sends every transaction not in it.
+            request = request.with_gtid().with_gtid_set(set.to_sids());
+        }
         if mariadb {
             // 0x02 is MariaDB's BINLOG_SEND_ANNOTATE_ROWS_EVENT (MySQL names the bit differently).
             request = request.with_flags(BinlogDumpFlags::BINLOG_THROUGH_POSITION);
@@ -275,6 +358,8 @@ impl Source {
             .map_err(classify_mysql)?;
         if by_gtid {
             tracing::info!(gtid_state = %gtid_state.as_deref().unwrap_or_default(), "streaming binlog from GTID state");
+        } else if let (true, Some(set)) = (by_gtid_set, &gtid_set) {
+            tracing::info!(gtid_set = %set, "streaming binlog from GTID set");
         } else {
             tracing::info!(file = %self.boundary.file, pos = self.boundary.pos, mariadb, "streaming binlog");
         }
@@ -283,6 +368,7 @@ impl Source {
         self.in_txn = false;
         self.gtid = None;
         self.buffer.reset();
+        self.released = None;
         self.bound.clear();
         while let Some(event) = stream.next().await {
             let event = event.map_err(classify_mysql)?;
@@ -327,23 +413,38 @@ impl Source {
                         pos,
                         gtid: self.boundary.gtid.clone(),
                         gtid_state: render_gtid_state(&self.gtid_state),
+                        gtid_set: (!self.gtid_set.is_empty()).then(|| self.gtid_set.to_string()),
                     };
-                    self.publisher.advance(position.clone())?;
+                    self.publisher.advance(self.checkpoint_for(&position))?;
                     self.boundary = position;
                 }
             }
             Decoded::Query { schema, sql } => self.handle_query(&event, schema, &sql).await?,
             Decoded::Xid => self.commit(&event).await?,
-            Decoded::XaPrepare => {
-                // The row events of an XA transaction come before XA PREPARE; XA COMMIT follows
-                // later as a statement of its own. Publishing at PREPARE keeps the keys (holding
-                // them for the matching XA COMMIT is not implemented): a read between PREPARE
-                // and COMMIT could refill a cache with the old row, so say so.
-                if !self.buffer.is_empty() && self.reported.insert("xa".into()) {
-                    tracing::warn!(
-                        "XA transaction on ruled tables: its keys are published at XA PREPARE, \
-                         before its XA COMMIT (see README, limitations)"
+            Decoded::XaPrepare {
+                one_phase: true, ..
+            } => self.commit(&event).await?,
+            Decoded::XaPrepare { xid, .. } => {
+                // The row events of an XA transaction come before XA PREPARE; XA COMMIT (or XA
+                // ROLLBACK) follows later as a group of its own. Publishing now would let a reader
+                // refill a cache from the old row before the commit: hold the keys until then.
+                if !self.buffer.is_empty() {
+                    let buffer = std::mem::replace(
+                        &mut self.buffer,
+                        TxnBuffer::new(
+                            self.cfg.transactions.max_buffered_keys,
+                            self.cfg.transactions.spill_dir.clone(),
+                        ),
                     );
+                    tracing::info!(%xid, keys = buffer.len(), "XA transaction prepared: holding its keys until XA COMMIT");
+                    match self.held.iter_mut().find(|h| h.xid == xid) {
+                        Some(h) => h.buffer = buffer, // read again after a reconnect
+                        None => self.held.push(HeldXa {
+                            xid,
+                            start: self.boundary.clone(),
+                            buffer,
+                        }),
+                    }
                 }
                 self.commit(&event).await?;
             }
@@ -352,7 +453,15 @@ impl Source {
                 self.bind_table(&tme).await?;
             }
             Decoded::StatementText(text) => self.add_embedded(&text)?,
-            Decoded::MySqlGtid(gtid) => self.gtid = Some(gtid),
+            Decoded::MySqlGtid { gtid, tag } => {
+                self.gtid = Some(gtid);
+                self.gtid_tag = tag;
+            }
+            Decoded::PreviousGtids(set) => {
+                // Everything executed before this binlog file, which squeal has passed (or was
+                // told to skip by start_from).
+                self.gtid_set.union(&set);
+            }
             Decoded::MariaGtidList(list) => {
                 // The state before this file: everything listed was committed earlier.
                 for gtid in list {
@@ -401,9 +510,27 @@ impl Source {
         sql: &str,
     ) -> Result<(), SourceError> {
         match events::classify_statement(sql) {
-            Statement::Begin => {
+            Statement::Begin | Statement::XaStart => {
                 self.in_txn = true;
                 return Ok(());
+            }
+            Statement::XaCommit(xid) => {
+                match self.held.iter().position(|h| h.xid == xid) {
+                    Some(i) => {
+                        tracing::info!(%xid, "XA COMMIT: publishing the held keys");
+                        self.released = Some(self.held.remove(i).buffer);
+                    }
+                    // Nothing of it was ruled (or it was prepared before squeal's start).
+                    None => tracing::debug!(%xid, "XA COMMIT of a transaction without held keys"),
+                }
+                return self.commit(event).await;
+            }
+            Statement::XaRollback(xid) => {
+                if let Some(i) = self.held.iter().position(|h| h.xid == xid) {
+                    tracing::info!(%xid, "XA ROLLBACK: dropping the held keys");
+                    self.held.remove(i);
+                }
+                return self.commit(event).await;
             }
             Statement::Commit | Statement::Rollback => return self.commit(event).await,
             Statement::Truncate(tables) | Statement::Drop(tables) => {
@@ -593,19 +720,57 @@ impl Source {
         let read_at = Instant::now();
         if let Some(g) = self.gtid {
             merge_gtid(&mut self.gtid_state, g);
+            if let Gtid::MySql { uuid, gno } = g {
+                self.gtid_set.insert(uuid, &self.gtid_tag, gno);
+            }
         }
         let position = Position {
             file: self.file.clone(),
             pos: self.last_log_pos,
             gtid: self.gtid.map(|g| g.to_string()),
             gtid_state: render_gtid_state(&self.gtid_state),
+            gtid_set: (!self.gtid_set.is_empty()).then(|| self.gtid_set.to_string()),
         };
+        if let Some(released) = self.released.take() {
+            // A held XA transaction's keys, published at its XA COMMIT.
+            let current = std::mem::replace(&mut self.buffer, released);
+            self.publish_buffer(header.server_id(), header.timestamp(), &position)
+                .await?;
+            self.buffer = current;
+        }
+        self.publish_buffer(header.server_id(), header.timestamp(), &position)
+            .await?;
+        self.publisher
+            .commit(self.checkpoint_for(&position), read_at)?;
+        self.boundary = position;
+        self.in_txn = false;
+        self.gtid = None;
+        self.gtid_tag.clear();
+        self.bound.clear();
+        Ok(())
+    }
+
+    /// Where the checkpoint may go when reading has reached `position`: there, unless a prepared
+    /// XA transaction still holds keys; then at the start of the oldest one's PREPARE.
+    fn checkpoint_for(&self, position: &Position) -> Position {
+        self.held
+            .first()
+            .map_or_else(|| position.clone(), |h| h.start.clone())
+    }
+
+    /// Publishes the keys in `self.buffer` (if any) as records at `position`; empties it.
+    async fn publish_buffer(
+        &mut self,
+        server_id: u32,
+        commit_ts: u32,
+        position: &Position,
+    ) -> Result<(), SourceError> {
         if !self.buffer.is_empty() {
             self.metrics
                 .keys_spilled
                 .fetch_add(self.buffer.spilled(), Relaxed);
             let source = SourcePosition {
-                server_id: header.server_id(),
+                server_id,
                 file: position.file.clone(),
                 pos: position.pos,
                 gtid: self.gtid,
@@ -617,7 +782,7 @@ impl Source {
             let kafka_key = format!("{}:{}:{}", source.server_id, source.file, source.pos);
             let mut chunker = self
                 .buffer
-                .finish(source, header.timestamp(), limits)
+                .finish(source, commit_ts, limits)
                 .map_err(|e| SourceError::Fatal(format!("transaction spill: {e}")))?;
             while let Some(record) = chunker
                 .next_record()
@@ -626,11 +791,6 @@ impl Source {
                 self.publisher.publish(&record, &kafka_key).await?;
             }
         }
-        self.publisher.commit(position.clone(), read_at)?;
-        self.boundary = position;
-        self.in_txn = false;
-        self.gtid = None;
-        self.bound.clear();
         Ok(())
     }
 }

@@ -4,12 +4,15 @@
 
 use std::io;
 
-use mysql_async::binlog::events::{Event, GtidEvent, QueryEvent, RotateEvent, RowsQueryEvent};
+use mysql_async::binlog::events::{
+    Event, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, RowsQueryEvent,
+};
 use mysql_async::binlog::EventType;
 
 use invalidation::Gtid;
 
-use crate::events::{self, MariaGtidEvent};
+use crate::events::{self, MariaGtidEvent, Xid};
+use crate::gtid_set::GtidSet;
 
 /// What an event means to squeal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +41,27 @@ pub enum Decoded {
     Rows,
     /// Statement text of the following row events (MySQL ROWS_QUERY or MariaDB ANNOTATE_ROWS).
     StatementText(String),
-    /// A MySQL GTID (`uuid:gno`), starting a transaction.
-    MySqlGtid(Gtid),
+    /// A MySQL GTID (`uuid:gno`, or `uuid:tag:gno` on 8.4), starting a transaction.
+    MySqlGtid {
+        /// The GTID as records carry it (without the tag).
+        gtid: Gtid,
+        /// The MySQL 8.4 tag, lowercase; empty when untagged. Part of the GTID's identity.
+        tag: String,
+    },
+    /// MySQL PREVIOUS_GTIDS: the GTIDs executed before the binlog file it starts.
+    PreviousGtids(GtidSet),
     /// A MariaDB GTID event.
     MariaGtid(MariaGtidEvent),
     /// A MariaDB GTID_LIST event: the GTID state at the start of a binlog file.
     MariaGtidList(Vec<Gtid>),
-    /// XA PREPARE: the end of an XA transaction's prepared part (its commit comes later, alone).
-    XaPrepare,
+    /// XA PREPARE: the end of an XA transaction's prepared part (its commit comes later, alone),
+    /// or, with `one_phase`, a MySQL `XA COMMIT ... ONE PHASE` (a commit).
+    XaPrepare {
+        /// The XA transaction id.
+        xid: Xid,
+        /// The transaction committed here (no separate XA COMMIT follows).
+        one_phase: bool,
+    },
     /// Heartbeat from an idle server.
     Heartbeat,
     /// Anything else squeal does not need.
@@ -113,13 +129,32 @@ pub fn decode(event: &Event) -> io::Result<Decoded> {
         }
         GTID_EVENT | GTID_TAGGED_LOG_EVENT => {
             let g: GtidEvent = event.read_event()?;
-            Decoded::MySqlGtid(Gtid::MySql {
-                uuid: g.sid(),
-                gno: g.gno(),
-            })
+            Decoded::MySqlGtid {
+                gtid: Gtid::MySql {
+                    uuid: g.sid(),
+                    gno: g.gno(),
+                },
+                tag: g.tag().map_or_else(String::new, |t| t.to_ascii_lowercase()),
+            }
+        }
+        PREVIOUS_GTIDS_EVENT => {
+            let p: PreviousGtidsEvent<'_> = event.read_event()?;
+            let mut set = GtidSet::new();
+            for sid in p.sids() {
+                let tag = sid
+                    .tag()
+                    .map_or_else(String::new, |t| t.to_ascii_lowercase());
+                for i in sid.intervals() {
+                    set.insert_interval(sid.uuid(), &tag, i.start(), i.end());
+                }
+            }
+            Decoded::PreviousGtids(set)
         }
         HEARTBEAT_EVENT => Decoded::Heartbeat,
-        XA_PREPARE_LOG_EVENT => Decoded::XaPrepare,
+        XA_PREPARE_LOG_EVENT => {
+            let (xid, one_phase) = events::decode_xa_prepare(event.data()).map_err(read_err)?;
+            Decoded::XaPrepare { xid, one_phase }
+        }
         _ => Decoded::Other,
     })
 }
@@ -167,7 +202,48 @@ mod tests {
         let event = read(&mut reader, &frame(33, &body, 500));
         assert_eq!(
             decode(&event).unwrap(),
-            Decoded::MySqlGtid("3e11fa47-71ca-11e1-9e33-c80aa9429562:23".parse().unwrap())
+            Decoded::MySqlGtid {
+                gtid: "3e11fa47-71ca-11e1-9e33-c80aa9429562:23".parse().unwrap(),
+                tag: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn mysql_previous_gtids_and_xa_prepare_events() {
+        // PREVIOUS_GTIDS: n_sids u64, per sid uuid, n_intervals u64, [start, end) u64 pairs.
+        let mut body = Vec::new();
+        body.extend(1u64.to_le_bytes());
+        body.extend([
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ]);
+        body.extend(2u64.to_le_bytes());
+        for v in [1u64, 6, 7, 10] {
+            body.extend(v.to_le_bytes());
+        }
+        let mut reader = new_reader();
+        let event = read(&mut reader, &frame(35, &body, 300));
+        let Decoded::PreviousGtids(set) = decode(&event).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            set.to_string(),
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9"
+        );
+        // XA_PREPARE_LOG (38): one_phase, formatID, gtrid len, bqual len, data.
+        let body = [1, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, b'x', b'1', b'b'];
+        let event = read(&mut reader, &frame(38, &body, 400));
+        assert_eq!(
+            decode(&event).unwrap(),
+            Decoded::XaPrepare {
+                xid: Xid {
+                    format_id: 1,
+                    gtrid: b"x1".to_vec(),
+                    bqual: b"b".to_vec()
+                },
+                one_phase: true
+            }
         );
     }
 

@@ -86,6 +86,7 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
             pos: 4,
             gtid: None,
             gtid_state: None,
+            gtid_set: None,
         },
     )?;
     primary
