@@ -42,7 +42,7 @@ pub struct GtidSetError {
     pub reason: &'static str,
 }
 
-fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+pub(crate) fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
     let hyphens_ok = text.len() == 32
         || (text.len() == 36 && [8, 13, 18, 23].iter().all(|&i| text.as_bytes()[i] == b'-'));
@@ -351,50 +351,6 @@ mod tests {
                 .to_string(),
             format!("{A}:1-2:5:7-10")
         );
-    }
-
-    /// COM_BINLOG_DUMP_GTID as MySQL reads it (sql/rpl_source.cc, `com_binlog_dump_gtid`;
-    /// Gtid_set::encode): command 0x1e, flags u16 (0x04 BINLOG_THROUGH_GTID), server id u32,
-    /// file name length u32 + name, position u64, data size u32, then the SID block: n_sids u64
-    /// (MySQL's internals page says 4 bytes, but Gtid_set::encode writes 8; the top byte is the
-    /// format, 0 = untagged), per sid the 16-byte uuid, n_intervals u64 and `[start, end)` pairs
-    /// of u64 with `end` exclusive. All little-endian.
-    #[test]
-    fn dump_request_encodes_the_bytes_mysql_expects() {
-        use mysql_common::packets::binlog_request::BinlogRequest;
-        use mysql_common::proto::MySerialize;
-
-        let s = set(&format!("{B}:1-3,{A}:1-5:7-9"));
-        let request = BinlogRequest::new(4242)
-            .with_use_gtid(true)
-            .with_filename(&b""[..])
-            .with_pos(4u64)
-            .with_sids(s.to_sids());
-        let mut bytes = Vec::new();
-        match request.as_cmd() {
-            mysql_common::misc::raw::Either::Right(cmd) => cmd.serialize(&mut bytes),
-            mysql_common::misc::raw::Either::Left(_) => panic!("COM_BINLOG_DUMP, not _GTID"),
-        }
-        let mut want = vec![0x1e];
-        want.extend(0x0004u16.to_le_bytes());
-        want.extend(4242u32.to_le_bytes());
-        want.extend(0u32.to_le_bytes());
-        want.extend(4u64.to_le_bytes());
-        let mut block = Vec::new();
-        block.extend(2u64.to_le_bytes());
-        block.extend(parse_uuid(A).unwrap()); // A sorts before B
-        block.extend(2u64.to_le_bytes());
-        for (s, e) in [(1u64, 6u64), (7, 10)] {
-            block.extend(s.to_le_bytes());
-            block.extend(e.to_le_bytes());
-        }
-        block.extend(parse_uuid(B).unwrap());
-        block.extend(1u64.to_le_bytes());
-        block.extend(1u64.to_le_bytes());
-        block.extend(4u64.to_le_bytes());
-        want.extend((block.len() as u32).to_le_bytes());
-        want.extend(block);
-        assert_eq!(bytes, want);
     }
 
     fn arb_set() -> impl Strategy<Value = GtidSet> {

@@ -109,6 +109,33 @@ pub async fn purged_gap(conn: &mut Conn, saved: &GtidSet) -> Result<Option<GtidS
     Ok((!missing.is_empty()).then_some(missing))
 }
 
+/// The binlog request: from `file`:`pos`, or with `gtid_set` (MySQL, as a replica with
+/// `MASTER_AUTO_POSITION=1`) COM_BINLOG_DUMP_GTID carrying the executed set, so that the server
+/// sends every transaction not in it (file and position are then ignored: empty and 4).
+/// On MariaDB the dump flag 0x02 asks for ANNOTATE_ROWS events.
+pub fn dump_request<'a>(
+    server_id: u32,
+    mariadb: bool,
+    file: &'a str,
+    pos: u64,
+    gtid_set: Option<&GtidSet>,
+) -> BinlogStreamRequest<'a> {
+    let mut request = BinlogStreamRequest::new(server_id);
+    request = match gtid_set {
+        Some(set) => request
+            .with_filename(b"")
+            .with_pos(4)
+            .with_gtid()
+            .with_gtid_set(set.to_sids()),
+        None => request.with_filename(file.as_bytes()).with_pos(pos),
+    };
+    if mariadb {
+        // 0x02 is MariaDB's BINLOG_SEND_ANNOTATE_ROWS_EVENT (MySQL names the bit differently).
+        request = request.with_flags(BinlogDumpFlags::BINLOG_THROUGH_POSITION);
+    }
+    request
+}
+
 /// A prepared XA transaction whose keys wait for its XA COMMIT (or are dropped at XA ROLLBACK).
 struct HeldXa {
     /// The XA transaction id, as XA COMMIT / XA ROLLBACK name it.
@@ -335,23 +362,14 @@ impl Source {
         } else {
             self.boundary.file.clone()
         };
-        let file = if by_gtid_set { String::new() } else { file };
-        let mut request = BinlogStreamRequest::new(self.cfg.source.server_id)
-            .with_filename(file.as_bytes())
-            .with_pos(if by_gtid || by_gtid_set {
-                4
-            } else {
-                self.boundary.pos
-            });
-        if let (true, Some(set)) = (by_gtid_set, &gtid_set) {
-            // MySQL, as a replica with MASTER_AUTO_POSITION=1: COM_BINLOG_DUMP_GTID with the
-            // executed set; the server sends every transaction not in it.
-            request = request.with_gtid().with_gtid_set(set.to_sids());
-        }
-        if mariadb {
-            // 0x02 is MariaDB's BINLOG_SEND_ANNOTATE_ROWS_EVENT (MySQL names the bit differently).
-            request = request.with_flags(BinlogDumpFlags::BINLOG_THROUGH_POSITION);
-        }
+        let pos = if by_gtid { 4 } else { self.boundary.pos };
+        let request = dump_request(
+            self.cfg.source.server_id,
+            mariadb,
+            &file,
+            pos,
+            gtid_set.as_ref().filter(|_| by_gtid_set),
+        );
         let mut stream = conn
             .get_binlog_stream(request)
             .await
@@ -839,6 +857,59 @@ fn valid_gtid_state(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// COM_BINLOG_DUMP_GTID as MySQL reads it (sql/rpl_source.cc, `com_binlog_dump_gtid`;
+    /// Gtid_set::encode): command 0x1e, flags u16 (0x04 BINLOG_THROUGH_GTID), server id u32,
+    /// file name length u32 + name, position u64, data size u32, then the SID block: n_sids u64
+    /// (MySQL's internals page says 4 bytes, but Gtid_set::encode writes 8; the top byte is the
+    /// format, 0 = untagged), per sid the 16-byte uuid, n_intervals u64 and `[start, end)` pairs
+    /// of u64 with `end` exclusive. All little-endian.
+    #[test]
+    fn dump_request_encodes_the_bytes_mysql_expects() {
+        use crate::gtid_set::parse_uuid;
+        const A: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        const B: &str = "d3a5c9b1-0000-11ee-8000-000000000001";
+
+        let s: GtidSet = format!("{B}:1-3,{A}:1-5:7-9").parse().unwrap();
+        // The checkpoint's file and position are ignored when a set is given.
+        let request = dump_request(4242, false, "binlog.000009", 1234, Some(&s));
+        let bytes = request.command_bytes();
+        let mut want = vec![0x1e];
+        want.extend(0x0004u16.to_le_bytes());
+        want.extend(4242u32.to_le_bytes());
+        want.extend(0u32.to_le_bytes());
+        want.extend(4u64.to_le_bytes());
+        let mut block = Vec::new();
+        block.extend(2u64.to_le_bytes());
+        block.extend(parse_uuid(A).unwrap()); // A sorts before B
+        block.extend(2u64.to_le_bytes());
+        for (s, e) in [(1u64, 6u64), (7, 10)] {
+            block.extend(s.to_le_bytes());
+            block.extend(e.to_le_bytes());
+        }
+        block.extend(parse_uuid(B).unwrap());
+        block.extend(1u64.to_le_bytes());
+        block.extend(1u64.to_le_bytes());
+        block.extend(4u64.to_le_bytes());
+        want.extend((block.len() as u32).to_le_bytes());
+        want.extend(block);
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn position_requests_encode_com_binlog_dump() {
+        for (mariadb, flags) in [(false, 0u16), (true, 0x02)] {
+            let request = dump_request(7, mariadb, "bin.000002", 1234, None);
+            let bytes = request.command_bytes();
+            // COM_BINLOG_DUMP: 0x12, pos u32, flags u16, server id u32, file name to the end.
+            let mut want = vec![0x12];
+            want.extend(1234u32.to_le_bytes());
+            want.extend(flags.to_le_bytes());
+            want.extend(7u32.to_le_bytes());
+            want.extend(b"bin.000002");
+            assert_eq!(bytes, want, "mariadb: {mariadb}");
+        }
+    }
 
     #[test]
     fn gtid_state_keeps_the_latest_per_domain_and_round_trips() {

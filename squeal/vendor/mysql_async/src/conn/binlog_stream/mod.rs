@@ -60,18 +60,8 @@ impl super::Conn {
 
     async fn request_binlog(&mut self, request: BinlogStreamRequest<'_>) -> crate::Result<()> {
         self.register_as_slave(request.register_slave).await?;
-        let br = &request.binlog_request;
-        if br.use_gtid() {
-            self.write_command(&br.as_cmd()).await?;
-        } else {
-            // squeal's vendored change: mysql_common's `as_cmd` keeps only BINLOG_DUMP_NON_BLOCK
-            // for COM_BINLOG_DUMP; MariaDB needs the other bits (0x02 = send ANNOTATE_ROWS).
-            let cmd = mysql_common::packets::ComBinlogDump::new(br.server_id())
-                .with_pos(br.pos() as u32)
-                .with_filename(br.filename_raw())
-                .with_flags(br.flags());
-            self.write_command(&cmd).await?;
-        }
+        self.write_command(&request::DumpCommand(&request.binlog_request))
+            .await?;
         Ok(())
     }
 }

@@ -1,3 +1,4 @@
+use mysql_common::proto::MySerialize;
 use mysql_common::packets::{
     binlog_request::BinlogRequest, BinlogDumpFlags, ComRegisterSlave, Sid,
 };
@@ -39,6 +40,15 @@ impl<'a> BinlogStreamRequest<'a> {
     pub fn with_flags(mut self, flags: BinlogDumpFlags) -> Self {
         self.binlog_request = self.binlog_request.with_flags(flags);
         self
+    }
+
+    /// The COM_BINLOG_DUMP / COM_BINLOG_DUMP_GTID command exactly as it is sent.
+    ///
+    /// squeal's vendored addition, so that tests can check the bytes of the request.
+    pub fn command_bytes(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        DumpCommand(&self.binlog_request).serialize(&mut buf);
+        buf
     }
 
     /// Sets the filename of the binlog on the master (try `SHOW BINARY LOGS`).
@@ -92,5 +102,25 @@ impl<'a> BinlogStreamRequest<'a> {
     pub fn with_port(mut self, port: u16) -> Self {
         self.register_slave = self.register_slave.with_port(port);
         self
+    }
+}
+
+/// The dump command of a [`BinlogRequest`], as squeal's vendored copy sends it.
+pub(crate) struct DumpCommand<'r, 'a>(pub(crate) &'r BinlogRequest<'a>);
+
+impl MySerialize for DumpCommand<'_, '_> {
+    fn serialize(&self, buf: &mut Vec<u8>) {
+        let br = self.0;
+        if br.use_gtid() {
+            br.as_cmd().serialize(buf);
+        } else {
+            // squeal's vendored change: mysql_common's `as_cmd` keeps only BINLOG_DUMP_NON_BLOCK
+            // for COM_BINLOG_DUMP; MariaDB needs the other bits (0x02 = send ANNOTATE_ROWS).
+            mysql_common::packets::ComBinlogDump::new(br.server_id())
+                .with_pos(br.pos() as u32)
+                .with_filename(br.filename_raw())
+                .with_flags(br.flags())
+                .serialize(buf);
+        }
     }
 }
