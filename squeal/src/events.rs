@@ -338,9 +338,12 @@ pub fn parse_xid(text: &str) -> Option<(Xid, &str)> {
             if raw.len() % 2 != 0 {
                 return None;
             }
-            (0..raw.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&raw[i..i + 2], 16).ok())
+            raw.as_bytes()
+                .chunks(2)
+                .map(|pair| {
+                    let hex = std::str::from_utf8(pair).ok()?;
+                    u8::from_str_radix(hex, 16).ok()
+                })
                 .collect::<Option<Vec<u8>>>()?
         } else {
             raw.as_bytes().to_vec()
@@ -373,9 +376,10 @@ pub fn parse_xid(text: &str) -> Option<(Xid, &str)> {
 fn classify_xa(sql: &str) -> Option<Statement> {
     let s = sql.trim_start();
     let word = |s: &str, w: &str| -> Option<usize> {
-        (s.len() >= w.len()
-            && s[..w.len()].eq_ignore_ascii_case(w)
-            && s[w.len()..].starts_with(|c: char| c.is_whitespace()))
+        let b = s.as_bytes();
+        (b.len() > w.len()
+            && b[..w.len()].eq_ignore_ascii_case(w.as_bytes())
+            && b[w.len()].is_ascii_whitespace())
         .then_some(w.len())
     };
     let rest = &s[word(s, "XA")?..];
@@ -569,6 +573,20 @@ mod tests {
         assert!(!one_phase);
         assert!(decode_xa_prepare(&body[..14]).is_err());
         assert!(decode_xa_prepare(&[1, 0, 0]).is_err());
+        // Malformed or non-ASCII text never panics (the property test in tests/ found a slice
+        // across a UTF-8 boundary here).
+        for odd in [
+            "Xé",
+            "XA STé",
+            "XA COMMIT X'aéa'",
+            "XAé",
+            "XA COMMIT X'7é'",
+            "XA ROLLBACK 'é",
+            "XA COMMIT X'7831',X'',",
+            "XA",
+        ] {
+            let _ = classify_statement(odd);
+        }
         // Not XA: unchanged.
         assert_eq!(classify_statement("XACT_ABORT"), Statement::Other);
         assert_eq!(classify_statement("BEGIN"), Statement::Begin);
