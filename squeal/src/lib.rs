@@ -13,6 +13,7 @@ pub mod config;
 pub mod events;
 pub mod gtid_set;
 pub mod metrics;
+pub mod progress;
 pub mod publish;
 pub mod render;
 pub mod rules;

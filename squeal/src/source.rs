@@ -6,7 +6,7 @@
 //! transaction in the buffer is discarded and read again. A checkpoint naming a binlog file the
 //! server no longer has is fatal, with the way out in the message.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,13 +17,14 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogDumpFlags, BinlogStream, BinlogStreamRequest, Conn, Row};
 use tokio::sync::watch;
 
-use invalidation::{Gtid, Operation, SourcePosition, TableRef};
+use invalidation::{Operation, SourcePosition, TableRef};
 
 use crate::checkpoint::Position;
 use crate::config::{Config, ResumeBy};
-use crate::events::{self, Statement, Xid};
+use crate::events::{self, Statement};
 use crate::gtid_set::GtidSet;
 use crate::metrics::Metrics;
+use crate::progress::{valid_gtid_state, Progress};
 use crate::publish::{PublishError, Publisher};
 use crate::render::{self, TableShape};
 use crate::rules::{Rules, TableKeys, TableRules};
@@ -136,17 +137,6 @@ pub fn dump_request<'a>(
     request
 }
 
-/// A prepared XA transaction whose keys wait for its XA COMMIT (or are dropped at XA ROLLBACK).
-struct HeldXa {
-    /// The XA transaction id, as XA COMMIT / XA ROLLBACK name it.
-    xid: Xid,
-    /// Where its PREPARE group starts: the checkpoint stays here until it is resolved, so a
-    /// restart reads the PREPARE again and holds the keys again (nothing else is persisted).
-    start: Position,
-    /// Its deduplicated keys.
-    buffer: TxnBuffer,
-}
-
 /// A ruled table's layout and bound templates for one table id.
 struct BoundTable {
     table: TableRef,
@@ -176,8 +166,8 @@ pub struct Source {
     rules: Rules,
     metrics: Arc<Metrics>,
     publisher: Publisher,
-    /// Where reading resumes after a reconnect: the end of the last transaction handed over.
-    boundary: Position,
+    /// The boundary, GTID state/set and held XA transactions.
+    progress: Progress,
     /// Rules per (db, table), so unruled tables cost one hash lookup.
     table_rules: HashMap<(String, String), Option<TableRules>>,
     /// Column names and UNSIGNED flags from information_schema, when the table map carries none.
@@ -190,17 +180,6 @@ pub struct Source {
     file: String,
     /// Inside BEGIN..COMMIT (or a MariaDB non-standalone GTID group).
     in_txn: bool,
-    /// GTID of the current group.
-    gtid: Option<Gtid>,
-    /// MariaDB GTID state (latest GTID per domain) at the boundary, for GTID resume.
-    gtid_state: BTreeMap<u32, Gtid>,
-    /// MySQL 8.4 tag of the current group's GTID (empty when untagged).
-    gtid_tag: String,
-    /// MySQL: GTIDs executed up to the boundary (seeded from the checkpoint, grown by GTID and
-    /// PREVIOUS_GTIDS events), for GTID resume.
-    gtid_set: GtidSet,
-    /// Prepared XA transactions with keys, oldest first, waiting for XA COMMIT / ROLLBACK.
-    held: Vec<HeldXa>,
     /// Keys of a held XA transaction whose XA COMMIT is being handled (published with it).
     released: Option<TxnBuffer>,
     /// End position of the last event with a non-zero position.
@@ -224,13 +203,10 @@ impl Source {
         publisher: Publisher,
         start: Position,
     ) -> Result<Source, SourceError> {
-        let start_state = start.gtid_state.clone();
-        let start_set = match start.gtid_set.as_deref() {
-            Some(text) => text.parse().map_err(|e| {
-                SourceError::Fatal(format!("the checkpoint's gtid_set is unreadable: {e}"))
-            })?,
-            None => GtidSet::new(),
-        };
+        let file = start.file.clone();
+        let progress = Progress::new(start).map_err(|e| {
+            SourceError::Fatal(format!("the checkpoint's gtid_set is unreadable: {e}"))
+        })?;
         let rules = Rules::compile(&cfg.rules).map_err(|e| SourceError::Fatal(e.to_string()))?;
         let opts = cfg
             .mysql_opts()
@@ -245,17 +221,12 @@ impl Source {
             rules,
             metrics,
             publisher,
-            file: start.file.clone(),
-            boundary: start,
+            file,
+            progress,
             table_rules: HashMap::new(),
             schema_columns: HashMap::new(),
             bound: HashMap::new(),
             in_txn: false,
-            gtid: None,
-            gtid_state: parse_gtid_state(start_state.as_deref()),
-            gtid_tag: String::new(),
-            gtid_set: start_set,
-            held: Vec::new(),
             released: None,
             last_log_pos: 0,
             fde_seen: false,
@@ -285,7 +256,7 @@ impl Source {
                     if self.metrics.events_read.load(Relaxed) > before + 1 {
                         backoff = initial;
                     }
-                    tracing::warn!(error = %msg, retry_in_ms = backoff.as_millis() as u64, resume = %format!("{}:{}", self.boundary.file, self.boundary.pos), "source connection lost; reconnecting");
+                    tracing::warn!(error = %msg, retry_in_ms = backoff.as_millis() as u64, resume = %format!("{}:{}", self.progress.boundary.file, self.progress.boundary.pos), "source connection lost; reconnecting");
                     self.metrics.source_reconnects.fetch_add(1, Relaxed);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -306,11 +277,13 @@ impl Source {
         let mut conn = Conn::new(opts).await.map_err(classify_mysql)?;
         let mariadb = is_mariadb(&mut conn).await.map_err(classify_mysql)?;
         let gtid_state = self
+            .progress
             .boundary
             .gtid_state
             .clone()
             .filter(|s| valid_gtid_state(s));
         let gtid_set: Option<GtidSet> = self
+            .progress
             .boundary
             .gtid_set
             .as_deref()
@@ -331,8 +304,11 @@ impl Source {
         }
         if !by_gtid && !by_gtid_set {
             let logs = binary_logs(&mut conn).await.map_err(classify_mysql)?;
-            if !logs.contains(&self.boundary.file) {
-                return Err(SourceError::Fatal(purged_message(&self.boundary, &logs)));
+            if !logs.contains(&self.progress.boundary.file) {
+                return Err(SourceError::Fatal(purged_message(
+                    &self.progress.boundary,
+                    &logs,
+                )));
             }
         }
         let checksum: Option<String> = conn
@@ -360,9 +336,13 @@ impl Source {
                 .map_err(classify_mysql)?;
             String::new() // the server finds the file from the GTID state
         } else {
-            self.boundary.file.clone()
+            self.progress.boundary.file.clone()
         };
-        let pos = if by_gtid { 4 } else { self.boundary.pos };
+        let pos = if by_gtid {
+            4
+        } else {
+            self.progress.boundary.pos
+        };
         let request = dump_request(
             self.cfg.source.server_id,
             mariadb,
@@ -379,12 +359,12 @@ impl Source {
         } else if let (true, Some(set)) = (by_gtid_set, &gtid_set) {
             tracing::info!(gtid_set = %set, "streaming binlog from GTID set");
         } else {
-            tracing::info!(file = %self.boundary.file, pos = self.boundary.pos, mariadb, "streaming binlog");
+            tracing::info!(file = %self.progress.boundary.file, pos = self.progress.boundary.pos, mariadb, "streaming binlog");
         }
-        self.file = self.boundary.file.clone();
-        self.last_log_pos = self.boundary.pos;
+        self.file = self.progress.boundary.file.clone();
+        self.last_log_pos = self.progress.boundary.pos;
         self.in_txn = false;
-        self.gtid = None;
+        self.progress.abandon_group();
         self.buffer.reset();
         self.released = None;
         self.bound.clear();
@@ -426,15 +406,10 @@ impl Source {
                     return Ok(());
                 }
                 if !self.in_txn {
-                    let position = Position {
-                        file: self.file.clone(),
-                        pos,
-                        gtid: self.boundary.gtid.clone(),
-                        gtid_state: render_gtid_state(&self.gtid_state),
-                        gtid_set: (!self.gtid_set.is_empty()).then(|| self.gtid_set.to_string()),
-                    };
-                    self.publisher.advance(self.checkpoint_for(&position))?;
-                    self.boundary = position;
+                    let position = self.progress.rotation(self.file.clone(), pos);
+                    self.publisher
+                        .advance(self.progress.checkpoint_for(&position))?;
+                    self.progress.advance(position);
                 }
             }
             Decoded::Query { schema, sql } => self.handle_query(&event, schema, &sql).await?,
@@ -455,14 +430,7 @@ impl Source {
                         ),
                     );
                     tracing::info!(%xid, keys = buffer.len(), "XA transaction prepared: holding its keys until XA COMMIT");
-                    match self.held.iter_mut().find(|h| h.xid == xid) {
-                        Some(h) => h.buffer = buffer, // read again after a reconnect
-                        None => self.held.push(HeldXa {
-                            xid,
-                            start: self.boundary.clone(),
-                            buffer,
-                        }),
-                    }
+                    self.progress.hold(xid, buffer);
                 }
                 self.commit(&event).await?;
             }
@@ -471,25 +439,16 @@ impl Source {
                 self.bind_table(&tme).await?;
             }
             Decoded::StatementText(text) => self.add_embedded(&text)?,
-            Decoded::MySqlGtid { gtid, tag } => {
-                self.gtid = Some(gtid);
-                self.gtid_tag = tag;
-            }
-            Decoded::PreviousGtids(set) => {
-                // Everything executed before this binlog file, which squeal has passed (or was
-                // told to skip by start_from).
-                self.gtid_set.union(&set);
-            }
+            Decoded::MySqlGtid { gtid, tag } => self.progress.mysql_gtid(gtid, tag),
+            Decoded::PreviousGtids(set) => self.progress.previous_gtids(&set),
             Decoded::MariaGtidList(list) => {
                 // The state before this file: everything listed was committed earlier.
-                for gtid in list {
-                    merge_gtid(&mut self.gtid_state, gtid);
-                }
+                self.progress.gtid_list(list);
             }
             Decoded::MariaGtid(g) => {
                 self.buffer.reset();
                 self.bound.clear();
-                self.gtid = Some(g.gtid);
+                self.progress.mariadb_gtid(g.gtid);
                 self.in_txn = !g.is_standalone();
             }
             Decoded::Heartbeat => {
@@ -533,10 +492,10 @@ impl Source {
                 return Ok(());
             }
             Statement::XaCommit(xid) => {
-                match self.held.iter().position(|h| h.xid == xid) {
-                    Some(i) => {
+                match self.progress.release(&xid) {
+                    Some(buffer) => {
                         tracing::info!(%xid, "XA COMMIT: publishing the held keys");
-                        self.released = Some(self.held.remove(i).buffer);
+                        self.released = Some(buffer);
                     }
                     // Nothing of it was ruled (or it was prepared before squeal's start).
                     None => tracing::debug!(%xid, "XA COMMIT of a transaction without held keys"),
@@ -544,9 +503,8 @@ impl Source {
                 return self.commit(event).await;
             }
             Statement::XaRollback(xid) => {
-                if let Some(i) = self.held.iter().position(|h| h.xid == xid) {
+                if self.progress.release(&xid).is_some() {
                     tracing::info!(%xid, "XA ROLLBACK: dropping the held keys");
-                    self.held.remove(i);
                 }
                 return self.commit(event).await;
             }
@@ -736,19 +694,9 @@ impl Source {
     async fn commit(&mut self, event: &Event) -> Result<(), SourceError> {
         let header = event.header();
         let read_at = Instant::now();
-        if let Some(g) = self.gtid {
-            merge_gtid(&mut self.gtid_state, g);
-            if let Gtid::MySql { uuid, gno } = g {
-                self.gtid_set.insert(uuid, &self.gtid_tag, gno);
-            }
-        }
-        let position = Position {
-            file: self.file.clone(),
-            pos: self.last_log_pos,
-            gtid: self.gtid.map(|g| g.to_string()),
-            gtid_state: render_gtid_state(&self.gtid_state),
-            gtid_set: (!self.gtid_set.is_empty()).then(|| self.gtid_set.to_string()),
-        };
+        let position = self
+            .progress
+            .end_group(self.file.clone(), self.last_log_pos);
         if let Some(released) = self.released.take() {
             // A held XA transaction's keys, published at its XA COMMIT.
             let current = std::mem::replace(&mut self.buffer, released);
@@ -759,21 +707,11 @@ impl Source {
         self.publish_buffer(header.server_id(), header.timestamp(), &position)
             .await?;
         self.publisher
-            .commit(self.checkpoint_for(&position), read_at)?;
-        self.boundary = position;
+            .commit(self.progress.checkpoint_for(&position), read_at)?;
+        self.progress.advance(position);
         self.in_txn = false;
-        self.gtid = None;
-        self.gtid_tag.clear();
         self.bound.clear();
         Ok(())
-    }
-
-    /// Where the checkpoint may go when reading has reached `position`: there, unless a prepared
-    /// XA transaction still holds keys; then at the start of the oldest one's PREPARE.
-    fn checkpoint_for(&self, position: &Position) -> Position {
-        self.held
-            .first()
-            .map_or_else(|| position.clone(), |h| h.start.clone())
     }
 
     /// Publishes the keys in `self.buffer` (if any) as records at `position`; empties it.
@@ -791,7 +729,7 @@ impl Source {
                 server_id,
                 file: position.file.clone(),
                 pos: position.pos,
-                gtid: self.gtid,
+                gtid: self.progress.gtid(),
             };
             let limits = ChunkLimits {
                 max_keys: self.cfg.kafka.max_keys_per_record,
@@ -811,47 +749,6 @@ impl Source {
         }
         Ok(())
     }
-}
-
-/// MariaDB GTID state text: `domain-server-seq` per domain, comma-separated.
-fn parse_gtid_state(text: Option<&str>) -> BTreeMap<u32, Gtid> {
-    let mut state = BTreeMap::new();
-    for part in text.unwrap_or_default().split(',') {
-        if let Ok(g) = part.trim().parse::<Gtid>() {
-            merge_gtid(&mut state, g);
-        }
-    }
-    state
-}
-
-/// Records `gtid` as its domain's latest (MariaDB GTIDs only; MySQL's are not a per-domain state).
-fn merge_gtid(state: &mut BTreeMap<u32, Gtid>, gtid: Gtid) {
-    if let Gtid::MariaDb { domain, seq, .. } = gtid {
-        match state.get(&domain) {
-            Some(Gtid::MariaDb { seq: have, .. }) if *have >= seq => {}
-            _ => {
-                state.insert(domain, gtid);
-            }
-        }
-    }
-}
-
-fn render_gtid_state(state: &BTreeMap<u32, Gtid>) -> Option<String> {
-    (!state.is_empty()).then(|| {
-        state
-            .values()
-            .map(|g| g.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    })
-}
-
-/// Only digits, '-' and ',': safe to place in `SET @slave_connect_state='...'`.
-fn valid_gtid_state(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
 }
 
 #[cfg(test)]
@@ -909,22 +806,5 @@ mod tests {
             want.extend(b"bin.000002");
             assert_eq!(bytes, want, "mariadb: {mariadb}");
         }
-    }
-
-    #[test]
-    fn gtid_state_keeps_the_latest_per_domain_and_round_trips() {
-        let mut state = parse_gtid_state(Some("0-1-10,1-2-5"));
-        merge_gtid(&mut state, "0-1-9".parse().unwrap());
-        merge_gtid(&mut state, "0-3-11".parse().unwrap());
-        merge_gtid(&mut state, "2-1-1".parse().unwrap());
-        merge_gtid(
-            &mut state,
-            "3e11fa47-71ca-11e1-9e33-c80aa9429562:23".parse().unwrap(),
-        );
-        assert_eq!(render_gtid_state(&state).unwrap(), "0-3-11,1-2-5,2-1-1");
-        assert_eq!(render_gtid_state(&BTreeMap::new()), None);
-        assert!(valid_gtid_state("0-1-10,1-2-5"));
-        assert!(!valid_gtid_state("0-1-1'; DROP TABLE x; --"));
-        assert!(!valid_gtid_state(""));
     }
 }
