@@ -43,6 +43,8 @@ pub struct Metrics {
     pub source_reconnects: AtomicU64,
     /// Keys written to transaction spill files.
     pub keys_spilled: AtomicU64,
+    /// Prepared XA transactions whose keys wait for XA COMMIT (each holds the checkpoint back).
+    pub xa_transactions_held: AtomicI64,
     /// commit-event-read → Kafka-ack latency of the transaction's last record.
     latency: Mutex<Histogram>,
 }
@@ -126,6 +128,12 @@ impl Metrics {
             "squeal_keys_spilled_total",
             "Keys spilled to disk by large transactions.",
             self.keys_spilled.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "squeal_xa_transactions_held",
+            "Prepared XA transactions whose keys wait for XA COMMIT; the checkpoint stays before the oldest.",
+            self.xa_transactions_held.load(Relaxed),
         );
         gauge(
             &mut out,

@@ -431,6 +431,9 @@ impl Source {
                     );
                     tracing::info!(%xid, keys = buffer.len(), "XA transaction prepared: holding its keys until XA COMMIT");
                     self.progress.hold(xid, buffer);
+                    self.metrics
+                        .xa_transactions_held
+                        .store(self.progress.held() as i64, Relaxed);
                 }
                 self.commit(&event).await?;
             }
@@ -500,12 +503,18 @@ impl Source {
                     // Nothing of it was ruled (or it was prepared before squeal's start).
                     None => tracing::debug!(%xid, "XA COMMIT of a transaction without held keys"),
                 }
+                self.metrics
+                    .xa_transactions_held
+                    .store(self.progress.held() as i64, Relaxed);
                 return self.commit(event).await;
             }
             Statement::XaRollback(xid) => {
                 if self.progress.release(&xid).is_some() {
                     tracing::info!(%xid, "XA ROLLBACK: dropping the held keys");
                 }
+                self.metrics
+                    .xa_transactions_held
+                    .store(self.progress.held() as i64, Relaxed);
                 return self.commit(event).await;
             }
             Statement::Commit | Statement::Rollback => return self.commit(event).await,

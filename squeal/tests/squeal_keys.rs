@@ -329,6 +329,13 @@ async fn every_kind_of_write_gives_exactly_its_keys() -> TestResult {
         held.file,
         held.pos
     );
+    let address = common::metrics_address(&squeal.log_text()).expect("metrics address");
+    let text = common::scrape(&address).await?;
+    assert_eq!(
+        common::metric(&text, "squeal_xa_transactions_held"),
+        Some(1.0),
+        "{text}"
+    );
     squeal.kill9();
     xa.query_drop("XA COMMIT 'x10'").await?;
     let mut squeal = Squeal::run(&config, primary.password(), &log)?;
