@@ -1,6 +1,9 @@
 //! cache-node: a memcached-compatible cache server with leases and a compact W-TinyLFU store.
 //!
-//! Modules: [`protocol`] (pure parsing and composing, shared with clients and the router), and the server
-//! parts built on the store.
-
+//! Modules: [`protocol`] (pure parsing and composing, shared with clients and the router), [`store`]
+//! (the W-TinyLFU store), [`clock`] (injectable time), [`replay`] (trace replay), and the server parts
+//! built on them.
+pub mod clock;
 pub mod protocol;
+pub mod replay;
+pub mod store;
