@@ -4,6 +4,10 @@
 //! (the W-TinyLFU store), [`clock`] (injectable time), [`replay`] (trace replay), and the server parts
 //! built on them.
 pub mod clock;
+pub mod commands;
+pub mod metrics;
 pub mod protocol;
 pub mod replay;
+pub mod server;
+pub mod stats;
 pub mod store;

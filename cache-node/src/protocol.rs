@@ -1314,13 +1314,7 @@ pub mod reply {
 
 /// Writes `VALUE key flags bytes [cas]\r\n data \r\n`. The data may come in pieces (the store keeps values
 /// as chunks).
-pub fn compose_value(
-    out: &mut BytesMut,
-    key: &[u8],
-    flags: u32,
-    data: &[&[u8]],
-    cas: Option<u64>,
-) {
+pub fn compose_value(out: &mut BytesMut, key: &[u8], flags: u32, data: &[&[u8]], cas: Option<u64>) {
     let len: usize = data.iter().map(|d| d.len()).sum();
     out.reserve(key.len() + len + 48);
     out.put_slice(b"VALUE ");
@@ -1670,10 +1664,11 @@ pub fn parse_response<'a>(buf: &'a [u8], limits: &Limits) -> ParsedResponse<'a> 
                 Err(_) => ParsedResponse::Invalid,
             }
         }
-        [a, b] if matches!(
-            &[*a, *b],
-            b"HD" | b"EN" | b"NS" | b"EX" | b"NF" | b"MN" | b"ME"
-        ) =>
+        [a, b]
+            if matches!(
+                &[*a, *b],
+                b"HD" | b"EN" | b"NS" | b"EX" | b"NF" | b"MN" | b"ME"
+            ) =>
         {
             done(
                 Response::Meta {
@@ -1704,7 +1699,10 @@ mod tests {
                 consumed,
             } => {
                 assert_eq!(consumed, 15);
-                assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"bb", b"ccc"]);
+                assert_eq!(
+                    keys.iter().collect::<Vec<_>>(),
+                    vec![&b"a"[..], b"bb", b"ccc"]
+                );
             }
             other => panic!("{other:?}"),
         }
