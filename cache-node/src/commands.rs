@@ -776,7 +776,8 @@ impl<'n> Session<'n> {
             MetaCode::Nf => self.counters.delete_misses += 1,
             _ => {}
         }
-        if flags.quiet && matches!(code, MetaCode::Hd | MetaCode::Nf) {
+        // As memcached 1.6: q hides only the success line.
+        if flags.quiet && code == MetaCode::Hd {
             return;
         }
         compose_meta_filtered(
@@ -861,18 +862,14 @@ impl<'n> Session<'n> {
                     compose_meta_filtered(out, MetaCode::Hd, key_as_sent, flags, &info, b"ctkOb");
                 }
             }
-            ArithResult::NotFound => {
-                if !flags.quiet {
-                    compose_meta_filtered(
-                        out,
-                        MetaCode::Nf,
-                        key_as_sent,
-                        flags,
-                        &MetaItemInfo::default(),
-                        b"kOb",
-                    );
-                }
-            }
+            ArithResult::NotFound => compose_meta_filtered(
+                out,
+                MetaCode::Nf,
+                key_as_sent,
+                flags,
+                &MetaItemInfo::default(),
+                b"kOb",
+            ),
             ArithResult::Exists => compose_meta_filtered(
                 out,
                 MetaCode::Ex,

@@ -72,7 +72,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .parse()
         .map_err(|_| format!("not a size: {s:?} (examples: 1048576, 512k, 1m)"))?;
     let size = n.checked_mul(mult).ok_or("size too large")?;
-    if size < 1024 || size > 1024 * 1024 * 1024 {
+    if !(1024..=1024 * 1024 * 1024).contains(&size) {
         return Err("item size must be between 1k and 1024m".into());
     }
     Ok(size)

@@ -281,7 +281,7 @@ pub struct MetaFlags<'a> {
     pub return_ttl: bool,
     /// `v`: return the value.
     pub return_value: bool,
-    /// `q`: quiet, omit the common reply (EN for mg, HD for ms/md/ma, NF for md).
+    /// `q`: quiet, omit the success/miss line as memcached 1.6 does (EN for mg, HD for ms/md/ma).
     pub quiet: bool,
     /// `u`: do not bump the item in the eviction order.
     pub no_bump: bool,
@@ -460,7 +460,7 @@ pub fn valid_key(key: &[u8], max_key_len: usize) -> bool {
 }
 
 fn valid_base64_key(key: &[u8], max_key_len: usize) -> bool {
-    if key.is_empty() || key.len() > (max_key_len.min(MAX_KEY_LEN) + 2) / 3 * 4 {
+    if key.is_empty() || key.len() > max_key_len.min(MAX_KEY_LEN).div_ceil(3) * 4 {
         return false;
     }
     let mut out = [0u8; MAX_KEY_LEN];
@@ -551,6 +551,8 @@ fn err_swallow(error: ProtocolError, consumed: usize, data_len: usize) -> Parsed
     }
 }
 
+// The Err side carries a whole `Parsed` so callers can return it as is; it is never boxed on a hot path.
+#[allow(clippy::result_large_err)]
 /// Finds the end of the first line. Returns (line without `\r\n`, bytes through `\n`), or the
 /// incomplete / too-long outcome.
 fn split_line(buf: &[u8], max_line_len: usize) -> Result<(&[u8], usize), Parsed<'static>> {
@@ -565,15 +567,22 @@ fn split_line(buf: &[u8], max_line_len: usize) -> Result<(&[u8], usize), Parsed<
             }
             Ok((line, nl + 1))
         }
-        None if window.len() > max_line_len => Err(Parsed::Error {
-            error: ProtocolError::LineTooLong,
-            consumed: buf.len(),
-            swallow: Swallow::ThroughNewline,
-        }),
+        // No newline: the line is surely too long once max_line_len + 1 bytes are in and the last is not
+        // the '\r' of a line of exactly max_line_len bytes.
+        None if window.len() > max_line_len + 1
+            || (window.len() == max_line_len + 1 && window[max_line_len] != b'\r') =>
+        {
+            Err(Parsed::Error {
+                error: ProtocolError::LineTooLong,
+                consumed: buf.len(),
+                swallow: Swallow::ThroughNewline,
+            })
+        }
         None => Err(Parsed::Incomplete),
     }
 }
 
+#[allow(clippy::result_large_err)]
 /// Takes a data block of `len` bytes plus `\r\n` starting at `start`. `Err` holds the outcome to return.
 fn take_data(buf: &[u8], start: usize, len: usize) -> Result<(&[u8], usize), Parsed<'static>> {
     let end = start + len;
@@ -1484,14 +1493,15 @@ pub fn compose_meta(
             }
         }
     }
-    if win.win {
-        out.put_slice(b" W");
+    // Same order as memcached 1.6: Z, X, W ("X W" for the winner of a stale item, "Z X" for the others).
+    if win.already_sent {
+        out.put_slice(b" Z");
     }
     if win.stale {
         out.put_slice(b" X");
     }
-    if win.already_sent {
-        out.put_slice(b" Z");
+    if win.win {
+        out.put_slice(b" W");
     }
     out.put_slice(b"\r\n");
     if let (MetaCode::Va, Some(v)) = (code, value) {
@@ -1774,7 +1784,8 @@ mod tests {
             max_line_len: 10,
             ..Limits::default()
         };
-        assert_eq!(parse_request(b"get 0123456", &l), Parsed::Incomplete);
+        assert_eq!(parse_request(b"get 012345", &l), Parsed::Incomplete);
+        assert_eq!(parse_request(b"get 012345\r", &l), Parsed::Incomplete);
         assert!(matches!(
             parse_request(b"get 012345678901", &l),
             Parsed::Error {

@@ -280,8 +280,10 @@ impl<'n> Connection<'n> {
     async fn serve(&mut self, mut stop: watch::Receiver<bool>) -> io::Result<()> {
         loop {
             let flow = self.process_buffer();
+            self.session.counters.bytes_written += self.write_buf.len() as u64;
+            // Counted before the reply leaves, so a client that saw the reply sees it in stats too.
+            self.session.flush_counters();
             if !self.write_buf.is_empty() {
-                self.session.counters.bytes_written += self.write_buf.len() as u64;
                 self.socket.write_all(&self.write_buf).await?;
                 self.write_buf.clear();
                 // Do not keep a huge buffer around after one big reply.
@@ -289,7 +291,6 @@ impl<'n> Connection<'n> {
                     self.write_buf = BytesMut::with_capacity(16 * 1024);
                 }
             }
-            self.session.flush_counters();
             if flow == Flow::Close {
                 return Ok(());
             }
