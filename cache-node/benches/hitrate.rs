@@ -78,6 +78,18 @@ fn main() {
         if let Ok(w) = std::env::var("WINDOW_PERCENT") {
             c.window_percent = w.parse().expect("WINDOW_PERCENT");
         }
+        if let Ok(v) = std::env::var("SKETCH_PER_ITEM") {
+            c.sketch_counters_per_item = v.parse().expect("SKETCH_PER_ITEM");
+        }
+        if let Ok(v) = std::env::var("SAMPLE_FACTOR") {
+            c.sample_factor = v.parse().expect("SAMPLE_FACTOR");
+        }
+        if let Ok(v) = std::env::var("CLIMBER_SAMPLE") {
+            c.climber_sample_factor = v.parse().expect("CLIMBER_SAMPLE");
+        }
+        if let Ok(v) = std::env::var("PROTECTED_PERCENT") {
+            c.protected_percent = v.parse().expect("PROTECTED_PERCENT");
+        }
         if let Ok(a) = std::env::var("ADAPTIVE") {
             c.adaptive_window = a != "0";
         }
@@ -89,8 +101,8 @@ fn main() {
         .collect();
     paths.sort();
     println!(
-        "{:<16} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
-        "trace", "accesses", "distinct", "cap", "LRU", "moka", "OPT", "ours", "gap"
+        "{:<16} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "trace", "accesses", "distinct", "cap", "LRU", "moka", "OPT", "ours", "gap", "window%"
     );
     let (mut gap_sum, mut best_gap_sum, mut n, mut beats_all) = (0.0, 0.0, 0, true);
     for path in &paths {
@@ -102,7 +114,8 @@ fn main() {
         let opt = pct(opt_hits(&keys, cap), keys.len());
         let mut config = replay_config(cap);
         config_overrides(&mut config);
-        let ours = replay_keys_with(keys.iter().copied(), cap, config).hit_rate_percent();
+        let report = replay_keys_with(keys.iter().copied(), cap, config);
+        let ours = report.hit_rate_percent();
         let name = Path::new(path.file_name().expect("file"))
             .to_string_lossy()
             .split('.')
@@ -110,9 +123,10 @@ fn main() {
             .unwrap_or("")
             .to_string();
         println!(
-            "{name:<16} {:>9} {distinct:>8} {cap:>6} {lru:>7.2} {moka:>7.2} {opt:>7.2} {ours:>7.2} {:>7.2}{}",
+            "{name:<16} {:>9} {distinct:>8} {cap:>6} {lru:>7.2} {moka:>7.2} {opt:>7.2} {ours:>7.2} {:>7.2} {:>7.1}{}",
             keys.len(),
             opt - ours,
+            report.final_window_percent,
             if ours > lru && ours > moka { "" } else { "  (not above both LRU and moka)" }
         );
         beats_all &= ours > lru && ours > moka;

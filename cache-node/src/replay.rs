@@ -74,7 +74,7 @@ impl TraceFormat {
 }
 
 /// The result of a replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReplayReport {
     /// Accesses replayed.
     pub accesses: u64,
@@ -82,6 +82,9 @@ pub struct ReplayReport {
     pub hits: u64,
     /// Capacity in items.
     pub capacity_items: usize,
+    /// The W-TinyLFU window share (percent) at the end of the replay, where the hill climber
+    /// left it.
+    pub final_window_percent: f64,
 }
 
 impl ReplayReport {
@@ -176,6 +179,7 @@ pub fn replay_keys_with(
         accesses: 0,
         hits: 0,
         capacity_items,
+        final_window_percent: 0.0,
     };
     for key in keys {
         report.accesses += 1;
@@ -198,6 +202,7 @@ pub fn replay_keys_with(
         });
         report.hits += u64::from(hit);
     }
+    report.final_window_percent = store.window_percent().first().copied().unwrap_or(0.0);
     report
 }
 

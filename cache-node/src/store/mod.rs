@@ -49,6 +49,15 @@ pub struct StoreConfig {
     pub adaptive_window: bool,
     /// Initial (or, when not adaptive, fixed) window share of the capacity, in percent.
     pub window_percent: f64,
+    /// Share of the main space (beyond the window) kept for the protected segment, in percent.
+    pub protected_percent: f64,
+    /// Count-min sketch counters per item of capacity (4 bits each).
+    pub sketch_counters_per_item: usize,
+    /// Sketch halving period, in multiples of the capacity in items.
+    pub sample_factor: usize,
+    /// Hill-climber sample period (accesses between window adjustments), in multiples of the
+    /// capacity in items.
+    pub climber_sample_factor: f64,
 }
 
 /// Default memory budget: 64 MiB, memcached's default.
@@ -73,6 +82,10 @@ impl Default for StoreConfig {
             hash_seed: default_hash_seed(),
             adaptive_window: true,
             window_percent: 1.0,
+            protected_percent: 80.0,
+            sketch_counters_per_item: 4,
+            sample_factor: 10,
+            climber_sample_factor: 10.0,
         }
     }
 }
@@ -336,7 +349,10 @@ impl Store {
         let policy = PolicyConfig {
             adaptive: config.adaptive_window,
             window_percent: (config.window_percent / 100.0).clamp(0.0, 1.0),
-            ..PolicyConfig::default()
+            protected_percent: (config.protected_percent / 100.0).clamp(0.0, 1.0),
+            sketch_counters_per_item: config.sketch_counters_per_item.max(1),
+            sample_factor: config.sample_factor.max(1),
+            climber_sample_factor: config.climber_sample_factor.max(0.01),
         };
         let shards = (0..n)
             .map(|_| Mutex::new(Shard::new(config.hash_seed, budget, max_items, policy)))

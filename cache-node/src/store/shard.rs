@@ -33,10 +33,14 @@ pub(crate) struct PolicyConfig {
     pub(crate) adaptive: bool,
     /// Initial (or fixed) window share of the capacity.
     pub(crate) window_percent: f64,
+    /// Protected share of the main space.
+    pub(crate) protected_percent: f64,
     /// Sketch counters per item of capacity.
     pub(crate) sketch_counters_per_item: usize,
-    /// Sketch halving period and climber sample, in multiples of the capacity.
+    /// Sketch halving period, in multiples of the capacity.
     pub(crate) sample_factor: usize,
+    /// Climber sample period, in multiples of the capacity.
+    pub(crate) climber_sample_factor: f64,
 }
 
 impl Default for PolicyConfig {
@@ -44,8 +48,10 @@ impl Default for PolicyConfig {
         PolicyConfig {
             adaptive: true,
             window_percent: INITIAL_WINDOW,
+            protected_percent: PERCENT_MAIN_PROTECTED,
             sketch_counters_per_item: 4,
             sample_factor: 10,
+            climber_sample_factor: 10.0,
         }
     }
 }
@@ -132,7 +138,7 @@ impl Shard {
             max_items,
             policy,
             window_frac: policy.window_percent,
-            protected_frac: PERCENT_MAIN_PROTECTED * (1.0 - policy.window_percent),
+            protected_frac: policy.protected_percent * (1.0 - policy.window_percent),
             candidate: NIL,
             climber_hits: 0,
             climber_misses: 0,
@@ -513,7 +519,7 @@ impl Shard {
         }
         let cap = self.capacity();
         let n = self.climber_hits + self.climber_misses;
-        if n < (cap * self.policy.sample_factor) as u64 {
+        if (n as f64) < cap as f64 * self.policy.climber_sample_factor {
             return;
         }
         // Only a full cache can learn anything from resizing its window.
