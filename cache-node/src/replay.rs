@@ -4,7 +4,7 @@
 //! Each access is a lookup; a miss is followed by a store of the key (cache-aside), exactly what
 //! `cache-node replay` and the hit-rate benchmark measure. The store is seeded, so a trace replays
 //! to the same hit rate on every run. Trace formats (see `/work/shared/traces/README.md`):
-//! gzip text with one decimal key per line (`.gz`), and xz-compressed big-endian `u32` (`.xz`) or
+//! gzip text with one decimal key per line (`.gz`; blank lines and `*` markers are skipped), and xz-compressed big-endian `u32` (`.xz`) or
 //! `u64` keys. This module does not print anything; the CLI formats the report.
 //!
 //! ```
@@ -74,7 +74,7 @@ impl TraceFormat {
 }
 
 /// The result of a replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReplayReport {
     /// Accesses replayed.
     pub accesses: u64,
@@ -82,6 +82,9 @@ pub struct ReplayReport {
     pub hits: u64,
     /// Capacity in items.
     pub capacity_items: usize,
+    /// The W-TinyLFU window share (percent) at the end of the replay, where the hill climber
+    /// left it.
+    pub final_window_percent: f64,
 }
 
 impl ReplayReport {
@@ -110,7 +113,8 @@ pub fn read_trace(path: &Path, format: TraceFormat) -> Result<Vec<u64>, ReplayEr
             for (n, line) in reader.lines().enumerate() {
                 let line = line.map_err(io)?;
                 let t = line.trim();
-                if t.is_empty() {
+                // The LIRS traces mark phase boundaries with a lone "*" (Caffeine skips them too).
+                if t.is_empty() || t == "*" {
                     continue;
                 }
                 let key = t.parse::<u64>().map_err(|e| ReplayError::Format {
@@ -148,19 +152,34 @@ pub fn read_trace(path: &Path, format: TraceFormat) -> Result<Vec<u64>, ReplayEr
     Ok(keys)
 }
 
-/// Replays `keys` through a fresh single-shard store bounded to `capacity_items` items.
-pub fn replay_keys(keys: impl Iterator<Item = u64>, capacity_items: usize) -> ReplayReport {
-    let config = StoreConfig {
+/// The store configuration replay uses: one shard (so the capacity is exact), bounded by items,
+/// memory unbounded, everything else at the server's defaults.
+pub fn replay_config(capacity_items: usize) -> StoreConfig {
+    StoreConfig {
         memory_limit_bytes: usize::MAX / 4,
         shards: 1,
         max_items: Some(capacity_items.max(1)),
         ..StoreConfig::default()
-    };
+    }
+}
+
+/// Replays `keys` through a fresh single-shard store bounded to `capacity_items` items.
+pub fn replay_keys(keys: impl Iterator<Item = u64>, capacity_items: usize) -> ReplayReport {
+    replay_keys_with(keys, capacity_items, replay_config(capacity_items))
+}
+
+/// Replays `keys` through a fresh store built from `config` (for policy experiments).
+pub fn replay_keys_with(
+    keys: impl Iterator<Item = u64>,
+    capacity_items: usize,
+    config: StoreConfig,
+) -> ReplayReport {
     let store = Store::new(config, Arc::new(ManualClock::new(0)));
     let mut report = ReplayReport {
         accesses: 0,
         hits: 0,
         capacity_items,
+        final_window_percent: 0.0,
     };
     for key in keys {
         report.accesses += 1;
@@ -183,6 +202,7 @@ pub fn replay_keys(keys: impl Iterator<Item = u64>, capacity_items: usize) -> Re
         });
         report.hits += u64::from(hit);
     }
+    report.final_window_percent = store.window_percent().first().copied().unwrap_or(0.0);
     report
 }
 

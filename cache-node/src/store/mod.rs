@@ -27,8 +27,7 @@
 //! assert!(store.with_entry(b"user:1", |e| e.item().is_none()));
 //! ```
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -46,6 +45,19 @@ pub struct StoreConfig {
     pub max_items: Option<usize>,
     /// Seed for key hashing, so eviction decisions are the same on every run.
     pub hash_seed: u64,
+    /// Resize the W-TinyLFU window with Caffeine's hill climber (false: fixed window).
+    pub adaptive_window: bool,
+    /// Initial (or, when not adaptive, fixed) window share of the capacity, in percent.
+    pub window_percent: f64,
+    /// Share of the main space (beyond the window) kept for the protected segment, in percent.
+    pub protected_percent: f64,
+    /// Count-min sketch counters per item of capacity (4 bits each).
+    pub sketch_counters_per_item: usize,
+    /// Sketch halving period, in multiples of the capacity in items.
+    pub sample_factor: usize,
+    /// Hill-climber sample period (accesses between window adjustments), in multiples of the
+    /// capacity in items.
+    pub climber_sample_factor: f64,
 }
 
 /// Default memory budget: 64 MiB, memcached's default.
@@ -68,6 +80,12 @@ impl Default for StoreConfig {
             shards: default_shards(),
             max_items: None,
             hash_seed: default_hash_seed(),
+            adaptive_window: true,
+            window_percent: 1.0,
+            protected_percent: 80.0,
+            sketch_counters_per_item: 4,
+            sample_factor: 10,
+            climber_sample_factor: 10.0,
         }
     }
 }
@@ -81,6 +99,9 @@ pub enum StoreError {
     /// The key is empty or longer than 250 bytes.
     #[error("key length {0} is out of range 1..=250")]
     BadKey(usize),
+    /// The operating system refused memory, or nothing was left to evict.
+    #[error("out of memory")]
+    OutOfMemory,
 }
 
 /// Per-item metadata, as seen by the server.
@@ -140,55 +161,56 @@ pub struct StoreStats {
     pub reclaimed: u64,
     /// Items reclaimed by the background pass ([`Store::expire_some`]).
     pub crawler_reclaimed: u64,
-    /// Lookups that found an expired item.
+    /// Lookups ([`Entry::item`]) that found an expired item.
     pub get_expired: u64,
-    /// Lookups that found an item killed by flush_all.
-    pub get_flushed: u64,
+    /// Times a whole page was emptied to move memory to another size class.
+    pub slab_page_evictions: u64,
+    /// Items in the W-TinyLFU window, probation and protected segments.
+    pub window_items: u64,
+    /// Items in probation.
+    pub probation_items: u64,
+    /// Items in protected.
+    pub protected_items: u64,
+}
+
+mod index;
+mod shard;
+mod sketch;
+mod slab;
+
+use shard::{PolicyConfig, Shard};
+
+/// Flush state packed in one word: generation (high 32 bits) and clock second (low 32 bits).
+fn pack_flush(gen: u32, at: u32) -> u64 {
+    (u64::from(gen) << 32) | u64::from(at)
 }
 
 /// The store. `Send + Sync`; share it with an `Arc`.
 pub struct Store {
+    /// Independently locked shards; a key's hash picks one.
     shards: Box<[Mutex<Shard>]>,
+    /// `shards.len() - 1` (a power of two minus one).
     shard_mask: u64,
+    /// Time source for expiry and `last_access`.
     clock: Arc<dyn Clock>,
+    /// Last CAS value handed out.
     cas: AtomicU64,
-    /// Pending or applied flush_all time (0 = none).
-    flush_at: AtomicU32,
-    config: StoreConfig,
+    /// Latest flush_all (generation, time); shards apply it lazily when its time has come.
+    flush: AtomicU64,
+    /// Next shard for the background expiry pass.
     expire_cursor: AtomicU64,
+    config: StoreConfig,
 }
 
-struct NaiveItem {
-    meta: ItemMeta,
-    value: Box<[u8]>,
-}
-
-#[derive(Default)]
-struct Shard {
-    map: HashMap<Box<[u8]>, NaiveItem>,
-    bytes: usize,
-    budget: usize,
-    max_items: usize,
-    flushed_for: u32,
-    stats: StoreStats,
-}
-
-impl Shard {
-    fn apply_flush(&mut self, flush_at: u32, now: u32) {
-        if flush_at != 0 && now >= flush_at && self.flushed_for != flush_at {
-            self.flushed_for = flush_at;
-            let n = self.map.len() as u64;
-            self.map.clear();
-            self.bytes = 0;
-            self.stats.reclaimed += n;
-        }
-    }
+pub(crate) fn hash_key(seed: u64, key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, seed)
 }
 
 /// Exclusive access to one key's slot, handed to the closure of [`Store::with_entry`].
 pub struct Entry<'a> {
     shard: &'a mut Shard,
     key: &'a [u8],
+    hash: u64,
     now: u32,
     next_cas: &'a AtomicU64,
 }
@@ -204,7 +226,7 @@ impl ItemRef<'_> {
     pub fn value(&self) -> &[u8] {
         self.value
     }
-    /// The item's metadata.
+    /// The item's metadata (a decoded copy of the packed header).
     pub fn meta(&self) -> &ItemMeta {
         &self.meta
     }
@@ -216,173 +238,139 @@ impl Entry<'_> {
         self.key
     }
 
-    /// The current clock second, as seen when the entry was locked.
+    /// The clock second read when the entry was locked.
     pub fn now(&self) -> u32 {
         self.now
     }
 
     /// The live item, if any. An expired item is removed here and counted in `get_expired`.
+    /// This does not count as an access for eviction; call [`Entry::record_read`] for that.
     pub fn item(&mut self) -> Option<ItemRef<'_>> {
-        let expired = match self.shard.map.get(self.key) {
-            None => return None,
-            Some(it) => it.meta.exptime != 0 && it.meta.exptime <= self.now,
-        };
-        if expired {
-            self.shard.stats.get_expired += 1;
-            self.remove_inner(true);
-            return None;
-        }
-        self.shard.map.get(self.key).map(|it| ItemRef {
-            meta: it.meta,
-            value: &it.value,
+        let loc = self.shard.lookup_live(self.hash, self.key, self.now)?;
+        Some(ItemRef {
+            meta: self.shard.meta(loc),
+            value: self.shard.slab.value(loc),
         })
     }
 
-    /// Records a read access: feeds the admission sketch and the LRU, sets `fetched` and
-    /// `last_access`.
+    /// Records a read access of the live item: feeds the frequency sketch, moves it in the LRU
+    /// segments, sets `fetched` and `last_access`. Does nothing if there is no live item.
     pub fn record_read(&mut self) {
-        let now = self.now;
-        if let Some(it) = self.shard.map.get_mut(self.key) {
-            it.meta.fetched = true;
-            it.meta.last_access = now;
+        if let Some(loc) = self.shard.lookup_live(self.hash, self.key, self.now) {
+            let mut m = self.shard.meta(loc);
+            m.fetched = true;
+            m.last_access = self.now;
+            self.shard.set_meta(loc, &m);
+            self.shard.on_read(self.hash, loc);
         }
     }
 
-    /// Stores `item`, replacing any existing one.
+    /// Stores `item`, replacing any existing one; evicts other items as the budget requires.
+    /// `item.cas == 0` assigns a fresh CAS value. Errors: `BadKey`, `TooLarge` (the item cannot
+    /// fit a shard's share of the budget), `OutOfMemory`. On error any previous item is kept
+    /// unless the failure came after it was dropped (only `OutOfMemory` can).
     pub fn insert(&mut self, item: NewItem<'_>) -> Result<(), StoreError> {
         if self.key.is_empty() || self.key.len() > 250 {
             return Err(StoreError::BadKey(self.key.len()));
-        }
-        let len: usize = item.value.iter().map(|p| p.len()).sum();
-        let size = len + self.key.len() + 48;
-        if size > self.shard.budget {
-            return Err(StoreError::TooLarge {
-                size,
-                max: self.shard.budget,
-            });
-        }
-        self.remove_inner(false);
-        while self.shard.bytes + size > self.shard.budget
-            || self.shard.map.len() >= self.shard.max_items
-        {
-            let k = match self.shard.map.keys().next() {
-                Some(k) => k.clone(),
-                None => break,
-            };
-            let it = self.shard.map.remove(&k).expect("present");
-            self.shard.bytes -= it.value.len() + k.len() + 48;
-            self.shard.stats.evictions += 1;
-            if !it.meta.fetched {
-                self.shard.stats.evicted_unfetched += 1;
-            }
-        }
-        let mut value = Vec::with_capacity(len);
-        for p in item.value {
-            value.extend_from_slice(p);
         }
         let cas = if item.cas == 0 {
             self.next_cas.fetch_add(1, Ordering::Relaxed) + 1
         } else {
             item.cas
         };
-        self.shard.map.insert(
-            self.key.into(),
-            NaiveItem {
-                meta: ItemMeta {
-                    flags: item.flags,
-                    exptime: item.exptime,
-                    cas,
-                    stale: item.stale,
-                    win_sent: item.win_sent,
-                    fetched: false,
-                    last_access: self.now,
-                },
-                value: value.into(),
-            },
-        );
-        self.shard.bytes += size;
-        self.shard.stats.total_items += 1;
-        Ok(())
+        let meta = ItemMeta {
+            flags: item.flags,
+            exptime: item.exptime,
+            cas,
+            stale: item.stale,
+            win_sent: item.win_sent,
+            fetched: false,
+            last_access: self.now,
+        };
+        self.shard.insert(self.hash, self.key, item.value, &meta)
     }
 
-    fn remove_inner(&mut self, expired: bool) -> bool {
-        match self.shard.map.remove(self.key) {
-            Some(it) => {
-                self.shard.bytes -= it.value.len() + self.key.len() + 48;
-                if expired {
-                    self.shard.stats.reclaimed += 1;
-                    if !it.meta.fetched {
-                        self.shard.stats.expired_unfetched += 1;
-                    }
-                }
+    /// Removes the item (live or expired); true if there was one.
+    pub fn remove(&mut self) -> bool {
+        match self.shard.find(self.hash, self.key) {
+            Some((slot, loc)) => {
+                self.shard.remove_at(slot, loc);
                 true
             }
             None => false,
         }
     }
 
-    /// Removes the item; true if there was one (expired or not).
-    pub fn remove(&mut self) -> bool {
-        self.remove_inner(false)
-    }
-
-    /// In-place access to the live item's metadata (touch, stale marking, lease bits).
-    /// Changes are written back when the guard drops.
+    /// Read-write access to the live item's metadata (touch, stale marking, lease bits). The
+    /// guard holds a decoded copy and writes it back into the packed header when dropped.
     pub fn meta_mut(&mut self) -> Option<MetaMut<'_>> {
-        self.item()?;
-        let it = self.shard.map.get_mut(self.key)?;
-        Some(MetaMut { meta: &mut it.meta })
+        let loc = self.shard.lookup_live(self.hash, self.key, self.now)?;
+        let meta = self.shard.meta(loc);
+        Some(MetaMut {
+            shard: self.shard,
+            loc,
+            meta,
+        })
     }
 }
 
 /// A guard over a live item's metadata; derefs to [`ItemMeta`] and writes back on drop.
 pub struct MetaMut<'a> {
-    meta: &'a mut ItemMeta,
+    shard: &'a mut Shard,
+    loc: u32,
+    meta: ItemMeta,
 }
 
 impl std::ops::Deref for MetaMut<'_> {
     type Target = ItemMeta;
     fn deref(&self) -> &ItemMeta {
-        self.meta
-    }
-}
-impl std::ops::DerefMut for MetaMut<'_> {
-    fn deref_mut(&mut self) -> &mut ItemMeta {
-        self.meta
+        &self.meta
     }
 }
 
-fn hash_key(seed: u64, key: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(key, seed)
+impl std::ops::DerefMut for MetaMut<'_> {
+    fn deref_mut(&mut self) -> &mut ItemMeta {
+        &mut self.meta
+    }
+}
+
+impl Drop for MetaMut<'_> {
+    fn drop(&mut self) {
+        self.shard.set_meta(self.loc, &self.meta);
+    }
 }
 
 impl Store {
     /// A store with `config`, reading time from `clock`.
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Store {
-        let n = config.shards.max(1).next_power_of_two();
+        let n = config.shards.clamp(1, 1 << 16).next_power_of_two();
         let budget = config.memory_limit_bytes / n;
-        let max_items = config
-            .max_items
-            .map(|m| m.div_ceil(n))
-            .unwrap_or(usize::MAX);
+        let max_items = config.max_items.map(|m| m.div_ceil(n).max(1));
+        let policy = PolicyConfig {
+            adaptive: config.adaptive_window,
+            window_percent: (config.window_percent / 100.0).clamp(0.0, 1.0),
+            protected_percent: (config.protected_percent / 100.0).clamp(0.0, 1.0),
+            sketch_counters_per_item: config.sketch_counters_per_item.max(1),
+            sample_factor: config.sample_factor.max(1),
+            climber_sample_factor: config.climber_sample_factor.max(0.01),
+        };
         let shards = (0..n)
-            .map(|_| {
-                Mutex::new(Shard {
-                    budget,
-                    max_items,
-                    ..Shard::default()
-                })
-            })
+            .map(|_| Mutex::new(Shard::new(config.hash_seed, budget, max_items, policy)))
             .collect();
         Store {
             shards,
             shard_mask: n as u64 - 1,
             clock,
             cas: AtomicU64::new(0),
-            flush_at: AtomicU32::new(0),
-            config,
+            flush: AtomicU64::new(0),
             expire_cursor: AtomicU64::new(0),
+            config,
         }
+    }
+
+    /// The configuration the store was built with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
     }
 
     /// The clock the store reads.
@@ -395,57 +383,77 @@ impl Store {
         self.cas.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Runs `f` with exclusive access to `key`'s slot (its shard is locked meanwhile).
+    fn lock_shard(&self, i: usize, now: u32) -> parking_lot::MutexGuard<'_, Shard> {
+        let mut shard = self.shards[i].lock();
+        let flush = self.flush.load(Ordering::Acquire);
+        let (gen, at) = ((flush >> 32) as u32, flush as u32);
+        if gen != shard.flush_gen && now >= at {
+            shard.flush_gen = gen;
+            shard.clear();
+        }
+        shard
+    }
+
+    /// Runs `f` with exclusive access to `key`'s slot (its shard is locked meanwhile, so keep
+    /// `f` short and never call back into the store from it).
     pub fn with_entry<R>(&self, key: &[u8], f: impl FnOnce(&mut Entry<'_>) -> R) -> R {
-        let h = hash_key(self.config.hash_seed, key);
+        let hash = hash_key(self.config.hash_seed, key);
         let now = self.clock.now();
-        let mut shard = self.shards[(h & self.shard_mask) as usize].lock();
-        shard.apply_flush(self.flush_at.load(Ordering::Acquire), now);
+        let mut shard = self.lock_shard(((hash >> 8) & self.shard_mask) as usize, now);
         let mut entry = Entry {
             shard: &mut shard,
             key,
+            hash,
             now,
             next_cas: &self.cas,
         };
         f(&mut entry)
     }
 
-    /// memcached `flush_all [delay]`: every item stored before clock second `at` dies at `at`.
+    /// memcached `flush_all [delay]`: every item stored before clock second `at` is gone from
+    /// `at` on (`at <= now` flushes at once). A later call replaces a pending one.
     pub fn flush_all(&self, at: u32) {
         let now = self.clock.now();
-        let at = at.max(1);
-        self.flush_at.store(at, Ordering::Release);
+        let mut cur = self.flush.load(Ordering::Acquire);
+        loop {
+            let gen = ((cur >> 32) as u32).wrapping_add(1).max(1);
+            match self.flush.compare_exchange(
+                cur,
+                pack_flush(gen, at),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(seen) => cur = seen,
+            }
+        }
         if at <= now {
-            for s in self.shards.iter() {
-                s.lock().apply_flush(at, now);
+            for i in 0..self.shards.len() {
+                drop(self.lock_shard(i, now));
             }
         }
     }
 
-    /// One incremental background-expiry step: examines up to `max_items` items and removes the
-    /// expired ones. Returns how many it removed.
+    /// One incremental background-expiry step over the next shard: examines about `max_items`
+    /// items (whole pages at a time) and removes the expired ones. Returns how many it removed.
+    /// The server calls it periodically; each call locks one shard only.
     pub fn expire_some(&self, max_items: usize) -> usize {
         let now = self.clock.now();
-        let i = self.expire_cursor.fetch_add(1, Ordering::Relaxed) as usize % self.shards.len();
-        let mut shard = self.shards[i].lock();
-        shard.apply_flush(self.flush_at.load(Ordering::Acquire), now);
-        let dead: Vec<Box<[u8]>> = shard
-            .map
-            .iter()
-            .filter(|(_, it)| it.meta.exptime != 0 && it.meta.exptime <= now)
-            .take(max_items)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &dead {
-            let it = shard.map.remove(k).expect("present");
-            shard.bytes -= it.value.len() + k.len() + 48;
-            shard.stats.reclaimed += 1;
-            shard.stats.crawler_reclaimed += 1;
-            if !it.meta.fetched {
-                shard.stats.expired_unfetched += 1;
+        let n = self.shards.len();
+        let mut removed = 0;
+        let mut examined = 0;
+        for _ in 0..n {
+            if examined >= max_items {
+                break;
             }
+            let i = self.expire_cursor.fetch_add(1, Ordering::Relaxed) as usize % n;
+            let (e, r) = self
+                .lock_shard(i, now)
+                .expire_some(now, max_items - examined);
+            examined += e.max(1);
+            removed += r;
         }
-        dead.len()
+        removed
     }
 
     /// A snapshot of the counters, summed over shards.
@@ -456,17 +464,35 @@ impl Store {
         };
         for s in self.shards.iter() {
             let s = s.lock();
-            t.curr_items += s.map.len() as u64;
-            t.bytes += s.bytes as u64;
-            t.total_items += s.stats.total_items;
-            t.evictions += s.stats.evictions;
-            t.expired_unfetched += s.stats.expired_unfetched;
-            t.evicted_unfetched += s.stats.evicted_unfetched;
-            t.reclaimed += s.stats.reclaimed;
-            t.crawler_reclaimed += s.stats.crawler_reclaimed;
-            t.get_expired += s.stats.get_expired;
-            t.get_flushed += s.stats.get_flushed;
+            t.curr_items += s.len() as u64;
+            t.bytes += s.bytes() as u64;
+            let q = s.queue_lens();
+            t.window_items += q[0] as u64;
+            t.probation_items += q[1] as u64;
+            t.protected_items += q[2] as u64;
+            let st = &s.stats;
+            t.total_items += st.total_items;
+            t.evictions += st.evictions;
+            t.expired_unfetched += st.expired_unfetched;
+            t.evicted_unfetched += st.evicted_unfetched;
+            t.reclaimed += st.reclaimed;
+            t.crawler_reclaimed += st.crawler_reclaimed;
+            t.get_expired += st.get_expired;
+            t.slab_page_evictions += st.page_evictions;
         }
         t
+    }
+
+    /// Current window share per shard (for tests and tuning output).
+    pub fn window_percent(&self) -> Vec<f64> {
+        self.shards
+            .iter()
+            .map(|s| s.lock().window_frac() * 100.0)
+            .collect()
+    }
+
+    /// Number of sketch halvings so far, summed over shards.
+    pub fn sketch_resets(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().sketch_resets()).sum()
     }
 }
