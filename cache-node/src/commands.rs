@@ -115,6 +115,7 @@ enum StoreOutcome {
     Exists,
     NotFound,
     TooLarge,
+    OutOfMemory,
 }
 
 impl<'n> Session<'n> {
@@ -394,6 +395,10 @@ impl<'n> Session<'n> {
             StoreOutcome::TooLarge => {
                 self.counters.protocol_errors += 1;
                 b"SERVER_ERROR object too large for cache\r\n"
+            }
+            StoreOutcome::OutOfMemory => {
+                self.counters.protocol_errors += 1;
+                reply::OUT_OF_MEMORY
             }
         }
     }
@@ -699,6 +704,11 @@ impl<'n> Session<'n> {
             StoreOutcome::TooLarge => {
                 self.counters.protocol_errors += 1;
                 out.put_slice(b"SERVER_ERROR object too large for cache\r\n");
+                return;
+            }
+            StoreOutcome::OutOfMemory => {
+                self.counters.protocol_errors += 1;
+                out.put_slice(reply::OUT_OF_MEMORY);
                 return;
             }
         };
@@ -1023,6 +1033,10 @@ impl<'n> Session<'n> {
                 self.counters.protocol_errors += 1;
                 b"SERVER_ERROR object too large for cache\r\n"
             }
+            StoreOutcome::OutOfMemory => {
+                self.counters.protocol_errors += 1;
+                reply::OUT_OF_MEMORY
+            }
             _ => {
                 self.counters.lease_sets_refused += 1;
                 reply::NOT_STORED
@@ -1098,7 +1112,8 @@ fn insert(e: &mut Entry<'_>, item: NewItem<'_>) -> StoreOutcome {
     match e.insert(item) {
         Ok(()) => StoreOutcome::Stored,
         Err(StoreError::TooLarge { .. }) => StoreOutcome::TooLarge,
-        Err(_) => StoreOutcome::NotStored,
+        Err(StoreError::OutOfMemory) => StoreOutcome::OutOfMemory,
+        Err(StoreError::BadKey(_)) => StoreOutcome::NotStored,
     }
 }
 

@@ -139,7 +139,9 @@ impl Node {
         }
         v.extend([
             ("get_expired", s.get_expired.to_string()),
-            ("get_flushed", s.get_flushed.to_string()),
+            // memcached counts reads that find an item killed by flush_all; this store removes flushed
+            // items eagerly in flush_all, so no read can find one and the figure is 0 by construction.
+            ("get_flushed", "0".to_string()),
             ("limit_maxbytes", s.limit_maxbytes.to_string()),
             ("threads", self.config.threads.to_string()),
             ("bytes", s.bytes.to_string()),
@@ -150,6 +152,10 @@ impl Node {
             ("evictions", s.evictions.to_string()),
             ("reclaimed", s.reclaimed.to_string()),
             ("crawler_reclaimed", s.crawler_reclaimed.to_string()),
+            ("slab_page_evictions", s.slab_page_evictions.to_string()),
+            ("window_items", s.window_items.to_string()),
+            ("probation_items", s.probation_items.to_string()),
+            ("protected_items", s.protected_items.to_string()),
         ]);
         v
     }
