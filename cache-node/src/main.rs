@@ -105,10 +105,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads,
         port: cli.port,
         clock: Arc::new(SystemClock::new()),
+        connection_threads: threads,
         ..ServerConfig::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+    // Connections run on `threads` dedicated single-threaded runtimes (see ServerConfig::connection_threads);
+    // this runtime only accepts, expires in the background and serves metrics.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {

@@ -62,6 +62,11 @@ pub struct ServerConfig {
     pub expire_interval: Duration,
     /// Items examined per background expiry step.
     pub expire_batch: usize,
+    /// Connection threads: with N > 0, [`run`] starts N threads, each with its own single-threaded tokio
+    /// runtime (memcached's model: a connection stays on one thread, no work stealing, no cross-thread
+    /// wake-ups), and hands accepted connections to them round-robin. With 0, connections are spawned on
+    /// the caller's runtime.
+    pub connection_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +82,7 @@ impl Default for ServerConfig {
             clock: Arc::new(SystemClock::new()),
             expire_interval: Duration::from_millis(100),
             expire_batch: 256,
+            connection_threads: 0,
         }
     }
 }
@@ -185,6 +191,10 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
     let (stop_tx, stop_rx) = watch::channel(false);
     let expirer = tokio::spawn(expire_loop(node.clone(), stop_rx.clone()));
     tokio::pin!(shutdown);
+    let pool = (node.config.connection_threads > 0)
+        .then(|| WorkerPool::start(node.config.connection_threads, &node, &stop_rx))
+        .transpose()?;
+    let mut next = 0usize;
     let result = loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -197,20 +207,92 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
                         continue;
                     }
                 };
-                let node = node.clone();
-                let stop = stop_rx.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_socket(socket, node, stop).await {
-                        tracing::debug!("connection ended: {e}");
+                match &pool {
+                    Some(pool) => {
+                        next = next.wrapping_add(1);
+                        pool.hand_over(socket, next)?;
                     }
-                });
+                    None => {
+                        let node = node.clone();
+                        let stop = stop_rx.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = serve_socket(socket, node, stop).await {
+                                tracing::debug!("connection ended: {e}");
+                            }
+                        });
+                    }
+                }
             }
             _ = &mut shutdown => break Ok(()),
         }
     };
     let _ = stop_tx.send(true);
     let _ = expirer.await;
+    if let Some(pool) = pool {
+        pool.join();
+    }
     result
+}
+
+/// Connection threads, each running a single-threaded tokio runtime.
+struct WorkerPool {
+    /// One channel per thread; accepted sockets travel as std sockets and are registered on arrival.
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
+    /// The threads, joined at shutdown.
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    fn start(n: usize, node: &Arc<Node>, stop: &watch::Receiver<bool>) -> io::Result<WorkerPool> {
+        let mut senders = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+            let node = node.clone();
+            let stop = stop.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let thread = std::thread::Builder::new()
+                .name(format!("cache-node-conn-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let mut stop_all = stop.clone();
+                        loop {
+                            let socket = tokio::select! {
+                                s = rx.recv() => match s { Some(s) => s, None => break },
+                                _ = stop_all.changed() => break,
+                            };
+                            let Ok(socket) = TcpStream::from_std(socket) else { continue };
+                            let node = node.clone();
+                            let stop = stop.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = serve_socket(socket, node, stop).await {
+                                    tracing::debug!("connection ended: {e}");
+                                }
+                            });
+                        }
+                    });
+                    // Dropping the runtime here cancels the connections still open.
+                })?;
+            senders.push(tx);
+            threads.push(thread);
+        }
+        Ok(WorkerPool { senders, threads })
+    }
+
+    fn hand_over(&self, socket: TcpStream, n: usize) -> io::Result<()> {
+        let socket = socket.into_std()?;
+        let _ = self.senders[n % self.senders.len()].send(socket);
+        Ok(())
+    }
+
+    fn join(self) {
+        drop(self.senders);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }
 
 async fn expire_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {

@@ -34,6 +34,8 @@ impl TestServer {
         let mut config = ServerConfig {
             clock: clock.clone(),
             threads: 2,
+            // The production model: connections on two dedicated single-threaded runtimes.
+            connection_threads: 2,
             ..ServerConfig::default()
         };
         adjust(&mut config);
