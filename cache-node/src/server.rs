@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::commands::{Flow, Session, VERSION};
 use crate::protocol::{parse_request, reply, Limits, Parsed, Swallow};
-use crate::stats::SharedCounters;
+use crate::stats::CounterSlots;
 use crate::store::{Store, StoreConfig};
 
 /// Default connection limit (memcached's `-c` default).
@@ -95,8 +95,8 @@ pub struct Node {
     pub clock: Arc<dyn Clock>,
     /// The configuration it was started with.
     pub config: ServerConfig,
-    /// Request counters (memcached names).
-    pub counters: SharedCounters,
+    /// Request counters (memcached names), one slot per connection thread.
+    pub counters: CounterSlots,
     /// Open connections (a gauge, updated at open and close).
     pub curr_connections: AtomicU64,
 }
@@ -112,11 +112,12 @@ impl Node {
             },
             config.clock.clone(),
         );
+        let counters = CounterSlots::new(config.connection_threads.max(1));
         Arc::new(Node {
             store,
             clock: config.clock.clone(),
             config,
-            counters: SharedCounters::default(),
+            counters,
             curr_connections: AtomicU64::new(0),
         })
     }
@@ -192,9 +193,12 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
     let expirer = tokio::spawn(expire_loop(node.clone(), stop_rx.clone()));
     tokio::pin!(shutdown);
     let pool = (node.config.connection_threads > 0)
-        .then(|| WorkerPool::start(node.config.connection_threads, &node, &stop_rx))
+        .then(|| WorkerPool::start(node.config.connection_threads, &node))
         .transpose()?;
     let mut next = 0usize;
+    // Connections spawned on this runtime (no pool), aborted at shutdown. Connections do not watch a
+    // shutdown signal themselves: that would register every idle read with one shared waiter list.
+    let mut connections = tokio::task::JoinSet::new();
     let result = loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -214,12 +218,13 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
                     }
                     None => {
                         let node = node.clone();
-                        let stop = stop_rx.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = serve_socket(socket, node, stop).await {
+                        connections.spawn(async move {
+                            if let Err(e) = serve_socket(socket, node, 0).await {
                                 tracing::debug!("connection ended: {e}");
                             }
                         });
+                        // Reap finished connections so the set stays as small as the open ones.
+                        while connections.try_join_next().is_some() {}
                     }
                 }
             }
@@ -228,6 +233,7 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
     };
     let _ = stop_tx.send(true);
     let _ = expirer.await;
+    connections.abort_all();
     if let Some(pool) = pool {
         pool.join();
     }
@@ -243,13 +249,12 @@ struct WorkerPool {
 }
 
 impl WorkerPool {
-    fn start(n: usize, node: &Arc<Node>, stop: &watch::Receiver<bool>) -> io::Result<WorkerPool> {
+    fn start(n: usize, node: &Arc<Node>) -> io::Result<WorkerPool> {
         let mut senders = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
             let node = node.clone();
-            let stop = stop.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -257,17 +262,14 @@ impl WorkerPool {
                 .name(format!("cache-node-conn-{i}"))
                 .spawn(move || {
                     runtime.block_on(async move {
-                        let mut stop_all = stop.clone();
-                        loop {
-                            let socket = tokio::select! {
-                                s = rx.recv() => match s { Some(s) => s, None => break },
-                                _ = stop_all.changed() => break,
+                        // Ends when the pool drops its senders (shutdown).
+                        while let Some(socket) = rx.recv().await {
+                            let Ok(socket) = TcpStream::from_std(socket) else {
+                                continue;
                             };
-                            let Ok(socket) = TcpStream::from_std(socket) else { continue };
                             let node = node.clone();
-                            let stop = stop.clone();
                             tokio::spawn(async move {
-                                if let Err(e) = serve_socket(socket, node, stop).await {
+                                if let Err(e) = serve_socket(socket, node, i).await {
                                     tracing::debug!("connection ended: {e}");
                                 }
                             });
@@ -307,26 +309,22 @@ async fn expire_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn serve_socket(
-    mut socket: TcpStream,
-    node: Arc<Node>,
-    stop: watch::Receiver<bool>,
-) -> io::Result<()> {
+/// Serves one client; `slot` picks the counter slot (the connection thread's number).
+async fn serve_socket(mut socket: TcpStream, node: Arc<Node>, slot: usize) -> io::Result<()> {
     let _ = socket.set_nodelay(true);
-    node.counters
-        .total_connections
-        .fetch_add(1, Ordering::Relaxed);
+    let counters = node.counters.slot(slot);
+    counters.total_connections.fetch_add(1, Ordering::Relaxed);
     let open = node.curr_connections.fetch_add(1, Ordering::AcqRel) + 1;
     let _guard = ConnectionGuard(&node.curr_connections);
     if open > node.config.max_connections as u64 {
-        node.counters
+        counters
             .rejected_connections
             .fetch_add(1, Ordering::Relaxed);
         socket.write_all(reply::TOO_MANY_CONNECTIONS).await?;
         return Ok(());
     }
-    let mut conn = Connection::new(socket, &node);
-    conn.serve(stop).await
+    let mut conn = Connection::new(socket, &node, slot);
+    conn.serve().await
 }
 
 /// Decrements the open-connection gauge when the connection ends, however it ends.
@@ -354,19 +352,32 @@ pub struct Connection<'n> {
 }
 
 impl<'n> Connection<'n> {
-    fn new(socket: TcpStream, node: &'n Node) -> Self {
+    fn new(socket: TcpStream, node: &'n Node, slot: usize) -> Self {
         Connection {
             socket,
             read_buf: BytesMut::with_capacity(16 * 1024),
             write_buf: BytesMut::with_capacity(16 * 1024),
             swallow: Swallow::Nothing,
-            session: Session::new(node),
+            session: Session::new(node, slot),
             limits: node.config.limits,
         }
     }
 
-    async fn serve(&mut self, mut stop: watch::Receiver<bool>) -> io::Result<()> {
+    async fn serve(&mut self) -> io::Result<()> {
         loop {
+            self.socket.readable().await?;
+            if self.read_buf.capacity() - self.read_buf.len() < 4096 {
+                self.read_buf.reserve(16 * 1024);
+            }
+            let space = self.read_buf.capacity() - self.read_buf.len();
+            let n = match self.socket.try_read_buf(&mut self.read_buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                // Spurious readiness; tokio cleared it, wait for the next event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            self.session.counters.bytes_read += n as u64;
             let flow = self.process_buffer();
             self.session.counters.bytes_written += self.write_buf.len() as u64;
             // Counted before the reply leaves, so a client that saw the reply sees it in stats too.
@@ -382,17 +393,15 @@ impl<'n> Connection<'n> {
             if flow == Flow::Close {
                 return Ok(());
             }
-            if self.read_buf.capacity() - self.read_buf.len() < 4096 {
-                self.read_buf.reserve(16 * 1024);
+            if n < space {
+                // The read did not fill the buffer, so the socket was drained: forget the readiness now
+                // instead of paying a read syscall that returns EAGAIN (memcached skips it the same way).
+                // Safe against lost wake-ups: tokio clears only if no newer event arrived, and with
+                // edge-triggered epoll any data that arrives later raises a fresh event.
+                let _ = self.socket.try_io(tokio::io::Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
             }
-            let n = tokio::select! {
-                r = self.socket.read_buf(&mut self.read_buf) => r?,
-                _ = stop.changed() => return Ok(()),
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            self.session.counters.bytes_read += n as u64;
         }
     }
 

@@ -73,3 +73,48 @@ counters! {
     lease_sets_refused: "Lease refills refused (token voided by a delete, invalidation or newer lease).",
     lease_invalidations: "Items marked stale by md I.",
 }
+
+/// One [`SharedCounters`] per connection thread, each on its own cache lines, so threads never write to
+/// the same line; readers (`stats`, metrics) sum them.
+#[derive(Debug)]
+pub struct CounterSlots {
+    /// The per-thread counters.
+    slots: Box<[Padded]>,
+}
+
+/// Keeps each slot on separate cache lines (128 bytes covers adjacent-line prefetching).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(SharedCounters);
+
+impl CounterSlots {
+    /// `n` slots (at least one).
+    pub fn new(n: usize) -> Self {
+        CounterSlots {
+            slots: (0..n.max(1)).map(|_| Padded::default()).collect(),
+        }
+    }
+
+    /// The slot for thread (or connection) number `i`.
+    pub fn slot(&self, i: usize) -> &SharedCounters {
+        &self.slots[i % self.slots.len()].0
+    }
+
+    /// Every counter summed over the slots, as (memcached name, help text, value).
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut total = self.slots[0].0.snapshot();
+        for s in &self.slots[1..] {
+            for (t, (_, _, v)) in total.iter_mut().zip(s.0.snapshot()) {
+                t.2 += v;
+            }
+        }
+        total
+    }
+
+    /// Zeroes every counter (`stats reset`).
+    pub fn reset(&self) {
+        for s in self.slots.iter() {
+            s.0.reset();
+        }
+    }
+}

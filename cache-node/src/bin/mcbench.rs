@@ -94,14 +94,35 @@ struct Run {
     ops_per_sec: f64,
     p50_us: f64,
     p99_us: f64,
+    /// Server CPU time (user + system) per operation, in microseconds: an efficiency figure that a noisy,
+    /// shared machine disturbs much less than throughput.
+    cpu_us_per_op: f64,
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, i.e. 11 and 12 after the ')'.
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(f64::NAN);
+    ticks / 100.0
 }
 
 fn run_load(
     mcload: &Path,
     args: &Args,
-    addr: SocketAddr,
+    server: &Server,
     prepopulate: bool,
 ) -> Result<Run, Box<dyn std::error::Error>> {
+    let addr = server.addr;
+    let cpu_before = cpu_secs(server.child.id());
     let mut cmd = Command::new(mcload);
     cmd.arg("--addr")
         .arg(addr.to_string())
@@ -121,6 +142,7 @@ fn run_load(
         cmd.arg("--prepopulate");
     }
     let out = cmd.output()?;
+    let cpu_used = cpu_secs(server.child.id()) - cpu_before;
     if !out.status.success() {
         return Err(format!("mcload failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
@@ -135,10 +157,13 @@ fn run_load(
     if field("errors")? > 0.0 || field("misses")? > 0.0 {
         return Err(format!("load run had errors or misses: {text}").into());
     }
+    // CPU is measured over warm-up plus measured time; ops over the measured time, scaled to the same span.
+    let ops_whole_run = field("ops_per_sec")? * (args.duration_secs + 1.0);
     Ok(Run {
         ops_per_sec: field("ops_per_sec")?,
         p50_us: field("p50_us")?,
         p99_us: field("p99_us")?,
+        cpu_us_per_op: cpu_used * 1e6 / ops_whole_run,
     })
 }
 
@@ -227,7 +252,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 duration_secs: 1.0,
                 ..args.clone()
             },
-            s.addr,
+            s,
             true,
         )?;
     }
@@ -238,10 +263,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             vec![&theirs, &ours]
         };
         for s in order {
-            let r = run_load(&mcload, &args, s.addr, false)?;
+            let r = run_load(&mcload, &args, s, false)?;
             println!(
-                "round {round} {:<10} ops/s {:>9.0}  p50 {:>5.0} us  p99 {:>5.0} us",
-                s.name, r.ops_per_sec, r.p50_us, r.p99_us
+                "round {round} {:<10} ops/s {:>9.0}  p50 {:>5.0} us  p99 {:>5.0} us  cpu/op {:>5.2} us",
+                s.name, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op
             );
             results.push((s.name, r));
         }
