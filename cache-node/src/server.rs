@@ -107,7 +107,11 @@ impl Node {
         let store = Store::new(
             StoreConfig {
                 memory_limit_bytes: config.memory_limit_bytes,
-                shards: config.store_shards,
+                shards: effective_shards(
+                    config.store_shards,
+                    config.memory_limit_bytes,
+                    config.limits.max_value_len,
+                ),
                 ..StoreConfig::default()
             },
             config.clock.clone(),
@@ -181,10 +185,30 @@ impl Node {
             ("key_max_length", c.limits.max_key_len.to_string()),
             ("line_max_length", c.limits.max_line_len.to_string()),
             ("lease_window_secs", c.lease_window_secs.to_string()),
-            ("store_shards", c.store_shards.to_string()),
+            (
+                "store_shards",
+                effective_shards(c.store_shards, c.memory_limit_bytes, c.limits.max_value_len)
+                    .to_string(),
+            ),
             ("eviction_policy", "w-tinylfu".into()),
         ]
     }
+}
+
+/// The store splits its budget evenly over its shards, and an item must fit in one shard's share. So
+/// that the largest item (`-I`, plus key and header) always fits, each shard gets at least four times
+/// that (the store caps an item at a quarter of its shard): with `-m 64 -I 1m` that is 8 shards, with
+/// `-m 8` one. Never more shards than `requested`, never fewer than one.
+pub fn effective_shards(
+    requested: usize,
+    memory_limit_bytes: usize,
+    max_value_len: usize,
+) -> usize {
+    let per_shard = (4 * (max_value_len + 4096)).max(1 << 20);
+    let fit = (memory_limit_bytes / per_shard).max(1);
+    // Power of two at or below `fit`, as the store rounds shard counts up to one.
+    let fit = 1usize << (usize::BITS - 1 - fit.leading_zeros());
+    requested.clamp(1, fit.max(1))
 }
 
 /// Serves connections from `listener` until `shutdown` completes. Runs a background expiry task meanwhile.

@@ -702,6 +702,25 @@ async fn too_large_value_is_swallowed_even_in_pieces() -> R {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn largest_item_fits_with_default_budget() -> R {
+    // -m 64 -I 1m, memcached's defaults: a 1 MiB value must store. (The store caps an item at a quarter of
+    // a shard's share of the budget; split over 64 or even 16 shards, the item would be refused with
+    // SERVER_ERROR object too large: effective_shards prevents that.)
+    let s = TestServer::start_with(|c| c.store_shards = 64).await;
+    let mut c = s.client().await;
+    let value = vec![b'z'; 1 << 20];
+    c.send(b"set big 0 0 1048576\r\n").await;
+    c.send(&value).await;
+    c.expect(b"\r\n", b"STORED\r\n").await;
+    c.send(b"get big\r\n").await;
+    c.expect_reply(b"VALUE big 0 1048576\r\n").await;
+    assert_eq!(c.read_n(1 << 20).await, value);
+    c.expect_reply(b"\r\nEND\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_line_is_cut_off_and_connection_survives() -> R {
     let s = TestServer::start_with(|c| c.limits.max_line_len = 4096).await;
     let mut c = s.client().await;

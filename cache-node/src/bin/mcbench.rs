@@ -310,6 +310,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| p99 latency (us) | {o_p99:.0} | {m_p99:.0} | {:.3} |",
         o_p99 / m_p99
     );
+    let (o_cpu, m_cpu) = (
+        pick("cache-node", |r| r.cpu_us_per_op),
+        pick("memcached", |r| r.cpu_us_per_op),
+    );
+    println!(
+        "| server CPU per op (us) | {o_cpu:.2} | {m_cpu:.2} | {:.3} |",
+        o_cpu / m_cpu
+    );
     drop(ours);
     drop(theirs);
     Ok(())
