@@ -26,6 +26,9 @@ use crate::protocol::{parse_request, reply, Limits, Parsed, Swallow};
 use crate::stats::CounterSlots;
 use crate::store::{Store, StoreConfig};
 
+/// Replies buffered before they are written out even if more requests are waiting in the read buffer.
+pub const MAX_BATCH_REPLY_BYTES: usize = 1 << 20;
+
 /// Default connection limit (memcached's `-c` default).
 pub fn default_max_connections() -> usize {
     1024
@@ -402,20 +405,25 @@ impl<'n> Connection<'n> {
                 Err(e) => return Err(e),
             };
             self.session.counters.bytes_read += n as u64;
-            let flow = self.process_buffer();
-            self.session.counters.bytes_written += self.write_buf.len() as u64;
-            // Counted before the reply leaves, so a client that saw the reply sees it in stats too.
-            self.session.flush_counters();
-            if !self.write_buf.is_empty() {
-                self.socket.write_all(&self.write_buf).await?;
-                self.write_buf.clear();
-                // Do not keep a huge buffer around after one big reply.
-                if self.write_buf.capacity() > 4 << 20 {
-                    self.write_buf = BytesMut::with_capacity(16 * 1024);
+            loop {
+                let (flow, more) = self.process_buffer();
+                self.session.counters.bytes_written += self.write_buf.len() as u64;
+                // Counted before the reply leaves, so a client that saw the reply sees it in stats too.
+                self.session.flush_counters();
+                if !self.write_buf.is_empty() {
+                    self.socket.write_all(&self.write_buf).await?;
+                    self.write_buf.clear();
+                    // Do not keep a huge buffer around after one big reply.
+                    if self.write_buf.capacity() > 4 * MAX_BATCH_REPLY_BYTES {
+                        self.write_buf = BytesMut::with_capacity(16 * 1024);
+                    }
                 }
-            }
-            if flow == Flow::Close {
-                return Ok(());
+                if flow == Flow::Close {
+                    return Ok(());
+                }
+                if !more {
+                    break;
+                }
             }
             if n < space {
                 // The read did not fill the buffer, so the socket was drained: forget the readiness now
@@ -429,10 +437,13 @@ impl<'n> Connection<'n> {
         }
     }
 
-    /// Handles every complete request in the read buffer, appending replies to the write buffer.
-    fn process_buffer(&mut self) -> Flow {
+    /// Handles the complete requests in the read buffer, appending replies to the write buffer. Stops early
+    /// (returning `more = true`) once the replies reach [`MAX_BATCH_REPLY_BYTES`], so a pipeline of gets
+    /// for large values cannot pile up unbounded replies in memory.
+    fn process_buffer(&mut self) -> (Flow, bool) {
         let mut pos = 0;
         let mut flow = Flow::Continue;
+        let mut more = false;
         let buf = &self.read_buf[..];
         while pos < buf.len() {
             match self.swallow {
@@ -466,6 +477,10 @@ impl<'n> Connection<'n> {
                     if flow == Flow::Close {
                         break;
                     }
+                    if self.write_buf.len() >= MAX_BATCH_REPLY_BYTES {
+                        more = true;
+                        break;
+                    }
                 }
                 Parsed::Error {
                     error,
@@ -480,6 +495,6 @@ impl<'n> Connection<'n> {
             }
         }
         self.read_buf.advance(pos);
-        flow
+        (flow, more)
     }
 }

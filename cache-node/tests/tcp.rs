@@ -176,6 +176,33 @@ async fn pipelined_batch_is_answered_in_order() -> R {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_large_replies_are_written_in_bounded_batches() -> R {
+    // 100 gets of a 100 KB value in one write: 10 MB of replies, which the connection writes out in ~1 MiB
+    // batches (MAX_BATCH_REPLY_BYTES) instead of building them all in memory first. The client reads them
+    // all, in order.
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    let value = vec![b'q'; 100_000];
+    c.send(b"set big 0 0 100000\r\n").await;
+    c.send(&value).await;
+    c.expect(b"\r\n", b"STORED\r\n").await;
+    let mut batch = Vec::new();
+    for _ in 0..100 {
+        batch.extend_from_slice(b"get big\r\n");
+    }
+    batch.extend_from_slice(b"mn\r\n");
+    c.send(&batch).await;
+    for _ in 0..100 {
+        c.expect_reply(b"VALUE big 0 100000\r\n").await;
+        assert_eq!(c.read_n(100_000).await, value);
+        c.expect_reply(b"\r\nEND\r\n").await;
+    }
+    c.expect_reply(b"MN\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
 /// A script of requests covering every parser path with a data block; sent split at every byte boundary.
 const SCRIPT: &[u8] = b"set a 1 0 3\r\nabc\r\nget a b\r\nms m 2 T0 F5\r\nhi\r\nmg m v f\r\n\
 lease-get L\r\nincr a 1\r\nappend a 0 0 1\r\nd\r\ngets a\r\nmn\r\n";
