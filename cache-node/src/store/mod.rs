@@ -167,6 +167,12 @@ pub struct StoreStats {
     pub bytes: u64,
     /// The budget.
     pub limit_maxbytes: u64,
+    /// Of `bytes`: item pages (and the page table).
+    pub arena_bytes: u64,
+    /// Of `bytes`: the hash index.
+    pub index_bytes: u64,
+    /// Of `bytes`: the frequency sketch and ghost lists.
+    pub policy_bytes: u64,
     /// Items evicted to make room.
     pub evictions: u64,
     /// Expired items reclaimed that were never fetched.
@@ -484,6 +490,10 @@ impl Store {
             let s = s.lock();
             t.curr_items += s.len() as u64;
             t.bytes += s.bytes() as u64;
+            let (arena, index, policy) = s.bytes_breakdown();
+            t.arena_bytes += arena as u64;
+            t.index_bytes += index as u64;
+            t.policy_bytes += policy as u64;
             let q = s.queue_lens();
             t.window_items += q[0] as u64;
             t.probation_items += q[1] as u64;

@@ -135,7 +135,9 @@ impl Shard {
         let cap = max_items.unwrap_or(1024).max(1);
         let counters = (cap * policy.sketch_counters_per_item).max(64);
         Shard {
-            slab: Slab::new(),
+            // About 64 pages per shard budget: small budgets stay fine-grained, large ones waste
+            // little at page tails.
+            slab: Slab::new((budget / 64).min(MAX_PAGE_BYTES)),
             index: Index::new(),
             sketch: Sketch::new(counters, (cap * policy.sample_factor) as u64),
             seed,
@@ -174,6 +176,15 @@ impl Shard {
             + self.index.bytes()
             + self.sketch.bytes()
             + self.ghosts.bytes()
+    }
+
+    /// (arena pages and page table, hash index, sketch and ghosts) bytes.
+    pub(crate) fn bytes_breakdown(&self) -> (usize, usize, usize) {
+        (
+            self.slab.bytes + self.slab.table_bytes(),
+            self.index.bytes(),
+            self.sketch.bytes() + self.ghosts.bytes(),
+        )
     }
 
     pub(crate) fn queue_lens(&self) -> [usize; 3] {
@@ -449,7 +460,7 @@ impl Shard {
             if let Some(loc) = self.slab.alloc_existing(size) {
                 return Ok(loc);
             }
-            if self.bytes() + Slab::new_page_cost(size) <= self.budget {
+            if self.bytes() + self.slab.new_page_cost(size) <= self.budget {
                 return self
                     .slab
                     .alloc_new_page(size)
@@ -538,20 +549,22 @@ impl Shard {
 
     /// The largest item (header, key and value) this shard accepts.
     pub(crate) fn max_item_size(&self) -> usize {
-        (self.budget / 4).max(PAGE_BYTES / 2).min(self.budget)
+        (self.budget / 4)
+            .max(self.slab.page_bytes() / 2)
+            .min(self.budget)
     }
 
-    /// In bytes-only mode the sketch follows the item count (4 counters per item by default):
-    /// doubled when the shard holds more items than it was sized for (counts restart).
+    /// In bytes-only mode the sketch follows the item count: grown by a quarter when the shard
+    /// holds more items than it was sized for (counts restart, a handful of times per fill).
     fn maybe_resize_sketch(&mut self) {
         if self.max_items.is_some() {
             return;
         }
         let per = self.policy.sketch_counters_per_item;
         if (self.index.len() + 1) * per > self.sketch.counters() {
-            let items = ((self.index.len() + 1) * 2).max(1024);
+            let items = ((self.index.len() + 1) * 5 / 4).max(1024);
             self.sketch = Sketch::new(items * per, (items * self.policy.sample_factor) as u64);
-            self.ghosts.resize(items / 2);
+            self.ghosts.resize(items);
         }
     }
 
