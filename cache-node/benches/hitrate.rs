@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use cache_node::replay::{read_trace, replay_config, replay_keys_with, TraceFormat};
+use cache_node::store::WindowAdaptation;
 
 fn lru_hits(keys: &[u64], cap: usize) -> u64 {
     // key -> last use; BTreeSet of (last use, key) gives the LRU end.
@@ -91,7 +92,14 @@ fn main() {
             c.protected_percent = v.parse().expect("PROTECTED_PERCENT");
         }
         if let Ok(a) = std::env::var("ADAPTIVE") {
-            c.adaptive_window = a != "0";
+            c.window_adaptation = match a.as_str() {
+                "0" | "fixed" => WindowAdaptation::Fixed,
+                "climber" => WindowAdaptation::HillClimber,
+                _ => WindowAdaptation::Ghost,
+            };
+        }
+        if let Ok(v) = std::env::var("GHOST_STEP") {
+            c.ghost_step_items = v.parse().expect("GHOST_STEP");
         }
     };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)

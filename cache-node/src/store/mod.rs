@@ -45,8 +45,10 @@ pub struct StoreConfig {
     pub max_items: Option<usize>,
     /// Seed for key hashing, so eviction decisions are the same on every run.
     pub hash_seed: u64,
-    /// Resize the W-TinyLFU window with Caffeine's hill climber (false: fixed window).
-    pub adaptive_window: bool,
+    /// How the W-TinyLFU window size adapts to the workload.
+    pub window_adaptation: WindowAdaptation,
+    /// Window change per ghost hit, in items ([`WindowAdaptation::Ghost`]).
+    pub ghost_step_items: f64,
     /// Initial (or, when not adaptive, fixed) window share of the capacity, in percent.
     pub window_percent: f64,
     /// Share of the main space (beyond the window) kept for the protected segment, in percent.
@@ -80,7 +82,8 @@ impl Default for StoreConfig {
             shards: default_shards(),
             max_items: None,
             hash_seed: default_hash_seed(),
-            adaptive_window: true,
+            window_adaptation: WindowAdaptation::Ghost,
+            ghost_step_items: 1.0,
             window_percent: 1.0,
             protected_percent: 80.0,
             sketch_counters_per_item: 4,
@@ -88,6 +91,19 @@ impl Default for StoreConfig {
             climber_sample_factor: 10.0,
         }
     }
+}
+
+/// How the share of the cache given to the W-TinyLFU window (the recency part) adapts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowAdaptation {
+    /// The window stays at `window_percent`.
+    Fixed,
+    /// Caffeine's hill climber: every sample period, move the window size in the direction that
+    /// last improved the hit rate.
+    HillClimber,
+    /// Ghost feedback (ARC-style): a miss on a key recently turned away by admission grows the
+    /// window; a miss on a key recently evicted from the main space shrinks it.
+    Ghost,
 }
 
 /// Errors from store writes.
@@ -151,6 +167,12 @@ pub struct StoreStats {
     pub bytes: u64,
     /// The budget.
     pub limit_maxbytes: u64,
+    /// Of `bytes`: item pages (and the page table).
+    pub arena_bytes: u64,
+    /// Of `bytes`: the hash index.
+    pub index_bytes: u64,
+    /// Of `bytes`: the frequency sketch and ghost lists.
+    pub policy_bytes: u64,
     /// Items evicted to make room.
     pub evictions: u64,
     /// Expired items reclaimed that were never fetched.
@@ -173,6 +195,7 @@ pub struct StoreStats {
     pub protected_items: u64,
 }
 
+mod ghost;
 mod index;
 mod shard;
 mod sketch;
@@ -347,7 +370,8 @@ impl Store {
         let budget = config.memory_limit_bytes / n;
         let max_items = config.max_items.map(|m| m.div_ceil(n).max(1));
         let policy = PolicyConfig {
-            adaptive: config.adaptive_window,
+            adaptation: config.window_adaptation,
+            ghost_step_items: config.ghost_step_items.max(0.0),
             window_percent: (config.window_percent / 100.0).clamp(0.0, 1.0),
             protected_percent: (config.protected_percent / 100.0).clamp(0.0, 1.0),
             sketch_counters_per_item: config.sketch_counters_per_item.max(1),
@@ -466,6 +490,10 @@ impl Store {
             let s = s.lock();
             t.curr_items += s.len() as u64;
             t.bytes += s.bytes() as u64;
+            let (arena, index, policy) = s.bytes_breakdown();
+            t.arena_bytes += arena as u64;
+            t.index_bytes += index as u64;
+            t.policy_bytes += policy as u64;
             let q = s.queue_lens();
             t.window_items += q[0] as u64;
             t.probation_items += q[1] as u64;

@@ -10,10 +10,11 @@
 //! The queues are intrusive doubly-linked lists threaded through the item headers as `u32`
 //! locators; the queue an item is in is two bits of its header.
 
+use super::ghost::{GhostHit, Ghosts};
 use super::index::Index;
 use super::sketch::Sketch;
 use super::slab::*;
-use super::{ItemMeta, StoreError};
+use super::{ItemMeta, StoreError, WindowAdaptation};
 
 pub(crate) const WINDOW: u8 = 0;
 pub(crate) const PROBATION: u8 = 1;
@@ -29,8 +30,10 @@ const ADMIT_HASHDOS_THRESHOLD: u8 = 6;
 /// Policy tuning, fixed at construction.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PolicyConfig {
-    /// Adapt the window with the hill climber.
-    pub(crate) adaptive: bool,
+    /// How the window size adapts.
+    pub(crate) adaptation: WindowAdaptation,
+    /// Window change per (unsampled) ghost hit, in items.
+    pub(crate) ghost_step_items: f64,
     /// Initial (or fixed) window share of the capacity.
     pub(crate) window_percent: f64,
     /// Protected share of the main space.
@@ -46,7 +49,8 @@ pub(crate) struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
-            adaptive: true,
+            adaptation: WindowAdaptation::Ghost,
+            ghost_step_items: 1.0,
             window_percent: INITIAL_WINDOW,
             protected_percent: PERCENT_MAIN_PROTECTED,
             sketch_counters_per_item: 4,
@@ -113,6 +117,8 @@ pub(crate) struct Shard {
     expire_page: usize,
     pub(crate) stats: ShardStats,
     scratch: Vec<u32>,
+    /// Recently evicted keys, for the ghost-feedback window adaptation.
+    ghosts: Ghosts,
 }
 
 fn is_expired(exptime: u32, now: u32) -> bool {
@@ -129,7 +135,9 @@ impl Shard {
         let cap = max_items.unwrap_or(1024).max(1);
         let counters = (cap * policy.sketch_counters_per_item).max(64);
         Shard {
-            slab: Slab::new(),
+            // About 64 pages per shard budget: small budgets stay fine-grained, large ones waste
+            // little at page tails.
+            slab: Slab::new((budget / 64).min(MAX_PAGE_BYTES)),
             index: Index::new(),
             sketch: Sketch::new(counters, (cap * policy.sample_factor) as u64),
             seed,
@@ -149,6 +157,11 @@ impl Shard {
             expire_page: 0,
             stats: ShardStats::default(),
             scratch: Vec::new(),
+            ghosts: {
+                let mut g = Ghosts::new();
+                g.resize(cap);
+                g
+            },
         }
     }
 
@@ -158,7 +171,20 @@ impl Shard {
 
     /// Bytes accounted against the budget.
     pub(crate) fn bytes(&self) -> usize {
-        self.slab.bytes + self.slab.table_bytes() + self.index.bytes() + self.sketch.bytes()
+        self.slab.bytes
+            + self.slab.table_bytes()
+            + self.index.bytes()
+            + self.sketch.bytes()
+            + self.ghosts.bytes()
+    }
+
+    /// (arena pages and page table, hash index, sketch and ghosts) bytes.
+    pub(crate) fn bytes_breakdown(&self) -> (usize, usize, usize) {
+        (
+            self.slab.bytes + self.slab.table_bytes(),
+            self.index.bytes(),
+            self.sketch.bytes() + self.ghosts.bytes(),
+        )
     }
 
     pub(crate) fn queue_lens(&self) -> [usize; 3] {
@@ -338,6 +364,28 @@ impl Shard {
         self.remove_at(slot, loc);
     }
 
+    fn evict_noting(&mut self, loc: u32, from: GhostHit) {
+        if self.policy.adaptation == WindowAdaptation::Ghost {
+            let h = self.hash(self.slab.key(loc));
+            self.ghosts.record_eviction(h, from);
+        }
+        self.evict(loc);
+    }
+
+    /// Ghost feedback on a miss: grow the part of the cache that would have kept the key.
+    fn ghost_feedback(&mut self, h: u64) {
+        if self.policy.adaptation != WindowAdaptation::Ghost {
+            return;
+        }
+        let step = self.ghosts.sample_rate() as f64 * self.policy.ghost_step_items
+            / self.capacity() as f64;
+        match self.ghosts.on_miss(h) {
+            Some(GhostHit::Window) => self.increase_window(step),
+            Some(GhostHit::Main) => self.decrease_window(step),
+            None => {}
+        }
+    }
+
     fn admit(&mut self, candidate: u32, victim: u32) -> bool {
         let cf = self.sketch.frequency(self.hash(self.slab.key(candidate)));
         let vf = self.sketch.frequency(self.hash(self.slab.key(victim)));
@@ -364,18 +412,23 @@ impl Shard {
             && candidate != victim
             && self.queue_of(candidate) == PROBATION
         {
-            let loser = if self.admit(candidate, victim) {
-                victim
+            let (loser, from) = if self.admit(candidate, victim) {
+                (victim, GhostHit::Main)
             } else {
-                candidate
+                (candidate, GhostHit::Window)
             };
-            self.evict(loser);
+            self.evict_noting(loser, from);
             return true;
         }
         for q in [PROBATION, PROTECTED, WINDOW] {
             let loc = self.queues[q as usize].head;
             if loc != NIL {
-                self.evict(loc);
+                let from = if q == WINDOW {
+                    GhostHit::Window
+                } else {
+                    GhostHit::Main
+                };
+                self.evict_noting(loc, from);
                 return true;
             }
         }
@@ -407,7 +460,7 @@ impl Shard {
             if let Some(loc) = self.slab.alloc_existing(size) {
                 return Ok(loc);
             }
-            if self.bytes() + Slab::new_page_cost(size) <= self.budget {
+            if self.bytes() + self.slab.new_page_cost(size) <= self.budget {
                 return self
                     .slab
                     .alloc_new_page(size)
@@ -470,6 +523,7 @@ impl Shard {
             }
             None => {
                 self.climber_misses += 1;
+                self.ghost_feedback(h);
                 self.push_mru(WINDOW, loc);
             }
         }
@@ -495,26 +549,29 @@ impl Shard {
 
     /// The largest item (header, key and value) this shard accepts.
     pub(crate) fn max_item_size(&self) -> usize {
-        (self.budget / 4).max(PAGE_BYTES / 2).min(self.budget)
+        (self.budget / 4)
+            .max(self.slab.page_bytes() / 2)
+            .min(self.budget)
     }
 
-    /// In bytes-only mode the sketch follows the item count (4 counters per item by default):
-    /// doubled when the shard holds more items than it was sized for (counts restart).
+    /// In bytes-only mode the sketch follows the item count: grown by a quarter when the shard
+    /// holds more items than it was sized for (counts restart, a handful of times per fill).
     fn maybe_resize_sketch(&mut self) {
         if self.max_items.is_some() {
             return;
         }
         let per = self.policy.sketch_counters_per_item;
         if (self.index.len() + 1) * per > self.sketch.counters() {
-            let items = ((self.index.len() + 1) * 2).max(1024);
+            let items = ((self.index.len() + 1) * 5 / 4).max(1024);
             self.sketch = Sketch::new(items * per, (items * self.policy.sample_factor) as u64);
+            self.ghosts.resize(items);
         }
     }
 
     // ---- adaptive window ----
 
     fn climb(&mut self) {
-        if !self.policy.adaptive {
+        if self.policy.adaptation != WindowAdaptation::HillClimber {
             return;
         }
         let cap = self.capacity();
@@ -629,5 +686,6 @@ impl Shard {
         self.queues = [Queue::EMPTY; 3];
         self.candidate = NIL;
         self.expire_page = 0;
+        self.ghosts.clear();
     }
 }

@@ -3,9 +3,10 @@
 //! instead of pointers, and an item costs no allocator header.
 //!
 //! Each item is one chunk laid out as a packed header ([`HEADER`] bytes, fields at the `OFF_*`
-//! offsets, read unaligned) followed by the key and the value. Size classes are 8 bytes apart up
+//! offsets, read unaligned) followed by the key and the value. Pages are 64 KiB to 1 MiB (a shard
+//! picks by its budget). Size classes are 4 bytes apart up
 //! to 4 KiB and about 3% apart above, so rounding waste stays small. Items above
-//! [`MAX_SLAB_CHUNK`] get a dedicated mapping of their own. A page whose last item is freed is
+//! a quarter page get a dedicated mapping of their own. A page whose last item is freed is
 //! unmapped at once, so the memory goes back to the kernel; the page-eviction path of the shard
 //! uses that to move memory between classes (memcached's slab rebalancing, done by evicting).
 //!
@@ -39,21 +40,21 @@ pub(crate) const QUEUE_MASK: u8 = 3 << QUEUE_SHIFT;
 /// "No item" locator.
 pub(crate) const NIL: u32 = u32::MAX;
 
-/// Size of a shared page.
-pub(crate) const PAGE_BYTES: usize = 256 << 10;
+/// Largest shared page (the shard picks its page size between [`MIN_PAGE_BYTES`] and this).
+pub(crate) const MAX_PAGE_BYTES: usize = 1 << 20;
+/// Smallest shared page.
+pub(crate) const MIN_PAGE_BYTES: usize = 64 << 10;
 /// Bits of a locator that index the chunk within its page.
-const CHUNK_BITS: u32 = 13;
+const CHUNK_BITS: u32 = 15;
 const CHUNK_MASK: u32 = (1 << CHUNK_BITS) - 1;
 /// Page ids must stay below this so no locator equals [`NIL`].
 const MAX_PAGES: usize = (1 << (32 - CHUNK_BITS)) - 1;
-/// Smallest chunk: a header and a one-byte key, rounded to 8.
-const MIN_CHUNK: usize = 40;
-/// Items larger than this get a dedicated mapping.
-pub(crate) const MAX_SLAB_CHUNK: usize = PAGE_BYTES / 4;
+/// Smallest chunk: a header and a one-byte key, rounded up.
+const MIN_CHUNK: usize = 36;
 const OS_PAGE: usize = 4096;
 const DEDICATED: u32 = u32::MAX;
 
-const _: () = assert!(PAGE_BYTES / MIN_CHUNK <= (1 << CHUNK_BITS));
+const _: () = assert!(MAX_PAGE_BYTES / MIN_CHUNK <= (1 << CHUNK_BITS));
 
 /// One mapping: a page of same-size chunks, or a dedicated mapping holding one large item.
 struct Page {
@@ -92,18 +93,21 @@ pub(crate) struct Slab {
     class_of: HashMap<u32, u32>,
     /// Bytes mapped for pages (the arena's share of the memory budget).
     pub(crate) bytes: usize,
+    /// Size of a shared page; items above a quarter of it get a dedicated mapping.
+    page_bytes: usize,
 }
 
 // SAFETY: the slab exclusively owns its mappings; the raw pointers are never shared outside it
 // except as borrows tied to `&self`/`&mut self`.
 unsafe impl Send for Slab {}
 
-/// Chunk size for an item of `size` bytes (header included), or the dedicated mapping size.
-pub(crate) fn chunk_size(size: usize) -> usize {
+/// Chunk size for an item of `size` bytes (header included) in an arena whose largest slab
+/// chunk is `max_slab_chunk`, or the dedicated mapping size above that.
+pub(crate) fn chunk_size(size: usize, max_slab_chunk: usize) -> usize {
     let size = size.max(MIN_CHUNK);
-    if size <= 4096 {
-        size.div_ceil(8) * 8
-    } else if size <= MAX_SLAB_CHUNK {
+    if size <= 4096.min(max_slab_chunk) {
+        size.div_ceil(4) * 4
+    } else if size <= max_slab_chunk {
         let p = usize::BITS - 1 - (size - 1).leading_zeros(); // floor(log2(size-1))
         let step = 1usize << (p - 5);
         size.div_ceil(step) * step
@@ -139,14 +143,31 @@ fn unmap(ptr: *mut u8, bytes: usize) {
 }
 
 impl Slab {
-    pub(crate) fn new() -> Slab {
+    /// An empty arena with pages of `page_bytes` (clamped to the supported range, power of two).
+    pub(crate) fn new(page_bytes: usize) -> Slab {
         Slab {
             pages: Vec::new(),
             free_page_ids: Vec::new(),
             classes: Vec::new(),
             class_of: HashMap::new(),
             bytes: 0,
+            page_bytes: page_bytes
+                .clamp(MIN_PAGE_BYTES, MAX_PAGE_BYTES)
+                .next_power_of_two(),
         }
+    }
+
+    /// Size of a shared page.
+    pub(crate) fn page_bytes(&self) -> usize {
+        self.page_bytes
+    }
+
+    fn max_slab_chunk(&self) -> usize {
+        self.page_bytes / 4
+    }
+
+    fn chunk_for(&self, size: usize) -> usize {
+        chunk_size(size, self.max_slab_chunk())
     }
 
     /// Bytes of the arena's bookkeeping (page table, class lists), for the budget.
@@ -231,19 +252,19 @@ impl Slab {
     }
 
     /// Bytes a new mapping for an item of `size` would add.
-    pub(crate) fn new_page_cost(size: usize) -> usize {
-        let c = chunk_size(size);
-        if c > MAX_SLAB_CHUNK {
+    pub(crate) fn new_page_cost(&self, size: usize) -> usize {
+        let c = self.chunk_for(size);
+        if c > self.max_slab_chunk() {
             c
         } else {
-            PAGE_BYTES
+            self.page_bytes
         }
     }
 
     /// A chunk for an item of `size` bytes from existing pages, if one is free.
     pub(crate) fn alloc_existing(&mut self, size: usize) -> Option<u32> {
-        let c = chunk_size(size);
-        if c > MAX_SLAB_CHUNK {
+        let c = self.chunk_for(size);
+        if c > self.max_slab_chunk() {
             return None;
         }
         let class = *self.class_of.get(&(c as u32))?;
@@ -279,8 +300,9 @@ impl Slab {
 
     /// Maps a new page (or a dedicated mapping) and takes a chunk from it.
     pub(crate) fn alloc_new_page(&mut self, size: usize) -> Option<u32> {
-        let c = chunk_size(size);
-        let (bytes, chunk, cap, class) = if c > MAX_SLAB_CHUNK {
+        let c = self.chunk_for(size);
+        let page_bytes = self.page_bytes;
+        let (bytes, chunk, cap, class) = if c > self.max_slab_chunk() {
             (c, c as u32, 1, DEDICATED)
         } else {
             let class = match self.class_of.get(&(c as u32)) {
@@ -296,7 +318,7 @@ impl Slab {
                 }
             };
             debug_assert_eq!(self.classes[class as usize].chunk, c as u32);
-            (PAGE_BYTES, c as u32, (PAGE_BYTES / c) as u32, class)
+            (page_bytes, c as u32, (page_bytes / c) as u32, class)
         };
         let pid = match self.free_page_ids.pop() {
             Some(id) => id,
@@ -418,6 +440,7 @@ impl Slab {
         self.classes = Vec::new();
         self.class_of = HashMap::new();
         self.bytes = 0;
+        // page_bytes stays.
     }
 }
 
@@ -433,18 +456,19 @@ mod tests {
 
     #[test]
     fn chunk_sizes_are_tight() {
-        assert_eq!(chunk_size(166), 168);
-        assert_eq!(chunk_size(1108), 1112);
-        assert_eq!(chunk_size(5000), 5120);
-        assert!(chunk_size(9000) - 9000 < 9000 / 32 + 1);
-        assert_eq!(chunk_size(MAX_SLAB_CHUNK + 1) % OS_PAGE, 0);
+        let max = MAX_PAGE_BYTES / 4;
+        assert_eq!(chunk_size(166, max), 168);
+        assert_eq!(chunk_size(1108, max), 1108);
+        assert_eq!(chunk_size(5000, max), 5120);
+        assert!(chunk_size(9000, max) - 9000 < 9000 / 32 + 1);
+        assert_eq!(chunk_size(max + 1, max) % OS_PAGE, 0);
     }
 
     #[test]
     fn alloc_free_reuses_and_unmaps() {
-        let mut s = Slab::new();
+        let mut s = Slab::new(MIN_PAGE_BYTES);
         let a = s.alloc_new_page(100).unwrap();
-        assert_eq!(s.bytes, PAGE_BYTES);
+        assert_eq!(s.bytes, MIN_PAGE_BYTES);
         let b = s.alloc_existing(100).unwrap();
         assert_ne!(a, b);
         s.set_u8(a, OFF_BITS, BIT_LIVE);
