@@ -500,6 +500,16 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
     }
 }
 
+/// Largest data block length taken at face value. As memcached (`vlen > INT_MAX - 2`), a larger count is a
+/// malformed line rather than a too-large value, so the connection does not swallow gigabytes of input.
+pub const MAX_DATA_LEN_FIELD: usize = i32::MAX as usize - 2;
+
+fn parse_data_len(s: &[u8]) -> Option<usize> {
+    parse_u64(s)
+        .and_then(|l| usize::try_from(l).ok())
+        .filter(|l| *l <= MAX_DATA_LEN_FIELD)
+}
+
 fn parse_u32(s: &[u8]) -> Option<u32> {
     parse_u64(s).and_then(|v| u32::try_from(v).ok())
 }
@@ -823,7 +833,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let (Some(key), Some(len)) = (tokens.next(), tokens.next()) else {
                 return err(ProtocolError::BadCommandLine, line_len);
             };
-            let Some(len) = parse_u64(len).and_then(|l| usize::try_from(l).ok()) else {
+            let Some(len) = parse_data_len(len) else {
                 return err(ProtocolError::BadDataChunk, line_len);
             };
             if len > limits.max_value_len {
@@ -907,7 +917,7 @@ fn parse_store<'a>(
     }
     // Without a byte count we cannot find the end of the data block: answer and let the data block be
     // read as a command, as memcached does.
-    let Some(len) = parse_u64(bytes).and_then(|l| usize::try_from(l).ok()) else {
+    let Some(len) = parse_data_len(bytes) else {
         return err(ProtocolError::BadCommandLine, line_len);
     };
     if len > limits.max_value_len {
@@ -961,7 +971,7 @@ fn parse_lease_set<'a>(
         Some(b"noreply") => true,
         Some(_) => return err(ProtocolError::UnknownCommand, line_len),
     };
-    let Some(len) = parse_u64(bytes).and_then(|l| usize::try_from(l).ok()) else {
+    let Some(len) = parse_data_len(bytes) else {
         return err(ProtocolError::BadCommandLine, line_len);
     };
     if len > limits.max_value_len {
@@ -1749,6 +1759,27 @@ mod tests {
                 swallow: Swallow::Bytes(7)
             }
         );
+    }
+
+    #[test]
+    fn absurd_lengths_are_malformed_not_swallowed() {
+        // Without the bound the connection would swallow 2^64 bytes: everything it ever receives.
+        assert_eq!(
+            req(b"set k 0 0 18446744073709551615\r\n"),
+            Parsed::Error {
+                error: ProtocolError::BadCommandLine,
+                consumed: 32,
+                swallow: Swallow::Nothing
+            }
+        );
+        assert!(matches!(
+            req(b"set k 0 0 2147483645\r\n"),
+            Parsed::Error {
+                error: ProtocolError::TooLarge,
+                swallow: Swallow::Bytes(2147483647),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -43,8 +43,9 @@ fn check_request(input: &[u8], limits: &Limits) {
         } => {
             assert!(consumed > 0 && consumed <= input.len());
             if let Swallow::Bytes(n) = swallow {
-                // A swallow is the refused data block: the byte count the client sent, plus "\r\n".
-                assert!(n >= 2);
+                // A swallow is the refused data block: the byte count the client sent, plus "\r\n", and
+                // never more than memcached's bound on that count.
+                assert!(n >= 2 && n <= cache_node::protocol::MAX_DATA_LEN_FIELD + 2);
             }
         }
     }
