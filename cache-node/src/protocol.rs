@@ -87,9 +87,21 @@ pub enum ProtocolError {
     /// The same meta flag twice.
     #[error("CLIENT_ERROR duplicate flag")]
     DuplicateFlag,
-    /// A meta flag's token that does not parse (e.g. `Tabc`), or an opaque over 32 bytes.
+    /// A meta flag's token that does not parse (e.g. `Tabc`).
     #[error("CLIENT_ERROR bad token in command line format")]
     BadToken,
+    /// An opaque (`O`) over 32 bytes.
+    #[error("CLIENT_ERROR opaque token too long")]
+    OpaqueTooLong,
+    /// An `M` flag naming no mode of the command.
+    #[error("CLIENT_ERROR invalid mode for ms M token")]
+    InvalidMode,
+    /// `delete` with arguments other than `0` or `noreply`.
+    #[error("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]")]
+    DeleteUsage,
+    /// `flush_all` with a delay that is not a number.
+    #[error("CLIENT_ERROR invalid exptime argument")]
+    BadExptime,
 }
 
 impl ProtocolError {
@@ -107,6 +119,12 @@ impl ProtocolError {
             ProtocolError::InvalidFlag => b"CLIENT_ERROR invalid flag\r\n",
             ProtocolError::DuplicateFlag => b"CLIENT_ERROR duplicate flag\r\n",
             ProtocolError::BadToken => b"CLIENT_ERROR bad token in command line format\r\n",
+            ProtocolError::OpaqueTooLong => b"CLIENT_ERROR opaque token too long\r\n",
+            ProtocolError::InvalidMode => b"CLIENT_ERROR invalid mode for ms M token\r\n",
+            ProtocolError::DeleteUsage => {
+                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+            }
+            ProtocolError::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
         }
     }
 }
@@ -670,7 +688,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                     b"noreply" => noreply = true,
                     b"0" => {}
                     _ => {
-                        return err(ProtocolError::BadCommandLine, line_len);
+                        return err(ProtocolError::DeleteUsage, line_len);
                     }
                 }
             }
@@ -747,7 +765,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                     (_, b"noreply") => noreply = true,
                     (0, t) => match parse_i64(t) {
                         Some(d) => delay = d,
-                        None => return err(ProtocolError::BadCommandLine, line_len),
+                        None => return err(ProtocolError::BadExptime, line_len),
                     },
                     _ => return err(ProtocolError::UnknownCommand, line_len),
                 }
@@ -772,7 +790,14 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let Some(_level) = tokens.next() else {
                 return err(ProtocolError::UnknownCommand, line_len);
             };
-            let noreply = tokens.next() == Some(b"noreply");
+            let noreply = match tokens.next() {
+                None => false,
+                Some(b"noreply") => true,
+                Some(_) => return err(ProtocolError::UnknownCommand, line_len),
+            };
+            if tokens.next().is_some() {
+                return err(ProtocolError::UnknownCommand, line_len);
+            }
             Parsed::Request {
                 request: Request::Verbosity { noreply },
                 consumed: line_len,
@@ -834,7 +859,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 return err(ProtocolError::BadCommandLine, line_len);
             };
             let Some(len) = parse_data_len(len) else {
-                return err(ProtocolError::BadDataChunk, line_len);
+                return err(ProtocolError::BadCommandLine, line_len);
             };
             if len > limits.max_value_len {
                 return err_swallow(ProtocolError::TooLarge, line_len, len);
@@ -907,14 +932,8 @@ fn parse_store<'a>(
     } else {
         None
     };
-    let noreply = match tokens.next() {
-        None => false,
-        Some(b"noreply") => true,
-        Some(_) => return err(ProtocolError::UnknownCommand, line_len),
-    };
-    if tokens.next().is_some() {
-        return err(ProtocolError::UnknownCommand, line_len);
-    }
+    // As memcached: tokens after the byte count (or CAS) are ignored except a final `noreply`.
+    let noreply = tokens.last() == Some(b"noreply");
     // Without a byte count we cannot find the end of the data block: answer and let the data block be
     // read as a command, as memcached does.
     let Some(len) = parse_data_len(bytes) else {
@@ -1050,7 +1069,7 @@ fn parse_meta_flags(command: MetaCommand, raw: &[u8]) -> Result<MetaFlags<'_>, P
             b'S' => {}
             b'O' => {
                 if arg.len() > MAX_OPAQUE_LEN {
-                    return Err(ProtocolError::BadToken);
+                    return Err(ProtocolError::OpaqueTooLong);
                 }
                 f.opaque = Some(arg);
             }
@@ -1079,13 +1098,13 @@ fn parse_meta_flags(command: MetaCommand, raw: &[u8]) -> Result<MetaFlags<'_>, P
                         b'R' => MetaSetMode::Replace,
                         b'A' => MetaSetMode::Append,
                         b'P' => MetaSetMode::Prepend,
-                        _ => return Err(ProtocolError::BadToken),
+                        _ => return Err(ProtocolError::InvalidMode),
                     });
                 } else {
                     f.arith_mode = Some(match mode {
                         b'I' | b'i' | b'+' => ArithOp::Incr,
                         b'D' | b'd' | b'-' => ArithOp::Decr,
-                        _ => return Err(ProtocolError::BadToken),
+                        _ => return Err(ProtocolError::InvalidMode),
                     });
                 }
             }

@@ -62,14 +62,16 @@ fn replay_prints_hit_rate_with_two_decimals() {
 #[test]
 fn binary_serves_with_memcached_flags() {
     // Port 0 lets the OS choose; the address is in the startup log.
-    let mut child = Command::new(BIN)
-        .args(["-p", "0", "-t", "2", "-m", "8", "--lease-window-secs", "5"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["-p", "0", "-t", "2", "-m", "8", "--lease-window-secs", "5"])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let mut addr = None;
     for _ in 0..10 {
@@ -92,6 +94,14 @@ fn binary_serves_with_memcached_flags() {
     );
     assert!(reply.contains("STAT maxbytes 8388608\r\n"), "{reply}");
     assert!(reply.contains("STAT num_threads 2\r\n"), "{reply}");
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// Stops the server even when an assertion fails first, so no test leaves a process behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
