@@ -75,7 +75,7 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/work/shared/traces"));
-    let mut config_overrides = |c: &mut cache_node::store::StoreConfig| {
+    let config_overrides = |c: &mut cache_node::store::StoreConfig| {
         if let Ok(w) = std::env::var("WINDOW_PERCENT") {
             c.window_percent = w.parse().expect("WINDOW_PERCENT");
         }

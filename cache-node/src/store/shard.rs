@@ -137,7 +137,7 @@ impl Shard {
         Shard {
             // About 64 pages per shard budget: small budgets stay fine-grained, large ones waste
             // little at page tails.
-            slab: Slab::new((budget / 64).min(MAX_PAGE_BYTES)),
+            slab: Slab::for_budget(budget),
             index: Index::new(),
             sketch: Sketch::new(counters, (cap * policy.sample_factor) as u64),
             seed,

@@ -4,8 +4,10 @@
 //!
 //! Each item is one chunk laid out as a packed header ([`HEADER`] bytes, fields at the `OFF_*`
 //! offsets, read unaligned) followed by the key and the value. Pages are 64 KiB to 1 MiB (a shard
-//! picks by its budget). Size classes are 4 bytes apart up
-//! to 4 KiB and about 3% apart above, so rounding waste stays small. Items above
+//! picks by its budget). Size classes are spaced 2^-k of
+//! their size apart (k from 2 to 8 with the page count: 25% down to 0.4%, at least 4 bytes),
+//! so a large budget wastes little to rounding and a small one is not split among more
+//! classes than it has pages. Items above
 //! a quarter page get a dedicated mapping of their own. A page whose last item is freed is
 //! unmapped at once, so the memory goes back to the kernel; the page-eviction path of the shard
 //! uses that to move memory between classes (memcached's slab rebalancing, done by evicting).
@@ -95,25 +97,33 @@ pub(crate) struct Slab {
     pub(crate) bytes: usize,
     /// Size of a shared page; items above a quarter of it get a dedicated mapping.
     page_bytes: usize,
+    /// Size classes per power of two, as a power of two.
+    class_bits: u32,
 }
 
 // SAFETY: the slab exclusively owns its mappings; the raw pointers are never shared outside it
 // except as borrows tied to `&self`/`&mut self`.
 unsafe impl Send for Slab {}
 
-/// Chunk size for an item of `size` bytes (header included) in an arena whose largest slab
-/// chunk is `max_slab_chunk`, or the dedicated mapping size above that.
-pub(crate) fn chunk_size(size: usize, max_slab_chunk: usize) -> usize {
+/// Chunk size for an item of `size` bytes (header included): `2^class_bits` classes per
+/// power of two (at least 4 bytes apart), or, above `max_slab_chunk`, the dedicated mapping
+/// size.
+pub(crate) fn chunk_size(size: usize, class_bits: u32, max_slab_chunk: usize) -> usize {
     let size = size.max(MIN_CHUNK);
-    if size <= 4096.min(max_slab_chunk) {
-        size.div_ceil(4) * 4
-    } else if size <= max_slab_chunk {
-        let p = usize::BITS - 1 - (size - 1).leading_zeros(); // floor(log2(size-1))
-        let step = 1usize << (p - 5);
-        size.div_ceil(step) * step
-    } else {
-        size.div_ceil(OS_PAGE) * OS_PAGE
+    if size > max_slab_chunk {
+        return size.div_ceil(OS_PAGE) * OS_PAGE;
     }
+    let octave = usize::BITS - 1 - size.leading_zeros(); // floor(log2(size))
+    let step = (1usize << octave.saturating_sub(class_bits)).max(4);
+    size.div_ceil(step) * step
+}
+
+/// Class resolution for an arena of `pages` pages: fine classes (little rounding waste) when
+/// there are pages enough for many classes, coarse ones (memcached-like, 25% apart) when few,
+/// so a small budget is not split among more classes than it has pages.
+pub(crate) fn class_bits_for(pages: usize) -> u32 {
+    let bits = usize::BITS - 1 - (pages / 8).max(1).leading_zeros();
+    bits.clamp(2, 8)
 }
 
 fn map(bytes: usize) -> Option<*mut u8> {
@@ -143,9 +153,18 @@ fn unmap(ptr: *mut u8, bytes: usize) {
 }
 
 impl Slab {
+    /// An empty arena for a budget of `budget` bytes: pages of about 1/64 of it (64 KiB to
+    /// 1 MiB), size classes as fine as the page count allows.
+    pub(crate) fn for_budget(budget: usize) -> Slab {
+        let mut s = Slab::new(budget / 64);
+        s.class_bits = class_bits_for(budget / s.page_bytes);
+        s
+    }
+
     /// An empty arena with pages of `page_bytes` (clamped to the supported range, power of two).
     pub(crate) fn new(page_bytes: usize) -> Slab {
         Slab {
+            class_bits: 8,
             pages: Vec::new(),
             free_page_ids: Vec::new(),
             classes: Vec::new(),
@@ -167,7 +186,7 @@ impl Slab {
     }
 
     fn chunk_for(&self, size: usize) -> usize {
-        chunk_size(size, self.max_slab_chunk())
+        chunk_size(size, self.class_bits, self.max_slab_chunk())
     }
 
     /// Bytes of the arena's bookkeeping (page table, class lists), for the budget.
@@ -457,11 +476,17 @@ mod tests {
     #[test]
     fn chunk_sizes_are_tight() {
         let max = MAX_PAGE_BYTES / 4;
-        assert_eq!(chunk_size(166, max), 168);
-        assert_eq!(chunk_size(1108, max), 1108);
-        assert_eq!(chunk_size(5000, max), 5120);
-        assert!(chunk_size(9000, max) - 9000 < 9000 / 32 + 1);
-        assert_eq!(chunk_size(max + 1, max) % OS_PAGE, 0);
+        assert_eq!(chunk_size(166, 8, max), 168);
+        assert_eq!(chunk_size(1108, 8, max), 1108);
+        assert_eq!(chunk_size(5000, 8, max), 5008);
+        assert!(chunk_size(9000, 8, max) - 9000 < 9000 / 256 + 1);
+        assert_eq!(chunk_size(max + 1, 8, max) % OS_PAGE, 0);
+        // Coarse classes: 4 per power of two.
+        assert_eq!(chunk_size(1108, 2, max), 1280);
+        assert_eq!(chunk_size(100, 2, max), 112);
+        assert_eq!(class_bits_for(32), 2);
+        assert_eq!(class_bits_for(64), 3);
+        assert_eq!(class_bits_for(4096), 8);
     }
 
     #[test]
