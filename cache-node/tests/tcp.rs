@@ -60,6 +60,13 @@ async fn storage_and_retrieval_commands() -> R {
     // Empty values are values.
     c.expect(b"set e 0 0 0\r\n\r\n", b"STORED\r\n").await;
     c.expect(b"get e\r\n", b"VALUE e 0 0\r\n\r\nEND\r\n").await;
+    // As memcached, extra tokens after the byte count are ignored (only a final noreply counts).
+    c.expect(b"set x 0 0 1 extra\r\ny\r\n", b"STORED\r\n").await;
+    c.expect(
+        b"set x 0 0 1 extra noreply\r\nz\r\nget x\r\n",
+        b"VALUE x 0 1\r\nz\r\nEND\r\n",
+    )
+    .await;
     assert_eq!(c.stat("cas_hits").await, "1");
     assert_eq!(c.stat("cas_badval").await, "1");
     assert_eq!(c.stat("cas_misses").await, "1");
