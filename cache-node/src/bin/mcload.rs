@@ -222,50 +222,71 @@ async fn run_connection(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Arc::new(Args::parse());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        if args.prepopulate {
-            prepopulate(&args).await?;
-        }
-        let measuring = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks: Vec<_> = (0..args.connections)
-            .map(|id| {
-                tokio::spawn(run_connection(
-                    args.clone(),
-                    id,
-                    measuring.clone(),
-                    stop.clone(),
-                ))
+    if args.prepopulate {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(prepopulate(&args))?;
+    }
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    // One single-threaded runtime per client thread, connections spread over them: no work stealing in the
+    // client either, so it spends as little CPU per request as it can and disturbs the server least.
+    let threads = args.threads.max(1);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let args = args.clone();
+            let measuring = measuring.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || -> std::io::Result<Vec<ConnResult>> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let tasks: Vec<_> = (t..args.connections)
+                        .step_by(threads)
+                        .map(|id| {
+                            tokio::spawn(run_connection(
+                                args.clone(),
+                                id,
+                                measuring.clone(),
+                                stop.clone(),
+                            ))
+                        })
+                        .collect();
+                    let mut results = Vec::with_capacity(tasks.len());
+                    for task in tasks {
+                        results.push(task.await.map_err(std::io::Error::other)??);
+                    }
+                    Ok(results)
+                })
             })
-            .collect();
-        tokio::time::sleep(Duration::from_secs_f64(args.warmup_secs)).await;
-        measuring.store(true, Ordering::Relaxed);
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs_f64(args.duration_secs)).await;
-        measuring.store(false, Ordering::Relaxed);
-        let elapsed = started.elapsed().as_secs_f64();
-        stop.store(true, Ordering::Relaxed);
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-        let (mut ops, mut hits, mut misses, mut errors) = (0, 0, 0, 0);
-        for t in tasks {
-            let r = t.await??;
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(args.warmup_secs));
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(args.duration_secs));
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut ops, mut hits, mut misses, mut errors) = (0, 0, 0, 0);
+    for h in handles {
+        for r in h.join().map_err(|_| "client thread panicked")?? {
             hist.add(&r.hist)?;
             ops += r.ops;
             hits += r.hits;
             misses += r.misses;
             errors += r.errors;
         }
-        println!(
-            "ops={ops} ops_per_sec={:.0} p50_us={} p99_us={} p999_us={} hits={hits} misses={misses} errors={errors}",
-            ops as f64 / elapsed,
-            hist.value_at_quantile(0.50),
-            hist.value_at_quantile(0.99),
-            hist.value_at_quantile(0.999),
-        );
-        Ok::<(), Box<dyn std::error::Error>>(())
-    })
+    }
+    println!(
+        "ops={ops} ops_per_sec={:.0} p50_us={} p99_us={} p999_us={} hits={hits} misses={misses} errors={errors}",
+        ops as f64 / elapsed,
+        hist.value_at_quantile(0.50),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+    );
+    Ok(())
 }
