@@ -463,6 +463,11 @@ impl<'n> Session<'n> {
         let now = self.node.clock.now();
         let touch = flags.ttl.map(|t| self.expiry(t));
         let lease_window = self.node.config.lease_window_secs;
+        // Only a vivifying mg needs the wall clock (to convert its N); skip the read otherwise.
+        let unix_now = match flags.vivify_ttl {
+            Some(_) => self.node.clock.unix_now(),
+            None => 0,
+        };
         let new_token = flags
             .vivify_ttl
             .map(|_| flags.new_cas.unwrap_or_else(|| self.lease_token()));
@@ -484,7 +489,8 @@ impl<'n> Session<'n> {
                 };
                 // Miss with N: create the lease placeholder; this reader wins.
                 let ttl = if n > 0 { n } else { i64::from(lease_window) };
-                let exptime = match convert_exptime(ttl, now, 0) {
+                // A lease always ends: an N that converts to "never" or "already expired" gets the window.
+                let exptime = match convert_exptime(ttl, now, unix_now) {
                     Expiry::At(t) => t,
                     _ => now.saturating_add(lease_window.max(1)),
                 };
