@@ -1144,6 +1144,44 @@ pub fn compose_number(out: &mut BytesMut, n: u64) {
     put_num(out, n);
 }
 
+impl<'a> Request<'a> {
+    /// The key of a single-key request, as sent (a meta key with the `b` flag is base64: see
+    /// [`decode_key`]); `None` for multi-key gets and keyless commands. For routing by key.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        match *self {
+            Request::Store { key, .. }
+            | Request::Delete { key, .. }
+            | Request::Arith { key, .. }
+            | Request::Touch { key, .. }
+            | Request::LeaseGet { key }
+            | Request::LeaseSet { key, .. }
+            | Request::Meta { key, .. } => Some(key),
+            Request::Get { .. }
+            | Request::FlushAll { .. }
+            | Request::Stats { .. }
+            | Request::Version
+            | Request::Verbosity { .. }
+            | Request::Quit
+            | Request::MetaNoop => None,
+        }
+    }
+
+    /// Whether the server will certainly not answer (`noreply`). Quiet meta requests (`q`) are not
+    /// included: they are answered on failure, so a proxy ends a batch of them with `mn`.
+    pub fn is_noreply(&self) -> bool {
+        match *self {
+            Request::Store { noreply, .. }
+            | Request::Delete { noreply, .. }
+            | Request::Arith { noreply, .. }
+            | Request::Touch { noreply, .. }
+            | Request::FlushAll { noreply, .. }
+            | Request::Verbosity { noreply }
+            | Request::LeaseSet { noreply, .. } => noreply,
+            _ => false,
+        }
+    }
+}
+
 impl Request<'_> {
     /// Writes this request in its canonical wire form. Parsing the output yields an equal request.
     pub fn compose(&self, out: &mut BytesMut) {
@@ -1778,6 +1816,24 @@ mod tests {
                 swallow: Swallow::Bytes(7)
             }
         );
+    }
+
+    #[test]
+    fn key_and_noreply_for_routing() {
+        let Parsed::Request { request, .. } = req(b"delete user:1 noreply\r\n") else {
+            panic!()
+        };
+        assert_eq!(request.key(), Some(&b"user:1"[..]));
+        assert!(request.is_noreply());
+        let Parsed::Request { request, .. } = req(b"mg Zm9v b v\r\n") else {
+            panic!()
+        };
+        assert_eq!(request.key(), Some(&b"Zm9v"[..]));
+        assert!(!request.is_noreply());
+        let Parsed::Request { request, .. } = req(b"get a b\r\n") else {
+            panic!()
+        };
+        assert_eq!(request.key(), None);
     }
 
     #[test]
