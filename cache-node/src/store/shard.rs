@@ -348,9 +348,7 @@ impl Shard {
         if self.candidate == loc {
             self.candidate = NIL;
         }
-        let (slab, seed) = (&self.slab, self.seed);
-        self.index
-            .remove_slot(slot, |l| super::hash_key(seed, slab.key(l)));
+        self.index.remove_slot(slot);
         self.slab.free(loc);
     }
 
@@ -508,9 +506,9 @@ impl Shard {
             queue = Some(self.queue_of(old));
             self.remove_at(slot, old);
         }
-        if self.index.needs_grow() {
+        if self.index.needs_rebuild() {
             let (slab, seed) = (&self.slab, self.seed);
-            self.index.grow(|l| super::hash_key(seed, slab.key(l)));
+            self.index.rebuild(|l| super::hash_key(seed, slab.key(l)));
         }
         self.maybe_resize_sketch();
         let loc = self.allocate(size)?;
