@@ -98,6 +98,9 @@ fn main() {
                 _ => WindowAdaptation::Ghost,
             };
         }
+        if let Ok(v) = std::env::var("MARGIN") {
+            c.admission_margin = v.parse().expect("MARGIN");
+        }
         if let Ok(v) = std::env::var("GHOST_STEP") {
             c.ghost_step_items = v.parse().expect("GHOST_STEP");
         }
@@ -122,6 +125,11 @@ fn main() {
         let opt = pct(opt_hits(&keys, cap), keys.len());
         let mut config = replay_config(cap);
         config_overrides(&mut config);
+        if let Ok(extra) = std::env::var("EXTRA_ITEMS") {
+            let extra: usize = extra.parse().expect("EXTRA_ITEMS");
+            config.max_items = Some(cap + extra);
+            config.window_percent = 100.0 * extra as f64 / (cap + extra) as f64;
+        }
         let report = replay_keys_with(keys.iter().copied(), cap, config);
         let ours = report.hit_rate_percent();
         let name = Path::new(path.file_name().expect("file"))

@@ -1,28 +1,33 @@
 //! Compact open-addressing hash index: key hash -> item locator.
 //!
-//! Linear probing over two parallel arrays, a one-byte tag (low byte of the hash, 0 = empty) and
-//! a `u32` locator, so a slot costs 5 bytes and most non-matching probes are rejected without
-//! touching the item. Deletion shifts later entries back (no tombstones). The table grows by
-//! 1.25x at 85% load, which keeps the average cost near 6.5 bytes per item, where a power-of-two
-//! table would swing between 5.7 and 11.4. Hashes are not stored: the caller recomputes an item's
-//! hash from its key when a deletion or a resize needs it.
+//! Linear probing over two parallel arrays, a one-byte tag (from the low byte of the hash;
+//! 0 = empty, 1 = deleted) and a `u32` locator, so a slot costs 5 bytes and most non-matching
+//! probes are rejected without touching the item. Deletion leaves a tombstone (or an empty slot
+//! when the run ends there), so it never has to touch other items; tombstones are swept by a
+//! rebuild when live entries plus tombstones reach 85% of the slots, and the rebuild grows the
+//! table by 1.25x only when the live entries alone pass 60%. That keeps the average cost near
+//! 6.5 bytes per item, where a power-of-two table would swing between 5.7 and 11.4. Hashes are
+//! not stored: a rebuild recomputes each item's hash from its key.
 
 use super::slab::NIL;
 
 const MAX_LOAD_NUM: usize = 17;
 const MAX_LOAD_DEN: usize = 20;
+const EMPTY: u8 = 0;
+const TOMBSTONE: u8 = 1;
 
 pub(crate) struct Index {
     tags: Vec<u8>,
     locs: Vec<u32>,
     len: usize,
+    tombstones: usize,
 }
 
 #[inline]
 fn tag_of(h: u64) -> u8 {
     let t = h as u8;
-    if t == 0 {
-        1
+    if t <= TOMBSTONE {
+        t + 2
     } else {
         t
     }
@@ -36,9 +41,10 @@ fn home(h: u64, n: usize) -> usize {
 impl Index {
     pub(crate) fn new() -> Index {
         Index {
-            tags: vec![0; 16],
+            tags: vec![EMPTY; 16],
             locs: vec![NIL; 16],
             len: 0,
+            tombstones: 0,
         }
     }
 
@@ -59,7 +65,7 @@ impl Index {
         let mut i = home(h, n);
         loop {
             let t = self.tags[i];
-            if t == 0 {
+            if t == EMPTY {
                 return None;
             }
             if t == tag && is_key(self.locs[i]) {
@@ -72,22 +78,25 @@ impl Index {
         }
     }
 
-    /// Whether inserting one more entry needs a resize first.
-    pub(crate) fn needs_grow(&self) -> bool {
-        (self.len + 1) * MAX_LOAD_DEN > self.tags.len() * MAX_LOAD_NUM
+    /// Whether inserting one more entry needs a rebuild first.
+    pub(crate) fn needs_rebuild(&self) -> bool {
+        (self.len + self.tombstones + 1) * MAX_LOAD_DEN > self.tags.len() * MAX_LOAD_NUM
     }
 
-    fn grown_len(n: usize) -> usize {
-        (n + n / 4).max(16)
-    }
-
-    /// Grows the table, recomputing each entry's hash with `hash_of`.
-    pub(crate) fn grow(&mut self, hash_of: impl Fn(u32) -> u64) {
-        let n = Self::grown_len(self.tags.len());
+    /// Rebuilds the table without tombstones, 1.25x larger if the live entries need it,
+    /// recomputing each entry's hash with `hash_of`.
+    pub(crate) fn rebuild(&mut self, hash_of: impl Fn(u32) -> u64) {
+        let old_n = self.tags.len();
+        let n = if (self.len + 1) * 10 > old_n * 6 {
+            (old_n + old_n / 4).max(16)
+        } else {
+            old_n
+        };
         let old_locs = std::mem::replace(&mut self.locs, vec![NIL; n]);
-        let old_tags = std::mem::replace(&mut self.tags, vec![0; n]);
+        let old_tags = std::mem::replace(&mut self.tags, vec![EMPTY; n]);
+        self.tombstones = 0;
         for (t, loc) in old_tags.into_iter().zip(old_locs) {
-            if t != 0 {
+            if t > TOMBSTONE {
                 self.place(hash_of(loc), loc);
             }
         }
@@ -96,49 +105,48 @@ impl Index {
     fn place(&mut self, h: u64, loc: u32) {
         let n = self.tags.len();
         let mut i = home(h, n);
-        while self.tags[i] != 0 {
+        while self.tags[i] > TOMBSTONE {
             i += 1;
             if i == n {
                 i = 0;
             }
         }
+        if self.tags[i] == TOMBSTONE {
+            self.tombstones -= 1;
+        }
         self.tags[i] = tag_of(h);
         self.locs[i] = loc;
     }
 
-    /// Inserts an entry known to be absent. Call [`Index::grow`] first when [`Index::needs_grow`].
+    /// Inserts an entry known to be absent. Call [`Index::rebuild`] first when
+    /// [`Index::needs_rebuild`].
     pub(crate) fn insert(&mut self, h: u64, loc: u32) {
-        debug_assert!(!self.needs_grow() || self.len < self.tags.len() - 1);
+        debug_assert!(self.len + self.tombstones < self.tags.len() - 1);
         self.place(h, loc);
         self.len += 1;
     }
 
-    /// Removes the entry in `slot`, shifting back the entries of its probe run.
-    pub(crate) fn remove_slot(&mut self, slot: usize, hash_of: impl Fn(u32) -> u64) {
+    /// Removes the entry in `slot`.
+    pub(crate) fn remove_slot(&mut self, slot: usize) {
         let n = self.tags.len();
-        let mut hole = slot;
+        self.locs[slot] = NIL;
+        self.len -= 1;
+        if self.tags[(slot + 1) % n] != EMPTY {
+            self.tags[slot] = TOMBSTONE;
+            self.tombstones += 1;
+            return;
+        }
+        // The probe run ends here: this slot and the tombstones just before it can be empty.
+        self.tags[slot] = EMPTY;
         let mut j = slot;
         loop {
-            j += 1;
-            if j == n {
-                j = 0;
-            }
-            if self.tags[j] == 0 {
+            j = (j + n - 1) % n;
+            if self.tags[j] != TOMBSTONE {
                 break;
             }
-            let h = home(hash_of(self.locs[j]), n);
-            // The entry at j may move into the hole if the hole lies within [h, j) cyclically.
-            let dist_home = (j + n - h) % n;
-            let dist_hole = (j + n - hole) % n;
-            if dist_home >= dist_hole {
-                self.tags[hole] = self.tags[j];
-                self.locs[hole] = self.locs[j];
-                hole = j;
-            }
+            self.tags[j] = EMPTY;
+            self.tombstones -= 1;
         }
-        self.tags[hole] = 0;
-        self.locs[hole] = NIL;
-        self.len -= 1;
     }
 
     /// Empties the table.
@@ -169,14 +177,14 @@ mod tests {
             let found = idx.find(h, |l| l == loc);
             if x & 1 == 0 {
                 if found.is_none() {
-                    if idx.needs_grow() {
-                        idx.grow(hash_of);
+                    if idx.needs_rebuild() {
+                        idx.rebuild(hash_of);
                     }
                     idx.insert(h, loc);
                     model.insert(loc, ());
                 }
             } else if let Some((slot, _)) = found {
-                idx.remove_slot(slot, hash_of);
+                idx.remove_slot(slot);
                 model.remove(&loc);
             }
             assert_eq!(idx.len(), model.len());

@@ -49,6 +49,12 @@ pub struct StoreConfig {
     pub window_adaptation: WindowAdaptation,
     /// Window change per ghost hit, in items ([`WindowAdaptation::Ghost`]).
     pub ghost_step_items: f64,
+    /// Admission margin: a candidate leaving the window replaces the main space's victim only
+    /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
+    /// discounts the candidate's own latest access, which otherwise makes a sketch freshly
+    /// halved favour whatever was just used (it turns a loop into LRU churn); 0 is Caffeine's
+    /// rule.
+    pub admission_margin: u8,
     /// Initial (or, when not adaptive, fixed) window share of the capacity, in percent.
     pub window_percent: f64,
     /// Share of the main space (beyond the window) kept for the protected segment, in percent.
@@ -83,10 +89,11 @@ impl Default for StoreConfig {
             max_items: None,
             hash_seed: default_hash_seed(),
             window_adaptation: WindowAdaptation::Ghost,
-            ghost_step_items: 1.0,
+            ghost_step_items: 0.3,
+            admission_margin: 1,
             window_percent: 1.0,
             protected_percent: 80.0,
-            sketch_counters_per_item: 4,
+            sketch_counters_per_item: 8,
             sample_factor: 10,
             climber_sample_factor: 10.0,
         }
@@ -109,7 +116,8 @@ pub enum WindowAdaptation {
 /// Errors from store writes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// The item cannot fit in a shard's share of the budget (memcached: "object too large").
+    /// The item cannot fit in a shard's share of the budget (memcached: "object too large"),
+    /// or the value is longer than 16 MiB - 1 (the item header's 24-bit length).
     #[error("item of {size} bytes is too large for the store (max {max})")]
     TooLarge { size: usize, max: usize },
     /// The key is empty or longer than 250 bytes.
@@ -372,6 +380,7 @@ impl Store {
         let policy = PolicyConfig {
             adaptation: config.window_adaptation,
             ghost_step_items: config.ghost_step_items.max(0.0),
+            admission_margin: config.admission_margin,
             window_percent: (config.window_percent / 100.0).clamp(0.0, 1.0),
             protected_percent: (config.protected_percent / 100.0).clamp(0.0, 1.0),
             sketch_counters_per_item: config.sketch_counters_per_item.max(1),

@@ -34,6 +34,9 @@ pub(crate) struct PolicyConfig {
     pub(crate) adaptation: WindowAdaptation,
     /// Window change per (unsampled) ghost hit, in items.
     pub(crate) ghost_step_items: f64,
+    /// A candidate is admitted when its estimated frequency exceeds the victim's by more than
+    /// this.
+    pub(crate) admission_margin: u8,
     /// Initial (or fixed) window share of the capacity.
     pub(crate) window_percent: f64,
     /// Protected share of the main space.
@@ -50,10 +53,11 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             adaptation: WindowAdaptation::Ghost,
-            ghost_step_items: 1.0,
+            ghost_step_items: 0.3,
+            admission_margin: 1,
             window_percent: INITIAL_WINDOW,
             protected_percent: PERCENT_MAIN_PROTECTED,
-            sketch_counters_per_item: 4,
+            sketch_counters_per_item: 8,
             sample_factor: 10,
             climber_sample_factor: 10.0,
         }
@@ -344,9 +348,7 @@ impl Shard {
         if self.candidate == loc {
             self.candidate = NIL;
         }
-        let (slab, seed) = (&self.slab, self.seed);
-        self.index
-            .remove_slot(slot, |l| super::hash_key(seed, slab.key(l)));
+        self.index.remove_slot(slot);
         self.slab.free(loc);
     }
 
@@ -389,7 +391,7 @@ impl Shard {
     fn admit(&mut self, candidate: u32, victim: u32) -> bool {
         let cf = self.sketch.frequency(self.hash(self.slab.key(candidate)));
         let vf = self.sketch.frequency(self.hash(self.slab.key(victim)));
-        if cf > vf {
+        if cf > vf + self.policy.admission_margin {
             true
         } else if cf > ADMIT_HASHDOS_THRESHOLD {
             // Escape hatch against an attacker pinning hot victims: admit a warm candidate
@@ -492,8 +494,11 @@ impl Shard {
         let vlen: usize = parts.iter().map(|p| p.len()).sum();
         let size = HEADER + key.len() + vlen;
         let max = self.max_item_size();
-        if size > max || vlen > u32::MAX as usize {
-            return Err(StoreError::TooLarge { size, max });
+        if size > max || vlen > MAX_VALUE_LEN {
+            return Err(StoreError::TooLarge {
+                size,
+                max: max.min(HEADER + key.len() + MAX_VALUE_LEN),
+            });
         }
         // A replacement keeps the key's standing: it counts as an access, not as a miss.
         let mut queue = None;
@@ -501,14 +506,13 @@ impl Shard {
             queue = Some(self.queue_of(old));
             self.remove_at(slot, old);
         }
-        if self.index.needs_grow() {
+        if self.index.needs_rebuild() {
             let (slab, seed) = (&self.slab, self.seed);
-            self.index.grow(|l| super::hash_key(seed, slab.key(l)));
+            self.index.rebuild(|l| super::hash_key(seed, slab.key(l)));
         }
         self.maybe_resize_sketch();
         let loc = self.allocate(size)?;
-        self.slab.set_u8(loc, OFF_KLEN, key.len() as u8);
-        self.slab.set_u32(loc, OFF_VLEN, vlen as u32);
+        self.slab.set_lens(loc, key.len(), vlen);
         self.slab.set_u8(loc, OFF_BITS, BIT_LIVE);
         self.set_meta(loc, meta);
         self.slab.write_body(loc, key, parts);
@@ -555,14 +559,15 @@ impl Shard {
     }
 
     /// In bytes-only mode the sketch follows the item count: grown by a quarter when the shard
-    /// holds more items than it was sized for (counts restart, a handful of times per fill).
+    /// holds more items than it was sized for, by an eighth (counts restart, a few dozen times
+    /// while a large cache fills; never once the item count is steady).
     fn maybe_resize_sketch(&mut self) {
         if self.max_items.is_some() {
             return;
         }
         let per = self.policy.sketch_counters_per_item;
         if (self.index.len() + 1) * per > self.sketch.counters() {
-            let items = ((self.index.len() + 1) * 5 / 4).max(1024);
+            let items = ((self.index.len() + 1) * 9 / 8).max(1024);
             self.sketch = Sketch::new(items * per, (items * self.policy.sample_factor) as u64);
             self.ghosts.resize(items);
         }

@@ -1,7 +1,9 @@
 //! Count-min sketch of access frequencies with 4-bit counters, aged by halving (TinyLFU).
 //!
-//! Each key maps to four counters (one per independent hash), packed 16 to a `u64`. An
-//! increment bumps each of the four that is below 15; the estimate is their minimum. After
+//! Each key maps to four counters, packed 16 to a `u64`, all within one 64-byte block (one
+//! cache miss per lookup, Caffeine's layout): the block from one part of the hash, then for
+//! each counter a word pair and a nibble from another. An increment bumps each of the four that
+//! is below 15; the estimate is their minimum. After
 //! `sample_size` increments every counter is halved, so old popularity fades (the "reset" of the
 //! TinyLFU paper, as in Caffeine and moka). The table size is not tied to a power of two: a key's
 //! counter positions come from multiply-shift range reduction.
@@ -28,7 +30,7 @@ pub(crate) struct Sketch {
 impl Sketch {
     /// A sketch with `counters` 4-bit counters, halved every `sample_size` increments.
     pub(crate) fn new(counters: usize, sample_size: u64) -> Sketch {
-        let words = counters.div_ceil(16).max(1);
+        let words = counters.div_ceil(16 * 8).max(1) * 8;
         Sketch {
             table: vec![0; words],
             size: 0,
@@ -45,12 +47,17 @@ impl Sketch {
         self.table.len() * 16
     }
 
+    /// Word index and bit shift of the key's `i`-th counter.
     #[inline]
     fn position(&self, h: u64, i: usize) -> (usize, u32) {
-        let mut x = (h ^ SEEDS[i]).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut x = (h ^ SEEDS[0]).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         x ^= x >> 29;
-        let counter = ((u128::from(x) * (self.table.len() * 16) as u128) >> 64) as usize;
-        (counter >> 4, ((counter & 15) as u32) << 2)
+        let blocks = self.table.len() / 8;
+        let block = ((u128::from(x) * blocks as u128) >> 64) as usize;
+        let c = (h ^ SEEDS[1]).wrapping_mul(SEEDS[2]);
+        let part = (c >> (i * 8 + 24)) as usize;
+        let word = block * 8 + (i << 1) + (part & 1);
+        (word, (((part >> 1) & 15) as u32) << 2)
     }
 
     /// Estimated frequency of the key with hash `h` (0..=15).

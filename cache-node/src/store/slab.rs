@@ -5,7 +5,8 @@
 //! Each item is one chunk laid out as a packed header ([`HEADER`] bytes, fields at the `OFF_*`
 //! offsets, read unaligned) followed by the key and the value. Pages are 64 KiB to 1 MiB (a shard
 //! picks by its budget). Size classes are spaced 2^-k of
-//! their size apart (k from 2 to 8 with the page count: 25% down to 0.4%, at least 4 bytes),
+//! their size apart (k from 2 to 8 with the page count: 25% down to 0.4%; chunks need no
+//! alignment),
 //! so a large budget wastes little to rounding and a small one is not split among more
 //! classes than it has pages. Items above
 //! a quarter page get a dedicated mapping of their own. A page whose last item is freed is
@@ -18,17 +19,18 @@
 use std::collections::HashMap;
 
 /// Header length: prev u32, next u32, cas u64, flags u32, exptime u32, last_access u32,
-/// value length u32, key length u8, bits u8.
-pub(crate) const HEADER: usize = 34;
+/// lengths u32 (value length in the low 24 bits, key length in the high 8), bits u8.
+pub(crate) const HEADER: usize = 33;
 pub(crate) const OFF_PREV: usize = 0;
 pub(crate) const OFF_NEXT: usize = 4;
 pub(crate) const OFF_CAS: usize = 8;
 pub(crate) const OFF_FLAGS: usize = 16;
 pub(crate) const OFF_EXPTIME: usize = 20;
 pub(crate) const OFF_LAST_ACCESS: usize = 24;
-pub(crate) const OFF_VLEN: usize = 28;
-pub(crate) const OFF_KLEN: usize = 32;
-pub(crate) const OFF_BITS: usize = 33;
+pub(crate) const OFF_LENS: usize = 28;
+pub(crate) const OFF_BITS: usize = 32;
+/// Largest value the 24-bit length field holds.
+pub(crate) const MAX_VALUE_LEN: usize = (1 << 24) - 1;
 
 /// Bits in the header's bits byte.
 pub(crate) const BIT_LIVE: u8 = 1;
@@ -106,15 +108,15 @@ pub(crate) struct Slab {
 unsafe impl Send for Slab {}
 
 /// Chunk size for an item of `size` bytes (header included): `2^class_bits` classes per
-/// power of two (at least 4 bytes apart), or, above `max_slab_chunk`, the dedicated mapping
-/// size.
+/// power of two, or, above `max_slab_chunk`, the dedicated mapping size. Chunks need no
+/// alignment (header fields are read unaligned), so the finest classes are 1 byte apart.
 pub(crate) fn chunk_size(size: usize, class_bits: u32, max_slab_chunk: usize) -> usize {
     let size = size.max(MIN_CHUNK);
     if size > max_slab_chunk {
         return size.div_ceil(OS_PAGE) * OS_PAGE;
     }
     let octave = usize::BITS - 1 - size.leading_zeros(); // floor(log2(size))
-    let step = (1usize << octave.saturating_sub(class_bits)).max(4);
+    let step = 1usize << octave.saturating_sub(class_bits);
     size.div_ceil(step) * step
 }
 
@@ -243,17 +245,23 @@ impl Slab {
 
     #[inline]
     pub(crate) fn key(&self, loc: u32) -> &[u8] {
-        let klen = self.get_u8(loc, OFF_KLEN) as usize;
+        let klen = (self.get_u32(loc, OFF_LENS) >> 24) as usize;
         // SAFETY: the key follows the header inside the chunk.
         unsafe { std::slice::from_raw_parts(self.ptr(loc).add(HEADER), klen) }
     }
 
     #[inline]
     pub(crate) fn value(&self, loc: u32) -> &[u8] {
-        let klen = self.get_u8(loc, OFF_KLEN) as usize;
-        let vlen = self.get_u32(loc, OFF_VLEN) as usize;
+        let lens = self.get_u32(loc, OFF_LENS);
+        let (klen, vlen) = ((lens >> 24) as usize, (lens & 0xff_ffff) as usize);
         // SAFETY: the value follows the key inside the chunk.
         unsafe { std::slice::from_raw_parts(self.ptr(loc).add(HEADER + klen), vlen) }
+    }
+
+    /// Records the key and value lengths of a freshly allocated chunk.
+    pub(crate) fn set_lens(&mut self, loc: u32, klen: usize, vlen: usize) {
+        debug_assert!(klen <= 255 && vlen <= MAX_VALUE_LEN);
+        self.set_u32(loc, OFF_LENS, ((klen as u32) << 24) | vlen as u32);
     }
 
     /// Writes key and value parts of a freshly allocated chunk.
@@ -476,8 +484,8 @@ mod tests {
     #[test]
     fn chunk_sizes_are_tight() {
         let max = MAX_PAGE_BYTES / 4;
-        assert_eq!(chunk_size(166, 8, max), 168);
-        assert_eq!(chunk_size(1108, 8, max), 1108);
+        assert_eq!(chunk_size(165, 8, max), 165);
+        assert_eq!(chunk_size(1107, 8, max), 1108);
         assert_eq!(chunk_size(5000, 8, max), 5008);
         assert!(chunk_size(9000, 8, max) - 9000 < 9000 / 256 + 1);
         assert_eq!(chunk_size(max + 1, 8, max) % OS_PAGE, 0);
