@@ -63,7 +63,11 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((socket, _)) = accepted else { continue };
+                let Ok((socket, _)) = accepted else {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 let node = node.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_secs(5), respond(socket, &node)).await;
