@@ -126,6 +126,20 @@ impl Client {
         self.buf.drain(..n).collect()
     }
 
+    /// Returns whatever is buffered, or waits for the next chunk from the socket.
+    pub async fn read_some(&mut self) -> Vec<u8> {
+        if self.buf.is_empty() {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let r = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .expect("timed out waiting for a reply")
+                .unwrap();
+            assert!(r > 0, "connection closed");
+            return chunk[..r].to_vec();
+        }
+        std::mem::take(&mut self.buf)
+    }
+
     /// Reads one line (without `\r\n`).
     pub async fn line(&mut self) -> String {
         loop {
