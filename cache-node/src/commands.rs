@@ -1,4 +1,4 @@
-//! Command semantics: executes parsed [`Request`]s against the [`Store`] and writes the replies.
+//! Command semantics: executes parsed [`Request`]s against the [`Store`](crate::store::Store) and writes the replies.
 //!
 //! This is where memcached's meaning of each command lives: expiry conversion, CAS checks, the add/replace/
 //! append rules, incr/decr arithmetic, and the lease protocol (meta `N`/`W`/`Z`/`X`, `md I`, mcrouter's
