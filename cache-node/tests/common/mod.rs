@@ -28,9 +28,6 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let clock = Arc::new(ManualClock::new(START_UNIX));
-        // Start at clock second 1: the store cannot express "flush at second 0" (0 means "no flush"), so an
-        // immediate flush_all during second 0 would wait for second 1 (reported to the store engineer).
-        clock.advance(1);
         let mut config = ServerConfig {
             clock: clock.clone(),
             threads: 2,
