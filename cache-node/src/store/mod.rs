@@ -39,7 +39,9 @@ use crate::clock::Clock;
 pub struct StoreConfig {
     /// Memory budget in bytes for items and the store's own tables.
     pub memory_limit_bytes: usize,
-    /// Number of independently locked shards (rounded up to a power of two).
+    /// Number of independently locked shards (rounded up to a power of two). Each shard gets an
+    /// equal share of the budget; the count is lowered (to a power of two) so that every shard
+    /// has at least [`MIN_SHARD_BYTES`], since a shard holds its items in pages of its own.
     pub shards: usize,
     /// Optional bound on the number of items (used by trace replay); `None` = bytes only.
     pub max_items: Option<usize>,
@@ -67,6 +69,9 @@ pub struct StoreConfig {
     /// capacity in items.
     pub climber_sample_factor: f64,
 }
+
+/// Smallest budget share a shard is given (16 of the smallest pages).
+pub const MIN_SHARD_BYTES: usize = 1 << 20;
 
 /// Default memory budget: 64 MiB, memcached's default.
 pub fn default_memory_limit_bytes() -> usize {
@@ -374,7 +379,9 @@ impl Drop for MetaMut<'_> {
 impl Store {
     /// A store with `config`, reading time from `clock`.
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Store {
-        let n = config.shards.clamp(1, 1 << 16).next_power_of_two();
+        let fit = (config.memory_limit_bytes / MIN_SHARD_BYTES).max(1);
+        let fit = 1usize << (usize::BITS - 1 - fit.leading_zeros()); // power of two <= fit
+        let n = config.shards.clamp(1, 1 << 16).next_power_of_two().min(fit);
         let budget = config.memory_limit_bytes / n;
         let max_items = config.max_items.map(|m| m.div_ceil(n).max(1));
         let policy = PolicyConfig {
@@ -526,6 +533,11 @@ impl Store {
             .iter()
             .map(|s| s.lock().window_frac() * 100.0)
             .collect()
+    }
+
+    /// Number of shards actually used.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// Number of sketch halvings so far, summed over shards.
