@@ -7,6 +7,12 @@
 //! the server builds those on [`Store::with_entry`], which gives exclusive access to one key's slot
 //! for a read-modify-write.
 //!
+//! How: each item is one chunk (33-byte header, key, value) in a size-classed mmap arena,
+//! found through a 5-bytes-per-slot open-addressing index and linked into the W-TinyLFU queues
+//! by `u32` locators; a count-min sketch decides admission and ghost lists adapt the window
+//! (see `cache-node/STORE.md` for the figures). The budget is split evenly across shards, each
+//! a `parking_lot::Mutex`.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use cache_node::clock::ManualClock;
