@@ -459,10 +459,15 @@ impl Shard {
     fn allocate(&mut self, size: usize) -> Result<u32, StoreError> {
         let mut evicted = 0usize;
         loop {
-            if let Some(loc) = self.slab.alloc_existing(size) {
-                return Ok(loc);
+            // The tables (index, sketch, ghosts) may have grown past the budget since the last
+            // insert; then a free chunk is no excuse: evict until the shard is within budget.
+            let within = self.bytes() <= self.budget;
+            if within {
+                if let Some(loc) = self.slab.alloc_existing(size) {
+                    return Ok(loc);
+                }
             }
-            if self.bytes() + self.slab.new_page_cost(size) <= self.budget {
+            if within && self.bytes() + self.slab.new_page_cost(size) <= self.budget {
                 return self
                     .slab
                     .alloc_new_page(size)
