@@ -480,9 +480,10 @@ impl Store {
         }
     }
 
-    /// One incremental background-expiry step over the next shard: examines about `max_items`
-    /// items (whole pages at a time) and removes the expired ones. Returns how many it removed.
-    /// The server calls it periodically; each call locks one shard only.
+    /// One incremental background-expiry step: examines up to about `max_items` item slots,
+    /// resuming where the last call stopped (shard by shard, page by page), and removes the
+    /// expired items. Returns how many it removed. The server calls it periodically; it holds
+    /// one shard lock at a time, for at most `max_items` slots.
     pub fn expire_some(&self, max_items: usize) -> usize {
         let now = self.clock.now();
         let n = self.shards.len();

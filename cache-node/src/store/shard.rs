@@ -109,8 +109,9 @@ pub(crate) struct Shard {
     rng: u64,
     /// flush_all generation already applied to this shard.
     pub(crate) flush_gen: u32,
-    /// Background expiry cursor: the next page id to examine.
+    /// Background expiry cursor: the page id and chunk to examine next.
     expire_page: usize,
+    expire_chunk: u32,
     pub(crate) stats: ShardStats,
     /// Reused buffer for the locators of one page.
     scratch: Vec<u32>,
@@ -152,6 +153,7 @@ impl Shard {
             rng: seed ^ 0x2545_F491_4F6C_DD1D,
             flush_gen: 0,
             expire_page: 0,
+            expire_chunk: 0,
             stats: ShardStats::default(),
             scratch: Vec::new(),
             ghosts: {
@@ -656,15 +658,29 @@ impl Shard {
         let pages = self.slab.page_count();
         let mut locs = std::mem::take(&mut self.scratch);
         let mut visited_pages = 0;
-        while examined < budget && visited_pages < pages {
+        while examined < budget && visited_pages <= pages && pages > 0 {
             if self.expire_page >= pages {
                 self.expire_page = 0;
+                self.expire_chunk = 0;
             }
-            self.slab.live_in_page(self.expire_page, &mut locs);
-            self.expire_page += 1;
-            visited_pages += 1;
+            let from = self.expire_chunk;
+            let next =
+                self.slab
+                    .live_in_range(self.expire_page, from, budget - examined, &mut locs);
+            match next {
+                Some(chunk) => {
+                    examined += (chunk - from) as usize;
+                    self.expire_chunk = chunk;
+                }
+                None => {
+                    // Page done (or unused): count at least one so an empty sweep ends.
+                    examined += locs.len().max(1);
+                    self.expire_page += 1;
+                    self.expire_chunk = 0;
+                    visited_pages += 1;
+                }
+            }
             for &loc in &locs {
-                examined += 1;
                 if is_expired(self.slab.get_u32(loc, OFF_EXPTIME), now) {
                     let h = self.hash(self.slab.key(loc));
                     let slot = self.index.find(h, |l| l == loc).map(|(s, _)| s);
@@ -688,6 +704,7 @@ impl Shard {
         self.queues = [Queue::EMPTY; 3];
         self.candidate = NIL;
         self.expire_page = 0;
+        self.expire_chunk = 0;
         self.ghosts.clear();
     }
 }
