@@ -53,9 +53,9 @@ pub struct StoreConfig {
     pub max_items: Option<usize>,
     /// Seed for key hashing, so eviction decisions are the same on every run.
     pub hash_seed: u64,
-    /// How the W-TinyLFU window size adapts to the workload.
+    /// How the W-TinyLFU window size adapts to the workload (default: ghost feedback).
     pub window_adaptation: WindowAdaptation,
-    /// Window change per ghost hit, in items ([`WindowAdaptation::Ghost`]).
+    /// Window change per ghost hit, in items ([`WindowAdaptation::Ghost`]; default 0.3).
     pub ghost_step_items: f64,
     /// Admission margin: a candidate leaving the window replaces the main space's victim only
     /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
@@ -63,16 +63,19 @@ pub struct StoreConfig {
     /// halved favour whatever was just used (it turns a loop into LRU churn); 0 is Caffeine's
     /// rule.
     pub admission_margin: u8,
-    /// Initial (or, when not adaptive, fixed) window share of the capacity, in percent.
+    /// Initial (or, when not adaptive, fixed) window share of the capacity, in percent
+    /// (default 1).
     pub window_percent: f64,
-    /// Share of the main space (beyond the window) kept for the protected segment, in percent.
+    /// Share of the main space (beyond the window) kept for the protected segment, in percent
+    /// (default 80).
     pub protected_percent: f64,
-    /// Count-min sketch counters per item of capacity (4 bits each).
+    /// Count-min sketch counters per item of capacity, 4 bits each (default 8: 4 bytes per
+    /// item).
     pub sketch_counters_per_item: usize,
-    /// Sketch halving period, in multiples of the capacity in items.
+    /// Sketch halving period, in multiples of the capacity in items (default 10).
     pub sample_factor: usize,
     /// Hill-climber sample period (accesses between window adjustments), in multiples of the
-    /// capacity in items.
+    /// capacity in items (default 10, Caffeine's).
     pub climber_sample_factor: f64,
 }
 
