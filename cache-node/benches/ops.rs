@@ -1,6 +1,7 @@
-//! Store operation cost, single thread: inserts into a full 64 MiB store (every insert evicts)
-//! and lookups (hits and misses). A sanity figure for the store alone; the server's benchmark
-//! measures the node end to end against memcached.
+//! Store operation cost: inserts into a full 64 MiB store (every insert evicts) and lookups
+//! (hits and misses) on one thread, then a mixed get/set load on 1 and 2 threads (sharding:
+//! the threads should not serialize on one lock). A sanity figure for the store alone; the
+//! server's benchmark measures the node end to end against memcached.
 //!
 //! `cargo bench -p cache-node --bench ops`
 
@@ -62,4 +63,47 @@ fn main() {
         el.as_nanos() as f64 / n as f64,
         100.0 * hits as f64 / n as f64
     );
+    let s = Arc::new(s);
+    let keys = Arc::new(keys);
+    let mut single = 0.0;
+    for threads in [1usize, 2] {
+        let per = 1_000_000;
+        let t = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|id| {
+                let (s, keys, v) = (s.clone(), keys.clone(), v.clone());
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        let k = &keys[(i * 31 + id * 1_000_003) % keys.len()];
+                        s.with_entry(k.as_bytes(), |e| {
+                            if e.item().is_some() {
+                                e.record_read();
+                            } else {
+                                let _ = e.insert(NewItem {
+                                    value: &[&v],
+                                    flags: 0,
+                                    exptime: 0,
+                                    cas: 0,
+                                    stale: false,
+                                    win_sent: false,
+                                });
+                            }
+                        });
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("worker");
+        }
+        let ops = (per * threads) as f64 / t.elapsed().as_secs_f64();
+        if threads == 1 {
+            single = ops;
+        }
+        println!(
+            "get-or-set, {threads} thread(s): {:.2} M ops/s ({:.2}x one thread)",
+            ops / 1e6,
+            ops / single
+        );
+    }
 }

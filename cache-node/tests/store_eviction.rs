@@ -220,3 +220,24 @@ fn sketch_aging_lets_new_favourites_replace_old_ones() {
         "the old favourite aged out"
     );
 }
+
+/// A small budget with many requested shards still stores items: the shard count is lowered so
+/// each shard has room for pages (16 shards of 128 KiB could not hold a 64 KiB page plus tables).
+#[test]
+fn small_budgets_get_fewer_shards() {
+    let s = Store::new(
+        StoreConfig {
+            memory_limit_bytes: 2 << 20,
+            shards: 16,
+            ..StoreConfig::default()
+        },
+        Arc::new(ManualClock::new(0)),
+    );
+    assert_eq!(s.shard_count(), 2);
+    for i in 0..5000 {
+        insert(&s, format!("k{i}").as_bytes(), &[0u8; 300]);
+    }
+    let st = s.stats();
+    assert!(st.curr_items > 1000, "{}", st.curr_items);
+    assert!(st.bytes <= 2 << 20);
+}

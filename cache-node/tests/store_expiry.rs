@@ -70,9 +70,15 @@ fn background_expiry_reclaims_without_any_access() {
     let mut removed = 0;
     let mut calls = 0;
     while removed < 1000 && calls < 1000 {
-        removed += s.expire_some(100);
+        let step = s.expire_some(100);
+        assert!(
+            step <= 100,
+            "one step examines at most 100 slots: removed {step}"
+        );
+        removed += step;
         calls += 1;
     }
+    assert!(calls >= 10);
     assert_eq!(removed, 1000);
     let st = s.stats();
     assert_eq!(st.curr_items, 1000);

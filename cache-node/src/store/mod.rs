@@ -7,6 +7,12 @@
 //! the server builds those on [`Store::with_entry`], which gives exclusive access to one key's slot
 //! for a read-modify-write.
 //!
+//! How: each item is one chunk (33-byte header, key, value) in a size-classed mmap arena,
+//! found through a 5-bytes-per-slot open-addressing index and linked into the W-TinyLFU queues
+//! by `u32` locators; a count-min sketch decides admission and ghost lists adapt the window
+//! (see `cache-node/STORE.md` for the figures). The budget is split evenly across shards, each
+//! a `parking_lot::Mutex`.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use cache_node::clock::ManualClock;
@@ -39,15 +45,17 @@ use crate::clock::Clock;
 pub struct StoreConfig {
     /// Memory budget in bytes for items and the store's own tables.
     pub memory_limit_bytes: usize,
-    /// Number of independently locked shards (rounded up to a power of two).
+    /// Number of independently locked shards (rounded up to a power of two). Each shard gets an
+    /// equal share of the budget; the count is lowered (to a power of two) so that every shard
+    /// has at least [`MIN_SHARD_BYTES`], since a shard holds its items in pages of its own.
     pub shards: usize,
     /// Optional bound on the number of items (used by trace replay); `None` = bytes only.
     pub max_items: Option<usize>,
     /// Seed for key hashing, so eviction decisions are the same on every run.
     pub hash_seed: u64,
-    /// How the W-TinyLFU window size adapts to the workload.
+    /// How the W-TinyLFU window size adapts to the workload (default: ghost feedback).
     pub window_adaptation: WindowAdaptation,
-    /// Window change per ghost hit, in items ([`WindowAdaptation::Ghost`]).
+    /// Window change per ghost hit, in items ([`WindowAdaptation::Ghost`]; default 0.3).
     pub ghost_step_items: f64,
     /// Admission margin: a candidate leaving the window replaces the main space's victim only
     /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
@@ -55,18 +63,24 @@ pub struct StoreConfig {
     /// halved favour whatever was just used (it turns a loop into LRU churn); 0 is Caffeine's
     /// rule.
     pub admission_margin: u8,
-    /// Initial (or, when not adaptive, fixed) window share of the capacity, in percent.
+    /// Initial (or, when not adaptive, fixed) window share of the capacity, in percent
+    /// (default 1).
     pub window_percent: f64,
-    /// Share of the main space (beyond the window) kept for the protected segment, in percent.
+    /// Share of the main space (beyond the window) kept for the protected segment, in percent
+    /// (default 80).
     pub protected_percent: f64,
-    /// Count-min sketch counters per item of capacity (4 bits each).
+    /// Count-min sketch counters per item of capacity, 4 bits each (default 8: 4 bytes per
+    /// item).
     pub sketch_counters_per_item: usize,
-    /// Sketch halving period, in multiples of the capacity in items.
+    /// Sketch halving period, in multiples of the capacity in items (default 10).
     pub sample_factor: usize,
     /// Hill-climber sample period (accesses between window adjustments), in multiples of the
-    /// capacity in items.
+    /// capacity in items (default 10, Caffeine's).
     pub climber_sample_factor: f64,
 }
+
+/// Smallest budget share a shard is given (16 of the smallest pages).
+pub const MIN_SHARD_BYTES: usize = 1 << 20;
 
 /// Default memory budget: 64 MiB, memcached's default.
 pub fn default_memory_limit_bytes() -> usize {
@@ -374,7 +388,9 @@ impl Drop for MetaMut<'_> {
 impl Store {
     /// A store with `config`, reading time from `clock`.
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Store {
-        let n = config.shards.clamp(1, 1 << 16).next_power_of_two();
+        let fit = (config.memory_limit_bytes / MIN_SHARD_BYTES).max(1);
+        let fit = 1usize << (usize::BITS - 1 - fit.leading_zeros()); // power of two <= fit
+        let n = config.shards.clamp(1, 1 << 16).next_power_of_two().min(fit);
         let budget = config.memory_limit_bytes / n;
         let max_items = config.max_items.map(|m| m.div_ceil(n).max(1));
         let policy = PolicyConfig {
@@ -467,9 +483,10 @@ impl Store {
         }
     }
 
-    /// One incremental background-expiry step over the next shard: examines about `max_items`
-    /// items (whole pages at a time) and removes the expired ones. Returns how many it removed.
-    /// The server calls it periodically; each call locks one shard only.
+    /// One incremental background-expiry step: examines up to about `max_items` item slots,
+    /// resuming where the last call stopped (shard by shard, page by page), and removes the
+    /// expired items. Returns how many it removed. The server calls it periodically; it holds
+    /// one shard lock at a time, for at most `max_items` slots.
     pub fn expire_some(&self, max_items: usize) -> usize {
         let now = self.clock.now();
         let n = self.shards.len();
@@ -526,6 +543,11 @@ impl Store {
             .iter()
             .map(|s| s.lock().window_frac() * 100.0)
             .collect()
+    }
+
+    /// Number of shards actually used.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// Number of sketch halvings so far, summed over shards.

@@ -2,10 +2,12 @@
 //!
 //! Policy (after Caffeine): new items enter an LRU *window*; an item pushed out of the window
 //! becomes the admission *candidate* in the *probation* segment of a segmented LRU, and when room
-//! is needed it duels the probation LRU *victim*: the one with the lower sketch frequency goes.
-//! A probation hit promotes to *protected* (80% of main, overflow demoted back to probation).
-//! A hill climber resizes the window: every sample period it compares the hit rate with the
-//! previous period and keeps moving the window size the same way while that helps.
+//! is needed it duels the probation LRU *victim*: the candidate stays only if its sketch
+//! frequency beats the victim's by more than the admission margin. A probation hit promotes to
+//! *protected* (80% of main, overflow demoted back to probation). The window's share adapts:
+//! by ghost feedback (default: a miss on a key the filter recently turned away grows it, a miss
+//! on a key recently evicted from main shrinks it) or by Caffeine's hill climber (every sample
+//! period, keep moving the size the way that last raised the hit rate).
 //!
 //! The queues are intrusive doubly-linked lists threaded through the item headers as `u32`
 //! locators; the queue an item is in is two bits of its header.
@@ -20,14 +22,12 @@ pub(crate) const WINDOW: u8 = 0;
 pub(crate) const PROBATION: u8 = 1;
 pub(crate) const PROTECTED: u8 = 2;
 
-const PERCENT_MAIN_PROTECTED: f64 = 0.80;
-const INITIAL_WINDOW: f64 = 0.01;
 const CLIMBER_RESTART_THRESHOLD: f64 = 0.05;
 const CLIMBER_STEP_PERCENT: f64 = 0.0625;
 const CLIMBER_STEP_DECAY: f64 = 0.98;
 const ADMIT_HASHDOS_THRESHOLD: u8 = 6;
 
-/// Policy tuning, fixed at construction.
+/// Policy tuning, fixed at construction (defaults and meaning: [`super::StoreConfig`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PolicyConfig {
     /// How the window size adapts.
@@ -47,21 +47,6 @@ pub(crate) struct PolicyConfig {
     pub(crate) sample_factor: usize,
     /// Climber sample period, in multiples of the capacity.
     pub(crate) climber_sample_factor: f64,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig {
-            adaptation: WindowAdaptation::Ghost,
-            ghost_step_items: 0.3,
-            admission_margin: 1,
-            window_percent: INITIAL_WINDOW,
-            protected_percent: PERCENT_MAIN_PROTECTED,
-            sketch_counters_per_item: 8,
-            sample_factor: 10,
-            climber_sample_factor: 10.0,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -93,22 +78,29 @@ pub(crate) struct ShardStats {
 }
 
 pub(crate) struct Shard {
+    /// Item memory.
     pub(crate) slab: Slab,
+    /// Key hash -> item locator.
     index: Index,
+    /// Access frequencies for admission.
     sketch: Sketch,
+    /// Key hashing seed (the same in every shard).
     seed: u64,
+    /// Window, probation and protected LRU lists (head = least recent).
     queues: [Queue; 3],
     /// Bytes this shard may hold (arena pages plus tables).
     budget: usize,
     /// Item bound (replay mode); `None` = bytes only.
     max_items: Option<usize>,
     policy: PolicyConfig,
-    /// Window share of the capacity (moved by the climber).
+    /// Window share of the capacity (moved by the adaptation).
     window_frac: f64,
     /// Protected share of the capacity.
     protected_frac: f64,
     /// The item most recently pushed out of the window: next admission candidate.
     candidate: u32,
+    /// Hill climber: hits and misses in the current sample, the previous sample's hit rate,
+    /// and the next step (a share of the capacity, signed).
     climber_hits: u64,
     climber_misses: u64,
     climber_prev_rate: f64,
@@ -117,9 +109,11 @@ pub(crate) struct Shard {
     rng: u64,
     /// flush_all generation already applied to this shard.
     pub(crate) flush_gen: u32,
-    /// Background expiry cursor: (page id, chunk).
+    /// Background expiry cursor: the page id and chunk to examine next.
     expire_page: usize,
+    expire_chunk: u32,
     pub(crate) stats: ShardStats,
+    /// Reused buffer for the locators of one page.
     scratch: Vec<u32>,
     /// Recently evicted keys, for the ghost-feedback window adaptation.
     ghosts: Ghosts,
@@ -159,6 +153,7 @@ impl Shard {
             rng: seed ^ 0x2545_F491_4F6C_DD1D,
             flush_gen: 0,
             expire_page: 0,
+            expire_chunk: 0,
             stats: ShardStats::default(),
             scratch: Vec::new(),
             ghosts: {
@@ -459,10 +454,15 @@ impl Shard {
     fn allocate(&mut self, size: usize) -> Result<u32, StoreError> {
         let mut evicted = 0usize;
         loop {
-            if let Some(loc) = self.slab.alloc_existing(size) {
-                return Ok(loc);
+            // The tables (index, sketch, ghosts) may have grown past the budget since the last
+            // insert; then a free chunk is no excuse: evict until the shard is within budget.
+            let within = self.bytes() <= self.budget;
+            if within {
+                if let Some(loc) = self.slab.alloc_existing(size) {
+                    return Ok(loc);
+                }
             }
-            if self.bytes() + self.slab.new_page_cost(size) <= self.budget {
+            if within && self.bytes() + self.slab.new_page_cost(size) <= self.budget {
                 return self
                     .slab
                     .alloc_new_page(size)
@@ -483,7 +483,6 @@ impl Shard {
     }
 
     /// Stores a new item for `key`, replacing any existing one.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert(
         &mut self,
         h: u64,
@@ -659,15 +658,29 @@ impl Shard {
         let pages = self.slab.page_count();
         let mut locs = std::mem::take(&mut self.scratch);
         let mut visited_pages = 0;
-        while examined < budget && visited_pages < pages {
+        while examined < budget && visited_pages <= pages && pages > 0 {
             if self.expire_page >= pages {
                 self.expire_page = 0;
+                self.expire_chunk = 0;
             }
-            self.slab.live_in_page(self.expire_page, &mut locs);
-            self.expire_page += 1;
-            visited_pages += 1;
+            let from = self.expire_chunk;
+            let next =
+                self.slab
+                    .live_in_range(self.expire_page, from, budget - examined, &mut locs);
+            match next {
+                Some(chunk) => {
+                    examined += (chunk - from) as usize;
+                    self.expire_chunk = chunk;
+                }
+                None => {
+                    // Page done (or unused): count at least one so an empty sweep ends.
+                    examined += locs.len().max(1);
+                    self.expire_page += 1;
+                    self.expire_chunk = 0;
+                    visited_pages += 1;
+                }
+            }
             for &loc in &locs {
-                examined += 1;
                 if is_expired(self.slab.get_u32(loc, OFF_EXPTIME), now) {
                     let h = self.hash(self.slab.key(loc));
                     let slot = self.index.find(h, |l| l == loc).map(|(s, _)| s);
@@ -691,6 +704,7 @@ impl Shard {
         self.queues = [Queue::EMPTY; 3];
         self.candidate = NIL;
         self.expire_page = 0;
+        self.expire_chunk = 0;
         self.ghosts.clear();
     }
 }

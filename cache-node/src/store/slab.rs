@@ -436,17 +436,33 @@ impl Slab {
 
     /// Locators of the live items in page `pid` (empty for an unused id).
     pub(crate) fn live_in_page(&self, pid: usize, out: &mut Vec<u32>) {
+        self.live_in_range(pid, 0, usize::MAX, out);
+    }
+
+    /// Locators of the live items among up to `max_chunks` chunks of page `pid` starting at
+    /// chunk `from`. Returns the next chunk to look at, or `None` when the page is done.
+    pub(crate) fn live_in_range(
+        &self,
+        pid: usize,
+        from: u32,
+        max_chunks: usize,
+        out: &mut Vec<u32>,
+    ) -> Option<u32> {
         out.clear();
         let page = &self.pages[pid];
         if page.ptr.is_null() {
-            return;
+            return None;
         }
-        for idx in 0..page.hwm {
+        let end = page
+            .hwm
+            .min(from.saturating_add(u32::try_from(max_chunks).unwrap_or(u32::MAX)));
+        for idx in from..end {
             let loc = ((pid as u32) << CHUNK_BITS) | idx;
             if self.get_u8(loc, OFF_BITS) & BIT_LIVE != 0 {
                 out.push(loc);
             }
         }
+        (end < page.hwm).then_some(end)
     }
 
     /// Page id of a locator.
