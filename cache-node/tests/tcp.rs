@@ -883,10 +883,6 @@ async fn ttl_semantics_with_manual_clock() -> R {
 // ------------------------------------------------------------------------------------------------
 // Memory budget, stats, metrics.
 
-// Passed against the store up to 577c2dd; since d51c6e6 (adaptive page size, sketch growth) the store's
-// `bytes` ends 0.1-3% above the budget at -m 2 and -m 8 (fine at 4 and 16): reported to the store engineer
-// and the lead. Run with `cargo test -p cache-node --test tcp -- --ignored write_flood`.
-#[ignore = "store overruns its budget slightly since d51c6e6; see the comment above"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_flood_stays_within_memory_budget() -> R {
     let s = TestServer::start_with(|c| {
