@@ -7,7 +7,6 @@
 //! admin API. This module does not produce or consume application records.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -15,7 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
 
-use crate::process::{log_tail, port_open, ServiceProcess};
+use crate::process::{log_tail, port_open, ProcessSlot, ServiceProcess};
 use crate::StackError;
 
 /// A running (or stopped, restartable) single-node Kafka. Dropping it kills the process.
@@ -34,7 +33,7 @@ pub struct Kafka {
     /// How long the broker may take to answer a metadata request.
     startup_timeout: Duration,
     /// The running process, `None` while stopped.
-    process: Mutex<Option<ServiceProcess>>,
+    process: ProcessSlot,
 }
 
 impl Kafka {
@@ -67,7 +66,7 @@ impl Kafka {
             java,
             libs,
             startup_timeout,
-            process: Mutex::new(None),
+            process: ProcessSlot::default(),
         };
         kafka.format_storage()?;
         kafka.start().await?;
@@ -91,16 +90,12 @@ impl Kafka {
 
     /// The process id while running.
     pub fn pid(&self) -> Option<u32> {
-        self.process
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .and_then(ServiceProcess::pid)
+        self.process.pid()
     }
 
     /// Starts the broker (after `create` or `stop`) and waits until it answers a metadata request.
     pub async fn start(&self) -> Result<(), StackError> {
-        if self.process.lock().expect("lock").is_some() {
+        if self.process.is_running() {
             return Ok(());
         }
         let process = ServiceProcess::spawn(
@@ -113,22 +108,18 @@ impl Kafka {
             &self.log_path(),
             &[],
         )?;
-        *self.process.lock().expect("lock") = Some(process);
+        self.process.put(process);
         self.wait_ready().await
     }
 
     /// Stops the broker cleanly (SIGTERM, controlled shutdown; SIGKILL after 30 s). Its data stays.
     pub fn stop(&self) {
-        if let Some(mut process) = self.process.lock().expect("lock").take() {
-            process.stop(libc::SIGTERM, Duration::from_secs(30));
-        }
+        self.process.stop(libc::SIGTERM, Duration::from_secs(30));
     }
 
     /// Kills the broker at once (SIGKILL), as a crash would.
     pub fn kill(&self) {
-        if let Some(mut process) = self.process.lock().expect("lock").take() {
-            process.stop(libc::SIGKILL, Duration::from_secs(5));
-        }
+        self.process.stop(libc::SIGKILL, Duration::from_secs(5));
     }
 
     /// Creates a topic (replication factor 1) and waits until every partition has a leader.
@@ -268,22 +259,12 @@ impl Kafka {
     async fn wait_ready(&self) -> Result<(), StackError> {
         let started = Instant::now();
         loop {
-            {
-                let mut guard = self.process.lock().expect("lock");
-                if let Some(process) = guard.as_mut() {
-                    if let Err(exited) = process.check_alive() {
-                        *guard = None;
-                        return Err(exited);
-                    }
-                }
-            }
+            self.process.check_alive()?;
             if port_open(self.port) && self.answers_metadata().await {
                 return Ok(());
             }
             if started.elapsed() > self.startup_timeout {
-                if let Some(mut process) = self.process.lock().expect("lock").take() {
-                    process.stop(libc::SIGKILL, Duration::from_secs(5));
-                }
+                self.process.stop(libc::SIGKILL, Duration::from_secs(5));
                 return Err(StackError::Timeout {
                     service: "kafka".into(),
                     waited: self.startup_timeout,

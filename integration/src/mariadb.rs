@@ -8,12 +8,11 @@
 //! This module does not apply the demo schema; `stack` does.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 
-use crate::process::{log_tail, ServiceProcess};
+use crate::process::{log_tail, ProcessSlot, ServiceProcess};
 use crate::StackError;
 
 /// How one MariaDB server is set up.
@@ -41,7 +40,7 @@ pub struct MariaDb {
     /// The server binary.
     mariadbd: PathBuf,
     /// The running process, `None` while stopped.
-    process: Mutex<Option<ServiceProcess>>,
+    process: ProcessSlot,
 }
 
 impl MariaDb {
@@ -60,7 +59,7 @@ impl MariaDb {
             dir,
             password,
             mariadbd,
-            process: Mutex::new(None),
+            process: ProcessSlot::default(),
         };
         server.start().await?;
         // The template's root has no password: give it one, outside the binlog so replicas do not
@@ -81,7 +80,7 @@ impl MariaDb {
 
     /// Starts the server process (after `create` or `stop`) and waits until it accepts connections.
     pub async fn start(&self) -> Result<(), StackError> {
-        if self.process.lock().expect("lock").is_some() {
+        if self.process.is_running() {
             return Ok(());
         }
         let log = self.dir.join("mariadbd.log");
@@ -92,22 +91,18 @@ impl MariaDb {
             &log,
             &[],
         )?;
-        *self.process.lock().expect("lock") = Some(process);
+        self.process.put(process);
         self.wait_ready().await
     }
 
     /// Stops the server cleanly (SIGTERM, then SIGKILL after 60 s). The data directory stays.
     pub fn stop(&self) {
-        if let Some(mut process) = self.process.lock().expect("lock").take() {
-            process.stop(libc::SIGTERM, Duration::from_secs(60));
-        }
+        self.process.stop(libc::SIGTERM, Duration::from_secs(60));
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
     pub fn kill(&self) {
-        if let Some(mut process) = self.process.lock().expect("lock").take() {
-            process.stop(libc::SIGKILL, Duration::from_secs(5));
-        }
+        self.process.stop(libc::SIGKILL, Duration::from_secs(5));
     }
 
     /// `stop` then `start`, on the same port and data directory.
@@ -151,11 +146,7 @@ impl MariaDb {
 
     /// The process id while running.
     pub fn pid(&self) -> Option<u32> {
-        self.process
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .and_then(ServiceProcess::pid)
+        self.process.pid()
     }
 
     /// A new connection as root.
@@ -261,25 +252,19 @@ impl MariaDb {
         let started = Instant::now();
         let timeout = self.config.startup_timeout;
         loop {
-            {
-                let mut guard = self.process.lock().expect("lock");
-                if let Some(process) = guard.as_mut() {
-                    if let Err(exited) = process.check_alive() {
-                        *guard = None;
-                        // mariadbd writes its reasons (a port in use, a bad option) to the error log.
-                        return Err(match exited {
-                            StackError::Exited {
-                                service, status, ..
-                            } => StackError::Exited {
-                                service,
-                                status,
-                                log: self.error_log(),
-                                tail: log_tail(&self.error_log(), 1500),
-                            },
-                            other => other,
-                        });
-                    }
-                }
+            if let Err(exited) = self.process.check_alive() {
+                // mariadbd writes its reasons (a port in use, a bad option) to the error log.
+                return Err(match exited {
+                    StackError::Exited {
+                        service, status, ..
+                    } => StackError::Exited {
+                        service,
+                        status,
+                        log: self.error_log(),
+                        tail: log_tail(&self.error_log(), 1500),
+                    },
+                    other => other,
+                });
             }
             let port = self.config.port;
             if tokio::task::spawn_blocking(move || greets(port))
@@ -289,9 +274,7 @@ impl MariaDb {
                 return Ok(());
             }
             if started.elapsed() > timeout {
-                if let Some(mut process) = self.process.lock().expect("lock").take() {
-                    process.stop(libc::SIGKILL, Duration::from_secs(5));
-                }
+                self.process.stop(libc::SIGKILL, Duration::from_secs(5));
                 return Err(StackError::Timeout {
                     service: format!("mariadb {}", self.config.name),
                     waited: timeout,

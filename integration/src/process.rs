@@ -197,3 +197,47 @@ pub fn port_open(port: u16) -> bool {
     )
     .is_ok()
 }
+
+/// The process of a restartable service: empty while the service is stopped.
+#[derive(Debug, Default)]
+pub struct ProcessSlot(Mutex<Option<ServiceProcess>>);
+
+impl ProcessSlot {
+    /// True while a process is in the slot.
+    pub fn is_running(&self) -> bool {
+        self.0.lock().expect("process slot lock").is_some()
+    }
+
+    /// Puts a freshly started process in the slot.
+    pub fn put(&self, process: ServiceProcess) {
+        *self.0.lock().expect("process slot lock") = Some(process);
+    }
+
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.0
+            .lock()
+            .expect("process slot lock")
+            .as_ref()
+            .and_then(ServiceProcess::pid)
+    }
+
+    /// Stops the process (`signal`, then SIGKILL after `grace`) and empties the slot. Idempotent.
+    pub fn stop(&self, signal: libc::c_int, grace: Duration) {
+        if let Some(mut process) = self.0.lock().expect("process slot lock").take() {
+            process.stop(signal, grace);
+        }
+    }
+
+    /// An error (and an empty slot) when the process has exited by itself.
+    pub fn check_alive(&self) -> Result<(), StackError> {
+        let mut slot = self.0.lock().expect("process slot lock");
+        match slot.as_mut().map(ServiceProcess::check_alive) {
+            Some(Err(exited)) => {
+                *slot = None;
+                Err(exited)
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -3,14 +3,14 @@
 //! - `stack up` starts MariaDB (primary, and a replica per `--replica REGION[:DELAY_SECS]`) and Kafka on
 //!   free loopback ports, prints their endpoints as `export NAME=value` lines, and stays in the
 //!   foreground until SIGINT or SIGTERM, then stops everything.
-//! - `stack demo` starts the same stack, writes a row on the primary and reads it back from the replica,
-//!   sends a record through Kafka and reads it back, printing each step, then stops.
+//! - `stack demo` starts the same stack, shows a row replicated to the eu replica, then runs the `squeal`
+//!   binary built beside this one against a small workload and prints the invalidation records it
+//!   publishes to Kafka, then stops everything.
 
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
 use integration::{Stack, StackOptions, DEMO_DATABASE};
@@ -38,7 +38,7 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Start the stack, show a row replicated and a record through Kafka, then stop.
+    /// Start the stack and squeal, run a demo workload, print the invalidations published, then stop.
     Demo,
 }
 
@@ -135,18 +135,13 @@ async fn demo() -> Result<(), BoxError> {
         stack.kafka().brokers()
     );
 
-    let email = format!("demo-{}@example.com", std::process::id());
-    println!(
-        "== writing a row on the primary: INSERT INTO {DEMO_DATABASE}.users (email='{email}')"
-    );
+    println!("== replication: a row written on the primary is read on the eu replica");
     stack
         .primary()
         .execute(&format!(
-            "INSERT INTO {DEMO_DATABASE}.users (email, name, birthday) VALUES ('{email}', 'Demo', '1990-04-01')"
+            "INSERT INTO {DEMO_DATABASE}.users (id, email, name, birthday) VALUES (1, 'ada@example.com', 'Ada', '1815-12-10')"
         ))
         .await?;
-    let gtid = stack.primary().query("SELECT @@gtid_binlog_pos").await?;
-    println!("   committed; primary GTID position {:?}", gtid[0][0]);
     stack
         .wait_replica_caught_up("eu", Duration::from_secs(30))
         .await?;
@@ -154,30 +149,22 @@ async fn demo() -> Result<(), BoxError> {
         .replica("eu")
         .expect("eu")
         .query(&format!(
-            "SELECT id, email, birthday FROM {DEMO_DATABASE}.users WHERE email = '{email}'"
+            "SELECT id, email, birthday FROM {DEMO_DATABASE}.users WHERE id = 1"
         ))
         .await?;
     println!(
-        "   replica eu has it: {:?}",
+        "   replica eu has: {:?}",
         rows.first().ok_or("the row did not reach the replica")?
     );
 
-    let topic = "squeal-demo";
-    println!("== a record through Kafka: topic {topic}");
+    let topic = "squeal.invalidations";
     stack.create_topic(topic, 1).await?;
-    let producer: FutureProducer = stack.kafka().client_config().set("acks", "all").create()?;
-    let payload = format!("{{\"demo\":\"{email}\"}}");
-    let delivery = producer
-        .send(
-            FutureRecord::<(), _>::to(topic).payload(&payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+    let squeal = start_squeal(&stack, topic)?;
     println!(
-        "   produced {payload} -> partition {} offset {} (acks=all)",
-        delivery.partition, delivery.offset
+        "== squeal tails the primary's binlog and publishes invalidations to Kafka topic {topic}"
     );
+    println!("   rules: users -> user:{{id}}, user:email:{{email}}; posts -> post:{{id}}, feed:{{user_id}}; follows -> followers:{{followee_id}}");
+
     let consumer: StreamConsumer = stack
         .kafka()
         .client_config()
@@ -185,16 +172,154 @@ async fn demo() -> Result<(), BoxError> {
         .set("auto.offset.reset", "earliest")
         .create()?;
     consumer.subscribe(&[topic])?;
-    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
+
+    let d = DEMO_DATABASE;
+    let workload: [(&str, String); 6] = [
+        ("UPDATE a user's email (old and new email keys)", format!("UPDATE {d}.users SET email = 'ada@lovelace.org' WHERE id = 1")),
+        ("one transaction: a post and a follow", format!("BEGIN; INSERT INTO {d}.posts (id, user_id, title, body) VALUES (10, 1, 'Notes', 'On the engine'); INSERT INTO {d}.follows (follower_id, followee_id) VALUES (2, 1); COMMIT")),
+        ("a rolled-back transaction (must publish nothing)", format!("BEGIN; UPDATE {d}.users SET name = 'Nobody' WHERE id = 1; ROLLBACK")),
+        ("an UPDATE with an embedded key comment", format!("UPDATE {d}.posts /* squeal:invalidate home:trending */ SET score = 9.5 WHERE id = 10")),
+        ("DELETE a user", format!("DELETE FROM {d}.users WHERE id = 1")),
+        ("TRUNCATE a ruled table (flush message)", format!("TRUNCATE TABLE {d}.follows")),
+    ];
+    // squeal starts from the earliest binlog, so the INSERT above gives a record too; the rolled-back
+    // transaction gives none: one record per statement of the workload, all told.
+    let expected_records = workload.len();
+    for (what, sql) in &workload {
+        println!("-- app: {what}\n   {sql}");
+        stack.primary().execute(sql).await?;
+    }
+
+    println!("== records on the topic (what each region's invalidator will delete):");
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < expected_records {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, consumer.recv())
+            .await
+            .map_err(|_| {
+                format!(
+                    "only {seen} of {expected_records} records arrived within 60 s; squeal log: {}",
+                    squeal.log.display()
+                )
+            })??;
+        let record = invalidation::Record::from_json(message.payload().unwrap_or_default())?;
+        for change in &record.changes {
+            let table = change
+                .table
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "   gtid {:<8} {:<12} {:<20} keys {:?}",
+                record
+                    .source
+                    .gtid
+                    .as_ref()
+                    .map(|g| g.to_string())
+                    .unwrap_or_default(),
+                format!("{:?}", change.op).to_lowercase(),
+                table,
+                change.keys
+            );
+        }
+        seen += 1;
+    }
+    if let Ok(Ok(extra)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+        return Err(format!(
+            "an unexpected record arrived: {}",
+            String::from_utf8_lossy(extra.payload().unwrap_or_default())
+        )
+        .into());
+    }
+    println!("   {seen} records for {expected_records} committed transactions; the rolled-back one gave none");
+    drop(squeal);
     println!(
-        "   consumed {} from partition {} offset {}",
-        String::from_utf8_lossy(message.payload().unwrap_or_default()),
-        message.partition(),
-        message.offset()
-    );
-    println!(
-        "== done in {:.1} s; stopping the stack",
+        "== done in {:.1} s; stopping squeal and the stack",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The squeal daemon run by the demo; SIGTERM and wait on drop.
+struct DemoSqueal {
+    /// The running `squeal run`.
+    child: std::process::Child,
+    /// Its log, named when something does not arrive.
+    log: std::path::PathBuf,
+}
+
+impl Drop for DemoSqueal {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a config for `stack` and starts the `squeal` binary built beside this one.
+fn start_squeal(stack: &Stack, topic: &str) -> Result<DemoSqueal, BoxError> {
+    let exe = std::env::current_exe()?.with_file_name("squeal");
+    if !exe.exists() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p squeal` (scripts/demo does)",
+            exe.display()
+        )
+        .into());
+    }
+    let dir = stack.dir();
+    let config = dir.join("squeal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[source]
+url = "mysql://root@127.0.0.1:{port}"
+password_env = "SQUEAL_DEMO_DB_PASSWORD"
+server_id = 4242
+start_from = "earliest"
+
+[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+
+[checkpoint]
+path = "{checkpoint}"
+
+[[rules]]
+table = "{d}.users"
+keys = ["user:{{id}}", "user:email:{{email}}"]
+
+[[rules]]
+table = "{d}.posts"
+keys = ["post:{{id}}", "feed:{{user_id}}"]
+
+[[rules]]
+table = "{d}.follows"
+keys = ["followers:{{followee_id}}", "following:{{follower_id}}"]
+"#,
+            port = stack.primary().port(),
+            brokers = stack.kafka().brokers(),
+            checkpoint = dir.join("squeal.checkpoint.json").display(),
+            d = DEMO_DATABASE,
+        ),
+    )?;
+    let log = dir.join("squeal.log");
+    let out = std::fs::File::create(&log)?;
+    let child = std::process::Command::new(&exe)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SQUEAL_DEMO_DB_PASSWORD", stack.primary().password())
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?;
+    println!(
+        "   squeal started (pid {}), config {}, log {}",
+        child.id(),
+        config.display(),
+        log.display()
+    );
+    Ok(DemoSqueal { child, log })
 }

@@ -1,0 +1,161 @@
+//! Hit-rate benchmark: our store against LRU, moka 0.12 and OPT (Belady) on every trace of a
+//! directory, at capacity = 10% of the distinct keys, all computed in this run.
+//!
+//! `cargo bench -p cache-node --bench hitrate [-- TRACE_DIR]` (default `/work/shared/traces`).
+//! Policy experiments: `WINDOW_PERCENT=20 ADAPTIVE=0 cargo bench ...`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use cache_node::replay::{read_trace, replay_config, replay_keys_with, TraceFormat};
+use cache_node::store::WindowAdaptation;
+
+fn lru_hits(keys: &[u64], cap: usize) -> u64 {
+    // key -> last use; BTreeSet of (last use, key) gives the LRU end.
+    let mut last: HashMap<u64, usize> = HashMap::new();
+    let mut order: BTreeSet<(usize, u64)> = BTreeSet::new();
+    let mut hits = 0;
+    for (i, &k) in keys.iter().enumerate() {
+        if let Some(t) = last.insert(k, i) {
+            order.remove(&(t, k));
+            hits += 1;
+        } else if last.len() > cap {
+            let (t, victim) = order.pop_first().expect("non-empty");
+            debug_assert!(t < i);
+            last.remove(&victim);
+        }
+        order.insert((i, k));
+    }
+    hits
+}
+
+fn opt_hits(keys: &[u64], cap: usize) -> u64 {
+    // Next use of each access (usize::MAX - i when never used again, unique per access).
+    let mut next = vec![0usize; keys.len()];
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for i in (0..keys.len()).rev() {
+        next[i] = seen.insert(keys[i], i).unwrap_or(usize::MAX - i);
+    }
+    let mut cached: HashMap<u64, usize> = HashMap::new();
+    let mut by_next: BTreeSet<(usize, u64)> = BTreeSet::new();
+    let mut hits = 0;
+    for (i, &k) in keys.iter().enumerate() {
+        if let Some(old) = cached.insert(k, next[i]) {
+            by_next.remove(&(old, k));
+            hits += 1;
+        } else if cached.len() > cap {
+            let (_, victim) = by_next.pop_last().expect("non-empty");
+            cached.remove(&victim);
+        }
+        by_next.insert((next[i], k));
+    }
+    hits
+}
+
+fn moka_hits(keys: &[u64], cap: usize) -> u64 {
+    let cache: moka::sync::Cache<u64, ()> = moka::sync::Cache::new(cap as u64);
+    let mut hits = 0;
+    for &k in keys {
+        if cache.get(&k).is_some() {
+            hits += 1;
+        } else {
+            cache.insert(k, ());
+        }
+    }
+    hits
+}
+
+fn pct(hits: u64, n: usize) -> f64 {
+    100.0 * hits as f64 / n as f64
+}
+
+fn main() {
+    let dir = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/traces"));
+    let config_overrides = |c: &mut cache_node::store::StoreConfig| {
+        if let Ok(w) = std::env::var("WINDOW_PERCENT") {
+            c.window_percent = w.parse().expect("WINDOW_PERCENT");
+        }
+        if let Ok(v) = std::env::var("SKETCH_PER_ITEM") {
+            c.sketch_counters_per_item = v.parse().expect("SKETCH_PER_ITEM");
+        }
+        if let Ok(v) = std::env::var("SAMPLE_FACTOR") {
+            c.sample_factor = v.parse().expect("SAMPLE_FACTOR");
+        }
+        if let Ok(v) = std::env::var("CLIMBER_SAMPLE") {
+            c.climber_sample_factor = v.parse().expect("CLIMBER_SAMPLE");
+        }
+        if let Ok(v) = std::env::var("PROTECTED_PERCENT") {
+            c.protected_percent = v.parse().expect("PROTECTED_PERCENT");
+        }
+        if let Ok(a) = std::env::var("ADAPTIVE") {
+            c.window_adaptation = match a.as_str() {
+                "0" | "fixed" => WindowAdaptation::Fixed,
+                "climber" => WindowAdaptation::HillClimber,
+                _ => WindowAdaptation::Ghost,
+            };
+        }
+        if let Ok(v) = std::env::var("MARGIN") {
+            c.admission_margin = v.parse().expect("MARGIN");
+        }
+        if let Ok(v) = std::env::var("GHOST_STEP") {
+            c.ghost_step_items = v.parse().expect("GHOST_STEP");
+        }
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| TraceFormat::detect(p).is_some())
+        .collect();
+    paths.sort();
+    println!(
+        "{:<16} {:>9} {:>8} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "trace", "accesses", "distinct", "cap", "LRU", "moka", "OPT", "ours", "gap", "window%"
+    );
+    let (mut gap_sum, mut best_gap_sum, mut n, mut beats_all) = (0.0, 0.0, 0, true);
+    for path in &paths {
+        let keys = read_trace(path, TraceFormat::detect(path).expect("filtered")).expect("trace");
+        let distinct = keys.iter().collect::<std::collections::HashSet<_>>().len();
+        let cap = (distinct / 10).max(1);
+        let lru = pct(lru_hits(&keys, cap), keys.len());
+        let moka = pct(moka_hits(&keys, cap), keys.len());
+        let opt = pct(opt_hits(&keys, cap), keys.len());
+        let mut config = replay_config(cap);
+        config_overrides(&mut config);
+        if let Ok(extra) = std::env::var("EXTRA_ITEMS") {
+            let extra: usize = extra.parse().expect("EXTRA_ITEMS");
+            config.max_items = Some(cap + extra);
+            config.window_percent = 100.0 * extra as f64 / (cap + extra) as f64;
+        }
+        let report = replay_keys_with(keys.iter().copied(), cap, config);
+        let ours = report.hit_rate_percent();
+        let name = Path::new(path.file_name().expect("file"))
+            .to_string_lossy()
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        println!(
+            "{name:<16} {:>9} {distinct:>8} {cap:>6} {lru:>7.2} {moka:>7.2} {opt:>7.2} {ours:>7.2} {:>7.2} {:>7.1}{}",
+            keys.len(),
+            opt - ours,
+            report.final_window_percent,
+            if ours > lru && ours > moka { "" } else { "  (not above both LRU and moka)" }
+        );
+        beats_all &= ours > lru && ours > moka;
+        gap_sum += opt - ours;
+        best_gap_sum += opt - lru.max(moka);
+        n += 1;
+    }
+    if n > 0 {
+        println!(
+            "mean gap to OPT: ours {:.2} points, better of LRU/moka {:.2} points; above both on every trace: {}",
+            gap_sum / n as f64,
+            best_gap_sum / n as f64,
+            beats_all
+        );
+    }
+}

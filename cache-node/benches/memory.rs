@@ -1,0 +1,294 @@
+//! Memory benchmark: resident bytes per stored item beyond key and value, our store against
+//! memcached (Debian's `/usr/bin/memcached`, run as a child process on a free loopback port and
+//! filled over TCP with the same items) and moka 0.12, all measured in this run.
+//!
+//! `cargo bench -p cache-node --bench memory` (env: `REPEAT`, default 3; `MEMCACHED`, default
+//! `/usr/bin/memcached`; `SCALE` divides the item counts, for a quick run).
+//!
+//! Workloads: 2,000,000 items of 32-byte keys and 100-byte values; 1,000,000 items of 50-byte
+//! keys and 1,024-byte values. Budgets are large enough that nothing is evicted. Overhead per
+//! item = (RSS after filling - RSS before) / items - (key + value).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_node::clock::SystemClock;
+use cache_node::store::{NewItem, Store, StoreConfig};
+
+fn rss_kib(pid: Option<u32>) -> u64 {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(&path).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+fn key(i: usize, len: usize) -> Vec<u8> {
+    let mut k = format!("k{i:0>width$}", width = len - 1).into_bytes();
+    k.truncate(len);
+    k
+}
+
+fn value(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| b'a' + ((i + j) % 26) as u8).collect()
+}
+
+struct Workload {
+    name: &'static str,
+    items: usize,
+    key_len: usize,
+    value_len: usize,
+}
+
+fn overhead(rss_before_kib: u64, rss_after_kib: u64, w: &Workload) -> f64 {
+    let grown = (rss_after_kib.saturating_sub(rss_before_kib) * 1024) as f64;
+    grown / w.items as f64 - (w.key_len + w.value_len) as f64
+}
+
+/// Our store: (overhead by RSS, overhead by the store's own accounting).
+fn measure_store(w: &Workload) -> (f64, f64) {
+    let before = rss_kib(None);
+    let store = Store::new(
+        StoreConfig {
+            memory_limit_bytes: 64 << 30,
+            ..StoreConfig::default()
+        },
+        Arc::new(SystemClock::new()),
+    );
+    let v = value(0, w.value_len);
+    for i in 0..w.items {
+        store
+            .with_entry(&key(i, w.key_len), |e| {
+                e.insert(NewItem {
+                    value: &[&v],
+                    flags: 0,
+                    exptime: 0,
+                    cas: 0,
+                    stale: false,
+                    win_sent: false,
+                })
+            })
+            .expect("insert");
+    }
+    let after = rss_kib(None);
+    let stats = store.stats();
+    assert_eq!(stats.curr_items as usize, w.items, "nothing may be evicted");
+    assert_eq!(stats.evictions, 0);
+    let accounted = stats.bytes as f64 / w.items as f64 - (w.key_len + w.value_len) as f64;
+    let per = |b: u64| b as f64 / w.items as f64;
+    eprintln!(
+        "  store {}: per item arena {:.1} (incl. key+value {}), index {:.1}, sketch+ghosts {:.1}",
+        w.name,
+        per(stats.arena_bytes),
+        w.key_len + w.value_len,
+        per(stats.index_bytes),
+        per(stats.policy_bytes)
+    );
+    drop(store);
+    (overhead(before, after, w), accounted)
+}
+
+fn measure_moka(w: &Workload) -> f64 {
+    let before = rss_kib(None);
+    let cache: moka::sync::Cache<Vec<u8>, Vec<u8>> = moka::sync::Cache::new(u64::MAX);
+    for i in 0..w.items {
+        cache.insert(key(i, w.key_len), value(0, w.value_len));
+    }
+    cache.run_pending_tasks();
+    let after = rss_kib(None);
+    assert_eq!(cache.entry_count() as usize, w.items);
+    drop(cache);
+    overhead(before, after, w)
+}
+
+struct Memcached {
+    child: Child,
+    port: u16,
+}
+
+impl Memcached {
+    fn start(bin: &str) -> Memcached {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut args = vec!["-l", "127.0.0.1", "-U", "0", "-m", "8192", "-t", "2"];
+        // memcached refuses to run as root unless told which user to be.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            args.extend(["-u", "root"]);
+        }
+        let port_arg = port.to_string();
+        args.extend(["-p", &port_arg]);
+        let child = Command::new(bin)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "memcached did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Memcached { child, port }
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn measure_memcached(bin: &str, w: &Workload) -> f64 {
+    let mc = Memcached::start(bin);
+    let mut conn = TcpStream::connect(("127.0.0.1", mc.port)).expect("connect");
+    // Let memcached finish its start-up allocations before the baseline.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib(Some(mc.child.id()));
+    let v = value(0, w.value_len);
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut line = String::new();
+    for batch in (0..w.items).collect::<Vec<_>>().chunks(1000) {
+        buf.clear();
+        for &i in batch {
+            buf.extend_from_slice(b"set ");
+            buf.extend_from_slice(&key(i, w.key_len));
+            buf.extend_from_slice(format!(" 0 0 {}\r\n", w.value_len).as_bytes());
+            buf.extend_from_slice(&v);
+            buf.extend_from_slice(b"\r\n");
+        }
+        conn.write_all(&buf).expect("write");
+        for _ in batch {
+            line.clear();
+            reader.read_line(&mut line).expect("reply");
+            assert_eq!(line, "STORED\r\n", "memcached refused a set");
+        }
+    }
+    conn.write_all(b"stats\r\n").expect("stats");
+    let mut items = 0usize;
+    let mut evictions = 0u64;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("stats reply");
+        if line.starts_with("END") {
+            break;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.get(1).copied() {
+            Some("curr_items") => items = f[2].parse().expect("n"),
+            Some("evictions") => evictions = f[2].parse().expect("n"),
+            _ => {}
+        }
+    }
+    assert_eq!(items, w.items, "memcached must hold every item");
+    assert_eq!(evictions, 0);
+    let after = rss_kib(Some(mc.child.id()));
+    let mut rest = Vec::new();
+    let _ = conn.write_all(b"quit\r\n");
+    let _ = reader.read_to_end(&mut rest);
+    overhead(before, after, w)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}
+
+/// Runs one in-process measurement in a fresh child process, so memory the allocator kept from
+/// an earlier measurement cannot hide growth.
+fn in_child(what: &str, w: usize) -> Vec<f64> {
+    let exe = std::env::current_exe().expect("current exe");
+    let out = Command::new(exe)
+        .args(["--child", what, &w.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run child");
+    assert!(out.status.success(), "child {what} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|v| v.parse().expect("child output"))
+        .collect()
+}
+
+fn main() {
+    let repeat: usize = std::env::var("REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let scale: usize = std::env::var("SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let bin = std::env::var("MEMCACHED").unwrap_or_else(|_| "/usr/bin/memcached".to_string());
+    let workloads = [
+        Workload {
+            name: "32B keys / 100B values",
+            items: 2_000_000 / scale,
+            key_len: 32,
+            value_len: 100,
+        },
+        Workload {
+            name: "50B keys / 1KiB values",
+            items: 1_000_000 / scale,
+            key_len: 50,
+            value_len: 1024,
+        },
+    ];
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--child") {
+        let w = &workloads[args[pos + 2].parse::<usize>().expect("workload")];
+        match args[pos + 1].as_str() {
+            "store" => {
+                let (o, a) = measure_store(w);
+                println!("{o} {a}");
+            }
+            "moka" => println!("{}", measure_moka(w)),
+            other => panic!("unknown child {other}"),
+        }
+        return;
+    }
+    println!(
+        "bytes of RSS per item beyond key+value (median of {repeat} runs, each in a fresh process)"
+    );
+    println!(
+        "{:<24} {:>9} {:>10} {:>12} {:>10} {:>8} {:>12}",
+        "workload", "items", "ours", "ours(acct)", "memcached", "moka", "ours/memc"
+    );
+    for (wi, w) in workloads.iter().enumerate() {
+        let mut ours = Vec::new();
+        let mut acct = Vec::new();
+        let mut memc = Vec::new();
+        let mut moka = Vec::new();
+        for _ in 0..repeat {
+            let r = in_child("store", wi);
+            ours.push(r[0]);
+            acct.push(r[1]);
+            memc.push(measure_memcached(&bin, w));
+            moka.push(in_child("moka", wi)[0]);
+        }
+        let (o, a, m, k) = (median(ours), median(acct), median(memc), median(moka));
+        println!(
+            "{:<24} {:>9} {:>10.1} {:>12.1} {:>10.1} {:>8.1} {:>12.2}",
+            w.name,
+            w.items,
+            o,
+            a,
+            m,
+            k,
+            o / m
+        );
+    }
+}

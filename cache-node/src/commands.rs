@@ -1,0 +1,1256 @@
+//! Command semantics: executes parsed [`Request`]s against the [`Store`](crate::store::Store) and writes the replies.
+//!
+//! This is where memcached's meaning of each command lives: expiry conversion, CAS checks, the add/replace/
+//! append rules, incr/decr arithmetic, and the lease protocol (meta `N`/`W`/`Z`/`X`, `md I`, mcrouter's
+//! `lease-get`/`lease-set`). It does no I/O: the connection hands it requests and a reply buffer.
+//!
+//! Lease model (memcached 1.6's meta semantics): a lease is a placeholder item with an empty value and the
+//! `win_sent` bit; its CAS value is the lease token. Whoever sets with `C<token>` (or `lease-set` with the
+//! token) while the placeholder is there stores; any delete removes the placeholder and `md I` gives the item
+//! a new CAS, so a late set with the old token is refused (`NF`/`EX`/`NOT_STORED`). The placeholder's TTL
+//! is the lease window: when it expires the lease ends and the next miss gets a new one.
+//!
+//! For text-protocol commands a placeholder or a stale item counts as absent (a text client cannot see W/X/Z,
+//! and must never be served a value that was invalidated).
+
+use std::sync::atomic::Ordering;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::protocol::{
+    compose_lease_value, compose_meta, compose_number, compose_stat, compose_value, decode_key,
+    reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags, MetaItemInfo, MetaSetMode, Request,
+    StoreMode, WinFlags, MAX_KEY_LEN, REALTIME_MAXDELTA,
+};
+use crate::server::Node;
+use crate::stats::Counters;
+use crate::store::{Entry, ItemMeta, NewItem, StoreError};
+
+/// The version this server reports (memcached-shaped, so clients that parse it are happy).
+pub const VERSION: &str = concat!("1.6.0-cache-node-", env!("CARGO_PKG_VERSION"));
+
+/// What the connection should do after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading requests.
+    Continue,
+    /// Close the connection (after writing what is buffered).
+    Close,
+}
+
+/// An expiry time converted from the protocol's exptime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Never expires (exptime 0).
+    Never,
+    /// Expires at this clock second.
+    At(u32),
+    /// Already expired (negative, or an absolute time in the past).
+    Expired,
+}
+
+impl Expiry {
+    fn store_time(self) -> u32 {
+        match self {
+            Expiry::Never => 0,
+            Expiry::At(t) => t,
+            // Callers remove the item instead; 1 is in the past for any clock that has run a second.
+            Expiry::Expired => 1,
+        }
+    }
+}
+
+/// Converts a protocol exptime at clock second `now` / unix second `unix_now`: 0 = never, negative = already
+/// expired, up to 30 days = relative seconds, above = a Unix time.
+pub fn convert_exptime(exptime: i64, now: u32, unix_now: u64) -> Expiry {
+    if exptime == 0 {
+        return Expiry::Never;
+    }
+    if exptime < 0 {
+        return Expiry::Expired;
+    }
+    let relative = if exptime > REALTIME_MAXDELTA {
+        exptime - unix_now as i64
+    } else {
+        exptime
+    };
+    if relative <= 0 {
+        return Expiry::Expired;
+    }
+    Expiry::At((i64::from(now) + relative).min(i64::from(u32::MAX)) as u32)
+}
+
+/// An item that a text client may see: not a lease placeholder, not marked stale.
+fn live(meta: &ItemMeta, value_len: usize) -> bool {
+    !meta.stale && !is_placeholder(meta, value_len)
+}
+
+/// A lease placeholder: empty value with a win token handed out, not stale.
+fn is_placeholder(meta: &ItemMeta, value_len: usize) -> bool {
+    meta.win_sent && value_len == 0 && !meta.stale
+}
+
+fn ttl_remaining(exptime: u32, now: u32) -> i64 {
+    if exptime == 0 {
+        -1
+    } else {
+        i64::from(exptime) - i64::from(now)
+    }
+}
+
+/// Executes requests for one connection. Holds the connection's counters and scratch space so the hot
+/// path allocates nothing.
+pub struct Session<'n> {
+    /// The node: store, clock, config, shared counters.
+    node: &'n Node,
+    /// This connection's counters, drained into the node's after each batch.
+    pub counters: Counters,
+    /// Which of the node's counter slots this connection drains into (its thread's).
+    slot: usize,
+    /// Reused buffer for read-modify-write values (append, prepend, incr).
+    scratch: Vec<u8>,
+}
+
+enum StoreOutcome {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    TooLarge,
+    OutOfMemory,
+}
+
+impl<'n> Session<'n> {
+    /// A session for one connection.
+    pub fn new(node: &'n Node, slot: usize) -> Self {
+        Session {
+            node,
+            counters: Counters::default(),
+            slot,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn expiry(&self, exptime: i64) -> Expiry {
+        let clock = &self.node.clock;
+        convert_exptime(exptime, clock.now(), clock.unix_now())
+    }
+
+    /// A CAS value usable as a lease token: never 0, never 1 (1 means "hot miss" in mcrouter's dialect).
+    fn lease_token(&self) -> u64 {
+        loop {
+            let c = self.node.store.next_cas();
+            if c > 1 {
+                return c;
+            }
+        }
+    }
+
+    /// Executes one request, appending its reply (if any) to `out`.
+    pub fn execute(&mut self, request: Request<'_>, out: &mut BytesMut) -> Flow {
+        match request {
+            Request::Get {
+                with_cas,
+                touch,
+                keys,
+            } => self.get(with_cas, touch, keys, out),
+            Request::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                cas_unique,
+                data,
+                noreply,
+            } => {
+                let r = self.store_text(mode, key, flags, exptime, cas_unique, data);
+                if !noreply {
+                    out.put_slice(r);
+                }
+            }
+            Request::Delete { key, noreply } => {
+                let removed = self
+                    .node
+                    .store
+                    .with_entry(key, |e| e.item().is_some() && e.remove());
+                if removed {
+                    self.counters.delete_hits += 1;
+                } else {
+                    self.counters.delete_misses += 1;
+                }
+                if !noreply {
+                    out.put_slice(if removed {
+                        reply::DELETED
+                    } else {
+                        reply::NOT_FOUND
+                    });
+                }
+            }
+            Request::Arith {
+                op,
+                key,
+                delta,
+                noreply,
+            } => self.arith_text(op, key, delta, noreply, out),
+            Request::Touch {
+                key,
+                exptime,
+                noreply,
+            } => {
+                self.counters.cmd_touch += 1;
+                let exp = self.expiry(exptime);
+                let found = self.node.store.with_entry(key, |e| touch_entry(e, exp));
+                if found {
+                    self.counters.touch_hits += 1;
+                } else {
+                    self.counters.touch_misses += 1;
+                }
+                if !noreply {
+                    out.put_slice(if found {
+                        reply::TOUCHED
+                    } else {
+                        reply::NOT_FOUND
+                    });
+                }
+            }
+            Request::FlushAll { delay, noreply } => {
+                self.counters.cmd_flush += 1;
+                let now = self.node.clock.now();
+                let at = if delay <= 0 {
+                    now
+                } else {
+                    match self.expiry(delay) {
+                        Expiry::At(t) => t,
+                        _ => now,
+                    }
+                };
+                self.node.store.flush_all(at);
+                if !noreply {
+                    out.put_slice(reply::OK);
+                }
+            }
+            Request::Stats { group } => self.stats(group, out),
+            Request::Version => {
+                out.put_slice(b"VERSION ");
+                out.put_slice(VERSION.as_bytes());
+                out.put_slice(b"\r\n");
+            }
+            Request::Verbosity { noreply } => {
+                if !noreply {
+                    out.put_slice(reply::OK);
+                }
+            }
+            Request::Quit => return Flow::Close,
+            Request::MetaNoop => out.put_slice(reply::MN),
+            Request::LeaseGet { key } => self.lease_get(key, out),
+            Request::LeaseSet {
+                key,
+                token,
+                flags,
+                exptime,
+                data,
+                noreply,
+            } => {
+                let r = self.lease_set(key, token, flags, exptime, data);
+                if !noreply {
+                    out.put_slice(r);
+                }
+            }
+            Request::Meta {
+                command,
+                key,
+                flags,
+                data,
+            } => {
+                let mut key_buf = [0u8; MAX_KEY_LEN];
+                let Some(decoded) = decode_key(key, flags.base64_key, &mut key_buf) else {
+                    self.counters.protocol_errors += 1;
+                    out.put_slice(b"CLIENT_ERROR bad command line format\r\n");
+                    return Flow::Continue;
+                };
+                match command {
+                    MetaCommand::Get => self.meta_get(decoded, key, &flags, out),
+                    MetaCommand::Set => self.meta_set(decoded, key, &flags, data, out),
+                    MetaCommand::Delete => self.meta_delete(decoded, key, &flags, out),
+                    MetaCommand::Arith => self.meta_arith(decoded, key, &flags, out),
+                    MetaCommand::Debug => self.meta_debug(decoded, key, out),
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn get(&mut self, with_cas: bool, touch: Option<i64>, keys: Keys<'_>, out: &mut BytesMut) {
+        let exp = touch.map(|t| self.expiry(t));
+        for key in keys.iter() {
+            self.counters.cmd_get += 1;
+            let hit = self.node.store.with_entry(key, |e| {
+                let Some(it) = e.item() else {
+                    return false;
+                };
+                let meta = *it.meta();
+                if !live(&meta, it.value().len()) {
+                    return false;
+                }
+                compose_value(
+                    out,
+                    key,
+                    meta.flags,
+                    &[it.value()],
+                    with_cas.then_some(meta.cas),
+                );
+                e.record_read();
+                if let Some(exp) = exp {
+                    touch_entry(e, exp);
+                }
+                true
+            });
+            if exp.is_some() {
+                self.counters.cmd_touch += 1;
+                if hit {
+                    self.counters.touch_hits += 1;
+                } else {
+                    self.counters.touch_misses += 1;
+                }
+            }
+            if hit {
+                self.counters.get_hits += 1;
+            } else {
+                self.counters.get_misses += 1;
+            }
+        }
+        out.put_slice(reply::END);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store_text(
+        &mut self,
+        mode: StoreMode,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        cas_unique: u64,
+        data: &[u8],
+    ) -> &'static [u8] {
+        self.counters.cmd_set += 1;
+        let exp = self.expiry(exptime);
+        let max = self.node.config.limits.max_value_len;
+        let scratch = &mut self.scratch;
+        let outcome = self.node.store.with_entry(key, |e| {
+            let current = e.item().and_then(|it| {
+                let meta = *it.meta();
+                live(&meta, it.value().len()).then(|| {
+                    if matches!(mode, StoreMode::Append | StoreMode::Prepend) {
+                        scratch.clear();
+                        scratch.extend_from_slice(it.value());
+                    }
+                    meta
+                })
+            });
+            match (mode, current) {
+                (StoreMode::Add, Some(_)) => return StoreOutcome::NotStored,
+                (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
+                    return StoreOutcome::NotStored
+                }
+                (StoreMode::Cas, None) => return StoreOutcome::NotFound,
+                (StoreMode::Cas, Some(m)) if m.cas != cas_unique => return StoreOutcome::Exists,
+                _ => {}
+            }
+            let (parts, flags, exptime): ([&[u8]; 2], u32, u32) = match (mode, current) {
+                (StoreMode::Append, Some(m)) => ([&scratch[..], data], m.flags, m.exptime),
+                (StoreMode::Prepend, Some(m)) => ([data, &scratch[..]], m.flags, m.exptime),
+                _ => {
+                    if exp == Expiry::Expired {
+                        e.remove();
+                        return StoreOutcome::Stored;
+                    }
+                    ([data, &[]], flags, exp.store_time())
+                }
+            };
+            if parts[0].len() + parts[1].len() > max {
+                return StoreOutcome::TooLarge;
+            }
+            insert(
+                e,
+                NewItem {
+                    value: &parts,
+                    flags,
+                    exptime,
+                    cas: 0,
+                    stale: false,
+                    win_sent: false,
+                },
+            )
+        });
+        if mode == StoreMode::Cas {
+            match outcome {
+                StoreOutcome::Stored => self.counters.cas_hits += 1,
+                StoreOutcome::Exists => self.counters.cas_badval += 1,
+                StoreOutcome::NotFound => self.counters.cas_misses += 1,
+                _ => {}
+            }
+        }
+        match outcome {
+            StoreOutcome::Stored => reply::STORED,
+            StoreOutcome::NotStored => reply::NOT_STORED,
+            StoreOutcome::Exists => reply::EXISTS,
+            StoreOutcome::NotFound => reply::NOT_FOUND,
+            StoreOutcome::TooLarge => {
+                self.counters.protocol_errors += 1;
+                b"SERVER_ERROR object too large for cache\r\n"
+            }
+            StoreOutcome::OutOfMemory => {
+                self.counters.protocol_errors += 1;
+                reply::OUT_OF_MEMORY
+            }
+        }
+    }
+
+    fn arith_text(
+        &mut self,
+        op: ArithOp,
+        key: &[u8],
+        delta: u64,
+        noreply: bool,
+        out: &mut BytesMut,
+    ) {
+        let result = self.node.store.with_entry(key, |e| {
+            let Some(it) = e.item() else {
+                return ArithResult::NotFound;
+            };
+            let meta = *it.meta();
+            if !live(&meta, it.value().len()) {
+                return ArithResult::NotFound;
+            }
+            let Some(n) = parse_counter(it.value()) else {
+                return ArithResult::NonNumeric;
+            };
+            let v = apply_arith(op, n, delta);
+            store_counter(e, v, meta.flags, meta.exptime, 0)
+        });
+        let hit = !matches!(result, ArithResult::NotFound);
+        match (op, hit) {
+            (ArithOp::Incr, true) => self.counters.incr_hits += 1,
+            (ArithOp::Incr, false) => self.counters.incr_misses += 1,
+            (ArithOp::Decr, true) => self.counters.decr_hits += 1,
+            (ArithOp::Decr, false) => self.counters.decr_misses += 1,
+        }
+        if noreply {
+            return;
+        }
+        match result {
+            ArithResult::Value(v, _) => {
+                compose_number(out, v);
+                out.put_slice(b"\r\n");
+            }
+            ArithResult::NotFound => out.put_slice(reply::NOT_FOUND),
+            ArithResult::NonNumeric => out.put_slice(reply::NON_NUMERIC),
+            ArithResult::TooLarge | ArithResult::Exists => out.put_slice(reply::OUT_OF_MEMORY),
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Meta commands.
+
+    fn meta_get(
+        &mut self,
+        key: &[u8],
+        key_as_sent: &[u8],
+        flags: &MetaFlags<'_>,
+        out: &mut BytesMut,
+    ) {
+        self.counters.cmd_get += 1;
+        let now = self.node.clock.now();
+        let touch = flags.ttl.map(|t| self.expiry(t));
+        let lease_window = self.node.config.lease_window_secs;
+        // Only a vivifying mg needs the wall clock (to convert its N); skip the read otherwise.
+        let unix_now = match flags.vivify_ttl {
+            Some(_) => self.node.clock.unix_now(),
+            None => 0,
+        };
+        let new_token = flags
+            .vivify_ttl
+            .map(|_| flags.new_cas.unwrap_or_else(|| self.lease_token()));
+        let outcome = self.node.store.with_entry(key, |e| {
+            let Some(it) = e.item() else {
+                let Some(n) = flags.vivify_ttl else {
+                    if !flags.quiet {
+                        compose_meta(
+                            out,
+                            MetaCode::En,
+                            key_as_sent,
+                            flags,
+                            None,
+                            WinFlags::default(),
+                            None,
+                        );
+                    }
+                    return MgOutcome::Miss;
+                };
+                // Miss with N: create the lease placeholder; this reader wins.
+                let ttl = if n > 0 { n } else { i64::from(lease_window) };
+                // A lease always ends: an N that converts to "never" or "already expired" gets the window.
+                let exptime = match convert_exptime(ttl, now, unix_now) {
+                    Expiry::At(t) => t,
+                    _ => now.saturating_add(lease_window.max(1)),
+                };
+                let cas = new_token.unwrap_or(0);
+                if insert(
+                    e,
+                    NewItem {
+                        value: &[],
+                        flags: 0,
+                        exptime,
+                        cas,
+                        stale: false,
+                        win_sent: true,
+                    },
+                ) != StoreOutcome::Stored
+                {
+                    out.put_slice(reply::OUT_OF_MEMORY);
+                    return MgOutcome::Miss;
+                }
+                let info = MetaItemInfo {
+                    cas,
+                    flags: 0,
+                    ttl: ttl_remaining(exptime, now),
+                    size: 0,
+                    hit_before: false,
+                    last_access_secs: 0,
+                };
+                let code = if flags.return_value {
+                    MetaCode::Va
+                } else {
+                    MetaCode::Hd
+                };
+                let win = WinFlags {
+                    win: true,
+                    ..WinFlags::default()
+                };
+                compose_meta(out, code, key_as_sent, flags, Some(&info), win, Some(&[]));
+                return MgOutcome::Vivified;
+            };
+            let meta = *it.meta();
+            let placeholder = is_placeholder(&meta, it.value().len());
+            let mut win = WinFlags {
+                stale: meta.stale,
+                ..WinFlags::default()
+            };
+            if meta.win_sent {
+                win.already_sent = true;
+            } else if meta.stale {
+                win.win = true;
+            } else if let Some(r) = flags.recache_ttl {
+                if meta.exptime != 0 && i64::from(meta.exptime) - i64::from(now) < r {
+                    win.win = true;
+                }
+            }
+            let exptime = match touch {
+                Some(Expiry::At(t)) => t,
+                Some(Expiry::Never) => 0,
+                _ => meta.exptime,
+            };
+            let info = MetaItemInfo {
+                cas: meta.cas,
+                flags: meta.flags,
+                ttl: ttl_remaining(exptime, now),
+                size: it.value().len(),
+                hit_before: meta.fetched,
+                last_access_secs: now.saturating_sub(meta.last_access),
+            };
+            let code = if flags.return_value {
+                MetaCode::Va
+            } else {
+                MetaCode::Hd
+            };
+            compose_meta(
+                out,
+                code,
+                key_as_sent,
+                flags,
+                Some(&info),
+                win,
+                Some(&[it.value()]),
+            );
+            if win.win || exptime != meta.exptime {
+                if let Some(mut m) = e.meta_mut() {
+                    m.win_sent |= win.win;
+                    m.exptime = exptime;
+                }
+            }
+            if !flags.no_bump {
+                e.record_read();
+            }
+            if touch == Some(Expiry::Expired) {
+                e.remove();
+            }
+            MgOutcome::Hit { placeholder, win }
+        });
+        if touch.is_some() {
+            self.counters.cmd_touch += 1;
+        }
+        match outcome {
+            MgOutcome::Miss => self.counters.get_misses += 1,
+            MgOutcome::Vivified => {
+                self.counters.get_misses += 1;
+                self.counters.lease_grants += 1;
+            }
+            MgOutcome::Hit { placeholder, win } => {
+                if placeholder {
+                    self.counters.get_misses += 1;
+                } else {
+                    self.counters.get_hits += 1;
+                }
+                if win.win {
+                    self.counters.lease_grants += 1;
+                }
+                if win.already_sent {
+                    self.counters.lease_hot_misses += 1;
+                }
+                if win.stale {
+                    self.counters.lease_stale_served += 1;
+                }
+            }
+        }
+    }
+
+    fn meta_set(
+        &mut self,
+        key: &[u8],
+        key_as_sent: &[u8],
+        flags: &MetaFlags<'_>,
+        data: &[u8],
+        out: &mut BytesMut,
+    ) {
+        self.counters.cmd_set += 1;
+        let mode = flags.set_mode.unwrap_or(MetaSetMode::Set);
+        let exp = self.expiry(flags.ttl.unwrap_or(0));
+        let vivify = flags.vivify_ttl.map(|t| self.expiry(t));
+        let client_flags = flags.client_flags.unwrap_or(0);
+        let new_cas = flags.new_cas.unwrap_or_else(|| self.node.store.next_cas());
+        let max = self.node.config.limits.max_value_len;
+        let scratch = &mut self.scratch;
+        let (outcome, lease_refill) = self.node.store.with_entry(key, |e| {
+            let current = e.item().map(|it| {
+                let meta = *it.meta();
+                if matches!(mode, MetaSetMode::Append | MetaSetMode::Prepend) {
+                    scratch.clear();
+                    scratch.extend_from_slice(it.value());
+                }
+                (meta, it.value().len())
+            });
+            let lease_refill =
+                flags.compare_cas.is_some() && current.is_none_or(|(m, len)| !live(&m, len));
+            let mut mark_stale = false;
+            if let Some(c) = flags.compare_cas {
+                match current {
+                    None => return (StoreOutcome::NotFound, lease_refill),
+                    // I with an older CAS: store, but as stale (memcached's "set-to-invalid").
+                    Some((m, _)) if c < m.cas && flags.invalidate => mark_stale = true,
+                    Some((m, _)) if c != m.cas => return (StoreOutcome::Exists, lease_refill),
+                    _ => {}
+                }
+            }
+            let present = current.filter(|(m, len)| live(m, *len)).map(|(m, _)| m);
+            let (parts, item_flags, exptime): ([&[u8]; 2], u32, u32) = match (mode, present) {
+                (MetaSetMode::Add, Some(_)) => return (StoreOutcome::NotStored, lease_refill),
+                (MetaSetMode::Replace, None) => return (StoreOutcome::NotStored, lease_refill),
+                (MetaSetMode::Append | MetaSetMode::Prepend, None) => match vivify {
+                    // Append with N autovivifies the missing item.
+                    Some(v) => ([data, &[]], client_flags, v.store_time()),
+                    None => return (StoreOutcome::NotStored, lease_refill),
+                },
+                (MetaSetMode::Append, Some(m)) => ([&scratch[..], data], m.flags, m.exptime),
+                (MetaSetMode::Prepend, Some(m)) => ([data, &scratch[..]], m.flags, m.exptime),
+                _ => {
+                    if exp == Expiry::Expired {
+                        e.remove();
+                        return (StoreOutcome::Stored, lease_refill);
+                    }
+                    ([data, &[]], client_flags, exp.store_time())
+                }
+            };
+            if parts[0].len() + parts[1].len() > max {
+                return (StoreOutcome::TooLarge, lease_refill);
+            }
+            let r = insert(
+                e,
+                NewItem {
+                    value: &parts,
+                    flags: item_flags,
+                    exptime,
+                    cas: new_cas,
+                    stale: mark_stale,
+                    win_sent: false,
+                },
+            );
+            (r, lease_refill)
+        });
+        if lease_refill {
+            if matches!(outcome, StoreOutcome::Stored) {
+                self.counters.lease_sets_stored += 1;
+            } else {
+                self.counters.lease_sets_refused += 1;
+            }
+        } else if flags.compare_cas.is_some() {
+            match outcome {
+                StoreOutcome::Stored => self.counters.cas_hits += 1,
+                StoreOutcome::Exists => self.counters.cas_badval += 1,
+                StoreOutcome::NotFound => self.counters.cas_misses += 1,
+                _ => {}
+            }
+        }
+        let code = match outcome {
+            StoreOutcome::Stored => {
+                if flags.quiet {
+                    return;
+                }
+                MetaCode::Hd
+            }
+            StoreOutcome::NotStored => MetaCode::Ns,
+            StoreOutcome::Exists => MetaCode::Ex,
+            StoreOutcome::NotFound => MetaCode::Nf,
+            StoreOutcome::TooLarge => {
+                self.counters.protocol_errors += 1;
+                out.put_slice(b"SERVER_ERROR object too large for cache\r\n");
+                return;
+            }
+            StoreOutcome::OutOfMemory => {
+                self.counters.protocol_errors += 1;
+                out.put_slice(reply::OUT_OF_MEMORY);
+                return;
+            }
+        };
+        let info = MetaItemInfo {
+            cas: new_cas,
+            flags: client_flags,
+            size: data.len(),
+            ..MetaItemInfo::default()
+        };
+        // ms returns only c (the new CAS), k, O and b.
+        compose_meta_filtered(out, code, key_as_sent, flags, &info, b"ckOb");
+    }
+
+    fn meta_delete(
+        &mut self,
+        key: &[u8],
+        key_as_sent: &[u8],
+        flags: &MetaFlags<'_>,
+        out: &mut BytesMut,
+    ) {
+        let exp = flags.ttl.map(|t| self.expiry(t));
+        let new_cas = flags.new_cas.unwrap_or_else(|| self.lease_token());
+        let code = self.node.store.with_entry(key, |e| {
+            let Some(it) = e.item() else {
+                return MetaCode::Nf;
+            };
+            let meta = *it.meta();
+            if let Some(c) = flags.compare_cas {
+                if c != meta.cas {
+                    return MetaCode::Ex;
+                }
+            }
+            if flags.invalidate {
+                // Mark stale: the value stays for X readers, the new CAS voids every outstanding token.
+                if let Some(mut m) = e.meta_mut() {
+                    m.stale = true;
+                    m.win_sent = false;
+                    m.cas = new_cas;
+                    if let Some(exp) = exp {
+                        m.exptime = match exp {
+                            Expiry::Never => 0,
+                            Expiry::At(t) => t,
+                            Expiry::Expired => m.exptime,
+                        };
+                    }
+                }
+            } else if flags.remove_value {
+                let exptime = meta.exptime;
+                if insert(
+                    e,
+                    NewItem {
+                        value: &[],
+                        flags: 0,
+                        exptime,
+                        cas: new_cas,
+                        stale: false,
+                        win_sent: false,
+                    },
+                ) != StoreOutcome::Stored
+                {
+                    e.remove();
+                }
+            } else {
+                e.remove();
+            }
+            MetaCode::Hd
+        });
+        match code {
+            MetaCode::Hd => {
+                self.counters.delete_hits += 1;
+                if flags.invalidate {
+                    self.counters.lease_invalidations += 1;
+                }
+            }
+            MetaCode::Nf => self.counters.delete_misses += 1,
+            _ => {}
+        }
+        // As memcached 1.6: q hides only the success line.
+        if flags.quiet && code == MetaCode::Hd {
+            return;
+        }
+        compose_meta_filtered(
+            out,
+            code,
+            key_as_sent,
+            flags,
+            &MetaItemInfo::default(),
+            b"kOb",
+        );
+    }
+
+    fn meta_arith(
+        &mut self,
+        key: &[u8],
+        key_as_sent: &[u8],
+        flags: &MetaFlags<'_>,
+        out: &mut BytesMut,
+    ) {
+        let op = flags.arith_mode.unwrap_or(ArithOp::Incr);
+        let delta = flags.delta.unwrap_or(1);
+        let now = self.node.clock.now();
+        let vivify = flags.vivify_ttl.map(|t| self.expiry(t));
+        let touch = flags.ttl.map(|t| self.expiry(t));
+        let new_cas = flags.new_cas.unwrap_or_else(|| self.node.store.next_cas());
+        let result = self.node.store.with_entry(key, |e| {
+            let current = e.item().and_then(|it| {
+                let meta = *it.meta();
+                live(&meta, it.value().len()).then(|| (meta, parse_counter(it.value())))
+            });
+            match current {
+                None => match vivify {
+                    Some(v) => {
+                        let initial = flags.initial.unwrap_or(0);
+                        store_counter(e, initial, 0, v.store_time(), new_cas)
+                    }
+                    None => ArithResult::NotFound,
+                },
+                Some((meta, n)) => {
+                    if flags.compare_cas.is_some_and(|c| c != meta.cas) {
+                        return ArithResult::Exists;
+                    }
+                    let Some(n) = n else {
+                        return ArithResult::NonNumeric;
+                    };
+                    let exptime = match touch {
+                        Some(t) => t.store_time(),
+                        None => meta.exptime,
+                    };
+                    store_counter(e, apply_arith(op, n, delta), meta.flags, exptime, new_cas)
+                }
+            }
+        });
+        let hit = !matches!(result, ArithResult::NotFound);
+        match (op, hit) {
+            (ArithOp::Incr, true) => self.counters.incr_hits += 1,
+            (ArithOp::Incr, false) => self.counters.incr_misses += 1,
+            (ArithOp::Decr, true) => self.counters.decr_hits += 1,
+            (ArithOp::Decr, false) => self.counters.decr_misses += 1,
+        }
+        match result {
+            ArithResult::Value(v, exptime) => {
+                let mut digits = [0u8; 20];
+                let text = format_u64(v, &mut digits);
+                let info = MetaItemInfo {
+                    cas: new_cas,
+                    ttl: ttl_remaining(exptime, now),
+                    size: text.len(),
+                    ..MetaItemInfo::default()
+                };
+                if flags.return_value {
+                    compose_meta(
+                        out,
+                        MetaCode::Va,
+                        key_as_sent,
+                        flags,
+                        Some(&info),
+                        WinFlags::default(),
+                        Some(&[text]),
+                    );
+                } else if !flags.quiet {
+                    compose_meta_filtered(out, MetaCode::Hd, key_as_sent, flags, &info, b"ctkOb");
+                }
+            }
+            ArithResult::NotFound => compose_meta_filtered(
+                out,
+                MetaCode::Nf,
+                key_as_sent,
+                flags,
+                &MetaItemInfo::default(),
+                b"kOb",
+            ),
+            ArithResult::Exists => compose_meta_filtered(
+                out,
+                MetaCode::Ex,
+                key_as_sent,
+                flags,
+                &MetaItemInfo::default(),
+                b"kOb",
+            ),
+            ArithResult::NonNumeric => out.put_slice(reply::NON_NUMERIC),
+            ArithResult::TooLarge => out.put_slice(reply::OUT_OF_MEMORY),
+        }
+    }
+
+    fn meta_debug(&mut self, key: &[u8], key_as_sent: &[u8], out: &mut BytesMut) {
+        let now = self.node.clock.now();
+        let found = self
+            .node
+            .store
+            .with_entry(key, |e| e.item().map(|it| (*it.meta(), it.value().len())));
+        match found {
+            None => out.put_slice(b"EN\r\n"),
+            Some((m, size)) => {
+                out.put_slice(b"ME ");
+                out.put_slice(key_as_sent);
+                let line = format!(
+                    " exp={} la={} cas={} fetch={} cls=1 size={}\r\n",
+                    ttl_remaining(m.exptime, now),
+                    now.saturating_sub(m.last_access),
+                    m.cas,
+                    if m.fetched { "yes" } else { "no" },
+                    size
+                );
+                out.put_slice(line.as_bytes());
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // mcrouter's lease dialect.
+
+    fn lease_get(&mut self, key: &[u8], out: &mut BytesMut) {
+        self.counters.cmd_get += 1;
+        let now = self.node.clock.now();
+        let window = self.node.config.lease_window_secs.max(1);
+        let token = self.lease_token();
+        let outcome = self.node.store.with_entry(key, |e| {
+            let Some(it) = e.item() else {
+                let inserted = insert(
+                    e,
+                    NewItem {
+                        value: &[],
+                        flags: 0,
+                        exptime: now.saturating_add(window),
+                        cas: token,
+                        stale: false,
+                        win_sent: true,
+                    },
+                );
+                if inserted != StoreOutcome::Stored {
+                    // Cannot hold a lease: tell the client to load and not to wait.
+                    compose_lease_value(out, key, 0, 0, &[]);
+                    return LeaseGetOutcome::Miss {
+                        won: false,
+                        stale: false,
+                    };
+                }
+                compose_lease_value(out, key, token, 0, &[]);
+                return LeaseGetOutcome::Miss {
+                    won: true,
+                    stale: false,
+                };
+            };
+            let meta = *it.meta();
+            if live(&meta, it.value().len()) {
+                compose_value(out, key, meta.flags, &[it.value()], None);
+                e.record_read();
+                return LeaseGetOutcome::Hit;
+            }
+            // Stale item or placeholder.
+            if meta.win_sent {
+                compose_lease_value(out, key, 1, meta.flags, &[it.value()]);
+                return LeaseGetOutcome::Miss {
+                    won: false,
+                    stale: meta.stale,
+                };
+            }
+            // Stale with no lease out yet: this reader wins; the token is the CAS given at invalidation.
+            compose_lease_value(out, key, meta.cas, meta.flags, &[it.value()]);
+            if let Some(mut m) = e.meta_mut() {
+                m.win_sent = true;
+            }
+            LeaseGetOutcome::Miss {
+                won: true,
+                stale: true,
+            }
+        });
+        out.put_slice(reply::END);
+        match outcome {
+            LeaseGetOutcome::Hit => self.counters.get_hits += 1,
+            LeaseGetOutcome::Miss { won, stale } => {
+                self.counters.get_misses += 1;
+                if won {
+                    self.counters.lease_grants += 1;
+                } else {
+                    self.counters.lease_hot_misses += 1;
+                }
+                if stale {
+                    self.counters.lease_stale_served += 1;
+                }
+            }
+        }
+    }
+
+    fn lease_set(
+        &mut self,
+        key: &[u8],
+        token: u64,
+        flags: u32,
+        exptime: i64,
+        data: &[u8],
+    ) -> &'static [u8] {
+        self.counters.cmd_set += 1;
+        let exp = self.expiry(exptime);
+        let outcome = self.node.store.with_entry(key, |e| {
+            let valid = token > 1 && e.item().is_some_and(|it| it.meta().cas == token);
+            if !valid {
+                return StoreOutcome::NotStored;
+            }
+            if exp == Expiry::Expired {
+                e.remove();
+                return StoreOutcome::Stored;
+            }
+            insert(
+                e,
+                NewItem {
+                    value: &[data],
+                    flags,
+                    exptime: exp.store_time(),
+                    cas: 0,
+                    stale: false,
+                    win_sent: false,
+                },
+            )
+        });
+        match outcome {
+            StoreOutcome::Stored => {
+                self.counters.lease_sets_stored += 1;
+                reply::STORED
+            }
+            StoreOutcome::TooLarge => {
+                self.counters.protocol_errors += 1;
+                b"SERVER_ERROR object too large for cache\r\n"
+            }
+            StoreOutcome::OutOfMemory => {
+                self.counters.protocol_errors += 1;
+                reply::OUT_OF_MEMORY
+            }
+            _ => {
+                self.counters.lease_sets_refused += 1;
+                reply::NOT_STORED
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // stats.
+
+    fn stats(&mut self, group: Option<&[u8]>, out: &mut BytesMut) {
+        // Make this connection's own counts visible to itself.
+        self.node
+            .counters
+            .slot(self.slot)
+            .drain_from(&mut self.counters);
+        match group {
+            None => {
+                for (name, value) in self.node.stats_lines() {
+                    compose_stat(out, name, value);
+                }
+                out.put_slice(reply::END);
+            }
+            Some(b"settings") => {
+                for (name, value) in self.node.settings_lines() {
+                    compose_stat(out, name, value);
+                }
+                out.put_slice(reply::END);
+            }
+            Some(b"reset") => {
+                self.node.counters.reset();
+                out.put_slice(reply::RESET);
+            }
+            Some(b"items" | b"slabs" | b"sizes" | b"conns") => out.put_slice(reply::END),
+            Some(_) => {
+                self.counters.protocol_errors += 1;
+                out.put_slice(b"ERROR\r\n");
+            }
+        }
+    }
+
+    /// Adds this session's counters into the node's.
+    pub fn flush_counters(&mut self) {
+        self.node
+            .counters
+            .slot(self.slot)
+            .drain_from(&mut self.counters);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum MgOutcome {
+    Miss,
+    Vivified,
+    Hit { placeholder: bool, win: WinFlags },
+}
+
+enum LeaseGetOutcome {
+    Hit,
+    Miss { won: bool, stale: bool },
+}
+
+enum ArithResult {
+    /// The new value and the item's exptime.
+    Value(u64, u32),
+    NotFound,
+    NonNumeric,
+    Exists,
+    TooLarge,
+}
+
+impl PartialEq for StoreOutcome {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+fn insert(e: &mut Entry<'_>, item: NewItem<'_>) -> StoreOutcome {
+    match e.insert(item) {
+        Ok(()) => StoreOutcome::Stored,
+        Err(StoreError::TooLarge { .. }) => StoreOutcome::TooLarge,
+        Err(StoreError::OutOfMemory) => StoreOutcome::OutOfMemory,
+        Err(StoreError::BadKey(_)) => StoreOutcome::NotStored,
+    }
+}
+
+/// Sets the expiry of a live item; `Expired` removes it. False if there is no live item.
+fn touch_entry(e: &mut Entry<'_>, exp: Expiry) -> bool {
+    let Some(it) = e.item() else {
+        return false;
+    };
+    if !live(it.meta(), it.value().len()) {
+        return false;
+    }
+    match exp {
+        Expiry::Expired => {
+            e.remove();
+        }
+        Expiry::Never | Expiry::At(_) => {
+            if let Some(mut m) = e.meta_mut() {
+                m.exptime = exp.store_time();
+            }
+        }
+    }
+    true
+}
+
+/// A counter value as memcached reads it: decimal digits, optionally padded with trailing spaces.
+fn parse_counter(value: &[u8]) -> Option<u64> {
+    let end = value
+        .iter()
+        .rposition(|b| *b != b' ')
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    crate::protocol::parse_u64(&value[..end])
+}
+
+fn apply_arith(op: ArithOp, n: u64, delta: u64) -> u64 {
+    match op {
+        ArithOp::Incr => n.wrapping_add(delta),
+        ArithOp::Decr => n.saturating_sub(delta),
+    }
+}
+
+fn format_u64(v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+fn store_counter(e: &mut Entry<'_>, v: u64, flags: u32, exptime: u32, cas: u64) -> ArithResult {
+    let mut digits = [0u8; 20];
+    let text = format_u64(v, &mut digits);
+    match insert(
+        e,
+        NewItem {
+            value: &[text],
+            flags,
+            exptime,
+            cas,
+            stale: false,
+            win_sent: false,
+        },
+    ) {
+        StoreOutcome::Stored => ArithResult::Value(v, exptime),
+        _ => ArithResult::TooLarge,
+    }
+}
+
+/// Writes a meta reply returning only the requested flags whose letter is in `keep`.
+fn compose_meta_filtered(
+    out: &mut BytesMut,
+    code: MetaCode,
+    key_as_sent: &[u8],
+    flags: &MetaFlags<'_>,
+    info: &MetaItemInfo,
+    keep: &[u8],
+) {
+    out.put_slice(code.as_bytes());
+    for t in flags.tokens() {
+        let letter = t[0];
+        if !keep.contains(&letter) {
+            continue;
+        }
+        match letter {
+            b'O' => {
+                out.put_u8(b' ');
+                out.put_slice(t);
+            }
+            b'k' => {
+                out.put_slice(b" k");
+                out.put_slice(key_as_sent);
+            }
+            b'b' if flags.return_key => out.put_slice(b" b"),
+            b'c' => {
+                out.put_slice(b" c");
+                compose_number(out, info.cas);
+            }
+            b't' => {
+                out.put_slice(b" t");
+                if info.ttl < 0 {
+                    out.put_slice(b"-1");
+                } else {
+                    compose_number(out, info.ttl as u64);
+                }
+            }
+            b's' => {
+                out.put_slice(b" s");
+                compose_number(out, info.size as u64);
+            }
+            _ => {}
+        }
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Reads a shared counter (for tests and metrics).
+pub fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}

@@ -1,0 +1,1932 @@
+//! The memcached protocol as pure code over byte slices: parsing requests and responses, composing both.
+//!
+//! This module does no I/O and owns no state. It is shared by the cache node (which parses requests and
+//! composes responses), and by the client and router in crate `regions` (which compose requests and parse
+//! responses; the router does both sides).
+//!
+//! Covered: the text protocol (get, gets, gat, gats, set, add, replace, append, prepend, cas, delete, incr,
+//! decr, touch, flush_all, stats, version, verbosity, quit), the meta protocol of memcached 1.6 (mg, ms, md,
+//! ma, mn, me) and mcrouter's lease dialect (lease-get, lease-set).
+//!
+//! Parsing is check-then-parse in one pass: [`parse_request`] returns [`Parsed::Incomplete`] when the buffer
+//! does not yet hold a whole request (a normal outcome, not an error), a borrowed [`Request`] and the number
+//! of bytes it used, or a [`ProtocolError`] together with how much input to drop so the connection stays in
+//! sync (for a refused `set` that includes its data block, which may not have arrived yet: see [`Swallow`]).
+//! The limits in [`Limits`] (key length, value size, line length) are enforced here, so every user of the
+//! parser gets them, and the property test in `tests/protocol_fuzz.rs` checks them over arbitrary bytes.
+//!
+//! Not covered: the binary protocol (deprecated by memcached) and UDP.
+
+use std::fmt;
+
+use base64::Engine as _;
+use bytes::{BufMut, BytesMut};
+
+/// memcached's key length limit, in bytes.
+pub const MAX_KEY_LEN: usize = 250;
+/// memcached's default item size limit (`-I 1m`).
+pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
+/// Longest request line (without its data block) accepted. memcached closes the connection on a non-get
+/// line over 2048 bytes and reads get lines up to its 16 KiB read buffer; we accept every line up to
+/// 16 KiB (room for 64 keys of 250 bytes) and answer a longer one with `CLIENT_ERROR line too long`,
+/// dropping input through its newline, so the connection survives and memory stays bounded.
+pub const DEFAULT_MAX_LINE_LEN: usize = 16 * 1024;
+/// Longest opaque token (`O` flag) accepted, as memcached.
+pub const MAX_OPAQUE_LEN: usize = 32;
+/// Relative expiry times above this many seconds are Unix timestamps (memcached's REALTIME_MAXDELTA).
+pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+
+/// Limits the parser enforces. Each is a parser option so that tests and `-I` can change them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key, in bytes (after base64 decoding for meta `b` keys). memcached: 250.
+    pub max_key_len: usize,
+    /// Largest value (data block) accepted, in bytes; larger ones get `SERVER_ERROR object too large for cache`.
+    pub max_value_len: usize,
+    /// Longest request or response line, without the data block.
+    pub max_line_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_len: MAX_KEY_LEN,
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+            max_line_len: DEFAULT_MAX_LINE_LEN,
+        }
+    }
+}
+
+/// What a malformed or refused request is answered with. Each maps to memcached's own error line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// Unknown command, or a known one with the wrong number of arguments (memcached: `ERROR`).
+    #[error("ERROR")]
+    UnknownCommand,
+    /// Arguments that do not parse, or an invalid key.
+    #[error("CLIENT_ERROR bad command line format")]
+    BadCommandLine,
+    /// A key over the length limit or with control characters or spaces.
+    #[error("CLIENT_ERROR bad command line format")]
+    BadKey,
+    /// The data block was not followed by `\r\n`.
+    #[error("CLIENT_ERROR bad data chunk")]
+    BadDataChunk,
+    /// The value is larger than the item size limit.
+    #[error("SERVER_ERROR object too large for cache")]
+    TooLarge,
+    /// No newline within [`Limits::max_line_len`].
+    #[error("CLIENT_ERROR line too long")]
+    LineTooLong,
+    /// `incr`/`decr` with a delta that is not a 64-bit unsigned number.
+    #[error("CLIENT_ERROR invalid numeric delta argument")]
+    BadDelta,
+    /// A meta flag that the command does not know.
+    #[error("CLIENT_ERROR invalid flag")]
+    InvalidFlag,
+    /// The same meta flag twice.
+    #[error("CLIENT_ERROR duplicate flag")]
+    DuplicateFlag,
+    /// A meta flag's token that does not parse (e.g. `Tabc`).
+    #[error("CLIENT_ERROR bad token in command line format")]
+    BadToken,
+    /// An opaque (`O`) over 32 bytes.
+    #[error("CLIENT_ERROR opaque token too long")]
+    OpaqueTooLong,
+    /// An `M` flag naming no mode of the command.
+    #[error("CLIENT_ERROR invalid mode for ms M token")]
+    InvalidMode,
+    /// `delete` with arguments other than `0` or `noreply`.
+    #[error("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]")]
+    DeleteUsage,
+    /// `flush_all` with a delay that is not a number.
+    #[error("CLIENT_ERROR invalid exptime argument")]
+    BadExptime,
+}
+
+impl ProtocolError {
+    /// The reply line for this error, with `\r\n`.
+    pub fn reply(&self) -> &'static [u8] {
+        match self {
+            ProtocolError::UnknownCommand => b"ERROR\r\n",
+            ProtocolError::BadCommandLine | ProtocolError::BadKey => {
+                b"CLIENT_ERROR bad command line format\r\n"
+            }
+            ProtocolError::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
+            ProtocolError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+            ProtocolError::LineTooLong => b"CLIENT_ERROR line too long\r\n",
+            ProtocolError::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
+            ProtocolError::InvalidFlag => b"CLIENT_ERROR invalid flag\r\n",
+            ProtocolError::DuplicateFlag => b"CLIENT_ERROR duplicate flag\r\n",
+            ProtocolError::BadToken => b"CLIENT_ERROR bad token in command line format\r\n",
+            ProtocolError::OpaqueTooLong => b"CLIENT_ERROR opaque token too long\r\n",
+            ProtocolError::InvalidMode => b"CLIENT_ERROR invalid mode for ms M token\r\n",
+            ProtocolError::DeleteUsage => {
+                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+            }
+            ProtocolError::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
+        }
+    }
+}
+
+/// Input to drop after a refused request, beyond the bytes already counted in `consumed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swallow {
+    /// Nothing more.
+    Nothing,
+    /// This many more bytes: the data block (and its `\r\n`) of a refused storage command, which may
+    /// arrive later and in pieces.
+    Bytes(usize),
+    /// Everything through the next `\n`: the rest of an over-long line.
+    ThroughNewline,
+}
+
+/// The outcome of [`parse_request`].
+#[derive(Debug, PartialEq)]
+pub enum Parsed<'a> {
+    /// The buffer does not hold a whole request yet; read more and call again with the same bytes plus more.
+    Incomplete,
+    /// A whole request, which used `consumed` bytes of the buffer.
+    Request {
+        /// The request, borrowing keys and data from the buffer.
+        request: Request<'a>,
+        /// Bytes of the buffer the request used (`consumed <= buf.len()`).
+        consumed: usize,
+    },
+    /// A request that is refused: reply with `error.reply()`, drop `consumed` bytes, then drop per `swallow`.
+    Error {
+        /// What to answer.
+        error: ProtocolError,
+        /// Bytes of the buffer to drop now (`consumed <= buf.len()`).
+        consumed: usize,
+        /// What else to drop once it arrives.
+        swallow: Swallow,
+    },
+}
+
+/// A storage command of the text protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    /// `set`: store unconditionally.
+    Set,
+    /// `add`: store only if the key is absent.
+    Add,
+    /// `replace`: store only if the key is present.
+    Replace,
+    /// `append`: add the data after the existing value.
+    Append,
+    /// `prepend`: add the data before the existing value.
+    Prepend,
+    /// `cas`: store only if the item's CAS equals the given one.
+    Cas,
+}
+
+impl StoreMode {
+    fn name(self) -> &'static str {
+        match self {
+            StoreMode::Set => "set",
+            StoreMode::Add => "add",
+            StoreMode::Replace => "replace",
+            StoreMode::Append => "append",
+            StoreMode::Prepend => "prepend",
+            StoreMode::Cas => "cas",
+        }
+    }
+}
+
+/// The keys of a multi-key retrieval, kept as the raw space-separated slice so that parsing allocates nothing.
+/// The parser has checked every key against the limits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Keys<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Keys<'a> {
+    /// Builds a key list from space-separated keys (for composing requests).
+    pub fn from_raw(raw: &'a [u8]) -> Self {
+        Keys { raw }
+    }
+    /// The keys in request order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.raw.split(|b| *b == b' ').filter(|k| !k.is_empty())
+    }
+    /// The raw space-separated bytes.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+}
+
+impl fmt::Debug for Keys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(String::from_utf8_lossy))
+            .finish()
+    }
+}
+
+/// The arithmetic direction of `incr`/`decr` and `ma`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOp {
+    /// Add, wrapping at 2^64 as memcached.
+    Incr,
+    /// Subtract, stopping at 0 as memcached.
+    Decr,
+}
+
+/// The meta commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaCommand {
+    /// `mg`: meta get.
+    Get,
+    /// `ms`: meta set (has a data block).
+    Set,
+    /// `md`: meta delete.
+    Delete,
+    /// `ma`: meta arithmetic.
+    Arith,
+    /// `me`: meta debug.
+    Debug,
+}
+
+impl MetaCommand {
+    fn name(self) -> &'static str {
+        match self {
+            MetaCommand::Get => "mg",
+            MetaCommand::Set => "ms",
+            MetaCommand::Delete => "md",
+            MetaCommand::Arith => "ma",
+            MetaCommand::Debug => "me",
+        }
+    }
+}
+
+/// The mode of `ms` (`M` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaSetMode {
+    /// `MS` (default): set.
+    Set,
+    /// `ME`: add.
+    Add,
+    /// `MR`: replace.
+    Replace,
+    /// `MA`: append.
+    Append,
+    /// `MP`: prepend.
+    Prepend,
+}
+
+/// The flags of a meta request, parsed. `raw` keeps them as sent, because the reply returns the
+/// requested flags in request order.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaFlags<'a> {
+    /// The flag tokens as sent (space separated), for composing replies in request order.
+    pub raw: &'a [u8],
+    /// `b`: the key is base64 encoded.
+    pub base64_key: bool,
+    /// `c`: return the CAS value.
+    pub return_cas: bool,
+    /// `f`: return the client flags.
+    pub return_flags: bool,
+    /// `h`: return whether the item was read before (0/1).
+    pub return_hit: bool,
+    /// `k`: return the key.
+    pub return_key: bool,
+    /// `l`: return the seconds since the last access.
+    pub return_last_access: bool,
+    /// `s`: return the value size.
+    pub return_size: bool,
+    /// `t`: return the remaining TTL (-1 for none).
+    pub return_ttl: bool,
+    /// `v`: return the value.
+    pub return_value: bool,
+    /// `q`: quiet, omit the success/miss line as memcached 1.6 does (EN for mg, HD for ms/md/ma).
+    pub quiet: bool,
+    /// `u`: do not bump the item in the eviction order.
+    pub no_bump: bool,
+    /// `I`: invalidate: md marks stale instead of removing; ms with an older C marks the stored item stale.
+    pub invalidate: bool,
+    /// `x`: md removes the value but keeps the item.
+    pub remove_value: bool,
+    /// `O`: opaque token echoed back.
+    pub opaque: Option<&'a [u8]>,
+    /// `C`: compare this CAS before changing.
+    pub compare_cas: Option<u64>,
+    /// `E`: use this as the new CAS value.
+    pub new_cas: Option<u64>,
+    /// `F`: client flags to set.
+    pub client_flags: Option<u32>,
+    /// `N`: mg/ma vivify on miss with this TTL; ms in append mode autovivifies.
+    pub vivify_ttl: Option<i64>,
+    /// `R`: mg wins the recache if the remaining TTL is below this.
+    pub recache_ttl: Option<i64>,
+    /// `T`: TTL to set (ms, ma on create, md with I) or to touch (mg).
+    pub ttl: Option<i64>,
+    /// `D`: ma delta (default 1).
+    pub delta: Option<u64>,
+    /// `J`: ma initial value on autovivify (default 0).
+    pub initial: Option<u64>,
+    /// `M` on ms: the storage mode.
+    pub set_mode: Option<MetaSetMode>,
+    /// `M` on ma: the arithmetic direction.
+    pub arith_mode: Option<ArithOp>,
+}
+
+impl fmt::Debug for MetaFlags<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MetaFlags({:?})", String::from_utf8_lossy(self.raw))
+    }
+}
+
+impl<'a> MetaFlags<'a> {
+    /// The flag tokens in request order.
+    pub fn tokens(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.raw.split(|b| *b == b' ').filter(|t| !t.is_empty())
+    }
+}
+
+/// A parsed request. Keys and data borrow from the input buffer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Request<'a> {
+    /// `get`/`gets` (touch = None) and `gat`/`gats` (touch = Some(exptime)).
+    Get {
+        /// `gets`/`gats`: return CAS values.
+        with_cas: bool,
+        /// `gat`/`gats`: the new expiry.
+        touch: Option<i64>,
+        /// The keys, at least one.
+        keys: Keys<'a>,
+    },
+    /// `set`, `add`, `replace`, `append`, `prepend`, `cas`.
+    Store {
+        /// Which storage command.
+        mode: StoreMode,
+        /// The key.
+        key: &'a [u8],
+        /// Opaque 32-bit client flags.
+        flags: u32,
+        /// Expiry as sent (see [`REALTIME_MAXDELTA`]).
+        exptime: i64,
+        /// The CAS unique for `cas`, else 0.
+        cas_unique: u64,
+        /// The data block, without `\r\n`.
+        data: &'a [u8],
+        /// `noreply`.
+        noreply: bool,
+    },
+    /// `delete key [noreply]`.
+    Delete {
+        /// The key.
+        key: &'a [u8],
+        /// `noreply`.
+        noreply: bool,
+    },
+    /// `incr`/`decr key delta [noreply]`.
+    Arith {
+        /// Direction.
+        op: ArithOp,
+        /// The key.
+        key: &'a [u8],
+        /// The amount.
+        delta: u64,
+        /// `noreply`.
+        noreply: bool,
+    },
+    /// `touch key exptime [noreply]`.
+    Touch {
+        /// The key.
+        key: &'a [u8],
+        /// The new expiry.
+        exptime: i64,
+        /// `noreply`.
+        noreply: bool,
+    },
+    /// `flush_all [delay] [noreply]`.
+    FlushAll {
+        /// Seconds from now (or a Unix time, as exptime) at which everything older is invalid; 0 = now.
+        delay: i64,
+        /// `noreply`.
+        noreply: bool,
+    },
+    /// `stats [group]`.
+    Stats {
+        /// `settings`, `reset`, ... or None for general stats.
+        group: Option<&'a [u8]>,
+    },
+    /// `version`.
+    Version,
+    /// `verbosity level [noreply]` (accepted and ignored, as memcached without -v).
+    Verbosity {
+        /// `noreply`.
+        noreply: bool,
+    },
+    /// `quit`: close the connection.
+    Quit,
+    /// mcrouter's `lease-get key`.
+    LeaseGet {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// mcrouter's `lease-set key token flags exptime bytes [noreply]`.
+    LeaseSet {
+        /// The key.
+        key: &'a [u8],
+        /// The lease token from `LVALUE`.
+        token: u64,
+        /// Client flags.
+        flags: u32,
+        /// Expiry as sent.
+        exptime: i64,
+        /// The data block.
+        data: &'a [u8],
+        /// `noreply`.
+        noreply: bool,
+    },
+    /// `mg`, `ms`, `md`, `ma`, `me`.
+    Meta {
+        /// Which meta command.
+        command: MetaCommand,
+        /// The key as sent (base64 if `flags.base64_key`; see [`decode_key`]).
+        key: &'a [u8],
+        /// The flags.
+        flags: MetaFlags<'a>,
+        /// The data block of `ms`, else empty.
+        data: &'a [u8],
+    },
+    /// `mn`: answered with `MN`, marks the end of a batch of quiet requests.
+    MetaNoop,
+}
+
+/// Decodes a meta request's key into `out` if it is base64 (`b` flag), else returns it unchanged.
+/// The parser has already checked that decoding succeeds within [`MAX_KEY_LEN`].
+pub fn decode_key<'k>(
+    key: &'k [u8],
+    base64_key: bool,
+    out: &'k mut [u8; MAX_KEY_LEN],
+) -> Option<&'k [u8]> {
+    if !base64_key {
+        return Some(key);
+    }
+    let n = base64::engine::general_purpose::STANDARD
+        .decode_slice(key, out)
+        .ok()?;
+    Some(&out[..n])
+}
+
+/// Whether a key is acceptable: 1..=max bytes, no control characters, no spaces.
+pub fn valid_key(key: &[u8], max_key_len: usize) -> bool {
+    !key.is_empty() && key.len() <= max_key_len && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+fn valid_base64_key(key: &[u8], max_key_len: usize) -> bool {
+    if key.is_empty() || key.len() > max_key_len.min(MAX_KEY_LEN).div_ceil(3) * 4 {
+        return false;
+    }
+    let mut out = [0u8; MAX_KEY_LEN];
+    match base64::engine::general_purpose::STANDARD.decode_slice(key, &mut out) {
+        Ok(n) => n > 0 && n <= max_key_len,
+        Err(_) => false,
+    }
+}
+
+/// Parses a decimal unsigned number (digits only, no sign), as memcached's safe_strtoull.
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Parses a decimal signed number.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    match s.split_first() {
+        Some((b'-', rest)) => {
+            let v = parse_u64(rest)?;
+            if v > i64::MAX as u64 + 1 {
+                None
+            } else {
+                Some((v as i64).wrapping_neg())
+            }
+        }
+        _ => parse_u64(s).and_then(|v| i64::try_from(v).ok()),
+    }
+}
+
+/// Largest data block length taken at face value. As memcached (`vlen > INT_MAX - 2`), a larger count is a
+/// malformed line rather than a too-large value, so the connection does not swallow gigabytes of input.
+pub const MAX_DATA_LEN_FIELD: usize = i32::MAX as usize - 2;
+
+fn parse_data_len(s: &[u8]) -> Option<usize> {
+    parse_u64(s)
+        .and_then(|l| usize::try_from(l).ok())
+        .filter(|l| *l <= MAX_DATA_LEN_FIELD)
+}
+
+fn parse_u32(s: &[u8]) -> Option<u32> {
+    parse_u64(s).and_then(|v| u32::try_from(v).ok())
+}
+
+/// A tiny tokenizer over one line: tokens separated by one or more spaces.
+struct Tokens<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Tokens<'a> {
+    fn new(line: &'a [u8]) -> Self {
+        Tokens { rest: line }
+    }
+    /// The remaining bytes with leading spaces removed.
+    fn remainder(&self) -> &'a [u8] {
+        let start = self
+            .rest
+            .iter()
+            .position(|b| *b != b' ')
+            .unwrap_or(self.rest.len());
+        &self.rest[start..]
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|b| *b != b' ')?;
+        let rest = &self.rest[start..];
+        let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+        self.rest = &rest[end..];
+        Some(&rest[..end])
+    }
+}
+
+fn err(error: ProtocolError, consumed: usize) -> Parsed<'static> {
+    Parsed::Error {
+        error,
+        consumed,
+        swallow: Swallow::Nothing,
+    }
+}
+
+fn err_swallow(error: ProtocolError, consumed: usize, data_len: usize) -> Parsed<'static> {
+    Parsed::Error {
+        error,
+        consumed,
+        swallow: Swallow::Bytes(data_len.saturating_add(2)),
+    }
+}
+
+// The Err side carries a whole `Parsed` so callers can return it as is; it is never boxed on a hot path.
+#[allow(clippy::result_large_err)]
+/// Finds the end of the first line. Returns (line without `\r\n`, bytes through `\n`), or the
+/// incomplete / too-long outcome.
+fn split_line(buf: &[u8], max_line_len: usize) -> Result<(&[u8], usize), Parsed<'static>> {
+    // Search one byte past the limit plus "\r\n" so a line of exactly max_line_len is accepted.
+    let window = &buf[..buf.len().min(max_line_len.saturating_add(2))];
+    match memchr::memchr(b'\n', window) {
+        Some(nl) => {
+            let line = &buf[..nl];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > max_line_len {
+                return Err(err(ProtocolError::LineTooLong, nl + 1));
+            }
+            Ok((line, nl + 1))
+        }
+        // No newline: the line is surely too long once max_line_len + 1 bytes are in and the last is not
+        // the '\r' of a line of exactly max_line_len bytes.
+        None if window.len() > max_line_len + 1
+            || (window.len() == max_line_len + 1 && window[max_line_len] != b'\r') =>
+        {
+            Err(Parsed::Error {
+                error: ProtocolError::LineTooLong,
+                consumed: buf.len(),
+                swallow: Swallow::ThroughNewline,
+            })
+        }
+        None => Err(Parsed::Incomplete),
+    }
+}
+
+#[allow(clippy::result_large_err)]
+/// Takes a data block of `len` bytes plus `\r\n` starting at `start`. `Err` holds the outcome to return.
+fn take_data(buf: &[u8], start: usize, len: usize) -> Result<(&[u8], usize), Parsed<'static>> {
+    let end = start + len;
+    if buf.len() < end + 2 {
+        return Err(Parsed::Incomplete);
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return Err(err(ProtocolError::BadDataChunk, end + 2));
+    }
+    Ok((&buf[start..end], end + 2))
+}
+
+/// Parses one request from the start of `buf`.
+pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
+    let (line, line_len) = match split_line(buf, limits.max_line_len) {
+        Ok(v) => v,
+        Err(outcome) => return outcome,
+    };
+    let mut tokens = Tokens::new(line);
+    let Some(command) = tokens.next() else {
+        return err(ProtocolError::UnknownCommand, line_len);
+    };
+    match command {
+        b"get" | b"gets" => {
+            let keys = tokens.remainder();
+            parse_keys(keys, limits, line_len).unwrap_or_else(|| Parsed::Request {
+                request: Request::Get {
+                    with_cas: command == b"gets",
+                    touch: None,
+                    keys: Keys { raw: keys },
+                },
+                consumed: line_len,
+            })
+        }
+        b"gat" | b"gats" => {
+            let Some(exptime) = tokens.next() else {
+                return err(ProtocolError::UnknownCommand, line_len);
+            };
+            let Some(exptime) = parse_i64(exptime) else {
+                return err(ProtocolError::BadCommandLine, line_len);
+            };
+            let keys = tokens.remainder();
+            parse_keys(keys, limits, line_len).unwrap_or_else(|| Parsed::Request {
+                request: Request::Get {
+                    with_cas: command == b"gats",
+                    touch: Some(exptime),
+                    keys: Keys { raw: keys },
+                },
+                consumed: line_len,
+            })
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+            let mode = match command {
+                b"set" => StoreMode::Set,
+                b"add" => StoreMode::Add,
+                b"replace" => StoreMode::Replace,
+                b"append" => StoreMode::Append,
+                b"prepend" => StoreMode::Prepend,
+                _ => StoreMode::Cas,
+            };
+            parse_store(buf, mode, tokens, line_len, limits)
+        }
+        b"lease-set" => parse_lease_set(buf, tokens, line_len, limits),
+        b"delete" => {
+            let (Some(key), rest) = (tokens.next(), tokens.remainder()) else {
+                return err(ProtocolError::UnknownCommand, line_len);
+            };
+            if !valid_key(key, limits.max_key_len) {
+                return err(ProtocolError::BadKey, line_len);
+            }
+            // memcached accepts `delete key 0` (a legacy hold time of zero) and `delete key noreply`.
+            let mut noreply = false;
+            for t in Tokens::new(rest) {
+                match t {
+                    b"noreply" => noreply = true,
+                    b"0" => {}
+                    _ => {
+                        return err(ProtocolError::DeleteUsage, line_len);
+                    }
+                }
+            }
+            Parsed::Request {
+                request: Request::Delete { key, noreply },
+                consumed: line_len,
+            }
+        }
+        b"incr" | b"decr" => {
+            let (Some(key), Some(delta)) = (tokens.next(), tokens.next()) else {
+                return err(ProtocolError::UnknownCommand, line_len);
+            };
+            let noreply = match tokens.next() {
+                None => false,
+                Some(b"noreply") => true,
+                Some(_) => return err(ProtocolError::UnknownCommand, line_len),
+            };
+            if tokens.next().is_some() {
+                return err(ProtocolError::UnknownCommand, line_len);
+            }
+            if !valid_key(key, limits.max_key_len) {
+                return err(ProtocolError::BadKey, line_len);
+            }
+            let Some(delta) = parse_u64(delta) else {
+                return err(ProtocolError::BadDelta, line_len);
+            };
+            let op = if command == b"incr" {
+                ArithOp::Incr
+            } else {
+                ArithOp::Decr
+            };
+            Parsed::Request {
+                request: Request::Arith {
+                    op,
+                    key,
+                    delta,
+                    noreply,
+                },
+                consumed: line_len,
+            }
+        }
+        b"touch" => {
+            let (Some(key), Some(exptime)) = (tokens.next(), tokens.next()) else {
+                return err(ProtocolError::UnknownCommand, line_len);
+            };
+            let noreply = match tokens.next() {
+                None => false,
+                Some(b"noreply") => true,
+                Some(_) => return err(ProtocolError::UnknownCommand, line_len),
+            };
+            if tokens.next().is_some() {
+                return err(ProtocolError::UnknownCommand, line_len);
+            }
+            if !valid_key(key, limits.max_key_len) {
+                return err(ProtocolError::BadKey, line_len);
+            }
+            let Some(exptime) = parse_i64(exptime) else {
+                return err(ProtocolError::BadCommandLine, line_len);
+            };
+            Parsed::Request {
+                request: Request::Touch {
+                    key,
+                    exptime,
+                    noreply,
+                },
+                consumed: line_len,
+            }
+        }
+        b"flush_all" => {
+            let mut delay = 0;
+            let mut noreply = false;
+            for (i, t) in tokens.enumerate() {
+                match (i, t) {
+                    (_, b"noreply") => noreply = true,
+                    (0, t) => match parse_i64(t) {
+                        Some(d) => delay = d,
+                        None => return err(ProtocolError::BadExptime, line_len),
+                    },
+                    _ => return err(ProtocolError::UnknownCommand, line_len),
+                }
+            }
+            Parsed::Request {
+                request: Request::FlushAll { delay, noreply },
+                consumed: line_len,
+            }
+        }
+        b"stats" => {
+            let group = tokens.next();
+            Parsed::Request {
+                request: Request::Stats { group },
+                consumed: line_len,
+            }
+        }
+        b"version" => Parsed::Request {
+            request: Request::Version,
+            consumed: line_len,
+        },
+        b"verbosity" => {
+            let Some(_level) = tokens.next() else {
+                return err(ProtocolError::UnknownCommand, line_len);
+            };
+            let noreply = match tokens.next() {
+                None => false,
+                Some(b"noreply") => true,
+                Some(_) => return err(ProtocolError::UnknownCommand, line_len),
+            };
+            if tokens.next().is_some() {
+                return err(ProtocolError::UnknownCommand, line_len);
+            }
+            Parsed::Request {
+                request: Request::Verbosity { noreply },
+                consumed: line_len,
+            }
+        }
+        b"quit" => Parsed::Request {
+            request: Request::Quit,
+            consumed: line_len,
+        },
+        b"mn" => Parsed::Request {
+            request: Request::MetaNoop,
+            consumed: line_len,
+        },
+        b"lease-get" => {
+            let Some(key) = tokens.next() else {
+                return err(ProtocolError::UnknownCommand, line_len);
+            };
+            if tokens.next().is_some() {
+                return err(ProtocolError::UnknownCommand, line_len);
+            }
+            if !valid_key(key, limits.max_key_len) {
+                return err(ProtocolError::BadKey, line_len);
+            }
+            Parsed::Request {
+                request: Request::LeaseGet { key },
+                consumed: line_len,
+            }
+        }
+        b"mg" | b"md" | b"ma" | b"me" => {
+            let command = match command {
+                b"mg" => MetaCommand::Get,
+                b"md" => MetaCommand::Delete,
+                b"ma" => MetaCommand::Arith,
+                _ => MetaCommand::Debug,
+            };
+            let Some(key) = tokens.next() else {
+                return err(ProtocolError::BadCommandLine, line_len);
+            };
+            let raw = tokens.remainder();
+            let flags = match parse_meta_flags(command, raw) {
+                Ok(f) => f,
+                Err(e) => return err(e, line_len),
+            };
+            if !meta_key_ok(key, &flags, limits) {
+                return err(ProtocolError::BadKey, line_len);
+            }
+            Parsed::Request {
+                request: Request::Meta {
+                    command,
+                    key,
+                    flags,
+                    data: &[],
+                },
+                consumed: line_len,
+            }
+        }
+        b"ms" => {
+            let (Some(key), Some(len)) = (tokens.next(), tokens.next()) else {
+                return err(ProtocolError::BadCommandLine, line_len);
+            };
+            let Some(len) = parse_data_len(len) else {
+                return err(ProtocolError::BadCommandLine, line_len);
+            };
+            if len > limits.max_value_len {
+                return err_swallow(ProtocolError::TooLarge, line_len, len);
+            }
+            let raw = tokens.remainder();
+            let flags = match parse_meta_flags(MetaCommand::Set, raw) {
+                Ok(f) => f,
+                Err(e) => return err_swallow(e, line_len, len),
+            };
+            if !meta_key_ok(key, &flags, limits) {
+                return err_swallow(ProtocolError::BadKey, line_len, len);
+            }
+            match take_data(buf, line_len, len) {
+                Ok((data, consumed)) => Parsed::Request {
+                    request: Request::Meta {
+                        command: MetaCommand::Set,
+                        key,
+                        flags,
+                        data,
+                    },
+                    consumed,
+                },
+                Err(outcome) => outcome,
+            }
+        }
+        _ => err(ProtocolError::UnknownCommand, line_len),
+    }
+}
+
+fn meta_key_ok(key: &[u8], flags: &MetaFlags<'_>, limits: &Limits) -> bool {
+    if flags.base64_key {
+        valid_base64_key(key, limits.max_key_len)
+    } else {
+        valid_key(key, limits.max_key_len)
+    }
+}
+
+/// Checks every key of a retrieval; `Some(error)` if one is bad or there is none.
+fn parse_keys(keys: &[u8], limits: &Limits, line_len: usize) -> Option<Parsed<'static>> {
+    let mut count = 0;
+    for key in Tokens::new(keys) {
+        if !valid_key(key, limits.max_key_len) {
+            return Some(err(ProtocolError::BadKey, line_len));
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Some(err(ProtocolError::UnknownCommand, line_len));
+    }
+    None
+}
+
+fn parse_store<'a>(
+    buf: &'a [u8],
+    mode: StoreMode,
+    mut tokens: Tokens<'a>,
+    line_len: usize,
+    limits: &Limits,
+) -> Parsed<'a> {
+    let (Some(key), Some(flags), Some(exptime), Some(bytes)) =
+        (tokens.next(), tokens.next(), tokens.next(), tokens.next())
+    else {
+        return err(ProtocolError::UnknownCommand, line_len);
+    };
+    let cas_token = if mode == StoreMode::Cas {
+        match tokens.next() {
+            Some(t) => Some(t),
+            None => return err(ProtocolError::UnknownCommand, line_len),
+        }
+    } else {
+        None
+    };
+    // As memcached: tokens after the byte count (or CAS) are ignored except a final `noreply`.
+    let noreply = tokens.last() == Some(b"noreply");
+    // Without a byte count we cannot find the end of the data block: answer and let the data block be
+    // read as a command, as memcached does.
+    let Some(len) = parse_data_len(bytes) else {
+        return err(ProtocolError::BadCommandLine, line_len);
+    };
+    if len > limits.max_value_len {
+        return err_swallow(ProtocolError::TooLarge, line_len, len);
+    }
+    if !valid_key(key, limits.max_key_len) {
+        return err_swallow(ProtocolError::BadKey, line_len, len);
+    }
+    let (Some(flags), Some(exptime)) = (parse_u32(flags), parse_i64(exptime)) else {
+        return err_swallow(ProtocolError::BadCommandLine, line_len, len);
+    };
+    let cas_unique = match cas_token.map(parse_u64) {
+        None => 0,
+        Some(Some(c)) => c,
+        Some(None) => return err_swallow(ProtocolError::BadCommandLine, line_len, len),
+    };
+    match take_data(buf, line_len, len) {
+        Ok((data, consumed)) => Parsed::Request {
+            request: Request::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                cas_unique,
+                data,
+                noreply,
+            },
+            consumed,
+        },
+        Err(outcome) => outcome,
+    }
+}
+
+fn parse_lease_set<'a>(
+    buf: &'a [u8],
+    mut tokens: Tokens<'a>,
+    line_len: usize,
+    limits: &Limits,
+) -> Parsed<'a> {
+    let (Some(key), Some(token), Some(flags), Some(exptime), Some(bytes)) = (
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+    ) else {
+        return err(ProtocolError::UnknownCommand, line_len);
+    };
+    let noreply = match tokens.next() {
+        None => false,
+        Some(b"noreply") => true,
+        Some(_) => return err(ProtocolError::UnknownCommand, line_len),
+    };
+    let Some(len) = parse_data_len(bytes) else {
+        return err(ProtocolError::BadCommandLine, line_len);
+    };
+    if len > limits.max_value_len {
+        return err_swallow(ProtocolError::TooLarge, line_len, len);
+    }
+    if !valid_key(key, limits.max_key_len) {
+        return err_swallow(ProtocolError::BadKey, line_len, len);
+    }
+    let (Some(token), Some(flags), Some(exptime)) =
+        (parse_u64(token), parse_u32(flags), parse_i64(exptime))
+    else {
+        return err_swallow(ProtocolError::BadCommandLine, line_len, len);
+    };
+    match take_data(buf, line_len, len) {
+        Ok((data, consumed)) => Parsed::Request {
+            request: Request::LeaseSet {
+                key,
+                token,
+                flags,
+                exptime,
+                data,
+                noreply,
+            },
+            consumed,
+        },
+        Err(outcome) => outcome,
+    }
+}
+
+/// Which flags each meta command accepts (as memcached 1.6's protocol.txt lists them).
+fn meta_flag_allowed(command: MetaCommand, flag: u8) -> bool {
+    let allowed: &[u8] = match command {
+        MetaCommand::Get => b"bcfhklOqstuvENRT",
+        MetaCommand::Set => b"bcCEFIkOqsSTMN",
+        MetaCommand::Delete => b"bCEIkOqTx",
+        MetaCommand::Arith => b"bCENJDTMOqtcvk",
+        MetaCommand::Debug => b"b",
+    };
+    allowed.contains(&flag)
+}
+
+fn parse_meta_flags(command: MetaCommand, raw: &[u8]) -> Result<MetaFlags<'_>, ProtocolError> {
+    let mut f = MetaFlags {
+        raw,
+        ..MetaFlags::default()
+    };
+    let mut seen: u64 = 0;
+    for token in Tokens::new(raw) {
+        let flag = token[0];
+        let arg = &token[1..];
+        if !flag.is_ascii_alphabetic() || !meta_flag_allowed(command, flag) {
+            return Err(ProtocolError::InvalidFlag);
+        }
+        let bit = 1u64 << (flag - b'A');
+        if seen & bit != 0 {
+            return Err(ProtocolError::DuplicateFlag);
+        }
+        seen |= bit;
+        let num = || parse_u64(arg).ok_or(ProtocolError::BadToken);
+        let signed = || parse_i64(arg).ok_or(ProtocolError::BadToken);
+        match flag {
+            b'b' => f.base64_key = true,
+            b'c' => f.return_cas = true,
+            b'f' => f.return_flags = true,
+            b'h' => f.return_hit = true,
+            b'k' => f.return_key = true,
+            b'l' => f.return_last_access = true,
+            b's' => f.return_size = true,
+            b't' => f.return_ttl = true,
+            b'v' => f.return_value = true,
+            b'q' => f.quiet = true,
+            b'u' => f.no_bump = true,
+            b'I' => f.invalidate = true,
+            b'x' => f.remove_value = true,
+            // `S` (item size) is obsolete in ms; accepted and ignored as memcached does.
+            b'S' => {}
+            b'O' => {
+                if arg.len() > MAX_OPAQUE_LEN {
+                    return Err(ProtocolError::OpaqueTooLong);
+                }
+                f.opaque = Some(arg);
+            }
+            b'C' => f.compare_cas = Some(num()?),
+            b'E' => f.new_cas = Some(num()?),
+            b'F' => {
+                f.client_flags = Some(
+                    parse_u64(arg)
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or(ProtocolError::BadToken)?,
+                )
+            }
+            b'N' => f.vivify_ttl = Some(signed()?),
+            b'R' => f.recache_ttl = Some(signed()?),
+            b'T' => f.ttl = Some(signed()?),
+            b'D' => f.delta = Some(num()?),
+            b'J' => f.initial = Some(num()?),
+            b'M' => {
+                let [mode] = arg else {
+                    return Err(ProtocolError::BadToken);
+                };
+                if command == MetaCommand::Set {
+                    f.set_mode = Some(match mode.to_ascii_uppercase() {
+                        b'S' => MetaSetMode::Set,
+                        b'E' => MetaSetMode::Add,
+                        b'R' => MetaSetMode::Replace,
+                        b'A' => MetaSetMode::Append,
+                        b'P' => MetaSetMode::Prepend,
+                        _ => return Err(ProtocolError::InvalidMode),
+                    });
+                } else {
+                    f.arith_mode = Some(match mode {
+                        b'I' | b'i' | b'+' => ArithOp::Incr,
+                        b'D' | b'd' | b'-' => ArithOp::Decr,
+                        _ => return Err(ProtocolError::InvalidMode),
+                    });
+                }
+            }
+            _ => return Err(ProtocolError::InvalidFlag),
+        }
+    }
+    Ok(f)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Composing requests (for clients and the router).
+
+fn put_num(out: &mut BytesMut, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&buf[i..]);
+}
+
+fn put_signed(out: &mut BytesMut, n: i64) {
+    if n < 0 {
+        out.put_u8(b'-');
+    }
+    put_num(out, n.unsigned_abs());
+}
+
+/// Writes a decimal number (no allocation).
+pub fn compose_number(out: &mut BytesMut, n: u64) {
+    put_num(out, n);
+}
+
+impl<'a> Request<'a> {
+    /// The key of a single-key request, as sent (a meta key with the `b` flag is base64: see
+    /// [`decode_key`]); `None` for multi-key gets and keyless commands. For routing by key.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        match *self {
+            Request::Store { key, .. }
+            | Request::Delete { key, .. }
+            | Request::Arith { key, .. }
+            | Request::Touch { key, .. }
+            | Request::LeaseGet { key }
+            | Request::LeaseSet { key, .. }
+            | Request::Meta { key, .. } => Some(key),
+            Request::Get { .. }
+            | Request::FlushAll { .. }
+            | Request::Stats { .. }
+            | Request::Version
+            | Request::Verbosity { .. }
+            | Request::Quit
+            | Request::MetaNoop => None,
+        }
+    }
+
+    /// Whether the server will certainly not answer (`noreply`). Quiet meta requests (`q`) are not
+    /// included: they are answered on failure, so a proxy ends a batch of them with `mn`.
+    pub fn is_noreply(&self) -> bool {
+        match *self {
+            Request::Store { noreply, .. }
+            | Request::Delete { noreply, .. }
+            | Request::Arith { noreply, .. }
+            | Request::Touch { noreply, .. }
+            | Request::FlushAll { noreply, .. }
+            | Request::Verbosity { noreply }
+            | Request::LeaseSet { noreply, .. } => noreply,
+            _ => false,
+        }
+    }
+}
+
+impl Request<'_> {
+    /// Writes this request in its canonical wire form. Parsing the output yields an equal request.
+    pub fn compose(&self, out: &mut BytesMut) {
+        let noreply = |out: &mut BytesMut, nr: bool| {
+            if nr {
+                out.put_slice(b" noreply");
+            }
+        };
+        match *self {
+            Request::Get {
+                with_cas,
+                touch,
+                keys,
+            } => {
+                match (touch, with_cas) {
+                    (None, false) => out.put_slice(b"get"),
+                    (None, true) => out.put_slice(b"gets"),
+                    (Some(_), false) => out.put_slice(b"gat"),
+                    (Some(_), true) => out.put_slice(b"gats"),
+                }
+                if let Some(t) = touch {
+                    out.put_u8(b' ');
+                    put_signed(out, t);
+                }
+                for k in keys.iter() {
+                    out.put_u8(b' ');
+                    out.put_slice(k);
+                }
+                out.put_slice(b"\r\n");
+            }
+            Request::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                cas_unique,
+                data,
+                noreply: nr,
+            } => {
+                out.put_slice(mode.name().as_bytes());
+                out.put_u8(b' ');
+                out.put_slice(key);
+                out.put_u8(b' ');
+                put_num(out, flags.into());
+                out.put_u8(b' ');
+                put_signed(out, exptime);
+                out.put_u8(b' ');
+                put_num(out, data.len() as u64);
+                if mode == StoreMode::Cas {
+                    out.put_u8(b' ');
+                    put_num(out, cas_unique);
+                }
+                noreply(out, nr);
+                out.put_slice(b"\r\n");
+                out.put_slice(data);
+                out.put_slice(b"\r\n");
+            }
+            Request::Delete { key, noreply: nr } => {
+                out.put_slice(b"delete ");
+                out.put_slice(key);
+                noreply(out, nr);
+                out.put_slice(b"\r\n");
+            }
+            Request::Arith {
+                op,
+                key,
+                delta,
+                noreply: nr,
+            } => {
+                out.put_slice(if op == ArithOp::Incr {
+                    b"incr "
+                } else {
+                    b"decr "
+                });
+                out.put_slice(key);
+                out.put_u8(b' ');
+                put_num(out, delta);
+                noreply(out, nr);
+                out.put_slice(b"\r\n");
+            }
+            Request::Touch {
+                key,
+                exptime,
+                noreply: nr,
+            } => {
+                out.put_slice(b"touch ");
+                out.put_slice(key);
+                out.put_u8(b' ');
+                put_signed(out, exptime);
+                noreply(out, nr);
+                out.put_slice(b"\r\n");
+            }
+            Request::FlushAll { delay, noreply: nr } => {
+                out.put_slice(b"flush_all");
+                if delay != 0 {
+                    out.put_u8(b' ');
+                    put_signed(out, delay);
+                }
+                noreply(out, nr);
+                out.put_slice(b"\r\n");
+            }
+            Request::Stats { group } => {
+                out.put_slice(b"stats");
+                if let Some(g) = group {
+                    out.put_u8(b' ');
+                    out.put_slice(g);
+                }
+                out.put_slice(b"\r\n");
+            }
+            Request::Version => out.put_slice(b"version\r\n"),
+            Request::Verbosity { noreply: nr } => {
+                out.put_slice(b"verbosity 1");
+                noreply(out, nr);
+                out.put_slice(b"\r\n");
+            }
+            Request::Quit => out.put_slice(b"quit\r\n"),
+            Request::LeaseGet { key } => {
+                out.put_slice(b"lease-get ");
+                out.put_slice(key);
+                out.put_slice(b"\r\n");
+            }
+            Request::LeaseSet {
+                key,
+                token,
+                flags,
+                exptime,
+                data,
+                noreply: nr,
+            } => {
+                out.put_slice(b"lease-set ");
+                out.put_slice(key);
+                out.put_u8(b' ');
+                put_num(out, token);
+                out.put_u8(b' ');
+                put_num(out, flags.into());
+                out.put_u8(b' ');
+                put_signed(out, exptime);
+                out.put_u8(b' ');
+                put_num(out, data.len() as u64);
+                noreply(out, nr);
+                out.put_slice(b"\r\n");
+                out.put_slice(data);
+                out.put_slice(b"\r\n");
+            }
+            Request::Meta {
+                command,
+                key,
+                flags,
+                data,
+            } => {
+                out.put_slice(command.name().as_bytes());
+                out.put_u8(b' ');
+                out.put_slice(key);
+                if command == MetaCommand::Set {
+                    out.put_u8(b' ');
+                    put_num(out, data.len() as u64);
+                }
+                for t in flags.tokens() {
+                    out.put_u8(b' ');
+                    out.put_slice(t);
+                }
+                out.put_slice(b"\r\n");
+                if command == MetaCommand::Set {
+                    out.put_slice(data);
+                    out.put_slice(b"\r\n");
+                }
+            }
+            Request::MetaNoop => out.put_slice(b"mn\r\n"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Composing responses (for the node and the router).
+
+/// Fixed reply lines.
+pub mod reply {
+    /// Storage succeeded.
+    pub const STORED: &[u8] = b"STORED\r\n";
+    /// add/replace/append/prepend/lease-set condition failed.
+    pub const NOT_STORED: &[u8] = b"NOT_STORED\r\n";
+    /// cas found a different CAS value.
+    pub const EXISTS: &[u8] = b"EXISTS\r\n";
+    /// The key is absent.
+    pub const NOT_FOUND: &[u8] = b"NOT_FOUND\r\n";
+    /// delete succeeded.
+    pub const DELETED: &[u8] = b"DELETED\r\n";
+    /// touch succeeded.
+    pub const TOUCHED: &[u8] = b"TOUCHED\r\n";
+    /// flush_all, verbosity.
+    pub const OK: &[u8] = b"OK\r\n";
+    /// End of a retrieval or stats.
+    pub const END: &[u8] = b"END\r\n";
+    /// stats reset.
+    pub const RESET: &[u8] = b"RESET\r\n";
+    /// Meta no-op.
+    pub const MN: &[u8] = b"MN\r\n";
+    /// incr/decr on a non-number.
+    pub const NON_NUMERIC: &[u8] =
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
+    /// The store could not make room (everything pinned) or similar.
+    pub const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+    /// Refused connection over the limit (memcached's text).
+    pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+}
+
+/// Writes `VALUE key flags bytes [cas]\r\n data \r\n`. The data may come in pieces (the store keeps values
+/// as chunks).
+pub fn compose_value(out: &mut BytesMut, key: &[u8], flags: u32, data: &[&[u8]], cas: Option<u64>) {
+    let len: usize = data.iter().map(|d| d.len()).sum();
+    out.reserve(key.len() + len + 48);
+    out.put_slice(b"VALUE ");
+    out.put_slice(key);
+    out.put_u8(b' ');
+    put_num(out, flags.into());
+    out.put_u8(b' ');
+    put_num(out, len as u64);
+    if let Some(cas) = cas {
+        out.put_u8(b' ');
+        put_num(out, cas);
+    }
+    out.put_slice(b"\r\n");
+    for d in data {
+        out.put_slice(d);
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Writes mcrouter's `LVALUE key token flags bytes\r\n data \r\n` (token 1 = another client holds the lease).
+pub fn compose_lease_value(out: &mut BytesMut, key: &[u8], token: u64, flags: u32, data: &[&[u8]]) {
+    let len: usize = data.iter().map(|d| d.len()).sum();
+    out.put_slice(b"LVALUE ");
+    out.put_slice(key);
+    out.put_u8(b' ');
+    put_num(out, token);
+    out.put_u8(b' ');
+    put_num(out, flags.into());
+    out.put_u8(b' ');
+    put_num(out, len as u64);
+    out.put_slice(b"\r\n");
+    for d in data {
+        out.put_slice(d);
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Writes `STAT name value\r\n`.
+pub fn compose_stat(out: &mut BytesMut, name: &str, value: impl fmt::Display) {
+    use std::fmt::Write as _;
+    let _ = write!(StrWriter(out), "STAT {name} {value}\r\n");
+}
+
+struct StrWriter<'a>(&'a mut BytesMut);
+impl fmt::Write for StrWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The item facts a meta reply may return, filled by the server from the item.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetaItemInfo {
+    /// CAS value (`c`).
+    pub cas: u64,
+    /// Client flags (`f`).
+    pub flags: u32,
+    /// Remaining TTL in seconds, -1 for none (`t`).
+    pub ttl: i64,
+    /// Value size (`s`).
+    pub size: usize,
+    /// Read before (`h`).
+    pub hit_before: bool,
+    /// Seconds since last access (`l`).
+    pub last_access_secs: u32,
+}
+
+/// Meta reply codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaCode {
+    /// `VA`: value follows.
+    Va,
+    /// `HD`: success, no value.
+    Hd,
+    /// `EN`: miss.
+    En,
+    /// `NS`: not stored.
+    Ns,
+    /// `EX`: CAS mismatch.
+    Ex,
+    /// `NF`: not found.
+    Nf,
+}
+
+impl MetaCode {
+    /// The two-letter code.
+    pub fn as_bytes(self) -> &'static [u8; 2] {
+        match self {
+            MetaCode::Va => b"VA",
+            MetaCode::Hd => b"HD",
+            MetaCode::En => b"EN",
+            MetaCode::Ns => b"NS",
+            MetaCode::Ex => b"EX",
+            MetaCode::Nf => b"NF",
+        }
+    }
+}
+
+/// The lease/staleness flags of an mg reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WinFlags {
+    /// `W`: this client won the right to refill.
+    pub win: bool,
+    /// `X`: the value is stale.
+    pub stale: bool,
+    /// `Z`: another client already won; wait or use the stale value.
+    pub already_sent: bool,
+}
+
+/// Writes a meta reply line: the code, for VA the value length, then the flags the request asked for in
+/// request order (from `info` where `info` is Some; `O`, `k` and `b` always), then W/X/Z, then for VA the
+/// data block. `key` is the key as sent by the client.
+pub fn compose_meta(
+    out: &mut BytesMut,
+    code: MetaCode,
+    key: &[u8],
+    flags: &MetaFlags<'_>,
+    info: Option<&MetaItemInfo>,
+    win: WinFlags,
+    value: Option<&[&[u8]]>,
+) {
+    out.put_slice(code.as_bytes());
+    if let (MetaCode::Va, Some(v)) = (code, value) {
+        let len: usize = v.iter().map(|d| d.len()).sum();
+        out.reserve(len + 64);
+        out.put_u8(b' ');
+        put_num(out, len as u64);
+    }
+    for t in flags.tokens() {
+        match t[0] {
+            b'O' => {
+                out.put_slice(b" ");
+                out.put_slice(t);
+            }
+            b'k' => {
+                out.put_slice(b" k");
+                out.put_slice(key);
+            }
+            b'b' if flags.return_key => out.put_slice(b" b"),
+            flag => {
+                let Some(info) = info else { continue };
+                match flag {
+                    b'c' => {
+                        out.put_slice(b" c");
+                        put_num(out, info.cas);
+                    }
+                    b'f' => {
+                        out.put_slice(b" f");
+                        put_num(out, info.flags.into());
+                    }
+                    b't' => {
+                        out.put_slice(b" t");
+                        put_signed(out, info.ttl);
+                    }
+                    b's' => {
+                        out.put_slice(b" s");
+                        put_num(out, info.size as u64);
+                    }
+                    b'h' => out.put_slice(if info.hit_before { b" h1" } else { b" h0" }),
+                    b'l' => {
+                        out.put_slice(b" l");
+                        put_num(out, info.last_access_secs.into());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    // Same order as memcached 1.6: Z, X, W ("X W" for the winner of a stale item, "Z X" for the others).
+    if win.already_sent {
+        out.put_slice(b" Z");
+    }
+    if win.stale {
+        out.put_slice(b" X");
+    }
+    if win.win {
+        out.put_slice(b" W");
+    }
+    out.put_slice(b"\r\n");
+    if let (MetaCode::Va, Some(v)) = (code, value) {
+        for d in v {
+            out.put_slice(d);
+        }
+        out.put_slice(b"\r\n");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Parsing responses (for clients and the router).
+
+/// One element of a server's reply stream. A retrieval's reply is zero or more `Value`/`LeaseValue`
+/// elements followed by `End`; stats are `Stat` elements followed by `End`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response<'a> {
+    /// `VALUE key flags bytes [cas]` and its data.
+    Value {
+        /// The key.
+        key: &'a [u8],
+        /// Client flags.
+        flags: u32,
+        /// CAS value (gets/gats).
+        cas: Option<u64>,
+        /// The data.
+        data: &'a [u8],
+    },
+    /// `LVALUE key token flags bytes` and its data (mcrouter lease-get miss).
+    LeaseValue {
+        /// The key.
+        key: &'a [u8],
+        /// Lease token; 1 = another client holds the lease.
+        token: u64,
+        /// Client flags.
+        flags: u32,
+        /// The data (a stale value, or empty).
+        data: &'a [u8],
+    },
+    /// `END`.
+    End,
+    /// `STAT name value`.
+    Stat {
+        /// The name.
+        name: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// A meta reply: code (`VA`, `HD`, `EN`, `NS`, `EX`, `NF`, `MN`, `ME`), its flags, and for VA the data.
+    Meta {
+        /// The two-letter code.
+        code: [u8; 2],
+        /// Return flags as sent (space separated).
+        flags: &'a [u8],
+        /// The value for VA.
+        data: Option<&'a [u8]>,
+    },
+    /// Any other single line: STORED, NOT_STORED, EXISTS, NOT_FOUND, DELETED, TOUCHED, OK, RESET, ERROR,
+    /// CLIENT_ERROR .., SERVER_ERROR .., VERSION .., or an incr/decr result.
+    Line(&'a [u8]),
+}
+
+/// The outcome of [`parse_response`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParsedResponse<'a> {
+    /// Need more bytes.
+    Incomplete,
+    /// One element, which used `consumed` bytes.
+    Response {
+        /// The element.
+        response: Response<'a>,
+        /// Bytes used.
+        consumed: usize,
+    },
+    /// The bytes are not a memcached reply (the connection cannot be trusted any longer).
+    Invalid,
+}
+
+/// Parses one reply element from the start of `buf`.
+pub fn parse_response<'a>(buf: &'a [u8], limits: &Limits) -> ParsedResponse<'a> {
+    let (line, line_len) = match split_line(buf, limits.max_line_len) {
+        Ok(v) => v,
+        Err(Parsed::Incomplete) => return ParsedResponse::Incomplete,
+        Err(_) => return ParsedResponse::Invalid,
+    };
+    let mut tokens = Tokens::new(line);
+    let Some(first) = tokens.next() else {
+        return ParsedResponse::Invalid;
+    };
+    let done = |response, consumed| ParsedResponse::Response { response, consumed };
+    match first {
+        b"END" => done(Response::End, line_len),
+        b"VALUE" | b"LVALUE" => {
+            let lease = first == b"LVALUE";
+            let key = tokens.next();
+            let token = if lease {
+                tokens.next().and_then(parse_u64)
+            } else {
+                Some(0)
+            };
+            let flags = tokens.next().and_then(parse_u32);
+            let len = tokens
+                .next()
+                .and_then(parse_u64)
+                .and_then(|l| usize::try_from(l).ok());
+            let cas = tokens.next().map(parse_u64);
+            let (Some(key), Some(token), Some(flags), Some(len)) = (key, token, flags, len) else {
+                return ParsedResponse::Invalid;
+            };
+            if len > limits.max_value_len || matches!(cas, Some(None)) {
+                return ParsedResponse::Invalid;
+            }
+            match take_data(buf, line_len, len) {
+                Ok((data, consumed)) => {
+                    let response = if lease {
+                        Response::LeaseValue {
+                            key,
+                            token,
+                            flags,
+                            data,
+                        }
+                    } else {
+                        Response::Value {
+                            key,
+                            flags,
+                            cas: cas.flatten(),
+                            data,
+                        }
+                    };
+                    done(response, consumed)
+                }
+                Err(Parsed::Incomplete) => ParsedResponse::Incomplete,
+                Err(_) => ParsedResponse::Invalid,
+            }
+        }
+        b"STAT" => {
+            let Some(name) = tokens.next() else {
+                return ParsedResponse::Invalid;
+            };
+            done(
+                Response::Stat {
+                    name,
+                    value: tokens.remainder(),
+                },
+                line_len,
+            )
+        }
+        b"VA" => {
+            let Some(len) = tokens
+                .next()
+                .and_then(parse_u64)
+                .and_then(|l| usize::try_from(l).ok())
+            else {
+                return ParsedResponse::Invalid;
+            };
+            if len > limits.max_value_len {
+                return ParsedResponse::Invalid;
+            }
+            let flags = tokens.remainder();
+            match take_data(buf, line_len, len) {
+                Ok((data, consumed)) => done(
+                    Response::Meta {
+                        code: *b"VA",
+                        flags,
+                        data: Some(data),
+                    },
+                    consumed,
+                ),
+                Err(Parsed::Incomplete) => ParsedResponse::Incomplete,
+                Err(_) => ParsedResponse::Invalid,
+            }
+        }
+        [a, b]
+            if matches!(
+                &[*a, *b],
+                b"HD" | b"EN" | b"NS" | b"EX" | b"NF" | b"MN" | b"ME"
+            ) =>
+        {
+            done(
+                Response::Meta {
+                    code: [*a, *b],
+                    flags: tokens.remainder(),
+                    data: None,
+                },
+                line_len,
+            )
+        }
+        _ => done(Response::Line(line), line_len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &[u8]) -> Parsed<'_> {
+        parse_request(s, &Limits::default())
+    }
+
+    #[test]
+    fn parses_get_with_many_keys() {
+        match req(b"get a bb  ccc\r\n") {
+            Parsed::Request {
+                request: Request::Get { keys, .. },
+                consumed,
+            } => {
+                assert_eq!(consumed, 15);
+                assert_eq!(
+                    keys.iter().collect::<Vec<_>>(),
+                    vec![&b"a"[..], b"bb", b"ccc"]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_needs_whole_data_block() {
+        assert_eq!(req(b"set k 0 0 5\r\nhel"), Parsed::Incomplete);
+        assert!(matches!(
+            req(b"set k 1 2 5\r\nhello\r\n"),
+            Parsed::Request {
+                request: Request::Store {
+                    flags: 1,
+                    exptime: 2,
+                    data: b"hello",
+                    ..
+                },
+                consumed: 20
+            }
+        ));
+    }
+
+    #[test]
+    fn too_large_swallows_data() {
+        let l = Limits {
+            max_value_len: 4,
+            ..Limits::default()
+        };
+        assert_eq!(
+            parse_request(b"set k 0 0 5\r\n", &l),
+            Parsed::Error {
+                error: ProtocolError::TooLarge,
+                consumed: 13,
+                swallow: Swallow::Bytes(7)
+            }
+        );
+    }
+
+    #[test]
+    fn key_and_noreply_for_routing() {
+        let Parsed::Request { request, .. } = req(b"delete user:1 noreply\r\n") else {
+            panic!()
+        };
+        assert_eq!(request.key(), Some(&b"user:1"[..]));
+        assert!(request.is_noreply());
+        let Parsed::Request { request, .. } = req(b"mg Zm9v b v\r\n") else {
+            panic!()
+        };
+        assert_eq!(request.key(), Some(&b"Zm9v"[..]));
+        assert!(!request.is_noreply());
+        let Parsed::Request { request, .. } = req(b"get a b\r\n") else {
+            panic!()
+        };
+        assert_eq!(request.key(), None);
+    }
+
+    #[test]
+    fn absurd_lengths_are_malformed_not_swallowed() {
+        // Without the bound the connection would swallow 2^64 bytes: everything it ever receives.
+        assert_eq!(
+            req(b"set k 0 0 18446744073709551615\r\n"),
+            Parsed::Error {
+                error: ProtocolError::BadCommandLine,
+                consumed: 32,
+                swallow: Swallow::Nothing
+            }
+        );
+        assert!(matches!(
+            req(b"set k 0 0 2147483645\r\n"),
+            Parsed::Error {
+                error: ProtocolError::TooLarge,
+                swallow: Swallow::Bytes(2147483647),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn meta_flags_and_compose_order() {
+        let Parsed::Request {
+            request: Request::Meta { key, flags, .. },
+            ..
+        } = req(b"mg foo s v Oab k c\r\n")
+        else {
+            panic!()
+        };
+        let mut out = BytesMut::new();
+        let info = MetaItemInfo {
+            cas: 7,
+            size: 2,
+            ..Default::default()
+        };
+        compose_meta(
+            &mut out,
+            MetaCode::Va,
+            key,
+            &flags,
+            Some(&info),
+            WinFlags::default(),
+            Some(&[b"hi"]),
+        );
+        assert_eq!(&out[..], b"VA 2 s2 Oab kfoo c7\r\nhi\r\n");
+    }
+
+    #[test]
+    fn line_too_long_is_cut() {
+        let l = Limits {
+            max_line_len: 10,
+            ..Limits::default()
+        };
+        assert_eq!(parse_request(b"get 012345", &l), Parsed::Incomplete);
+        assert_eq!(parse_request(b"get 012345\r", &l), Parsed::Incomplete);
+        assert!(matches!(
+            parse_request(b"get 012345678901", &l),
+            Parsed::Error {
+                error: ProtocolError::LineTooLong,
+                swallow: Swallow::ThroughNewline,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn response_round_trip() {
+        let mut out = BytesMut::new();
+        compose_value(&mut out, b"k", 5, &[b"ab", b"c"], Some(9));
+        out.put_slice(reply::END);
+        let ParsedResponse::Response { response, consumed } =
+            parse_response(&out, &Limits::default())
+        else {
+            panic!()
+        };
+        assert_eq!(
+            response,
+            Response::Value {
+                key: b"k",
+                flags: 5,
+                cas: Some(9),
+                data: b"abc"
+            }
+        );
+        assert_eq!(
+            parse_response(&out[consumed..], &Limits::default()),
+            ParsedResponse::Response {
+                response: Response::End,
+                consumed: 5
+            }
+        );
+    }
+}

@@ -1,0 +1,500 @@
+//! The TCP server: accepts connections on an already-bound listener and serves the memcached protocol.
+//!
+//! mini-redis style: [`run`] takes a bound [`TcpListener`] (tests bind port 0) and a shutdown future; each
+//! connection is a task owning a [`Connection`] (the socket and its read/write buffers). A connection parses
+//! every complete request in its read buffer, appends all replies to one write buffer and writes it with
+//! one `write_all`, so pipelined requests cost one syscall each way. There is no global lock: the store is
+//! sharded, counters are per connection and added to the node's in batches.
+//!
+//! Not here: parsing ([`crate::protocol`]), command meaning ([`crate::commands`]), metrics HTTP
+//! ([`crate::metrics`]).
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SystemClock};
+use crate::commands::{Flow, Session, VERSION};
+use crate::protocol::{parse_request, reply, Limits, Parsed, Swallow};
+use crate::stats::CounterSlots;
+use crate::store::{Store, StoreConfig};
+
+/// Replies buffered before they are written out even if more requests are waiting in the read buffer.
+pub const MAX_BATCH_REPLY_BYTES: usize = 1 << 20;
+
+/// Default connection limit (memcached's `-c` default).
+pub fn default_max_connections() -> usize {
+    1024
+}
+/// Default lease window in seconds.
+pub fn default_lease_window_secs() -> u32 {
+    10
+}
+/// Default memory budget in megabytes (memcached's `-m` default).
+pub fn default_memory_mb() -> usize {
+    64
+}
+
+/// Everything the node needs to serve. Build with struct update syntax over [`ServerConfig::default`].
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Parser limits: key length, item size (`-I`), line length.
+    pub limits: Limits,
+    /// Connections over this many are refused with `ERROR Too many open connections` (`-c`).
+    pub max_connections: usize,
+    /// How long a lease placeholder lives when the client gives no TTL (`lease-get`, `mg N0`).
+    pub lease_window_secs: u32,
+    /// The store's memory budget in bytes (`-m` in megabytes).
+    pub memory_limit_bytes: usize,
+    /// Store shards (independent locks).
+    pub store_shards: usize,
+    /// Worker threads, reported in `stats` (the runtime is built by the binary).
+    pub threads: usize,
+    /// TCP port, reported in `stats settings`.
+    pub port: u16,
+    /// The time source: the system clock in production, a `ManualClock` in TTL tests.
+    pub clock: Arc<dyn Clock>,
+    /// How often the background expiry task runs, and how many items it examines each time.
+    pub expire_interval: Duration,
+    /// Items examined per background expiry step.
+    pub expire_batch: usize,
+    /// Connection threads: with N > 0, [`run`] starts N threads, each with its own single-threaded tokio
+    /// runtime (memcached's model: a connection stays on one thread, no work stealing, no cross-thread
+    /// wake-ups), and hands accepted connections to them round-robin. With 0, connections are spawned on
+    /// the caller's runtime.
+    pub connection_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            max_connections: default_max_connections(),
+            lease_window_secs: default_lease_window_secs(),
+            memory_limit_bytes: default_memory_mb() << 20,
+            store_shards: 64,
+            threads: 4,
+            port: 0,
+            clock: Arc::new(SystemClock::new()),
+            expire_interval: Duration::from_millis(100),
+            expire_batch: 256,
+            connection_threads: 0,
+        }
+    }
+}
+
+/// The node's shared state: one per server, shared by every connection and the metrics endpoint.
+pub struct Node {
+    /// The items.
+    pub store: Store,
+    /// Time source shared with the store.
+    pub clock: Arc<dyn Clock>,
+    /// The configuration it was started with.
+    pub config: ServerConfig,
+    /// Request counters (memcached names), one slot per connection thread.
+    pub counters: CounterSlots,
+    /// Open connections (a gauge, updated at open and close).
+    pub curr_connections: AtomicU64,
+}
+
+impl Node {
+    /// Builds the node and its store.
+    pub fn new(config: ServerConfig) -> Arc<Node> {
+        let store = Store::new(
+            StoreConfig {
+                memory_limit_bytes: config.memory_limit_bytes,
+                shards: effective_shards(
+                    config.store_shards,
+                    config.memory_limit_bytes,
+                    config.limits.max_value_len,
+                ),
+                ..StoreConfig::default()
+            },
+            config.clock.clone(),
+        );
+        let counters = CounterSlots::new(config.connection_threads.max(1));
+        Arc::new(Node {
+            store,
+            clock: config.clock.clone(),
+            config,
+            counters,
+            curr_connections: AtomicU64::new(0),
+        })
+    }
+
+    /// General stats as (memcached name, value), in memcached's order where it has one.
+    pub fn stats_lines(&self) -> Vec<(&'static str, String)> {
+        let now = self.clock.now();
+        let s = self.store.stats();
+        let mut v: Vec<(&'static str, String)> = vec![
+            ("pid", std::process::id().to_string()),
+            ("uptime", now.to_string()),
+            ("time", self.clock.unix_now().to_string()),
+            ("version", VERSION.to_string()),
+            (
+                "pointer_size",
+                (8 * std::mem::size_of::<usize>()).to_string(),
+            ),
+            (
+                "curr_connections",
+                self.curr_connections.load(Ordering::Relaxed).to_string(),
+            ),
+            ("max_connections", self.config.max_connections.to_string()),
+        ];
+        for (name, _, value) in self.counters.snapshot() {
+            v.push((name, value.to_string()));
+        }
+        v.extend([
+            ("get_expired", s.get_expired.to_string()),
+            // memcached counts reads that find an item killed by flush_all; this store removes flushed
+            // items eagerly in flush_all, so no read can find one and the figure is 0 by construction.
+            ("get_flushed", "0".to_string()),
+            ("limit_maxbytes", s.limit_maxbytes.to_string()),
+            ("threads", self.config.threads.to_string()),
+            ("bytes", s.bytes.to_string()),
+            ("curr_items", s.curr_items.to_string()),
+            ("total_items", s.total_items.to_string()),
+            ("expired_unfetched", s.expired_unfetched.to_string()),
+            ("evicted_unfetched", s.evicted_unfetched.to_string()),
+            ("evictions", s.evictions.to_string()),
+            ("reclaimed", s.reclaimed.to_string()),
+            ("crawler_reclaimed", s.crawler_reclaimed.to_string()),
+            ("slab_page_evictions", s.slab_page_evictions.to_string()),
+            ("window_items", s.window_items.to_string()),
+            ("probation_items", s.probation_items.to_string()),
+            ("protected_items", s.protected_items.to_string()),
+        ]);
+        v
+    }
+
+    /// `stats settings` as (memcached name, value).
+    pub fn settings_lines(&self) -> Vec<(&'static str, String)> {
+        let c = &self.config;
+        vec![
+            ("maxbytes", c.memory_limit_bytes.to_string()),
+            ("maxconns", c.max_connections.to_string()),
+            ("tcpport", c.port.to_string()),
+            ("num_threads", c.threads.to_string()),
+            ("cas_enabled", "yes".into()),
+            ("evictions", "on".into()),
+            ("item_size_max", c.limits.max_value_len.to_string()),
+            ("key_max_length", c.limits.max_key_len.to_string()),
+            ("line_max_length", c.limits.max_line_len.to_string()),
+            ("lease_window_secs", c.lease_window_secs.to_string()),
+            (
+                "store_shards",
+                effective_shards(c.store_shards, c.memory_limit_bytes, c.limits.max_value_len)
+                    .to_string(),
+            ),
+            ("eviction_policy", "w-tinylfu".into()),
+        ]
+    }
+}
+
+/// The store splits its budget evenly over its shards, and an item must fit in one shard's share. So
+/// that the largest item (`-I`, plus key and header) always fits, each shard gets at least four times
+/// that (the store caps an item at a quarter of its shard): with `-m 64 -I 1m` that is 8 shards, with
+/// `-m 8` one. Never more shards than `requested`, never fewer than one.
+pub fn effective_shards(
+    requested: usize,
+    memory_limit_bytes: usize,
+    max_value_len: usize,
+) -> usize {
+    let per_shard = (4 * (max_value_len + 4096)).max(1 << 20);
+    let fit = (memory_limit_bytes / per_shard).max(1);
+    // Power of two at or below `fit`, as the store rounds shard counts up to one.
+    let fit = 1usize << (usize::BITS - 1 - fit.leading_zeros());
+    requested.clamp(1, fit.max(1))
+}
+
+/// Serves connections from `listener` until `shutdown` completes. Runs a background expiry task meanwhile.
+pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let expirer = tokio::spawn(expire_loop(node.clone(), stop_rx.clone()));
+    tokio::pin!(shutdown);
+    let pool = (node.config.connection_threads > 0)
+        .then(|| WorkerPool::start(node.config.connection_threads, &node))
+        .transpose()?;
+    let mut next = 0usize;
+    // Connections spawned on this runtime (no pool), aborted at shutdown. Connections do not watch a
+    // shutdown signal themselves: that would register every idle read with one shared waiter list.
+    let mut connections = tokio::task::JoinSet::new();
+    let result = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (socket, _) = match accepted {
+                    Ok(a) => a,
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                match &pool {
+                    Some(pool) => {
+                        next = next.wrapping_add(1);
+                        pool.hand_over(socket, next)?;
+                    }
+                    None => {
+                        let node = node.clone();
+                        connections.spawn(async move {
+                            if let Err(e) = serve_socket(socket, node, 0).await {
+                                tracing::debug!("connection ended: {e}");
+                            }
+                        });
+                        // Reap finished connections so the set stays as small as the open ones.
+                        while connections.try_join_next().is_some() {}
+                    }
+                }
+            }
+            _ = &mut shutdown => break Ok(()),
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = expirer.await;
+    connections.abort_all();
+    if let Some(pool) = pool {
+        pool.join();
+    }
+    result
+}
+
+/// Connection threads, each running a single-threaded tokio runtime.
+struct WorkerPool {
+    /// One channel per thread; accepted sockets travel as std sockets and are registered on arrival.
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
+    /// The threads, joined at shutdown.
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    fn start(n: usize, node: &Arc<Node>) -> io::Result<WorkerPool> {
+        let mut senders = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+            let node = node.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let thread = std::thread::Builder::new()
+                .name(format!("cache-node-conn-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        // Ends when the pool drops its senders (shutdown).
+                        while let Some(socket) = rx.recv().await {
+                            let Ok(socket) = TcpStream::from_std(socket) else {
+                                continue;
+                            };
+                            let node = node.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = serve_socket(socket, node, i).await {
+                                    tracing::debug!("connection ended: {e}");
+                                }
+                            });
+                        }
+                    });
+                    // Dropping the runtime here cancels the connections still open.
+                })?;
+            senders.push(tx);
+            threads.push(thread);
+        }
+        Ok(WorkerPool { senders, threads })
+    }
+
+    fn hand_over(&self, socket: TcpStream, n: usize) -> io::Result<()> {
+        let socket = socket.into_std()?;
+        let _ = self.senders[n % self.senders.len()].send(socket);
+        Ok(())
+    }
+
+    fn join(self) {
+        drop(self.senders);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn expire_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(node.config.expire_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                node.store.expire_some(node.config.expire_batch);
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Serves one client; `slot` picks the counter slot (the connection thread's number).
+async fn serve_socket(mut socket: TcpStream, node: Arc<Node>, slot: usize) -> io::Result<()> {
+    let _ = socket.set_nodelay(true);
+    let counters = node.counters.slot(slot);
+    counters.total_connections.fetch_add(1, Ordering::Relaxed);
+    let open = node.curr_connections.fetch_add(1, Ordering::AcqRel) + 1;
+    let _guard = ConnectionGuard(&node.curr_connections);
+    if open > node.config.max_connections as u64 {
+        counters
+            .rejected_connections
+            .fetch_add(1, Ordering::Relaxed);
+        socket.write_all(reply::TOO_MANY_CONNECTIONS).await?;
+        return Ok(());
+    }
+    let mut conn = Connection::new(socket, &node, slot);
+    conn.serve().await
+}
+
+/// Decrements the open-connection gauge when the connection ends, however it ends.
+struct ConnectionGuard<'a>(&'a AtomicU64);
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One client connection: the socket, its buffers and its command session.
+pub struct Connection<'n> {
+    /// The client socket.
+    socket: TcpStream,
+    /// Bytes read and not yet parsed (a partial request waits here for the rest).
+    read_buf: BytesMut,
+    /// Replies of the current batch, written with one `write_all`.
+    write_buf: BytesMut,
+    /// Input still to drop after a refused request (its data block or the rest of an over-long line).
+    swallow: Swallow,
+    /// Executes requests; holds this connection's counters.
+    session: Session<'n>,
+    /// Parser limits from the node's config.
+    limits: Limits,
+}
+
+impl<'n> Connection<'n> {
+    fn new(socket: TcpStream, node: &'n Node, slot: usize) -> Self {
+        Connection {
+            socket,
+            read_buf: BytesMut::with_capacity(16 * 1024),
+            write_buf: BytesMut::with_capacity(16 * 1024),
+            swallow: Swallow::Nothing,
+            session: Session::new(node, slot),
+            limits: node.config.limits,
+        }
+    }
+
+    async fn serve(&mut self) -> io::Result<()> {
+        loop {
+            self.socket.readable().await?;
+            if self.read_buf.capacity() - self.read_buf.len() < 4096 {
+                self.read_buf.reserve(16 * 1024);
+            }
+            let space = self.read_buf.capacity() - self.read_buf.len();
+            let n = match self.socket.try_read_buf(&mut self.read_buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                // Spurious readiness; tokio cleared it, wait for the next event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            self.session.counters.bytes_read += n as u64;
+            loop {
+                let (flow, more) = self.process_buffer();
+                self.session.counters.bytes_written += self.write_buf.len() as u64;
+                // Counted before the reply leaves, so a client that saw the reply sees it in stats too.
+                self.session.flush_counters();
+                if !self.write_buf.is_empty() {
+                    self.socket.write_all(&self.write_buf).await?;
+                    self.write_buf.clear();
+                    // Do not keep a huge buffer around after one big reply.
+                    if self.write_buf.capacity() > 4 * MAX_BATCH_REPLY_BYTES {
+                        self.write_buf = BytesMut::with_capacity(16 * 1024);
+                    }
+                }
+                if flow == Flow::Close {
+                    return Ok(());
+                }
+                if !more {
+                    break;
+                }
+            }
+            if n < space {
+                // The read did not fill the buffer, so the socket was drained: forget the readiness now
+                // instead of paying a read syscall that returns EAGAIN (memcached skips it the same way).
+                // Safe against lost wake-ups: tokio clears only if no newer event arrived, and with
+                // edge-triggered epoll any data that arrives later raises a fresh event.
+                let _ = self.socket.try_io(tokio::io::Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
+            }
+        }
+    }
+
+    /// Handles the complete requests in the read buffer, appending replies to the write buffer. Stops early
+    /// (returning `more = true`) once the replies reach [`MAX_BATCH_REPLY_BYTES`], so a pipeline of gets
+    /// for large values cannot pile up unbounded replies in memory.
+    fn process_buffer(&mut self) -> (Flow, bool) {
+        let mut pos = 0;
+        let mut flow = Flow::Continue;
+        let mut more = false;
+        let buf = &self.read_buf[..];
+        while pos < buf.len() {
+            match self.swallow {
+                Swallow::Nothing => {}
+                Swallow::Bytes(n) => {
+                    let take = n.min(buf.len() - pos);
+                    pos += take;
+                    self.swallow = if take == n {
+                        Swallow::Nothing
+                    } else {
+                        Swallow::Bytes(n - take)
+                    };
+                    continue;
+                }
+                Swallow::ThroughNewline => {
+                    match memchr::memchr(b'\n', &buf[pos..]) {
+                        Some(i) => {
+                            pos += i + 1;
+                            self.swallow = Swallow::Nothing;
+                        }
+                        None => pos = buf.len(),
+                    }
+                    continue;
+                }
+            }
+            match parse_request(&buf[pos..], &self.limits) {
+                Parsed::Incomplete => break,
+                Parsed::Request { request, consumed } => {
+                    pos += consumed;
+                    flow = self.session.execute(request, &mut self.write_buf);
+                    if flow == Flow::Close {
+                        break;
+                    }
+                    if self.write_buf.len() >= MAX_BATCH_REPLY_BYTES {
+                        more = true;
+                        break;
+                    }
+                }
+                Parsed::Error {
+                    error,
+                    consumed,
+                    swallow,
+                } => {
+                    pos += consumed;
+                    self.session.counters.protocol_errors += 1;
+                    self.write_buf.extend_from_slice(error.reply());
+                    self.swallow = swallow;
+                }
+            }
+        }
+        self.read_buf.advance(pos);
+        (flow, more)
+    }
+}

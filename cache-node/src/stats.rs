@@ -1,0 +1,120 @@
+//! Server counters with memcached's `stats` names, plus lease counters.
+//!
+//! Each connection counts into a plain [`Counters`] (no atomics, no sharing on the hot path) and adds it to
+//! the node's [`SharedCounters`] once per read batch. `stats` and the Prometheus endpoint read the shared
+//! ones together with the store's own counters. This module does not format replies; `commands` and
+//! `metrics` do.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident : $help:literal),* $(,)?) => {
+        /// Per-connection counters, added to [`SharedCounters`] in batches.
+        #[derive(Debug, Default, Clone)]
+        pub struct Counters {
+            $(#[doc = $help] pub $name: u64,)*
+        }
+
+        /// Node-wide counters.
+        #[derive(Debug, Default)]
+        pub struct SharedCounters {
+            $(#[doc = $help] pub $name: AtomicU64,)*
+        }
+
+        impl SharedCounters {
+            /// Adds a connection's counts and zeroes them.
+            pub fn drain_from(&self, c: &mut Counters) {
+                $(if c.$name != 0 {
+                    self.$name.fetch_add(c.$name, Ordering::Relaxed);
+                    c.$name = 0;
+                })*
+            }
+
+            /// Every counter as (memcached name, help text, value).
+            pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $help, self.$name.load(Ordering::Relaxed)),)*]
+            }
+
+            /// Zeroes every counter (`stats reset`).
+            pub fn reset(&self) {
+                $(self.$name.store(0, Ordering::Relaxed);)*
+            }
+        }
+    };
+}
+
+counters! {
+    total_connections: "Connections opened since start.",
+    rejected_connections: "Connections refused because -c was reached.",
+    cmd_get: "Keys requested by retrieval commands (get, gets, gat, gats, mg, lease-get).",
+    cmd_set: "Storage commands (set, add, replace, append, prepend, cas, ms, lease-set).",
+    cmd_flush: "flush_all commands.",
+    cmd_touch: "touch, gat and gats keys.",
+    get_hits: "Retrievals that found a live item.",
+    get_misses: "Retrievals that found nothing (or only a lease placeholder or a stale item).",
+    delete_hits: "Deletes that removed an item.",
+    delete_misses: "Deletes of absent keys.",
+    incr_hits: "incr of present keys.",
+    incr_misses: "incr of absent keys.",
+    decr_hits: "decr of present keys.",
+    decr_misses: "decr of absent keys.",
+    cas_hits: "cas that stored.",
+    cas_misses: "cas of absent keys.",
+    cas_badval: "cas refused because the CAS value differed.",
+    touch_hits: "touch/gat of present keys.",
+    touch_misses: "touch/gat of absent keys.",
+    bytes_read: "Bytes read from clients.",
+    bytes_written: "Bytes written to clients.",
+    protocol_errors: "Requests answered with ERROR, CLIENT_ERROR or SERVER_ERROR.",
+    lease_grants: "Leases handed out (mg W on a miss or stale item, lease-get token).",
+    lease_hot_misses: "Readers told another client holds the lease (mg Z, lease-get token 1).",
+    lease_stale_served: "Stale values served (mg X, lease-get on an invalidated item).",
+    lease_sets_stored: "Lease refills stored (ms C or lease-set with a valid token).",
+    lease_sets_refused: "Lease refills refused (token voided by a delete, invalidation or newer lease).",
+    lease_invalidations: "Items marked stale by md I.",
+}
+
+/// One [`SharedCounters`] per connection thread, each on its own cache lines, so threads never write to
+/// the same line; readers (`stats`, metrics) sum them.
+#[derive(Debug)]
+pub struct CounterSlots {
+    /// The per-thread counters.
+    slots: Box<[Padded]>,
+}
+
+/// Keeps each slot on separate cache lines (128 bytes covers adjacent-line prefetching).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(SharedCounters);
+
+impl CounterSlots {
+    /// `n` slots (at least one).
+    pub fn new(n: usize) -> Self {
+        CounterSlots {
+            slots: (0..n.max(1)).map(|_| Padded::default()).collect(),
+        }
+    }
+
+    /// The slot for thread (or connection) number `i`.
+    pub fn slot(&self, i: usize) -> &SharedCounters {
+        &self.slots[i % self.slots.len()].0
+    }
+
+    /// Every counter summed over the slots, as (memcached name, help text, value).
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut total = self.slots[0].0.snapshot();
+        for s in &self.slots[1..] {
+            for (t, (_, _, v)) in total.iter_mut().zip(s.0.snapshot()) {
+                t.2 += v;
+            }
+        }
+        total
+    }
+
+    /// Zeroes every counter (`stats reset`).
+    pub fn reset(&self) {
+        for s in self.slots.iter() {
+            s.0.reset();
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The cache-node store: a sharded, memory-bounded key/value store with W-TinyLFU eviction.
+//!
+//! What it does: keeps items (key, value, flags, exptime, 64-bit CAS, lease bits) within a memory
+//! budget, expires them lazily on access and incrementally in the background
+//! ([`Store::expire_some`]), implements `flush_all` with a delay, and hands out CAS values.
+//! What it does not do: parse the protocol, hand out lease tokens or decide command semantics;
+//! the server builds those on [`Store::with_entry`], which gives exclusive access to one key's slot
+//! for a read-modify-write.
+//!
+//! How: each item is one chunk (33-byte header, key, value) in a size-classed mmap arena,
+//! found through a 5-bytes-per-slot open-addressing index and linked into the W-TinyLFU queues
+//! by `u32` locators; a count-min sketch decides admission and ghost lists adapt the window
+//! (see `cache-node/STORE.md` for the figures). The budget is split evenly across shards, each
+//! a `parking_lot::Mutex`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cache_node::clock::ManualClock;
+//! use cache_node::store::{NewItem, Store, StoreConfig};
+//!
+//! let clock = Arc::new(ManualClock::new(1_700_000_000));
+//! let store = Store::new(StoreConfig::default(), clock.clone());
+//! let cas = store.next_cas();
+//! store.with_entry(b"user:1", |e| {
+//!     e.insert(NewItem { value: &[b"hello ", b"world"], flags: 7, exptime: 10, cas, stale: false, win_sent: false })
+//! }).unwrap();
+//! let got = store.with_entry(b"user:1", |e| {
+//!     e.record_read();
+//!     e.item().map(|it| (it.value().to_vec(), it.meta().flags, it.meta().cas))
+//! });
+//! assert_eq!(got, Some((b"hello world".to_vec(), 7, cas)));
+//! clock.advance(10); // exptime reached: the item is gone
+//! assert!(store.with_entry(b"user:1", |e| e.item().is_none()));
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::clock::Clock;
+
+/// Store configuration. Build with struct update syntax over [`StoreConfig::default`].
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Memory budget in bytes for items and the store's own tables.
+    pub memory_limit_bytes: usize,
+    /// Number of independently locked shards (rounded up to a power of two). Each shard gets an
+    /// equal share of the budget; the count is lowered (to a power of two) so that every shard
+    /// has at least [`MIN_SHARD_BYTES`], since a shard holds its items in pages of its own.
+    pub shards: usize,
+    /// Optional bound on the number of items (used by trace replay); `None` = bytes only.
+    pub max_items: Option<usize>,
+    /// Seed for key hashing, so eviction decisions are the same on every run.
+    pub hash_seed: u64,
+    /// How the W-TinyLFU window size adapts to the workload (default: ghost feedback).
+    pub window_adaptation: WindowAdaptation,
+    /// Window change per ghost hit, in items ([`WindowAdaptation::Ghost`]; default 0.3).
+    pub ghost_step_items: f64,
+    /// Admission margin: a candidate leaving the window replaces the main space's victim only
+    /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
+    /// discounts the candidate's own latest access, which otherwise makes a sketch freshly
+    /// halved favour whatever was just used (it turns a loop into LRU churn); 0 is Caffeine's
+    /// rule.
+    pub admission_margin: u8,
+    /// Initial (or, when not adaptive, fixed) window share of the capacity, in percent
+    /// (default 1).
+    pub window_percent: f64,
+    /// Share of the main space (beyond the window) kept for the protected segment, in percent
+    /// (default 80).
+    pub protected_percent: f64,
+    /// Count-min sketch counters per item of capacity, 4 bits each (default 8: 4 bytes per
+    /// item).
+    pub sketch_counters_per_item: usize,
+    /// Sketch halving period, in multiples of the capacity in items (default 10).
+    pub sample_factor: usize,
+    /// Hill-climber sample period (accesses between window adjustments), in multiples of the
+    /// capacity in items (default 10, Caffeine's).
+    pub climber_sample_factor: f64,
+}
+
+/// Smallest budget share a shard is given (16 of the smallest pages).
+pub const MIN_SHARD_BYTES: usize = 1 << 20;
+
+/// Default memory budget: 64 MiB, memcached's default.
+pub fn default_memory_limit_bytes() -> usize {
+    64 << 20
+}
+/// Default shard count.
+pub fn default_shards() -> usize {
+    16
+}
+/// Default hash seed.
+pub fn default_hash_seed() -> u64 {
+    0x5eed_cafe_f00d_d00d
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            memory_limit_bytes: default_memory_limit_bytes(),
+            shards: default_shards(),
+            max_items: None,
+            hash_seed: default_hash_seed(),
+            window_adaptation: WindowAdaptation::Ghost,
+            ghost_step_items: 0.3,
+            admission_margin: 1,
+            window_percent: 1.0,
+            protected_percent: 80.0,
+            sketch_counters_per_item: 8,
+            sample_factor: 10,
+            climber_sample_factor: 10.0,
+        }
+    }
+}
+
+/// How the share of the cache given to the W-TinyLFU window (the recency part) adapts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowAdaptation {
+    /// The window stays at `window_percent`.
+    Fixed,
+    /// Caffeine's hill climber: every sample period, move the window size in the direction that
+    /// last improved the hit rate.
+    HillClimber,
+    /// Ghost feedback (ARC-style): a miss on a key recently turned away by admission grows the
+    /// window; a miss on a key recently evicted from the main space shrinks it.
+    Ghost,
+}
+
+/// Errors from store writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The item cannot fit in a shard's share of the budget (memcached: "object too large"),
+    /// or the value is longer than 16 MiB - 1 (the item header's 24-bit length).
+    #[error("item of {size} bytes is too large for the store (max {max})")]
+    TooLarge { size: usize, max: usize },
+    /// The key is empty or longer than 250 bytes.
+    #[error("key length {0} is out of range 1..=250")]
+    BadKey(usize),
+    /// The operating system refused memory, or nothing was left to evict.
+    #[error("out of memory")]
+    OutOfMemory,
+}
+
+/// Per-item metadata, as seen by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ItemMeta {
+    /// Opaque client flags.
+    pub flags: u32,
+    /// Expiry in clock seconds; 0 = never.
+    pub exptime: u32,
+    /// CAS unique value.
+    pub cas: u64,
+    /// Marked stale (meta `md ... I`): served with a win/stale indication.
+    pub stale: bool,
+    /// A win (lease) token has been handed out for this item.
+    pub win_sent: bool,
+    /// Fetched at least once since stored.
+    pub fetched: bool,
+    /// Clock second of the last read access (or of the store if never read).
+    pub last_access: u32,
+}
+
+/// A new value to store. `value` parts are concatenated, so append/prepend need no extra copy.
+#[derive(Debug, Clone, Copy)]
+pub struct NewItem<'a> {
+    /// Value parts, concatenated in order.
+    pub value: &'a [&'a [u8]],
+    /// Client flags.
+    pub flags: u32,
+    /// Expiry in clock seconds; 0 = never.
+    pub exptime: u32,
+    /// CAS value; 0 means "assign [`Store::next_cas`]".
+    pub cas: u64,
+    /// Stale bit.
+    pub stale: bool,
+    /// Win-sent (lease) bit.
+    pub win_sent: bool,
+}
+
+/// Counters, named after memcached's `stats` fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Items currently stored (expired ones not yet reclaimed included).
+    pub curr_items: u64,
+    /// Items stored since start.
+    pub total_items: u64,
+    /// Bytes accounted against the budget (item memory and tables).
+    pub bytes: u64,
+    /// The budget.
+    pub limit_maxbytes: u64,
+    /// Of `bytes`: item pages (and the page table).
+    pub arena_bytes: u64,
+    /// Of `bytes`: the hash index.
+    pub index_bytes: u64,
+    /// Of `bytes`: the frequency sketch and ghost lists.
+    pub policy_bytes: u64,
+    /// Items evicted to make room.
+    pub evictions: u64,
+    /// Expired items reclaimed that were never fetched.
+    pub expired_unfetched: u64,
+    /// Evicted items that were never fetched.
+    pub evicted_unfetched: u64,
+    /// Expired or flushed items reclaimed (lazily or in the background).
+    pub reclaimed: u64,
+    /// Items reclaimed by the background pass ([`Store::expire_some`]).
+    pub crawler_reclaimed: u64,
+    /// Lookups ([`Entry::item`]) that found an expired item.
+    pub get_expired: u64,
+    /// Times a whole page was emptied to move memory to another size class.
+    pub slab_page_evictions: u64,
+    /// Items in the W-TinyLFU window, probation and protected segments.
+    pub window_items: u64,
+    /// Items in probation.
+    pub probation_items: u64,
+    /// Items in protected.
+    pub protected_items: u64,
+}
+
+mod ghost;
+mod index;
+mod shard;
+mod sketch;
+mod slab;
+
+use shard::{PolicyConfig, Shard};
+
+/// Flush state packed in one word: generation (high 32 bits) and clock second (low 32 bits).
+fn pack_flush(gen: u32, at: u32) -> u64 {
+    (u64::from(gen) << 32) | u64::from(at)
+}
+
+/// The store. `Send + Sync`; share it with an `Arc`.
+pub struct Store {
+    /// Independently locked shards; a key's hash picks one.
+    shards: Box<[Mutex<Shard>]>,
+    /// `shards.len() - 1` (a power of two minus one).
+    shard_mask: u64,
+    /// Time source for expiry and `last_access`.
+    clock: Arc<dyn Clock>,
+    /// Last CAS value handed out.
+    cas: AtomicU64,
+    /// Latest flush_all (generation, time); shards apply it lazily when its time has come.
+    flush: AtomicU64,
+    /// Next shard for the background expiry pass.
+    expire_cursor: AtomicU64,
+    config: StoreConfig,
+}
+
+pub(crate) fn hash_key(seed: u64, key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, seed)
+}
+
+/// Exclusive access to one key's slot, handed to the closure of [`Store::with_entry`].
+pub struct Entry<'a> {
+    shard: &'a mut Shard,
+    key: &'a [u8],
+    hash: u64,
+    now: u32,
+    next_cas: &'a AtomicU64,
+}
+
+/// A live item borrowed from an [`Entry`].
+pub struct ItemRef<'a> {
+    meta: ItemMeta,
+    value: &'a [u8],
+}
+
+impl ItemRef<'_> {
+    /// The value bytes.
+    pub fn value(&self) -> &[u8] {
+        self.value
+    }
+    /// The item's metadata (a decoded copy of the packed header).
+    pub fn meta(&self) -> &ItemMeta {
+        &self.meta
+    }
+}
+
+impl Entry<'_> {
+    /// The key this entry is for.
+    pub fn key(&self) -> &[u8] {
+        self.key
+    }
+
+    /// The clock second read when the entry was locked.
+    pub fn now(&self) -> u32 {
+        self.now
+    }
+
+    /// The live item, if any. An expired item is removed here and counted in `get_expired`.
+    /// This does not count as an access for eviction; call [`Entry::record_read`] for that.
+    pub fn item(&mut self) -> Option<ItemRef<'_>> {
+        let loc = self.shard.lookup_live(self.hash, self.key, self.now)?;
+        Some(ItemRef {
+            meta: self.shard.meta(loc),
+            value: self.shard.slab.value(loc),
+        })
+    }
+
+    /// Records a read access of the live item: feeds the frequency sketch, moves it in the LRU
+    /// segments, sets `fetched` and `last_access`. Does nothing if there is no live item.
+    pub fn record_read(&mut self) {
+        if let Some(loc) = self.shard.lookup_live(self.hash, self.key, self.now) {
+            let mut m = self.shard.meta(loc);
+            m.fetched = true;
+            m.last_access = self.now;
+            self.shard.set_meta(loc, &m);
+            self.shard.on_read(self.hash, loc);
+        }
+    }
+
+    /// Stores `item`, replacing any existing one; evicts other items as the budget requires.
+    /// `item.cas == 0` assigns a fresh CAS value. Errors: `BadKey`, `TooLarge` (the item cannot
+    /// fit a shard's share of the budget), `OutOfMemory`. On error any previous item is kept
+    /// unless the failure came after it was dropped (only `OutOfMemory` can).
+    pub fn insert(&mut self, item: NewItem<'_>) -> Result<(), StoreError> {
+        if self.key.is_empty() || self.key.len() > 250 {
+            return Err(StoreError::BadKey(self.key.len()));
+        }
+        let cas = if item.cas == 0 {
+            self.next_cas.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            item.cas
+        };
+        let meta = ItemMeta {
+            flags: item.flags,
+            exptime: item.exptime,
+            cas,
+            stale: item.stale,
+            win_sent: item.win_sent,
+            fetched: false,
+            last_access: self.now,
+        };
+        self.shard.insert(self.hash, self.key, item.value, &meta)
+    }
+
+    /// Removes the item (live or expired); true if there was one.
+    pub fn remove(&mut self) -> bool {
+        match self.shard.find(self.hash, self.key) {
+            Some((slot, loc)) => {
+                self.shard.remove_at(slot, loc);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Read-write access to the live item's metadata (touch, stale marking, lease bits). The
+    /// guard holds a decoded copy and writes it back into the packed header when dropped.
+    pub fn meta_mut(&mut self) -> Option<MetaMut<'_>> {
+        let loc = self.shard.lookup_live(self.hash, self.key, self.now)?;
+        let meta = self.shard.meta(loc);
+        Some(MetaMut {
+            shard: self.shard,
+            loc,
+            meta,
+        })
+    }
+}
+
+/// A guard over a live item's metadata; derefs to [`ItemMeta`] and writes back on drop.
+pub struct MetaMut<'a> {
+    shard: &'a mut Shard,
+    loc: u32,
+    meta: ItemMeta,
+}
+
+impl std::ops::Deref for MetaMut<'_> {
+    type Target = ItemMeta;
+    fn deref(&self) -> &ItemMeta {
+        &self.meta
+    }
+}
+
+impl std::ops::DerefMut for MetaMut<'_> {
+    fn deref_mut(&mut self) -> &mut ItemMeta {
+        &mut self.meta
+    }
+}
+
+impl Drop for MetaMut<'_> {
+    fn drop(&mut self) {
+        self.shard.set_meta(self.loc, &self.meta);
+    }
+}
+
+impl Store {
+    /// A store with `config`, reading time from `clock`.
+    pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Store {
+        let fit = (config.memory_limit_bytes / MIN_SHARD_BYTES).max(1);
+        let fit = 1usize << (usize::BITS - 1 - fit.leading_zeros()); // power of two <= fit
+        let n = config.shards.clamp(1, 1 << 16).next_power_of_two().min(fit);
+        let budget = config.memory_limit_bytes / n;
+        let max_items = config.max_items.map(|m| m.div_ceil(n).max(1));
+        let policy = PolicyConfig {
+            adaptation: config.window_adaptation,
+            ghost_step_items: config.ghost_step_items.max(0.0),
+            admission_margin: config.admission_margin,
+            window_percent: (config.window_percent / 100.0).clamp(0.0, 1.0),
+            protected_percent: (config.protected_percent / 100.0).clamp(0.0, 1.0),
+            sketch_counters_per_item: config.sketch_counters_per_item.max(1),
+            sample_factor: config.sample_factor.max(1),
+            climber_sample_factor: config.climber_sample_factor.max(0.01),
+        };
+        let shards = (0..n)
+            .map(|_| Mutex::new(Shard::new(config.hash_seed, budget, max_items, policy)))
+            .collect();
+        Store {
+            shards,
+            shard_mask: n as u64 - 1,
+            clock,
+            cas: AtomicU64::new(0),
+            flush: AtomicU64::new(0),
+            expire_cursor: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    /// The configuration the store was built with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The clock the store reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// A fresh CAS value: unique, increasing, never 0.
+    pub fn next_cas(&self) -> u64 {
+        self.cas.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn lock_shard(&self, i: usize, now: u32) -> parking_lot::MutexGuard<'_, Shard> {
+        let mut shard = self.shards[i].lock();
+        let flush = self.flush.load(Ordering::Acquire);
+        let (gen, at) = ((flush >> 32) as u32, flush as u32);
+        if gen != shard.flush_gen && now >= at {
+            shard.flush_gen = gen;
+            shard.clear();
+        }
+        shard
+    }
+
+    /// Runs `f` with exclusive access to `key`'s slot (its shard is locked meanwhile, so keep
+    /// `f` short and never call back into the store from it).
+    pub fn with_entry<R>(&self, key: &[u8], f: impl FnOnce(&mut Entry<'_>) -> R) -> R {
+        let hash = hash_key(self.config.hash_seed, key);
+        let now = self.clock.now();
+        let mut shard = self.lock_shard(((hash >> 8) & self.shard_mask) as usize, now);
+        let mut entry = Entry {
+            shard: &mut shard,
+            key,
+            hash,
+            now,
+            next_cas: &self.cas,
+        };
+        f(&mut entry)
+    }
+
+    /// memcached `flush_all [delay]`: every item stored before clock second `at` is gone from
+    /// `at` on (`at <= now` flushes at once). A later call replaces a pending one.
+    pub fn flush_all(&self, at: u32) {
+        let now = self.clock.now();
+        let mut cur = self.flush.load(Ordering::Acquire);
+        loop {
+            let gen = ((cur >> 32) as u32).wrapping_add(1).max(1);
+            match self.flush.compare_exchange(
+                cur,
+                pack_flush(gen, at),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(seen) => cur = seen,
+            }
+        }
+        if at <= now {
+            for i in 0..self.shards.len() {
+                drop(self.lock_shard(i, now));
+            }
+        }
+    }
+
+    /// One incremental background-expiry step: examines up to about `max_items` item slots,
+    /// resuming where the last call stopped (shard by shard, page by page), and removes the
+    /// expired items. Returns how many it removed. The server calls it periodically; it holds
+    /// one shard lock at a time, for at most `max_items` slots.
+    pub fn expire_some(&self, max_items: usize) -> usize {
+        let now = self.clock.now();
+        let n = self.shards.len();
+        let mut removed = 0;
+        let mut examined = 0;
+        for _ in 0..n {
+            if examined >= max_items {
+                break;
+            }
+            let i = self.expire_cursor.fetch_add(1, Ordering::Relaxed) as usize % n;
+            let (e, r) = self
+                .lock_shard(i, now)
+                .expire_some(now, max_items - examined);
+            examined += e.max(1);
+            removed += r;
+        }
+        removed
+    }
+
+    /// A snapshot of the counters, summed over shards.
+    pub fn stats(&self) -> StoreStats {
+        let mut t = StoreStats {
+            limit_maxbytes: self.config.memory_limit_bytes as u64,
+            ..StoreStats::default()
+        };
+        for s in self.shards.iter() {
+            let s = s.lock();
+            t.curr_items += s.len() as u64;
+            t.bytes += s.bytes() as u64;
+            let (arena, index, policy) = s.bytes_breakdown();
+            t.arena_bytes += arena as u64;
+            t.index_bytes += index as u64;
+            t.policy_bytes += policy as u64;
+            let q = s.queue_lens();
+            t.window_items += q[0] as u64;
+            t.probation_items += q[1] as u64;
+            t.protected_items += q[2] as u64;
+            let st = &s.stats;
+            t.total_items += st.total_items;
+            t.evictions += st.evictions;
+            t.expired_unfetched += st.expired_unfetched;
+            t.evicted_unfetched += st.evicted_unfetched;
+            t.reclaimed += st.reclaimed;
+            t.crawler_reclaimed += st.crawler_reclaimed;
+            t.get_expired += st.get_expired;
+            t.slab_page_evictions += st.page_evictions;
+        }
+        t
+    }
+
+    /// Current window share per shard (for tests and tuning output).
+    pub fn window_percent(&self) -> Vec<f64> {
+        self.shards
+            .iter()
+            .map(|s| s.lock().window_frac() * 100.0)
+            .collect()
+    }
+
+    /// Number of shards actually used.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Number of sketch halvings so far, summed over shards.
+    pub fn sketch_resets(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().sketch_resets()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Store>();
+    }
+}

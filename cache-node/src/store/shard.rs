@@ -1,0 +1,710 @@
+//! One shard: arena, index, W-TinyLFU policy and expiry state behind one lock.
+//!
+//! Policy (after Caffeine): new items enter an LRU *window*; an item pushed out of the window
+//! becomes the admission *candidate* in the *probation* segment of a segmented LRU, and when room
+//! is needed it duels the probation LRU *victim*: the candidate stays only if its sketch
+//! frequency beats the victim's by more than the admission margin. A probation hit promotes to
+//! *protected* (80% of main, overflow demoted back to probation). The window's share adapts:
+//! by ghost feedback (default: a miss on a key the filter recently turned away grows it, a miss
+//! on a key recently evicted from main shrinks it) or by Caffeine's hill climber (every sample
+//! period, keep moving the size the way that last raised the hit rate).
+//!
+//! The queues are intrusive doubly-linked lists threaded through the item headers as `u32`
+//! locators; the queue an item is in is two bits of its header.
+
+use super::ghost::{GhostHit, Ghosts};
+use super::index::Index;
+use super::sketch::Sketch;
+use super::slab::*;
+use super::{ItemMeta, StoreError, WindowAdaptation};
+
+pub(crate) const WINDOW: u8 = 0;
+pub(crate) const PROBATION: u8 = 1;
+pub(crate) const PROTECTED: u8 = 2;
+
+const CLIMBER_RESTART_THRESHOLD: f64 = 0.05;
+const CLIMBER_STEP_PERCENT: f64 = 0.0625;
+const CLIMBER_STEP_DECAY: f64 = 0.98;
+const ADMIT_HASHDOS_THRESHOLD: u8 = 6;
+
+/// Policy tuning, fixed at construction (defaults and meaning: [`super::StoreConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PolicyConfig {
+    /// How the window size adapts.
+    pub(crate) adaptation: WindowAdaptation,
+    /// Window change per (unsampled) ghost hit, in items.
+    pub(crate) ghost_step_items: f64,
+    /// A candidate is admitted when its estimated frequency exceeds the victim's by more than
+    /// this.
+    pub(crate) admission_margin: u8,
+    /// Initial (or fixed) window share of the capacity.
+    pub(crate) window_percent: f64,
+    /// Protected share of the main space.
+    pub(crate) protected_percent: f64,
+    /// Sketch counters per item of capacity.
+    pub(crate) sketch_counters_per_item: usize,
+    /// Sketch halving period, in multiples of the capacity.
+    pub(crate) sample_factor: usize,
+    /// Climber sample period, in multiples of the capacity.
+    pub(crate) climber_sample_factor: f64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Queue {
+    head: u32, // LRU end
+    tail: u32, // MRU end
+    len: usize,
+}
+
+impl Queue {
+    const EMPTY: Queue = Queue {
+        head: NIL,
+        tail: NIL,
+        len: 0,
+    };
+}
+
+/// Per-shard counters (summed into `StoreStats`).
+#[derive(Default, Clone)]
+pub(crate) struct ShardStats {
+    pub(crate) total_items: u64,
+    pub(crate) evictions: u64,
+    pub(crate) expired_unfetched: u64,
+    pub(crate) evicted_unfetched: u64,
+    pub(crate) reclaimed: u64,
+    pub(crate) crawler_reclaimed: u64,
+    pub(crate) get_expired: u64,
+    pub(crate) page_evictions: u64,
+}
+
+pub(crate) struct Shard {
+    /// Item memory.
+    pub(crate) slab: Slab,
+    /// Key hash -> item locator.
+    index: Index,
+    /// Access frequencies for admission.
+    sketch: Sketch,
+    /// Key hashing seed (the same in every shard).
+    seed: u64,
+    /// Window, probation and protected LRU lists (head = least recent).
+    queues: [Queue; 3],
+    /// Bytes this shard may hold (arena pages plus tables).
+    budget: usize,
+    /// Item bound (replay mode); `None` = bytes only.
+    max_items: Option<usize>,
+    policy: PolicyConfig,
+    /// Window share of the capacity (moved by the adaptation).
+    window_frac: f64,
+    /// Protected share of the capacity.
+    protected_frac: f64,
+    /// The item most recently pushed out of the window: next admission candidate.
+    candidate: u32,
+    /// Hill climber: hits and misses in the current sample, the previous sample's hit rate,
+    /// and the next step (a share of the capacity, signed).
+    climber_hits: u64,
+    climber_misses: u64,
+    climber_prev_rate: f64,
+    climber_step: f64,
+    /// Deterministic random state for the hash-flooding admission escape.
+    rng: u64,
+    /// flush_all generation already applied to this shard.
+    pub(crate) flush_gen: u32,
+    /// Background expiry cursor: the page id and chunk to examine next.
+    expire_page: usize,
+    expire_chunk: u32,
+    pub(crate) stats: ShardStats,
+    /// Reused buffer for the locators of one page.
+    scratch: Vec<u32>,
+    /// Recently evicted keys, for the ghost-feedback window adaptation.
+    ghosts: Ghosts,
+}
+
+fn is_expired(exptime: u32, now: u32) -> bool {
+    exptime != 0 && exptime <= now
+}
+
+impl Shard {
+    pub(crate) fn new(
+        seed: u64,
+        budget: usize,
+        max_items: Option<usize>,
+        policy: PolicyConfig,
+    ) -> Shard {
+        let cap = max_items.unwrap_or(1024).max(1);
+        let counters = (cap * policy.sketch_counters_per_item).max(64);
+        Shard {
+            // About 64 pages per shard budget: small budgets stay fine-grained, large ones waste
+            // little at page tails.
+            slab: Slab::for_budget(budget),
+            index: Index::new(),
+            sketch: Sketch::new(counters, (cap * policy.sample_factor) as u64),
+            seed,
+            queues: [Queue::EMPTY; 3],
+            budget,
+            max_items,
+            policy,
+            window_frac: policy.window_percent,
+            protected_frac: policy.protected_percent * (1.0 - policy.window_percent),
+            candidate: NIL,
+            climber_hits: 0,
+            climber_misses: 0,
+            climber_prev_rate: 0.0,
+            climber_step: -CLIMBER_STEP_PERCENT,
+            rng: seed ^ 0x2545_F491_4F6C_DD1D,
+            flush_gen: 0,
+            expire_page: 0,
+            expire_chunk: 0,
+            stats: ShardStats::default(),
+            scratch: Vec::new(),
+            ghosts: {
+                let mut g = Ghosts::new();
+                g.resize(cap);
+                g
+            },
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Bytes accounted against the budget.
+    pub(crate) fn bytes(&self) -> usize {
+        self.slab.bytes
+            + self.slab.table_bytes()
+            + self.index.bytes()
+            + self.sketch.bytes()
+            + self.ghosts.bytes()
+    }
+
+    /// (arena pages and page table, hash index, sketch and ghosts) bytes.
+    pub(crate) fn bytes_breakdown(&self) -> (usize, usize, usize) {
+        (
+            self.slab.bytes + self.slab.table_bytes(),
+            self.index.bytes(),
+            self.sketch.bytes() + self.ghosts.bytes(),
+        )
+    }
+
+    pub(crate) fn queue_lens(&self) -> [usize; 3] {
+        [self.queues[0].len, self.queues[1].len, self.queues[2].len]
+    }
+
+    pub(crate) fn window_frac(&self) -> f64 {
+        self.window_frac
+    }
+
+    pub(crate) fn sketch_resets(&self) -> u64 {
+        self.sketch.resets
+    }
+
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        super::hash_key(self.seed, key)
+    }
+
+    /// Capacity in items that the policy's shares refer to.
+    fn capacity(&self) -> usize {
+        self.max_items.unwrap_or(self.index.len()).max(1)
+    }
+
+    // ---- lookup ----
+
+    pub(crate) fn find(&self, h: u64, key: &[u8]) -> Option<(usize, u32)> {
+        let slab = &self.slab;
+        self.index.find(h, |loc| slab.key(loc) == key)
+    }
+
+    pub(crate) fn meta(&self, loc: u32) -> ItemMeta {
+        let bits = self.slab.get_u8(loc, OFF_BITS);
+        ItemMeta {
+            flags: self.slab.get_u32(loc, OFF_FLAGS),
+            exptime: self.slab.get_u32(loc, OFF_EXPTIME),
+            cas: self.slab.get_u64(loc, OFF_CAS),
+            stale: bits & BIT_STALE != 0,
+            win_sent: bits & BIT_WIN_SENT != 0,
+            fetched: bits & BIT_FETCHED != 0,
+            last_access: self.slab.get_u32(loc, OFF_LAST_ACCESS),
+        }
+    }
+
+    pub(crate) fn set_meta(&mut self, loc: u32, m: &ItemMeta) {
+        let keep = self.slab.get_u8(loc, OFF_BITS) & (BIT_LIVE | QUEUE_MASK);
+        let bits = keep
+            | if m.stale { BIT_STALE } else { 0 }
+            | if m.win_sent { BIT_WIN_SENT } else { 0 }
+            | if m.fetched { BIT_FETCHED } else { 0 };
+        self.slab.set_u8(loc, OFF_BITS, bits);
+        self.slab.set_u32(loc, OFF_FLAGS, m.flags);
+        self.slab.set_u32(loc, OFF_EXPTIME, m.exptime);
+        self.slab.set_u64(loc, OFF_CAS, m.cas);
+        self.slab.set_u32(loc, OFF_LAST_ACCESS, m.last_access);
+    }
+
+    /// Looks up a live item, removing it first if it has expired (counted as `get_expired`).
+    pub(crate) fn lookup_live(&mut self, h: u64, key: &[u8], now: u32) -> Option<u32> {
+        let (slot, loc) = self.find(h, key)?;
+        if is_expired(self.slab.get_u32(loc, OFF_EXPTIME), now) {
+            self.stats.get_expired += 1;
+            self.reclaim_expired(slot, loc);
+            return None;
+        }
+        Some(loc)
+    }
+
+    fn reclaim_expired(&mut self, slot: usize, loc: u32) {
+        self.stats.reclaimed += 1;
+        if self.slab.get_u8(loc, OFF_BITS) & BIT_FETCHED == 0 {
+            self.stats.expired_unfetched += 1;
+        }
+        self.remove_at(slot, loc);
+    }
+
+    // ---- queues ----
+
+    fn queue_of(&self, loc: u32) -> u8 {
+        (self.slab.get_u8(loc, OFF_BITS) & QUEUE_MASK) >> QUEUE_SHIFT
+    }
+
+    fn unlink(&mut self, loc: u32) {
+        let q = self.queue_of(loc) as usize;
+        let prev = self.slab.get_u32(loc, OFF_PREV);
+        let next = self.slab.get_u32(loc, OFF_NEXT);
+        if prev == NIL {
+            self.queues[q].head = next;
+        } else {
+            self.slab.set_u32(prev, OFF_NEXT, next);
+        }
+        if next == NIL {
+            self.queues[q].tail = prev;
+        } else {
+            self.slab.set_u32(next, OFF_PREV, prev);
+        }
+        self.queues[q].len -= 1;
+    }
+
+    fn push_mru(&mut self, q: u8, loc: u32) {
+        let bits = self.slab.get_u8(loc, OFF_BITS) & !QUEUE_MASK;
+        self.slab.set_u8(loc, OFF_BITS, bits | (q << QUEUE_SHIFT));
+        let queue = &mut self.queues[q as usize];
+        let tail = queue.tail;
+        queue.tail = loc;
+        if tail == NIL {
+            queue.head = loc;
+        }
+        queue.len += 1;
+        self.slab.set_u32(loc, OFF_PREV, tail);
+        self.slab.set_u32(loc, OFF_NEXT, NIL);
+        if tail != NIL {
+            self.slab.set_u32(tail, OFF_NEXT, loc);
+        }
+    }
+
+    fn move_to(&mut self, q: u8, loc: u32) {
+        self.unlink(loc);
+        self.push_mru(q, loc);
+    }
+
+    fn window_max(&self) -> usize {
+        ((self.window_frac * self.capacity() as f64) as usize).max(1)
+    }
+
+    fn protected_max(&self) -> usize {
+        (self.protected_frac * self.capacity() as f64) as usize
+    }
+
+    fn demote_from_protected(&mut self) {
+        let max = self.protected_max();
+        while self.queues[PROTECTED as usize].len > max {
+            let loc = self.queues[PROTECTED as usize].head;
+            self.move_to(PROBATION, loc);
+        }
+    }
+
+    /// A read hit: sketch, queue position, climber sample.
+    pub(crate) fn on_read(&mut self, h: u64, loc: u32) {
+        self.sketch.increment(h);
+        self.climber_hits += 1;
+        match self.queue_of(loc) {
+            WINDOW => self.move_to(WINDOW, loc),
+            PROBATION => {
+                self.move_to(PROTECTED, loc);
+                self.demote_from_protected();
+            }
+            _ => self.move_to(PROTECTED, loc),
+        }
+        self.climb();
+    }
+
+    // ---- insert / remove / evict ----
+
+    /// Unlinks and frees the item at `loc` (index slot `slot`).
+    pub(crate) fn remove_at(&mut self, slot: usize, loc: u32) {
+        self.unlink(loc);
+        if self.candidate == loc {
+            self.candidate = NIL;
+        }
+        self.index.remove_slot(slot);
+        self.slab.free(loc);
+    }
+
+    fn evict(&mut self, loc: u32) {
+        let h = self.hash(self.slab.key(loc));
+        let slot = self
+            .index
+            .find(h, |l| l == loc)
+            .map(|(s, _)| s)
+            .expect("a queued item is indexed");
+        self.stats.evictions += 1;
+        if self.slab.get_u8(loc, OFF_BITS) & BIT_FETCHED == 0 {
+            self.stats.evicted_unfetched += 1;
+        }
+        self.remove_at(slot, loc);
+    }
+
+    fn evict_noting(&mut self, loc: u32, from: GhostHit) {
+        if self.policy.adaptation == WindowAdaptation::Ghost {
+            let h = self.hash(self.slab.key(loc));
+            self.ghosts.record_eviction(h, from);
+        }
+        self.evict(loc);
+    }
+
+    /// Ghost feedback on a miss: grow the part of the cache that would have kept the key.
+    fn ghost_feedback(&mut self, h: u64) {
+        if self.policy.adaptation != WindowAdaptation::Ghost {
+            return;
+        }
+        let step = self.ghosts.sample_rate() as f64 * self.policy.ghost_step_items
+            / self.capacity() as f64;
+        match self.ghosts.on_miss(h) {
+            Some(GhostHit::Window) => self.increase_window(step),
+            Some(GhostHit::Main) => self.decrease_window(step),
+            None => {}
+        }
+    }
+
+    fn admit(&mut self, candidate: u32, victim: u32) -> bool {
+        let cf = self.sketch.frequency(self.hash(self.slab.key(candidate)));
+        let vf = self.sketch.frequency(self.hash(self.slab.key(victim)));
+        if cf > vf + self.policy.admission_margin {
+            true
+        } else if cf > ADMIT_HASHDOS_THRESHOLD {
+            // Escape hatch against an attacker pinning hot victims: admit a warm candidate
+            // now and then. xorshift, seeded, so replays stay deterministic.
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            self.rng & 127 == 0
+        } else {
+            false
+        }
+    }
+
+    /// Evicts one item chosen by the policy. False if the shard is empty.
+    fn evict_one(&mut self) -> bool {
+        let victim = self.queues[PROBATION as usize].head;
+        let candidate = std::mem::replace(&mut self.candidate, NIL);
+        if candidate != NIL
+            && victim != NIL
+            && candidate != victim
+            && self.queue_of(candidate) == PROBATION
+        {
+            let (loser, from) = if self.admit(candidate, victim) {
+                (victim, GhostHit::Main)
+            } else {
+                (candidate, GhostHit::Window)
+            };
+            self.evict_noting(loser, from);
+            return true;
+        }
+        for q in [PROBATION, PROTECTED, WINDOW] {
+            let loc = self.queues[q as usize].head;
+            if loc != NIL {
+                let from = if q == WINDOW {
+                    GhostHit::Window
+                } else {
+                    GhostHit::Main
+                };
+                self.evict_noting(loc, from);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Frees the page holding the policy's next victim by evicting everything in it: the way
+    /// memory moves between size classes once the budget is full.
+    fn evict_page(&mut self) -> bool {
+        let victim = [PROBATION, PROTECTED, WINDOW]
+            .iter()
+            .map(|&q| self.queues[q as usize].head)
+            .find(|&l| l != NIL);
+        let Some(victim) = victim else { return false };
+        let mut locs = std::mem::take(&mut self.scratch);
+        self.slab.live_in_page(Slab::page_of(victim), &mut locs);
+        for &loc in &locs {
+            self.evict(loc);
+        }
+        self.scratch = locs;
+        self.stats.page_evictions += 1;
+        true
+    }
+
+    /// Gets a chunk for `size` bytes within the budget, evicting as needed.
+    fn allocate(&mut self, size: usize) -> Result<u32, StoreError> {
+        let mut evicted = 0usize;
+        loop {
+            // The tables (index, sketch, ghosts) may have grown past the budget since the last
+            // insert; then a free chunk is no excuse: evict until the shard is within budget.
+            let within = self.bytes() <= self.budget;
+            if within {
+                if let Some(loc) = self.slab.alloc_existing(size) {
+                    return Ok(loc);
+                }
+            }
+            if within && self.bytes() + self.slab.new_page_cost(size) <= self.budget {
+                return self
+                    .slab
+                    .alloc_new_page(size)
+                    .ok_or(StoreError::OutOfMemory);
+            }
+            // Over budget: evict by policy a few times (frees chunks of this class or empties a
+            // page), then fall back to emptying a whole page.
+            let progressed = if evicted < 64 {
+                evicted += 1;
+                self.evict_one()
+            } else {
+                self.evict_page()
+            };
+            if !progressed {
+                return Err(StoreError::OutOfMemory);
+            }
+        }
+    }
+
+    /// Stores a new item for `key`, replacing any existing one.
+    pub(crate) fn insert(
+        &mut self,
+        h: u64,
+        key: &[u8],
+        parts: &[&[u8]],
+        meta: &ItemMeta,
+    ) -> Result<(), StoreError> {
+        let vlen: usize = parts.iter().map(|p| p.len()).sum();
+        let size = HEADER + key.len() + vlen;
+        let max = self.max_item_size();
+        if size > max || vlen > MAX_VALUE_LEN {
+            return Err(StoreError::TooLarge {
+                size,
+                max: max.min(HEADER + key.len() + MAX_VALUE_LEN),
+            });
+        }
+        // A replacement keeps the key's standing: it counts as an access, not as a miss.
+        let mut queue = None;
+        if let Some((slot, old)) = self.find(h, key) {
+            queue = Some(self.queue_of(old));
+            self.remove_at(slot, old);
+        }
+        if self.index.needs_rebuild() {
+            let (slab, seed) = (&self.slab, self.seed);
+            self.index.rebuild(|l| super::hash_key(seed, slab.key(l)));
+        }
+        self.maybe_resize_sketch();
+        let loc = self.allocate(size)?;
+        self.slab.set_lens(loc, key.len(), vlen);
+        self.slab.set_u8(loc, OFF_BITS, BIT_LIVE);
+        self.set_meta(loc, meta);
+        self.slab.write_body(loc, key, parts);
+        self.index.insert(h, loc);
+        self.stats.total_items += 1;
+        self.sketch.increment(h);
+        match queue {
+            Some(WINDOW) => self.push_mru(WINDOW, loc),
+            Some(_) => {
+                self.push_mru(PROTECTED, loc);
+                self.demote_from_protected();
+            }
+            None => {
+                self.climber_misses += 1;
+                self.ghost_feedback(h);
+                self.push_mru(WINDOW, loc);
+            }
+        }
+        // Window overflow: its LRU item becomes the admission candidate in probation.
+        let wmax = self.window_max();
+        while self.queues[WINDOW as usize].len > wmax {
+            let c = self.queues[WINDOW as usize].head;
+            self.move_to(PROBATION, c);
+            self.candidate = c;
+        }
+        if let Some(max) = self.max_items {
+            while self.index.len() > max {
+                if !self.evict_one() {
+                    break;
+                }
+            }
+        }
+        if queue.is_none() {
+            self.climb();
+        }
+        Ok(())
+    }
+
+    /// The largest item (header, key and value) this shard accepts.
+    pub(crate) fn max_item_size(&self) -> usize {
+        (self.budget / 4)
+            .max(self.slab.page_bytes() / 2)
+            .min(self.budget)
+    }
+
+    /// In bytes-only mode the sketch follows the item count: grown by a quarter when the shard
+    /// holds more items than it was sized for, by an eighth (counts restart, a few dozen times
+    /// while a large cache fills; never once the item count is steady).
+    fn maybe_resize_sketch(&mut self) {
+        if self.max_items.is_some() {
+            return;
+        }
+        let per = self.policy.sketch_counters_per_item;
+        if (self.index.len() + 1) * per > self.sketch.counters() {
+            let items = ((self.index.len() + 1) * 9 / 8).max(1024);
+            self.sketch = Sketch::new(items * per, (items * self.policy.sample_factor) as u64);
+            self.ghosts.resize(items);
+        }
+    }
+
+    // ---- adaptive window ----
+
+    fn climb(&mut self) {
+        if self.policy.adaptation != WindowAdaptation::HillClimber {
+            return;
+        }
+        let cap = self.capacity();
+        let n = self.climber_hits + self.climber_misses;
+        if (n as f64) < cap as f64 * self.policy.climber_sample_factor {
+            return;
+        }
+        // Only a full cache can learn anything from resizing its window.
+        if let Some(max) = self.max_items {
+            if self.index.len() < max {
+                return;
+            }
+        }
+        let rate = self.climber_hits as f64 / n as f64;
+        let change = rate - self.climber_prev_rate;
+        let amount = if change >= 0.0 {
+            self.climber_step
+        } else {
+            -self.climber_step
+        };
+        self.climber_step = if change.abs() >= CLIMBER_RESTART_THRESHOLD {
+            CLIMBER_STEP_PERCENT * amount.signum()
+        } else {
+            CLIMBER_STEP_DECAY * amount
+        };
+        self.climber_prev_rate = rate;
+        self.climber_hits = 0;
+        self.climber_misses = 0;
+        if amount > 0.0 {
+            self.increase_window(amount);
+        } else if amount < 0.0 {
+            self.decrease_window(-amount);
+        }
+    }
+
+    fn increase_window(&mut self, amount: f64) {
+        let quota = amount.min(self.protected_frac);
+        if quota <= 0.0 {
+            return;
+        }
+        self.protected_frac -= quota;
+        self.window_frac += quota;
+        self.demote_from_protected();
+        let cap = self.capacity();
+        let mut items = (quota * cap as f64) as usize;
+        while items > 0 {
+            let mut loc = self.queues[PROBATION as usize].head;
+            if loc == NIL {
+                loc = self.queues[PROTECTED as usize].head;
+            }
+            if loc == NIL {
+                break;
+            }
+            self.move_to(WINDOW, loc);
+            items -= 1;
+        }
+    }
+
+    fn decrease_window(&mut self, amount: f64) {
+        let cap = self.capacity() as f64;
+        let quota = amount.min((self.window_frac - 1.0 / cap).max(0.0));
+        if quota <= 0.0 {
+            return;
+        }
+        self.protected_frac += quota;
+        self.window_frac -= quota;
+        let wmax = self.window_max();
+        while self.queues[WINDOW as usize].len > wmax {
+            let loc = self.queues[WINDOW as usize].head;
+            self.move_to(PROBATION, loc);
+        }
+    }
+
+    // ---- expiry / flush ----
+
+    /// Examines up to `budget` chunks from the background cursor; removes expired items.
+    pub(crate) fn expire_some(&mut self, now: u32, budget: usize) -> (usize, usize) {
+        let mut examined = 0;
+        let mut removed = 0;
+        let pages = self.slab.page_count();
+        let mut locs = std::mem::take(&mut self.scratch);
+        let mut visited_pages = 0;
+        while examined < budget && visited_pages <= pages && pages > 0 {
+            if self.expire_page >= pages {
+                self.expire_page = 0;
+                self.expire_chunk = 0;
+            }
+            let from = self.expire_chunk;
+            let next =
+                self.slab
+                    .live_in_range(self.expire_page, from, budget - examined, &mut locs);
+            match next {
+                Some(chunk) => {
+                    examined += (chunk - from) as usize;
+                    self.expire_chunk = chunk;
+                }
+                None => {
+                    // Page done (or unused): count at least one so an empty sweep ends.
+                    examined += locs.len().max(1);
+                    self.expire_page += 1;
+                    self.expire_chunk = 0;
+                    visited_pages += 1;
+                }
+            }
+            for &loc in &locs {
+                if is_expired(self.slab.get_u32(loc, OFF_EXPTIME), now) {
+                    let h = self.hash(self.slab.key(loc));
+                    let slot = self.index.find(h, |l| l == loc).map(|(s, _)| s);
+                    if let Some(slot) = slot {
+                        self.stats.crawler_reclaimed += 1;
+                        self.reclaim_expired(slot, loc);
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        self.scratch = locs;
+        (examined, removed)
+    }
+
+    /// Drops every item (flush_all reached this shard).
+    pub(crate) fn clear(&mut self) {
+        self.stats.reclaimed += self.index.len() as u64;
+        self.slab.clear();
+        self.index.clear();
+        self.queues = [Queue::EMPTY; 3];
+        self.candidate = NIL;
+        self.expire_page = 0;
+        self.expire_chunk = 0;
+        self.ghosts.clear();
+    }
+}

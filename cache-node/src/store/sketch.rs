@@ -1,0 +1,139 @@
+//! Count-min sketch of access frequencies with 4-bit counters, aged by halving (TinyLFU).
+//!
+//! Each key maps to four counters, packed 16 to a `u64`, all within one 64-byte block (one
+//! cache miss per lookup, Caffeine's layout): the block from one part of the hash, then for
+//! each counter a word pair and a nibble from another. An increment bumps each of the four that
+//! is below 15; the estimate is their minimum. After
+//! `sample_size` increments every counter is halved, so old popularity fades (the "reset" of the
+//! TinyLFU paper, as in Caffeine and moka). The table size is not tied to a power of two: a key's
+//! counter positions come from multiply-shift range reduction.
+
+const RESET_MASK: u64 = 0x7777_7777_7777_7777;
+const ONE_MASK: u64 = 0x1111_1111_1111_1111;
+const SEEDS: [u64; 4] = [
+    0xc3a5_c85c_97cb_3127,
+    0xb492_b66f_be98_f273,
+    0x9ae1_6a3b_2f90_404f,
+    0xcbf2_9ce4_8422_2325,
+];
+
+pub(crate) struct Sketch {
+    table: Vec<u64>,
+    /// Increments since the last halving.
+    size: u64,
+    /// Increments between halvings.
+    sample_size: u64,
+    /// Number of halvings so far (for stats and tests).
+    pub(crate) resets: u64,
+}
+
+impl Sketch {
+    /// A sketch with `counters` 4-bit counters, halved every `sample_size` increments.
+    pub(crate) fn new(counters: usize, sample_size: u64) -> Sketch {
+        let words = counters.div_ceil(16 * 8).max(1) * 8;
+        Sketch {
+            table: vec![0; words],
+            size: 0,
+            sample_size: sample_size.max(16),
+            resets: 0,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.table.capacity() * 8
+    }
+
+    pub(crate) fn counters(&self) -> usize {
+        self.table.len() * 16
+    }
+
+    /// Word index and bit shift of the key's `i`-th counter.
+    #[inline]
+    fn position(&self, h: u64, i: usize) -> (usize, u32) {
+        let mut x = (h ^ SEEDS[0]).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+        let blocks = self.table.len() / 8;
+        let block = ((u128::from(x) * blocks as u128) >> 64) as usize;
+        let c = (h ^ SEEDS[1]).wrapping_mul(SEEDS[2]);
+        let part = (c >> (i * 8 + 24)) as usize;
+        let word = block * 8 + (i << 1) + (part & 1);
+        (word, (((part >> 1) & 15) as u32) << 2)
+    }
+
+    /// Estimated frequency of the key with hash `h` (0..=15).
+    pub(crate) fn frequency(&self, h: u64) -> u8 {
+        let mut f = 15u64;
+        for i in 0..4 {
+            let (w, s) = self.position(h, i);
+            f = f.min((self.table[w] >> s) & 15);
+        }
+        f as u8
+    }
+
+    /// Records one access of the key with hash `h`.
+    pub(crate) fn increment(&mut self, h: u64) {
+        let mut added = false;
+        for i in 0..4 {
+            let (w, s) = self.position(h, i);
+            if (self.table[w] >> s) & 15 < 15 {
+                self.table[w] += 1 << s;
+                added = true;
+            }
+        }
+        if added {
+            self.size += 1;
+            if self.size >= self.sample_size {
+                self.reset();
+            }
+        }
+    }
+
+    /// Halves every counter.
+    pub(crate) fn reset(&mut self) {
+        let mut odd = 0u64;
+        for w in &mut self.table {
+            odd += u64::from((*w & ONE_MASK).count_ones());
+            *w = (*w >> 1) & RESET_MASK;
+        }
+        self.size = (self.size - (odd >> 2)) >> 1;
+        self.resets += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_saturate_at_15_and_halve() {
+        let mut s = Sketch::new(1024, 1 << 30);
+        for _ in 0..20 {
+            s.increment(42);
+        }
+        assert_eq!(s.frequency(42), 15);
+        assert_eq!(s.frequency(43), 0);
+        s.reset();
+        assert_eq!(s.frequency(42), 7, "halving ages the count");
+        assert_eq!(s.resets, 1);
+    }
+
+    /// Without the periodic halving (sample_size huge) an old hot key would keep its count
+    /// forever; with it, the count of a key no longer accessed decays to zero.
+    #[test]
+    fn sample_size_triggers_aging() {
+        let mut s = Sketch::new(4096, 1000);
+        for _ in 0..10 {
+            s.increment(7);
+        }
+        let before = s.frequency(7);
+        for k in 1000..5000u64 {
+            s.increment(k.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        }
+        assert!(s.resets >= 3, "resets {}", s.resets);
+        assert!(
+            s.frequency(7) < before / 4,
+            "{} vs {before}",
+            s.frequency(7)
+        );
+    }
+}

@@ -1,0 +1,536 @@
+//! Slab arena: items live in size-classed chunks of anonymous-mmap pages, addressed by `u32`
+//! locators (page id and chunk index), so the hash index and the LRU links hold 4-byte numbers
+//! instead of pointers, and an item costs no allocator header.
+//!
+//! Each item is one chunk laid out as a packed header ([`HEADER`] bytes, fields at the `OFF_*`
+//! offsets, read unaligned) followed by the key and the value. Pages are 64 KiB to 1 MiB (a shard
+//! picks by its budget). Size classes are spaced 2^-k of
+//! their size apart (k from 2 to 8 with the page count: 25% down to 0.4%; chunks need no
+//! alignment),
+//! so a large budget wastes little to rounding and a small one is not split among more
+//! classes than it has pages. Items above
+//! a quarter page get a dedicated mapping of their own. A page whose last item is freed is
+//! unmapped at once, so the memory goes back to the kernel; the page-eviction path of the shard
+//! uses that to move memory between classes (memcached's slab rebalancing, done by evicting).
+//!
+//! Memory accounting ([`Slab::bytes`]) counts whole mapped pages, which bounds the RSS the arena
+//! can hold from above. This module knows nothing about eviction policy or expiry.
+
+use std::collections::HashMap;
+
+/// Header length: prev u32, next u32, cas u64, flags u32, exptime u32, last_access u32,
+/// lengths u32 (value length in the low 24 bits, key length in the high 8), bits u8.
+pub(crate) const HEADER: usize = 33;
+pub(crate) const OFF_PREV: usize = 0;
+pub(crate) const OFF_NEXT: usize = 4;
+pub(crate) const OFF_CAS: usize = 8;
+pub(crate) const OFF_FLAGS: usize = 16;
+pub(crate) const OFF_EXPTIME: usize = 20;
+pub(crate) const OFF_LAST_ACCESS: usize = 24;
+pub(crate) const OFF_LENS: usize = 28;
+pub(crate) const OFF_BITS: usize = 32;
+/// Largest value the 24-bit length field holds.
+pub(crate) const MAX_VALUE_LEN: usize = (1 << 24) - 1;
+
+/// Bits in the header's bits byte.
+pub(crate) const BIT_LIVE: u8 = 1;
+pub(crate) const BIT_STALE: u8 = 2;
+pub(crate) const BIT_WIN_SENT: u8 = 4;
+pub(crate) const BIT_FETCHED: u8 = 8;
+/// Two bits: which policy queue holds the item.
+pub(crate) const QUEUE_SHIFT: u8 = 4;
+pub(crate) const QUEUE_MASK: u8 = 3 << QUEUE_SHIFT;
+
+/// "No item" locator.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// Largest shared page (the shard picks its page size between [`MIN_PAGE_BYTES`] and this).
+pub(crate) const MAX_PAGE_BYTES: usize = 1 << 20;
+/// Smallest shared page.
+pub(crate) const MIN_PAGE_BYTES: usize = 64 << 10;
+/// Bits of a locator that index the chunk within its page.
+const CHUNK_BITS: u32 = 15;
+const CHUNK_MASK: u32 = (1 << CHUNK_BITS) - 1;
+/// Page ids must stay below this so no locator equals [`NIL`].
+const MAX_PAGES: usize = (1 << (32 - CHUNK_BITS)) - 1;
+/// Smallest chunk: a header and a one-byte key, rounded up.
+const MIN_CHUNK: usize = 36;
+const OS_PAGE: usize = 4096;
+const DEDICATED: u32 = u32::MAX;
+
+const _: () = assert!(MAX_PAGE_BYTES / MIN_CHUNK <= (1 << CHUNK_BITS));
+
+/// One mapping: a page of same-size chunks, or a dedicated mapping holding one large item.
+struct Page {
+    /// Start of the mapping (null when the page id is unused).
+    ptr: *mut u8,
+    /// Mapped length.
+    bytes: usize,
+    /// Chunk size.
+    chunk: u32,
+    /// Chunks that fit.
+    cap: u32,
+    /// Chunks handed out at least once (bump pointer; chunks above were never touched).
+    hwm: u32,
+    /// Head of the free-chunk list threaded through freed chunks (chunk index, or NIL).
+    free_head: u32,
+    /// Chunks in use.
+    live: u32,
+    /// Index into `Slab::classes`, or DEDICATED.
+    class: u32,
+    /// Whether the page is in its class's `partial` list.
+    in_partial: bool,
+}
+
+/// A size class: pages of one chunk size.
+struct Class {
+    chunk: u32,
+    /// Pages of this class that have a free or untouched chunk.
+    partial: Vec<u32>,
+}
+
+/// The arena of one shard.
+pub(crate) struct Slab {
+    pages: Vec<Page>,
+    free_page_ids: Vec<u32>,
+    classes: Vec<Class>,
+    class_of: HashMap<u32, u32>,
+    /// Bytes mapped for pages (the arena's share of the memory budget).
+    pub(crate) bytes: usize,
+    /// Size of a shared page; items above a quarter of it get a dedicated mapping.
+    page_bytes: usize,
+    /// Size classes per power of two, as a power of two.
+    class_bits: u32,
+}
+
+// SAFETY: the slab exclusively owns its mappings; the raw pointers are never shared outside it
+// except as borrows tied to `&self`/`&mut self`.
+unsafe impl Send for Slab {}
+
+/// Chunk size for an item of `size` bytes (header included): `2^class_bits` classes per
+/// power of two, or, above `max_slab_chunk`, the dedicated mapping size. Chunks need no
+/// alignment (header fields are read unaligned), so the finest classes are 1 byte apart.
+pub(crate) fn chunk_size(size: usize, class_bits: u32, max_slab_chunk: usize) -> usize {
+    let size = size.max(MIN_CHUNK);
+    if size > max_slab_chunk {
+        return size.div_ceil(OS_PAGE) * OS_PAGE;
+    }
+    let octave = usize::BITS - 1 - size.leading_zeros(); // floor(log2(size))
+    let step = 1usize << octave.saturating_sub(class_bits);
+    size.div_ceil(step) * step
+}
+
+/// Class resolution for an arena of `pages` pages: fine classes (little rounding waste) when
+/// there are pages enough for many classes, coarse ones (memcached-like, 25% apart) when few,
+/// so a small budget is not split among more classes than it has pages.
+pub(crate) fn class_bits_for(pages: usize) -> u32 {
+    let bits = usize::BITS - 1 - (pages / 8).max(1).leading_zeros();
+    bits.clamp(2, 8)
+}
+
+fn map(bytes: usize) -> Option<*mut u8> {
+    // SAFETY: anonymous private mapping with no address hint; checked for failure below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        Some(p.cast())
+    }
+}
+
+fn unmap(ptr: *mut u8, bytes: usize) {
+    // SAFETY: `ptr`/`bytes` describe a mapping made by `map` and not yet unmapped.
+    unsafe {
+        libc::munmap(ptr.cast(), bytes);
+    }
+}
+
+impl Slab {
+    /// An empty arena for a budget of `budget` bytes: pages of about 1/64 of it (64 KiB to
+    /// 1 MiB), size classes as fine as the page count allows.
+    pub(crate) fn for_budget(budget: usize) -> Slab {
+        let mut s = Slab::new(budget / 64);
+        s.class_bits = class_bits_for(budget / s.page_bytes);
+        s
+    }
+
+    /// An empty arena with pages of `page_bytes` (clamped to the supported range, power of two).
+    pub(crate) fn new(page_bytes: usize) -> Slab {
+        Slab {
+            class_bits: 8,
+            pages: Vec::new(),
+            free_page_ids: Vec::new(),
+            classes: Vec::new(),
+            class_of: HashMap::new(),
+            bytes: 0,
+            page_bytes: page_bytes
+                .clamp(MIN_PAGE_BYTES, MAX_PAGE_BYTES)
+                .next_power_of_two(),
+        }
+    }
+
+    /// Size of a shared page.
+    pub(crate) fn page_bytes(&self) -> usize {
+        self.page_bytes
+    }
+
+    fn max_slab_chunk(&self) -> usize {
+        self.page_bytes / 4
+    }
+
+    fn chunk_for(&self, size: usize) -> usize {
+        chunk_size(size, self.class_bits, self.max_slab_chunk())
+    }
+
+    /// Bytes of the arena's bookkeeping (page table, class lists), for the budget.
+    pub(crate) fn table_bytes(&self) -> usize {
+        self.pages.capacity() * std::mem::size_of::<Page>()
+            + self.free_page_ids.capacity() * 4
+            + self.classes.len() * (std::mem::size_of::<Class>() + 24)
+    }
+
+    #[inline]
+    fn split(loc: u32) -> (usize, u32) {
+        ((loc >> CHUNK_BITS) as usize, loc & CHUNK_MASK)
+    }
+
+    #[inline]
+    pub(crate) fn ptr(&self, loc: u32) -> *mut u8 {
+        let (p, c) = Self::split(loc);
+        let page = &self.pages[p];
+        debug_assert!(c < page.hwm);
+        // SAFETY: c < hwm <= cap, so the chunk lies inside the mapping.
+        unsafe { page.ptr.add(c as usize * page.chunk as usize) }
+    }
+
+    #[inline]
+    pub(crate) fn get_u32(&self, loc: u32, off: usize) -> u32 {
+        // SAFETY: header fields lie inside the chunk.
+        unsafe { self.ptr(loc).add(off).cast::<u32>().read_unaligned() }
+    }
+    #[inline]
+    pub(crate) fn set_u32(&mut self, loc: u32, off: usize, v: u32) {
+        // SAFETY: as above; `&mut self` gives exclusive access.
+        unsafe { self.ptr(loc).add(off).cast::<u32>().write_unaligned(v) }
+    }
+    #[inline]
+    pub(crate) fn get_u64(&self, loc: u32, off: usize) -> u64 {
+        // SAFETY: as above.
+        unsafe { self.ptr(loc).add(off).cast::<u64>().read_unaligned() }
+    }
+    #[inline]
+    pub(crate) fn set_u64(&mut self, loc: u32, off: usize, v: u64) {
+        // SAFETY: as above.
+        unsafe { self.ptr(loc).add(off).cast::<u64>().write_unaligned(v) }
+    }
+    #[inline]
+    pub(crate) fn get_u8(&self, loc: u32, off: usize) -> u8 {
+        // SAFETY: as above.
+        unsafe { *self.ptr(loc).add(off) }
+    }
+    #[inline]
+    pub(crate) fn set_u8(&mut self, loc: u32, off: usize, v: u8) {
+        // SAFETY: as above.
+        unsafe { *self.ptr(loc).add(off) = v }
+    }
+
+    #[inline]
+    pub(crate) fn key(&self, loc: u32) -> &[u8] {
+        let klen = (self.get_u32(loc, OFF_LENS) >> 24) as usize;
+        // SAFETY: the key follows the header inside the chunk.
+        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(HEADER), klen) }
+    }
+
+    #[inline]
+    pub(crate) fn value(&self, loc: u32) -> &[u8] {
+        let lens = self.get_u32(loc, OFF_LENS);
+        let (klen, vlen) = ((lens >> 24) as usize, (lens & 0xff_ffff) as usize);
+        // SAFETY: the value follows the key inside the chunk.
+        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(HEADER + klen), vlen) }
+    }
+
+    /// Records the key and value lengths of a freshly allocated chunk.
+    pub(crate) fn set_lens(&mut self, loc: u32, klen: usize, vlen: usize) {
+        debug_assert!(klen <= 255 && vlen <= MAX_VALUE_LEN);
+        self.set_u32(loc, OFF_LENS, ((klen as u32) << 24) | vlen as u32);
+    }
+
+    /// Writes key and value parts of a freshly allocated chunk.
+    pub(crate) fn write_body(&mut self, loc: u32, key: &[u8], parts: &[&[u8]]) {
+        let p = self.ptr(loc);
+        // SAFETY: the chunk was sized for HEADER + key + sum(parts) by the caller.
+        unsafe {
+            std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(HEADER), key.len());
+            let mut at = HEADER + key.len();
+            for part in parts {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), part.len());
+                at += part.len();
+            }
+        }
+    }
+
+    /// Bytes a new mapping for an item of `size` would add.
+    pub(crate) fn new_page_cost(&self, size: usize) -> usize {
+        let c = self.chunk_for(size);
+        if c > self.max_slab_chunk() {
+            c
+        } else {
+            self.page_bytes
+        }
+    }
+
+    /// A chunk for an item of `size` bytes from existing pages, if one is free.
+    pub(crate) fn alloc_existing(&mut self, size: usize) -> Option<u32> {
+        let c = self.chunk_for(size);
+        if c > self.max_slab_chunk() {
+            return None;
+        }
+        let class = *self.class_of.get(&(c as u32))?;
+        loop {
+            let pid = *self.classes[class as usize].partial.last()?;
+            let page = &mut self.pages[pid as usize];
+            let idx = if page.free_head != NIL {
+                let idx = page.free_head;
+                // SAFETY: free chunks below hwm store the next free index in their first 4 bytes.
+                page.free_head = unsafe {
+                    page.ptr
+                        .add(idx as usize * page.chunk as usize)
+                        .cast::<u32>()
+                        .read_unaligned()
+                };
+                Some(idx)
+            } else if page.hwm < page.cap {
+                page.hwm += 1;
+                Some(page.hwm - 1)
+            } else {
+                None
+            };
+            if page.free_head == NIL && page.hwm == page.cap {
+                page.in_partial = false;
+                self.classes[class as usize].partial.pop();
+            }
+            if let Some(idx) = idx {
+                page.live += 1;
+                return Some((pid << CHUNK_BITS) | idx);
+            }
+        }
+    }
+
+    /// Maps a new page (or a dedicated mapping) and takes a chunk from it.
+    pub(crate) fn alloc_new_page(&mut self, size: usize) -> Option<u32> {
+        let c = self.chunk_for(size);
+        let page_bytes = self.page_bytes;
+        let (bytes, chunk, cap, class) = if c > self.max_slab_chunk() {
+            (c, c as u32, 1, DEDICATED)
+        } else {
+            let class = match self.class_of.get(&(c as u32)) {
+                Some(&k) => k,
+                None => {
+                    let k = self.classes.len() as u32;
+                    self.classes.push(Class {
+                        chunk: c as u32,
+                        partial: Vec::new(),
+                    });
+                    self.class_of.insert(c as u32, k);
+                    k
+                }
+            };
+            debug_assert_eq!(self.classes[class as usize].chunk, c as u32);
+            (page_bytes, c as u32, (page_bytes / c) as u32, class)
+        };
+        let pid = match self.free_page_ids.pop() {
+            Some(id) => id,
+            None => {
+                if self.pages.len() >= MAX_PAGES {
+                    return None;
+                }
+                self.pages.push(Page {
+                    ptr: std::ptr::null_mut(),
+                    bytes: 0,
+                    chunk: 0,
+                    cap: 0,
+                    hwm: 0,
+                    free_head: NIL,
+                    live: 0,
+                    class: DEDICATED,
+                    in_partial: false,
+                });
+                (self.pages.len() - 1) as u32
+            }
+        };
+        let Some(ptr) = map(bytes) else {
+            self.free_page_ids.push(pid);
+            return None;
+        };
+        self.bytes += bytes;
+        let in_partial = cap > 1;
+        self.pages[pid as usize] = Page {
+            ptr,
+            bytes,
+            chunk,
+            cap,
+            hwm: 1,
+            free_head: NIL,
+            live: 1,
+            class,
+            in_partial,
+        };
+        if in_partial {
+            self.classes[class as usize].partial.push(pid);
+        }
+        Some(pid << CHUNK_BITS)
+    }
+
+    /// Frees the chunk at `loc`; unmaps its page when that was the page's last item.
+    pub(crate) fn free(&mut self, loc: u32) {
+        self.set_u8(loc, OFF_BITS, 0);
+        let (pid, idx) = Self::split(loc);
+        let page = &mut self.pages[pid];
+        page.live -= 1;
+        if page.live == 0 {
+            let (ptr, bytes, class, in_partial) =
+                (page.ptr, page.bytes, page.class, page.in_partial);
+            unmap(ptr, bytes);
+            self.bytes -= bytes;
+            page.ptr = std::ptr::null_mut();
+            page.in_partial = false;
+            page.hwm = 0;
+            page.cap = 0;
+            if in_partial {
+                let partial = &mut self.classes[class as usize].partial;
+                if let Some(pos) = partial.iter().rposition(|&p| p as usize == pid) {
+                    partial.remove(pos);
+                }
+            }
+            self.free_page_ids.push(pid as u32);
+            return;
+        }
+        // SAFETY: idx < hwm; the freed chunk stores the next free index in its first 4 bytes.
+        unsafe {
+            page.ptr
+                .add(idx as usize * page.chunk as usize)
+                .cast::<u32>()
+                .write_unaligned(page.free_head);
+        }
+        page.free_head = idx;
+        if !page.in_partial {
+            page.in_partial = true;
+            let class = page.class;
+            self.classes[class as usize].partial.push(pid as u32);
+        }
+    }
+
+    /// Number of page ids (used and unused), for scanning.
+    pub(crate) fn page_count(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Locators of the live items in page `pid` (empty for an unused id).
+    pub(crate) fn live_in_page(&self, pid: usize, out: &mut Vec<u32>) {
+        self.live_in_range(pid, 0, usize::MAX, out);
+    }
+
+    /// Locators of the live items among up to `max_chunks` chunks of page `pid` starting at
+    /// chunk `from`. Returns the next chunk to look at, or `None` when the page is done.
+    pub(crate) fn live_in_range(
+        &self,
+        pid: usize,
+        from: u32,
+        max_chunks: usize,
+        out: &mut Vec<u32>,
+    ) -> Option<u32> {
+        out.clear();
+        let page = &self.pages[pid];
+        if page.ptr.is_null() {
+            return None;
+        }
+        let end = page
+            .hwm
+            .min(from.saturating_add(u32::try_from(max_chunks).unwrap_or(u32::MAX)));
+        for idx in from..end {
+            let loc = ((pid as u32) << CHUNK_BITS) | idx;
+            if self.get_u8(loc, OFF_BITS) & BIT_LIVE != 0 {
+                out.push(loc);
+            }
+        }
+        (end < page.hwm).then_some(end)
+    }
+
+    /// Page id of a locator.
+    pub(crate) fn page_of(loc: u32) -> usize {
+        Self::split(loc).0
+    }
+
+    /// Unmaps everything.
+    pub(crate) fn clear(&mut self) {
+        for page in &mut self.pages {
+            if !page.ptr.is_null() {
+                unmap(page.ptr, page.bytes);
+                page.ptr = std::ptr::null_mut();
+            }
+        }
+        self.pages = Vec::new();
+        self.free_page_ids = Vec::new();
+        self.classes = Vec::new();
+        self.class_of = HashMap::new();
+        self.bytes = 0;
+        // page_bytes stays.
+    }
+}
+
+impl Drop for Slab {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_are_tight() {
+        let max = MAX_PAGE_BYTES / 4;
+        assert_eq!(chunk_size(165, 8, max), 165);
+        assert_eq!(chunk_size(1107, 8, max), 1108);
+        assert_eq!(chunk_size(5000, 8, max), 5008);
+        assert!(chunk_size(9000, 8, max) - 9000 < 9000 / 256 + 1);
+        assert_eq!(chunk_size(max + 1, 8, max) % OS_PAGE, 0);
+        // Coarse classes: 4 per power of two.
+        assert_eq!(chunk_size(1108, 2, max), 1280);
+        assert_eq!(chunk_size(100, 2, max), 112);
+        assert_eq!(class_bits_for(32), 2);
+        assert_eq!(class_bits_for(64), 3);
+        assert_eq!(class_bits_for(4096), 8);
+    }
+
+    #[test]
+    fn alloc_free_reuses_and_unmaps() {
+        let mut s = Slab::new(MIN_PAGE_BYTES);
+        let a = s.alloc_new_page(100).unwrap();
+        assert_eq!(s.bytes, MIN_PAGE_BYTES);
+        let b = s.alloc_existing(100).unwrap();
+        assert_ne!(a, b);
+        s.set_u8(a, OFF_BITS, BIT_LIVE);
+        s.set_u8(b, OFF_BITS, BIT_LIVE);
+        s.free(b);
+        assert_eq!(s.alloc_existing(100), Some(b), "freed chunk is reused");
+        s.free(b);
+        s.free(a);
+        assert_eq!(s.bytes, 0, "empty page is unmapped");
+        let big = s.alloc_new_page(1 << 20).unwrap();
+        assert!(s.bytes >= 1 << 20);
+        s.set_u8(big, OFF_BITS, BIT_LIVE);
+        s.free(big);
+        assert_eq!(s.bytes, 0);
+    }
+}

@@ -1,0 +1,216 @@
+//! Test harness: a cache-node on 127.0.0.1 port 0 with a ManualClock, and a raw-bytes client.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_node::clock::ManualClock;
+use cache_node::server::{self, Node, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// Unix time the manual clock starts at.
+pub const START_UNIX: u64 = 1_700_000_000;
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub node: Arc<Node>,
+    pub clock: Arc<ManualClock>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let clock = Arc::new(ManualClock::new(START_UNIX));
+        let mut config = ServerConfig {
+            clock: clock.clone(),
+            threads: 2,
+            // The production model: connections on two dedicated single-threaded runtimes.
+            connection_threads: 2,
+            ..ServerConfig::default()
+        };
+        adjust(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let node = Node::new(config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let n = node.clone();
+        let task = tokio::spawn(async move {
+            server::run(listener, n, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            addr,
+            node,
+            clock,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Client {
+    pub async fn connect(addr: std::net::SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads exactly `n` bytes (after any already buffered).
+    pub async fn read_n(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let r = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "timed out waiting for {n} bytes, have {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    )
+                })
+                .unwrap();
+            assert!(
+                r > 0,
+                "connection closed; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..r]);
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Returns whatever is buffered, or waits for the next chunk from the socket.
+    pub async fn read_some(&mut self) -> Vec<u8> {
+        if self.buf.is_empty() {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let r = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .expect("timed out waiting for a reply")
+                .unwrap();
+            assert!(r > 0, "connection closed");
+            return chunk[..r].to_vec();
+        }
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Reads one line (without `\r\n`).
+    pub async fn line(&mut self) -> String {
+        loop {
+            if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let l: Vec<u8> = self.buf.drain(..p + 2).collect();
+                return String::from_utf8_lossy(&l[..p]).into_owned();
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let r = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .expect("timed out waiting for a line")
+                .unwrap();
+            assert!(r > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..r]);
+        }
+    }
+
+    /// Sends `req` and asserts the reply is exactly `want` (and that nothing else arrives with it).
+    pub async fn expect(&mut self, req: &[u8], want: &[u8]) {
+        self.send(req).await;
+        self.expect_reply(want).await;
+    }
+
+    pub async fn expect_reply(&mut self, want: &[u8]) {
+        let got = self.read_n(want.len()).await;
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want),
+            "request reply mismatch"
+        );
+    }
+
+    /// Asserts no further bytes arrive within a short time (for noreply / quiet requests).
+    pub async fn expect_silence(&mut self) {
+        assert!(
+            self.buf.is_empty(),
+            "unexpected {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        let mut chunk = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(50), self.stream.read(&mut chunk)).await {
+            Err(_) => {}
+            Ok(Ok(n)) => panic!(
+                "unexpected reply {:?}",
+                String::from_utf8_lossy(&chunk[..n])
+            ),
+            Ok(Err(e)) => panic!("read error {e}"),
+        }
+    }
+
+    /// True if the server closed the connection.
+    pub async fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 256];
+        matches!(
+            tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    /// Sends `stats` and returns the value of one stat.
+    pub async fn stat(&mut self, name: &str) -> String {
+        self.send(b"stats\r\n").await;
+        let mut found = None;
+        loop {
+            let l = self.line().await;
+            if l == "END" {
+                break;
+            }
+            let mut parts = l.splitn(3, ' ');
+            let (_, n, v) = (parts.next(), parts.next(), parts.next());
+            if n == Some(name) {
+                found = v.map(str::to_string);
+            }
+        }
+        found.unwrap_or_else(|| panic!("no stat {name}"))
+    }
+}

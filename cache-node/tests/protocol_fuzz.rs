@@ -1,0 +1,242 @@
+//! Property tests of the protocol parser over arbitrary and near-valid bytes: no panic, `consumed` within the
+//! input, keys and values within the limits, a swallow never larger than the value limit, and
+//! compose-then-parse round trips. Bounded (case counts below) to run in a few seconds.
+//!
+//! How these fail without the protections: remove the `key.len() <= max_key_len` check in
+//! `protocol::valid_key` and `keys_within_limits` finds a long key within a few cases; make `split_line` search
+//! the whole buffer instead of the bounded window and `endless_lines_are_bounded` fails (Incomplete instead of
+//! LineTooLong, i.e. the connection would buffer without bound).
+
+use bytes::BytesMut;
+use cache_node::protocol::{
+    parse_request, parse_response, valid_key, Keys, Limits, Parsed, ParsedResponse, Request,
+    StoreMode, Swallow,
+};
+use proptest::prelude::*;
+
+fn small_limits() -> Limits {
+    Limits {
+        max_key_len: 16,
+        max_value_len: 64,
+        max_line_len: 128,
+    }
+}
+
+fn check_request(input: &[u8], limits: &Limits) {
+    match parse_request(input, limits) {
+        Parsed::Incomplete => {
+            // Incomplete only while no line end is within the line bound, or a data block is pending.
+            let window = &input[..input.len().min(limits.max_line_len + 2)];
+            if !window.contains(&b'\n') {
+                assert!(
+                    input.len() <= limits.max_line_len + 1,
+                    "unbounded line buffering"
+                );
+            }
+        }
+        Parsed::Request { request, consumed } => {
+            assert!(consumed > 0 && consumed <= input.len());
+            check_limits(&request, limits);
+        }
+        Parsed::Error {
+            consumed, swallow, ..
+        } => {
+            assert!(consumed > 0 && consumed <= input.len());
+            if let Swallow::Bytes(n) = swallow {
+                // A swallow is the refused data block: the byte count the client sent, plus "\r\n", and
+                // never more than memcached's bound on that count.
+                assert!((2..=cache_node::protocol::MAX_DATA_LEN_FIELD + 2).contains(&n));
+            }
+        }
+    }
+}
+
+fn check_limits(request: &Request<'_>, limits: &Limits) {
+    let key_ok = |k: &[u8]| assert!(valid_key(k, limits.max_key_len), "bad key {k:?}");
+    match *request {
+        Request::Get { keys, .. } => {
+            let mut n = 0;
+            for k in keys.iter() {
+                key_ok(k);
+                n += 1;
+            }
+            assert!(n > 0);
+        }
+        Request::Store { key, data, .. } | Request::LeaseSet { key, data, .. } => {
+            key_ok(key);
+            assert!(data.len() <= limits.max_value_len);
+        }
+        Request::Delete { key, .. }
+        | Request::Arith { key, .. }
+        | Request::Touch { key, .. }
+        | Request::LeaseGet { key } => key_ok(key),
+        Request::Meta {
+            key, flags, data, ..
+        } => {
+            if flags.base64_key {
+                let mut out = [0u8; cache_node::protocol::MAX_KEY_LEN];
+                let k = cache_node::protocol::decode_key(key, true, &mut out).expect("decodes");
+                assert!(!k.is_empty() && k.len() <= limits.max_key_len);
+            } else {
+                key_ok(key);
+            }
+            assert!(data.len() <= limits.max_value_len);
+        }
+        _ => {}
+    }
+}
+
+/// Parses a whole buffer as a connection would (requests one after another, honouring swallows).
+fn parse_stream(mut input: &[u8], limits: &Limits) {
+    let mut guard = 0;
+    while !input.is_empty() {
+        guard += 1;
+        assert!(guard < 10_000);
+        check_request(input, limits);
+        match parse_request(input, limits) {
+            Parsed::Incomplete => return,
+            Parsed::Request { consumed, .. } => input = &input[consumed..],
+            Parsed::Error {
+                consumed, swallow, ..
+            } => {
+                input = &input[consumed..];
+                match swallow {
+                    Swallow::Nothing => {}
+                    Swallow::Bytes(n) => input = &input[n.min(input.len())..],
+                    Swallow::ThroughNewline => match input.iter().position(|b| *b == b'\n') {
+                        Some(p) => input = &input[p + 1..],
+                        None => return,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Near-valid requests: command words, keys, numbers and flags glued with spaces and line ends.
+fn token() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"get".to_vec()),
+        Just(b"gets".to_vec()),
+        Just(b"gat".to_vec()),
+        Just(b"set".to_vec()),
+        Just(b"cas".to_vec()),
+        Just(b"append".to_vec()),
+        Just(b"incr".to_vec()),
+        Just(b"delete".to_vec()),
+        Just(b"touch".to_vec()),
+        Just(b"flush_all".to_vec()),
+        Just(b"mg".to_vec()),
+        Just(b"ms".to_vec()),
+        Just(b"md".to_vec()),
+        Just(b"ma".to_vec()),
+        Just(b"mn".to_vec()),
+        Just(b"lease-get".to_vec()),
+        Just(b"lease-set".to_vec()),
+        Just(b"noreply".to_vec()),
+        Just(b" ".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(b"\n".to_vec()),
+        "[a-zA-Z0-9:_]{1,24}".prop_map(|s| s.into_bytes()),
+        "[0-9]{1,3}".prop_map(|s| s.into_bytes()),
+        "-?[0-9]{1,21}".prop_map(|s| s.into_bytes()),
+        "[vkcfhlqstuObNRTCEFIMDJx][A-Za-z0-9=+/]{0,4}".prop_map(|s| s.into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..8),
+    ]
+}
+
+fn near_valid() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(token(), 0..40).prop_map(|ts| {
+        let mut out = Vec::new();
+        for (i, t) in ts.iter().enumerate() {
+            if i > 0 && !t.starts_with(b"\r") && !t.starts_with(b"\n") {
+                out.push(b' ');
+            }
+            out.extend_from_slice(t);
+        }
+        out
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 800, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..600)) {
+        parse_stream(&input, &small_limits());
+        parse_stream(&input, &Limits::default());
+        let _ = parse_response(&input, &small_limits());
+    }
+
+    #[test]
+    fn keys_within_limits(input in near_valid()) {
+        parse_stream(&input, &small_limits());
+        let mut rest = &input[..];
+        while let ParsedResponse::Response { consumed, .. } = parse_response(rest, &small_limits()) {
+            prop_assert!(consumed > 0 && consumed <= rest.len());
+            rest = &rest[consumed..];
+        }
+    }
+
+    #[test]
+    fn endless_lines_are_bounded(len in 129usize..2000, byte in 0x21u8..0x7f) {
+        let input = vec![byte; len];
+        match parse_request(&input, &small_limits()) {
+            Parsed::Error { swallow: Swallow::ThroughNewline, consumed, .. } => prop_assert_eq!(consumed, len),
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+
+    #[test]
+    fn storage_round_trips(
+        key in "[a-zA-Z0-9:_.-]{1,16}",
+        flags in any::<u32>(),
+        exptime in -100i64..5_000_000_000,
+        data in prop::collection::vec(any::<u8>(), 0..64),
+        cas in any::<u64>(),
+        noreply in any::<bool>(),
+        mode in 0usize..6,
+    ) {
+        let mode = [StoreMode::Set, StoreMode::Add, StoreMode::Replace, StoreMode::Append,
+            StoreMode::Prepend, StoreMode::Cas][mode];
+        let request = Request::Store {
+            mode, key: key.as_bytes(), flags, exptime,
+            cas_unique: if mode == StoreMode::Cas { cas } else { 0 }, data: &data, noreply,
+        };
+        let mut out = BytesMut::new();
+        request.compose(&mut out);
+        // Every strict prefix is incomplete: a request split anywhere waits for the rest.
+        for cut in [out.len() / 3, out.len() / 2, out.len() - 1] {
+            prop_assert_eq!(parse_request(&out[..cut], &small_limits()), Parsed::Incomplete);
+        }
+        prop_assert_eq!(
+            parse_request(&out, &small_limits()),
+            Parsed::Request { request, consumed: out.len() }
+        );
+    }
+
+    #[test]
+    fn get_and_meta_round_trip(keys in prop::collection::vec("[a-z0-9]{1,16}", 1..10), ttl in 0i64..1000) {
+        let joined = keys.join(" ");
+        let request = Request::Get { with_cas: true, touch: Some(ttl), keys: Keys::from_raw(joined.as_bytes()) };
+        let mut out = BytesMut::new();
+        request.compose(&mut out);
+        // Up to 9 keys of 16 bytes: longer than small_limits' 128-byte line, so allow a longer line here.
+        let limits = Limits { max_line_len: 4096, ..small_limits() };
+        prop_assert_eq!(parse_request(&out, &limits), Parsed::Request { request, consumed: out.len() });
+
+        let raw = format!("v c t T{ttl} N{ttl} Oq{ttl}");
+        let line = format!("mg {} {raw}\r\n", keys[0]);
+        let Parsed::Request { request, consumed } = parse_request(line.as_bytes(), &small_limits()) else {
+            panic!("{line}")
+        };
+        prop_assert_eq!(consumed, line.len());
+        let Request::Meta { flags, .. } = request else { panic!() };
+        prop_assert_eq!(flags.ttl, Some(ttl));
+        prop_assert_eq!(flags.vivify_ttl, Some(ttl));
+        prop_assert!(flags.return_value && flags.return_cas && flags.return_ttl);
+        let mut again = BytesMut::new();
+        request.compose(&mut again);
+        prop_assert_eq!(&again[..], line.as_bytes());
+    }
+}

@@ -1,0 +1,243 @@
+//! Eviction: the memory budget holds under a multi-threaded write flood (also when memory has to
+//! move between size classes), and W-TinyLFU admission protects frequent keys from scans.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use cache_node::clock::ManualClock;
+use cache_node::store::{NewItem, Store, StoreConfig, WindowAdaptation};
+
+fn insert(s: &Store, key: &[u8], value: &[u8]) {
+    s.with_entry(key, |e| {
+        e.insert(NewItem {
+            value: &[value],
+            flags: 0,
+            exptime: 0,
+            cas: 0,
+            stale: false,
+            win_sent: false,
+        })
+    })
+    .expect("insert within budget");
+}
+
+/// A read-through access: hit (recorded) or insert on a miss. Returns whether it hit.
+fn access(s: &Store, key: &[u8]) -> bool {
+    s.with_entry(key, |e| {
+        if e.item().is_some() {
+            e.record_read();
+            true
+        } else {
+            e.insert(NewItem {
+                value: &[],
+                flags: 0,
+                exptime: 0,
+                cas: 0,
+                stale: false,
+                win_sent: false,
+            })
+            .expect("insert");
+            false
+        }
+    })
+}
+
+/// Without eviction this flood would store ~8 threads x 4000 x ~1.5 KB = ~48 MB in an 8 MiB
+/// budget; the test checks the accounted bytes never pass the budget, sampled concurrently.
+#[test]
+fn write_flood_from_many_threads_stays_within_the_budget() {
+    let limit = 8 << 20;
+    let s = Arc::new(Store::new(
+        StoreConfig {
+            memory_limit_bytes: limit,
+            shards: 4,
+            ..StoreConfig::default()
+        },
+        Arc::new(ManualClock::new(0)),
+    ));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (s, done) = (s.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut max_seen = 0;
+            while !done.load(Ordering::Relaxed) {
+                max_seen = max_seen.max(s.stats().bytes);
+                std::thread::yield_now();
+            }
+            max_seen
+        })
+    };
+    let writers: Vec<_> = (0..8u64)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let buf = vec![7u8; 3000];
+                for i in 0..4000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let len = 20 + (x % 2980) as usize; // many size classes
+                    insert(&s, format!("t{t}-{i}").as_bytes(), &buf[..len]);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    done.store(true, Ordering::Relaxed);
+    let max_seen = watcher.join().expect("watcher");
+    let st = s.stats();
+    assert!(
+        st.bytes <= limit as u64,
+        "bytes {} > limit {limit}",
+        st.bytes
+    );
+    assert!(
+        max_seen <= limit as u64,
+        "sampled {max_seen} > limit {limit}"
+    );
+    assert!(st.evictions > 0);
+    assert!(
+        st.curr_items > 1000,
+        "the budget is used, not emptied: {}",
+        st.curr_items
+    );
+}
+
+/// Fill with small items, then flood with large ones: the large class has no pages, so memory
+/// must move from the small class (whole pages evicted). Without page eviction the inserts
+/// would fail with OutOfMemory (or the budget would be exceeded).
+#[test]
+fn memory_moves_between_size_classes_when_full() {
+    let limit = 4 << 20;
+    let s = Store::new(
+        StoreConfig {
+            memory_limit_bytes: limit,
+            shards: 1,
+            ..StoreConfig::default()
+        },
+        Arc::new(ManualClock::new(0)),
+    );
+    for i in 0..60_000 {
+        insert(&s, format!("small{i}").as_bytes(), &[1u8; 40]);
+    }
+    let small = s.stats();
+    assert!(small.evictions > 0, "the small items filled the budget");
+    let big = vec![2u8; 20_000];
+    for i in 0..400 {
+        insert(&s, format!("big{i}").as_bytes(), &big);
+    }
+    let st = s.stats();
+    assert!(st.bytes <= limit as u64, "{} > {limit}", st.bytes);
+    assert!(st.slab_page_evictions > 0 || st.evictions > small.evictions);
+    let present = (0..400)
+        .filter(|i| s.with_entry(format!("big{i}").as_bytes(), |e| e.item().is_some()))
+        .count();
+    assert!(present > 100, "large items got memory: {present}");
+}
+
+fn capacity_store(adaptation: WindowAdaptation, window_percent: f64) -> Store {
+    Store::new(
+        StoreConfig {
+            shards: 1,
+            max_items: Some(100),
+            window_adaptation: adaptation,
+            window_percent,
+            ..StoreConfig::default()
+        },
+        Arc::new(ManualClock::new(0)),
+    )
+}
+
+/// A scan of one-time keys does not flush a frequently used key: "hot" comes back every 150
+/// accesses, a reuse distance beyond the capacity of 100, so plain LRU (a 100% window:
+/// admission never runs) always loses it to the scan, while W-TinyLFU admission keeps it
+/// (scan keys, seen once, lose the frequency duel). The LRU run is the control showing that
+/// the admission filter is what protects it.
+#[test]
+fn tinylfu_admission_keeps_a_frequent_key_over_a_scan() {
+    let hot_hits = |s: &Store| {
+        let mut hits = 0;
+        for i in 0..30_000 {
+            if i % 150 == 0 {
+                hits += u32::from(access(s, b"hot"));
+            } else {
+                access(s, format!("scan{i}").as_bytes());
+            }
+        }
+        hits // out of 200 accesses of "hot"
+    };
+    let ghost = hot_hits(&capacity_store(WindowAdaptation::Ghost, 1.0));
+    let fixed = hot_hits(&capacity_store(WindowAdaptation::Fixed, 1.0));
+    let climber = hot_hits(&capacity_store(WindowAdaptation::HillClimber, 1.0));
+    let lru = hot_hits(&capacity_store(WindowAdaptation::Fixed, 100.0));
+    assert!(
+        ghost >= 190 && fixed >= 190 && climber >= 190,
+        "{ghost} {fixed} {climber}"
+    );
+    assert_eq!(lru, 0, "control: LRU loses the hot key to every scan");
+}
+
+/// Item-count mode: the bound holds exactly.
+#[test]
+fn item_capacity_is_exact() {
+    let s = capacity_store(WindowAdaptation::Ghost, 1.0);
+    for i in 0..1000 {
+        access(&s, format!("k{i}").as_bytes());
+        assert!(s.stats().curr_items <= 100);
+    }
+    assert_eq!(s.stats().curr_items, 100);
+    assert_eq!(s.stats().evictions, 900);
+}
+
+/// The sketch halves every sample period, so an old favourite fades and newer frequent keys
+/// win admission against it. Without aging (halving), 15 early accesses would pin "old" for
+/// good: the new keys' counts could never exceed its saturated count.
+#[test]
+fn sketch_aging_lets_new_favourites_replace_old_ones() {
+    let s = capacity_store(WindowAdaptation::Fixed, 1.0);
+    for _ in 0..15 {
+        access(&s, b"old");
+    }
+    let resets_before = s.sketch_resets();
+    // A new working set of 150 keys (more than the capacity), each used many times.
+    for round in 0..40 {
+        for i in 0..150 {
+            access(&s, format!("new{i}").as_bytes());
+        }
+        if round == 0 {
+            assert!(
+                s.with_entry(b"old", |e| e.item().is_some()),
+                "still there early on"
+            );
+        }
+    }
+    assert!(s.sketch_resets() > resets_before, "the sketch was halved");
+    assert!(
+        !s.with_entry(b"old", |e| e.item().is_some()),
+        "the old favourite aged out"
+    );
+}
+
+/// A small budget with many requested shards still stores items: the shard count is lowered so
+/// each shard has room for pages (16 shards of 128 KiB could not hold a 64 KiB page plus tables).
+#[test]
+fn small_budgets_get_fewer_shards() {
+    let s = Store::new(
+        StoreConfig {
+            memory_limit_bytes: 2 << 20,
+            shards: 16,
+            ..StoreConfig::default()
+        },
+        Arc::new(ManualClock::new(0)),
+    );
+    assert_eq!(s.shard_count(), 2);
+    for i in 0..5000 {
+        insert(&s, format!("k{i}").as_bytes(), &[0u8; 300]);
+    }
+    let st = s.stats();
+    assert!(st.curr_items > 1000, "{}", st.curr_items);
+    assert!(st.bytes <= 2 << 20);
+}

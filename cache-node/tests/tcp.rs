@@ -1,0 +1,1132 @@
+//! cache-node over real TCP (127.0.0.1, port 0): every command, noreply, pipelining, split requests, leases,
+//! limits and bad input, TTL with a ManualClock, stats and metrics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, TestServer, START_UNIX};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+// ------------------------------------------------------------------------------------------------
+// Text protocol.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_and_retrieval_commands() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"get nothing\r\n", b"END\r\n").await;
+    c.expect(b"set k 4294967295 0 5\r\nhello\r\n", b"STORED\r\n")
+        .await;
+    c.expect(b"get k\r\n", b"VALUE k 4294967295 5\r\nhello\r\nEND\r\n")
+        .await;
+    c.expect(b"set k 42 0 5\r\nhello\r\n", b"STORED\r\n").await;
+    c.expect(b"add k 0 0 1\r\nx\r\n", b"NOT_STORED\r\n").await;
+    c.expect(b"add k2 3 0 2\r\nab\r\n", b"STORED\r\n").await;
+    c.expect(b"replace nope 0 0 1\r\nx\r\n", b"NOT_STORED\r\n")
+        .await;
+    c.expect(b"replace k2 4 0 2\r\ncd\r\n", b"STORED\r\n").await;
+    c.expect(b"append k 0 0 3\r\n!!!\r\n", b"STORED\r\n").await;
+    c.expect(b"prepend k 0 0 2\r\n<<\r\n", b"STORED\r\n").await;
+    c.expect(b"append nope 0 0 1\r\nx\r\n", b"NOT_STORED\r\n")
+        .await;
+    c.expect(b"prepend nope 0 0 1\r\nx\r\n", b"NOT_STORED\r\n")
+        .await;
+    // Multi-get keeps request order and skips misses; append/prepend keep the original flags.
+    c.expect(
+        b"get k nope k2\r\n",
+        b"VALUE k 42 10\r\n<<hello!!!\r\nVALUE k2 4 2\r\ncd\r\nEND\r\n",
+    )
+    .await;
+    // gets returns a CAS; cas with it stores once, a second time EXISTS.
+    c.send(b"gets k2\r\n").await;
+    let header = c.line().await;
+    let cas: u64 = header.rsplit(' ').next().unwrap().parse()?;
+    assert!(header.starts_with("VALUE k2 4 2 "), "{header}");
+    c.expect_reply(b"cd\r\nEND\r\n").await;
+    let req = format!("cas k2 5 0 2 {cas}\r\nef\r\n");
+    c.expect(req.as_bytes(), b"STORED\r\n").await;
+    c.expect(req.as_bytes(), b"EXISTS\r\n").await;
+    c.expect(b"cas nope 0 0 1 1\r\nx\r\n", b"NOT_FOUND\r\n")
+        .await;
+    c.expect(b"get k2\r\n", b"VALUE k2 5 2\r\nef\r\nEND\r\n")
+        .await;
+    c.expect(b"delete k2\r\n", b"DELETED\r\n").await;
+    c.expect(b"delete k2\r\n", b"NOT_FOUND\r\n").await;
+    c.expect(b"delete k 0\r\n", b"DELETED\r\n").await;
+    c.expect(b"get k k2\r\n", b"END\r\n").await;
+    // Empty values are values.
+    c.expect(b"set e 0 0 0\r\n\r\n", b"STORED\r\n").await;
+    c.expect(b"get e\r\n", b"VALUE e 0 0\r\n\r\nEND\r\n").await;
+    // As memcached, extra tokens after the byte count are ignored (only a final noreply counts).
+    c.expect(b"set x 0 0 1 extra\r\ny\r\n", b"STORED\r\n").await;
+    c.expect(
+        b"set x 0 0 1 extra noreply\r\nz\r\nget x\r\n",
+        b"VALUE x 0 1\r\nz\r\nEND\r\n",
+    )
+    .await;
+    assert_eq!(c.stat("cas_hits").await, "1");
+    assert_eq!(c.stat("cas_badval").await, "1");
+    assert_eq!(c.stat("cas_misses").await, "1");
+    assert_eq!(c.stat("delete_hits").await, "2");
+    assert_eq!(c.stat("delete_misses").await, "1");
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_decr_touch_and_misc() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"incr n 1\r\n", b"NOT_FOUND\r\n").await;
+    c.expect(b"decr n 1\r\n", b"NOT_FOUND\r\n").await;
+    c.expect(b"set n 7 0 2\r\n10\r\n", b"STORED\r\n").await;
+    c.expect(b"incr n 5\r\n", b"15\r\n").await;
+    c.expect(b"decr n 100\r\n", b"0\r\n").await;
+    c.expect(b"set n 7 0 20\r\n18446744073709551615\r\n", b"STORED\r\n")
+        .await;
+    c.expect(b"incr n 2\r\n", b"1\r\n").await; // wraps at 2^64 as memcached
+    c.expect(b"get n\r\n", b"VALUE n 7 1\r\n1\r\nEND\r\n").await;
+    c.expect(b"set s 0 0 3\r\nabc\r\n", b"STORED\r\n").await;
+    c.expect(
+        b"incr s 1\r\n",
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    )
+    .await;
+    c.expect(
+        b"incr n abc\r\n",
+        b"CLIENT_ERROR invalid numeric delta argument\r\n",
+    )
+    .await;
+    c.expect(b"touch n 100\r\n", b"TOUCHED\r\n").await;
+    c.expect(b"touch nope 100\r\n", b"NOT_FOUND\r\n").await;
+    c.expect(b"version\r\n", b"VERSION ").await;
+    let v = c.line().await;
+    assert!(v.starts_with("1.6"), "{v}");
+    c.expect(b"verbosity 1\r\n", b"OK\r\n").await;
+    c.expect(b"verbosity\r\n", b"ERROR\r\n").await;
+    c.expect(b"flush_all\r\n", b"OK\r\n").await;
+    c.expect(b"get n s\r\n", b"END\r\n").await;
+    c.expect(b"bogus\r\n", b"ERROR\r\n").await;
+    c.expect(b"\r\n", b"ERROR\r\n").await;
+    c.send(b"quit\r\n").await;
+    assert!(c.closed().await, "quit closes the connection");
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noreply_is_silent_for_every_command() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    for req in [
+        &b"set a 0 0 1 noreply\r\n1\r\n"[..],
+        b"add b 0 0 1 noreply\r\n2\r\n",
+        b"add b 0 0 1 noreply\r\n9\r\n",
+        b"replace b 0 0 1 noreply\r\n3\r\n",
+        b"append b 0 0 1 noreply\r\n4\r\n",
+        b"prepend b 0 0 1 noreply\r\n5\r\n",
+        b"cas b 0 0 1 999 noreply\r\n6\r\n",
+        b"incr a 10 noreply\r\n",
+        b"decr a 1 noreply\r\n",
+        b"touch a 0 noreply\r\n",
+        b"delete nope noreply\r\n",
+        b"verbosity 1 noreply\r\n",
+        b"mn\r\n",
+    ] {
+        c.send(req).await;
+    }
+    // Only mn answers: every noreply request above stayed silent.
+    c.expect_reply(b"MN\r\n").await;
+    c.expect_silence().await;
+    c.expect(
+        b"get a b\r\n",
+        b"VALUE a 0 2\r\n10\r\nVALUE b 0 3\r\n534\r\nEND\r\n",
+    )
+    .await;
+    c.send(b"flush_all noreply\r\n").await;
+    c.expect(b"get a\r\n", b"END\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batch_is_answered_in_order() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    let mut batch = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..200 {
+        batch.extend_from_slice(
+            format!(
+                "set key{i} {i} 0 {}\r\nvalue{i}\r\n",
+                5 + i.to_string().len()
+            )
+            .as_bytes(),
+        );
+        want.extend_from_slice(b"STORED\r\n");
+    }
+    for i in 0..200 {
+        batch.extend_from_slice(format!("get key{i}\r\nmg key{i} v f\r\n").as_bytes());
+        want.extend_from_slice(
+            format!(
+                "VALUE key{i} {i} {len}\r\nvalue{i}\r\nEND\r\nVA {len} f{i}\r\nvalue{i}\r\n",
+                len = 5 + i.to_string().len()
+            )
+            .as_bytes(),
+        );
+    }
+    c.expect(&batch, &want).await;
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_large_replies_are_written_in_bounded_batches() -> R {
+    // 100 gets of a 100 KB value in one write: 10 MB of replies, which the connection writes out in ~1 MiB
+    // batches (MAX_BATCH_REPLY_BYTES) instead of building them all in memory first. The client reads them
+    // all, in order.
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    let value = vec![b'q'; 100_000];
+    c.send(b"set big 0 0 100000\r\n").await;
+    c.send(&value).await;
+    c.expect(b"\r\n", b"STORED\r\n").await;
+    let mut batch = Vec::new();
+    for _ in 0..100 {
+        batch.extend_from_slice(b"get big\r\n");
+    }
+    batch.extend_from_slice(b"mn\r\n");
+    c.send(&batch).await;
+    for _ in 0..100 {
+        c.expect_reply(b"VALUE big 0 100000\r\n").await;
+        assert_eq!(c.read_n(100_000).await, value);
+        c.expect_reply(b"\r\nEND\r\n").await;
+    }
+    c.expect_reply(b"MN\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// A script of requests covering every parser path with a data block; sent split at every byte boundary.
+const SCRIPT: &[u8] = b"set a 1 0 3\r\nabc\r\nget a b\r\nms m 2 T0 F5\r\nhi\r\nmg m v f\r\n\
+lease-get L\r\nincr a 1\r\nappend a 0 0 1\r\nd\r\ngets a\r\nmn\r\n";
+
+async fn script_reply(s: &TestServer) -> Vec<u8> {
+    // Reference: the whole script in one write to a fresh key space.
+    let mut c = s.client().await;
+    c.send(b"flush_all\r\n").await;
+    c.expect_reply(b"OK\r\n").await;
+    c.send(SCRIPT).await;
+    let mut reply = Vec::new();
+    loop {
+        let l = c.line().await;
+        reply.extend_from_slice(l.as_bytes());
+        reply.extend_from_slice(b"\r\n");
+        if l == "MN" {
+            return reply;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_split_at_every_byte_boundary() -> R {
+    let s = TestServer::start().await;
+    let reference = script_reply(&s).await;
+    assert!(
+        String::from_utf8_lossy(&reference).contains("VA 2 f5"),
+        "{}",
+        String::from_utf8_lossy(&reference)
+    );
+    // The lease token and CAS values differ run to run; compare lengths and shape line by line.
+    let shape = |r: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(r)
+            .split("\r\n")
+            .map(|l| {
+                // Collapse each run of digits to one '#': CAS values and tokens grow run to run.
+                let mut out = String::new();
+                for ch in l.chars() {
+                    if ch.is_ascii_digit() {
+                        if !out.ends_with('#') {
+                            out.push('#');
+                        }
+                    } else {
+                        out.push(ch);
+                    }
+                }
+                out
+            })
+            .collect()
+    };
+    for split in 1..SCRIPT.len() {
+        let mut c = s.client().await;
+        c.send(b"flush_all\r\n").await;
+        c.expect_reply(b"OK\r\n").await;
+        c.send(&SCRIPT[..split]).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        c.send(&SCRIPT[split..]).await;
+        let mut reply = Vec::new();
+        loop {
+            let l = c.line().await;
+            reply.extend_from_slice(l.as_bytes());
+            reply.extend_from_slice(b"\r\n");
+            if l == "MN" {
+                break;
+            }
+        }
+        assert_eq!(shape(&reply), shape(&reference), "split at byte {split}");
+    }
+    // And one byte per write.
+    let mut c = s.client().await;
+    c.send(b"flush_all\r\n").await;
+    c.expect_reply(b"OK\r\n").await;
+    for b in SCRIPT {
+        c.send(&[*b]).await;
+    }
+    let mut reply = Vec::new();
+    loop {
+        let l = c.line().await;
+        reply.extend_from_slice(l.as_bytes());
+        reply.extend_from_slice(b"\r\n");
+        if l == "MN" {
+            break;
+        }
+    }
+    assert_eq!(shape(&reply), shape(&reference));
+    s.stop().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Meta protocol.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_commands() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"mg k v\r\n", b"EN\r\n").await;
+    c.expect(b"mg k v q\r\nmn\r\n", b"MN\r\n").await;
+    c.expect(b"mg k k Oab\r\n", b"EN kk Oab\r\n").await;
+    c.expect(b"ms k 2 F9 T0\r\nhi\r\n", b"HD\r\n").await;
+    c.expect(b"ms k 2 q\r\nhi\r\nmn\r\n", b"MN\r\n").await;
+    c.send(b"ms k 2 c F9\r\nhi\r\n").await;
+    let l = c.line().await;
+    let cas: u64 = l.strip_prefix("HD c").expect(&l).parse()?;
+    c.expect(
+        b"mg k s v f t k O123\r\n",
+        b"VA 2 s2 f9 t-1 kk O123\r\nhi\r\n",
+    )
+    .await;
+    c.expect(b"mg k c\r\n", format!("HD c{cas}\r\n").as_bytes())
+        .await;
+    c.expect(b"mg k\r\n", b"HD\r\n").await;
+    c.expect(b"mg k h l\r\n", b"HD h1 l0\r\n").await;
+    // Modes.
+    c.expect(b"ms k 1 ME\r\nx\r\n", b"NS\r\n").await;
+    c.expect(b"ms n 1 MR\r\nx\r\n", b"NS\r\n").await;
+    c.expect(b"ms k 1 MA\r\n!\r\n", b"HD\r\n").await;
+    c.expect(b"ms k 1 MP\r\n<\r\n", b"HD\r\n").await;
+    c.expect(b"mg k v\r\n", b"VA 4\r\n<hi!\r\n").await;
+    c.expect(b"ms k 1 C1\r\nx\r\n", b"EX\r\n").await;
+    c.expect(b"ms nope 1 C1\r\nx\r\n", b"NF\r\n").await;
+    c.expect(b"ms k 1 E5000\r\nz\r\n", b"HD\r\n").await;
+    c.expect(b"mg k c v\r\n", b"VA 1 c5000\r\nz\r\n").await;
+    c.expect(b"ms k 1 C5000 c E6000\r\ny\r\n", b"HD c6000\r\n")
+        .await;
+    // Touch through mg T; t shows the new TTL.
+    c.expect(b"mg k T30 t\r\n", b"HD t30\r\n").await;
+    // Arithmetic.
+    c.expect(b"ma cnt\r\n", b"NF\r\n").await;
+    c.expect(b"ma cnt N0 J10 v\r\n", b"VA 2\r\n10\r\n").await;
+    c.expect(b"ma cnt v D5\r\n", b"VA 2\r\n15\r\n").await;
+    c.expect(b"ma cnt MD D20 v\r\n", b"VA 1\r\n0\r\n").await;
+    c.expect(b"ma cnt q\r\nmn\r\n", b"MN\r\n").await;
+    c.expect(b"ma cnt v t\r\n", b"VA 1 t-1\r\n2\r\n").await;
+    c.expect(
+        b"ma k\r\n",
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    )
+    .await;
+    // Delete.
+    c.expect(b"md cnt C1\r\n", b"EX\r\n").await;
+    c.expect(b"md cnt q\r\nmn\r\n", b"MN\r\n").await;
+    c.expect(b"md cnt\r\n", b"NF\r\n").await;
+    c.expect(b"md k k Oxy\r\n", b"HD kk Oxy\r\n").await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+    // Base64 keys: "Zm9v" is "foo"; the text get sees the same key.
+    c.expect(b"ms Zm9v 3 b\r\nbar\r\n", b"HD\r\n").await;
+    c.expect(b"get foo\r\n", b"VALUE foo 0 3\r\nbar\r\nEND\r\n")
+        .await;
+    c.expect(b"mg Zm9v b k v\r\n", b"VA 3 b kZm9v\r\nbar\r\n")
+        .await;
+    // md x keeps the item but drops the value.
+    c.expect(b"md foo x\r\n", b"HD\r\n").await;
+    c.expect(b"mg foo s v\r\n", b"VA 0 s0\r\n\r\n").await;
+    // me shows item facts.
+    c.send(b"me foo\r\n").await;
+    let l = c.line().await;
+    assert!(l.starts_with("ME foo exp=-1 la=0 cas="), "{l}");
+    // Flag errors.
+    c.expect(b"mg k v v\r\n", b"CLIENT_ERROR duplicate flag\r\n")
+        .await;
+    c.expect(b"mg k !\r\n", b"CLIENT_ERROR invalid flag\r\n")
+        .await;
+    c.expect(
+        b"mg k Tabc\r\n",
+        b"CLIENT_ERROR bad token in command line format\r\n",
+    )
+    .await;
+    c.expect(
+        b"mg Zm9v! b\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    s.stop().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Leases.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundreds_of_concurrent_misses_give_one_winner() -> R {
+    let s = TestServer::start().await;
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let addr = s.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.send(b"mg hot v c N30\r\n").await;
+            let l = c.line().await;
+            let _ = c.line().await; // empty value line
+            l
+        }));
+    }
+    let mut winners = 0;
+    let mut waiters = 0;
+    for t in tasks {
+        let l = t.await?;
+        let flags: Vec<&str> = l.split(' ').collect();
+        assert_eq!(&flags[..2], ["VA", "0"], "{l}");
+        if flags.contains(&"W") {
+            winners += 1;
+        }
+        if flags.contains(&"Z") {
+            waiters += 1;
+        }
+    }
+    // Without the win_sent bit (every miss vivifying its own placeholder) winners would be ~300.
+    assert_eq!((winners, waiters), (1, 299));
+    let mut c = s.client().await;
+    assert_eq!(c.stat("lease_grants").await, "1");
+    assert_eq!(c.stat("lease_hot_misses").await, "299");
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_set_after_invalidation_is_refused() -> R {
+    let s = TestServer::start().await;
+    let mut reader = s.client().await;
+    let mut invalidator = s.client().await;
+    // 1. A miss wins the lease.
+    reader.send(b"mg user:1 v c N30\r\n").await;
+    let l = reader.line().await;
+    assert!(l.ends_with(" W"), "{l}");
+    let token: u64 = l
+        .split(' ')
+        .find_map(|f| f.strip_prefix('c'))
+        .unwrap()
+        .parse()?;
+    reader.expect_reply(b"\r\n").await;
+    // 2. The row changes; the invalidation deletes the key (and with it the lease).
+    invalidator.expect(b"md user:1\r\n", b"HD\r\n").await;
+    // 3. The reader's value, read from the database before the change, arrives late: refused.
+    reader
+        .expect(
+            format!("ms user:1 3 C{token}\r\nold\r\n").as_bytes(),
+            b"NF\r\n",
+        )
+        .await;
+    reader.expect(b"mg user:1 v\r\n", b"EN\r\n").await;
+    // Same with a new lease already out: the old token no longer matches.
+    reader.send(b"mg user:1 v c N30\r\n").await;
+    let l = reader.line().await;
+    let token2: u64 = l
+        .split(' ')
+        .find_map(|f| f.strip_prefix('c'))
+        .unwrap()
+        .parse()?;
+    reader.expect_reply(b"\r\n").await;
+    assert_ne!(token, token2);
+    reader
+        .expect(
+            format!("ms user:1 3 C{token}\r\nold\r\n").as_bytes(),
+            b"EX\r\n",
+        )
+        .await;
+    // Invalidation by md I also voids the token (it gives the item a new CAS).
+    invalidator.expect(b"md user:1 I\r\n", b"HD\r\n").await;
+    reader
+        .expect(
+            format!("ms user:1 3 C{token2}\r\nold\r\n").as_bytes(),
+            b"EX\r\n",
+        )
+        .await;
+    // The same with mcrouter's dialect.
+    reader.send(b"lease-get user:2\r\n").await;
+    let l = reader.line().await;
+    let t: u64 = l.split(' ').nth(2).unwrap().parse()?;
+    assert!(t > 1, "{l}");
+    reader.expect_reply(b"\r\nEND\r\n").await;
+    invalidator
+        .expect(b"delete user:2\r\n", b"DELETED\r\n")
+        .await;
+    reader
+        .expect(
+            format!("lease-set user:2 {t} 0 0 3\r\nold\r\n").as_bytes(),
+            b"NOT_STORED\r\n",
+        )
+        .await;
+    reader.expect(b"get user:2\r\n", b"END\r\n").await;
+    // Without the token check (a plain set) the old value would now be cached: that is what the lease
+    // prevents. A valid token stores.
+    reader.send(b"lease-get user:3\r\n").await;
+    let l = reader.line().await;
+    let t: u64 = l.split(' ').nth(2).unwrap().parse()?;
+    reader.expect_reply(b"\r\nEND\r\n").await;
+    reader
+        .expect(
+            b"lease-get user:3\r\n",
+            b"LVALUE user:3 1 0 0\r\n\r\nEND\r\n",
+        )
+        .await;
+    reader
+        .expect(
+            format!("lease-set user:3 {t} 7 0 3\r\nnew\r\n").as_bytes(),
+            b"STORED\r\n",
+        )
+        .await;
+    reader
+        .expect(
+            b"lease-get user:3\r\n",
+            b"VALUE user:3 7 3\r\nnew\r\nEND\r\n",
+        )
+        .await;
+    reader
+        .expect(
+            format!("lease-set user:3 {t} 7 0 3\r\nnew\r\n").as_bytes(),
+            b"NOT_STORED\r\n",
+        )
+        .await;
+    assert_eq!(reader.stat("lease_sets_refused").await, "5");
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_serving_with_x_w_z() -> R {
+    let s = TestServer::start().await;
+    let mut a = s.client().await;
+    let mut b = s.client().await;
+    a.expect(b"set feed 0 0 2\r\nv1\r\n", b"STORED\r\n").await;
+    a.expect(b"md feed I T30\r\n", b"HD\r\n").await;
+    // First reader: stale value, and it wins the refill.
+    a.send(b"mg feed v c\r\n").await;
+    let l = a.line().await;
+    assert!(l.ends_with(" X W"), "{l}");
+    let token: u64 = l
+        .split(' ')
+        .find_map(|f| f.strip_prefix('c'))
+        .unwrap()
+        .parse()?;
+    a.expect_reply(b"v1\r\n").await;
+    // Others: stale value, told someone else refills.
+    b.expect(b"mg feed v\r\n", b"VA 2 Z X\r\nv1\r\n").await;
+    b.expect(b"mg feed v\r\n", b"VA 2 Z X\r\nv1\r\n").await;
+    // A text client never sees the invalidated value.
+    b.expect(b"get feed\r\n", b"END\r\n").await;
+    // lease-get on a stale item with the refill taken: hot miss with the stale value.
+    b.expect(b"lease-get feed\r\n", b"LVALUE feed 1 0 2\r\nv1\r\nEND\r\n")
+        .await;
+    // The winner refills with its token; everyone sees the fresh value without flags.
+    a.expect(
+        format!("ms feed 2 C{token}\r\nv2\r\n").as_bytes(),
+        b"HD\r\n",
+    )
+    .await;
+    b.expect(b"mg feed v\r\n", b"VA 2\r\nv2\r\n").await;
+    b.expect(b"get feed\r\n", b"VALUE feed 0 2\r\nv2\r\nEND\r\n")
+        .await;
+    // lease-get on a stale item with no refill out: it wins with the item's new CAS as the token.
+    a.expect(b"md feed I\r\n", b"HD\r\n").await;
+    a.send(b"lease-get feed\r\n").await;
+    let l = a.line().await;
+    let t: u64 = l.split(' ').nth(2).unwrap().parse()?;
+    assert!(t > 1, "{l}");
+    a.expect_reply(b"v2\r\nEND\r\n").await;
+    a.expect(
+        format!("lease-set feed {t} 0 0 2\r\nv3\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    a.expect(b"get feed\r\n", b"VALUE feed 0 2\r\nv3\r\nEND\r\n")
+        .await;
+    assert_eq!(a.stat("lease_invalidations").await, "2");
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_window_ends_with_the_clock() -> R {
+    let s = TestServer::start_with(|c| c.lease_window_secs = 10).await;
+    let mut c = s.client().await;
+    c.send(b"lease-get k\r\n").await;
+    let first = c.line().await;
+    c.expect_reply(b"\r\nEND\r\n").await;
+    s.clock.advance(9);
+    c.expect(b"lease-get k\r\n", b"LVALUE k 1 0 0\r\n\r\nEND\r\n")
+        .await;
+    s.clock.advance(1);
+    // Window over: the placeholder expired, a new lease is handed out.
+    c.send(b"lease-get k\r\n").await;
+    let second = c.line().await;
+    c.expect_reply(b"\r\nEND\r\n").await;
+    assert_ne!(first, second);
+    assert!(!second.contains(" 1 0 0"), "{second}");
+    // mg N uses its own TTL as the window.
+    c.expect(b"mg m N5\r\n", b"HD W\r\n").await;
+    c.expect(b"mg m N5\r\n", b"HD Z\r\n").await;
+    s.clock.advance(5);
+    c.expect(b"mg m N5\r\n", b"HD W\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Limits and bad input.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_limits() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    let k250 = "k".repeat(250);
+    let k251 = "k".repeat(251);
+    c.expect(
+        format!("set {k250} 0 0 1\r\nx\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    c.expect(
+        format!("get {k250}\r\n").as_bytes(),
+        format!("VALUE {k250} 0 1\r\nx\r\nEND\r\n").as_bytes(),
+    )
+    .await;
+    // A bad key in a set: error, and the data block is swallowed (without swallowing, "x" would come back
+    // as a second ERROR line and the connection would be out of sync).
+    c.expect(
+        format!("set {k251} 0 0 1\r\nx\r\n").as_bytes(),
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(
+        format!("get {k251}\r\n").as_bytes(),
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(
+        b"get a\x01b\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(
+        b"set a\x7fb 0 0 1\r\nx\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(b"get a\tb\r\n", b"CLIENT_ERROR bad command line format\r\n")
+        .await;
+    c.expect(
+        format!("mg {k251} v\r\n").as_bytes(),
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(
+        b"set k 0 0 abc\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(
+        b"set k abc 0 1\r\nx\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(
+        b"set k 4294967296 0 1\r\nx\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    c.expect(
+        b"set k 0 0 1\r\nxyz\r\n",
+        b"CLIENT_ERROR bad data chunk\r\n",
+    )
+    .await;
+    // The bad chunk consumed "x" plus two bytes ("yz"); the "\r\n" left over is an empty command: ERROR.
+    c.expect(b"mn\r\n", b"ERROR\r\nMN\r\n").await;
+    // Nothing stored was lost.
+    c.expect(
+        format!("get {k250}\r\n").as_bytes(),
+        format!("VALUE {k250} 0 1\r\nx\r\nEND\r\n").as_bytes(),
+    )
+    .await;
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_value_is_swallowed_even_in_pieces() -> R {
+    let s = TestServer::start_with(|c| c.limits.max_value_len = 1024).await;
+    let mut c = s.client().await;
+    c.expect(b"set keep 0 0 4\r\nsafe\r\n", b"STORED\r\n").await;
+    c.send(b"set big 0 0 5000\r\n").await;
+    c.expect_reply(b"SERVER_ERROR object too large for cache\r\n")
+        .await;
+    // The data block arrives later, in pieces, and contains text that looks like commands. Without the
+    // swallow each "delete keep" inside would run and the reply stream would hold DELETED/ERROR lines.
+    let mut data = Vec::new();
+    while data.len() < 5000 {
+        data.extend_from_slice(b"delete keep\r\n");
+    }
+    data.truncate(5000);
+    for chunk in data.chunks(333) {
+        c.send(chunk).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    c.send(b"\r\n").await;
+    c.expect(b"get keep\r\n", b"VALUE keep 0 4\r\nsafe\r\nEND\r\n")
+        .await;
+    // Same for ms and lease-set.
+    c.send(b"ms big 2000\r\n").await;
+    c.send(&vec![b'x'; 2000]).await;
+    c.expect(
+        b"\r\nmn\r\n",
+        b"SERVER_ERROR object too large for cache\r\nMN\r\n",
+    )
+    .await;
+    c.expect(
+        b"lease-set big 5 0 0 1025\r\n",
+        b"SERVER_ERROR object too large for cache\r\n",
+    )
+    .await;
+    c.send(&vec![b'y'; 1025]).await;
+    c.expect(b"\r\nget keep\r\n", b"VALUE keep 0 4\r\nsafe\r\nEND\r\n")
+        .await;
+    // Append past the limit.
+    c.expect(b"set a 0 0 1000\r\n", b"").await;
+    c.send(&vec![b'a'; 1000]).await;
+    c.expect(b"\r\n", b"STORED\r\n").await;
+    c.send(b"append a 0 0 100\r\n").await;
+    c.send(&[b'b'; 100]).await;
+    c.expect(b"\r\n", b"SERVER_ERROR object too large for cache\r\n")
+        .await;
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn largest_item_fits_with_default_budget() -> R {
+    // -m 64 -I 1m, memcached's defaults: a 1 MiB value must store. (The store caps an item at a quarter of
+    // a shard's share of the budget; split over 64 or even 16 shards, the item would be refused with
+    // SERVER_ERROR object too large: effective_shards prevents that.)
+    let s = TestServer::start_with(|c| c.store_shards = 64).await;
+    let mut c = s.client().await;
+    let value = vec![b'z'; 1 << 20];
+    c.send(b"set big 0 0 1048576\r\n").await;
+    c.send(&value).await;
+    c.expect(b"\r\n", b"STORED\r\n").await;
+    c.send(b"get big\r\n").await;
+    c.expect_reply(b"VALUE big 0 1048576\r\n").await;
+    assert_eq!(c.read_n(1 << 20).await, value);
+    c.expect_reply(b"\r\nEND\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_line_is_cut_off_and_connection_survives() -> R {
+    let s = TestServer::start_with(|c| c.limits.max_line_len = 4096).await;
+    let mut c = s.client().await;
+    c.expect(b"set keep 0 0 1\r\nx\r\n", b"STORED\r\n").await;
+    // 1 MiB without a newline: answered once, buffered never (memory stays at the line bound).
+    let junk = vec![b'g'; 64 * 1024];
+    for _ in 0..16 {
+        c.send(&junk).await;
+    }
+    c.expect_reply(b"CLIENT_ERROR line too long\r\n").await;
+    c.expect(
+        b"tail of that line\r\nget keep\r\n",
+        b"VALUE keep 0 1\r\nx\r\nEND\r\n",
+    )
+    .await;
+    // A multi-get line within the bound is fine.
+    let keys: String = (0..100).map(|i| format!(" key{i:04}")).collect();
+    c.expect(format!("get{keys}\r\n").as_bytes(), b"END\r\n")
+        .await;
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_politely() -> R {
+    let s = TestServer::start_with(|c| c.max_connections = 3).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut c = s.client().await;
+        c.expect(b"mn\r\n", b"MN\r\n").await;
+        open.push(c);
+    }
+    let mut extra = s.client().await;
+    extra
+        .expect_reply(b"ERROR Too many open connections\r\n")
+        .await;
+    assert!(extra.closed().await);
+    drop(open.pop());
+    // The slot frees up once the server sees the close.
+    let mut ok = false;
+    for _ in 0..100 {
+        let mut c = s.client().await;
+        c.send(b"mn\r\n").await;
+        let l = c.line().await;
+        if l == "MN" {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ok);
+    assert!(open[0].stat("rejected_connections").await.parse::<u64>()? >= 1);
+    s.stop().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// TTL with an injected clock.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_semantics_with_manual_clock() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"set rel 0 10 1\r\nr\r\n", b"STORED\r\n").await;
+    let abs = START_UNIX + 20;
+    c.expect(
+        format!("set abs 0 {abs} 1\r\na\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    c.expect(b"set neg 0 -1 1\r\nn\r\n", b"STORED\r\n").await;
+    c.expect(
+        format!("set past 0 {} 1\r\np\r\n", START_UNIX - 5).as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    c.expect(b"set forever 0 0 1\r\nf\r\n", b"STORED\r\n").await;
+    c.expect(b"get neg past\r\n", b"END\r\n").await;
+    c.expect(b"mg rel t\r\n", b"HD t10\r\n").await;
+    s.clock.advance(9);
+    c.expect(
+        b"get rel abs\r\n",
+        b"VALUE rel 0 1\r\nr\r\nVALUE abs 0 1\r\na\r\nEND\r\n",
+    )
+    .await;
+    s.clock.advance(1);
+    c.expect(b"get rel abs\r\n", b"VALUE abs 0 1\r\na\r\nEND\r\n")
+        .await;
+    s.clock.advance(10);
+    c.expect(
+        b"get rel abs forever\r\n",
+        b"VALUE forever 0 1\r\nf\r\nEND\r\n",
+    )
+    .await;
+    // touch and gat move the expiry.
+    c.expect(b"set t 0 5 1\r\nt\r\n", b"STORED\r\n").await;
+    c.expect(b"touch t 100\r\n", b"TOUCHED\r\n").await;
+    s.clock.advance(50);
+    c.expect(b"gat 10 t\r\n", b"VALUE t 0 1\r\nt\r\nEND\r\n")
+        .await;
+    s.clock.advance(10);
+    c.expect(b"gats 10 t\r\n", b"END\r\n").await;
+    c.expect(b"set t 0 0 1\r\nt\r\n", b"STORED\r\n").await;
+    c.expect(b"touch t -1\r\n", b"TOUCHED\r\n").await;
+    c.expect(b"get t\r\n", b"END\r\n").await;
+    // flush_all with a delay: items live until then.
+    c.expect(b"set f 0 0 1\r\nf\r\n", b"STORED\r\n").await;
+    c.expect(b"flush_all 5\r\n", b"OK\r\n").await;
+    c.expect(b"get f\r\n", b"VALUE f 0 1\r\nf\r\nEND\r\n").await;
+    s.clock.advance(5);
+    c.expect(b"get f forever\r\n", b"END\r\n").await;
+    // Meta TTL.
+    c.expect(b"ms m 1 T3\r\nm\r\n", b"HD\r\n").await;
+    s.clock.advance(2);
+    c.expect(b"mg m t v\r\n", b"VA 1 t1\r\nm\r\n").await;
+    // R: recache win when the remaining TTL is low, once.
+    c.expect(b"mg m R5 v\r\n", b"VA 1 W\r\nm\r\n").await;
+    c.expect(b"mg m R5 v\r\n", b"VA 1 Z\r\nm\r\n").await;
+    s.clock.advance(1);
+    c.expect(b"mg m v\r\n", b"EN\r\n").await;
+    assert!(c.stat("get_expired").await.parse::<u64>()? >= 1);
+    s.stop().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Memory budget, stats, metrics.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_flood_stays_within_memory_budget() -> R {
+    let s = TestServer::start_with(|c| {
+        c.memory_limit_bytes = 2 << 20;
+        c.store_shards = 4;
+    })
+    .await;
+    let mut c = s.client().await;
+    let value = vec![b'v'; 1000];
+    let mut batch = Vec::new();
+    for i in 0..8000 {
+        batch.extend_from_slice(format!("set flood:{i} 0 0 1000 noreply\r\n").as_bytes());
+        batch.extend_from_slice(&value);
+        batch.extend_from_slice(b"\r\n");
+    }
+    c.send(&batch).await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+    let bytes: u64 = c.stat("bytes").await.parse()?;
+    let limit: u64 = c.stat("limit_maxbytes").await.parse()?;
+    let evictions: u64 = c.stat("evictions").await.parse()?;
+    let items: u64 = c.stat("curr_items").await.parse()?;
+    assert_eq!(limit, 2 << 20);
+    assert!(bytes <= limit, "bytes {bytes} over limit {limit}");
+    assert!(
+        evictions > 0 && items < 8000,
+        "evictions {evictions} items {items}"
+    );
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_names_and_metrics_endpoint() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(
+        b"set a 0 0 1\r\n1\r\nget a b\r\n",
+        b"STORED\r\nVALUE a 0 1\r\n1\r\nEND\r\n",
+    )
+    .await;
+    c.expect(b"touch a 1\r\n", b"TOUCHED\r\n").await;
+    c.send(b"stats\r\n").await;
+    let mut names = Vec::new();
+    loop {
+        let l = c.line().await;
+        if l == "END" {
+            break;
+        }
+        names.push(l.split(' ').nth(1).unwrap().to_string());
+    }
+    for name in [
+        "pid",
+        "uptime",
+        "time",
+        "version",
+        "curr_items",
+        "total_items",
+        "bytes",
+        "limit_maxbytes",
+        "get_hits",
+        "get_misses",
+        "get_expired",
+        "get_flushed",
+        "evictions",
+        "curr_connections",
+        "total_connections",
+        "cmd_get",
+        "cmd_set",
+        "cmd_touch",
+        "cmd_flush",
+        "delete_hits",
+        "delete_misses",
+        "incr_hits",
+        "incr_misses",
+        "decr_hits",
+        "decr_misses",
+        "cas_hits",
+        "cas_misses",
+        "cas_badval",
+        "touch_hits",
+        "touch_misses",
+        "threads",
+        "lease_grants",
+        "lease_hot_misses",
+        "lease_stale_served",
+        "lease_sets_stored",
+        "lease_sets_refused",
+    ] {
+        assert!(names.iter().any(|n| n == name), "missing stat {name}");
+    }
+    assert_eq!(c.stat("get_hits").await, "1");
+    assert_eq!(c.stat("get_misses").await, "1");
+    assert_eq!(c.stat("cmd_get").await, "2");
+    assert_eq!(c.stat("cmd_touch").await, "1");
+    assert_eq!(c.stat("curr_items").await, "1");
+    c.send(b"stats settings\r\n").await;
+    let mut settings = String::new();
+    loop {
+        let l = c.line().await;
+        if l == "END" {
+            break;
+        }
+        settings.push_str(&l);
+        settings.push('\n');
+    }
+    assert!(
+        settings.contains("STAT item_size_max 1048576"),
+        "{settings}"
+    );
+    assert!(settings.contains("STAT lease_window_secs 10"), "{settings}");
+    c.expect(b"stats nonsense\r\n", b"ERROR\r\n").await;
+
+    // Prometheus text on the metrics port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let maddr = listener.local_addr()?;
+    let node = s.node.clone();
+    let metrics = tokio::spawn(cache_node::metrics::serve(
+        listener,
+        node,
+        std::future::pending::<()>(),
+    ));
+    let mut http = tokio::net::TcpStream::connect(maddr).await?;
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    http.read_to_string(&mut body).await?;
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("cache_node_get_hits_total 1\n"), "{body}");
+    assert!(body.contains("cache_node_curr_items 1\n"), "{body}");
+    assert!(
+        body.contains("# TYPE cache_node_lease_grants_total counter"),
+        "{body}"
+    );
+    metrics.abort();
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pipelined_mix_keeps_every_reply_in_sync() -> R {
+    // 16 connections, each pipelining batches of 40 random set/get/delete/mg/incr requests over 64 shared
+    // keys. Every reply is parsed with the shared response parser; every value read must belong to the key
+    // asked for (values are "key=n"), and the reply count must match the request count: a desync, a torn
+    // value or a cross-key mix-up fails the test.
+    use cache_node::protocol::{parse_response, Limits, ParsedResponse, Response};
+    let s = TestServer::start_with(|c| c.memory_limit_bytes = 8 << 20).await;
+    let mut tasks = Vec::new();
+    for conn in 0..16u64 {
+        let addr = s.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let mut rng = conn.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            for _ in 0..25 {
+                let mut batch = Vec::new();
+                let mut expect = Vec::new(); // (kind, key)
+                for _ in 0..40 {
+                    let key = format!("mix:{}", next() % 64);
+                    match next() % 5 {
+                        0 => {
+                            let v = format!("{key}={}", next() % 1000);
+                            batch.extend_from_slice(
+                                format!("set {key} 0 0 {}\r\n{v}\r\n", v.len()).as_bytes(),
+                            );
+                            expect.push(("set", key));
+                        }
+                        1 | 2 => {
+                            batch.extend_from_slice(format!("get {key}\r\n").as_bytes());
+                            expect.push(("get", key));
+                        }
+                        3 => {
+                            batch.extend_from_slice(format!("delete {key}\r\n").as_bytes());
+                            expect.push(("delete", key));
+                        }
+                        _ => {
+                            batch.extend_from_slice(format!("mg {key} v k\r\n").as_bytes());
+                            expect.push(("mg", key));
+                        }
+                    }
+                }
+                c.send(&batch).await;
+                let mut buf = Vec::new();
+                let mut i = 0;
+                let limits = Limits::default();
+                while i < expect.len() {
+                    let (kind, key) = &expect[i];
+                    match parse_response(&buf, &limits) {
+                        ParsedResponse::Incomplete => {
+                            let more = c.read_some().await;
+                            buf.extend_from_slice(&more);
+                        }
+                        ParsedResponse::Invalid => {
+                            panic!("invalid reply {:?}", String::from_utf8_lossy(&buf))
+                        }
+                        ParsedResponse::Response { response, consumed } => {
+                            let done = match (*kind, response) {
+                                ("set", Response::Line(b"STORED")) => true,
+                                ("delete", Response::Line(b"DELETED" | b"NOT_FOUND")) => true,
+                                ("get", Response::Value { key: k, data, .. }) => {
+                                    assert_eq!(k, key.as_bytes());
+                                    assert!(data.starts_with(format!("{key}=").as_bytes()));
+                                    false
+                                }
+                                ("get", Response::End) => true,
+                                ("mg", Response::Meta { code, data, flags }) => {
+                                    match &code {
+                                        b"VA" => {
+                                            assert_eq!(flags, format!("k{key}").as_bytes());
+                                            assert!(data
+                                                .unwrap()
+                                                .starts_with(format!("{key}=").as_bytes()));
+                                        }
+                                        b"EN" => {}
+                                        other => {
+                                            panic!("mg reply {:?}", String::from_utf8_lossy(other))
+                                        }
+                                    }
+                                    true
+                                }
+                                (kind, other) => panic!("{kind} {key}: unexpected {other:?}"),
+                            };
+                            buf.drain(..consumed);
+                            if done {
+                                i += 1;
+                            }
+                        }
+                    }
+                }
+                assert!(
+                    buf.is_empty(),
+                    "extra bytes {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    s.stop().await;
+    Ok(())
+}
