@@ -5,6 +5,8 @@
 //! embedded keys, DDL) → [`txn`] (per-transaction key buffer, bounded memory) → [`publish`] (Kafka,
 //! back-pressure, ack tracking) → [`checkpoint`] (atomic position file). [`rules`] and [`render`]
 //! turn rows into keys; [`check`] verifies a server; [`metrics`] serves Prometheus text.
+//! [`progress`] keeps the resume point (position, MariaDB GTID state, MySQL [`gtid_set`]) and the
+//! prepared XA transactions whose keys wait for their XA COMMIT.
 //! It does not consume invalidations: that is the `regions` crate.
 
 pub mod check;

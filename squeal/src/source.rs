@@ -707,7 +707,8 @@ impl Source {
             .progress
             .end_group(self.file.clone(), self.last_log_pos);
         if let Some(released) = self.released.take() {
-            // A held XA transaction's keys, published at its XA COMMIT.
+            // A held XA transaction's keys, published at its XA COMMIT (whose own group has
+            // no rows, so `current` is empty in practice).
             let current = std::mem::replace(&mut self.buffer, released);
             self.publish_buffer(header.server_id(), header.timestamp(), &position)
                 .await?;
