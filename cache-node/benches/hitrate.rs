@@ -101,6 +101,9 @@ fn main() {
         if let Ok(v) = std::env::var("MARGIN") {
             c.admission_margin = v.parse().expect("MARGIN");
         }
+        if let Ok(v) = std::env::var("GHOST_ADMISSION") {
+            c.ghost_admission = v != "0";
+        }
         if let Ok(v) = std::env::var("GHOST_STEP") {
             c.ghost_step_items = v.parse().expect("GHOST_STEP");
         }

@@ -61,3 +61,35 @@ fn window_grows_for_recency_and_stays_small_for_loops() {
         "a fixed subset of the loop hits: {loop_rate}"
     );
 }
+
+/// A hot set of 100 keys that was popular (saturated sketch counts), then a new working set of
+/// 15 keys used in a tight cycle (capacity 100, probation about 20): the new keys leaving the small window lose
+/// the admission duel to the old favourites until the sketch's halving has aged them. Ghost
+/// admission lets a new key that comes back soon after being turned away into the main space
+/// at once. The window is held at its 1% (`ghost_step_items` = 0) so that its growth, the other
+/// answer to the same misses, does not hide the effect. Control: ghost admission off.
+fn favourites_then_new_cycle() -> Vec<u64> {
+    let mut keys = Vec::new();
+    for _ in 0..20 {
+        keys.extend(0..100u64);
+    }
+    for _ in 0..20 {
+        keys.extend(1000..1015u64);
+    }
+    keys
+}
+
+#[test]
+fn ghost_admission_lets_returning_keys_in() {
+    let keys = favourites_then_new_cycle();
+    let with = |ghost_admission: bool| {
+        let mut config = replay_config(100);
+        config.ghost_admission = ghost_admission;
+        config.ghost_step_items = 0.0;
+        replay_keys_with(keys.iter().copied(), 100, config).hits
+    };
+    let (on, off) = (with(true), with(false));
+    eprintln!("hits: ghost admission {on}, without {off}");
+    // Measured: 2172 vs 2093 (of the 300 accesses to the new keys, 272 vs 193 hit).
+    assert!(on > off + 50, "ghost admission on {on} vs off {off}");
+}

@@ -57,6 +57,13 @@ pub struct StoreConfig {
     pub window_adaptation: WindowAdaptation,
     /// Window change per ghost hit, in items ([`WindowAdaptation::Ghost`]; default 0.3).
     pub ghost_step_items: f64,
+    /// Ghost admission ([`WindowAdaptation::Ghost`]; default true): a missed key that the
+    /// admission filter recently turned away (it is in the window's ghost list) goes straight to
+    /// the main space's probation segment, replacing its LRU victim, instead of entering the
+    /// window to be judged by the sketch again. Its return within one ghost-list length of
+    /// evictions is the evidence of reuse the sketch was too coarse to see (ARC moves a key
+    /// that hits its recency ghost list B1 into the frequency list T2 the same way).
+    pub ghost_admission: bool,
     /// Admission margin: a candidate leaving the window replaces the main space's victim only
     /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
     /// discounts the candidate's own latest access, which otherwise makes a sketch freshly
@@ -104,6 +111,7 @@ impl Default for StoreConfig {
             hash_seed: default_hash_seed(),
             window_adaptation: WindowAdaptation::Ghost,
             ghost_step_items: 0.3,
+            ghost_admission: true,
             admission_margin: 1,
             window_percent: 1.0,
             protected_percent: 80.0,
@@ -396,6 +404,7 @@ impl Store {
         let policy = PolicyConfig {
             adaptation: config.window_adaptation,
             ghost_step_items: config.ghost_step_items.max(0.0),
+            ghost_admission: config.ghost_admission,
             admission_margin: config.admission_margin,
             window_percent: (config.window_percent / 100.0).clamp(0.0, 1.0),
             protected_percent: (config.protected_percent / 100.0).clamp(0.0, 1.0),

@@ -7,7 +7,9 @@
 //! *protected* (80% of main, overflow demoted back to probation). The window's share adapts:
 //! by ghost feedback (default: a miss on a key the filter recently turned away grows it, a miss
 //! on a key recently evicted from main shrinks it) or by Caffeine's hill climber (every sample
-//! period, keep moving the size the way that last raised the hit rate).
+//! period, keep moving the size the way that last raised the hit rate). With ghost feedback, a
+//! missed key found in the window's ghost list (turned away, and back soon) also skips the
+//! window and the duel: it enters probation directly (ghost admission).
 //!
 //! The queues are intrusive doubly-linked lists threaded through the item headers as `u32`
 //! locators; the queue an item is in is two bits of its header.
@@ -34,6 +36,8 @@ pub(crate) struct PolicyConfig {
     pub(crate) adaptation: WindowAdaptation,
     /// Window change per (unsampled) ghost hit, in items.
     pub(crate) ghost_step_items: f64,
+    /// A miss on a key in the window's ghost list goes straight to probation.
+    pub(crate) ghost_admission: bool,
     /// A candidate is admitted when its estimated frequency exceeds the victim's by more than
     /// this.
     pub(crate) admission_margin: u8,
@@ -370,17 +374,20 @@ impl Shard {
     }
 
     /// Ghost feedback on a miss: grow the part of the cache that would have kept the key.
-    fn ghost_feedback(&mut self, h: u64) {
+    /// Returns the list the key was found in.
+    fn ghost_feedback(&mut self, h: u64) -> Option<GhostHit> {
         if self.policy.adaptation != WindowAdaptation::Ghost {
-            return;
+            return None;
         }
         let step = self.ghosts.sample_rate() as f64 * self.policy.ghost_step_items
             / self.capacity() as f64;
-        match self.ghosts.on_miss(h) {
+        let hit = self.ghosts.on_miss(h);
+        match hit {
             Some(GhostHit::Window) => self.increase_window(step),
             Some(GhostHit::Main) => self.decrease_window(step),
             None => {}
         }
+        hit
     }
 
     fn admit(&mut self, candidate: u32, victim: u32) -> bool {
@@ -526,8 +533,16 @@ impl Shard {
             }
             None => {
                 self.climber_misses += 1;
-                self.ghost_feedback(h);
-                self.push_mru(WINDOW, loc);
+                let ghost = self.ghost_feedback(h);
+                if ghost == Some(GhostHit::Window) && self.policy.ghost_admission {
+                    // Turned away (or pushed out of the window) and back within a ghost
+                    // list's length of evictions: proven reuse, so it joins the main space
+                    // (probation MRU, no duel; the probation LRU item makes room). Hits from
+                    // there promote it as usual.
+                    self.push_mru(PROBATION, loc);
+                } else {
+                    self.push_mru(WINDOW, loc);
+                }
             }
         }
         // Window overflow: its LRU item becomes the admission candidate in probation.
