@@ -165,9 +165,31 @@ async fn main() -> Result<(), BoxError> {
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let warm_snapshot = squeal_histogram(&log).await.unwrap_or_default();
+    let pids = [
+        ("kafka", stack.kafka().pid()),
+        ("mariadb", primary.pid()),
+        ("squeal", Some(child.id())),
+        ("bench", Some(std::process::id())),
+    ];
+    let waited_before: Vec<u64> = pids.iter().map(|(_, p)| runqueue_wait_ns(*p)).collect();
+    let measured_from = Instant::now();
     for w in writers {
         w.await?;
     }
+    let measured_secs = measured_from.elapsed().as_secs_f64();
+    let cpu_wait: Vec<String> = pids
+        .iter()
+        .zip(waited_before)
+        .map(|((name, pid), before)| {
+            let ms = runqueue_wait_ns(*pid).saturating_sub(before) as f64 / 1e6;
+            format!("{name} {:.0}", ms / measured_secs)
+        })
+        .collect();
+    let cpu_wait = cpu_wait.join(", ");
+    println!(
+        "time spent runnable but waiting for a CPU after the warm-up (ms per second, all threads): {cpu_wait}; load average {}",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("?")
+    );
     let load_secs = started.elapsed().as_secs_f64();
     let total = committed.lock().unwrap().len();
     let wait_until = Instant::now() + Duration::from_secs(60);
@@ -276,7 +298,7 @@ async fn main() -> Result<(), BoxError> {
     }
     if !warm.is_empty() {
         println!(
-            "RESULT base_p50={:.2} base_p99={:.2} base_p999={:.2} e2e_p50={:.2} e2e_p99={:.2} e2e_p999={:.2} {squeal_warm_bounds} missing={missing}",
+            "RESULT base_p50={:.2} base_p99={:.2} base_p999={:.2} e2e_p50={:.2} e2e_p99={:.2} e2e_p999={:.2} {squeal_warm_bounds} missing={missing} cpu_wait_ms_per_s=[{cpu_wait}]",
             base.0,
             base.1,
             base.2,
@@ -351,7 +373,7 @@ fn spawn_writers(
 }
 
 /// The floor squeal is compared with: the same database load, and a plain idempotent rdkafka
-/// producer (acks=all, linger 1 ms, Nagle off, as squeal's) sending `rate` records/s of the same
+/// producer (acks=all, linger 0, Nagle off, as squeal's) sending `rate` records/s of the same
 /// size to the same broker; latency from send to acknowledgement.
 /// Returns its p50, p99 and p99.9 in ms.
 async fn baseline(
@@ -370,7 +392,7 @@ async fn baseline(
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "1")
+        .set("linger.ms", "0")
         .set("socket.nagle.disable", "true");
     for (k, v) in extra {
         config.set(k, v);
@@ -421,6 +443,20 @@ async fn baseline(
         quantile(&latencies, 0.99),
         quantile(&latencies, 0.999),
     ))
+}
+
+/// Total time all threads of `pid` spent runnable but waiting for a CPU (`/proc/PID/task/*/schedstat`,
+/// second field), in ns: how much the machine's other load delays a process.
+fn runqueue_wait_ns(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// `k=v,k=v` pairs from an environment variable.
