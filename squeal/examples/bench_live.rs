@@ -373,7 +373,7 @@ fn spawn_writers(
 }
 
 /// The floor squeal is compared with: the same database load, and a plain idempotent rdkafka
-/// producer (acks=all, linger 0, Nagle off, as squeal's) sending `rate` records/s of the same
+/// producer (acks=all, linger 1 ms, Nagle off, as squeal's) sending `rate` records/s of the same
 /// size to the same broker; latency from send to acknowledgement.
 /// Returns its p50, p99 and p99.9 in ms.
 async fn baseline(
@@ -392,7 +392,7 @@ async fn baseline(
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "0")
+        .set("linger.ms", "1")
         .set("socket.nagle.disable", "true");
     for (k, v) in extra {
         config.set(k, v);

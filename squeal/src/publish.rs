@@ -96,10 +96,10 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("message.timeout.ms", "0")
-        // Send at once: a record waits only while earlier produce requests are in flight, and
-        // librdkafka batches what queues up meanwhile, so catch-up still sends full batches.
-        // (`linger.ms=1` cost ~1.3 ms at the median of bench_live's 2,000 txn/s; README.)
-        .set("linger.ms", "0")
+        // 1 ms, not 0: at 2,000 txn/s, linger 0 halves the median (one produce request per
+        // record) but the extra requests cost the shared broker CPU and raised p99 by ~2 ms, and
+        // squeal's target is the p99 (README, Benchmarks: bench_live with BENCH_PRODUCER).
+        .set("linger.ms", "1")
         // Small produce requests must not wait for Nagle + delayed ACK (up to 40 ms).
         .set("socket.nagle.disable", "true")
         .set("queue.buffering.max.messages", "1000000")
