@@ -202,10 +202,23 @@ impl Kafka {
     }
 
     fn java_args(&self, main_class: &str, rest: &[String]) -> Vec<String> {
-        let mut args = vec![
-            "-Xms256m".to_string(),
-            "-Xmx512m".to_string(),
-            "-XX:+UseG1GC".to_string(),
+        // As kafka-server-start.sh does, KAFKA_HEAP_OPTS and KAFKA_JVM_PERFORMANCE_OPTS replace the
+        // defaults (benchmarks compare JVM settings with them).
+        let from_env = |name: &str, default: &str| -> Vec<String> {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_string())
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        let mut args = from_env("KAFKA_HEAP_OPTS", DEFAULT_HEAP_OPTS);
+        args.extend(from_env(
+            "KAFKA_JVM_PERFORMANCE_OPTS",
+            DEFAULT_JVM_PERFORMANCE_OPTS,
+        ));
+        args.extend([
             "-Djava.awt.headless=true".to_string(),
             format!(
                 "-Dlog4j2.configurationFile={}",
@@ -214,7 +227,7 @@ impl Kafka {
             "-cp".to_string(),
             format!("{}/*", self.libs.display()),
             main_class.to_string(),
-        ];
+        ]);
         args.extend_from_slice(rest);
         args
     }
@@ -334,10 +347,25 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.flush.interval.messages=9223372036854775807
+# Latency on a small shared machine (squeal's bench_live measured these; see squeal/README.md):
+# the log cleaner's dedupe buffer is a 128 MiB heap array by default, which in a 512 MiB heap keeps
+# G1 running concurrent cycles; compacting the few small internal topics needs far less.
+log.cleaner.dedupe.buffer.size=8388608
+# Fewer threads than cores' worth of defaults (3 network, 8 I/O): one node, a few clients.
+num.network.threads=1
+num.io.threads=2
 ",
         data = dir.join("data").display()
     )
 }
+
+/// The broker's heap (`KAFKA_HEAP_OPTS` replaces it): fixed, so it never resizes under load.
+const DEFAULT_HEAP_OPTS: &str = "-Xms512m -Xmx512m";
+
+/// The broker's GC flags (`KAFKA_JVM_PERFORMANCE_OPTS` replaces them): G1 with short young
+/// pauses, and the heap's pages touched at start so no page fault lands in a measured pause.
+const DEFAULT_JVM_PERFORMANCE_OPTS: &str =
+    "-XX:+UseG1GC -XX:MaxGCPauseMillis=5 -XX:+AlwaysPreTouch";
 
 const LOG4J2_PROPERTIES: &str = "status = error
 rootLogger.level = INFO

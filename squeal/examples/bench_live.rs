@@ -8,6 +8,18 @@
 //! ```
 //! Everything (MariaDB, Kafka, squeal, the load and the consumer) shares this machine's cores, so
 //! the end-to-end figure includes the consumer's own fetch latency and all scheduling noise.
+//!
+//! Knobs for comparing settings (environment variables, all optional):
+//! - `BENCH_PRODUCER="k=v,k=v"`: librdkafka properties for both the baseline producer and squeal
+//!   (through `[kafka.properties]`), on top of squeal's defaults;
+//! - `BENCH_BROKER="k=v,k=v"`: lines appended to the broker's `server.properties` (the broker is
+//!   restarted with them before anything is measured); JVM flags go through the harness's
+//!   `KAFKA_HEAP_OPTS` / `KAFKA_JVM_PERFORMANCE_OPTS`;
+//! - `BENCH_BASELINE_ONLY=1`: measure the plain producer only (broker and JVM comparisons);
+//! - `BENCH_FETCH_WAIT_MS`: the benchmark consumer's `fetch.wait.max.ms` (default 100: a long poll
+//!   that the broker answers as soon as a record arrives, without busy-polling a shared core).
+//!
+//! The last line, `RESULT ...`, sums the run up for scripts.
 
 #[path = "bench_common/mod.rs"]
 mod bench_common;
@@ -38,7 +50,26 @@ async fn main() -> Result<(), BoxError> {
         .transpose()?
         .unwrap_or(20);
     squeal_binary()?;
+    let producer_props = env_pairs("BENCH_PRODUCER");
+    let broker_props = env_pairs("BENCH_BROKER");
+    let baseline_only = std::env::var("BENCH_BASELINE_ONLY").is_ok_and(|v| v == "1");
+    let fetch_wait_ms = std::env::var("BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "100".into());
     let stack = Stack::start(StackOptions::default()).await?;
+    if !broker_props.is_empty() {
+        let kafka = stack.kafka();
+        kafka.stop();
+        let props = kafka
+            .log_path()
+            .parent()
+            .ok_or("no kafka folder")?
+            .join("server.properties");
+        let mut text = std::fs::read_to_string(&props)?;
+        for (k, v) in &broker_props {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        std::fs::write(&props, text)?;
+        kafka.start().await?;
+    }
     let primary = stack.primary();
     primary.execute("CREATE DATABASE bench").await?;
     primary
@@ -59,7 +90,22 @@ async fn main() -> Result<(), BoxError> {
         rules,
         "current",
     )?;
-    baseline(&stack, rate, seconds).await?;
+    if !producer_props.is_empty() {
+        let mut text = std::fs::read_to_string(&config)?;
+        text.push_str("\n[kafka.properties]\n");
+        for (k, v) in &producer_props {
+            text.push_str(&format!("{k:?} = {v:?}\n"));
+        }
+        std::fs::write(&config, text)?;
+    }
+    let base = baseline(&stack, rate, seconds, &producer_props).await?;
+    if baseline_only {
+        println!(
+            "RESULT base_p50={:.2} base_p99={:.2} base_p999={:.2}",
+            base.0, base.1, base.2
+        );
+        return Ok(());
+    }
     let log = dir.path().join("squeal.log");
     let mut child = spawn_squeal(&config, primary.password(), &log)?;
     // Wait until squeal streams (it writes its start checkpoint first).
@@ -75,7 +121,7 @@ async fn main() -> Result<(), BoxError> {
         .set("group.id", "bench-live")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "1")
+        .set("fetch.wait.max.ms", &fetch_wait_ms)
         .set("fetch.min.bytes", "1")
         .set("socket.nagle.disable", "true")
         .create()?;
@@ -119,9 +165,31 @@ async fn main() -> Result<(), BoxError> {
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let warm_snapshot = squeal_histogram(&log).await.unwrap_or_default();
+    let pids = [
+        ("kafka", stack.kafka().pid()),
+        ("mariadb", primary.pid()),
+        ("squeal", Some(child.id())),
+        ("bench", Some(std::process::id())),
+    ];
+    let waited_before: Vec<u64> = pids.iter().map(|(_, p)| runqueue_wait_ns(*p)).collect();
+    let measured_from = Instant::now();
     for w in writers {
         w.await?;
     }
+    let measured_secs = measured_from.elapsed().as_secs_f64();
+    let cpu_wait: Vec<String> = pids
+        .iter()
+        .zip(waited_before)
+        .map(|((name, pid), before)| {
+            let ms = runqueue_wait_ns(*pid).saturating_sub(before) as f64 / 1e6;
+            format!("{name} {:.0}", ms / measured_secs)
+        })
+        .collect();
+    let cpu_wait = cpu_wait.join(", ");
+    println!(
+        "time spent runnable but waiting for a CPU after the warm-up (ms per second, all threads): {cpu_wait}; load average {}",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("?")
+    );
     let load_secs = started.elapsed().as_secs_f64();
     let total = committed.lock().unwrap().len();
     let wait_until = Instant::now() + Duration::from_secs(60);
@@ -191,6 +259,7 @@ async fn main() -> Result<(), BoxError> {
         latencies.last().copied().unwrap_or(0.0)
     );
     let end_snapshot = squeal_histogram(&log).await.unwrap_or_default();
+    let mut squeal_warm_bounds = String::new();
     for (label, hist) in [
         ("whole run", end_snapshot.clone()),
         (
@@ -219,6 +288,23 @@ async fn main() -> Result<(), BoxError> {
             bound(0.5),
             bound(0.99),
             bound(0.999)
+        );
+        squeal_warm_bounds = format!(
+            "sq_p50_le={} sq_p99_le={} sq_p999_le={}",
+            bound(0.5),
+            bound(0.99),
+            bound(0.999)
+        );
+    }
+    if !warm.is_empty() {
+        println!(
+            "RESULT base_p50={:.2} base_p99={:.2} base_p999={:.2} e2e_p50={:.2} e2e_p99={:.2} e2e_p999={:.2} {squeal_warm_bounds} missing={missing} cpu_wait_ms_per_s=[{cpu_wait}]",
+            base.0,
+            base.1,
+            base.2,
+            quantile(&warm, 0.5),
+            quantile(&warm, 0.99),
+            quantile(&warm, 0.999),
         );
     }
     child.kill()?;
@@ -289,21 +375,29 @@ fn spawn_writers(
 /// The floor squeal is compared with: the same database load, and a plain idempotent rdkafka
 /// producer (acks=all, linger 1 ms, Nagle off, as squeal's) sending `rate` records/s of the same
 /// size to the same broker; latency from send to acknowledgement.
-async fn baseline(stack: &Stack, rate: u64, seconds: u64) -> Result<(), BoxError> {
+/// Returns its p50, p99 and p99.9 in ms.
+async fn baseline(
+    stack: &Stack,
+    rate: u64,
+    seconds: u64,
+    extra: &[(String, String)],
+) -> Result<(f64, f64, f64), BoxError> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let primary = stack.primary();
     primary
         .execute("CREATE TABLE bench.base (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT)")
         .await?;
     stack.create_topic("bench_baseline", 1).await?;
-    let producer: FutureProducer = stack
-        .kafka()
-        .client_config()
+    let mut config = stack.kafka().client_config();
+    config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
-        .set("socket.nagle.disable", "true")
-        .create()?;
+        .set("socket.nagle.disable", "true");
+    for (k, v) in extra {
+        config.set(k, v);
+    }
+    let producer: FutureProducer = config.create()?;
     let writers = spawn_writers(primary.url(), "bench.base", rate, seconds, Arc::default());
     let payload = br#"{"v":1,"source":{"server_id":1,"file":"binlog.000001","pos":123456,"gtid":"0-1-12345"},"commit_ts":1700000000,"chunk":{"index":0,"last":true},"changes":[{"table":{"db":"bench","name":"live"},"op":"insert","keys":["live:12345"]}]}"#;
     let started = Instant::now();
@@ -344,5 +438,33 @@ async fn baseline(stack: &Stack, rate: u64, seconds: u64) -> Result<(), BoxError
         quantile(&latencies, 0.99),
         quantile(&latencies, 0.999)
     );
-    Ok(())
+    Ok((
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        quantile(&latencies, 0.999),
+    ))
+}
+
+/// Total time all threads of `pid` spent runnable but waiting for a CPU (`/proc/PID/task/*/schedstat`,
+/// second field), in ns: how much the machine's other load delays a process.
+fn runqueue_wait_ns(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `k=v,k=v` pairs from an environment variable.
+fn env_pairs(name: &str) -> Vec<(String, String)> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }

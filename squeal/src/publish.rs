@@ -96,6 +96,9 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("message.timeout.ms", "0")
+        // 1 ms, not 0: at 2,000 txn/s, linger 0 halves the median (one produce request per
+        // record) but the extra requests cost the shared broker CPU and raised p99 by ~2 ms, and
+        // squeal's target is the p99 (README, Benchmarks: bench_live with BENCH_PRODUCER).
         .set("linger.ms", "1")
         // Small produce requests must not wait for Nagle + delayed ACK (up to 40 ms).
         .set("socket.nagle.disable", "true")
