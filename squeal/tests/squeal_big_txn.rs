@@ -17,15 +17,11 @@ const RSS_LIMIT_KIB: u64 = 256 * 1024;
 async fn million_row_transaction_in_bounded_memory() -> TestResult {
     let stack = Stack::start(StackOptions::default()).await?;
     let topic = "inv_big";
-    stack.create_topic(topic, 1).await?;
     let primary = stack.primary();
     primary.execute("CREATE DATABASE squeal_test").await?;
     primary
         .execute("CREATE TABLE squeal_test.big (id INT PRIMARY KEY, v INT, s VARCHAR(20))")
         .await?;
-    let dir = tempfile::tempdir()?;
-    let checkpoint = dir.path().join("cp.json");
-    let config = dir.path().join("squeal.toml");
     let rules = r#"
 [[rules]]
 table = "squeal_test.big"
@@ -34,18 +30,12 @@ keys = ["big:{id}"]
 [transactions]
 max_buffered_keys = 100000
 "#;
-    std::fs::write(
-        &config,
-        config_text(
-            primary.port(),
-            &stack.kafka().brokers(),
-            topic,
-            &checkpoint,
-            rules,
-            "",
-        ),
-    )?;
-    let log = dir.path().join("squeal.log");
+    let scenario = Scenario::new(&stack, topic, 1, rules).await?;
+    let (config, checkpoint, log) = (
+        scenario.config.clone(),
+        scenario.checkpoint.clone(),
+        scenario.log.clone(),
+    );
     let squeal = Squeal::run(&config, primary.password(), &log)?;
     let started = Instant::now();
     primary

@@ -15,26 +15,13 @@ use integration::{Stack, StackOptions};
 async fn mariadb_restart_and_binlog_rotation_lose_nothing() -> TestResult {
     let stack = Stack::start(StackOptions::default()).await?;
     let topic = "inv_restart";
-    stack.create_topic(topic, 1).await?;
+    let scenario = Scenario::ledger(&stack, topic, 1).await?;
     let primary = stack.primary();
-    for sql in LEDGER_SETUP {
-        primary.execute(sql).await?;
-    }
-    let dir = tempfile::tempdir()?;
-    let checkpoint = dir.path().join("cp.json");
-    let config = dir.path().join("squeal.toml");
-    std::fs::write(
-        &config,
-        config_text(
-            primary.port(),
-            &stack.kafka().brokers(),
-            topic,
-            &checkpoint,
-            LEDGER_RULES,
-            "",
-        ),
-    )?;
-    let log = dir.path().join("squeal.log");
+    let (config, checkpoint, log) = (
+        scenario.config.clone(),
+        scenario.checkpoint.clone(),
+        scenario.log.clone(),
+    );
     let squeal = Squeal::run(&config, primary.password(), &log)?;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_ledger_writer(primary.url(), stop.clone(), Duration::from_millis(5));

@@ -13,29 +13,15 @@ use integration::{Stack, StackOptions};
 async fn gtid_resume_ignores_a_meaningless_file_position() -> TestResult {
     let stack = Stack::start(StackOptions::default()).await?;
     let topic = "inv_gtid";
-    stack.create_topic(topic, 1).await?;
+    let scenario = Scenario::ledger(&stack, topic, 1).await?;
     let primary = stack.primary();
-    for sql in LEDGER_SETUP {
-        primary.execute(sql).await?;
-    }
-    let dir = tempfile::tempdir()?;
-    let checkpoint = dir.path().join("cp.json");
-    let config = dir.path().join("squeal.toml");
-    let write_config = |resume: &str| {
-        std::fs::write(
-            &config,
-            config_text(
-                primary.port(),
-                &stack.kafka().brokers(),
-                topic,
-                &checkpoint,
-                LEDGER_RULES,
-                &format!("resume = \"{resume}\""),
-            ),
-        )
-    };
+    let (config, checkpoint, log) = (
+        scenario.config.clone(),
+        scenario.checkpoint.clone(),
+        scenario.log.clone(),
+    );
+    let write_config = |resume: &str| scenario.write_config(&format!("resume = \"{resume}\""));
     write_config("gtid")?;
-    let log = dir.path().join("squeal.log");
     let mut squeal = Squeal::run(&config, primary.password(), &log)?;
     for i in 0..20 {
         primary
@@ -74,7 +60,7 @@ async fn gtid_resume_ignores_a_meaningless_file_position() -> TestResult {
 
     // Control: by position, this checkpoint is refused.
     write_config("position")?;
-    let control_log = dir.path().join("control.log");
+    let control_log = scenario.dir.path().join("control.log");
     let mut control = Squeal::run(&config, primary.password(), &control_log)?;
     let status = control.wait_exit(Duration::from_secs(60)).expect("refused");
     assert_eq!(status.code(), Some(1), "{}", control.log_text());

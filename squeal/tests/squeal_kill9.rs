@@ -19,26 +19,9 @@ use integration::{Stack, StackOptions};
 async fn kill_9_at_20_random_moments_loses_no_committed_transaction() -> TestResult {
     let stack = Stack::start(StackOptions::default()).await?;
     let topic = "inv_kill9";
-    stack.create_topic(topic, 3).await?;
+    let scenario = Scenario::ledger(&stack, topic, 3).await?;
     let primary = stack.primary();
-    for sql in LEDGER_SETUP {
-        primary.execute(sql).await?;
-    }
-    let dir = tempfile::tempdir()?;
-    let checkpoint = dir.path().join("cp.json");
-    let config = dir.path().join("squeal.toml");
-    std::fs::write(
-        &config,
-        config_text(
-            primary.port(),
-            &stack.kafka().brokers(),
-            topic,
-            &checkpoint,
-            LEDGER_RULES,
-            "",
-        ),
-    )?;
-    let log = dir.path().join("squeal.log");
+    let (config, log) = (scenario.config.clone(), scenario.log.clone());
     let mut squeal = Squeal::run(&config, primary.password(), &log)?;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -243,6 +243,76 @@ table = "squeal_test.ledger"
 keys = ["ledger:{id}"]
 "#;
 
+/// One scenario's squeal files, in a temporary folder: the config for a stack and topic, the
+/// checkpoint it names, and the log the process writes.
+pub struct Scenario {
+    /// The folder; removed when the scenario is dropped.
+    pub dir: tempfile::TempDir,
+    /// `squeal.toml`.
+    pub config: PathBuf,
+    /// The checkpoint file the config names.
+    pub checkpoint: PathBuf,
+    /// Where `Squeal::run` is told to log.
+    pub log: PathBuf,
+    /// What the config is written from, kept for `write_config`.
+    port: u16,
+    brokers: String,
+    topic: String,
+    rules: String,
+}
+
+impl Scenario {
+    /// Creates `topic` (with `partitions`) on `stack` and writes a config with `rules`.
+    pub async fn new(
+        stack: &integration::Stack,
+        topic: &str,
+        partitions: i32,
+        rules: &str,
+    ) -> Result<Scenario, Box<dyn std::error::Error + Send + Sync>> {
+        stack.create_topic(topic, partitions).await?;
+        let dir = tempfile::tempdir()?;
+        let scenario = Scenario {
+            config: dir.path().join("squeal.toml"),
+            checkpoint: dir.path().join("cp.json"),
+            log: dir.path().join("squeal.log"),
+            dir,
+            port: stack.primary().port(),
+            brokers: stack.kafka().brokers(),
+            topic: topic.to_string(),
+            rules: rules.to_string(),
+        };
+        scenario.write_config("")?;
+        Ok(scenario)
+    }
+
+    /// The ledger table on `stack`'s primary, and a scenario ruling it.
+    pub async fn ledger(
+        stack: &integration::Stack,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Scenario, Box<dyn std::error::Error + Send + Sync>> {
+        for sql in LEDGER_SETUP {
+            stack.primary().execute(sql).await?;
+        }
+        Scenario::new(stack, topic, partitions, LEDGER_RULES).await
+    }
+
+    /// Rewrites the config with `extra_source` lines in its `[source]` table.
+    pub fn write_config(&self, extra_source: &str) -> std::io::Result<()> {
+        std::fs::write(
+            &self.config,
+            config_text(
+                self.port,
+                &self.brokers,
+                &self.topic,
+                &self.checkpoint,
+                &self.rules,
+                extra_source,
+            ),
+        )
+    }
+}
+
 /// Writes small transactions (1–3 rows) to the ledger until `stop` is set; errors (a server
 /// restarting) are waited out. Returns the number of statements that reported success.
 pub fn spawn_ledger_writer(
