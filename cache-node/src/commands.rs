@@ -18,9 +18,9 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, BytesMut};
 
 use crate::protocol::{
-    compose_lease_value, compose_meta, compose_number, compose_stat, compose_value, decode_key,
-    reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags, MetaItemInfo, MetaSetMode, Request,
-    StoreMode, WinFlags, MAX_KEY_LEN, REALTIME_MAXDELTA,
+    compose_lease_value, compose_meta, compose_meta_subset, compose_number, compose_stat,
+    compose_value, decode_key, reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags,
+    MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN, REALTIME_MAXDELTA,
 };
 use crate::server::Node;
 use crate::stats::Counters;
@@ -728,7 +728,7 @@ impl<'n> Session<'n> {
             ..MetaItemInfo::default()
         };
         // ms returns only c (the new CAS), k, O and b.
-        compose_meta_filtered(out, code, key_as_sent, flags, &info, b"ckOb");
+        compose_meta_subset(out, code, key_as_sent, flags, &info, b"ckOb");
     }
 
     fn meta_delete(
@@ -799,7 +799,7 @@ impl<'n> Session<'n> {
         if flags.quiet && code == MetaCode::Hd {
             return;
         }
-        compose_meta_filtered(
+        compose_meta_subset(
             out,
             code,
             key_as_sent,
@@ -878,10 +878,10 @@ impl<'n> Session<'n> {
                         Some(&[text]),
                     );
                 } else if !flags.quiet {
-                    compose_meta_filtered(out, MetaCode::Hd, key_as_sent, flags, &info, b"ctkOb");
+                    compose_meta_subset(out, MetaCode::Hd, key_as_sent, flags, &info, b"ctkOb");
                 }
             }
-            ArithResult::NotFound => compose_meta_filtered(
+            ArithResult::NotFound => compose_meta_subset(
                 out,
                 MetaCode::Nf,
                 key_as_sent,
@@ -889,7 +889,7 @@ impl<'n> Session<'n> {
                 &MetaItemInfo::default(),
                 b"kOb",
             ),
-            ArithResult::Exists => compose_meta_filtered(
+            ArithResult::Exists => compose_meta_subset(
                 out,
                 MetaCode::Ex,
                 key_as_sent,
@@ -1201,53 +1201,6 @@ fn store_counter(e: &mut Entry<'_>, v: u64, flags: u32, exptime: u32, cas: u64) 
         StoreOutcome::Stored => ArithResult::Value(v, exptime),
         _ => ArithResult::TooLarge,
     }
-}
-
-/// Writes a meta reply returning only the requested flags whose letter is in `keep`.
-fn compose_meta_filtered(
-    out: &mut BytesMut,
-    code: MetaCode,
-    key_as_sent: &[u8],
-    flags: &MetaFlags<'_>,
-    info: &MetaItemInfo,
-    keep: &[u8],
-) {
-    out.put_slice(code.as_bytes());
-    for t in flags.tokens() {
-        let letter = t[0];
-        if !keep.contains(&letter) {
-            continue;
-        }
-        match letter {
-            b'O' => {
-                out.put_u8(b' ');
-                out.put_slice(t);
-            }
-            b'k' => {
-                out.put_slice(b" k");
-                out.put_slice(key_as_sent);
-            }
-            b'b' if flags.return_key => out.put_slice(b" b"),
-            b'c' => {
-                out.put_slice(b" c");
-                compose_number(out, info.cas);
-            }
-            b't' => {
-                out.put_slice(b" t");
-                if info.ttl < 0 {
-                    out.put_slice(b"-1");
-                } else {
-                    compose_number(out, info.ttl as u64);
-                }
-            }
-            b's' => {
-                out.put_slice(b" s");
-                compose_number(out, info.size as u64);
-            }
-            _ => {}
-        }
-    }
-    out.put_slice(b"\r\n");
 }
 
 /// Reads a shared counter (for tests and metrics).

@@ -1520,7 +1520,54 @@ pub fn compose_meta(
         out.put_u8(b' ');
         put_num(out, len as u64);
     }
+    put_meta_flags(out, key, flags, info, None);
+    // Same order as memcached 1.6: Z, X, W ("X W" for the winner of a stale item, "Z X" for the others).
+    if win.already_sent {
+        out.put_slice(b" Z");
+    }
+    if win.stale {
+        out.put_slice(b" X");
+    }
+    if win.win {
+        out.put_slice(b" W");
+    }
+    out.put_slice(b"\r\n");
+    if let (MetaCode::Va, Some(v)) = (code, value) {
+        for d in v {
+            out.put_slice(d);
+        }
+        out.put_slice(b"\r\n");
+    }
+}
+
+/// Writes a meta reply line without a value or W/X/Z: the code, then those of the requested flags whose
+/// letter is in `keep` (ms, md and ma return only some of what mg would).
+pub fn compose_meta_subset(
+    out: &mut BytesMut,
+    code: MetaCode,
+    key: &[u8],
+    flags: &MetaFlags<'_>,
+    info: &MetaItemInfo,
+    keep: &[u8],
+) {
+    out.put_slice(code.as_bytes());
+    put_meta_flags(out, key, flags, Some(info), Some(keep));
+    out.put_slice(b"\r\n");
+}
+
+/// The requested return flags in request order (from `info` where it is Some; `O`, `k` and `b`
+/// always), limited to the letters in `keep` when given.
+fn put_meta_flags(
+    out: &mut BytesMut,
+    key: &[u8],
+    flags: &MetaFlags<'_>,
+    info: Option<&MetaItemInfo>,
+    keep: Option<&[u8]>,
+) {
     for t in flags.tokens() {
+        if keep.is_some_and(|keep| !keep.contains(&t[0])) {
+            continue;
+        }
         match t[0] {
             b'O' => {
                 out.put_slice(b" ");
@@ -1559,23 +1606,6 @@ pub fn compose_meta(
                 }
             }
         }
-    }
-    // Same order as memcached 1.6: Z, X, W ("X W" for the winner of a stale item, "Z X" for the others).
-    if win.already_sent {
-        out.put_slice(b" Z");
-    }
-    if win.stale {
-        out.put_slice(b" X");
-    }
-    if win.win {
-        out.put_slice(b" W");
-    }
-    out.put_slice(b"\r\n");
-    if let (MetaCode::Va, Some(v)) = (code, value) {
-        for d in v {
-            out.put_slice(d);
-        }
-        out.put_slice(b"\r\n");
     }
 }
 
