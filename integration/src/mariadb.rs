@@ -325,6 +325,25 @@ pub(crate) fn template(install_db: &Path, mariadbd: &Path) -> Result<PathBuf, St
     if root.join("complete").exists() {
         return Ok(root.join("data"));
     }
+    // One builder at a time, in this process (tests run in parallel threads) and across processes
+    // (an exclusive lock file): concurrent bootstraps in one TMPDIR fail at random.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _in_process = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let lock_path = std::env::temp_dir().join(format!("squeal-mariadb-template-{uid}.lock"));
+    let lock_file = std::fs::File::create(&lock_path).map_err(|source| StackError::Io {
+        what: format!("create {}", lock_path.display()),
+        source,
+    })?;
+    // SAFETY: flock(2) on a file descriptor we own; released when `lock_file` is closed.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock_file), libc::LOCK_EX) } != 0 {
+        return Err(StackError::Io {
+            what: format!("lock {}", lock_path.display()),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if root.join("complete").exists() {
+        return Ok(root.join("data"));
+    }
     // Build in a private folder, then rename into place: concurrent test processes never see half a template.
     let building = tempfile::Builder::new()
         .prefix("squeal-mariadb-template-building-")
@@ -341,6 +360,7 @@ pub(crate) fn template(install_db: &Path, mariadbd: &Path) -> Result<PathBuf, St
             building.path().join("data").display()
         ))
         .arg("--auth-root-authentication-method=normal")
+        .arg(format!("--tmpdir={}", building.path().display()))
         .arg("--skip-test-db")
         .arg("--user=root")
         .output()
