@@ -328,7 +328,9 @@ pub(crate) fn template(install_db: &Path, mariadbd: &Path) -> Result<PathBuf, St
     // One builder at a time, in this process (tests run in parallel threads) and across processes
     // (an exclusive lock file): concurrent bootstraps in one TMPDIR fail at random.
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _in_process = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _in_process = BUILDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let lock_path = std::env::temp_dir().join(format!("squeal-mariadb-template-{uid}.lock"));
     let lock_file = std::fs::File::create(&lock_path).map_err(|source| StackError::Io {
         what: format!("create {}", lock_path.display()),
