@@ -135,8 +135,9 @@ pub struct SourceConfig {
     pub password: Option<Secret>,
 }
 
-/// `[kafka]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[kafka]`. Its `Debug` prints the names of the pass-through properties but not their values,
+/// which may be credentials (`sasl.password`, `ssl.key.password`).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
@@ -160,6 +161,27 @@ pub struct KafkaConfig {
     /// Upper bound of keys per record.
     #[serde(default = "default_max_keys_per_record")]
     pub max_keys_per_record: usize,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field(
+                "properties",
+                &self
+                    .properties
+                    .keys()
+                    .map(|k| (k, "***"))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_bytes", &self.max_in_flight_bytes)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .field("max_keys_per_record", &self.max_keys_per_record)
+            .finish()
+    }
 }
 
 /// `[checkpoint]`.
@@ -506,5 +528,14 @@ mod tests {
         );
         let c = Config::parse(&text, env).unwrap();
         assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
+        // Property values may be credentials: Debug names them and hides their values.
+        let text = MINIMAL.replace(
+            "topic = \"inv\"",
+            "topic = \"inv\"\n[kafka.properties]\n\"sasl.password\" = \"hunter2-kafka\"",
+        );
+        let c = Config::parse(&text, env).unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("sasl.password"), "{shown}");
+        assert!(!shown.contains("hunter2-kafka"), "{shown}");
     }
 }
