@@ -19,7 +19,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::protocol::{
     compose_lease_value, compose_meta, compose_meta_subset, compose_number, compose_stat,
-    compose_value, decode_key, reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags,
+    compose_value, decode_key, format_u64, reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags,
     MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN, REALTIME_MAXDELTA,
 };
 use crate::server::Node;
@@ -1168,20 +1168,6 @@ fn apply_arith(op: ArithOp, n: u64, delta: u64) -> u64 {
         ArithOp::Incr => n.wrapping_add(delta),
         ArithOp::Decr => n.saturating_sub(delta),
     }
-}
-
-fn format_u64(v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let mut n = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 fn store_counter(e: &mut Entry<'_>, v: u64, flags: u32, exptime: u32, cas: u64) -> ArithResult {

@@ -1117,10 +1117,10 @@ fn parse_meta_flags(command: MetaCommand, raw: &[u8]) -> Result<MetaFlags<'_>, P
 // ---------------------------------------------------------------------------------------------------
 // Composing requests (for clients and the router).
 
-fn put_num(out: &mut BytesMut, n: u64) {
-    let mut buf = [0u8; 20];
+/// The decimal digits of `v`, written at the end of `buf` (no allocation).
+pub fn format_u64(v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
-    let mut n = n;
+    let mut n = v;
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
@@ -1129,7 +1129,11 @@ fn put_num(out: &mut BytesMut, n: u64) {
             break;
         }
     }
-    out.put_slice(&buf[i..]);
+    &buf[i..]
+}
+
+fn put_num(out: &mut BytesMut, n: u64) {
+    out.put_slice(format_u64(n, &mut [0u8; 20]));
 }
 
 fn put_signed(out: &mut BytesMut, n: i64) {
