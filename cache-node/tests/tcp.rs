@@ -387,6 +387,70 @@ async fn meta_commands() -> R {
     Ok(())
 }
 
+/// Client flags are stored only when nonzero (a flagless item has no flags field). Every command
+/// that updates an item in place (touch, gat, mg T, md I) or rewrites it (incr/decr, append,
+/// prepend, ms MA, cas, ma) keeps them, for flags 0, 1 and u32::MAX side by side, and a set can
+/// add or drop them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_flags_survive_every_update() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    for (key, flags) in [("z", 0u32), ("one", 1), ("max", u32::MAX)] {
+        let req = |r: &str| r.replace("{k}", key).replace("{f}", &flags.to_string());
+        c.expect(req("set {k} {f} 0 2\r\n10\r\n").as_bytes(), b"STORED\r\n")
+            .await;
+        c.expect(req("touch {k} 100\r\n").as_bytes(), b"TOUCHED\r\n")
+            .await;
+        c.expect(
+            req("gat 200 {k}\r\n").as_bytes(),
+            req("VALUE {k} {f} 2\r\n10\r\nEND\r\n").as_bytes(),
+        )
+        .await;
+        c.expect(req("mg {k} T300\r\n").as_bytes(), b"HD\r\n").await;
+        c.expect(req("incr {k} 5\r\n").as_bytes(), b"15\r\n").await;
+        c.expect(req("decr {k} 1\r\n").as_bytes(), b"14\r\n").await;
+        c.expect(req("append {k} 0 0 1\r\n!\r\n").as_bytes(), b"STORED\r\n")
+            .await;
+        c.expect(req("prepend {k} 0 0 1\r\n<\r\n").as_bytes(), b"STORED\r\n")
+            .await;
+        c.expect(req("ms {k} 1 MA\r\nx\r\n").as_bytes(), b"HD\r\n")
+            .await;
+        c.expect(
+            req("mg {k} f v t\r\n").as_bytes(),
+            req("VA 5 f{f} t300\r\n<14!x\r\n").as_bytes(),
+        )
+        .await;
+        c.send(req("gets {k}\r\n").as_bytes()).await;
+        let header = c.line().await;
+        assert!(header.starts_with(&req("VALUE {k} {f} 5 ")), "{header}");
+        let cas: u64 = header.rsplit(' ').next().unwrap().parse()?;
+        c.expect_reply(b"<14!x\r\nEND\r\n").await;
+        c.expect(
+            format!("cas {key} {flags} 0 2 {cas}\r\n41\r\n").as_bytes(),
+            b"STORED\r\n",
+        )
+        .await;
+        c.expect(req("ma {k}\r\n").as_bytes(), b"HD\r\n").await;
+        // Marked stale in place: text gets no longer see it, mg does (X), flags and value kept.
+        c.expect(req("md {k} I\r\n").as_bytes(), b"HD\r\n").await;
+        c.send(req("mg {k} f v\r\n").as_bytes()).await;
+        let header = c.line().await;
+        assert!(header.starts_with(&req("VA 2 f{f} ")), "{header}");
+        assert!(header.split(' ').any(|t| t == "X"), "{header}");
+        c.expect_reply(b"42\r\n").await;
+    }
+    // A set adds or drops the flags field.
+    c.expect(b"set z 7 0 1\r\na\r\n", b"STORED\r\n").await;
+    c.expect(b"set max 0 0 1\r\nb\r\n", b"STORED\r\n").await;
+    c.expect(
+        b"get z max\r\n",
+        b"VALUE z 7 1\r\na\r\nVALUE max 0 1\r\nb\r\nEND\r\n",
+    )
+    .await;
+    s.stop().await;
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // Leases.
 

@@ -7,7 +7,8 @@
 //! the server builds those on [`Store::with_entry`], which gives exclusive access to one key's slot
 //! for a read-modify-write.
 //!
-//! How: each item is one chunk (33-byte header, key, value) in a size-classed mmap arena,
+//! How: each item is one chunk (29-byte header, the client flags only if nonzero, key, value)
+//! in a size-classed mmap arena,
 //! found through a 5-bytes-per-slot open-addressing index and linked into the W-TinyLFU queues
 //! by `u32` locators; a count-min sketch decides admission and ghost lists adapt the window
 //! (see `cache-node/STORE.md` for the figures). The budget is split evenly across shards, each
@@ -169,6 +170,39 @@ pub struct ItemMeta {
     pub last_access: u32,
 }
 
+/// The metadata an in-place update ([`Entry::meta_mut`]) can change: all of [`ItemMeta`] but the
+/// client flags. Flags are stored only when nonzero (memcached's `ITEM_CFLAGS`: 4 bytes saved
+/// on most items), so a flagless item has no room for them; as in memcached, new flags take a
+/// new item ([`Entry::insert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaUpdate {
+    /// Expiry in clock seconds; 0 = never.
+    pub exptime: u32,
+    /// CAS unique value.
+    pub cas: u64,
+    /// Marked stale.
+    pub stale: bool,
+    /// A win (lease) token has been handed out for this item.
+    pub win_sent: bool,
+    /// Fetched at least once since stored.
+    pub fetched: bool,
+    /// Clock second of the last read access.
+    pub last_access: u32,
+}
+
+impl From<&ItemMeta> for MetaUpdate {
+    fn from(m: &ItemMeta) -> MetaUpdate {
+        MetaUpdate {
+            exptime: m.exptime,
+            cas: m.cas,
+            stale: m.stale,
+            win_sent: m.win_sent,
+            fetched: m.fetched,
+            last_access: m.last_access,
+        }
+    }
+}
+
 /// A new value to store. `value` parts are concatenated, so append/prepend need no extra copy.
 #[derive(Debug, Clone, Copy)]
 pub struct NewItem<'a> {
@@ -310,10 +344,10 @@ impl Entry<'_> {
     /// segments, sets `fetched` and `last_access`. Does nothing if there is no live item.
     pub fn record_read(&mut self) {
         if let Some(loc) = self.shard.lookup_live(self.hash, self.key, self.now) {
-            let mut m = self.shard.meta(loc);
+            let mut m = MetaUpdate::from(&self.shard.meta(loc));
             m.fetched = true;
             m.last_access = self.now;
-            self.shard.set_meta(loc, &m);
+            self.shard.update_meta(loc, &m);
             self.shard.on_read(self.hash, loc);
         }
     }
@@ -354,11 +388,12 @@ impl Entry<'_> {
         }
     }
 
-    /// Read-write access to the live item's metadata (touch, stale marking, lease bits). The
-    /// guard holds a decoded copy and writes it back into the packed header when dropped.
+    /// Read-write access to the live item's metadata (touch, stale marking, lease bits; not
+    /// the client flags, see [`MetaUpdate`]). The guard holds a decoded copy and writes it back
+    /// into the packed header when dropped.
     pub fn meta_mut(&mut self) -> Option<MetaMut<'_>> {
         let loc = self.shard.lookup_live(self.hash, self.key, self.now)?;
-        let meta = self.shard.meta(loc);
+        let meta = MetaUpdate::from(&self.shard.meta(loc));
         Some(MetaMut {
             shard: self.shard,
             loc,
@@ -367,29 +402,29 @@ impl Entry<'_> {
     }
 }
 
-/// A guard over a live item's metadata; derefs to [`ItemMeta`] and writes back on drop.
+/// A guard over a live item's metadata; derefs to [`MetaUpdate`] and writes back on drop.
 pub struct MetaMut<'a> {
     shard: &'a mut Shard,
     loc: u32,
-    meta: ItemMeta,
+    meta: MetaUpdate,
 }
 
 impl std::ops::Deref for MetaMut<'_> {
-    type Target = ItemMeta;
-    fn deref(&self) -> &ItemMeta {
+    type Target = MetaUpdate;
+    fn deref(&self) -> &MetaUpdate {
         &self.meta
     }
 }
 
 impl std::ops::DerefMut for MetaMut<'_> {
-    fn deref_mut(&mut self) -> &mut ItemMeta {
+    fn deref_mut(&mut self) -> &mut MetaUpdate {
         &mut self.meta
     }
 }
 
 impl Drop for MetaMut<'_> {
     fn drop(&mut self) {
-        self.shard.set_meta(self.loc, &self.meta);
+        self.shard.update_meta(self.loc, &self.meta);
     }
 }
 
@@ -573,5 +608,47 @@ mod tests {
     fn store_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Store>();
+    }
+
+    /// The chunk of a flagless item has no flags field: 29-byte header, key, value (a budget
+    /// of 1 GiB in one shard gives 1 MiB pages and size classes 1 byte apart at this size,
+    /// so the chunk length is the item length).
+    #[test]
+    fn a_flagless_item_takes_a_chunk_4_bytes_smaller() {
+        let store = Store::new(
+            StoreConfig {
+                memory_limit_bytes: 1 << 30,
+                shards: 1,
+                ..StoreConfig::default()
+            },
+            Arc::new(crate::clock::ManualClock::new(0)),
+        );
+        let value = [7u8; 20];
+        for (key, flags) in [
+            (&b"flagless"[..], 0),
+            (b"flagged1", 1),
+            (b"flagmax!", u32::MAX),
+        ] {
+            store
+                .with_entry(key, |e| {
+                    e.insert(NewItem {
+                        value: &[&value],
+                        flags,
+                        exptime: 0,
+                        cas: 0,
+                        stale: false,
+                        win_sent: false,
+                    })
+                })
+                .expect("insert");
+        }
+        let shard = store.shards[0].lock();
+        let chunk = |key: &[u8]| {
+            let (_, loc) = shard.find(shard.hash(key), key).expect("stored");
+            shard.slab.chunk_len(loc)
+        };
+        assert_eq!(chunk(b"flagless"), 29 + 8 + 20);
+        assert_eq!(chunk(b"flagged1"), chunk(b"flagless") + 4);
+        assert_eq!(chunk(b"flagmax!"), chunk(b"flagless") + 4);
     }
 }

@@ -18,7 +18,7 @@ use super::ghost::{GhostHit, Ghosts};
 use super::index::Index;
 use super::sketch::Sketch;
 use super::slab::*;
-use super::{ItemMeta, StoreError, WindowAdaptation};
+use super::{ItemMeta, MetaUpdate, StoreError, WindowAdaptation};
 
 pub(crate) const WINDOW: u8 = 0;
 pub(crate) const PROBATION: u8 = 1;
@@ -221,7 +221,7 @@ impl Shard {
     pub(crate) fn meta(&self, loc: u32) -> ItemMeta {
         let bits = self.slab.get_u8(loc, OFF_BITS);
         ItemMeta {
-            flags: self.slab.get_u32(loc, OFF_FLAGS),
+            flags: self.slab.flags(loc),
             exptime: self.slab.get_u32(loc, OFF_EXPTIME),
             cas: self.slab.get_u64(loc, OFF_CAS),
             stale: bits & BIT_STALE != 0,
@@ -231,14 +231,15 @@ impl Shard {
         }
     }
 
-    pub(crate) fn set_meta(&mut self, loc: u32, m: &ItemMeta) {
-        let keep = self.slab.get_u8(loc, OFF_BITS) & (BIT_LIVE | QUEUE_MASK);
+    /// Writes the metadata that can change in place: everything but the client flags, which
+    /// [`Slab::init_item`] fixed (a flagless chunk has no room for them).
+    pub(crate) fn update_meta(&mut self, loc: u32, m: &MetaUpdate) {
+        let keep = self.slab.get_u8(loc, OFF_BITS) & (BIT_LIVE | QUEUE_MASK | BIT_HAS_FLAGS);
         let bits = keep
             | if m.stale { BIT_STALE } else { 0 }
             | if m.win_sent { BIT_WIN_SENT } else { 0 }
             | if m.fetched { BIT_FETCHED } else { 0 };
         self.slab.set_u8(loc, OFF_BITS, bits);
-        self.slab.set_u32(loc, OFF_FLAGS, m.flags);
         self.slab.set_u32(loc, OFF_EXPTIME, m.exptime);
         self.slab.set_u64(loc, OFF_CAS, m.cas);
         self.slab.set_u32(loc, OFF_LAST_ACCESS, m.last_access);
@@ -498,12 +499,12 @@ impl Shard {
         meta: &ItemMeta,
     ) -> Result<(), StoreError> {
         let vlen: usize = parts.iter().map(|p| p.len()).sum();
-        let size = HEADER + key.len() + vlen;
+        let size = item_size(key.len(), vlen, meta.flags);
         let max = self.max_item_size();
         if size > max || vlen > MAX_VALUE_LEN {
             return Err(StoreError::TooLarge {
                 size,
-                max: max.min(HEADER + key.len() + MAX_VALUE_LEN),
+                max: max.min(item_size(key.len(), MAX_VALUE_LEN, meta.flags)),
             });
         }
         // A replacement keeps the key's standing: it counts as an access, not as a miss.
@@ -518,10 +519,8 @@ impl Shard {
         }
         self.maybe_resize_sketch();
         let loc = self.allocate(size)?;
-        self.slab.set_lens(loc, key.len(), vlen);
-        self.slab.set_u8(loc, OFF_BITS, BIT_LIVE);
-        self.set_meta(loc, meta);
-        self.slab.write_body(loc, key, parts);
+        self.slab.init_item(loc, key, parts, meta.flags);
+        self.update_meta(loc, &MetaUpdate::from(meta));
         self.index.insert(h, loc);
         self.stats.total_items += 1;
         self.sketch.increment(h);

@@ -3,7 +3,8 @@
 //! instead of pointers, and an item costs no allocator header.
 //!
 //! Each item is one chunk laid out as a packed header ([`HEADER`] bytes, fields at the `OFF_*`
-//! offsets, read unaligned) followed by the key and the value. Pages are 64 KiB to 1 MiB (a shard
+//! offsets, read unaligned), the client flags only when nonzero (a bit in the header says so,
+//! as memcached's `ITEM_CFLAGS`), then the key and the value. Pages are 64 KiB to 1 MiB (a shard
 //! picks by its budget). Size classes are spaced 2^-k of
 //! their size apart (k from 2 to 8 with the page count: 25% down to 0.4%; chunks need no
 //! alignment),
@@ -18,21 +19,29 @@
 
 use std::collections::HashMap;
 
-/// Header length: prev u32, next u32, cas u64, flags u32, exptime u32, last_access u32,
-/// lengths u32 (value length in the low 24 bits, key length in the high 8), bits u8.
-pub(crate) const HEADER: usize = 33;
+/// Fixed header length: prev u32, next u32, cas u64, exptime u32, last_access u32, lengths u32
+/// (value length in the low 24 bits, key length in the high 8), bits u8. When [`BIT_HAS_FLAGS`]
+/// is set the 32-bit client flags follow ([`FLAGS_LEN`] bytes at [`OFF_FLAGS`]); when clear the
+/// flags are 0 and not stored (memcached's `ITEM_CFLAGS`), so most items save 4 bytes. Then come
+/// the key and the value.
+pub(crate) const HEADER: usize = 29;
 pub(crate) const OFF_PREV: usize = 0;
 pub(crate) const OFF_NEXT: usize = 4;
 pub(crate) const OFF_CAS: usize = 8;
-pub(crate) const OFF_FLAGS: usize = 16;
-pub(crate) const OFF_EXPTIME: usize = 20;
-pub(crate) const OFF_LAST_ACCESS: usize = 24;
-pub(crate) const OFF_LENS: usize = 28;
-pub(crate) const OFF_BITS: usize = 32;
+pub(crate) const OFF_EXPTIME: usize = 16;
+pub(crate) const OFF_LAST_ACCESS: usize = 20;
+pub(crate) const OFF_LENS: usize = 24;
+pub(crate) const OFF_BITS: usize = 28;
+/// Where the optional client flags are stored (right after the fixed header).
+pub(crate) const OFF_FLAGS: usize = HEADER;
+/// Bytes the client flags take when stored.
+pub(crate) const FLAGS_LEN: usize = 4;
 /// Largest value the 24-bit length field holds.
 pub(crate) const MAX_VALUE_LEN: usize = (1 << 24) - 1;
 
-/// Bits in the header's bits byte.
+/// Bits in the header's bits byte: live (cleared when the chunk is freed), the lease/stale bits
+/// the server sets, fetched, which policy queue holds the item (two bits), and whether the
+/// chunk stores client flags. The top bit is spare.
 pub(crate) const BIT_LIVE: u8 = 1;
 pub(crate) const BIT_STALE: u8 = 2;
 pub(crate) const BIT_WIN_SENT: u8 = 4;
@@ -40,6 +49,22 @@ pub(crate) const BIT_FETCHED: u8 = 8;
 /// Two bits: which policy queue holds the item.
 pub(crate) const QUEUE_SHIFT: u8 = 4;
 pub(crate) const QUEUE_MASK: u8 = 3 << QUEUE_SHIFT;
+/// The chunk stores the client flags (nonzero) after the fixed header.
+pub(crate) const BIT_HAS_FLAGS: u8 = 64;
+
+/// Bytes of chunk an item takes: the fixed header, the flags if nonzero, key and value.
+pub(crate) fn item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
+    HEADER + flags_len(flags) + key_len + value_len
+}
+
+/// Bytes the client flags take in the chunk: none for 0 (the common case).
+fn flags_len(flags: u32) -> usize {
+    if flags == 0 {
+        0
+    } else {
+        FLAGS_LEN
+    }
+}
 
 /// "No item" locator.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -53,8 +78,9 @@ const CHUNK_BITS: u32 = 15;
 const CHUNK_MASK: u32 = (1 << CHUNK_BITS) - 1;
 /// Page ids must stay below this so no locator equals [`NIL`].
 const MAX_PAGES: usize = (1 << (32 - CHUNK_BITS)) - 1;
-/// Smallest chunk: a header and a one-byte key, rounded up.
-const MIN_CHUNK: usize = 36;
+/// Smallest chunk: a fixed header and a one-byte key, rounded up (to what [`CHUNK_BITS`]
+/// allows in the largest page).
+const MIN_CHUNK: usize = 32;
 const OS_PAGE: usize = 4096;
 const DEDICATED: u32 = u32::MAX;
 
@@ -243,39 +269,72 @@ impl Slab {
         unsafe { *self.ptr(loc).add(off) = v }
     }
 
+    /// Offset of the key: after the fixed header and, if stored, the flags.
+    #[inline]
+    fn body_offset(&self, loc: u32) -> usize {
+        if self.get_u8(loc, OFF_BITS) & BIT_HAS_FLAGS != 0 {
+            HEADER + FLAGS_LEN
+        } else {
+            HEADER
+        }
+    }
+
     #[inline]
     pub(crate) fn key(&self, loc: u32) -> &[u8] {
         let klen = (self.get_u32(loc, OFF_LENS) >> 24) as usize;
-        // SAFETY: the key follows the header inside the chunk.
-        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(HEADER), klen) }
+        // SAFETY: the key follows the header (and flags) inside the chunk.
+        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(self.body_offset(loc)), klen) }
     }
 
     #[inline]
     pub(crate) fn value(&self, loc: u32) -> &[u8] {
         let lens = self.get_u32(loc, OFF_LENS);
         let (klen, vlen) = ((lens >> 24) as usize, (lens & 0xff_ffff) as usize);
+        let at = self.body_offset(loc) + klen;
         // SAFETY: the value follows the key inside the chunk.
-        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(HEADER + klen), vlen) }
+        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(at), vlen) }
     }
 
-    /// Records the key and value lengths of a freshly allocated chunk.
-    pub(crate) fn set_lens(&mut self, loc: u32, klen: usize, vlen: usize) {
-        debug_assert!(klen <= 255 && vlen <= MAX_VALUE_LEN);
-        self.set_u32(loc, OFF_LENS, ((klen as u32) << 24) | vlen as u32);
+    /// The client flags (0 when the chunk stores none).
+    #[inline]
+    pub(crate) fn flags(&self, loc: u32) -> u32 {
+        if self.get_u8(loc, OFF_BITS) & BIT_HAS_FLAGS != 0 {
+            self.get_u32(loc, OFF_FLAGS)
+        } else {
+            0
+        }
     }
 
-    /// Writes key and value parts of a freshly allocated chunk.
-    pub(crate) fn write_body(&mut self, loc: u32, key: &[u8], parts: &[&[u8]]) {
+    /// Fills a freshly allocated chunk (sized by [`item_size`] for the same key, parts and
+    /// flags): lengths, bits (live, flags present; queue and the rest cleared), flags, key and
+    /// value parts.
+    pub(crate) fn init_item(&mut self, loc: u32, key: &[u8], parts: &[&[u8]], flags: u32) {
+        let vlen: usize = parts.iter().map(|p| p.len()).sum();
+        debug_assert!(key.len() <= 255 && vlen <= MAX_VALUE_LEN);
+        self.set_u32(loc, OFF_LENS, ((key.len() as u32) << 24) | vlen as u32);
+        let has_flags = if flags == 0 { 0 } else { BIT_HAS_FLAGS };
+        self.set_u8(loc, OFF_BITS, BIT_LIVE | has_flags);
+        if flags != 0 {
+            self.set_u32(loc, OFF_FLAGS, flags);
+        }
         let p = self.ptr(loc);
-        // SAFETY: the chunk was sized for HEADER + key + sum(parts) by the caller.
+        let mut at = self.body_offset(loc);
+        debug_assert!(at + key.len() + vlen <= self.chunk_len(loc));
+        // SAFETY: the caller sized the chunk by `item_size(key.len(), vlen, flags)`, which is
+        // exactly `at + key.len() + vlen` (checked above in debug builds).
         unsafe {
-            std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(HEADER), key.len());
-            let mut at = HEADER + key.len();
+            std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(at), key.len());
+            at += key.len();
             for part in parts {
                 std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), part.len());
                 at += part.len();
             }
         }
+    }
+
+    /// Size of the chunk at `loc` (its class size, or its dedicated mapping's).
+    pub(crate) fn chunk_len(&self, loc: u32) -> usize {
+        self.pages[Self::split(loc).0].chunk as usize
     }
 
     /// Bytes a new mapping for an item of `size` would add.
