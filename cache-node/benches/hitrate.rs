@@ -104,6 +104,12 @@ fn main() {
         if let Ok(v) = std::env::var("GHOST_ADMISSION") {
             c.ghost_admission = v != "0";
         }
+        if let Ok(v) = std::env::var("CONSERVATIVE") {
+            c.conservative_update = v != "0";
+        }
+        if let Ok(v) = std::env::var("SEED") {
+            c.hash_seed = v.parse().expect("SEED");
+        }
         if let Ok(v) = std::env::var("GHOST_STEP") {
             c.ghost_step_items = v.parse().expect("GHOST_STEP");
         }

@@ -60,10 +60,11 @@ pub struct StoreConfig {
     pub ghost_step_items: f64,
     /// Ghost admission ([`WindowAdaptation::Ghost`]; default true): a missed key that the
     /// admission filter recently turned away (it is in the window's ghost list) goes straight to
-    /// the main space's probation segment, replacing its LRU victim, instead of entering the
-    /// window to be judged by the sketch again. Its return within one ghost-list length of
-    /// evictions is the evidence of reuse the sketch was too coarse to see (ARC moves a key
-    /// that hits its recency ghost list B1 into the frequency list T2 the same way).
+    /// the main space's protected segment, whose LRU item is demoted to probation, instead of
+    /// entering the window to be judged by the sketch again. Its return within one ghost-list
+    /// length of evictions is the evidence of reuse the sketch was too coarse to see (ARC moves
+    /// a key that hits its recency ghost list B1 into the frequency list T2 the same way; LIRS
+    /// makes a returning non-resident HIR block LIR and demotes the bottom LIR block).
     pub ghost_admission: bool,
     /// Admission margin: a candidate leaving the window replaces the main space's victim only
     /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
@@ -80,6 +81,11 @@ pub struct StoreConfig {
     /// Count-min sketch counters per item of capacity, 4 bits each (default 8: 4 bytes per
     /// item).
     pub sketch_counters_per_item: usize,
+    /// Conservative sketch update (default true): an access bumps only those of the key's four
+    /// counters that hold its current estimate (the minimum), so counters shared with more
+    /// frequent keys do not grow and collisions inflate estimates less. False bumps all four
+    /// (Caffeine's and moka's rule).
+    pub conservative_update: bool,
     /// Sketch halving period, in multiples of the capacity in items (default 10).
     pub sample_factor: usize,
     /// Hill-climber sample period (accesses between window adjustments), in multiples of the
@@ -117,6 +123,7 @@ impl Default for StoreConfig {
             window_percent: 1.0,
             protected_percent: 80.0,
             sketch_counters_per_item: 8,
+            conservative_update: true,
             sample_factor: 10,
             climber_sample_factor: 10.0,
         }
@@ -444,6 +451,7 @@ impl Store {
             window_percent: (config.window_percent / 100.0).clamp(0.0, 1.0),
             protected_percent: (config.protected_percent / 100.0).clamp(0.0, 1.0),
             sketch_counters_per_item: config.sketch_counters_per_item.max(1),
+            conservative_update: config.conservative_update,
             sample_factor: config.sample_factor.max(1),
             climber_sample_factor: config.climber_sample_factor.max(0.01),
         };

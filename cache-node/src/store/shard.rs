@@ -9,7 +9,7 @@
 //! on a key recently evicted from main shrinks it) or by Caffeine's hill climber (every sample
 //! period, keep moving the size the way that last raised the hit rate). With ghost feedback, a
 //! missed key found in the window's ghost list (turned away, and back soon) also skips the
-//! window and the duel: it enters probation directly (ghost admission).
+//! window and the duel: it enters the protected segment directly (ghost admission).
 //!
 //! The queues are intrusive doubly-linked lists threaded through the item headers as `u32`
 //! locators; the queue an item is in is two bits of its header.
@@ -47,6 +47,8 @@ pub(crate) struct PolicyConfig {
     pub(crate) protected_percent: f64,
     /// Sketch counters per item of capacity.
     pub(crate) sketch_counters_per_item: usize,
+    /// Sketch increments bump only the key's smallest counters.
+    pub(crate) conservative_update: bool,
     /// Sketch halving period, in multiples of the capacity.
     pub(crate) sample_factor: usize,
     /// Climber sample period, in multiples of the capacity.
@@ -136,12 +138,13 @@ impl Shard {
     ) -> Shard {
         let cap = max_items.unwrap_or(1024).max(1);
         let counters = (cap * policy.sketch_counters_per_item).max(64);
+        let sample = (cap * policy.sample_factor) as u64;
         Shard {
             // About 64 pages per shard budget: small budgets stay fine-grained, large ones waste
             // little at page tails.
             slab: Slab::for_budget(budget),
             index: Index::new(),
-            sketch: Sketch::new(counters, (cap * policy.sample_factor) as u64),
+            sketch: Sketch::new(counters, sample, policy.conservative_update),
             seed,
             queues: [Queue::EMPTY; 3],
             budget,
@@ -535,10 +538,12 @@ impl Shard {
                 let ghost = self.ghost_feedback(h);
                 if ghost == Some(GhostHit::Window) && self.policy.ghost_admission {
                     // Turned away (or pushed out of the window) and back within a ghost
-                    // list's length of evictions: proven reuse, so it joins the main space
-                    // (probation MRU, no duel; the probation LRU item makes room). Hits from
-                    // there promote it as usual.
-                    self.push_mru(PROBATION, loc);
+                    // list's length of evictions: proven reuse, so it joins the protected
+                    // segment at once, no duel (LIRS's rule: a returning non-resident key
+                    // whose reuse distance is short becomes LIR). The protected LRU item is
+                    // demoted to probation, and the probation LRU item makes room.
+                    self.push_mru(PROTECTED, loc);
+                    self.demote_from_protected();
                 } else {
                     self.push_mru(WINDOW, loc);
                 }
@@ -581,7 +586,8 @@ impl Shard {
         let per = self.policy.sketch_counters_per_item;
         if (self.index.len() + 1) * per > self.sketch.counters() {
             let items = ((self.index.len() + 1) * 9 / 8).max(1024);
-            self.sketch = Sketch::new(items * per, (items * self.policy.sample_factor) as u64);
+            let sample = (items * self.policy.sample_factor) as u64;
+            self.sketch = Sketch::new(items * per, sample, self.policy.conservative_update);
             self.ghosts.resize(items);
         }
     }

@@ -2,8 +2,12 @@
 //!
 //! Each key maps to four counters, packed 16 to a `u64`, all within one 64-byte block (one
 //! cache miss per lookup, Caffeine's layout): the block from one part of the hash, then for
-//! each counter a word pair and a nibble from another. An increment bumps each of the four that
-//! is below 15; the estimate is their minimum. After
+//! each counter a word pair and a nibble from another. The estimate is the minimum of the four.
+//! An increment bumps only those of the four that hold that minimum (the *conservative update*
+//! of Estan and Varghese): a counter shared with a more frequent key is already above the
+//! minimum and is left alone, so collisions inflate estimates less than when all four are
+//! bumped (Caffeine's rule, still available). The estimate never falls below the true count
+//! (between halvings) either way. After
 //! `sample_size` increments every counter is halved, so old popularity fades (the "reset" of the
 //! TinyLFU paper, as in Caffeine and moka). The table size is not tied to a power of two: a key's
 //! counter positions come from multiply-shift range reduction.
@@ -25,17 +29,21 @@ pub(crate) struct Sketch {
     sample_size: u64,
     /// Number of halvings so far (for stats and tests).
     pub(crate) resets: u64,
+    /// Bump only the counters holding the key's minimum (else all four below 15).
+    conservative: bool,
 }
 
 impl Sketch {
-    /// A sketch with `counters` 4-bit counters, halved every `sample_size` increments.
-    pub(crate) fn new(counters: usize, sample_size: u64) -> Sketch {
+    /// A sketch with `counters` 4-bit counters, halved every `sample_size` increments, with
+    /// conservative or standard (all four counters) updates.
+    pub(crate) fn new(counters: usize, sample_size: u64, conservative: bool) -> Sketch {
         let words = counters.div_ceil(16 * 8).max(1) * 8;
         Sketch {
             table: vec![0; words],
             size: 0,
             sample_size: sample_size.max(16),
             resets: 0,
+            conservative,
         }
     }
 
@@ -60,31 +68,46 @@ impl Sketch {
         (word, (((part >> 1) & 15) as u32) << 2)
     }
 
+    /// Word index and bit shift of each of the key's four counters.
+    #[inline]
+    fn positions(&self, h: u64) -> [(usize, u32); 4] {
+        [0, 1, 2, 3].map(|i| self.position(h, i))
+    }
+
+    #[inline]
+    fn counter(&self, (w, s): (usize, u32)) -> u64 {
+        (self.table[w] >> s) & 15
+    }
+
     /// Estimated frequency of the key with hash `h` (0..=15).
     pub(crate) fn frequency(&self, h: u64) -> u8 {
-        let mut f = 15u64;
-        for i in 0..4 {
-            let (w, s) = self.position(h, i);
-            f = f.min((self.table[w] >> s) & 15);
-        }
-        f as u8
+        self.positions(h)
+            .into_iter()
+            .map(|p| self.counter(p))
+            .min()
+            .unwrap_or(0) as u8
     }
 
     /// Records one access of the key with hash `h`.
     pub(crate) fn increment(&mut self, h: u64) {
-        let mut added = false;
-        for i in 0..4 {
-            let (w, s) = self.position(h, i);
-            if (self.table[w] >> s) & 15 < 15 {
-                self.table[w] += 1 << s;
-                added = true;
+        let positions = self.positions(h);
+        let min = positions
+            .iter()
+            .map(|&p| self.counter(p))
+            .min()
+            .unwrap_or(15);
+        if min == 15 {
+            return;
+        }
+        for p in positions {
+            let c = self.counter(p);
+            if c < 15 && (c == min || !self.conservative) {
+                self.table[p.0] += 1 << p.1;
             }
         }
-        if added {
-            self.size += 1;
-            if self.size >= self.sample_size {
-                self.reset();
-            }
+        self.size += 1;
+        if self.size >= self.sample_size {
+            self.reset();
         }
     }
 
@@ -106,7 +129,7 @@ mod tests {
 
     #[test]
     fn counts_saturate_at_15_and_halve() {
-        let mut s = Sketch::new(1024, 1 << 30);
+        let mut s = Sketch::new(1024, 1 << 30, true);
         for _ in 0..20 {
             s.increment(42);
         }
@@ -121,7 +144,7 @@ mod tests {
     /// forever; with it, the count of a key no longer accessed decays to zero.
     #[test]
     fn sample_size_triggers_aging() {
-        let mut s = Sketch::new(4096, 1000);
+        let mut s = Sketch::new(4096, 1000, true);
         for _ in 0..10 {
             s.increment(7);
         }
@@ -134,6 +157,51 @@ mod tests {
             s.frequency(7) < before / 4,
             "{} vs {before}",
             s.frequency(7)
+        );
+    }
+
+    /// Overload a small sketch with a skewed stream (key k is seen about 64 / (k + 1) times,
+    /// 2,000 keys into 512 counters) and compare each key's estimate with its true count. Both
+    /// rules never underestimate; the conservative one overestimates much less, because the
+    /// counters a cold key shares with hot keys are left alone. Fails if `increment` bumps all
+    /// four counters whatever the mode (the errors would then be equal). Measured: total
+    /// overestimation 12,327 conservative vs 23,310 standard.
+    #[test]
+    fn conservative_update_overestimates_less() {
+        let keys: Vec<u64> = (0..2000u64)
+            .flat_map(|k| std::iter::repeat_n(k, (64 / (k + 1)).max(1) as usize))
+            .collect();
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let hash = |k: u64| k.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0xE703_7ED1_A0B4_28DB;
+        let error = |conservative: bool| {
+            let mut s = Sketch::new(512, u64::MAX, conservative);
+            let mut truth = std::collections::HashMap::<u64, u64>::new();
+            for &i in &order {
+                s.increment(hash(keys[i]));
+                *truth.entry(keys[i]).or_default() += 1;
+            }
+            let mut total = 0;
+            for (&k, &n) in &truth {
+                let est = u64::from(s.frequency(hash(k)));
+                assert!(
+                    est >= n.min(15),
+                    "key {k}: estimate {est} below true count {n}"
+                );
+                total += est - n.min(15);
+            }
+            total
+        };
+        let (conservative, standard) = (error(true), error(false));
+        assert!(
+            conservative * 4 < standard * 3,
+            "overestimation: conservative {conservative}, standard {standard}"
         );
     }
 }
