@@ -78,8 +78,9 @@ pub struct StoreConfig {
     /// Share of the main space (beyond the window) kept for the protected segment, in percent
     /// (default 80).
     pub protected_percent: f64,
-    /// Count-min sketch counters per item of capacity, 4 bits each (default 8: 4 bytes per
-    /// item).
+    /// Count-min sketch counters per item of capacity, 4 bits each (default 12: 6 bytes per
+    /// item, paid for by storing client flags only when nonzero; moka and Caffeine use 16 to
+    /// 32).
     pub sketch_counters_per_item: usize,
     /// Conservative sketch update (default true): an access bumps only those of the key's four
     /// counters that hold its current estimate (the minimum), so counters shared with more
@@ -122,7 +123,7 @@ impl Default for StoreConfig {
             admission_margin: 1,
             window_percent: 1.0,
             protected_percent: 80.0,
-            sketch_counters_per_item: 8,
+            sketch_counters_per_item: 12,
             conservative_update: true,
             sample_factor: 10,
             climber_sample_factor: 10.0,
