@@ -174,15 +174,30 @@ pub fn replay_keys_with(
     capacity_items: usize,
     config: StoreConfig,
 ) -> ReplayReport {
-    let store = Store::new(config, Arc::new(ManualClock::new(0)));
     let mut report = ReplayReport {
         accesses: 0,
         hits: 0,
         capacity_items,
         final_window_percent: 0.0,
     };
-    for key in keys {
+    let store = replay_each(keys, config, |hit| {
         report.accesses += 1;
+        report.hits += u64::from(hit);
+    });
+    report.final_window_percent = store.window_percent().first().copied().unwrap_or(0.0);
+    report
+}
+
+/// Replays `keys` through a fresh store built from `config`, telling `on_access` whether each
+/// access hit; returns the store for inspection. The one replay loop: a lookup, and on a miss
+/// a store of the key.
+pub fn replay_each(
+    keys: impl Iterator<Item = u64>,
+    config: StoreConfig,
+    mut on_access: impl FnMut(bool),
+) -> Store {
+    let store = Store::new(config, Arc::new(ManualClock::new(0)));
+    for key in keys {
         let hit = store.with_entry(&key.to_be_bytes(), |e| {
             if e.item().is_some() {
                 e.record_read();
@@ -200,10 +215,9 @@ pub fn replay_keys_with(
                 false
             }
         });
-        report.hits += u64::from(hit);
+        on_access(hit);
     }
-    report.final_window_percent = store.window_percent().first().copied().unwrap_or(0.0);
-    report
+    store
 }
 
 /// Replays the trace at `path` (format detected from its name) at `capacity_items`.
