@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,8 +397,7 @@ impl<'n> Connection<'n> {
             if self.read_buf.capacity() - self.read_buf.len() < 4096 {
                 self.read_buf.reserve(16 * 1024);
             }
-            let space = self.read_buf.capacity() - self.read_buf.len();
-            let n = match self.socket.try_read_buf(&mut self.read_buf) {
+            let n = match self.read_available() {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 // Spurious readiness; tokio cleared it, wait for the next event.
@@ -425,15 +425,48 @@ impl<'n> Connection<'n> {
                     break;
                 }
             }
-            if n < space {
-                // The read did not fill the buffer, so the socket was drained: forget the readiness now
-                // instead of paying a read syscall that returns EAGAIN (memcached skips it the same way).
-                // Safe against lost wake-ups: tokio clears only if no newer event arrived, and with
-                // edge-triggered epoll any data that arrives later raises a fresh event.
-                let _ = self.socket.try_io(tokio::io::Interest::READABLE, || {
-                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                });
+        }
+    }
+
+    /// Reads what the socket holds into the read buffer's spare capacity (`Ok(0)` at end of stream).
+    ///
+    /// A read that does not fill the buffer drained the socket, so the socket's read readiness is dropped
+    /// here instead of paying another read syscall that returns EAGAIN (memcached skips it the same way).
+    /// It must be dropped inside the same `try_io` as the read: tokio then clears only the readiness it
+    /// saw *before* the read, and data arriving after the read raises a newer event that survives.
+    /// (Clearing it later, after the replies were written, lost requests that arrived while a write was
+    /// blocked, or, on a multi-threaded runtime, at any time: the connection then waited forever.)
+    fn read_available(&mut self) -> io::Result<usize> {
+        let fd = self.socket.as_raw_fd();
+        let buf = &mut self.read_buf;
+        let mut got = 0;
+        let result = self.socket.try_io(tokio::io::Interest::READABLE, || {
+            let spare = buf.spare_capacity_mut();
+            let space = spare.len();
+            let n = loop {
+                // SAFETY: recv writes at most `space` bytes into the buffer's spare capacity.
+                let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), space, 0) };
+                if n >= 0 {
+                    break n as usize;
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            };
+            // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            got = n;
+            if n > 0 && n < space {
+                // Drained: report WouldBlock so tokio clears the readiness; the bytes are kept above.
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
             }
+        });
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+            other => other,
         }
     }
 
