@@ -69,7 +69,8 @@ pub struct ServerConfig {
     /// Connection threads: with N > 0, [`run`] starts N threads, each with its own single-threaded tokio
     /// runtime (memcached's model: a connection stays on one thread, no work stealing, no cross-thread
     /// wake-ups), and hands accepted connections to them round-robin. With 0, connections are spawned on
-    /// the caller's runtime.
+    /// the caller's runtime: the binary's multi-threaded one with `threads` workers, where a ready
+    /// connection is served by whichever worker runs (see SERVER.md for why the binary uses that).
     pub connection_threads: usize,
 }
 
@@ -120,7 +121,8 @@ impl Node {
             },
             config.clock.clone(),
         );
-        let counters = CounterSlots::new(config.connection_threads.max(1));
+        // One slot per connection thread, or per worker when connections share the caller's runtime.
+        let counters = CounterSlots::new(config.connection_threads.max(config.threads).max(1));
         Arc::new(Node {
             store,
             clock: config.clock.clone(),
@@ -239,15 +241,16 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
                         continue;
                     }
                 };
+                next = next.wrapping_add(1);
                 match &pool {
-                    Some(pool) => {
-                        next = next.wrapping_add(1);
-                        pool.hand_over(socket, next)?;
-                    }
+                    Some(pool) => pool.hand_over(socket, next)?,
                     None => {
                         let node = node.clone();
+                        // Counter slots round-robin too: connections on different workers mostly add
+                        // to different cache lines.
+                        let slot = next;
                         connections.spawn(async move {
-                            if let Err(e) = serve_socket(socket, node, 0).await {
+                            if let Err(e) = serve_socket(socket, node, slot).await {
                                 tracing::debug!("connection ended: {e}");
                             }
                         });

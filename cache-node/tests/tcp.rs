@@ -152,12 +152,12 @@ async fn noreply_is_silent_for_every_command() -> R {
     Ok(())
 }
 
-/// Connections are handed to the connection threads round-robin, as memcached does with its `-t` threads:
-/// 32 connections on 2 threads are 16 and 16 (each thread counts the connections it serves in its own
-/// counter slot). If the hand-over always picked one thread this would read 32 and 0.
+/// With dedicated connection threads, connections are handed to them round-robin, as memcached does with
+/// its `-t` threads: 32 connections on 2 threads are 16 and 16 (each thread counts the connections it
+/// serves in its own counter slot). If the hand-over always picked one thread this would read 32 and 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_spread_evenly_over_connection_threads() -> R {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(|c| c.connection_threads = 2).await;
     let mut clients = Vec::new();
     for _ in 0..32 {
         let mut c = s.client().await;
@@ -221,11 +221,11 @@ async fn request_arriving_during_a_blocked_write_is_answered() -> R {
     request_during_blocked_write(TestServer::start().await).await
 }
 
-/// The same with connections on the caller's multi-threaded runtime (`connection_threads: 0`), where the
-/// I/O driver runs on another thread and can raise readiness at any moment.
+/// The same with dedicated single-threaded connection runtimes (`connection_threads: 2`), where the
+/// I/O driver only runs while the connection's task is suspended (here: in the blocked write).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_arriving_during_a_blocked_write_is_answered_on_a_shared_runtime() -> R {
-    request_during_blocked_write(TestServer::start_with(|c| c.connection_threads = 0).await).await
+async fn request_arriving_during_a_blocked_write_is_answered_on_connection_threads() -> R {
+    request_during_blocked_write(TestServer::start_with(|c| c.connection_threads = 2).await).await
 }
 
 async fn request_during_blocked_write(s: TestServer) -> R {
