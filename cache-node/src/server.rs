@@ -100,7 +100,7 @@ pub struct Node {
     pub clock: Arc<dyn Clock>,
     /// The configuration it was started with.
     pub config: ServerConfig,
-    /// Request counters (memcached names), one slot per connection thread.
+    /// Request counters (memcached names), one slot per connection thread or worker.
     pub counters: CounterSlots,
     /// Open connections (a gauge, updated at open and close).
     pub curr_connections: AtomicU64,
@@ -340,7 +340,7 @@ async fn expire_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Serves one client; `slot` picks the counter slot (the connection thread's number).
+/// Serves one client; `slot` picks the counter slot (the connection thread's number, or a round-robin one).
 async fn serve_socket(mut socket: TcpStream, node: Arc<Node>, slot: usize) -> io::Result<()> {
     let _ = socket.set_nodelay(true);
     let counters = node.counters.slot(slot);

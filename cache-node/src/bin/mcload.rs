@@ -19,8 +19,9 @@
 //!   `timerfd` per connection (tokio's timer has millisecond resolution, too coarse for sub-millisecond
 //!   latencies), and the client threads ask for 1 ns timer slack.
 //!
-//! `conn_ops_min`/`conn_ops_max` show whether some connection was starved; `client_cpu_us_per_op` is this
-//! process's CPU time per measured request, to check the load generator is not the bottleneck.
+//! `conn_ops_min`/`conn_ops_max` show whether some connection was starved (with `MCLOAD_PER_CONN=1` in the
+//! environment every connection's count goes to stderr, in connection order); `client_cpu_us_per_op` is
+//! this process's CPU time per measured request, to check the load generator is not the bottleneck.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
