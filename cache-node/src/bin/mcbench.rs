@@ -49,6 +49,12 @@ struct Args {
     /// CPUs for the load generator (a `taskset -c` list); default: no pinning.
     #[arg(long)]
     load_cpus: Option<String>,
+    /// Run a thread in this process that only sleeps this many microseconds in a loop during the measured
+    /// rounds (0 = none). An experiment, not a default: on a 250 Hz kernel such periodic wake-ups shorten
+    /// how long a woken thread waits for a CPU, which changes saturation p99 for both servers (memcached's
+    /// own LRU maintainer thread does this for it); see SERVER.md.
+    #[arg(long, default_value_t = 0)]
+    background_wakeup_us: u64,
     /// Connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -293,7 +299,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let theirs = start("memcached", cmd, port)?;
 
     println!(
-        "workload: {} connections, {} load threads, {:.0}% get / {:.0}% set, {}-byte keys, {}-byte values, {} keys prepopulated, {} s per run, server threads {}, server cpus {}, load cpus {}",
+        "workload: {} connections, {} load threads, {:.0}% get / {:.0}% set, {}-byte keys, {}-byte values, {} keys prepopulated, {} s per run, server threads {}, server cpus {}, load cpus {}, background wake-up every {} us (0 = none)",
         args.connections,
         args.load_threads,
         90.0,
@@ -305,6 +311,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.server_threads,
         args.server_cpus.as_deref().unwrap_or("any"),
         args.load_cpus.as_deref().unwrap_or("any"),
+        args.background_wakeup_us,
     );
     // Prepopulate both (with a short warm run) before the measured rounds.
     for s in [&ours, &theirs] {
@@ -319,6 +326,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             true,
         )?;
     }
+    let stop_wakeups = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wakeups = (args.background_wakeup_us > 0).then(|| {
+        let stop = stop_wakeups.clone();
+        let period = Duration::from_micros(args.background_wakeup_us);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(period);
+            }
+        })
+    });
     // pairs[rate index] = (ours, memcached) per round.
     let mut pairs: Vec<Vec<(Run, Run)>> = vec![Vec::new(); args.rates.len()];
     for round in 0..args.rounds {
@@ -354,6 +371,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             pairs[i].push((o, m));
         }
+    }
+    stop_wakeups.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = wakeups {
+        let _ = t.join();
     }
     drop(ours);
     drop(theirs);
