@@ -106,12 +106,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads,
         port: cli.port,
         clock: Arc::new(SystemClock::new()),
-        connection_threads: threads,
+        // Connections run on this runtime's workers, not on per-thread runtimes (see SERVER.md).
+        connection_threads: 0,
         ..ServerConfig::default()
     };
-    // Connections run on `threads` dedicated single-threaded runtimes (see ServerConfig::connection_threads);
-    // this runtime only accepts, expires in the background and serves metrics.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // `-t` workers serve the connections, the expiry task and metrics; a ready connection is served by
+    // whichever worker runs, so a worker the kernel has descheduled does not hold up its connections.
+    // The main thread only accepts (the accept loop runs inside block_on).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("cache-node-worker")
         .enable_all()
         .build()?;
     runtime.block_on(async move {

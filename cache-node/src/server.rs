@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +69,8 @@ pub struct ServerConfig {
     /// Connection threads: with N > 0, [`run`] starts N threads, each with its own single-threaded tokio
     /// runtime (memcached's model: a connection stays on one thread, no work stealing, no cross-thread
     /// wake-ups), and hands accepted connections to them round-robin. With 0, connections are spawned on
-    /// the caller's runtime.
+    /// the caller's runtime: the binary's multi-threaded one with `threads` workers, where a ready
+    /// connection is served by whichever worker runs (see SERVER.md for why the binary uses that).
     pub connection_threads: usize,
 }
 
@@ -98,7 +100,7 @@ pub struct Node {
     pub clock: Arc<dyn Clock>,
     /// The configuration it was started with.
     pub config: ServerConfig,
-    /// Request counters (memcached names), one slot per connection thread.
+    /// Request counters (memcached names), one slot per connection thread or worker.
     pub counters: CounterSlots,
     /// Open connections (a gauge, updated at open and close).
     pub curr_connections: AtomicU64,
@@ -119,7 +121,8 @@ impl Node {
             },
             config.clock.clone(),
         );
-        let counters = CounterSlots::new(config.connection_threads.max(1));
+        // One slot per connection thread, or per worker when connections share the caller's runtime.
+        let counters = CounterSlots::new(config.connection_threads.max(config.threads).max(1));
         Arc::new(Node {
             store,
             clock: config.clock.clone(),
@@ -238,15 +241,16 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
                         continue;
                     }
                 };
+                next = next.wrapping_add(1);
                 match &pool {
-                    Some(pool) => {
-                        next = next.wrapping_add(1);
-                        pool.hand_over(socket, next)?;
-                    }
+                    Some(pool) => pool.hand_over(socket, next)?,
                     None => {
                         let node = node.clone();
+                        // Counter slots round-robin too: connections on different workers mostly add
+                        // to different cache lines.
+                        let slot = next;
                         connections.spawn(async move {
-                            if let Err(e) = serve_socket(socket, node, 0).await {
+                            if let Err(e) = serve_socket(socket, node, slot).await {
                                 tracing::debug!("connection ended: {e}");
                             }
                         });
@@ -336,7 +340,7 @@ async fn expire_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Serves one client; `slot` picks the counter slot (the connection thread's number).
+/// Serves one client; `slot` picks the counter slot (the connection thread's number, or a round-robin one).
 async fn serve_socket(mut socket: TcpStream, node: Arc<Node>, slot: usize) -> io::Result<()> {
     let _ = socket.set_nodelay(true);
     let counters = node.counters.slot(slot);
@@ -396,8 +400,7 @@ impl<'n> Connection<'n> {
             if self.read_buf.capacity() - self.read_buf.len() < 4096 {
                 self.read_buf.reserve(16 * 1024);
             }
-            let space = self.read_buf.capacity() - self.read_buf.len();
-            let n = match self.socket.try_read_buf(&mut self.read_buf) {
+            let n = match self.read_available() {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 // Spurious readiness; tokio cleared it, wait for the next event.
@@ -425,15 +428,48 @@ impl<'n> Connection<'n> {
                     break;
                 }
             }
-            if n < space {
-                // The read did not fill the buffer, so the socket was drained: forget the readiness now
-                // instead of paying a read syscall that returns EAGAIN (memcached skips it the same way).
-                // Safe against lost wake-ups: tokio clears only if no newer event arrived, and with
-                // edge-triggered epoll any data that arrives later raises a fresh event.
-                let _ = self.socket.try_io(tokio::io::Interest::READABLE, || {
-                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                });
+        }
+    }
+
+    /// Reads what the socket holds into the read buffer's spare capacity (`Ok(0)` at end of stream).
+    ///
+    /// A read that does not fill the buffer drained the socket, so the socket's read readiness is dropped
+    /// here instead of paying another read syscall that returns EAGAIN (memcached skips it the same way).
+    /// It must be dropped inside the same `try_io` as the read: tokio then clears only the readiness it
+    /// saw *before* the read, and data arriving after the read raises a newer event that survives.
+    /// (Clearing it later, after the replies were written, lost requests that arrived while a write was
+    /// blocked, or, on a multi-threaded runtime, at any time: the connection then waited forever.)
+    fn read_available(&mut self) -> io::Result<usize> {
+        let fd = self.socket.as_raw_fd();
+        let buf = &mut self.read_buf;
+        let mut got = 0;
+        let result = self.socket.try_io(tokio::io::Interest::READABLE, || {
+            let spare = buf.spare_capacity_mut();
+            let space = spare.len();
+            let n = loop {
+                // SAFETY: recv writes at most `space` bytes into the buffer's spare capacity.
+                let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), space, 0) };
+                if n >= 0 {
+                    break n as usize;
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            };
+            // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            got = n;
+            if n > 0 && n < space {
+                // Drained: report WouldBlock so tokio clears the readiness; the bytes are kept above.
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
             }
+        });
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+            other => other,
         }
     }
 

@@ -152,6 +152,35 @@ async fn noreply_is_silent_for_every_command() -> R {
     Ok(())
 }
 
+/// With dedicated connection threads, connections are handed to them round-robin, as memcached does with
+/// its `-t` threads: 32 connections on 2 threads are 16 and 16 (each thread counts the connections it
+/// serves in its own counter slot). If the hand-over always picked one thread this would read 32 and 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_evenly_over_connection_threads() -> R {
+    let s = TestServer::start_with(|c| c.connection_threads = 2).await;
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let mut c = s.client().await;
+        // A reply proves the connection reached its thread and was counted there.
+        c.send(b"version\r\n").await;
+        assert!(c.line().await.starts_with("VERSION "));
+        clients.push(c);
+    }
+    let per_thread: Vec<u64> = (0..2)
+        .map(|i| {
+            s.node
+                .counters
+                .slot(i)
+                .total_connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .collect();
+    assert_eq!(per_thread, vec![16, 16]);
+    drop(clients);
+    s.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_batch_is_answered_in_order() -> R {
     let s = TestServer::start().await;
@@ -179,6 +208,44 @@ async fn pipelined_batch_is_answered_in_order() -> R {
         );
     }
     c.expect(&batch, &want).await;
+    s.stop().await;
+    Ok(())
+}
+
+/// A request that arrives while the connection is blocked writing a large reply must still be answered.
+/// The connection skips a read syscall by dropping the socket's read readiness after a short read; it
+/// once did so after writing the replies, which also dropped readiness raised *during* a blocked write,
+/// and the request below was never read (the test timed out with the old code: each read waits 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_arriving_during_a_blocked_write_is_answered() -> R {
+    request_during_blocked_write(TestServer::start().await).await
+}
+
+/// The same with dedicated single-threaded connection runtimes (`connection_threads: 2`), where the
+/// I/O driver only runs while the connection's task is suspended (here: in the blocked write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_arriving_during_a_blocked_write_is_answered_on_connection_threads() -> R {
+    request_during_blocked_write(TestServer::start_with(|c| c.connection_threads = 2).await).await
+}
+
+async fn request_during_blocked_write(s: TestServer) -> R {
+    let mut c = s.client().await;
+    let value = vec![b'w'; 500_000];
+    c.send(b"set big 0 0 500000\r\n").await;
+    c.send(&value).await;
+    c.expect(b"\r\n", b"STORED\r\n").await;
+    // 40 MB of replies: far more than the loopback socket buffers hold while the client does not read,
+    // so the server's write blocks.
+    c.send(&b"get big\r\n".repeat(80)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Arrives while the server waits to write; it must not be forgotten.
+    c.send(b"mn\r\n").await;
+    for _ in 0..80 {
+        c.expect_reply(b"VALUE big 0 500000\r\n").await;
+        assert_eq!(c.read_n(500_000).await, value);
+        c.expect_reply(b"\r\nEND\r\n").await;
+    }
+    c.expect_reply(b"MN\r\n").await;
     s.stop().await;
     Ok(())
 }

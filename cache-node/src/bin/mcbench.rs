@@ -1,9 +1,17 @@
 //! `mcbench`: runs the same `mcload` workload against cache-node and Debian's memcached, side by side in one
 //! run, and prints medians and ratios (ours / memcached).
 //!
-//! Both servers get the same worker threads (`--server-threads`, memcached `-t`), the same memory (`-m`) and
-//! a free loopback port. Rounds alternate which server goes first, to spread machine noise evenly. The load
-//! generator is the separate `mcload` binary (next to this one), started as a child process per run.
+//! Both servers get the same worker threads (`--server-threads`, memcached `-t`), the same memory (`-m`),
+//! the same connection limit and a free loopback port, and the same CPU affinity if `--server-cpus` is
+//! given. The load generator is the separate `mcload` binary (next to this one), started as a child
+//! process per run with the same arguments for both (and `--load-cpus` if given).
+//!
+//! Each round runs, for every offered load in `--rates` (0 = closed loop at saturation, else a fixed rate
+//! in requests per second with latency measured from the intended send time), one run against each
+//! server back to back: a pair. Rounds alternate which server goes first. The summary gives, per load,
+//! the median of each figure and the median over pairs of the per-pair ratio ours/memcached (a pair
+//! shares the machine's state of the moment, so its ratio is less noisy than a ratio of medians), and in
+//! how many pairs our p99 was at or below memcached's.
 //!
 //! Build and run: `cargo build --release -p cache-node && target/release/mcbench`.
 
@@ -26,12 +34,27 @@ struct Args {
     /// Memory budget for both servers, MB.
     #[arg(long, default_value_t = 256)]
     memory_mb: usize,
-    /// Rounds (each runs both servers once).
-    #[arg(long, default_value_t = 5)]
+    /// Rounds (each runs both servers once per offered load).
+    #[arg(long, default_value_t = 15)]
     rounds: usize,
     /// Measured seconds per run.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 3.0)]
     duration_secs: f64,
+    /// Offered loads, comma-separated: 0 = closed loop (saturation), else requests per second (open loop).
+    #[arg(long, value_delimiter = ',', default_value = "0,30000")]
+    rates: Vec<f64>,
+    /// CPUs for both servers (a `taskset -c` list, e.g. "1"); default: no pinning.
+    #[arg(long)]
+    server_cpus: Option<String>,
+    /// CPUs for the load generator (a `taskset -c` list); default: no pinning.
+    #[arg(long)]
+    load_cpus: Option<String>,
+    /// Run a thread in this process that only sleeps this many microseconds in a loop during the measured
+    /// rounds (0 = none). An experiment, not a default: on a 250 Hz kernel such periodic wake-ups shorten
+    /// how long a woken thread waits for a CPU, which changes saturation p99 for both servers (memcached's
+    /// own LRU maintainer thread does this for it); see SERVER.md.
+    #[arg(long, default_value_t = 0)]
+    background_wakeup_us: u64,
     /// Connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -94,10 +117,28 @@ struct Run {
     ops_per_sec: f64,
     p50_us: f64,
     p99_us: f64,
+    p999_us: f64,
     /// Server CPU time (user + system) per operation, in microseconds: an efficiency figure that a noisy,
     /// shared machine disturbs much less than throughput.
     cpu_us_per_op: f64,
+    /// The load generator's own CPU time per operation (it shares the machine's two cores).
+    client_cpu_us_per_op: f64,
+    /// Fewest and most requests one connection completed: a starved connection shows here.
+    conn_ops_min: f64,
+    conn_ops_max: f64,
 }
+
+/// A compared figure: its name in the table and how to read it from a run.
+type Figure = (&'static str, fn(&Run) -> f64);
+
+/// The figures compared.
+const FIGURES: [Figure; 5] = [
+    ("throughput (ops/s)", |r| r.ops_per_sec),
+    ("p50 latency (us)", |r| r.p50_us),
+    ("p99 latency (us)", |r| r.p99_us),
+    ("p99.9 latency (us)", |r| r.p999_us),
+    ("server CPU per op (us)", |r| r.cpu_us_per_op),
+];
 
 /// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
 fn cpu_secs(pid: u32) -> f64 {
@@ -115,16 +156,31 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// `program` run under `taskset -c cpus` when `cpus` is given, else directly.
+fn pinned(program: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(cpus).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 fn run_load(
     mcload: &Path,
     args: &Args,
     server: &Server,
+    rate: f64,
     prepopulate: bool,
 ) -> Result<Run, Box<dyn std::error::Error>> {
     let addr = server.addr;
     let cpu_before = cpu_secs(server.child.id());
-    let mut cmd = Command::new(mcload);
-    cmd.arg("--addr")
+    let mut cmd = pinned(mcload, args.load_cpus.as_deref());
+    cmd.arg("--rate")
+        .arg(rate.to_string())
+        .arg("--addr")
         .arg(addr.to_string())
         .arg("--connections")
         .arg(args.connections.to_string())
@@ -163,7 +219,11 @@ fn run_load(
         ops_per_sec: field("ops_per_sec")?,
         p50_us: field("p50_us")?,
         p99_us: field("p99_us")?,
+        p999_us: field("p999_us")?,
         cpu_us_per_op: cpu_used * 1e6 / ops_whole_run,
+        client_cpu_us_per_op: field("client_cpu_us_per_op")?,
+        conn_ops_min: field("conn_ops_min")?,
+        conn_ops_max: field("conn_ops_max")?,
     })
 }
 
@@ -201,7 +261,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let memory = args.memory_mb.to_string();
 
     let port = free_port()?;
-    let mut cmd = Command::new(&ours_bin);
+    let mut cmd = pinned(&ours_bin, args.server_cpus.as_deref());
     cmd.args([
         "-p",
         &port.to_string(),
@@ -217,7 +277,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ours = start("cache-node", cmd, port)?;
 
     let port = free_port()?;
-    let mut cmd = Command::new(&args.memcached);
+    let mut cmd = pinned(&args.memcached, args.server_cpus.as_deref());
     cmd.args([
         "-p",
         &port.to_string(),
@@ -239,13 +299,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let theirs = start("memcached", cmd, port)?;
 
     println!(
-        "workload: {} connections, {:.0}% get / {:.0}% set, {}-byte keys, {}-byte values, {} keys prepopulated, {} s per run, server threads {}",
-        args.connections, 90.0, 10.0, args.key_size, args.value_size, args.keys, args.duration_secs, args.server_threads
+        "workload: {} connections, {} load threads, {:.0}% get / {:.0}% set, {}-byte keys, {}-byte values, {} keys prepopulated, {} s per run, server threads {}, server cpus {}, load cpus {}, background wake-up every {} us (0 = none)",
+        args.connections,
+        args.load_threads,
+        90.0,
+        10.0,
+        args.key_size,
+        args.value_size,
+        args.keys,
+        args.duration_secs,
+        args.server_threads,
+        args.server_cpus.as_deref().unwrap_or("any"),
+        args.load_cpus.as_deref().unwrap_or("any"),
+        args.background_wakeup_us,
     );
-    let mut results: Vec<(&'static str, Run)> = Vec::new();
-    let servers = [&ours, &theirs];
     // Prepopulate both (with a short warm run) before the measured rounds.
-    for s in servers {
+    for s in [&ours, &theirs] {
         let _ = run_load(
             &mcload,
             &Args {
@@ -253,74 +322,121 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..args.clone()
             },
             s,
+            0.0,
             true,
         )?;
     }
+    let stop_wakeups = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wakeups = (args.background_wakeup_us > 0).then(|| {
+        let stop = stop_wakeups.clone();
+        let period = Duration::from_micros(args.background_wakeup_us);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(period);
+            }
+        })
+    });
+    // pairs[rate index] = (ours, memcached) per round.
+    let mut pairs: Vec<Vec<(Run, Run)>> = vec![Vec::new(); args.rates.len()];
     for round in 0..args.rounds {
-        let order: Vec<&Server> = if round % 2 == 0 {
-            vec![&ours, &theirs]
-        } else {
-            vec![&theirs, &ours]
-        };
-        for s in order {
-            let r = run_load(&mcload, &args, s, false)?;
-            println!(
-                "round {round} {:<10} ops/s {:>9.0}  p50 {:>5.0} us  p99 {:>5.0} us  cpu/op {:>5.2} us",
-                s.name, r.ops_per_sec, r.p50_us, r.p99_us, r.cpu_us_per_op
-            );
-            results.push((s.name, r));
+        let ours_first = round % 2 == 0;
+        for (i, &rate) in args.rates.iter().enumerate() {
+            let order = if ours_first {
+                [&ours, &theirs]
+            } else {
+                [&theirs, &ours]
+            };
+            let mut runs = Vec::with_capacity(2);
+            for s in order {
+                let r = run_load(&mcload, &args, s, rate, false)?;
+                println!(
+                    "round {round:>2} {:<6} {:<10} ops/s {:>7.0}  p50 {:>5.0}  p99 {:>5.0}  p99.9 {:>6.0} us  cpu/op {:>5.2} us  client cpu/op {:>5.2} us  conn ops {:.0}..{:.0}",
+                    load_name(rate),
+                    s.name,
+                    r.ops_per_sec,
+                    r.p50_us,
+                    r.p99_us,
+                    r.p999_us,
+                    r.cpu_us_per_op,
+                    r.client_cpu_us_per_op,
+                    r.conn_ops_min,
+                    r.conn_ops_max
+                );
+                runs.push(r);
+            }
+            let (o, m) = if ours_first {
+                (runs[0], runs[1])
+            } else {
+                (runs[1], runs[0])
+            };
+            pairs[i].push((o, m));
         }
     }
-    let pick = |name: &str, f: fn(&Run) -> f64| -> f64 {
-        median(
-            results
-                .iter()
-                .filter(|(n, _)| *n == name)
-                .map(|(_, r)| f(r))
-                .collect(),
-        )
-    };
-    let (o_ops, m_ops) = (
-        pick("cache-node", |r| r.ops_per_sec),
-        pick("memcached", |r| r.ops_per_sec),
-    );
-    let (o_p50, m_p50) = (
-        pick("cache-node", |r| r.p50_us),
-        pick("memcached", |r| r.p50_us),
-    );
-    let (o_p99, m_p99) = (
-        pick("cache-node", |r| r.p99_us),
-        pick("memcached", |r| r.p99_us),
-    );
-    println!();
-    println!(
-        "| median of {} rounds | cache-node | memcached | ours/memcached |",
-        args.rounds
-    );
-    println!("| --- | ---: | ---: | ---: |");
-    println!(
-        "| throughput (ops/s) | {o_ops:.0} | {m_ops:.0} | {:.3} |",
-        o_ops / m_ops
-    );
-    println!(
-        "| p50 latency (us) | {o_p50:.0} | {m_p50:.0} | {:.3} |",
-        o_p50 / m_p50
-    );
-    println!(
-        "| p99 latency (us) | {o_p99:.0} | {m_p99:.0} | {:.3} |",
-        o_p99 / m_p99
-    );
-    let (o_cpu, m_cpu) = (
-        pick("cache-node", |r| r.cpu_us_per_op),
-        pick("memcached", |r| r.cpu_us_per_op),
-    );
-    println!(
-        "| server CPU per op (us) | {o_cpu:.2} | {m_cpu:.2} | {:.3} |",
-        o_cpu / m_cpu
-    );
+    stop_wakeups.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = wakeups {
+        let _ = t.join();
+    }
     drop(ours);
     drop(theirs);
+    for (rate, pairs) in args.rates.iter().zip(&pairs) {
+        println!();
+        println!("{}:", load_name_long(*rate));
+        println!();
+        println!(
+            "| {} pairs | cache-node (median) | memcached (median) | ours/memcached (median of per-pair ratios) |",
+            pairs.len()
+        );
+        println!("| --- | ---: | ---: | ---: |");
+        for (name, f) in FIGURES {
+            let ours = median(pairs.iter().map(|(o, _)| f(o)).collect());
+            let theirs = median(pairs.iter().map(|(_, m)| f(m)).collect());
+            let ratio = median(pairs.iter().map(|(o, m)| f(o) / f(m)).collect());
+            let decimals = if name.contains("CPU") { 2 } else { 0 };
+            println!("| {name} | {ours:.decimals$} | {theirs:.decimals$} | {ratio:.3} |");
+        }
+        let p99_wins = pairs.iter().filter(|(o, m)| o.p99_us <= m.p99_us).count();
+        println!();
+        println!(
+            "ours p99 <= memcached p99 in {p99_wins} of {} pairs",
+            pairs.len()
+        );
+        let client = median(
+            pairs
+                .iter()
+                .flat_map(|(o, m)| [o.client_cpu_us_per_op, m.client_cpu_us_per_op])
+                .collect(),
+        );
+        println!("load generator CPU per op (median): {client:.2} us");
+        if *rate > 0.0 {
+            // In open loop the offered rate is fixed: a run that fell short means the load generator (or
+            // the server) could not keep up, and its latencies are not "at this load".
+            let short = pairs
+                .iter()
+                .flat_map(|(o, m)| [o, m])
+                .filter(|r| r.ops_per_sec < 0.98 * rate)
+                .count();
+            if short > 0 {
+                println!("WARNING: {short} runs completed < 98% of the offered {rate:.0} ops/s");
+            }
+        }
+    }
     Ok(())
+}
+
+fn load_name(rate: f64) -> String {
+    if rate > 0.0 {
+        format!("{:.0}k", rate / 1000.0)
+    } else {
+        "closed".to_string()
+    }
+}
+
+fn load_name_long(rate: f64) -> String {
+    if rate > 0.0 {
+        format!("fixed rate {rate:.0} ops/s (open loop; latency from the intended send time)")
+    } else {
+        "closed loop, saturation (each connection sends when its reply arrives)".to_string()
+    }
 }
 
 /// Whether we run as root (memcached then needs `-u root`), read from /proc.

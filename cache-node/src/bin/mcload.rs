@@ -1,11 +1,27 @@
 //! `mcload`: a memcached load generator (text protocol), independent of the server code except for the shared
 //! reply parser.
 //!
-//! Each of `--connections` connections runs a closed loop (one request in flight): with probability
-//! `--get-ratio` a `get` of a uniformly chosen key, else a `set` of a `--value-size` value. Keys are
-//! `--key-size` bytes from a fixed space of `--keys`. `--prepopulate` first stores every key. After
-//! `--warmup-secs` it measures for `--duration-secs` and prints one line:
-//! `ops=N ops_per_sec=X p50_us=A p99_us=B p999_us=C hits=H misses=M errors=E`.
+//! Each of `--connections` connections keeps one request in flight: with probability `--get-ratio` a `get`
+//! of a uniformly chosen key, else a `set` of a `--value-size` value. Keys are `--key-size` bytes from a
+//! fixed space of `--keys`. `--prepopulate` first stores every key. After `--warmup-secs` it measures for
+//! `--duration-secs` and prints one line:
+//! `ops=N ops_per_sec=X p50_us=A p99_us=B p999_us=C hits=H misses=M errors=E conn_ops_min=.. conn_ops_max=..
+//! client_cpu_us_per_op=..`.
+//!
+//! Two modes:
+//! - closed loop (`--rate 0`, the default): each connection sends its next request as soon as the reply
+//!   arrives, so the offered load is whatever the server sustains (saturation); latency is measured from
+//!   the send.
+//! - open loop at a fixed rate (`--rate R`): the connections together send R requests per second, evenly
+//!   spaced (connection i sends at `start + i/R + k*connections/R`). Latency is measured from the
+//!   *intended* send time, so a reply that comes late also charges the delay it causes to the requests
+//!   queued behind it (coordinated omission corrected, as wrk2 does). Send times are kept with a
+//!   `timerfd` per connection (tokio's timer has millisecond resolution, too coarse for sub-millisecond
+//!   latencies), and the client threads ask for 1 ns timer slack.
+//!
+//! `conn_ops_min`/`conn_ops_max` show whether some connection was starved (with `MCLOAD_PER_CONN=1` in the
+//! environment every connection's count goes to stderr, in connection order); `client_cpu_us_per_op` is
+//! this process's CPU time per measured request, to check the load generator is not the bottleneck.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +31,13 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use cache_node::protocol::{parse_response, Limits, ParsedResponse, Response};
 
-/// memcached load generator: closed-loop get/set mix over many connections.
+/// memcached load generator: get/set mix over many connections, closed loop or at a fixed rate.
 #[derive(Parser, Debug, Clone)]
 struct Args {
     /// Server address.
@@ -56,6 +73,10 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Requests per second over all connections (open loop, latency from the intended send time);
+    /// 0 = closed loop (each connection sends as soon as its reply arrives).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 fn key(i: usize, size: usize) -> Vec<u8> {
@@ -77,6 +98,111 @@ impl Rng {
         self.0 = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+}
+
+/// Paces one connection's sends with nanosecond resolution: a periodic, non-blocking `timerfd` on
+/// CLOCK_MONOTONIC (the clock `Instant` reads on Linux) that fires at every intended send time, registered
+/// with the runtime. Periodic, so a send costs one `read` of the timer and no re-arming.
+struct Pacer {
+    fd: AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl Pacer {
+    /// Fires at `first`, then every `interval`.
+    fn new(first: Instant, interval: Duration) -> std::io::Result<Pacer> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: plain syscalls; the fd is checked and then owned by OwnedFd.
+        let raw = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let mut now_ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let now = Instant::now();
+        // SAFETY: now_ts is a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now_ts) };
+        let first_ns = now_ts.tv_sec as u128 * 1_000_000_000
+            + now_ts.tv_nsec as u128
+            + first.saturating_duration_since(now).as_nanos()
+            // 0 would disarm the timer.
+            + 1;
+        let timespec = |ns: u128| libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        };
+        let spec = libc::itimerspec {
+            it_interval: timespec(interval.as_nanos().max(1)),
+            it_value: timespec(first_ns),
+        };
+        // SAFETY: valid fd and itimerspec.
+        let rc = unsafe {
+            libc::timerfd_settime(
+                fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same for its lifetime.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
+        Ok(Pacer { fd })
+    }
+
+    /// Waits until `at`, one of the timer's firing times (returns at once if it has passed).
+    async fn sleep_until(&self, at: Instant) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // Expirations left over from a late reply may wake us early: check the time, not the count.
+        while Instant::now() < at {
+            let mut guard = self.fd.readable().await?;
+            let _ = guard.try_io(|inner| {
+                let mut expirations = [0u8; 8];
+                // SAFETY: reads 8 bytes into a local buffer.
+                let n = unsafe {
+                    libc::read(
+                        inner.get_ref().as_raw_fd(),
+                        expirations.as_mut_ptr().cast(),
+                        8,
+                    )
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Asks for precise timer wake-ups on this thread (the default slack is 50 us).
+fn minimal_timer_slack() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
+}
+
+/// This process's CPU time (user + system) so far.
+fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 struct ConnResult {
@@ -163,11 +289,12 @@ async fn prepopulate(args: &Args) -> std::io::Result<()> {
 async fn run_connection(
     args: Arc<Args>,
     id: usize,
+    stream: std::net::TcpStream,
+    started: Instant,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<ConnResult> {
-    let mut stream = TcpStream::connect(args.addr).await?;
-    stream.set_nodelay(true)?;
+    let mut stream = TcpStream::from_std(stream)?;
     let limits = Limits {
         max_value_len: args.value_size.max(1 << 20),
         ..Limits::default()
@@ -186,6 +313,18 @@ async fn run_connection(
         misses: 0,
         errors: 0,
     };
+    // Open loop: this connection's share of the rate, phase-shifted so the connections' sends interleave
+    // evenly. `started` is shared by all connections, so the schedule is one evenly spaced sequence.
+    let pacing = (args.rate > 0.0).then(|| {
+        let interval = Duration::from_secs_f64(args.connections as f64 / args.rate);
+        let phase = Duration::from_secs_f64(id as f64 / args.rate);
+        (interval, started + phase)
+    });
+    let pacer = match pacing {
+        Some((interval, first)) => Some(Pacer::new(first, interval)?),
+        None => None,
+    };
+    let mut next_send = pacing.map(|(_, first)| first);
     while !stop.load(Ordering::Relaxed) {
         let k = &keys[(rng.next() % args.keys as u64) as usize];
         let is_get = rng.next() < get_threshold;
@@ -201,7 +340,18 @@ async fn run_connection(
             out.extend_from_slice(&value);
             out.extend_from_slice(b"\r\n");
         }
-        let start = Instant::now();
+        let start = match (&pacer, next_send) {
+            (Some(pacer), Some(at)) => {
+                pacer.sleep_until(at).await?;
+                // Latency counts from the intended send time, even if we send later because the
+                // previous reply was late (coordinated omission).
+                at
+            }
+            _ => Instant::now(),
+        };
+        if let (Some((interval, _)), Some(at)) = (pacing, next_send.as_mut()) {
+            *at += interval;
+        }
         stream.write_all(&out).await?;
         let (hit, error) = read_reply(&mut stream, &mut buf, &limits, is_get).await?;
         let micros = start.elapsed().as_micros() as u64;
@@ -233,22 +383,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One single-threaded runtime per client thread, connections spread over them: no work stealing in the
     // client either, so it spends as little CPU per request as it can and disturbs the server least.
     let threads = args.threads.max(1);
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
+    // Connect one at a time, in order, so the server sees the same accept order every run: servers that
+    // hand connections to their threads round-robin (memcached, cache-node) then always split them the
+    // same way. Each client thread takes a contiguous block of connections, so each client thread talks to
+    // every server thread equally. (With concurrent connects the pairing of client and server threads was
+    // random per run, and throughput swung by 2x between runs with it.)
+    let mut streams = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let stream = std::net::TcpStream::connect(args.addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        streams.push(stream);
+    }
+    let per_thread = args.connections.div_ceil(threads);
+    let mut blocks: Vec<Vec<(usize, std::net::TcpStream)>> = Vec::with_capacity(threads);
+    let mut numbered = streams.into_iter().enumerate().peekable();
+    while numbered.peek().is_some() {
+        blocks.push(numbered.by_ref().take(per_thread).collect());
+    }
+    // The open-loop schedule's origin, a little ahead so every connection is up before its first send.
+    let started = Instant::now() + Duration::from_millis(100);
+    let handles: Vec<_> = blocks
+        .into_iter()
+        .map(|block| {
             let args = args.clone();
             let measuring = measuring.clone();
             let stop = stop.clone();
             std::thread::spawn(move || -> std::io::Result<Vec<ConnResult>> {
+                if args.rate > 0.0 {
+                    minimal_timer_slack();
+                }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
-                    let tasks: Vec<_> = (t..args.connections)
-                        .step_by(threads)
-                        .map(|id| {
+                    let tasks: Vec<_> = block
+                        .into_iter()
+                        .map(|(id, stream)| {
                             tokio::spawn(run_connection(
                                 args.clone(),
                                 id,
+                                stream,
+                                started,
                                 measuring.clone(),
                                 stop.clone(),
                             ))
@@ -265,16 +441,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     std::thread::sleep(Duration::from_secs_f64(args.warmup_secs));
     measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
+    let measure_start = Instant::now();
+    let cpu_start = process_cpu();
     std::thread::sleep(Duration::from_secs_f64(args.duration_secs));
     measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = measure_start.elapsed().as_secs_f64();
+    let cpu_used = process_cpu().saturating_sub(cpu_start);
     stop.store(true, Ordering::Relaxed);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut ops, mut hits, mut misses, mut errors) = (0, 0, 0, 0);
+    let (mut conn_ops_min, mut conn_ops_max) = (u64::MAX, 0);
     for h in handles {
         for r in h.join().map_err(|_| "client thread panicked")?? {
             hist.add(&r.hist)?;
+            if std::env::var_os("MCLOAD_PER_CONN").is_some() {
+                eprint!("{} ", r.ops);
+            }
+            conn_ops_min = conn_ops_min.min(r.ops);
+            conn_ops_max = conn_ops_max.max(r.ops);
             ops += r.ops;
             hits += r.hits;
             misses += r.misses;
@@ -282,11 +466,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "ops={ops} ops_per_sec={:.0} p50_us={} p99_us={} p999_us={} hits={hits} misses={misses} errors={errors}",
+        "ops={ops} ops_per_sec={:.0} p50_us={} p99_us={} p999_us={} hits={hits} misses={misses} errors={errors} conn_ops_min={conn_ops_min} conn_ops_max={conn_ops_max} client_cpu_us_per_op={:.2}",
         ops as f64 / elapsed,
         hist.value_at_quantile(0.50),
         hist.value_at_quantile(0.99),
         hist.value_at_quantile(0.999),
+        cpu_used.as_secs_f64() * 1e6 / ops.max(1) as f64,
     );
     Ok(())
 }

@@ -31,8 +31,9 @@ impl TestServer {
         let mut config = ServerConfig {
             clock: clock.clone(),
             threads: 2,
-            // The production model: connections on two dedicated single-threaded runtimes.
-            connection_threads: 2,
+            // The production model: connections on the caller's multi-threaded runtime (the tests run
+            // on one with two workers, as the binary does with `-t 2`).
+            connection_threads: 0,
             ..ServerConfig::default()
         };
         adjust(&mut config);
