@@ -28,7 +28,13 @@ fn store(limit: usize, clock: &Arc<ManualClock>) -> Store {
     )
 }
 
-fn put(s: &Store, key: &[u8], parts: &[&[u8]], flags: u32, exptime: u32) {
+fn try_put(
+    s: &Store,
+    key: &[u8],
+    parts: &[&[u8]],
+    flags: u32,
+    exptime: u32,
+) -> Result<(), StoreError> {
     s.with_entry(key, |e| {
         e.insert(NewItem {
             value: parts,
@@ -39,7 +45,10 @@ fn put(s: &Store, key: &[u8], parts: &[&[u8]], flags: u32, exptime: u32) {
             win_sent: false,
         })
     })
-    .expect("insert within budget");
+}
+
+fn put(s: &Store, key: &[u8], parts: &[&[u8]], flags: u32, exptime: u32) {
+    try_put(s, key, parts, flags, exptime).expect("insert within budget");
 }
 
 fn get(s: &Store, key: &[u8]) -> Option<(Vec<u8>, ItemMeta)> {
@@ -202,16 +211,7 @@ fn too_large_limit_counts_the_flags_field_only_when_stored() {
     let max_item = 1 << 20;
     let key = b"big";
     let probe = vec![0u8; 4 << 20];
-    let r = s.with_entry(key, |e| {
-        e.insert(NewItem {
-            value: &[&probe],
-            flags: 0,
-            exptime: 0,
-            cas: 0,
-            stale: false,
-            win_sent: false,
-        })
-    });
+    let r = try_put(&s, key, &[&probe], 0, 0);
     assert_eq!(
         r,
         Err(StoreError::TooLarge {
@@ -221,16 +221,7 @@ fn too_large_limit_counts_the_flags_field_only_when_stored() {
         "flagless: 29-byte header"
     );
     let fits = vec![b'v'; max_item - 29 - key.len()];
-    let r = s.with_entry(key, |e| {
-        e.insert(NewItem {
-            value: &[&fits],
-            flags: 9,
-            exptime: 0,
-            cas: 0,
-            stale: false,
-            win_sent: false,
-        })
-    });
+    let r = try_put(&s, key, &[&fits], 9, 0);
     assert_eq!(
         r,
         Err(StoreError::TooLarge {
