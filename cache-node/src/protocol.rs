@@ -550,6 +550,17 @@ impl<'a> Tokens<'a> {
             .unwrap_or(self.rest.len());
         &self.rest[start..]
     }
+
+    /// The optional `noreply` that ends a line (incr/decr, touch, verbosity): `Some(noreply)`
+    /// when nothing or exactly `noreply` is left, `None` when anything else is.
+    fn trailing_noreply(&mut self) -> Option<bool> {
+        let noreply = match self.next() {
+            None => false,
+            Some(b"noreply") => true,
+            Some(_) => return None,
+        };
+        self.next().is_none().then_some(noreply)
+    }
 }
 
 impl<'a> Iterator for Tokens<'a> {
@@ -701,14 +712,9 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let (Some(key), Some(delta)) = (tokens.next(), tokens.next()) else {
                 return err(ProtocolError::UnknownCommand, line_len);
             };
-            let noreply = match tokens.next() {
-                None => false,
-                Some(b"noreply") => true,
-                Some(_) => return err(ProtocolError::UnknownCommand, line_len),
-            };
-            if tokens.next().is_some() {
+            let Some(noreply) = tokens.trailing_noreply() else {
                 return err(ProtocolError::UnknownCommand, line_len);
-            }
+            };
             if !valid_key(key, limits.max_key_len) {
                 return err(ProtocolError::BadKey, line_len);
             }
@@ -734,14 +740,9 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let (Some(key), Some(exptime)) = (tokens.next(), tokens.next()) else {
                 return err(ProtocolError::UnknownCommand, line_len);
             };
-            let noreply = match tokens.next() {
-                None => false,
-                Some(b"noreply") => true,
-                Some(_) => return err(ProtocolError::UnknownCommand, line_len),
-            };
-            if tokens.next().is_some() {
+            let Some(noreply) = tokens.trailing_noreply() else {
                 return err(ProtocolError::UnknownCommand, line_len);
-            }
+            };
             if !valid_key(key, limits.max_key_len) {
                 return err(ProtocolError::BadKey, line_len);
             }
@@ -790,14 +791,9 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let Some(_level) = tokens.next() else {
                 return err(ProtocolError::UnknownCommand, line_len);
             };
-            let noreply = match tokens.next() {
-                None => false,
-                Some(b"noreply") => true,
-                Some(_) => return err(ProtocolError::UnknownCommand, line_len),
-            };
-            if tokens.next().is_some() {
+            let Some(noreply) = tokens.trailing_noreply() else {
                 return err(ProtocolError::UnknownCommand, line_len);
-            }
+            };
             Parsed::Request {
                 request: Request::Verbosity { noreply },
                 consumed: line_len,
@@ -1868,6 +1864,37 @@ mod tests {
             panic!()
         };
         assert_eq!(request.key(), None);
+    }
+
+    /// incr/decr, touch and verbosity end with an optional `noreply` and nothing else.
+    #[test]
+    fn only_a_final_noreply_may_follow_incr_touch_and_verbosity() {
+        for (line, noreply) in [
+            (&b"incr k 1\r\n"[..], false),
+            (b"decr k 1 noreply\r\n", true),
+            (b"touch k 10\r\n", false),
+            (b"touch k 10 noreply\r\n", true),
+            (b"verbosity 1\r\n", false),
+            (b"verbosity 1 noreply\r\n", true),
+        ] {
+            let Parsed::Request { request, .. } = req(line) else {
+                panic!("{line:?}")
+            };
+            assert_eq!(request.is_noreply(), noreply, "{line:?}");
+        }
+        for line in [
+            &b"incr k 1 bogus\r\n"[..],
+            b"incr k 1 noreply extra\r\n",
+            b"touch k 10 x\r\n",
+            b"touch k 10 noreply noreply\r\n",
+            b"verbosity 1 noreply x\r\n",
+        ] {
+            assert_eq!(
+                req(line),
+                err(ProtocolError::UnknownCommand, line.len()),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]
