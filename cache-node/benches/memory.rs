@@ -66,16 +66,7 @@ fn measure_store(w: &Workload) -> (f64, f64) {
     let v = value(0, w.value_len);
     for i in 0..w.items {
         store
-            .with_entry(&key(i, w.key_len), |e| {
-                e.insert(NewItem {
-                    value: &[&v],
-                    flags: 0,
-                    exptime: 0,
-                    cas: 0,
-                    stale: false,
-                    win_sent: false,
-                })
-            })
+            .with_entry(&key(i, w.key_len), |e| e.insert(NewItem::plain(&[&v])))
             .expect("insert");
     }
     let after = rss_kib(None);

@@ -24,17 +24,8 @@ fn main() {
     let keys: Vec<String> = (0..n).map(|i| format!("key:{i:028}")).collect();
     let t = Instant::now();
     for k in &keys {
-        s.with_entry(k.as_bytes(), |e| {
-            e.insert(NewItem {
-                value: &[&v],
-                flags: 0,
-                exptime: 0,
-                cas: 0,
-                stale: false,
-                win_sent: false,
-            })
-        })
-        .expect("insert");
+        s.with_entry(k.as_bytes(), |e| e.insert(NewItem::plain(&[&v])))
+            .expect("insert");
     }
     let el = t.elapsed();
     let st = s.stats();
@@ -79,14 +70,7 @@ fn main() {
                             if e.item().is_some() {
                                 e.record_read();
                             } else {
-                                let _ = e.insert(NewItem {
-                                    value: &[&v],
-                                    flags: 0,
-                                    exptime: 0,
-                                    cas: 0,
-                                    stale: false,
-                                    win_sent: false,
-                                });
+                                let _ = e.insert(NewItem::plain(&[&v]));
                             }
                         });
                     }

@@ -204,14 +204,7 @@ pub fn replay_each(
                 true
             } else {
                 // A miss is not counted by the sketch; the insert is (as in Caffeine).
-                let _ = e.insert(NewItem {
-                    value: &[],
-                    flags: 0,
-                    exptime: 0,
-                    cas: 0,
-                    stale: false,
-                    win_sent: false,
-                });
+                let _ = e.insert(NewItem::plain(&[]));
                 false
             }
         });

@@ -8,17 +8,8 @@ use cache_node::clock::ManualClock;
 use cache_node::store::{NewItem, Store, StoreConfig, WindowAdaptation};
 
 fn insert(s: &Store, key: &[u8], value: &[u8]) {
-    s.with_entry(key, |e| {
-        e.insert(NewItem {
-            value: &[value],
-            flags: 0,
-            exptime: 0,
-            cas: 0,
-            stale: false,
-            win_sent: false,
-        })
-    })
-    .expect("insert within budget");
+    s.with_entry(key, |e| e.insert(NewItem::plain(&[value])))
+        .expect("insert within budget");
 }
 
 /// A read-through access: hit (recorded) or insert on a miss. Returns whether it hit.
@@ -28,15 +19,7 @@ fn access(s: &Store, key: &[u8]) -> bool {
             e.record_read();
             true
         } else {
-            e.insert(NewItem {
-                value: &[],
-                flags: 0,
-                exptime: 0,
-                cas: 0,
-                stale: false,
-                win_sent: false,
-            })
-            .expect("insert");
+            e.insert(NewItem::plain(&[])).expect("insert");
             false
         }
     })

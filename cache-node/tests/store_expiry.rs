@@ -233,28 +233,10 @@ fn bad_keys_and_oversized_items_are_refused_without_losing_the_old_value() {
     );
     set(&s, b"k", b"old", 0);
     let big = vec![0u8; 3 << 20];
-    let r = s.with_entry(b"k", |e| {
-        e.insert(NewItem {
-            value: &[&big],
-            flags: 0,
-            exptime: 0,
-            cas: 0,
-            stale: false,
-            win_sent: false,
-        })
-    });
+    let r = s.with_entry(b"k", |e| e.insert(NewItem::plain(&[&big])));
     assert!(matches!(r, Err(StoreError::TooLarge { .. })), "{r:?}");
     assert_eq!(get(&s, b"k").as_deref(), Some(&b"old"[..]));
     let long = vec![b'x'; 251];
-    let r = s.with_entry(&long, |e| {
-        e.insert(NewItem {
-            value: &[b"v"],
-            flags: 0,
-            exptime: 0,
-            cas: 0,
-            stale: false,
-            win_sent: false,
-        })
-    });
+    let r = s.with_entry(&long, |e| e.insert(NewItem::plain(&[b"v"])));
     assert_eq!(r, Err(StoreError::BadKey(251)));
 }

@@ -228,6 +228,21 @@ pub struct NewItem<'a> {
     pub win_sent: bool,
 }
 
+impl<'a> NewItem<'a> {
+    /// An item of `value` with no flags, no expiry, a freshly assigned CAS and no lease bits
+    /// (change fields with struct update syntax: `NewItem { flags: 3, ..NewItem::plain(v) }`).
+    pub fn plain(value: &'a [&'a [u8]]) -> NewItem<'a> {
+        NewItem {
+            value,
+            flags: 0,
+            exptime: 0,
+            cas: 0,
+            stale: false,
+            win_sent: false,
+        }
+    }
+}
+
 /// Counters, named after memcached's `stats` fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
