@@ -226,16 +226,21 @@ fn two_pool_resamples(config_overrides: &dyn Fn(&mut cache_node::store::StoreCon
         lru_all.push(lru);
         moka_all.push(moka);
     }
-    let stats = |v: &[f64]| {
+    let mean_sd = |v: &[f64]| {
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
-        format!("{mean:.2} (sd {:.2})", var.sqrt())
+        (mean, var.sqrt())
     };
+    let stats = |v: &[f64]| {
+        let (mean, sd) = mean_sd(v);
+        format!("{mean:.2} (sd {sd:.2})")
+    };
+    // Paired with ours run by run; the standard error is that of the mean difference.
     let diff = |other: &[f64]| {
         let d: Vec<f64> = ours_all.iter().zip(other).map(|(o, x)| o - x).collect();
-        let s = stats(&d);
-        let sd = (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt();
-        format!("{s}, standard error {:.2}", sd / (d.len() as f64).sqrt())
+        let (mean, sd) = mean_sd(&d);
+        let se = sd / (d.len() as f64).sqrt();
+        format!("{mean:.2} (sd {sd:.2}), standard error {se:.2}")
     };
     let chance = 100.0 * (0.5 + 0.5 * (cap as f64 - hot as f64) / cold as f64);
     println!(
