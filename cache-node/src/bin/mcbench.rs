@@ -257,41 +257,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into());
         }
     }
-    let threads = args.server_threads.to_string();
-    let memory = args.memory_mb.to_string();
+    // The settings both servers get, in one place so they cannot drift apart.
+    let server = |program: &Path, port: u16| {
+        let mut cmd = pinned(program, args.server_cpus.as_deref());
+        cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1"]);
+        cmd.args(["-t", &args.server_threads.to_string()]);
+        cmd.args(["-m", &args.memory_mb.to_string(), "-c", "4096"]);
+        cmd
+    };
 
     let port = free_port()?;
-    let mut cmd = pinned(&ours_bin, args.server_cpus.as_deref());
-    cmd.args([
-        "-p",
-        &port.to_string(),
-        "-l",
-        "127.0.0.1",
-        "-t",
-        &threads,
-        "-m",
-        &memory,
-        "-c",
-        "4096",
-    ]);
-    let ours = start("cache-node", cmd, port)?;
+    let ours = start("cache-node", server(&ours_bin, port), port)?;
 
     let port = free_port()?;
-    let mut cmd = pinned(&args.memcached, args.server_cpus.as_deref());
-    cmd.args([
-        "-p",
-        &port.to_string(),
-        "-l",
-        "127.0.0.1",
-        "-U",
-        "0",
-        "-t",
-        &threads,
-        "-m",
-        &memory,
-        "-c",
-        "4096",
-    ]);
+    let mut cmd = server(&args.memcached, port);
+    // UDP off: cache-node speaks TCP only.
+    cmd.args(["-U", "0"]);
     // memcached refuses to run as root without -u.
     if running_as_root() {
         cmd.args(["-u", "root"]);
