@@ -19,16 +19,17 @@ async fn broker_down_20s_drops_nothing_and_holds_the_checkpoint() -> TestResult 
     let topic = "inv_outage";
     let scenario = Scenario::ledger(&stack, topic, 1).await?;
     let primary = stack.primary();
-    let (config, checkpoint, log) = (
-        scenario.config.clone(),
-        scenario.checkpoint.clone(),
-        scenario.log.clone(),
-    );
-    let mut squeal = Squeal::run(&config, primary.password(), &log)?;
+    let Scenario {
+        config,
+        checkpoint,
+        log,
+        ..
+    } = &scenario;
+    let mut squeal = Squeal::run(config, primary.password(), log)?;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_ledger_writer(primary.url(), stop.clone(), Duration::from_millis(5));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before_outage = checkpoint_of(&checkpoint);
+    let before_outage = checkpoint_of(checkpoint);
     assert!(
         before_outage.is_some(),
         "squeal checkpoints while Kafka is up"
@@ -36,13 +37,13 @@ async fn broker_down_20s_drops_nothing_and_holds_the_checkpoint() -> TestResult 
 
     stack.kafka().stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let held = checkpoint_of(&checkpoint);
+    let held = checkpoint_of(checkpoint);
     let rows_at_hold = primary
         .query("SELECT COUNT(*) FROM squeal_test.ledger")
         .await?;
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(
-        checkpoint_of(&checkpoint),
+        checkpoint_of(checkpoint),
         held,
         "checkpoint moved while Kafka was down"
     );
@@ -52,10 +53,10 @@ async fn broker_down_20s_drops_nothing_and_holds_the_checkpoint() -> TestResult 
         squeal.log_text()
     );
     squeal.kill9();
-    squeal = Squeal::run(&config, primary.password(), &log)?;
+    squeal = Squeal::run(config, primary.password(), log)?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
-        checkpoint_of(&checkpoint),
+        checkpoint_of(checkpoint),
         held,
         "checkpoint moved while Kafka was down (after restart)"
     );
@@ -81,9 +82,9 @@ async fn broker_down_20s_drops_nothing_and_holds_the_checkpoint() -> TestResult 
         expected.len(),
         &missing[..missing.len().min(10)]
     );
-    let after = checkpoint_of(&checkpoint);
+    let after = checkpoint_of(checkpoint);
     assert!(
-        eventually(Duration::from_secs(30), || checkpoint_of(&checkpoint)
+        eventually(Duration::from_secs(30), || checkpoint_of(checkpoint)
             != held)
         .await,
         "checkpoint resumes after the outage: {after:?}"

@@ -17,12 +17,13 @@ async fn mariadb_restart_and_binlog_rotation_lose_nothing() -> TestResult {
     let topic = "inv_restart";
     let scenario = Scenario::ledger(&stack, topic, 1).await?;
     let primary = stack.primary();
-    let (config, checkpoint, log) = (
-        scenario.config.clone(),
-        scenario.checkpoint.clone(),
-        scenario.log.clone(),
-    );
-    let squeal = Squeal::run(&config, primary.password(), &log)?;
+    let Scenario {
+        config,
+        checkpoint,
+        log,
+        ..
+    } = &scenario;
+    let squeal = Squeal::run(config, primary.password(), log)?;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_ledger_writer(primary.url(), stop.clone(), Duration::from_millis(5));
     let first_file = primary.query("SHOW MASTER STATUS").await?[0][0]
@@ -64,11 +65,11 @@ async fn mariadb_restart_and_binlog_rotation_lose_nothing() -> TestResult {
         .clone()
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(30), || checkpoint_of(&checkpoint)
+        eventually(Duration::from_secs(30), || checkpoint_of(checkpoint)
             .is_some_and(|(f, _)| f == current))
         .await,
         "checkpoint follows rotation from {first_file} to {current}: {:?}",
-        checkpoint_of(&checkpoint)
+        checkpoint_of(checkpoint)
     );
     let text = squeal.log_text();
     assert!(

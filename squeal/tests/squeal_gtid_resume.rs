@@ -15,14 +15,15 @@ async fn gtid_resume_ignores_a_meaningless_file_position() -> TestResult {
     let topic = "inv_gtid";
     let scenario = Scenario::ledger(&stack, topic, 1).await?;
     let primary = stack.primary();
-    let (config, checkpoint, log) = (
-        scenario.config.clone(),
-        scenario.checkpoint.clone(),
-        scenario.log.clone(),
-    );
+    let Scenario {
+        config,
+        checkpoint,
+        log,
+        ..
+    } = &scenario;
     let write_config = |resume: &str| scenario.write_config(&format!("resume = \"{resume}\""));
     write_config("gtid")?;
-    let mut squeal = Squeal::run(&config, primary.password(), &log)?;
+    let mut squeal = Squeal::run(config, primary.password(), log)?;
     for i in 0..20 {
         primary
             .execute(&format!("INSERT INTO squeal_test.ledger (v) VALUES ({i})"))
@@ -36,7 +37,7 @@ async fn gtid_resume_ignores_a_meaningless_file_position() -> TestResult {
             .is_empty()
     );
     let state_written = eventually(Duration::from_secs(30), || {
-        squeal::checkpoint::load(&checkpoint)
+        squeal::checkpoint::load(checkpoint)
             .ok()
             .flatten()
             .and_then(|p| p.gtid_state)
@@ -53,15 +54,15 @@ async fn gtid_resume_ignores_a_meaningless_file_position() -> TestResult {
     }
     primary.execute("FLUSH BINARY LOGS").await?;
     // The file and position now name nothing on this server.
-    let mut cp = squeal::checkpoint::load(&checkpoint)?.expect("checkpoint");
+    let mut cp = squeal::checkpoint::load(checkpoint)?.expect("checkpoint");
     cp.file = "elsewhere-bin.000777".into();
     cp.pos = 123_456;
-    squeal::checkpoint::save(&checkpoint, &cp)?;
+    squeal::checkpoint::save(checkpoint, &cp)?;
 
     // Control: by position, this checkpoint is refused.
     write_config("position")?;
     let control_log = scenario.dir.path().join("control.log");
-    let mut control = Squeal::run(&config, primary.password(), &control_log)?;
+    let mut control = Squeal::run(config, primary.password(), &control_log)?;
     let status = control.wait_exit(Duration::from_secs(60)).expect("refused");
     assert_eq!(status.code(), Some(1), "{}", control.log_text());
     assert!(control
@@ -69,7 +70,7 @@ async fn gtid_resume_ignores_a_meaningless_file_position() -> TestResult {
         .contains("no longer has elsewhere-bin.000777"));
 
     write_config("gtid")?;
-    let squeal = Squeal::run(&config, primary.password(), &log)?;
+    let squeal = Squeal::run(config, primary.password(), log)?;
     for i in 40..60 {
         primary
             .execute(&format!("INSERT INTO squeal_test.ledger (v) VALUES ({i})"))
