@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value_t = 3.0)]
     duration_secs: f64,
     /// Offered loads, comma-separated: 0 = closed loop (saturation), else requests per second (open loop).
-    #[arg(long, value_delimiter = ',', default_value = "0,30000")]
+    #[arg(long, value_delimiter = ',', default_value = "0,30000,60000")]
     rates: Vec<f64>,
     /// CPUs for both servers (a `taskset -c` list, e.g. "1"); default: no pinning.
     #[arg(long)]
