@@ -628,22 +628,29 @@ impl<'n> Session<'n> {
         let vivify = flags.vivify_ttl.map(|t| self.expiry(t));
         let client_flags = flags.client_flags.unwrap_or(0);
         let new_cas = flags.new_cas.unwrap_or_else(|| self.node.store.next_cas());
+        // As memcached 1.6: add ignores C, append/prepend compare it only with an item that is there.
+        let compare_cas = match mode {
+            MetaSetMode::Add => None,
+            _ => flags.compare_cas,
+        };
+        let appends = matches!(mode, MetaSetMode::Append | MetaSetMode::Prepend);
         let max = self.node.config.limits.max_value_len;
         let scratch = &mut self.scratch;
         let (outcome, lease_refill) = self.node.store.with_entry(key, |e| {
             let current = e.item().map(|it| {
                 let meta = *it.meta();
-                if matches!(mode, MetaSetMode::Append | MetaSetMode::Prepend) {
+                if appends {
                     scratch.clear();
                     scratch.extend_from_slice(it.value());
                 }
                 (meta, it.value().len())
             });
             let lease_refill =
-                flags.compare_cas.is_some() && current.is_none_or(|(m, len)| !live(&m, len));
+                compare_cas.is_some() && current.is_none_or(|(m, len)| !live(&m, len));
             let mut mark_stale = false;
-            if let Some(c) = flags.compare_cas {
+            if let Some(c) = compare_cas {
                 match current {
+                    None if appends => {}
                     None => return (StoreOutcome::NotFound, lease_refill),
                     // I with an older CAS: store, but as stale (memcached's "set-to-invalid").
                     Some((m, _)) if c < m.cas && flags.invalidate => mark_stale = true,
@@ -692,7 +699,7 @@ impl<'n> Session<'n> {
             } else {
                 self.counters.lease_sets_refused += 1;
             }
-        } else if flags.compare_cas.is_some() {
+        } else if compare_cas.is_some() {
             match outcome {
                 StoreOutcome::Stored => self.counters.cas_hits += 1,
                 StoreOutcome::Exists => self.counters.cas_badval += 1,
@@ -830,8 +837,11 @@ impl<'n> Session<'n> {
             match current {
                 None => match vivify {
                     Some(v) => {
+                        // As memcached 1.6: a T given with N is the created item's TTL too.
+                        let exp = touch.unwrap_or(v);
                         let initial = flags.initial.unwrap_or(0);
-                        store_counter(e, initial, 0, v.store_time(), new_cas)
+                        let result = store_counter(e, initial, 0, exp.store_time(), new_cas);
+                        removed_if_expired(e, exp, result)
                     }
                     None => ArithResult::NotFound,
                 },
@@ -842,11 +852,13 @@ impl<'n> Session<'n> {
                     let Some(n) = n else {
                         return ArithResult::NonNumeric;
                     };
-                    let exptime = match touch {
-                        Some(t) => t.store_time(),
-                        None => meta.exptime,
-                    };
-                    store_counter(e, apply_arith(op, n, delta), meta.flags, exptime, new_cas)
+                    let exptime = touch.map_or(meta.exptime, Expiry::store_time);
+                    let v = apply_arith(op, n, delta);
+                    let result = store_counter(e, v, meta.flags, exptime, new_cas);
+                    match touch {
+                        Some(t) => removed_if_expired(e, t, result),
+                        None => result,
+                    }
                 }
             }
         });
@@ -1187,6 +1199,15 @@ fn store_counter(e: &mut Entry<'_>, v: u64, flags: u32, exptime: u32, cas: u64) 
         StoreOutcome::Stored => ArithResult::Value(v, exptime),
         _ => ArithResult::TooLarge,
     }
+}
+
+/// An arithmetic result whose TTL is already over is answered (as memcached) but not kept: `store_time`'s
+/// placeholder second is not in the past while the clock is still at second 0 or 1.
+fn removed_if_expired(e: &mut Entry<'_>, exp: Expiry, result: ArithResult) -> ArithResult {
+    if exp == Expiry::Expired && matches!(result, ArithResult::Value(..)) {
+        e.remove();
+    }
+    result
 }
 
 /// Reads a shared counter (for tests and metrics).

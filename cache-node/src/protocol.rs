@@ -830,7 +830,13 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 _ => MetaCommand::Debug,
             };
             let Some(key) = tokens.next() else {
-                return err(ProtocolError::BadCommandLine, line_len);
+                // memcached 1.6 answers a keyless mg/md/ma as an unknown command, a keyless me as a bad line.
+                let error = if command == MetaCommand::Debug {
+                    ProtocolError::BadCommandLine
+                } else {
+                    ProtocolError::UnknownCommand
+                };
+                return err(error, line_len);
             };
             let raw = tokens.remainder();
             let flags = match parse_meta_flags(command, raw) {
@@ -851,7 +857,11 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             }
         }
         b"ms" => {
-            let (Some(key), Some(len)) = (tokens.next(), tokens.next()) else {
+            // As memcached 1.6: no key is an unknown command, a key without a length a bad line.
+            let Some(key) = tokens.next() else {
+                return err(ProtocolError::UnknownCommand, line_len);
+            };
+            let Some(len) = tokens.next() else {
                 return err(ProtocolError::BadCommandLine, line_len);
             };
             let Some(len) = parse_data_len(len) else {

@@ -454,6 +454,71 @@ async fn meta_commands() -> R {
     Ok(())
 }
 
+/// Found by tests/memcached_diff.rs: memcached 1.6.18 answers a keyless `mg`/`ms`/`md`/`ma` as an unknown
+/// command (`ERROR`), but `ms KEY` without a length and a keyless `me` as a bad line. Before the fix all
+/// five were `CLIENT_ERROR bad command line format`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_commands_without_a_key_answer_as_memcached() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    for keyless in [&b"mg\r\n"[..], b"ms\r\n", b"md\r\n", b"ma\r\n", b"mg \r\n"] {
+        c.expect(keyless, b"ERROR\r\n").await;
+    }
+    c.expect(b"ms k\r\n", b"CLIENT_ERROR bad command line format\r\n")
+        .await;
+    c.expect(b"me\r\n", b"CLIENT_ERROR bad command line format\r\n")
+        .await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: `ma KEY N<ttl> T<ttl>` creating the item gives it T's TTL, as
+/// memcached 1.6.18 does (T is "update the TTL on success"); without T, N's. Before the fix the created
+/// item kept N's TTL (`t3600` / `t-1` below) and `N0 T-1` left a live item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_arith_vivify_takes_the_ttl_of_t() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"ma a N3600 T0 t\r\n", b"HD t-1\r\n").await;
+    c.expect(b"ma b N0 T3600 t\r\n", b"HD t3600\r\n").await;
+    c.expect(b"ma c N3600 t\r\n", b"HD t3600\r\n").await;
+    c.expect(b"ma d N0 T-1\r\n", b"HD\r\n").await;
+    c.expect(b"mg d v\r\n", b"EN\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: `ms` with `C` follows memcached 1.6.18 per mode. Add (`ME`) ignores
+/// C; append/prepend on a missing item are NS (not NF) and compare C with an item that is there; set and
+/// replace are a CAS (NF, EX). Before the fix every mode answered NF on a missing item and add EX on a
+/// present one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_set_compare_cas_follows_the_mode() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"ms a1 1 C5 ME\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"ms a2 1 C5 MA\r\nx\r\n", b"NS\r\n").await;
+    c.expect(b"ms a3 1 C5 MP\r\nx\r\n", b"NS\r\n").await;
+    c.expect(b"ms a4 1 C5 MR\r\nx\r\n", b"NF\r\n").await;
+    c.expect(b"ms a5 1 C5 MS\r\nx\r\n", b"NF\r\n").await;
+    c.expect(b"ms b 1 c\r\ny\r\n", b"HD c").await;
+    let cas = c.line().await;
+    c.expect(b"ms b 1 C999999 ME\r\nx\r\n", b"NS\r\n").await;
+    for mode in ["MA", "MP", "MR", "MS"] {
+        c.expect(
+            format!("ms b 1 C999999 {mode}\r\nx\r\n").as_bytes(),
+            b"EX\r\n",
+        )
+        .await;
+    }
+    c.expect(format!("ms b 1 C{cas} MA\r\nz\r\n").as_bytes(), b"HD\r\n")
+        .await;
+    c.expect(b"mg b v\r\n", b"VA 2\r\nyz\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
 /// Client flags are stored only when nonzero (a flagless item has no flags field). Every command
 /// that updates an item in place (touch, gat, mg T, md I) or rewrites it (incr/decr, append,
 /// prepend, ms MA, cas, ma) keeps them, for flags 0, 1 and u32::MAX side by side, and a set can
