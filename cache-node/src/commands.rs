@@ -510,6 +510,8 @@ impl<'n> Session<'n> {
                     out.put_slice(reply::OUT_OF_MEMORY);
                     return MgOutcome::Miss;
                 }
+                // The winner's read is the placeholder's first fetch, as memcached: later readers see h1.
+                e.record_read();
                 let info = MetaItemInfo {
                     cas,
                     flags: 0,
@@ -729,7 +731,8 @@ impl<'n> Session<'n> {
             }
         };
         let info = MetaItemInfo {
-            cas: new_cas,
+            // As memcached: a refused set stored nothing, so its CAS is 0.
+            cas: if code == MetaCode::Hd { new_cas } else { 0 },
             flags: client_flags,
             size: data.len(),
             ..MetaItemInfo::default()

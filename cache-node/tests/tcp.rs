@@ -515,6 +515,22 @@ async fn meta_set_compare_cas_follows_the_mode() -> R {
     c.expect(format!("ms b 1 C{cas} MA\r\nz\r\n").as_bytes(), b"HD\r\n")
         .await;
     c.expect(b"mg b v\r\n", b"VA 2\r\nyz\r\n").await;
+    // A refused ms stored nothing: its c is 0, as memcached (before the fix: the unused new CAS).
+    c.expect(b"ms b 1 c ME\r\nx\r\n", b"NS c0\r\n").await;
+    c.expect(b"ms b 1 c C1 MS\r\nx\r\n", b"EX c0\r\n").await;
+    c.expect(b"ms none 1 c MR\r\nx\r\n", b"NS c0\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: the `mg N` miss that creates a lease placeholder is its first fetch, so
+/// the next reader's `h` is 1, as memcached 1.6.18. Before the fix it was `h0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_placeholder_was_fetched_by_its_winner() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"mg k N30 h\r\n", b"HD h0 W\r\n").await;
+    c.expect(b"mg k h\r\n", b"HD h1 Z\r\n").await;
     s.stop().await;
     Ok(())
 }
