@@ -510,8 +510,11 @@ impl<'n> Session<'n> {
                     out.put_slice(reply::OUT_OF_MEMORY);
                     return MgOutcome::Miss;
                 }
-                // The winner's read is the placeholder's first fetch, as memcached: later readers see h1.
-                e.record_read();
+                // The winner's read is the placeholder's first fetch (unless `u`), as memcached: later
+                // readers see h1.
+                if !flags.no_bump {
+                    e.record_read();
+                }
                 let info = MetaItemInfo {
                     cas,
                     flags: 0,
@@ -832,6 +835,7 @@ impl<'n> Session<'n> {
         let vivify = flags.vivify_ttl.map(|t| self.expiry(t));
         let touch = flags.ttl.map(|t| self.expiry(t));
         let new_cas = flags.new_cas.unwrap_or_else(|| self.node.store.next_cas());
+        let mut created = false;
         let result = self.node.store.with_entry(key, |e| {
             let current = e.item().and_then(|it| {
                 let meta = *it.meta();
@@ -842,6 +846,7 @@ impl<'n> Session<'n> {
                     Some(v) => {
                         // As memcached 1.6: a T given with N is the created item's TTL too.
                         let exp = touch.unwrap_or(v);
+                        created = true;
                         let initial = flags.initial.unwrap_or(0);
                         let result = store_counter(e, initial, 0, exp.store_time(), new_cas);
                         removed_if_expired(e, exp, result)
@@ -849,7 +854,8 @@ impl<'n> Session<'n> {
                     None => ArithResult::NotFound,
                 },
                 Some((meta, n)) => {
-                    if flags.compare_cas.is_some_and(|c| c != meta.cas) {
+                    // As memcached 1.6 (do_add_delta): C0 compares nothing.
+                    if flags.compare_cas.is_some_and(|c| c != 0 && c != meta.cas) {
                         return ArithResult::Exists;
                     }
                     let Some(n) = n else {
@@ -882,6 +888,11 @@ impl<'n> Session<'n> {
                     size: text.len(),
                     ..MetaItemInfo::default()
                 };
+                // As memcached 1.6.18: q hides an incr/decr's success, with or without v, but not the
+                // reply of the ma that created the item.
+                if flags.quiet && !created {
+                    return;
+                }
                 if flags.return_value {
                     compose_meta(
                         out,
@@ -892,7 +903,7 @@ impl<'n> Session<'n> {
                         WinFlags::default(),
                         Some(&[text]),
                     );
-                } else if !flags.quiet {
+                } else {
                     compose_meta_subset(out, MetaCode::Hd, key_as_sent, flags, &info, b"ctkOb");
                 }
             }

@@ -475,9 +475,9 @@ async fn meta_commands_without_a_key_answer_as_memcached() -> R {
 
 /// Found by tests/memcached_diff.rs: `ma KEY N<ttl> T<ttl>` creating the item gives it T's TTL, as
 /// memcached 1.6.18 does (T is "update the TTL on success"); without T, N's. Before the fix the created
-/// item kept N's TTL (`t3600` / `t-1` below) and `N0 T-1` left a live item.
+/// item kept N's TTL (`t3600` / `t-1` below) and `N0 T-1` left a live item. Also C0 and q as memcached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn meta_arith_vivify_takes_the_ttl_of_t() -> R {
+async fn meta_arith_ttl_cas_and_quiet_as_memcached() -> R {
     let s = TestServer::start().await;
     let mut c = s.client().await;
     c.expect(b"ma a N3600 T0 t\r\n", b"HD t-1\r\n").await;
@@ -485,6 +485,14 @@ async fn meta_arith_vivify_takes_the_ttl_of_t() -> R {
     c.expect(b"ma c N3600 t\r\n", b"HD t3600\r\n").await;
     c.expect(b"ma d N0 T-1\r\n", b"HD\r\n").await;
     c.expect(b"mg d v\r\n", b"EN\r\n").await;
+    // C0 compares nothing in ma, as memcached (before the fix: EX).
+    c.expect(b"ma c C0 v\r\n", b"VA 1\r\n1\r\n").await;
+    c.expect(b"ma c C1 v\r\n", b"EX\r\n").await;
+    // q hides an incr's success even with v, but not the reply of the ma that creates the item, as
+    // memcached (before the fix: `VA 1 / 2` for the first, nothing for the second).
+    c.expect(b"ma c q v\r\nmn\r\n", b"MN\r\n").await;
+    c.expect(b"ma e q N0\r\n", b"HD\r\n").await;
+    c.expect(b"ma f q N0 v\r\n", b"VA 1\r\n0\r\n").await;
     s.stop().await;
     Ok(())
 }
