@@ -633,9 +633,11 @@ impl<'n> Session<'n> {
         let vivify = flags.vivify_ttl.map(|t| self.expiry(t));
         let client_flags = flags.client_flags.unwrap_or(0);
         let new_cas = flags.new_cas.unwrap_or_else(|| self.node.store.next_cas());
-        // As memcached 1.6: add ignores C, append/prepend compare it only with an item that is there.
+        // As memcached 1.6: add ignores C, append/prepend compare it only with an item that is there and
+        // take C0 as no CAS.
         let compare_cas = match mode {
             MetaSetMode::Add => None,
+            MetaSetMode::Append | MetaSetMode::Prepend => flags.compare_cas.filter(|&c| c != 0),
             _ => flags.compare_cas,
         };
         let appends = matches!(mode, MetaSetMode::Append | MetaSetMode::Prepend);
@@ -839,7 +841,8 @@ impl<'n> Session<'n> {
         let result = self.node.store.with_entry(key, |e| {
             let current = e.item().and_then(|it| {
                 let meta = *it.meta();
-                live(&meta, it.value().len()).then(|| (meta, parse_counter(it.value())))
+                live(&meta, it.value().len())
+                    .then(|| (meta, parse_counter(it.value()), it.value().is_empty()))
             });
             match current {
                 None => match vivify {
@@ -853,8 +856,12 @@ impl<'n> Session<'n> {
                     }
                     None => ArithResult::NotFound,
                 },
-                Some((meta, n)) => {
-                    // As memcached 1.6 (do_add_delta): C0 compares nothing.
+                Some((meta, n, empty)) => {
+                    // As memcached 1.6 (do_add_delta): an empty value is refused before the CAS is
+                    // compared, other non-numeric values after; C0 compares nothing.
+                    if n.is_none() && empty {
+                        return ArithResult::NonNumeric;
+                    }
                     if flags.compare_cas.is_some_and(|c| c != 0 && c != meta.cas) {
                         return ArithResult::Exists;
                     }
@@ -1179,14 +1186,25 @@ fn touch_entry(e: &mut Entry<'_>, exp: Expiry) -> bool {
     true
 }
 
-/// A counter value as memcached reads it: decimal digits, optionally padded with trailing spaces.
+/// A counter value as memcached 1.6 reads it (`safe_strtoull` on the value): optional leading whitespace and
+/// `+`, decimal digits within u64, then the end or whitespace followed by anything (`5 xy` is 5; so is the
+/// space-padded `7  ` memcached leaves after a decr). `-` is refused (memcached refuses it when the result
+/// would be negative as an i64 and otherwise wraps; cache-node always refuses).
 fn parse_counter(value: &[u8]) -> Option<u64> {
-    let end = value
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let start = value.iter().position(|b| !is_space(b))?;
+    let rest = &value[start..];
+    let rest = rest.strip_prefix(b"+").unwrap_or(rest);
+    let digits = rest
         .iter()
-        .rposition(|b| *b != b' ')
-        .map(|p| p + 1)
-        .unwrap_or(0);
-    crate::protocol::parse_u64(&value[..end])
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len());
+    if digits == 0 || !rest[digits..].first().is_none_or(is_space) {
+        return None;
+    }
+    rest[..digits].iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn apply_arith(op: ArithOp, n: u64, delta: u64) -> u64 {
@@ -1196,6 +1214,9 @@ fn apply_arith(op: ArithOp, n: u64, delta: u64) -> u64 {
     }
 }
 
+/// Stores an incr/decr result as a new item. memcached 1.6 writes a result no longer than the old value in
+/// place, space-padded to the old length (when no response still holds the item); protocol.txt tells
+/// clients not to rely on that, and cache-node does not copy it.
 fn store_counter(e: &mut Entry<'_>, v: u64, flags: u32, exptime: u32, cas: u64) -> ArithResult {
     let mut digits = [0u8; 20];
     let text = format_u64(v, &mut digits);

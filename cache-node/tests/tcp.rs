@@ -488,6 +488,16 @@ async fn meta_arith_ttl_cas_and_quiet_as_memcached() -> R {
     // C0 compares nothing in ma, as memcached (before the fix: EX).
     c.expect(b"ma c C0 v\r\n", b"VA 1\r\n1\r\n").await;
     c.expect(b"ma c C1 v\r\n", b"EX\r\n").await;
+    // An empty value is refused before the CAS is compared (before the fix: EX), another non-numeric one
+    // after.
+    c.expect(b"ms empty 0\r\n\r\n", b"HD\r\n").await;
+    c.expect(
+        b"ma empty C1\r\n",
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    )
+    .await;
+    c.expect(b"ms text 1\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"ma text C1\r\n", b"EX\r\n").await;
     // q hides an incr's success even with v, but not the reply of the ma that creates the item, as
     // memcached (before the fix: `VA 1 / 2` for the first, nothing for the second).
     c.expect(b"ma c q v\r\nmn\r\n", b"MN\r\n").await;
@@ -523,6 +533,10 @@ async fn meta_set_compare_cas_follows_the_mode() -> R {
     c.expect(format!("ms b 1 C{cas} MA\r\nz\r\n").as_bytes(), b"HD\r\n")
         .await;
     c.expect(b"mg b v\r\n", b"VA 2\r\nyz\r\n").await;
+    // Append/prepend take C0 as no CAS (before the fix: EX); set compares it.
+    c.expect(b"ms b 1 C0 MP\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"ms b 1 C0 MS\r\nx\r\n", b"EX\r\n").await;
+    c.expect(b"mg b v\r\n", b"VA 3\r\nxyz\r\n").await;
     // A refused ms stored nothing: its c is 0, as memcached (before the fix: the unused new CAS).
     c.expect(b"ms b 1 c ME\r\nx\r\n", b"NS c0\r\n").await;
     c.expect(b"ms b 1 c C1 MS\r\nx\r\n", b"EX c0\r\n").await;
@@ -539,6 +553,46 @@ async fn lease_placeholder_was_fetched_by_its_winner() -> R {
     let mut c = s.client().await;
     c.expect(b"mg k N30 h\r\n", b"HD h0 W\r\n").await;
     c.expect(b"mg k h\r\n", b"HD h1 Z\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: incr/decr read a value as memcached 1.6.18's `safe_strtoull` does:
+/// leading whitespace and `+` allowed, digits, then the end or whitespace and anything. Before the fix only
+/// digits with trailing spaces were a number, so `incr` after appending to memcached-style padding failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_are_read_as_memcached_reads_them() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    for (value, reply) in [
+        (&b" 5"[..], &b"6\r\n"[..]),
+        (b"+5", b"6\r\n"),
+        (b"5 xy", b"6\r\n"),
+        (b"5\tx", b"6\r\n"),
+        (b"7  a", b"8\r\n"),
+        (
+            b"5x",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        (
+            b" ",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        (
+            b"-1",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        (
+            b"18446744073709551616",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+    ] {
+        let mut set = format!("set n 0 0 {}\r\n", value.len()).into_bytes();
+        set.extend_from_slice(value);
+        set.extend_from_slice(b"\r\n");
+        c.expect(&set, b"STORED\r\n").await;
+        c.expect(b"incr n 1\r\n", reply).await;
+    }
     s.stop().await;
     Ok(())
 }
