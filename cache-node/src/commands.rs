@@ -654,13 +654,15 @@ impl<'n> Session<'n> {
             });
             let lease_refill =
                 compare_cas.is_some() && current.is_none_or(|(m, len)| !live(&m, len));
-            let mut mark_stale = false;
+            // Set-to-invalid replaces the value of this item, keeping its TTL and lease token.
+            let mut stale_over: Option<ItemMeta> = None;
             if let Some(c) = compare_cas {
                 match current {
                     None if appends => {}
                     None => return (StoreOutcome::NotFound, lease_refill),
-                    // I with an older CAS: store, but as stale (memcached's "set-to-invalid").
-                    Some((m, _)) if c < m.cas && flags.invalidate => mark_stale = true,
+                    // I with an older CAS: store, but as stale (memcached's "set-to-invalid"). C0 is
+                    // not older, as memcached 1.6.18: it is refused (EX).
+                    Some((m, _)) if c != 0 && c < m.cas && flags.invalidate => stale_over = Some(m),
                     Some((m, _)) if c != m.cas => return (StoreOutcome::Exists, lease_refill),
                     _ => {}
                 }
@@ -677,7 +679,7 @@ impl<'n> Session<'n> {
                 (MetaSetMode::Append, Some(m)) => ([&scratch[..], data], m.flags, m.exptime),
                 (MetaSetMode::Prepend, Some(m)) => ([data, &scratch[..]], m.flags, m.exptime),
                 _ => {
-                    if exp == Expiry::Expired {
+                    if exp == Expiry::Expired && stale_over.is_none() {
                         e.remove();
                         return (StoreOutcome::Stored, lease_refill);
                     }
@@ -687,15 +689,17 @@ impl<'n> Session<'n> {
             if parts[0].len() + parts[1].len() > max {
                 return (StoreOutcome::TooLarge, lease_refill);
             }
+            // As memcached 1.6 (do_store_item): a set-to-invalid keeps the replaced item's TTL and its
+            // token-sent bit, so the reader that already won the refill stays the only winner.
             let r = insert(
                 e,
                 NewItem {
                     value: &parts,
                     flags: item_flags,
-                    exptime,
+                    exptime: stale_over.map_or(exptime, |m| m.exptime),
                     cas: new_cas,
-                    stale: mark_stale,
-                    win_sent: false,
+                    stale: stale_over.is_some(),
+                    win_sent: stale_over.is_some_and(|m| m.win_sent),
                 },
             );
             (r, lease_refill)

@@ -341,6 +341,11 @@ fn text_request() -> impl Strategy<Value = Req> {
     ]
 }
 
+/// A T or N flag whose TTL (from `exptime()`) expires the item at once.
+fn expires_now(flag: &str) -> bool {
+    flag.starts_with(['T', 'N']) && matches!(&flag[1..], "-1" | "-100" | "2592001" | "1000000000")
+}
+
 /// A meta flag: a literal token, or a CAS flag (`C<cas>`).
 fn meta_flags(pool: Vec<BoxedStrategy<Piece>>) -> impl Strategy<Value = Vec<Piece>> {
     // Each flag at most once (duplicates are refused by both, but that is one case, not the point), in a
@@ -413,7 +418,6 @@ fn meta_request(leases: bool) -> BoxedStrategy<Req> {
         {
             fl.retain(|p| !matches!(p, Piece::Text(t) if t.starts_with('T')));
         }
-        let expires_now = |t: &str| t.starts_with("T-") || t == "T2592001" || t == "T1000000000";
         if fl
             .iter()
             .any(|p| matches!(p, Piece::Text(t) if expires_now(t)))
@@ -444,8 +448,9 @@ fn meta_request(leases: bool) -> BoxedStrategy<Req> {
                 .prop_map(str::to_string),
         ));
     }
-    // Not compared: ms I (set-to-invalid). On a lease placeholder memcached 1.6.18 answers `ms C0 I` EX
-    // where cache-node stores a stale item; not yet analysed.
+    if leases {
+        ms_pool.push(lit("I"));
+    }
     let ms = (key(), value(), meta_flags(ms_pool)).prop_map(|(k, v, fl)| {
         let appends = fl
             .iter()
@@ -499,10 +504,6 @@ fn meta_request(leases: bool) -> BoxedStrategy<Req> {
             Piece::Text(t) if t.starts_with('T') => 1,
             _ => 2,
         });
-        let expires_now = |t: &str| {
-            t.starts_with(['T', 'N'])
-                && (t[1..].starts_with('-') || t[1..] == *"2592001" || t[1..] == *"1000000000")
-        };
         if fl
             .iter()
             .any(|p| matches!(p, Piece::Text(t) if expires_now(t)))

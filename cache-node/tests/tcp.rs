@@ -541,6 +541,11 @@ async fn meta_set_compare_cas_follows_the_mode() -> R {
     c.expect(b"ms b 1 c ME\r\nx\r\n", b"NS c0\r\n").await;
     c.expect(b"ms b 1 c C1 MS\r\nx\r\n", b"EX c0\r\n").await;
     c.expect(b"ms none 1 c MR\r\nx\r\n", b"NS c0\r\n").await;
+    // Set-to-invalid (I) with an older CAS stores a stale item, but C0 is refused, as memcached (before
+    // the fix: HD and a stale item).
+    c.expect(b"ms b 1 C0 I\r\nw\r\n", b"EX\r\n").await;
+    c.expect(b"ms b 1 C1 I\r\nw\r\n", b"HD\r\n").await;
+    c.expect(b"mg b v\r\n", b"VA 1 X W\r\nw\r\n").await;
     s.stop().await;
     Ok(())
 }
@@ -593,6 +598,27 @@ async fn counters_are_read_as_memcached_reads_them() -> R {
         c.expect(&set, b"STORED\r\n").await;
         c.expect(b"incr n 1\r\n", reply).await;
     }
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: a set-to-invalid (`ms C<older> I`) keeps the replaced item's TTL and
+/// its token-sent bit, as memcached 1.6.18, so the reader that won the lease stays the only winner. Before
+/// the fix the stale item took the ms's T and handed out a second W.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_to_invalid_keeps_ttl_and_the_lease_winner() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"mg k N30\r\n", b"HD W\r\n").await;
+    c.expect(b"ms k 1 C1 I T500\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"mg k v t\r\n", b"VA 1 t30 Z X\r\nx\r\n").await;
+    c.expect(b"ms j 1 T100\r\na\r\n", b"HD\r\n").await;
+    c.expect(b"ms j 1 C1 I T500\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"mg j v t\r\n", b"VA 1 t100 X W\r\nx\r\n").await;
+    // Even a T that would expire it at once (before the fix: the item was removed).
+    c.expect(b"ms j 1 C1 I T-1\r\ny\r\n", b"HD\r\n").await;
+    // (The reader before won, so this one is Z.)
+    c.expect(b"mg j v t\r\n", b"VA 1 t100 Z X\r\ny\r\n").await;
     s.stop().await;
     Ok(())
 }
