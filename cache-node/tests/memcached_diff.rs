@@ -13,7 +13,7 @@
 //! `flush_all` with a delay, `stats` and `version`.
 //!
 //! A failure prints the seed, the full transcript of the shrunk case (requests as sent to each server and
-//! both replies) and the first differing request. Cases: `DIFF_CASES` (default 256); seed:
+//! both replies) and the first differing request. Cases: `DIFF_CASES` (default 512); seed:
 //! `PROPTEST_RNG_SEED` (default fixed). Without memcached the test fails and says to run `scripts/setup`.
 
 mod common;
@@ -31,7 +31,7 @@ use common::TestServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 
-const DEFAULT_CASES: u32 = 256;
+const DEFAULT_CASES: u32 = 512;
 const DEFAULT_SEED: u64 = 0x5e_a1_d1_ff;
 const KEYS: u8 = 5;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
@@ -560,6 +560,32 @@ fn malformed_request() -> impl Strategy<Value = Req> {
         Just(raw(&["ms", "KEY"], None)),
         Just(raw(&["ms", "KEY", "abc"], None)),
         Just(raw(&["mg", "KEY", "v", "v"], None)),
+        Just(raw(&["mg", "KEY", "!"], None)),
+        Just(raw(&["md", "KEY", "!"], None)),
+        Just(raw(&["md", "KEY", "q", "q"], None)),
+        Just(raw(&["ma", "KEY", "!"], None)),
+        Just(raw(&["ma", "KEY", "v", "v"], None)),
+        Just(raw(&["ms", "KEY", "1", "!"], Some(b"a\r\n"))),
+        Just(raw(&["ms", "KEY", "1", "c", "c"], Some(b"a\r\n"))),
+        Just(raw(&["mg", "KEY", "Tabc"], None)),
+        Just(raw(&["ms", "KEY", "1", "MZ"], Some(b"a\r\n"))),
+        Just(raw(&["delete", "KEY", "0"], None)),
+        Just(raw(&["delete", "KEY", "5"], None)),
+        Just(raw(&["incr", "KEY", "18446744073709551616"], None)),
+        Just(raw(&["touch", "KEY", "abc"], None)),
+        Just(raw(&["gat", "abc", "KEY"], None)),
+        Just(raw(&["verbosity"], None)),
+        Just(raw(&["verbosity", "x"], None)),
+        Just(raw(&["verbosity", "1", "extra"], None)),
+        Just(raw(&["incr", "KEY", "1", "extra"], None)),
+        Just(raw(&["touch", "KEY", "0", "extra"], None)),
+        Just(raw(&["set", "KEY", "0", "0", "1", "extra"], Some(b"7\r\n"))),
+        Just(raw(
+            &["set", "KEY", "0", "0", "1", "noreply", "extra"],
+            Some(b"7\r\n")
+        )),
+        Just(raw(&["gats", "x", "KEY"], None)),
+        Just(raw(&[""], None)),
         Just(Req {
             line: vec![text("get"), Piece::LongKey],
             data: None

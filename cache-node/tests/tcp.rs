@@ -456,9 +456,9 @@ async fn meta_commands() -> R {
 
 /// Found by tests/memcached_diff.rs: memcached 1.6.18 answers a keyless `mg`/`ms`/`md`/`ma` as an unknown
 /// command (`ERROR`), but `ms KEY` without a length and a keyless `me` as a bad line. Before the fix all
-/// five were `CLIENT_ERROR bad command line format`.
+/// five were `CLIENT_ERROR bad command line format`. And its flag errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn meta_commands_without_a_key_answer_as_memcached() -> R {
+async fn bad_lines_answer_as_memcached() -> R {
     let s = TestServer::start().await;
     let mut c = s.client().await;
     for keyless in [&b"mg\r\n"[..], b"ms\r\n", b"md\r\n", b"ma\r\n", b"mg \r\n"] {
@@ -468,6 +468,41 @@ async fn meta_commands_without_a_key_answer_as_memcached() -> R {
         .await;
     c.expect(b"me\r\n", b"CLIENT_ERROR bad command line format\r\n")
         .await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+    // md and ma answer an unknown or repeated flag with one line, mg and ms with two (before the fix, md
+    // and ma used mg's).
+    for (req, reply) in [
+        (
+            &b"md k !\r\n"[..],
+            &b"CLIENT_ERROR invalid or duplicate flag\r\n"[..],
+        ),
+        (
+            b"ma k q q\r\n",
+            b"CLIENT_ERROR invalid or duplicate flag\r\n",
+        ),
+        (b"mg k !\r\n", b"CLIENT_ERROR invalid flag\r\n"),
+        (b"mg k v v\r\n", b"CLIENT_ERROR duplicate flag\r\n"),
+        (b"ms k 1 !\r\na\r\n", b"CLIENT_ERROR invalid flag\r\n"),
+        (b"ms k 1 c c\r\na\r\n", b"CLIENT_ERROR duplicate flag\r\n"),
+    ] {
+        c.expect(req, reply).await;
+    }
+    // Text: a bad exptime of touch/gat (before: bad command line format); a second token after a storage
+    // command's arguments makes an unknown command whose data block is read as one (before: stored).
+    c.expect(
+        b"touch k abc\r\n",
+        b"CLIENT_ERROR invalid exptime argument\r\n",
+    )
+    .await;
+    c.expect(
+        b"gat abc k\r\n",
+        b"CLIENT_ERROR invalid exptime argument\r\n",
+    )
+    .await;
+    c.expect(b"set k 0 0 1 noreply extra\r\n7\r\n", b"ERROR\r\nERROR\r\n")
+        .await;
+    c.expect(b"set k 0 0 1 extra\r\n7\r\n", b"STORED\r\n").await;
+    c.expect(b"incr k 1 extra\r\n", b"8\r\n").await;
     c.expect(b"mn\r\n", b"MN\r\n").await;
     s.stop().await;
     Ok(())
