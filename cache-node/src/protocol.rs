@@ -1596,11 +1596,14 @@ fn put_meta_flags(
                 out.put_slice(b" ");
                 out.put_slice(t);
             }
+            // As memcached 1.6: a base64 key is followed by `b` right after it, wherever `b` was asked.
             b'k' => {
                 out.put_slice(b" k");
                 out.put_slice(key);
+                if flags.base64_key {
+                    out.put_slice(b" b");
+                }
             }
-            b'b' if flags.return_key => out.put_slice(b" b"),
             flag => {
                 let Some(info) = info else { continue };
                 match flag {

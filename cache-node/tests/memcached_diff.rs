@@ -5,9 +5,11 @@
 //! request that sends a CAS back sends that server's own token for the same placeholder) and remaining TTLs
 //! (`t` flags become `t-1` or `t+`: the two clocks differ).
 //!
-//! The sequences use five keys per case (a fresh key prefix per case, so no `flush_all`) over text
-//! storage/retrieval/arithmetic/touch commands with and without `noreply`, meta `mg ms md ma mn`, and some
-//! malformed requests. Each request is followed by `mn`, and its reply is everything before `MN`.
+//! The sequences use five keys per case (a fresh key prefix per case; `flush_all` without delay now and
+//! then) over text storage/retrieval/arithmetic/touch commands with and without `noreply`, meta
+//! `mg ms md ma mn` (one key always in base64 with `b`), and malformed requests. Each request is followed
+//! by `mn`, and its reply is everything before `MN`. One case in four is meta only with leases (`mg N`,
+//! `R`, `md I`, `ms I`), which text commands see differently.
 //! It does not cover what SERVER.md lists as known differences (leases and stale items seen by text
 //! commands, flags above 2^32 - 1, the meta `E` flag, ...), positive TTLs that need wall time to pass,
 //! `flush_all` with a delay, `stats` and `version`.
@@ -27,6 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use common::TestServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
@@ -119,6 +123,8 @@ enum Piece {
     Key(u8),
     /// A key of 251 bytes, one over the limit.
     LongKey,
+    /// Key `i` of the case in base64, for the meta `b` flag.
+    Base64Key(u8),
     /// `prefix` followed by a CAS value.
     Cas(&'static str, Cas),
 }
@@ -145,6 +151,7 @@ impl Req {
                 Piece::Text(s) => out.push_str(s),
                 Piece::Key(k) => write!(out, "{prefix}k{k}").unwrap(),
                 Piece::LongKey => out.push_str(&"L".repeat(251)),
+                Piece::Base64Key(k) => out.push_str(&STANDARD.encode(format!("{prefix}k{k}"))),
                 Piece::Cas(p, c) => write!(out, "{p}{}", cas.resolve(c)).unwrap(),
             }
         }
@@ -170,15 +177,20 @@ fn key() -> impl Strategy<Value = u8> {
     0..KEYS
 }
 
-/// Keys 0 and 1 take incr/decr, the others append/prepend, never both: memcached space-pads a counter that
-/// got shorter (see `Side::normalise`), and `7  ` + `a` is the counter 7 for memcached where cache-node's
-/// `7a` is not a number.
+/// Keys 0 and 1 take incr/decr, 2 and 3 (and 4 for meta) append/prepend, never both: memcached space-pads
+/// a counter that got shorter (see `Side::normalise`), and `7  ` + `a` is the counter 7 for memcached where
+/// cache-node's `7a` is not a number.
 fn counter_key() -> impl Strategy<Value = u8> {
     0..2u8
 }
 
 fn appended_key(k: u8) -> u8 {
-    2 + k % (KEYS - 2)
+    2 + k % (KEYS - 3)
+}
+
+/// Keys text storage commands use: not the last, which meta commands name in base64 (see `meta_request`).
+fn text_key() -> impl Strategy<Value = u8> {
+    0..KEYS - 1
 }
 
 fn keys() -> impl Strategy<Value = Vec<u8>> {
@@ -272,7 +284,7 @@ fn text_request() -> impl Strategy<Value = Req> {
             Just("append"),
             Just("prepend")
         ],
-        key(),
+        text_key(),
         flags(),
         exptime(),
         value(),
@@ -295,23 +307,22 @@ fn text_request() -> impl Strategy<Value = Req> {
             ),
             data: block(&v),
         });
-    let cas_store =
-        (key(), flags(), exptime(), value(), cas(), noreply()).prop_map(|(k, f, e, v, c, nr)| {
-            Req {
-                line: with_noreply(
-                    vec![
-                        text("cas"),
-                        Piece::Key(k),
-                        text(f),
-                        text(e),
-                        text(v.len().to_string()),
-                        Piece::Cas("", c),
-                    ],
-                    nr,
-                ),
-                data: block(&v),
-            }
-        });
+    let cas_store = (text_key(), flags(), exptime(), value(), cas(), noreply()).prop_map(
+        |(k, f, e, v, c, nr)| Req {
+            line: with_noreply(
+                vec![
+                    text("cas"),
+                    Piece::Key(k),
+                    text(f),
+                    text(e),
+                    text(v.len().to_string()),
+                    Piece::Cas("", c),
+                ],
+                nr,
+            ),
+            data: block(&v),
+        },
+    );
     let delete = (key(), noreply()).prop_map(|(k, nr)| Req {
         line: with_noreply(vec![text("delete"), Piece::Key(k)], nr),
         data: None,
@@ -330,6 +341,14 @@ fn text_request() -> impl Strategy<Value = Req> {
         line: with_noreply(vec![text("touch"), Piece::Key(k), text(e)], nr),
         data: None,
     });
+    // No delay: a delayed flush needs wall time to pass.
+    let flush = prop_oneof![Just("0"), Just("-1"), Just("noreply"), Just("")].prop_map(|arg| Req {
+        line: [text("flush_all")]
+            .into_iter()
+            .chain((!arg.is_empty()).then(|| text(arg)))
+            .collect(),
+        data: None,
+    });
     prop_oneof![
         4 => retrieval,
         2 => touch_retrieval,
@@ -338,6 +357,7 @@ fn text_request() -> impl Strategy<Value = Req> {
         2 => delete,
         3 => arith,
         1 => touch,
+        1 => flush,
     ]
 }
 
@@ -525,11 +545,26 @@ fn meta_request(leases: bool) -> BoxedStrategy<Req> {
     // With leases no ma: it treats a placeholder or stale item as missing (NF; memcached: the empty
     // placeholder is a non-numeric value), a known difference.
     let ma_weight = if leases { 0 } else { 2 };
-    prop_oneof![
+    let keyed = prop_oneof![
         4 => mg,
         4 => ms,
         2 => md,
         ma_weight => ma,
+    ];
+    // Meta commands name the last key in base64 with `b`. Known difference: memcached's `k` returns a key
+    // as it was stored (base64 and `b` if stored with `b`, else plain, and an `mg N` placeholder plain);
+    // cache-node returns it as sent. So one key is always base64, and never vivified by mg.
+    let keyed = keyed.prop_map(|mut req| {
+        if matches!(req.line[1], Piece::Key(k) if k == KEYS - 1) {
+            req.line[1] = Piece::Base64Key(KEYS - 1);
+            req.line
+                .retain(|p| !matches!(p, Piece::Text(t) if t.starts_with('N')));
+            req.line.push(text("b"));
+        }
+        req
+    });
+    prop_oneof![
+        12 => keyed,
         1 => Just(Req { line: vec![text("mn")], data: None }),
     ]
     .boxed()
