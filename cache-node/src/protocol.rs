@@ -949,14 +949,21 @@ fn parse_store<'a>(
         None
     };
     // As memcached: one token may follow the byte count (or CAS), `noreply` or ignored; with more the
-    // line is an unknown command and the data block is read as a command.
-    let Some(noreply) = tokens.trailing_noreply() else {
-        return err(ProtocolError::UnknownCommand, line_len);
-    };
+    // line is an unknown command (ERROR).
+    let noreply = tokens.trailing_noreply();
     // Without a byte count we cannot find the end of the data block: answer and let the data block be
     // read as a command, as memcached does.
     let Some(len) = parse_data_len(bytes) else {
-        return err(ProtocolError::BadCommandLine, line_len);
+        let error = match noreply {
+            Some(_) => ProtocolError::BadCommandLine,
+            None => ProtocolError::UnknownCommand,
+        };
+        return err(error, line_len);
+    };
+    // With one, the data block is swallowed (memcached reads it as a command), as for every other
+    // malformed storage line whose length is known: the connection stays in sync.
+    let Some(noreply) = noreply else {
+        return err_swallow(ProtocolError::UnknownCommand, line_len, len);
     };
     if len > limits.max_value_len {
         return err_swallow(ProtocolError::TooLarge, line_len, len);
@@ -1920,8 +1927,6 @@ mod tests {
             &b"incr k 1 noreply extra\r\n"[..],
             b"touch k 10 noreply noreply\r\n",
             b"verbosity 1 noreply x\r\n",
-            b"set k 0 0 1 noreply extra\r\n",
-            b"cas k 0 0 1 5 x noreply\r\n",
         ] {
             let line_len = line.iter().position(|b| *b == b'\n').unwrap() + 1;
             assert_eq!(
@@ -1934,6 +1939,19 @@ mod tests {
             req(b"verbosity x\r\n"),
             err(ProtocolError::BadCommandLine, 13)
         );
+        // A storage line with two extra tokens is ERROR too, but its data block is swallowed (memcached
+        // reads it as a command): the rule for malformed requests whose length is known.
+        for line in [
+            &b"set k 0 0 1 noreply extra\r\n"[..],
+            b"cas k 0 0 1 5 x noreply\r\n",
+        ] {
+            let line_len = line.iter().position(|b| *b == b'\n').unwrap() + 1;
+            assert_eq!(
+                req(line),
+                err_swallow(ProtocolError::UnknownCommand, line_len, 1),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]

@@ -620,10 +620,6 @@ fn malformed_request() -> impl Strategy<Value = Req> {
         Just(raw(&["incr", "KEY", "1", "extra"], None)),
         Just(raw(&["touch", "KEY", "0", "extra"], None)),
         Just(raw(&["set", "KEY", "0", "0", "1", "extra"], Some(b"7\r\n"))),
-        Just(raw(
-            &["set", "KEY", "0", "0", "1", "noreply", "extra"],
-            Some(b"7\r\n")
-        )),
         Just(raw(&["gats", "x", "KEY"], None)),
         Just(raw(&[""], None)),
         Just(Req {
