@@ -510,6 +510,11 @@ impl<'n> Session<'n> {
                     out.put_slice(reply::OUT_OF_MEMORY);
                     return MgOutcome::Miss;
                 }
+                // The winner's read is the placeholder's first fetch (unless `u`), as memcached: later
+                // readers see h1.
+                if !flags.no_bump {
+                    e.record_read();
+                }
                 let info = MetaItemInfo {
                     cas,
                     flags: 0,
@@ -628,25 +633,36 @@ impl<'n> Session<'n> {
         let vivify = flags.vivify_ttl.map(|t| self.expiry(t));
         let client_flags = flags.client_flags.unwrap_or(0);
         let new_cas = flags.new_cas.unwrap_or_else(|| self.node.store.next_cas());
+        // As memcached 1.6: add ignores C, append/prepend compare it only with an item that is there and
+        // take C0 as no CAS.
+        let compare_cas = match mode {
+            MetaSetMode::Add => None,
+            MetaSetMode::Append | MetaSetMode::Prepend => flags.compare_cas.filter(|&c| c != 0),
+            _ => flags.compare_cas,
+        };
+        let appends = matches!(mode, MetaSetMode::Append | MetaSetMode::Prepend);
         let max = self.node.config.limits.max_value_len;
         let scratch = &mut self.scratch;
         let (outcome, lease_refill) = self.node.store.with_entry(key, |e| {
             let current = e.item().map(|it| {
                 let meta = *it.meta();
-                if matches!(mode, MetaSetMode::Append | MetaSetMode::Prepend) {
+                if appends {
                     scratch.clear();
                     scratch.extend_from_slice(it.value());
                 }
                 (meta, it.value().len())
             });
             let lease_refill =
-                flags.compare_cas.is_some() && current.is_none_or(|(m, len)| !live(&m, len));
-            let mut mark_stale = false;
-            if let Some(c) = flags.compare_cas {
+                compare_cas.is_some() && current.is_none_or(|(m, len)| !live(&m, len));
+            // Set-to-invalid replaces the value of this item, keeping its TTL and lease token.
+            let mut stale_over: Option<ItemMeta> = None;
+            if let Some(c) = compare_cas {
                 match current {
+                    None if appends => {}
                     None => return (StoreOutcome::NotFound, lease_refill),
-                    // I with an older CAS: store, but as stale (memcached's "set-to-invalid").
-                    Some((m, _)) if c < m.cas && flags.invalidate => mark_stale = true,
+                    // I with an older CAS: store, but as stale (memcached's "set-to-invalid"). C0 is
+                    // not older, as memcached 1.6.18: it is refused (EX).
+                    Some((m, _)) if c != 0 && c < m.cas && flags.invalidate => stale_over = Some(m),
                     Some((m, _)) if c != m.cas => return (StoreOutcome::Exists, lease_refill),
                     _ => {}
                 }
@@ -663,7 +679,7 @@ impl<'n> Session<'n> {
                 (MetaSetMode::Append, Some(m)) => ([&scratch[..], data], m.flags, m.exptime),
                 (MetaSetMode::Prepend, Some(m)) => ([data, &scratch[..]], m.flags, m.exptime),
                 _ => {
-                    if exp == Expiry::Expired {
+                    if exp == Expiry::Expired && stale_over.is_none() {
                         e.remove();
                         return (StoreOutcome::Stored, lease_refill);
                     }
@@ -673,15 +689,17 @@ impl<'n> Session<'n> {
             if parts[0].len() + parts[1].len() > max {
                 return (StoreOutcome::TooLarge, lease_refill);
             }
+            // As memcached 1.6 (do_store_item): a set-to-invalid keeps the replaced item's TTL and its
+            // token-sent bit, so the reader that already won the refill stays the only winner.
             let r = insert(
                 e,
                 NewItem {
                     value: &parts,
                     flags: item_flags,
-                    exptime,
+                    exptime: stale_over.map_or(exptime, |m| m.exptime),
                     cas: new_cas,
-                    stale: mark_stale,
-                    win_sent: false,
+                    stale: stale_over.is_some(),
+                    win_sent: stale_over.is_some_and(|m| m.win_sent),
                 },
             );
             (r, lease_refill)
@@ -692,7 +710,7 @@ impl<'n> Session<'n> {
             } else {
                 self.counters.lease_sets_refused += 1;
             }
-        } else if flags.compare_cas.is_some() {
+        } else if compare_cas.is_some() {
             match outcome {
                 StoreOutcome::Stored => self.counters.cas_hits += 1,
                 StoreOutcome::Exists => self.counters.cas_badval += 1,
@@ -722,7 +740,8 @@ impl<'n> Session<'n> {
             }
         };
         let info = MetaItemInfo {
-            cas: new_cas,
+            // As memcached: a refused set stored nothing, so its CAS is 0.
+            cas: if code == MetaCode::Hd { new_cas } else { 0 },
             flags: client_flags,
             size: data.len(),
             ..MetaItemInfo::default()
@@ -822,31 +841,44 @@ impl<'n> Session<'n> {
         let vivify = flags.vivify_ttl.map(|t| self.expiry(t));
         let touch = flags.ttl.map(|t| self.expiry(t));
         let new_cas = flags.new_cas.unwrap_or_else(|| self.node.store.next_cas());
+        let mut created = false;
         let result = self.node.store.with_entry(key, |e| {
             let current = e.item().and_then(|it| {
                 let meta = *it.meta();
-                live(&meta, it.value().len()).then(|| (meta, parse_counter(it.value())))
+                live(&meta, it.value().len())
+                    .then(|| (meta, parse_counter(it.value()), it.value().is_empty()))
             });
             match current {
                 None => match vivify {
                     Some(v) => {
+                        // As memcached 1.6: a T given with N is the created item's TTL too.
+                        let exp = touch.unwrap_or(v);
+                        created = true;
                         let initial = flags.initial.unwrap_or(0);
-                        store_counter(e, initial, 0, v.store_time(), new_cas)
+                        let result = store_counter(e, initial, 0, exp.store_time(), new_cas);
+                        removed_if_expired(e, exp, result)
                     }
                     None => ArithResult::NotFound,
                 },
-                Some((meta, n)) => {
-                    if flags.compare_cas.is_some_and(|c| c != meta.cas) {
+                Some((meta, n, empty)) => {
+                    // As memcached 1.6 (do_add_delta): an empty value is refused before the CAS is
+                    // compared, other non-numeric values after; C0 compares nothing.
+                    if n.is_none() && empty {
+                        return ArithResult::NonNumeric;
+                    }
+                    if flags.compare_cas.is_some_and(|c| c != 0 && c != meta.cas) {
                         return ArithResult::Exists;
                     }
                     let Some(n) = n else {
                         return ArithResult::NonNumeric;
                     };
-                    let exptime = match touch {
-                        Some(t) => t.store_time(),
-                        None => meta.exptime,
-                    };
-                    store_counter(e, apply_arith(op, n, delta), meta.flags, exptime, new_cas)
+                    let exptime = touch.map_or(meta.exptime, Expiry::store_time);
+                    let v = apply_arith(op, n, delta);
+                    let result = store_counter(e, v, meta.flags, exptime, new_cas);
+                    match touch {
+                        Some(t) => removed_if_expired(e, t, result),
+                        None => result,
+                    }
                 }
             }
         });
@@ -867,6 +899,11 @@ impl<'n> Session<'n> {
                     size: text.len(),
                     ..MetaItemInfo::default()
                 };
+                // As memcached 1.6.18: q hides an incr/decr's success, with or without v, but not the
+                // reply of the ma that created the item.
+                if flags.quiet && !created {
+                    return;
+                }
                 if flags.return_value {
                     compose_meta(
                         out,
@@ -877,7 +914,7 @@ impl<'n> Session<'n> {
                         WinFlags::default(),
                         Some(&[text]),
                     );
-                } else if !flags.quiet {
+                } else {
                     compose_meta_subset(out, MetaCode::Hd, key_as_sent, flags, &info, b"ctkOb");
                 }
             }
@@ -1153,14 +1190,25 @@ fn touch_entry(e: &mut Entry<'_>, exp: Expiry) -> bool {
     true
 }
 
-/// A counter value as memcached reads it: decimal digits, optionally padded with trailing spaces.
+/// A counter value as memcached 1.6 reads it (`safe_strtoull` on the value): optional leading whitespace and
+/// `+`, decimal digits within u64, then the end or whitespace followed by anything (`5 xy` is 5; so is the
+/// space-padded `7  ` memcached leaves after a decr). `-` is refused (memcached refuses it when the result
+/// would be negative as an i64 and otherwise wraps; cache-node always refuses).
 fn parse_counter(value: &[u8]) -> Option<u64> {
-    let end = value
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let start = value.iter().position(|b| !is_space(b))?;
+    let rest = &value[start..];
+    let rest = rest.strip_prefix(b"+").unwrap_or(rest);
+    let digits = rest
         .iter()
-        .rposition(|b| *b != b' ')
-        .map(|p| p + 1)
-        .unwrap_or(0);
-    crate::protocol::parse_u64(&value[..end])
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len());
+    if digits == 0 || !rest[digits..].first().is_none_or(is_space) {
+        return None;
+    }
+    rest[..digits].iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn apply_arith(op: ArithOp, n: u64, delta: u64) -> u64 {
@@ -1170,6 +1218,9 @@ fn apply_arith(op: ArithOp, n: u64, delta: u64) -> u64 {
     }
 }
 
+/// Stores an incr/decr result as a new item. memcached 1.6 writes a result no longer than the old value in
+/// place, space-padded to the old length (when no response still holds the item); protocol.txt tells
+/// clients not to rely on that, and cache-node does not copy it.
 fn store_counter(e: &mut Entry<'_>, v: u64, flags: u32, exptime: u32, cas: u64) -> ArithResult {
     let mut digits = [0u8; 20];
     let text = format_u64(v, &mut digits);
@@ -1187,6 +1238,15 @@ fn store_counter(e: &mut Entry<'_>, v: u64, flags: u32, exptime: u32, cas: u64) 
         StoreOutcome::Stored => ArithResult::Value(v, exptime),
         _ => ArithResult::TooLarge,
     }
+}
+
+/// An arithmetic result whose TTL is already over is answered (as memcached) but not kept: `store_time`'s
+/// placeholder second is not in the past while the clock is still at second 0 or 1.
+fn removed_if_expired(e: &mut Entry<'_>, exp: Expiry, result: ArithResult) -> ArithResult {
+    if exp == Expiry::Expired && matches!(result, ArithResult::Value(..)) {
+        e.remove();
+    }
+    result
 }
 
 /// Reads a shared counter (for tests and metrics).

@@ -87,6 +87,9 @@ pub enum ProtocolError {
     /// The same meta flag twice.
     #[error("CLIENT_ERROR duplicate flag")]
     DuplicateFlag,
+    /// An unknown or repeated flag of `md`/`ma`, which memcached 1.6 answers with one line for both.
+    #[error("CLIENT_ERROR invalid or duplicate flag")]
+    InvalidOrDuplicateFlag,
     /// A meta flag's token that does not parse (e.g. `Tabc`).
     #[error("CLIENT_ERROR bad token in command line format")]
     BadToken,
@@ -118,6 +121,7 @@ impl ProtocolError {
             ProtocolError::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
             ProtocolError::InvalidFlag => b"CLIENT_ERROR invalid flag\r\n",
             ProtocolError::DuplicateFlag => b"CLIENT_ERROR duplicate flag\r\n",
+            ProtocolError::InvalidOrDuplicateFlag => b"CLIENT_ERROR invalid or duplicate flag\r\n",
             ProtocolError::BadToken => b"CLIENT_ERROR bad token in command line format\r\n",
             ProtocolError::OpaqueTooLong => b"CLIENT_ERROR opaque token too long\r\n",
             ProtocolError::InvalidMode => b"CLIENT_ERROR invalid mode for ms M token\r\n",
@@ -553,12 +557,10 @@ impl<'a> Tokens<'a> {
 
     /// The optional `noreply` that ends a line (incr/decr, touch, verbosity): `Some(noreply)`
     /// when nothing or exactly `noreply` is left, `None` when anything else is.
+    /// As memcached 1.6: one token may follow a command's arguments, and it means noreply only if it is
+    /// `noreply` (`incr k 1 extra` is an incr); `None` (ERROR) if more follow.
     fn trailing_noreply(&mut self) -> Option<bool> {
-        let noreply = match self.next() {
-            None => false,
-            Some(b"noreply") => true,
-            Some(_) => return None,
-        };
+        let noreply = self.next() == Some(b"noreply");
         self.next().is_none().then_some(noreply)
     }
 }
@@ -661,7 +663,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 return err(ProtocolError::UnknownCommand, line_len);
             };
             let Some(exptime) = parse_i64(exptime) else {
-                return err(ProtocolError::BadCommandLine, line_len);
+                return err(ProtocolError::BadExptime, line_len);
             };
             let keys = tokens.remainder();
             parse_keys(keys, limits, line_len).unwrap_or_else(|| Parsed::Request {
@@ -747,7 +749,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 return err(ProtocolError::BadKey, line_len);
             }
             let Some(exptime) = parse_i64(exptime) else {
-                return err(ProtocolError::BadCommandLine, line_len);
+                return err(ProtocolError::BadExptime, line_len);
             };
             Parsed::Request {
                 request: Request::Touch {
@@ -788,9 +790,12 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             consumed: line_len,
         },
         b"verbosity" => {
-            let Some(_level) = tokens.next() else {
+            let Some(level) = tokens.next() else {
                 return err(ProtocolError::UnknownCommand, line_len);
             };
+            if parse_u32(level).is_none() {
+                return err(ProtocolError::BadCommandLine, line_len);
+            }
             let Some(noreply) = tokens.trailing_noreply() else {
                 return err(ProtocolError::UnknownCommand, line_len);
             };
@@ -830,11 +835,22 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 _ => MetaCommand::Debug,
             };
             let Some(key) = tokens.next() else {
-                return err(ProtocolError::BadCommandLine, line_len);
+                // memcached 1.6 answers a keyless mg/md/ma as an unknown command, a keyless me as a bad line.
+                let error = if command == MetaCommand::Debug {
+                    ProtocolError::BadCommandLine
+                } else {
+                    ProtocolError::UnknownCommand
+                };
+                return err(error, line_len);
             };
             let raw = tokens.remainder();
             let flags = match parse_meta_flags(command, raw) {
                 Ok(f) => f,
+                Err(ProtocolError::InvalidFlag | ProtocolError::DuplicateFlag)
+                    if matches!(command, MetaCommand::Delete | MetaCommand::Arith) =>
+                {
+                    return err(ProtocolError::InvalidOrDuplicateFlag, line_len)
+                }
                 Err(e) => return err(e, line_len),
             };
             if !meta_key_ok(key, &flags, limits) {
@@ -851,7 +867,11 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             }
         }
         b"ms" => {
-            let (Some(key), Some(len)) = (tokens.next(), tokens.next()) else {
+            // As memcached 1.6: no key is an unknown command, a key without a length a bad line.
+            let Some(key) = tokens.next() else {
+                return err(ProtocolError::UnknownCommand, line_len);
+            };
+            let Some(len) = tokens.next() else {
                 return err(ProtocolError::BadCommandLine, line_len);
             };
             let Some(len) = parse_data_len(len) else {
@@ -928,12 +948,22 @@ fn parse_store<'a>(
     } else {
         None
     };
-    // As memcached: tokens after the byte count (or CAS) are ignored except a final `noreply`.
-    let noreply = tokens.last() == Some(b"noreply");
+    // As memcached: one token may follow the byte count (or CAS), `noreply` or ignored; with more the
+    // line is an unknown command (ERROR).
+    let noreply = tokens.trailing_noreply();
     // Without a byte count we cannot find the end of the data block: answer and let the data block be
     // read as a command, as memcached does.
     let Some(len) = parse_data_len(bytes) else {
-        return err(ProtocolError::BadCommandLine, line_len);
+        let error = match noreply {
+            Some(_) => ProtocolError::BadCommandLine,
+            None => ProtocolError::UnknownCommand,
+        };
+        return err(error, line_len);
+    };
+    // With one, the data block is swallowed (memcached reads it as a command), as for every other
+    // malformed storage line whose length is known: the connection stays in sync.
+    let Some(noreply) = noreply else {
+        return err_swallow(ProtocolError::UnknownCommand, line_len, len);
     };
     if len > limits.max_value_len {
         return err_swallow(ProtocolError::TooLarge, line_len, len);
@@ -1573,11 +1603,14 @@ fn put_meta_flags(
                 out.put_slice(b" ");
                 out.put_slice(t);
             }
+            // As memcached 1.6: a base64 key is followed by `b` right after it, wherever `b` was asked.
             b'k' => {
                 out.put_slice(b" k");
                 out.put_slice(key);
+                if flags.base64_key {
+                    out.put_slice(b" b");
+                }
             }
-            b'b' if flags.return_key => out.put_slice(b" b"),
             flag => {
                 let Some(info) = info else { continue };
                 match flag {
@@ -1866,16 +1899,24 @@ mod tests {
         assert_eq!(request.key(), None);
     }
 
-    /// incr/decr, touch and verbosity end with an optional `noreply` and nothing else.
+    /// incr/decr, touch, verbosity and the storage commands take one optional token after their arguments,
+    /// which means noreply only if it is `noreply`; two are an unknown command. As memcached 1.6.18 (checked
+    /// by tests/memcached_diff.rs; before, any extra token was refused here and any number was ignored
+    /// after a storage command).
     #[test]
-    fn only_a_final_noreply_may_follow_incr_touch_and_verbosity() {
+    fn one_token_may_follow_and_only_noreply_counts() {
         for (line, noreply) in [
             (&b"incr k 1\r\n"[..], false),
             (b"decr k 1 noreply\r\n", true),
+            (b"incr k 1 bogus\r\n", false),
             (b"touch k 10\r\n", false),
             (b"touch k 10 noreply\r\n", true),
+            (b"touch k 10 x\r\n", false),
             (b"verbosity 1\r\n", false),
             (b"verbosity 1 noreply\r\n", true),
+            (b"set k 0 0 1 noreply\r\na\r\n", true),
+            (b"set k 0 0 1 extra\r\na\r\n", false),
+            (b"cas k 0 0 1 5 noreply\r\na\r\n", true),
         ] {
             let Parsed::Request { request, .. } = req(line) else {
                 panic!("{line:?}")
@@ -1883,15 +1924,31 @@ mod tests {
             assert_eq!(request.is_noreply(), noreply, "{line:?}");
         }
         for line in [
-            &b"incr k 1 bogus\r\n"[..],
-            b"incr k 1 noreply extra\r\n",
-            b"touch k 10 x\r\n",
+            &b"incr k 1 noreply extra\r\n"[..],
             b"touch k 10 noreply noreply\r\n",
             b"verbosity 1 noreply x\r\n",
         ] {
+            let line_len = line.iter().position(|b| *b == b'\n').unwrap() + 1;
             assert_eq!(
                 req(line),
-                err(ProtocolError::UnknownCommand, line.len()),
+                err(ProtocolError::UnknownCommand, line_len),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            req(b"verbosity x\r\n"),
+            err(ProtocolError::BadCommandLine, 13)
+        );
+        // A storage line with two extra tokens is ERROR too, but its data block is swallowed (memcached
+        // reads it as a command): the rule for malformed requests whose length is known.
+        for line in [
+            &b"set k 0 0 1 noreply extra\r\n"[..],
+            b"cas k 0 0 1 5 x noreply\r\n",
+        ] {
+            let line_len = line.iter().position(|b| *b == b'\n').unwrap() + 1;
+            assert_eq!(
+                req(line),
+                err_swallow(ProtocolError::UnknownCommand, line_len, 1),
                 "{line:?}"
             );
         }

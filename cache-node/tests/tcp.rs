@@ -60,11 +60,14 @@ async fn storage_and_retrieval_commands() -> R {
     // Empty values are values.
     c.expect(b"set e 0 0 0\r\n\r\n", b"STORED\r\n").await;
     c.expect(b"get e\r\n", b"VALUE e 0 0\r\n\r\nEND\r\n").await;
-    // As memcached, extra tokens after the byte count are ignored (only a final noreply counts).
+    // As memcached 1.6.18, one token after the byte count is ignored unless it is noreply; with two the
+    // line is an unknown command (checked against memcached by tests/memcached_diff.rs; before, any number
+    // of extra tokens were ignored). Its data block is swallowed (memcached reads it as a command and
+    // answers a second ERROR): without the swallow, `z` would come back as another ERROR line.
     c.expect(b"set x 0 0 1 extra\r\ny\r\n", b"STORED\r\n").await;
     c.expect(
         b"set x 0 0 1 extra noreply\r\nz\r\nget x\r\n",
-        b"VALUE x 0 1\r\nz\r\nEND\r\n",
+        b"ERROR\r\nVALUE x 0 1\r\ny\r\nEND\r\n",
     )
     .await;
     assert_eq!(c.stat("cas_hits").await, "1");
@@ -426,8 +429,11 @@ async fn meta_commands() -> R {
     c.expect(b"ms Zm9v 3 b\r\nbar\r\n", b"HD\r\n").await;
     c.expect(b"get foo\r\n", b"VALUE foo 0 3\r\nbar\r\nEND\r\n")
         .await;
-    c.expect(b"mg Zm9v b k v\r\n", b"VA 3 b kZm9v\r\nbar\r\n")
+    // `b` follows the key it qualifies, wherever it was asked, as memcached 1.6.18 (before: `VA 3 b kZm9v`).
+    c.expect(b"mg Zm9v b k v\r\n", b"VA 3 kZm9v b\r\nbar\r\n")
         .await;
+    c.expect(b"mg Zm9v b v\r\n", b"VA 3\r\nbar\r\n").await;
+    c.expect(b"mg Zm9v k O1 b\r\n", b"HD kZm9v b O1\r\n").await;
     // md x keeps the item but drops the value.
     c.expect(b"md foo x\r\n", b"HD\r\n").await;
     c.expect(b"mg foo s v\r\n", b"VA 0 s0\r\n\r\n").await;
@@ -450,6 +456,211 @@ async fn meta_commands() -> R {
         b"CLIENT_ERROR bad command line format\r\n",
     )
     .await;
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: memcached 1.6.18 answers a keyless `mg`/`ms`/`md`/`ma` as an unknown
+/// command (`ERROR`), but `ms KEY` without a length and a keyless `me` as a bad line. Before the fix all
+/// five were `CLIENT_ERROR bad command line format`. And its flag errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_answer_as_memcached() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    for keyless in [&b"mg\r\n"[..], b"ms\r\n", b"md\r\n", b"ma\r\n", b"mg \r\n"] {
+        c.expect(keyless, b"ERROR\r\n").await;
+    }
+    c.expect(b"ms k\r\n", b"CLIENT_ERROR bad command line format\r\n")
+        .await;
+    c.expect(b"me\r\n", b"CLIENT_ERROR bad command line format\r\n")
+        .await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+    // md and ma answer an unknown or repeated flag with one line, mg and ms with two (before the fix, md
+    // and ma used mg's).
+    for (req, reply) in [
+        (
+            &b"md k !\r\n"[..],
+            &b"CLIENT_ERROR invalid or duplicate flag\r\n"[..],
+        ),
+        (
+            b"ma k q q\r\n",
+            b"CLIENT_ERROR invalid or duplicate flag\r\n",
+        ),
+        (b"mg k !\r\n", b"CLIENT_ERROR invalid flag\r\n"),
+        (b"mg k v v\r\n", b"CLIENT_ERROR duplicate flag\r\n"),
+        (b"ms k 1 !\r\na\r\n", b"CLIENT_ERROR invalid flag\r\n"),
+        (b"ms k 1 c c\r\na\r\n", b"CLIENT_ERROR duplicate flag\r\n"),
+    ] {
+        c.expect(req, reply).await;
+    }
+    // Text: a bad exptime of touch/gat (before: bad command line format); a second token after a storage
+    // command's arguments makes an unknown command whose data block is swallowed (before: stored;
+    // memcached reads the block as a command and answers ERROR twice).
+    c.expect(
+        b"touch k abc\r\n",
+        b"CLIENT_ERROR invalid exptime argument\r\n",
+    )
+    .await;
+    c.expect(
+        b"gat abc k\r\n",
+        b"CLIENT_ERROR invalid exptime argument\r\n",
+    )
+    .await;
+    c.expect(b"set k 0 0 1 noreply extra\r\n7\r\n", b"ERROR\r\n")
+        .await;
+    c.expect(b"set k 0 0 1 extra\r\n7\r\n", b"STORED\r\n").await;
+    c.expect(b"incr k 1 extra\r\n", b"8\r\n").await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: `ma KEY N<ttl> T<ttl>` creating the item gives it T's TTL, as
+/// memcached 1.6.18 does (T is "update the TTL on success"); without T, N's. Before the fix the created
+/// item kept N's TTL (`t3600` / `t-1` below) and `N0 T-1` left a live item. Also C0 and q as memcached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_arith_ttl_cas_and_quiet_as_memcached() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"ma a N3600 T0 t\r\n", b"HD t-1\r\n").await;
+    c.expect(b"ma b N0 T3600 t\r\n", b"HD t3600\r\n").await;
+    c.expect(b"ma c N3600 t\r\n", b"HD t3600\r\n").await;
+    c.expect(b"ma d N0 T-1\r\n", b"HD\r\n").await;
+    c.expect(b"mg d v\r\n", b"EN\r\n").await;
+    // C0 compares nothing in ma, as memcached (before the fix: EX).
+    c.expect(b"ma c C0 v\r\n", b"VA 1\r\n1\r\n").await;
+    c.expect(b"ma c C1 v\r\n", b"EX\r\n").await;
+    // An empty value is refused before the CAS is compared (before the fix: EX), another non-numeric one
+    // after.
+    c.expect(b"ms empty 0\r\n\r\n", b"HD\r\n").await;
+    c.expect(
+        b"ma empty C1\r\n",
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    )
+    .await;
+    c.expect(b"ms text 1\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"ma text C1\r\n", b"EX\r\n").await;
+    // q hides an incr's success even with v, but not the reply of the ma that creates the item, as
+    // memcached (before the fix: `VA 1 / 2` for the first, nothing for the second).
+    c.expect(b"ma c q v\r\nmn\r\n", b"MN\r\n").await;
+    c.expect(b"ma e q N0\r\n", b"HD\r\n").await;
+    c.expect(b"ma f q N0 v\r\n", b"VA 1\r\n0\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: `ms` with `C` follows memcached 1.6.18 per mode. Add (`ME`) ignores
+/// C; append/prepend on a missing item are NS (not NF) and compare C with an item that is there; set and
+/// replace are a CAS (NF, EX). Before the fix every mode answered NF on a missing item and add EX on a
+/// present one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_set_compare_cas_follows_the_mode() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"ms a1 1 C5 ME\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"ms a2 1 C5 MA\r\nx\r\n", b"NS\r\n").await;
+    c.expect(b"ms a3 1 C5 MP\r\nx\r\n", b"NS\r\n").await;
+    c.expect(b"ms a4 1 C5 MR\r\nx\r\n", b"NF\r\n").await;
+    c.expect(b"ms a5 1 C5 MS\r\nx\r\n", b"NF\r\n").await;
+    c.expect(b"ms b 1 c\r\ny\r\n", b"HD c").await;
+    let cas = c.line().await;
+    c.expect(b"ms b 1 C999999 ME\r\nx\r\n", b"NS\r\n").await;
+    for mode in ["MA", "MP", "MR", "MS"] {
+        c.expect(
+            format!("ms b 1 C999999 {mode}\r\nx\r\n").as_bytes(),
+            b"EX\r\n",
+        )
+        .await;
+    }
+    c.expect(format!("ms b 1 C{cas} MA\r\nz\r\n").as_bytes(), b"HD\r\n")
+        .await;
+    c.expect(b"mg b v\r\n", b"VA 2\r\nyz\r\n").await;
+    // Append/prepend take C0 as no CAS (before the fix: EX); set compares it.
+    c.expect(b"ms b 1 C0 MP\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"ms b 1 C0 MS\r\nx\r\n", b"EX\r\n").await;
+    c.expect(b"mg b v\r\n", b"VA 3\r\nxyz\r\n").await;
+    // A refused ms stored nothing: its c is 0, as memcached (before the fix: the unused new CAS).
+    c.expect(b"ms b 1 c ME\r\nx\r\n", b"NS c0\r\n").await;
+    c.expect(b"ms b 1 c C1 MS\r\nx\r\n", b"EX c0\r\n").await;
+    c.expect(b"ms none 1 c MR\r\nx\r\n", b"NS c0\r\n").await;
+    // Set-to-invalid (I) with an older CAS stores a stale item, but C0 is refused, as memcached (before
+    // the fix: HD and a stale item).
+    c.expect(b"ms b 1 C0 I\r\nw\r\n", b"EX\r\n").await;
+    c.expect(b"ms b 1 C1 I\r\nw\r\n", b"HD\r\n").await;
+    c.expect(b"mg b v\r\n", b"VA 1 X W\r\nw\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: the `mg N` miss that creates a lease placeholder is its first fetch, so
+/// the next reader's `h` is 1, as memcached 1.6.18. Before the fix it was `h0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_placeholder_was_fetched_by_its_winner() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"mg k N30 h\r\n", b"HD h0 W\r\n").await;
+    c.expect(b"mg k h\r\n", b"HD h1 Z\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: incr/decr read a value as memcached 1.6.18's `safe_strtoull` does:
+/// leading whitespace and `+` allowed, digits, then the end or whitespace and anything. Before the fix only
+/// digits with trailing spaces were a number, so `incr` after appending to memcached-style padding failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_are_read_as_memcached_reads_them() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    for (value, reply) in [
+        (&b" 5"[..], &b"6\r\n"[..]),
+        (b"+5", b"6\r\n"),
+        (b"5 xy", b"6\r\n"),
+        (b"5\tx", b"6\r\n"),
+        (b"7  a", b"8\r\n"),
+        (
+            b"5x",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        (
+            b" ",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        (
+            b"-1",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        (
+            b"18446744073709551616",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+    ] {
+        let mut set = format!("set n 0 0 {}\r\n", value.len()).into_bytes();
+        set.extend_from_slice(value);
+        set.extend_from_slice(b"\r\n");
+        c.expect(&set, b"STORED\r\n").await;
+        c.expect(b"incr n 1\r\n", reply).await;
+    }
+    s.stop().await;
+    Ok(())
+}
+
+/// Found by tests/memcached_diff.rs: a set-to-invalid (`ms C<older> I`) keeps the replaced item's TTL and
+/// its token-sent bit, as memcached 1.6.18, so the reader that won the lease stays the only winner. Before
+/// the fix the stale item took the ms's T and handed out a second W.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_to_invalid_keeps_ttl_and_the_lease_winner() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"mg k N30\r\n", b"HD W\r\n").await;
+    c.expect(b"ms k 1 C1 I T500\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"mg k v t\r\n", b"VA 1 t30 Z X\r\nx\r\n").await;
+    c.expect(b"ms j 1 T100\r\na\r\n", b"HD\r\n").await;
+    c.expect(b"ms j 1 C1 I T500\r\nx\r\n", b"HD\r\n").await;
+    c.expect(b"mg j v t\r\n", b"VA 1 t100 X W\r\nx\r\n").await;
+    // Even a T that would expire it at once (before the fix: the item was removed).
+    c.expect(b"ms j 1 C1 I T-1\r\ny\r\n", b"HD\r\n").await;
+    // (The reader before won, so this one is Z.)
+    c.expect(b"mg j v t\r\n", b"VA 1 t100 Z X\r\ny\r\n").await;
     s.stop().await;
     Ok(())
 }
