@@ -398,6 +398,13 @@ fn opaque() -> BoxedStrategy<Piece> {
 
 /// Meta requests. `leases` adds `N` (a lease placeholder on a miss), `R` and `md I`, which text commands see
 /// differently (a known difference), so those cases use no text commands.
+/// A meta command without a data block: `command key flags...`.
+fn meta_request_line(command: &str, key: u8, flags: Vec<Piece>) -> Req {
+    let mut line = vec![text(command), Piece::Key(key)];
+    line.extend(flags);
+    Req { line, data: None }
+}
+
 fn meta_request(leases: bool) -> BoxedStrategy<Req> {
     let mut mg_pool = vec![
         lit("v"),
@@ -449,9 +456,7 @@ fn meta_request(leases: bool) -> BoxedStrategy<Req> {
         {
             fl.retain(|p| !matches!(p, Piece::Text(t) if t == "t" || t.starts_with('R')));
         }
-        let mut line = vec![text("mg"), Piece::Key(k)];
-        line.extend(fl);
-        Req { line, data: None }
+        meta_request_line("mg", k, fl)
     });
 
     let mut ms_pool = vec![
@@ -466,15 +471,14 @@ fn meta_request(leases: bool) -> BoxedStrategy<Req> {
     ];
     // Known difference: the ms modes other than set treat a placeholder or stale item as missing
     // (memcached: as an item), so the lease cases only set.
-    if !leases {
+    if leases {
+        ms_pool.push(lit("I"));
+    } else {
         ms_pool.push(num_flag(
             "M",
             prop_oneof![Just("E"), Just("A"), Just("P"), Just("R"), Just("S")]
                 .prop_map(str::to_string),
         ));
-    }
-    if leases {
-        ms_pool.push(lit("I"));
     }
     let ms = (key(), value(), meta_flags(ms_pool)).prop_map(|(k, v, fl)| {
         let appends = fl
@@ -497,11 +501,7 @@ fn meta_request(leases: bool) -> BoxedStrategy<Req> {
             prop_oneof![Just("0"), Just("30")].prop_map(str::to_string),
         ));
     }
-    let md = (key(), meta_flags(md_pool)).prop_map(|(k, fl)| {
-        let mut line = vec![text("md"), Piece::Key(k)];
-        line.extend(fl);
-        Req { line, data: None }
-    });
+    let md = (key(), meta_flags(md_pool)).prop_map(|(k, fl)| meta_request_line("md", k, fl));
 
     let ma_pool = vec![
         lit("v"),
@@ -542,9 +542,7 @@ fn meta_request(leases: bool) -> BoxedStrategy<Req> {
         {
             fl.retain(|p| !matches!(p, Piece::Text(t) if t == "q"));
         }
-        let mut line = vec![text("ma"), Piece::Key(k)];
-        line.extend(fl);
-        Req { line, data: None }
+        meta_request_line("ma", k, fl)
     });
 
     // With leases no ma: it treats a placeholder or stale item as missing (NF; memcached: the empty
