@@ -165,6 +165,8 @@ pub enum Parsed<'a> {
         consumed: usize,
         /// What else to drop once it arrives.
         swallow: Swallow,
+        /// The line ended in `noreply`: send no error line (see `parse_request`).
+        noreply: bool,
     },
 }
 
@@ -581,6 +583,7 @@ fn err(error: ProtocolError, consumed: usize) -> Parsed<'static> {
         error,
         consumed,
         swallow: Swallow::Nothing,
+        noreply: false,
     }
 }
 
@@ -589,6 +592,7 @@ fn err_swallow(error: ProtocolError, consumed: usize, data_len: usize) -> Parsed
         error,
         consumed,
         swallow: Swallow::Bytes(data_len.saturating_add(2)),
+        noreply: false,
     }
 }
 
@@ -617,6 +621,7 @@ fn split_line(buf: &[u8], max_line_len: usize) -> Result<(&[u8], usize), Parsed<
                 error: ProtocolError::LineTooLong,
                 consumed: buf.len(),
                 swallow: Swallow::ThroughNewline,
+                noreply: false,
             })
         }
         None => Err(Parsed::Incomplete),
@@ -646,6 +651,55 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some(command) = tokens.next() else {
         return err(ProtocolError::UnknownCommand, line_len);
     };
+    match parse_command(buf, command, tokens, line_len, limits) {
+        // memcached (`set_noreply_maybe`) marks a text command whose last token is `noreply` before it checks
+        // the arguments, and then sends none of its CLIENT_ERROR/SERVER_ERROR lines: a noreply client
+        // reads no reply, and would take that line for the answer to its next request. Only the ERROR
+        // of an unknown command or a wrong token count is still sent.
+        Parsed::Error {
+            error,
+            consumed,
+            swallow,
+            noreply: false,
+        } if error != ProtocolError::UnknownCommand
+            && TEXT_NOREPLY_COMMANDS.contains(&command)
+            && Tokens::new(line).last() == Some(&b"noreply"[..]) =>
+        {
+            Parsed::Error {
+                error,
+                consumed,
+                swallow,
+                noreply: true,
+            }
+        }
+        outcome => outcome,
+    }
+}
+
+/// The text commands that take a trailing `noreply`.
+const TEXT_NOREPLY_COMMANDS: [&[u8]; 12] = [
+    b"set",
+    b"add",
+    b"replace",
+    b"append",
+    b"prepend",
+    b"cas",
+    b"delete",
+    b"incr",
+    b"decr",
+    b"touch",
+    b"flush_all",
+    b"verbosity",
+];
+
+/// Parses the request whose line starts with `command`; `tokens` holds the rest of the line.
+fn parse_command<'a>(
+    buf: &'a [u8],
+    command: &'a [u8],
+    mut tokens: Tokens<'a>,
+    line_len: usize,
+    limits: &Limits,
+) -> Parsed<'a> {
     match command {
         b"get" | b"gets" => {
             let keys = tokens.remainder();
@@ -694,17 +748,16 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             if !valid_key(key, limits.max_key_len) {
                 return err(ProtocolError::BadKey, line_len);
             }
-            // memcached accepts `delete key 0` (a legacy hold time of zero) and `delete key noreply`.
-            let mut noreply = false;
-            for t in Tokens::new(rest) {
-                match t {
-                    b"noreply" => noreply = true,
-                    b"0" => {}
-                    _ => {
-                        return err(ProtocolError::DeleteUsage, line_len);
-                    }
-                }
-            }
+            // As memcached: `delete key`, `delete key 0` (a legacy hold time of zero), `delete key noreply`
+            // and `delete key 0 noreply`; anything else with up to two arguments gets the usage line, more
+            // is an unknown command.
+            let mut args = Tokens::new(rest);
+            let noreply = match (args.next(), args.next(), args.next()) {
+                (None, _, _) | (Some(b"0"), None, _) => false,
+                (Some(b"noreply"), None, _) | (Some(b"0"), Some(b"noreply"), None) => true,
+                (_, _, None) => return err(ProtocolError::DeleteUsage, line_len),
+                _ => return err(ProtocolError::UnknownCommand, line_len),
+            };
             Parsed::Request {
                 request: Request::Delete { key, noreply },
                 consumed: line_len,
@@ -1831,6 +1884,54 @@ mod tests {
         parse_request(s, &Limits::default())
     }
 
+    fn noreply_error(line: &[u8]) -> Option<(ProtocolError, bool)> {
+        match req(line) {
+            Parsed::Error { error, noreply, .. } => Some((error, noreply)),
+            _ => None,
+        }
+    }
+
+    /// memcached's `set_noreply_maybe`: a text command whose last token is `noreply` sends none of its
+    /// argument errors; ERROR (unknown command, wrong token count) is still sent, and `noreply` elsewhere on
+    /// the line or on a command that takes none silences nothing.
+    #[test]
+    fn trailing_noreply_silences_argument_errors_only() {
+        use ProtocolError::*;
+        for (line, expected) in [
+            (&b"verbosity noreply\r\n"[..], (BadCommandLine, true)),
+            (b"verbosity x\r\n", (BadCommandLine, false)),
+            (b"incr k abc noreply\r\n", (BadDelta, true)),
+            (b"touch k abc noreply\r\n", (BadExptime, true)),
+            (b"flush_all abc noreply\r\n", (BadExptime, true)),
+            (b"delete k 5 noreply\r\n", (DeleteUsage, true)),
+            (b"delete k noreply 0\r\n", (DeleteUsage, false)),
+            (b"delete k 0 0\r\n", (DeleteUsage, false)),
+            (b"delete k 0 0 noreply\r\n", (UnknownCommand, false)),
+            (b"set k abc 0 1 noreply\r\nx\r\n", (BadCommandLine, true)),
+            (b"set k 0 0 1 noreply\r\nxy\r\n", (BadDataChunk, true)),
+            (
+                b"set k 0 0 1 extra noreply\r\nx\r\n",
+                (UnknownCommand, false),
+            ),
+            (b"incr k 1 noreply extra\r\n", (UnknownCommand, false)),
+            (b"gat abc noreply\r\n", (BadExptime, false)),
+            (b"bogus noreply\r\n", (UnknownCommand, false)),
+        ] {
+            assert_eq!(noreply_error(line), Some(expected), "{line:?}");
+        }
+        let long = format!("touch {} 0 noreply\r\n", "k".repeat(251));
+        assert_eq!(noreply_error(long.as_bytes()), Some((BadKey, true)));
+        let too_large = format!("set k 0 0 {} noreply\r\n", 2 << 20);
+        assert_eq!(noreply_error(too_large.as_bytes()), Some((TooLarge, true)));
+        for line in [
+            &b"delete k 0 noreply\r\n"[..],
+            b"delete k noreply\r\n",
+            b"delete k 0\r\n",
+        ] {
+            assert!(matches!(req(line), Parsed::Request { .. }), "{line:?}");
+        }
+    }
+
     #[test]
     fn parses_get_with_many_keys() {
         match req(b"get a bb  ccc\r\n") {
@@ -1876,7 +1977,8 @@ mod tests {
             Parsed::Error {
                 error: ProtocolError::TooLarge,
                 consumed: 13,
-                swallow: Swallow::Bytes(7)
+                swallow: Swallow::Bytes(7),
+                noreply: false,
             }
         );
     }
@@ -1962,7 +2064,8 @@ mod tests {
             Parsed::Error {
                 error: ProtocolError::BadCommandLine,
                 consumed: 32,
-                swallow: Swallow::Nothing
+                swallow: Swallow::Nothing,
+                noreply: false,
             }
         );
         assert!(matches!(

@@ -522,10 +522,13 @@ impl<'n> Connection<'n> {
                     error,
                     consumed,
                     swallow,
+                    noreply,
                 } => {
                     pos += consumed;
                     self.session.counters.protocol_errors += 1;
-                    self.write_buf.extend_from_slice(error.reply());
+                    if !noreply {
+                        self.write_buf.extend_from_slice(error.reply());
+                    }
                     self.swallow = swallow;
                 }
             }

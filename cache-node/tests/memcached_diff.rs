@@ -620,6 +620,35 @@ fn malformed_request() -> impl Strategy<Value = Req> {
         Just(raw(&["set", "KEY", "0", "0", "1", "extra"], Some(b"7\r\n"))),
         Just(raw(&["gats", "x", "KEY"], None)),
         Just(raw(&[""], None)),
+        // memcached sends no CLIENT_ERROR for a line that ends in noreply, but still ERROR for a wrong
+        // token count.
+        Just(raw(&["incr", "KEY", "abc", "noreply"], None)),
+        Just(raw(&["incr", "KEY", "noreply"], None)),
+        Just(raw(&["decr", "KEY", "-1", "noreply"], None)),
+        Just(raw(&["touch", "KEY", "abc", "noreply"], None)),
+        Just(raw(&["touch", "KEY", "noreply"], None)),
+        Just(raw(&["delete", "KEY", "5", "noreply"], None)),
+        Just(raw(&["delete", "KEY", "0", "noreply"], None)),
+        Just(raw(&["delete", "KEY", "0", "0"], None)),
+        Just(raw(&["delete", "KEY", "0", "0", "noreply"], None)),
+        Just(raw(&["delete", "KEY", "noreply", "0"], None)),
+        Just(raw(&["verbosity", "noreply"], None)),
+        Just(raw(&["verbosity", "x", "noreply"], None)),
+        Just(raw(&["flush_all", "abc", "noreply"], None)),
+        Just(raw(&["flush_all", "0", "0", "noreply"], None)),
+        Just(raw(
+            &["set", "KEY", "0", "0", "2", "noreply"],
+            Some(b"abcd\r\n")
+        )),
+        Just(raw(&["set", "KEY", "0", "0", "noreply"], None)),
+        Just(Req {
+            line: vec![text("incr"), Piece::LongKey, text("1"), text("noreply")],
+            data: None
+        }),
+        Just(Req {
+            line: vec![text("touch"), Piece::LongKey, text("0"), text("noreply")],
+            data: None
+        }),
         Just(Req {
             line: vec![text("get"), Piece::LongKey],
             data: None

@@ -155,6 +155,63 @@ async fn noreply_is_silent_for_every_command() -> R {
     Ok(())
 }
 
+/// A noreply request with bad arguments gets no error line either, as in memcached 1.6 (a noreply client
+/// reads no reply and would take the line for the answer to its next request; libmemcached's `memcapable`
+/// checks `verbosity noreply`). The item survives, a too-large value's block is still swallowed, and an
+/// unknown command or a wrong token count still answers ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noreply_silences_argument_errors() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"set a 0 0 1\r\n7\r\n", b"STORED\r\n").await;
+    let long_key = "k".repeat(251);
+    let too_large = format!(
+        "set big 0 0 {} noreply\r\n{}\r\n",
+        2 << 20,
+        "x".repeat(2 << 20)
+    );
+    for req in [
+        b"verbosity noreply\r\n".to_vec(),
+        b"verbosity x noreply\r\n".to_vec(),
+        b"incr a abc noreply\r\n".to_vec(),
+        b"decr a noreply\r\n".to_vec(),
+        format!("incr {long_key} 1 noreply\r\n").into_bytes(),
+        b"touch a abc noreply\r\n".to_vec(),
+        format!("touch {long_key} 0 noreply\r\n").into_bytes(),
+        b"delete a 5 noreply\r\n".to_vec(),
+        format!("delete {long_key} noreply\r\n").into_bytes(),
+        b"flush_all abc noreply\r\n".to_vec(),
+        b"set a abc 0 1 noreply\r\n8\r\n".to_vec(),
+        b"set a 0 0 noreply\r\n".to_vec(),
+        b"set a 0 0 1 noreply\r\n89\r\n".to_vec(),
+        too_large.into_bytes(),
+        b"mn\r\n".to_vec(),
+    ] {
+        c.send(&req).await;
+    }
+    // The bad data chunk leaves "\r\n" behind (memcached reads exactly the announced bytes plus two), an
+    // empty line: ERROR, as in memcached. Nothing else answers before mn.
+    c.expect_reply(b"ERROR\r\nMN\r\n").await;
+    c.expect_silence().await;
+    c.expect(b"get a\r\n", b"VALUE a 0 1\r\n7\r\nEND\r\n").await;
+    // Wrong token counts are still ERROR, noreply or not.
+    c.expect(b"delete a 0 0 noreply\r\n", b"ERROR\r\n").await;
+    c.expect(b"incr a 1 noreply extra\r\n", b"ERROR\r\n").await;
+    // Without noreply the same mistakes are answered.
+    c.expect(
+        b"delete a 5\r\n",
+        b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
+    )
+    .await;
+    c.expect(
+        b"verbosity x\r\n",
+        b"CLIENT_ERROR bad command line format\r\n",
+    )
+    .await;
+    s.stop().await;
+    Ok(())
+}
+
 /// With dedicated connection threads, connections are handed to them round-robin, as memcached does with
 /// its `-t` threads: 32 connections on 2 threads are 16 and 16 (each thread counts the connections it
 /// serves in its own counter slot). If the hand-over always picked one thread this would read 32 and 0.
