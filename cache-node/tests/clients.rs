@@ -1,0 +1,270 @@
+//! cache-node against real memcached clients, used unchanged, over loopback (server on port 0):
+//! - libmemcached's `memcapable -a`, the C library's own ASCII protocol conformance check (Debian ships it
+//!   as `memccapable` in libmemcached-tools);
+//! - pymemcache (Debian's python3-pymemcache), whose storage commands default to noreply
+//!   (`tests/clients/pymemcache_client.py`);
+//! - async-memcached (Shopify's Rust client), text and meta protocol, leases included.
+//!
+//! `scripts/setup` installs the first two; without them these tests fail and say so. What they do not
+//! cover: the binary protocol (cache-node speaks text and meta only) and UDP.
+
+mod common;
+
+use std::time::Duration;
+
+use async_memcached::{AsciiProtocol, Client, MetaProtocol};
+use common::TestServer;
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+/// Runs an external client to completion (bounded) and returns its combined output, or panics saying how
+/// to install it.
+async fn run_client(program: &str, args: &[String], install_hint: &str) -> (bool, String) {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(Duration::from_secs(60), child).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => panic!("cannot run {program} ({e}): {install_hint}"),
+        Err(_) => panic!("{program} did not finish within 60 s"),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libmemcached_memcapable_ascii_passes() -> R {
+    let s = TestServer::start().await;
+    // libmemcached 1.1 (awesomized) installs it as memccapable; older packages as memcapable.
+    let program = ["memccapable", "memcapable"]
+        .into_iter()
+        .find(|p| std::process::Command::new(p).arg("-h").output().is_ok())
+        .expect("memcapable not found: run scripts/setup (Debian package libmemcached-tools)");
+    let args = [
+        "-h".to_string(),
+        "127.0.0.1".to_string(),
+        "-p".to_string(),
+        s.addr.port().to_string(),
+        "-a".to_string(),
+        "-t".to_string(),
+        "5".to_string(),
+    ];
+    let (ok, out) = run_client(program, &args, "run scripts/setup").await;
+    assert!(
+        ok && out.contains("All tests passed"),
+        "memcapable -a failed:\n{out}"
+    );
+    assert_eq!(out.matches("[pass]").count(), 27, "{out}");
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymemcache_client_works_unchanged() -> R {
+    let s = TestServer::start().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/pymemcache_client.py"
+    );
+    // Debian's python3-pymemcache is installed for Debian's own interpreter.
+    let (ok, out) = run_client(
+        "/usr/bin/python3",
+        &[script.to_string(), s.addr.port().to_string()],
+        "run scripts/setup (Debian packages python3 and python3-pymemcache)",
+    )
+    .await;
+    assert!(
+        !out.contains("No module named 'pymemcache'"),
+        "pymemcache is not installed: run scripts/setup (Debian package python3-pymemcache)"
+    );
+    assert!(
+        ok && out.contains("pymemcache ok"),
+        "pymemcache script failed:\n{out}"
+    );
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_memcached_text_protocol() -> R {
+    let s = TestServer::start().await;
+    let mut c = Client::new(format!("tcp://{}", s.addr)).await?;
+    assert!(c.version().await?.starts_with("1.6"));
+    c.flush_all().await?;
+
+    c.set("a", "one", None, Some(7)).await?;
+    let v = c.get("a").await?.expect("a is set");
+    assert_eq!((v.data.as_deref(), v.flags), (Some(&b"one"[..]), Some(7)));
+    assert!(
+        c.add("a", "two", None, None).await.is_err(),
+        "add of an existing key"
+    );
+    c.add("b", "two", None, None).await?;
+    let mut got: Vec<(Vec<u8>, Vec<u8>)> = c
+        .get_multi(["a", "b", "missing"])
+        .await?
+        .into_iter()
+        .map(|v| (v.key, v.data.unwrap_or_default()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (b"a".to_vec(), b"one".to_vec()),
+            (b"b".to_vec(), b"two".to_vec())
+        ]
+    );
+
+    let results = c.set_multi(&[("m1", "x"), ("m2", "y")], None, None).await?;
+    assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+
+    c.set("n", 10u64, None, None).await?;
+    assert_eq!(c.increment("n", 5).await?, 15);
+    assert_eq!(c.decrement("n", 20).await?, 0);
+    c.increment_no_reply("n", 3).await?;
+    assert_eq!(c.increment("n", 0).await?, 3);
+
+    c.delete("a").await?;
+    assert!(c.get("a").await?.is_none());
+    c.delete_no_reply("b").await?;
+    c.delete_multi_no_reply(&["m1", "m2"]).await?;
+    for key in ["b", "m1", "m2"] {
+        assert!(c.get(key).await?.is_none(), "{key} survived its delete");
+    }
+
+    let stats = c.stats().await?;
+    for name in [
+        "curr_items",
+        "get_hits",
+        "get_misses",
+        "cmd_set",
+        "curr_connections",
+    ] {
+        assert!(stats.contains_key(name), "stats lacks {name}: {stats:?}");
+    }
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_memcached_meta_protocol_and_leases() -> R {
+    let s = TestServer::start().await;
+    let mut c = Client::new(format!("tcp://{}", s.addr)).await?;
+
+    // ms with flags and TTL; mg returning value, flags, TTL, CAS, key, size and opaque.
+    c.meta_set("k", "hello", false, None, Some(&["F5", "T100"]))
+        .await?;
+    let v = c
+        .meta_get(
+            "k",
+            false,
+            Some(b"op1"),
+            Some(&["v", "f", "t", "c", "k", "s"]),
+        )
+        .await?
+        .expect("k is set");
+    assert_eq!(v.data.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        (v.flags, v.ttl_remaining, v.size),
+        (Some(5), Some(100), Some(5))
+    );
+    assert_eq!(v.key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(v.opaque_token.as_deref(), Some(&b"op1"[..]));
+    let cas = v.cas.expect("c flag");
+
+    // Compare-and-swap with the CAS just read, then with the stale one.
+    c.meta_set("k", "world", false, None, Some(&[&format!("C{cas}")]))
+        .await?;
+    assert!(
+        c.meta_set("k", "late", false, None, Some(&[&format!("C{cas}")]))
+            .await
+            .is_err(),
+        "a stale CAS must be refused"
+    );
+    let v = c.meta_get("k", false, None, Some(&["v"])).await?.unwrap();
+    assert_eq!(v.data.as_deref(), Some(&b"world"[..]));
+
+    // A miss is None; quiet mode too.
+    assert!(c
+        .meta_get("missing", false, None, Some(&["v"]))
+        .await?
+        .is_none());
+    assert!(c
+        .meta_get("missing", true, None, Some(&["v"]))
+        .await?
+        .is_none());
+
+    // Leases: the first miss with N wins (W), the next is told to wait (Z); the winner's set with its
+    // CAS stores, after an invalidation (md I) the value is served stale (X) with one new winner.
+    let first = c
+        .meta_get("hot", false, None, Some(&["v", "c", "N30"]))
+        .await?
+        .expect("N creates a placeholder");
+    assert_eq!(first.is_recache_winner, Some(true));
+    let second = c
+        .meta_get("hot", false, None, Some(&["v", "c", "N30"]))
+        .await?
+        .unwrap();
+    assert_eq!(second.is_recache_winner, Some(false));
+    let token = first.cas.expect("the winner gets a CAS");
+    c.meta_set("hot", "fresh", false, None, Some(&[&format!("C{token}")]))
+        .await?;
+    c.meta_delete("hot", false, None, Some(&["I"])).await?;
+    let stale = c
+        .meta_get("hot", false, None, Some(&["v", "c"]))
+        .await?
+        .unwrap();
+    assert_eq!(
+        (
+            stale.data.as_deref(),
+            stale.is_stale,
+            stale.is_recache_winner
+        ),
+        (Some(&b"fresh"[..]), Some(true), Some(true))
+    );
+    let other = c.meta_get("hot", false, None, Some(&["v"])).await?.unwrap();
+    assert_eq!(
+        (other.is_stale, other.is_recache_winner),
+        (Some(true), Some(false))
+    );
+    // The reader's CAS from before the invalidation no longer stores.
+    assert!(
+        c.meta_set("hot", "old", false, None, Some(&[&format!("C{token}")]))
+            .await
+            .is_err(),
+        "a write-back with the pre-invalidation token must be refused"
+    );
+
+    // Arithmetic, delete, and the pipelined multi forms (quiet requests closed by mn).
+    c.meta_set("n", "41", false, None, None).await?;
+    let n = c
+        .meta_increment("n", false, None, Some(1), Some(&["v"]))
+        .await?
+        .unwrap();
+    assert_eq!(n.data.as_deref(), Some(&b"42"[..]));
+    c.meta_delete("n", false, None, None).await?;
+    assert!(c.meta_get("n", false, None, Some(&["v"])).await?.is_none());
+
+    let stored = c
+        .meta_set_multi(&[("p1", "a"), ("p2", "b"), ("p3", "c")], None)
+        .await?;
+    assert!(
+        stored.is_empty(),
+        "quiet sets that succeed answer nothing: {stored:?}"
+    );
+    let mut got: Vec<Vec<u8>> = c
+        .meta_get_multi(&["p1", "p2", "missing", "p3"], Some(&["v", "k"]))
+        .await?
+        .into_iter()
+        .map(|v| v.data.unwrap_or_default())
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    s.stop().await;
+    Ok(())
+}
