@@ -2,18 +2,21 @@
 //! - libmemcached's `memcapable -a`, the C library's own ASCII protocol conformance check (Debian ships it
 //!   as `memccapable` in libmemcached-tools);
 //! - pymemcache (Debian's python3-pymemcache), whose storage commands default to noreply
-//!   (`tests/clients/pymemcache_client.py`);
+//!   (`tests/clients/pymemcache_client.py`, checked against memcached too);
+//! - pylibmc (Debian's python3-pylibmc: libmemcached the library, with four behaviour sets, pipelined
+//!   `no_block` writes among them), whose results must equal memcached's (`tests/clients/pylibmc_probe.py`);
 //! - async-memcached (Shopify's Rust client), text and meta protocol, leases included.
 //!
-//! `scripts/setup` installs the first two; without them these tests fail and say so. What they do not
-//! cover: the binary protocol (cache-node speaks text and meta only) and UDP.
+//! `scripts/setup` installs memcached and the clients other than async-memcached; without them these tests
+//! fail and say so. What they do not cover: the binary protocol (cache-node speaks text and meta only) and
+//! UDP.
 
 mod common;
 
 use std::time::Duration;
 
 use async_memcached::{AsciiProtocol, Client, MetaProtocol};
-use common::TestServer;
+use common::{Memcached, TestServer};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -64,28 +67,54 @@ async fn libmemcached_memcapable_ascii_passes() -> R {
     Ok(())
 }
 
+/// Runs one of the Python client scripts in `tests/clients` against `port` with Debian's interpreter (where
+/// Debian's client packages are installed); fails saying what to install if `module` is missing.
+async fn run_python_client(script: &str, module: &str, port: u16) -> (bool, String) {
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let hint = format!("run scripts/setup (Debian packages python3 and python3-{module})");
+    let (ok, out) = run_client("/usr/bin/python3", &[path, port.to_string()], &hint).await;
+    assert!(
+        !out.contains(&format!("No module named '{module}'")),
+        "{module} is not installed: {hint}"
+    );
+    (ok, out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymemcache_client_works_unchanged() -> R {
-    let s = TestServer::start().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/pymemcache_client.py"
-    );
-    // Debian's python3-pymemcache is installed for Debian's own interpreter.
-    let (ok, out) = run_client(
-        "/usr/bin/python3",
-        &[script.to_string(), s.addr.port().to_string()],
-        "run scripts/setup (Debian packages python3 and python3-pymemcache)",
-    )
-    .await;
-    assert!(
-        !out.contains("No module named 'pymemcache'"),
-        "pymemcache is not installed: run scripts/setup (Debian package python3-pymemcache)"
-    );
+    // The script's expectations are memcached's: check them there first.
+    let memcached = Memcached::start();
+    let (ok, out) = run_python_client("pymemcache_client.py", "pymemcache", memcached.port).await;
     assert!(
         ok && out.contains("pymemcache ok"),
-        "pymemcache script failed:\n{out}"
+        "against memcached:\n{out}"
     );
+
+    let s = TestServer::start().await;
+    let (ok, out) = run_python_client("pymemcache_client.py", "pymemcache", s.addr.port()).await;
+    assert!(
+        ok && out.contains("pymemcache ok"),
+        "against cache-node:\n{out}"
+    );
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pylibmc_gets_memcacheds_results() -> R {
+    let memcached = Memcached::start();
+    let (ok, reference) = run_python_client("pylibmc_probe.py", "pylibmc", memcached.port).await;
+    assert!(ok, "pylibmc probe against memcached:\n{reference}");
+    let s = TestServer::start().await;
+    let (ok, ours) = run_python_client("pylibmc_probe.py", "pylibmc", s.addr.port()).await;
+    assert!(ok, "pylibmc probe against cache-node:\n{ours}");
+    assert_eq!(reference.lines().count(), 4 * 37, "{reference}");
+    for (want, got) in reference.lines().zip(ours.lines()) {
+        assert_eq!(
+            got, want,
+            "pylibmc: cache-node (left) differs from memcached (right)"
+        );
+    }
     s.stop().await;
     Ok(())
 }

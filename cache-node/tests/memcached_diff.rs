@@ -28,15 +28,13 @@ mod common;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use common::TestServer;
+use common::{Memcached, TestServer};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 
@@ -44,71 +42,6 @@ const DEFAULT_CASES: u32 = 512;
 const DEFAULT_SEED: u64 = 0x5e_a1_d1_ff;
 const KEYS: u8 = 5;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
-
-// ------------------------------------------------------------------------------------------------
-// The memcached child process.
-
-struct Memcached {
-    child: Child,
-    port: u16,
-}
-
-impl Memcached {
-    fn start() -> Memcached {
-        let bin = std::env::var("MEMCACHED").unwrap_or_else(|_| "/usr/bin/memcached".to_string());
-        assert!(
-            Path::new(&bin).exists(),
-            "{bin} not found: the differential test needs memcached 1.6; run scripts/setup \
-             (or set MEMCACHED to a memcached binary)"
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let port_arg = port.to_string();
-        let mut args = vec![
-            "-p",
-            &port_arg,
-            "-l",
-            "127.0.0.1",
-            "-U",
-            "0",
-            "-t",
-            "1",
-            "-m",
-            "64",
-        ];
-        // memcached refuses to run as root unless told which user to be.
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            args.extend(["-u", "root"]);
-        }
-        let child = Command::new(&bin)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}; run scripts/setup"));
-        let mut mc = Memcached { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = mc.child.try_wait() {
-                panic!("{bin} exited at start-up ({status})");
-            }
-            assert!(Instant::now() < deadline, "{bin} did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        mc
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ------------------------------------------------------------------------------------------------
 // Requests.

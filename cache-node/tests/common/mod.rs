@@ -1,4 +1,5 @@
-//! Test harness: a cache-node on 127.0.0.1 port 0 with a ManualClock, and a raw-bytes client.
+//! Test harness: a cache-node on 127.0.0.1 port 0 with a ManualClock, a raw-bytes client, and a real
+//! memcached to compare with.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -213,5 +214,72 @@ impl Client {
             }
         }
         found.unwrap_or_else(|| panic!("no stat {name}"))
+    }
+}
+
+/// A real memcached (Debian's 1.6.18, or `$MEMCACHED`) on a free loopback port, killed on drop: the reference
+/// that tests compare cache-node with.
+pub struct Memcached {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Memcached {
+    pub fn start() -> Memcached {
+        let bin = std::env::var("MEMCACHED").unwrap_or_else(|_| "/usr/bin/memcached".to_string());
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "{bin} not found: the comparison needs memcached 1.6; run scripts/setup \
+             (or set MEMCACHED to a memcached binary)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let port_arg = port.to_string();
+        let mut args = vec![
+            "-p",
+            &port_arg,
+            "-l",
+            "127.0.0.1",
+            "-U",
+            "0",
+            "-t",
+            "1",
+            "-m",
+            "64",
+        ];
+        // memcached refuses to run as root unless told which user to be.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            args.extend(["-u", "root"]);
+        }
+        let child = std::process::Command::new(&bin)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}; run scripts/setup"));
+        let mut mc = Memcached { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = mc.child.try_wait() {
+                panic!("{bin} exited at start-up ({status})");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{bin} did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        mc
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
