@@ -46,7 +46,10 @@ async fn libmemcached_memcapable_ascii_passes() -> R {
     // libmemcached 1.1 (awesomized) installs it as memccapable; older packages as memcapable.
     let program = ["memccapable", "memcapable"]
         .into_iter()
-        .find(|p| std::process::Command::new(p).arg("-h").output().is_ok())
+        .find(|p| {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .any(|dir| dir.join(p).is_file())
+        })
         .expect("memcapable not found: run scripts/setup (Debian package libmemcached-tools)");
     let args = [
         "-h".to_string(),
