@@ -189,8 +189,8 @@ async fn noreply_silences_argument_errors() -> R {
     ] {
         c.send(&req).await;
     }
-    // The bad data chunk leaves "\r\n" behind (memcached reads exactly the announced bytes plus two), an
-    // empty line: ERROR, as in memcached. Nothing else answers before mn.
+    // The bad data chunk leaves its last "\n" behind (memcached reads exactly the announced byte plus two,
+    // "89\r"), an empty line: ERROR, as in memcached. Nothing else answers before mn.
     c.expect_reply(b"ERROR\r\nMN\r\n").await;
     c.expect_silence().await;
     c.expect(b"get a\r\n", b"VALUE a 0 1\r\n7\r\nEND\r\n").await;
