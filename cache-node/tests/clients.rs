@@ -22,7 +22,7 @@ type R = Result<(), Box<dyn std::error::Error>>;
 
 /// Runs an external client to completion (bounded) and returns its combined output, or panics saying how
 /// to install it.
-async fn run_client(program: &str, args: &[String], install_hint: &str) -> (bool, String) {
+async fn run_client(program: &str, args: &[&str], install_hint: &str) -> (bool, String) {
     let child = tokio::process::Command::new(program)
         .args(args)
         .kill_on_drop(true)
@@ -51,15 +51,8 @@ async fn libmemcached_memcapable_ascii_passes() -> R {
                 .any(|dir| dir.join(p).is_file())
         })
         .expect("memcapable not found: run scripts/setup (Debian package libmemcached-tools)");
-    let args = [
-        "-h".to_string(),
-        "127.0.0.1".to_string(),
-        "-p".to_string(),
-        s.addr.port().to_string(),
-        "-a".to_string(),
-        "-t".to_string(),
-        "5".to_string(),
-    ];
+    let port = s.addr.port().to_string();
+    let args = ["-h", "127.0.0.1", "-p", &port, "-a", "-t", "5"];
     let (ok, out) = run_client(program, &args, "run scripts/setup").await;
     assert!(
         ok && out.contains("All tests passed"),
@@ -75,7 +68,7 @@ async fn libmemcached_memcapable_ascii_passes() -> R {
 async fn run_python_client(script: &str, module: &str, port: u16) -> (bool, String) {
     let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let hint = format!("run scripts/setup (Debian packages python3 and python3-{module})");
-    let (ok, out) = run_client("/usr/bin/python3", &[path, port.to_string()], &hint).await;
+    let (ok, out) = run_client("/usr/bin/python3", &[&path, &port.to_string()], &hint).await;
     assert!(
         !out.contains(&format!("No module named '{module}'")),
         "{module} is not installed: {hint}"
