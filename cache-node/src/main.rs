@@ -44,6 +44,12 @@ struct Cli {
     /// Store shards (independent locks); more shards, less contention.
     #[arg(long = "shards", default_value_t = 64)]
     shards: usize,
+    /// Microseconds the maintainer thread (background expiry) sleeps between wake-ups while requests
+    /// arrive; idle, it backs off to once a second. Its wake-ups also let the kernel reschedule when clients
+    /// share the server's cores (see SERVER.md); 100 to 1000000.
+    #[arg(long = "maintainer-sleep-us", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    maintainer_sleep_us: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -106,6 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads,
         port: cli.port,
         clock: Arc::new(SystemClock::new()),
+        maintainer_busy_sleep: std::time::Duration::from_micros(cli.maintainer_sleep_us),
         // Connections run on this runtime's workers, not on per-thread runtimes (see SERVER.md).
         connection_threads: 0,
         ..ServerConfig::default()

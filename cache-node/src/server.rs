@@ -19,10 +19,10 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::commands::{Flow, Session, VERSION};
+use crate::maintainer::{self, Maintainer};
 use crate::protocol::{parse_request, reply, Limits, Parsed, Swallow};
 use crate::stats::CounterSlots;
 use crate::store::{Store, StoreConfig};
@@ -62,10 +62,12 @@ pub struct ServerConfig {
     pub port: u16,
     /// The time source: the system clock in production, a `ManualClock` in TTL tests.
     pub clock: Arc<dyn Clock>,
-    /// How often the background expiry task runs, and how many items it examines each time.
-    pub expire_interval: Duration,
-    /// Items examined per background expiry step.
-    pub expire_batch: usize,
+    /// Item slots the background expiry walk examines per second (spread over the maintainer's wake-ups).
+    pub expire_slots_per_sec: u64,
+    /// The maintainer thread's sleep between wake-ups while requests arrive (`--maintainer-sleep-us`).
+    pub maintainer_busy_sleep: Duration,
+    /// The longest the maintainer sleeps once the node is idle (its sleep doubles up to this).
+    pub maintainer_idle_sleep_max: Duration,
     /// Connection threads: with N > 0, [`run`] starts N threads, each with its own single-threaded tokio
     /// runtime (memcached's model: a connection stays on one thread, no work stealing, no cross-thread
     /// wake-ups), and hands accepted connections to them round-robin. With 0, connections are spawned on
@@ -85,8 +87,9 @@ impl Default for ServerConfig {
             threads: 4,
             port: 0,
             clock: Arc::new(SystemClock::new()),
-            expire_interval: Duration::from_millis(100),
-            expire_batch: 256,
+            expire_slots_per_sec: maintainer::default_expire_slots_per_sec(),
+            maintainer_busy_sleep: maintainer::default_busy_sleep(),
+            maintainer_idle_sleep_max: maintainer::default_idle_sleep_max(),
             connection_threads: 0,
         }
     }
@@ -104,6 +107,8 @@ pub struct Node {
     pub counters: CounterSlots,
     /// Open connections (a gauge, updated at open and close).
     pub curr_connections: AtomicU64,
+    /// Times the maintainer thread woke (shows its back-off: about once a second when idle).
+    pub maintainer_wakeups: AtomicU64,
 }
 
 impl Node {
@@ -129,6 +134,7 @@ impl Node {
             config,
             counters,
             curr_connections: AtomicU64::new(0),
+            maintainer_wakeups: AtomicU64::new(0),
         })
     }
 
@@ -173,6 +179,10 @@ impl Node {
             ("window_items", s.window_items.to_string()),
             ("probation_items", s.probation_items.to_string()),
             ("protected_items", s.protected_items.to_string()),
+            (
+                "maintainer_wakeups",
+                self.maintainer_wakeups.load(Ordering::Relaxed).to_string(),
+            ),
         ]);
         v
     }
@@ -191,6 +201,11 @@ impl Node {
             ("key_max_length", c.limits.max_key_len.to_string()),
             ("line_max_length", c.limits.max_line_len.to_string()),
             ("lease_window_secs", c.lease_window_secs.to_string()),
+            (
+                "maintainer_sleep_us",
+                c.maintainer_busy_sleep.as_micros().to_string(),
+            ),
+            ("expire_slots_per_sec", c.expire_slots_per_sec.to_string()),
             (
                 "store_shards",
                 effective_shards(c.store_shards, c.memory_limit_bytes, c.limits.max_value_len)
@@ -217,10 +232,10 @@ pub fn effective_shards(
     requested.clamp(1, fit.max(1))
 }
 
-/// Serves connections from `listener` until `shutdown` completes. Runs a background expiry task meanwhile.
+/// Serves connections from `listener` until `shutdown` completes. Runs the maintainer thread meanwhile
+/// (background expiry; see [`crate::maintainer`]).
 pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) -> io::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let expirer = tokio::spawn(expire_loop(node.clone(), stop_rx.clone()));
+    let maintainer = Maintainer::start(node.clone())?;
     tokio::pin!(shutdown);
     let pool = (node.config.connection_threads > 0)
         .then(|| WorkerPool::start(node.config.connection_threads, &node))
@@ -262,8 +277,7 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
             _ = &mut shutdown => break Ok(()),
         }
     };
-    let _ = stop_tx.send(true);
-    let _ = expirer.await;
+    maintainer.stop();
     connections.abort_all();
     if let Some(pool) = pool {
         pool.join();
@@ -324,18 +338,6 @@ impl WorkerPool {
         drop(self.senders);
         for t in self.threads {
             let _ = t.join();
-        }
-    }
-}
-
-async fn expire_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(node.config.expire_interval);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                node.store.expire_some(node.config.expire_batch);
-            }
-            _ = stop.changed() => return,
         }
     }
 }

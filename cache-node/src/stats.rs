@@ -111,6 +111,15 @@ impl CounterSlots {
         total
     }
 
+    /// Bytes read from clients, summed over the slots: it moves whenever any request was served, which is
+    /// how the maintainer tells a busy node from an idle one.
+    pub fn bytes_read(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.0.bytes_read.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Zeroes every counter (`stats reset`).
     pub fn reset(&self) {
         for s in self.slots.iter() {

@@ -21,12 +21,21 @@ fn help_explains_every_flag() {
         "-t, --threads",
         "--metrics-port",
         "--lease-window-secs",
+        "--maintainer-sleep-us",
         "replay",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
     let out = Command::new(BIN).args(["-I", "12x"]).output().unwrap();
     assert!(!out.status.success(), "a bad -I is refused");
+    let out = Command::new(BIN)
+        .args(["--maintainer-sleep-us", "50"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a maintainer sleep under 100 us is refused"
+    );
 }
 
 #[test]
@@ -65,6 +74,7 @@ fn binary_serves_with_memcached_flags() {
     let mut child = KillOnDrop(
         Command::new(BIN)
             .args(["-p", "0", "-t", "2", "-m", "8", "--lease-window-secs", "5"])
+            .args(["--maintainer-sleep-us", "5000"])
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -94,6 +104,10 @@ fn binary_serves_with_memcached_flags() {
     );
     assert!(reply.contains("STAT maxbytes 8388608\r\n"), "{reply}");
     assert!(reply.contains("STAT num_threads 2\r\n"), "{reply}");
+    assert!(
+        reply.contains("STAT maintainer_sleep_us 5000\r\n"),
+        "{reply}"
+    );
 }
 
 /// Stops the server even when an assertion fails first, so no test leaves a process behind.

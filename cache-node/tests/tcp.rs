@@ -1005,6 +1005,86 @@ async fn lease_window_ends_with_the_clock() -> R {
 }
 
 // ------------------------------------------------------------------------------------------------
+// The maintainer thread: background expiry and its pacing.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_expiry_reclaims_items_nobody_reads() -> R {
+    let fast = |c: &mut cache_node::server::ServerConfig| {
+        c.maintainer_busy_sleep = Duration::from_millis(1);
+        c.maintainer_idle_sleep_max = Duration::from_millis(5);
+        c.expire_slots_per_sec = 1_000_000;
+    };
+    let walking = TestServer::start_with(fast).await;
+    // Control: the same server with the walk's rate at zero; only the walk can reclaim here.
+    let still = TestServer::start_with(|c| {
+        fast(c);
+        c.expire_slots_per_sec = 0;
+    })
+    .await;
+    for s in [&walking, &still] {
+        let mut c = s.client().await;
+        for i in 0..100 {
+            c.expect(format!("set k{i} 0 5 1\r\nv\r\n").as_bytes(), b"STORED\r\n")
+                .await;
+        }
+        c.expect(b"set keep 0 0 1\r\nv\r\n", b"STORED\r\n").await;
+        assert_eq!(s.node.store.stats().curr_items, 101);
+        s.clock.advance(6);
+    }
+    // No client touches the expired keys from here on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while walking.node.store.stats().curr_items > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = walking.node.store.stats();
+    assert_eq!(
+        st.curr_items, 1,
+        "the live item stays, the 100 expired ones go"
+    );
+    assert_eq!(st.crawler_reclaimed, 100);
+    assert_eq!(still.node.store.stats().curr_items, 101);
+    assert_eq!(still.node.store.stats().crawler_reclaimed, 0);
+    let mut c = walking.client().await;
+    c.expect(b"get keep k0\r\n", b"VALUE keep 0 1\r\nv\r\nEND\r\n")
+        .await;
+    walking.stop().await;
+    still.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintainer_backs_off_when_idle_and_wakes_often_under_load() -> R {
+    let s = TestServer::start_with(|c| {
+        c.maintainer_busy_sleep = Duration::from_millis(1);
+        c.maintainer_idle_sleep_max = Duration::from_millis(50);
+    })
+    .await;
+    let wakeups = || {
+        s.node
+            .maintainer_wakeups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Idle for 600 ms: the sleep doubles from 1 ms to 50 ms, about 17 wake-ups (600 without back-off).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let idle = wakeups();
+    assert!((1..50).contains(&idle), "{idle} wake-ups in 600 ms idle");
+    // 500 ms of requests: back to 1 ms sleeps, up to 500 wake-ups (about 10 if it stayed backed off).
+    let mut c = s.client().await;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        c.expect(b"mn\r\n", b"MN\r\n").await;
+    }
+    let busy = wakeups() - idle;
+    assert!(busy >= 50, "{busy} wake-ups in 500 ms under load");
+    // The same counter is in `stats`.
+    let reported: u64 = c.stat("maintainer_wakeups").await.parse()?;
+    assert!(reported >= idle + busy, "stats says {reported}");
+    eprintln!("maintainer wake-ups: {idle} in 600 ms idle, {busy} in 500 ms busy");
+    s.stop().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
 // Limits and bad input.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,9 +52,13 @@ struct Args {
     /// Run a thread in this process that only sleeps this many microseconds in a loop during the measured
     /// rounds (0 = none). An experiment, not a default: on a 250 Hz kernel such periodic wake-ups shorten
     /// how long a woken thread waits for a CPU, which changes saturation p99 for both servers (memcached's
-    /// own LRU maintainer thread does this for it); see SERVER.md.
+    /// own LRU maintainer thread and cache-node's maintainer do this for each); see SERVER.md.
     #[arg(long, default_value_t = 0)]
     background_wakeup_us: u64,
+    /// Extra arguments for cache-node only, space-separated, e.g. "--maintainer-sleep-us 100000" to
+    /// measure it with its maintainer waking every 100 ms instead of every 2 ms under load.
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    ours_args: String,
     /// Connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -267,7 +271,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let port = free_port()?;
-    let ours = start("cache-node", server(&ours_bin, port), port)?;
+    let mut cmd = server(&ours_bin, port);
+    cmd.args(args.ours_args.split_whitespace());
+    let ours = start("cache-node", cmd, port)?;
 
     let port = free_port()?;
     let mut cmd = server(&args.memcached, port);
@@ -280,7 +286,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let theirs = start("memcached", cmd, port)?;
 
     println!(
-        "workload: {} connections, {} load threads, {:.0}% get / {:.0}% set, {}-byte keys, {}-byte values, {} keys prepopulated, {} s per run, server threads {}, server cpus {}, load cpus {}, background wake-up every {} us (0 = none)",
+        "workload: {} connections, {} load threads, {:.0}% get / {:.0}% set, {}-byte keys, {}-byte values, {} keys prepopulated, {} s per run, server threads {}, server cpus {}, load cpus {}, background wake-up every {} us (0 = none), cache-node extra args {:?}",
         args.connections,
         args.load_threads,
         90.0,
@@ -293,6 +299,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.server_cpus.as_deref().unwrap_or("any"),
         args.load_cpus.as_deref().unwrap_or("any"),
         args.background_wakeup_us,
+        args.ours_args,
     );
     // Prepopulate both (with a short warm run) before the measured rounds.
     for s in [&ours, &theirs] {
