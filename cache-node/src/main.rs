@@ -46,7 +46,7 @@ struct Cli {
     shards: usize,
     /// Microseconds the maintainer thread (background expiry) sleeps between wake-ups while requests
     /// arrive; idle, it backs off to once a second. Its wake-ups also let the kernel reschedule when clients
-    /// share the server's cores (see SERVER.md); 100 to 1000000.
+    /// share the server's cores (see SERVER.md); 100 to 1000000 (memcached's maintainer: 1000 to 1000000).
     #[arg(long = "maintainer-sleep-us", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     maintainer_sleep_us: u64,

@@ -26,6 +26,9 @@ pub fn default_busy_sleep() -> Duration {
     Duration::from_micros(2000)
 }
 
+/// The shortest sleep the pacer accepts: a zero sleep would make the thread spin on a core.
+pub const MIN_SLEEP: Duration = Duration::from_micros(100);
+
 /// Default longest sleep once idle (memcached's maintainer backs off to about a second too).
 pub fn default_idle_sleep_max() -> Duration {
     Duration::from_secs(1)
@@ -49,8 +52,10 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// Starts at the busy sleep. `idle_max` below `busy` is raised to it.
+    /// Starts at the busy sleep. `busy` below [`MIN_SLEEP`] is raised to it, and `idle_max` below `busy` to
+    /// `busy`.
     pub fn new(busy: Duration, idle_max: Duration) -> Self {
+        let busy = busy.max(MIN_SLEEP);
         Pacer {
             busy,
             idle_max: idle_max.max(busy),
@@ -196,6 +201,14 @@ mod tests {
         let mut p = Pacer::new(Duration::from_millis(5), Duration::from_millis(1));
         p.woke(false);
         assert_eq!(p.sleep(), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn pacer_never_sleeps_zero() {
+        let mut p = Pacer::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(p.sleep(), MIN_SLEEP);
+        p.woke(false);
+        assert_eq!(p.sleep(), MIN_SLEEP);
     }
 
     #[test]
