@@ -1,5 +1,6 @@
 //! cache-node over real TCP (127.0.0.1, port 0): every command, noreply, pipelining, split requests, leases,
-//! limits and bad input, TTL with a ManualClock, stats and metrics.
+//! limits and bad input, TTL with a ManualClock, the maintainer (background expiry and its pacing), stats
+//! and metrics.
 
 mod common;
 
