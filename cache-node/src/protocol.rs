@@ -557,10 +557,9 @@ impl<'a> Tokens<'a> {
         &self.rest[start..]
     }
 
-    /// The optional `noreply` that ends a line (incr/decr, touch, verbosity): `Some(noreply)`
-    /// when nothing or exactly `noreply` is left, `None` when anything else is.
-    /// As memcached 1.6: one token may follow a command's arguments, and it means noreply only if it is
-    /// `noreply` (`incr k 1 extra` is an incr); `None` (ERROR) if more follow.
+    /// The optional token that ends a line (incr/decr, touch, verbosity, storage commands), as memcached
+    /// 1.6: `Some(noreply)` when nothing or one token is left, where only `noreply` means noreply (`incr k 1
+    /// extra` is an incr); `None` (ERROR) when more follow.
     fn trailing_noreply(&mut self) -> Option<bool> {
         let noreply = self.next() == Some(b"noreply");
         self.next().is_none().then_some(noreply)
