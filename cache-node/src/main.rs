@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use cache_node::clock::SystemClock;
+use cache_node::maintainer;
 use cache_node::protocol::Limits;
 use cache_node::server::{self, Node, ServerConfig};
 
@@ -47,8 +48,9 @@ struct Cli {
     /// Microseconds the maintainer thread (background expiry) sleeps between wake-ups while requests
     /// arrive; idle, it backs off to once a second. Its wake-ups also let the kernel reschedule when clients
     /// share the server's cores (see SERVER.md); 100 to 1000000 (memcached's maintainer: 1000 to 1000000).
-    #[arg(long = "maintainer-sleep-us", default_value_t = 2000,
-          value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    #[arg(long = "maintainer-sleep-us",
+          default_value_t = micros(maintainer::default_busy_sleep()),
+          value_parser = clap::value_parser!(u64).range(micros(maintainer::MIN_SLEEP)..=1_000_000))]
     maintainer_sleep_us: u64,
     #[command(subcommand)]
     command: Option<Command>,
@@ -65,6 +67,11 @@ enum Command {
         #[arg(long)]
         capacity: usize,
     },
+}
+
+/// Whole microseconds of `d`, for flags given in microseconds.
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
