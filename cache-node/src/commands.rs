@@ -105,8 +105,6 @@ pub struct Session<'n> {
     node: &'n Node,
     /// This connection's counters, drained into the node's after each batch.
     pub counters: Counters,
-    /// Which of the node's counter slots this connection drains into (its thread's).
-    slot: usize,
     /// Reused buffer for read-modify-write values (append, prepend, incr).
     scratch: Vec<u8>,
 }
@@ -122,11 +120,10 @@ enum StoreOutcome {
 
 impl<'n> Session<'n> {
     /// A session for one connection.
-    pub fn new(node: &'n Node, slot: usize) -> Self {
+    pub fn new(node: &'n Node) -> Self {
         Session {
             node,
             counters: Counters::default(),
-            slot,
             scratch: Vec::new(),
         }
     }
@@ -1095,10 +1092,7 @@ impl<'n> Session<'n> {
 
     fn stats(&mut self, group: Option<&[u8]>, out: &mut BytesMut) {
         // Make this connection's own counts visible to itself.
-        self.node
-            .counters
-            .slot(self.slot)
-            .drain_from(&mut self.counters);
+        self.node.counters.current().drain_from(&mut self.counters);
         match group {
             None => {
                 for (name, value) in self.node.stats_lines() {
@@ -1126,10 +1120,7 @@ impl<'n> Session<'n> {
 
     /// Adds this session's counters into the node's.
     pub fn flush_counters(&mut self) {
-        self.node
-            .counters
-            .slot(self.slot)
-            .drain_from(&mut self.counters);
+        self.node.counters.current().drain_from(&mut self.counters);
     }
 }
 

@@ -261,11 +261,8 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
                     Some(pool) => pool.hand_over(socket, next)?,
                     None => {
                         let node = node.clone();
-                        // Counter slots round-robin too: connections on different workers mostly add
-                        // to different cache lines.
-                        let slot = next;
                         connections.spawn(async move {
-                            if let Err(e) = serve_socket(socket, node, slot).await {
+                            if let Err(e) = serve_socket(socket, node).await {
                                 tracing::debug!("connection ended: {e}");
                             }
                         });
@@ -306,6 +303,8 @@ impl WorkerPool {
             let thread = std::thread::Builder::new()
                 .name(format!("cache-node-conn-{i}"))
                 .spawn(move || {
+                    // This thread's connections count into slot i (the hand-over test reads it).
+                    crate::stats::set_thread_slot(i);
                     runtime.block_on(async move {
                         // Ends when the pool drops its senders (shutdown).
                         while let Some(socket) = rx.recv().await {
@@ -314,7 +313,7 @@ impl WorkerPool {
                             };
                             let node = node.clone();
                             tokio::spawn(async move {
-                                if let Err(e) = serve_socket(socket, node, i).await {
+                                if let Err(e) = serve_socket(socket, node).await {
                                     tracing::debug!("connection ended: {e}");
                                 }
                             });
@@ -342,10 +341,10 @@ impl WorkerPool {
     }
 }
 
-/// Serves one client; `slot` picks the counter slot (the connection thread's number, or a round-robin one).
-async fn serve_socket(mut socket: TcpStream, node: Arc<Node>, slot: usize) -> io::Result<()> {
+/// Serves one client.
+async fn serve_socket(mut socket: TcpStream, node: Arc<Node>) -> io::Result<()> {
     let _ = socket.set_nodelay(true);
-    let counters = node.counters.slot(slot);
+    let counters = node.counters.current();
     counters.total_connections.fetch_add(1, Ordering::Relaxed);
     let open = node.curr_connections.fetch_add(1, Ordering::AcqRel) + 1;
     let _guard = ConnectionGuard(&node.curr_connections);
@@ -356,7 +355,7 @@ async fn serve_socket(mut socket: TcpStream, node: Arc<Node>, slot: usize) -> io
         socket.write_all(reply::TOO_MANY_CONNECTIONS).await?;
         return Ok(());
     }
-    let mut conn = Connection::new(socket, &node, slot);
+    let mut conn = Connection::new(socket, &node);
     conn.serve().await
 }
 
@@ -385,13 +384,13 @@ pub struct Connection<'n> {
 }
 
 impl<'n> Connection<'n> {
-    fn new(socket: TcpStream, node: &'n Node, slot: usize) -> Self {
+    fn new(socket: TcpStream, node: &'n Node) -> Self {
         Connection {
             socket,
             read_buf: BytesMut::with_capacity(16 * 1024),
             write_buf: BytesMut::with_capacity(16 * 1024),
             swallow: Swallow::Nothing,
-            session: Session::new(node, slot),
+            session: Session::new(node),
             limits: node.config.limits,
         }
     }

@@ -5,7 +5,8 @@
 //! ones together with the store's own counters. This module does not format replies; `commands` and
 //! `metrics` do.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 macro_rules! counters {
     ($($name:ident : $help:literal),* $(,)?) => {
@@ -74,6 +75,33 @@ counters! {
     lease_invalidations: "Items marked stale by md I.",
 }
 
+/// Thread numbers handed out on first use, see [`thread_slot`].
+static NEXT_THREAD_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's number, once it has counted something or [`set_thread_slot`] gave it one.
+    static THREAD_SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The calling thread's number: the one [`set_thread_slot`] gave it, or else the next free one, taken the
+/// first time it counts. In the binary only the worker threads count, so they get 0, 1, 2, ... and each
+/// its own slot; in a test process that runs many servers numbers wrap around the slot count and two
+/// threads may share a slot, which costs speed, never a count (the slots are atomic).
+fn thread_slot() -> usize {
+    THREAD_SLOT.with(|slot| {
+        slot.get().unwrap_or_else(|| {
+            let n = NEXT_THREAD_SLOT.fetch_add(1, Ordering::Relaxed);
+            slot.set(Some(n));
+            n
+        })
+    })
+}
+
+/// Gives the calling thread slot number `i` (a connection thread of memcached's model knows its number).
+pub fn set_thread_slot(i: usize) {
+    THREAD_SLOT.with(|slot| slot.set(Some(i)));
+}
+
 /// One [`SharedCounters`] per connection thread, each on its own cache lines, so threads never write to
 /// the same line; readers (`stats`, metrics) sum them.
 #[derive(Debug)]
@@ -95,9 +123,16 @@ impl CounterSlots {
         }
     }
 
-    /// The slot for thread (or connection) number `i`.
+    /// The slot for thread number `i`.
     pub fn slot(&self, i: usize) -> &SharedCounters {
         &self.slots[i % self.slots.len()].0
+    }
+
+    /// The calling thread's slot. A connection is not tied to a worker (tokio's workers steal from each
+    /// other), so the slot follows the thread that runs the batch, not the connection: two workers then
+    /// never add to the same cache lines, where a slot per connection had both workers writing both.
+    pub fn current(&self) -> &SharedCounters {
+        self.slot(thread_slot())
     }
 
     /// Every counter summed over the slots, as (memcached name, help text, value).
