@@ -11,6 +11,7 @@ use cache_node::clock::SystemClock;
 use cache_node::maintainer;
 use cache_node::protocol::Limits;
 use cache_node::server::{self, Node, ServerConfig};
+use cache_node::store::MAX_VALUE_LEN;
 
 /// A memcached-compatible cache server with leases and a W-TinyLFU store.
 ///
@@ -24,27 +25,36 @@ struct Cli {
     /// Address to listen on (memcached -l). Loopback by default; set 0.0.0.0 to serve other hosts.
     #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
     listen: String,
-    /// Memory budget for items in megabytes (memcached -m); the store evicts to stay within it.
-    #[arg(short = 'm', long = "memory-limit", default_value_t = 64)]
-    memory_mb: usize,
+    /// Memory budget for items in megabytes (memcached -m); the store evicts to stay within it. It must be
+    /// large enough for an item of -I bytes (about 4 x -I for large items; the start-up error says).
+    #[arg(short = 'm', long = "memory-limit", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    memory_mb: u64,
     /// Most simultaneous connections (memcached -c); extra ones get "ERROR Too many open connections".
-    #[arg(short = 'c', long = "conn-limit", default_value_t = 1024)]
-    max_connections: usize,
-    /// Largest item value (memcached -I), with an optional k or m suffix, e.g. 512k, 1m, 4m.
+    #[arg(short = 'c', long = "conn-limit", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Largest item value (memcached -I), with an optional k or m suffix, e.g. 512k, 1m, 4m; below 16m
+    /// and no more than -m can hold.
     #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
     max_item_size: usize,
-    /// Worker threads serving connections (memcached -t).
-    #[arg(short = 't', long = "threads", default_value_t = 4)]
-    threads: usize,
+    /// Worker threads serving connections (memcached -t), 1 to 1024.
+    #[arg(short = 't', long = "threads", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: u16,
     /// Port for Prometheus metrics over HTTP (GET /metrics) on the listen address; 0 = off.
     #[arg(long = "metrics-port", default_value_t = 0)]
     metrics_port: u16,
-    /// Seconds a lease lasts when the client gives none (lease-get, mg N0): after it the next miss may lease.
-    #[arg(long = "lease-window-secs", default_value_t = 10)]
+    /// Seconds a lease lasts when the client gives none (lease-get, mg N0): after it the next miss may
+    /// lease. At least 1.
+    #[arg(long = "lease-window-secs", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
     lease_window_secs: u32,
-    /// Store shards (independent locks); more shards, less contention.
-    #[arg(long = "shards", default_value_t = 64)]
-    shards: usize,
+    /// Most store shards (independent locks); more shards, less contention. Fewer are used when the
+    /// memory limit is too small to give each a useful share.
+    #[arg(long = "shards", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    shards: u16,
     /// Microseconds the maintainer thread (background expiry) sleeps between wake-ups while requests
     /// arrive; idle, it backs off to once a second. Its wake-ups also let the kernel reschedule when clients
     /// share the server's cores (see SERVER.md); 100 to 1000000 (memcached's maintainer: 1000 to 1000000).
@@ -85,14 +95,28 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .parse()
         .map_err(|_| format!("not a size: {s:?} (examples: 1048576, 512k, 1m)"))?;
     let size = n.checked_mul(mult).ok_or("size too large")?;
-    if !(1024..=1024 * 1024 * 1024).contains(&size) {
-        return Err("item size must be between 1k and 1024m".into());
+    if !(1024..=MAX_VALUE_LEN).contains(&size) {
+        return Err(format!(
+            "item size must be between 1k and {MAX_VALUE_LEN} bytes (16m - 1: the store keeps a \
+             value's length in 24 bits)"
+        ));
     }
     Ok(size)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
+/// Prints a start-up failure as one `error:` line (clap's style) and exits 1, instead of the `Debug`
+/// form `main` returning an error would print.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(Command::Replay { trace, capacity }) = &cli.command {
         let report = cache_node::replay::run_replay(trace, *capacity)?;
         println!("hit_rate={:.2}", report.hit_rate_percent());
@@ -106,16 +130,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let threads = cli.threads.max(1);
+    let threads = usize::from(cli.threads);
     let config = ServerConfig {
         limits: Limits {
             max_value_len: cli.max_item_size,
             ..Limits::default()
         },
-        max_connections: cli.max_connections,
-        lease_window_secs: cli.lease_window_secs.max(1),
-        memory_limit_bytes: cli.memory_mb.max(1) << 20,
-        store_shards: cli.shards.max(1),
+        max_connections: cli.max_connections as usize,
+        lease_window_secs: cli.lease_window_secs,
+        memory_limit_bytes: usize::try_from(cli.memory_mb << 20)?,
+        store_shards: usize::from(cli.shards),
         threads,
         port: cli.port,
         clock: Arc::new(SystemClock::new()),
@@ -136,12 +160,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let addr: SocketAddr = format!("{}:{}", cli.listen, cli.port)
             .parse()
             .map_err(|e| format!("bad listen address {}:{}: {e}", cli.listen, cli.port))?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let node = Node::new(config);
+        // memcached refuses an -I above half of -m; the store's own bound is tighter (an item may take a
+        // quarter of a shard's memory), so check against it: accepting the flag and then refusing every
+        // large set as "object too large" would hide the mistake until clients hit it.
+        let key_len = node.config.limits.max_key_len;
+        let max_value = node.store.max_value_len(key_len);
+        if cli.max_item_size > max_value {
+            return Err(format!(
+                "-I {} bytes does not fit in -m {} MB: the largest value the store can keep under a \
+                 {key_len}-byte key is {max_value} bytes (an item may take a quarter of a store shard's \
+                 memory); raise -m or lower -I",
+                cli.max_item_size, cli.memory_mb
+            )
+            .into());
+        }
         tracing::info!("cache-node listening on {}", listener.local_addr()?);
         if cli.metrics_port != 0 {
             let maddr: SocketAddr = format!("{}:{}", cli.listen, cli.metrics_port).parse()?;
-            let mlistener = tokio::net::TcpListener::bind(maddr).await?;
+            let mlistener = tokio::net::TcpListener::bind(maddr)
+                .await
+                .map_err(|e| format!("cannot listen on {maddr} (metrics): {e}"))?;
             tracing::info!("metrics on http://{}/metrics", mlistener.local_addr()?);
             tokio::spawn(cache_node::metrics::serve(
                 mlistener,

@@ -68,13 +68,13 @@ fn replay_prints_hit_rate_with_two_decimals() {
     );
 }
 
-#[test]
-fn binary_serves_with_memcached_flags() {
+/// Starts the binary with `args` on a port the OS picks; returns it and the address from its start-up line.
+fn start(args: &[&str]) -> (KillOnDrop, String) {
     // Port 0 lets the OS choose; the address is in the startup log.
     let mut child = KillOnDrop(
         Command::new(BIN)
-            .args(["-p", "0", "-t", "2", "-m", "8", "--lease-window-secs", "5"])
-            .args(["--maintainer-sleep-us", "5000"])
+            .args(["-p", "0"])
+            .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -91,7 +91,22 @@ fn binary_serves_with_memcached_flags() {
             break;
         }
     }
-    let addr = addr.expect("startup line with the address");
+    let addr = addr.unwrap_or_else(|| panic!("no startup line with the address for {args:?}"));
+    (child, addr)
+}
+
+#[test]
+fn binary_serves_with_memcached_flags() {
+    let (_child, addr) = start(&[
+        "-t",
+        "2",
+        "-m",
+        "8",
+        "--lease-window-secs",
+        "5",
+        "--maintainer-sleep-us",
+        "5000",
+    ]);
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"set k 0 0 2\r\nhi\r\nget k\r\nstats settings\r\nquit\r\n")
@@ -118,4 +133,89 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A server set up wrongly stops at start with one `error:` line naming the problem, as memcached does
+/// (`-t 0`: "Number of threads must be greater than 0"), instead of starting with a silently changed
+/// setting (before: `-m 0` ran with 1 MB, `-t 0` with one thread, `--lease-window-secs 0` with 1) or
+/// one that fails later (`-c 0` refused every client; `-I 32m -m 64` answered every value above 16 MB
+/// "object too large"; `-m 4` every 1 MB value under a long key). Without the start-up check of -I
+/// against -m, the last three cases start and this test fails on them.
+#[test]
+fn bad_setups_are_refused_at_start_with_a_clear_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["-m", "0"], "--memory-limit"),
+        (&["-t", "0"], "--threads"),
+        (&["-c", "0"], "--conn-limit"),
+        (&["--lease-window-secs", "0"], "--lease-window-secs"),
+        (&["--shards", "0"], "--shards"),
+        (&["-I", "16m"], "16777215 bytes"),
+        (&["-m", "4"], "does not fit in -m 4 MB"),
+        (&["-I", "4m", "-m", "16"], "does not fit in -m 16 MB"),
+        (&["-I", "15m", "-m", "32"], "does not fit in -m 32 MB"),
+        (&["-l", "999.1.1.1"], "bad listen address"),
+        (&["-p", &busy_port], "cannot listen on 127.0.0.1:"),
+    ];
+    for (args, expect) in cases {
+        let port: &[&str] = if args.contains(&"-p") {
+            &[]
+        } else {
+            &["-p", "0"]
+        };
+        let mut child = KillOnDrop(
+            Command::new(BIN)
+                .args(port)
+                .args(*args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{args:?} started instead of being refused"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!status.success(), "{args:?} exited with success: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(expect),
+            "{args:?}: expected an error line with {expect:?}, got {err:?}"
+        );
+    }
+}
+
+/// The start-up check is exact, not a margin: the smallest -m it accepts for a 4 MiB -I (17 MB; the test
+/// above shows 16 refused) holds a 4 MiB value under a 250-byte key, the largest request the parser lets
+/// through.
+#[test]
+fn the_smallest_memory_accepted_for_an_item_size_holds_that_item() {
+    let (_child, addr) = start(&["-I", "4m", "-m", "17"]);
+    let key = "k".repeat(250);
+    let value = vec![b'v'; 4 << 20];
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("set {key} 7 0 {}\r\n", value.len()).as_bytes())
+        .unwrap();
+    s.write_all(&value).unwrap();
+    s.write_all(format!("\r\nmg {key} s f\r\nquit\r\n").as_bytes())
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, format!("STORED\r\nHD s{} f7\r\n", value.len()));
 }

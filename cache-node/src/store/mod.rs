@@ -287,6 +287,7 @@ mod index;
 mod shard;
 mod sketch;
 mod slab;
+pub use slab::MAX_VALUE_LEN;
 
 use shard::{PolicyConfig, Shard};
 
@@ -611,6 +612,17 @@ impl Store {
             .iter()
             .map(|s| s.lock().window_frac() * 100.0)
             .collect()
+    }
+
+    /// The largest value the store keeps under a key of `key_len` bytes with client flags: an item takes
+    /// at most a quarter of its shard's budget (so evicting can always make room for it) and a value at
+    /// most [`MAX_VALUE_LEN`]. The server refuses to start with an item size limit (-I) above this,
+    /// instead of answering every such set "object too large".
+    pub fn max_value_len(&self, key_len: usize) -> usize {
+        let max_item = self.shards[0].lock().max_item_size();
+        max_item
+            .saturating_sub(slab::item_size(key_len, 0, u32::MAX))
+            .min(slab::MAX_VALUE_LEN)
     }
 
     /// Number of shards actually used.

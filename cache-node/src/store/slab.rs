@@ -37,7 +37,7 @@ pub(crate) const OFF_FLAGS: usize = HEADER;
 /// Bytes the client flags take when stored.
 pub(crate) const FLAGS_LEN: usize = 4;
 /// Largest value the 24-bit length field holds.
-pub(crate) const MAX_VALUE_LEN: usize = (1 << 24) - 1;
+pub const MAX_VALUE_LEN: usize = (1 << 24) - 1;
 
 /// Bits in the header's bits byte: live (cleared when the chunk is freed), the lease/stale bits
 /// the server sets, fetched, which policy queue holds the item (two bits), and whether the
