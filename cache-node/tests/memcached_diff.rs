@@ -42,6 +42,8 @@ const DEFAULT_CASES: u32 = 512;
 const DEFAULT_SEED: u64 = 0x5e_a1_d1_ff;
 const KEYS: u8 = 5;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// A CAS value no item has in a test run (both servers count CAS values up from 1).
+const NEVER_ISSUED_CAS: u64 = 1 << 40;
 
 // ------------------------------------------------------------------------------------------------
 // Requests.
@@ -633,7 +635,10 @@ impl CasMap {
     fn resolve(&self, cas: &Cas) -> u64 {
         match *cas {
             Cas::Seen(i) if !self.tokens.is_empty() => self.tokens[i % self.tokens.len()],
-            Cas::Seen(_) => 12_345,
+            // Nothing seen yet: a wrong value above every CAS either server hands out in a run. A
+            // middling one (12345 before) is older than the item's CAS on one server and newer on the
+            // other, and `ms ... I` stores an older CAS as stale but refuses a newer one (EX).
+            Cas::Seen(_) => NEVER_ISSUED_CAS,
             Cas::Literal(v) => v,
         }
     }
