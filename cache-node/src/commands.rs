@@ -22,7 +22,7 @@ use crate::protocol::{
     compose_value, decode_key, format_u64, reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags,
     MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN, REALTIME_MAXDELTA,
 };
-use crate::server::Node;
+use crate::server::{Node, MAX_BATCH_REPLY_BYTES};
 use crate::stats::Counters;
 use crate::store::{Entry, ItemMeta, NewItem, StoreError};
 
@@ -36,6 +36,11 @@ pub enum Flow {
     Continue,
     /// Close the connection (after writing what is buffered).
     Close,
+    /// The reply buffer is full and the request is not answered yet (a multi-get of large values):
+    /// write out what is buffered, then execute the same request again, which carries on where it
+    /// stopped. Keeps a connection's buffered reply near [`MAX_BATCH_REPLY_BYTES`] however many keys
+    /// one request names.
+    Unfinished,
 }
 
 /// An expiry time converted from the protocol's exptime.
@@ -107,6 +112,9 @@ pub struct Session<'n> {
     pub counters: Counters,
     /// Reused buffer for read-modify-write values (append, prepend, incr).
     scratch: Vec<u8>,
+    /// Keys of the current multi-get already answered when it returned [`Flow::Unfinished`]; 0 between
+    /// requests.
+    get_resume_at: usize,
 }
 
 enum StoreOutcome {
@@ -125,6 +133,7 @@ impl<'n> Session<'n> {
             node,
             counters: Counters::default(),
             scratch: Vec::new(),
+            get_resume_at: 0,
         }
     }
 
@@ -150,7 +159,7 @@ impl<'n> Session<'n> {
                 with_cas,
                 touch,
                 keys,
-            } => self.get(with_cas, touch, keys, out),
+            } => return self.get(with_cas, touch, keys, out),
             Request::Store {
                 mode,
                 key,
@@ -277,9 +286,24 @@ impl<'n> Session<'n> {
         Flow::Continue
     }
 
-    fn get(&mut self, with_cas: bool, touch: Option<i64>, keys: Keys<'_>, out: &mut BytesMut) {
+    /// get, gets, gat, gats. Stops with [`Flow::Unfinished`] once the reply passes
+    /// [`MAX_BATCH_REPLY_BYTES`] with keys left: a 16 KiB line names up to 8,000 keys, which for 1 MB
+    /// values would otherwise be an 8 GB reply built in memory (memcached sends from the items
+    /// themselves and never copies them).
+    fn get(
+        &mut self,
+        with_cas: bool,
+        touch: Option<i64>,
+        keys: Keys<'_>,
+        out: &mut BytesMut,
+    ) -> Flow {
         let exp = touch.map(|t| self.expiry(t));
-        for key in keys.iter() {
+        let skip = std::mem::take(&mut self.get_resume_at);
+        for (i, key) in keys.iter().enumerate().skip(skip) {
+            if i > skip && out.len() >= MAX_BATCH_REPLY_BYTES {
+                self.get_resume_at = i;
+                return Flow::Unfinished;
+            }
             self.counters.cmd_get += 1;
             let hit = self.node.store.with_entry(key, |e| {
                 let Some(it) = e.item() else {
@@ -317,6 +341,7 @@ impl<'n> Session<'n> {
             }
         }
         out.put_slice(reply::END);
+        Flow::Continue
     }
 
     #[allow(clippy::too_many_arguments)]

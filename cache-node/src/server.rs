@@ -476,7 +476,8 @@ impl<'n> Connection<'n> {
 
     /// Handles the complete requests in the read buffer, appending replies to the write buffer. Stops early
     /// (returning `more = true`) once the replies reach [`MAX_BATCH_REPLY_BYTES`], so a pipeline of gets
-    /// for large values cannot pile up unbounded replies in memory.
+    /// for large values cannot pile up unbounded replies in memory; a single multi-get over the bound
+    /// stops mid-request ([`Flow::Unfinished`]) and stays in the buffer to be carried on.
     fn process_buffer(&mut self) -> (Flow, bool) {
         let mut pos = 0;
         let mut flow = Flow::Continue;
@@ -509,8 +510,13 @@ impl<'n> Connection<'n> {
             match parse_request(&buf[pos..], &self.limits) {
                 Parsed::Incomplete => break,
                 Parsed::Request { request, consumed } => {
-                    pos += consumed;
                     flow = self.session.execute(request, &mut self.write_buf);
+                    if flow == Flow::Unfinished {
+                        // Left in the buffer: parsed and executed again after the write, it resumes.
+                        more = true;
+                        break;
+                    }
+                    pos += consumed;
                     if flow == Flow::Close {
                         break;
                     }

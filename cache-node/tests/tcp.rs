@@ -338,6 +338,56 @@ async fn pipelined_large_replies_are_written_in_bounded_batches() -> R {
     Ok(())
 }
 
+/// A multi-get whose reply passes the batch bound stops between keys, writes what it has and carries on
+/// from the next key (`Flow::Unfinished`): the client gets the same bytes as from one reply, each key is
+/// read, counted and touched once, and a request pipelined behind it is answered after its END. (The
+/// bound itself, memory that stays flat however large the reply, is `tests/cli.rs`'s
+/// `a_multi_get_of_large_values_is_streamed_not_built_in_memory`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_get_larger_than_a_batch_carries_on_where_it_stopped() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    let big = |i: u8| vec![b'0' + i; 400_000];
+    for i in 0..4u8 {
+        c.send(format!("set big{i} {i} 0 400000\r\n").as_bytes())
+            .await;
+        c.send(&big(i)).await;
+        c.expect(b"\r\n", b"STORED\r\n").await;
+    }
+    c.expect(b"set small 0 100 1\r\nx\r\n", b"STORED\r\n").await;
+    // 4 x 400 KB = 1.6 MB with misses and a repeated key around the places it must stop (after the
+    // third large value, past 1 MiB); gat also touches every key it finds.
+    let keys = [
+        "big0", "nope1", "big1", "small", "big2", "nope2", "big3", "small", "big0", "nope3",
+    ];
+    c.send(format!("gat 500 {}\r\nmn\r\n", keys.join(" ")).as_bytes())
+        .await;
+    let mut hits = 0;
+    for key in keys {
+        let value = match key {
+            "small" => b"x".to_vec(),
+            k if k.starts_with("big") => big(k.as_bytes()[3] - b'0'),
+            _ => continue,
+        };
+        hits += 1;
+        let flags = if key == "small" { 0 } else { value[0] - b'0' };
+        c.expect_reply(format!("VALUE {key} {flags} {}\r\n", value.len()).as_bytes())
+            .await;
+        assert_eq!(c.read_n(value.len()).await, value, "{key}");
+        c.expect_reply(b"\r\n").await;
+    }
+    c.expect_reply(b"END\r\nMN\r\n").await;
+    assert_eq!(c.stat("cmd_get").await, keys.len().to_string());
+    assert_eq!(c.stat("get_hits").await, hits.to_string());
+    assert_eq!(c.stat("get_misses").await, (keys.len() - hits).to_string());
+    assert_eq!(c.stat("touch_hits").await, hits.to_string());
+    // Each touch took: 400 s on, `small` (set to expire at 100 s) is there with 100 s left of gat's 500.
+    s.clock.advance(400);
+    c.expect(b"mg small t\r\n", b"HD t100\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
 /// A script of requests covering every parser path with a data block; sent split at every byte boundary.
 const SCRIPT: &[u8] = b"set a 1 0 3\r\nabc\r\nget a b\r\nms m 2 T0 F5\r\nhi\r\nmg m v f\r\n\
 lease-get L\r\nincr a 1\r\nappend a 0 0 1\r\nd\r\ngets a\r\nmn\r\n";
