@@ -2,7 +2,8 @@
 //!
 //! The same figures as `stats` (memcached names prefixed `cache_node_`), served at `GET /metrics`. It is a
 //! tiny responder over tokio, one request per connection (`Connection: close`), with the request head bounded
-//! to 8 KiB; it is meant for a Prometheus scraper on a trusted network, not as a general web server.
+//! to 8 KiB, 5 seconds per request and [`MAX_CONCURRENT_SCRAPES`] at once; it is meant for a Prometheus
+//! scraper on a trusted network, not as a general web server.
 
 use std::future::Future;
 use std::io;
@@ -13,6 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::server::Node;
+
+/// Requests served at once; a connection beyond them is closed at once. Connections that send nothing
+/// could otherwise hold a file descriptor each for their 5 seconds, as many as a flood opens, and starve
+/// the cache port's accept of descriptors. (node_exporter caps its scrapes the same way,
+/// `--web.max-requests`, default 40.)
+pub const MAX_CONCURRENT_SCRAPES: usize = 40;
 
 /// Names that are gauges; every other numeric stat is a counter.
 const GAUGES: &[&str] = &[
@@ -60,6 +67,7 @@ pub async fn serve(
     shutdown: impl Future,
 ) -> io::Result<()> {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -68,9 +76,14 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(socket);
+                    continue;
+                };
                 let node = node.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_secs(5), respond(socket, &node)).await;
+                    drop(slot);
                 });
             }
             _ = &mut shutdown => return Ok(()),

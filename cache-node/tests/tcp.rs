@@ -1551,6 +1551,55 @@ async fn stats_names_and_metrics_endpoint() -> R {
     Ok(())
 }
 
+/// Connections to the metrics port that send nothing hold a slot for their 5 s; past
+/// `MAX_CONCURRENT_SCRAPES` of them a new connection is closed at once instead of holding a descriptor
+/// too, and once they go a scrape is served again. Without the cap the extra connection waits (its read
+/// times out here instead of seeing the close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_port_caps_concurrent_requests() -> R {
+    use cache_node::metrics::MAX_CONCURRENT_SCRAPES;
+    let s = TestServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let maddr = listener.local_addr()?;
+    let metrics = tokio::spawn(cache_node::metrics::serve(
+        listener,
+        s.node.clone(),
+        std::future::pending::<()>(),
+    ));
+    let mut idle = Vec::new();
+    for _ in 0..MAX_CONCURRENT_SCRAPES {
+        idle.push(tokio::net::TcpStream::connect(maddr).await?);
+    }
+    // Accepted in order: one more is past the cap.
+    let mut extra = tokio::net::TcpStream::connect(maddr).await?;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("the connection past the cap is closed at once, not left waiting")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a reply");
+    drop(idle);
+    // The slots come back as the idle connections' reads end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut http = tokio::net::TcpStream::connect(maddr).await?;
+        http.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await?;
+        let mut body = String::new();
+        let _ = http.read_to_string(&mut body).await;
+        if body.starts_with("HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scrape served after the idle connections closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    metrics.abort();
+    s.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pipelined_mix_keeps_every_reply_in_sync() -> R {
     // 16 connections, each pipelining batches of 40 random set/get/delete/mg/incr requests over 64 shared
