@@ -429,9 +429,6 @@ impl<'n> Connection<'n> {
                 if !self.write_buf.is_empty() {
                     self.socket.write_all(&self.write_buf).await?;
                     self.write_buf.clear();
-                    if self.write_buf.capacity() > MAX_KEPT_BUFFER_BYTES {
-                        self.write_buf = BytesMut::with_capacity(BUFFER_BYTES);
-                    }
                 }
                 if flow == Flow::Close {
                     return Ok(());
@@ -440,8 +437,12 @@ impl<'n> Connection<'n> {
                     break;
                 }
             }
-            // Only a partial request is left (or nothing): unless it is a large one still arriving, move
-            // it to a buffer of the usual size.
+            // All replies are out and only a partial request is left (or nothing): give back buffers that
+            // grew, unless a large request is still arriving. (Not between the batches of one long
+            // reply: it would grow the write buffer again for every batch.)
+            if self.write_buf.capacity() > MAX_KEPT_BUFFER_BYTES {
+                self.write_buf = BytesMut::with_capacity(BUFFER_BYTES);
+            }
             if read_buf_grown && self.read_buf.len() <= BUFFER_BYTES / 2 {
                 let mut smaller = BytesMut::with_capacity(BUFFER_BYTES);
                 smaller.extend_from_slice(&self.read_buf);
