@@ -388,6 +388,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "ours p99 <= memcached p99 in {p99_wins} of {} pairs",
             pairs.len()
         );
+        if *rate == 0.0 {
+            // The spread of the per-pair ratios, so a median near 1.0 can be told from noise.
+            let mut ratios: Vec<f64> = pairs
+                .iter()
+                .map(|(o, m)| o.ops_per_sec / m.ops_per_sec)
+                .collect();
+            ratios.sort_by(|a, b| a.total_cmp(b));
+            let wins = ratios.iter().filter(|r| **r >= 1.0).count();
+            let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+            println!(
+                "ours throughput >= memcached in {wins} of {} pairs; per-pair ratio min {:.3}, quartiles {:.3} {:.3} {:.3}, max {:.3}",
+                ratios.len(),
+                at(0.0),
+                at(0.25),
+                at(0.5),
+                at(0.75),
+                at(1.0)
+            );
+        }
         let client = median(
             pairs
                 .iter()
