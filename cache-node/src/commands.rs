@@ -22,7 +22,7 @@ use crate::protocol::{
     compose_value, decode_key, format_u64, reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags,
     MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN, REALTIME_MAXDELTA,
 };
-use crate::server::{Node, MAX_BATCH_REPLY_BYTES};
+use crate::server::{Node, MAX_BATCH_REPLY_BYTES, MAX_KEPT_BUFFER_BYTES};
 use crate::stats::Counters;
 use crate::store::{Entry, ItemMeta, NewItem, StoreError};
 
@@ -404,6 +404,7 @@ impl<'n> Session<'n> {
                 },
             )
         });
+        self.release_scratch();
         if mode == StoreMode::Cas {
             match outcome {
                 StoreOutcome::Stored => self.counters.cas_hits += 1,
@@ -726,6 +727,7 @@ impl<'n> Session<'n> {
             );
             (r, lease_refill)
         });
+        self.release_scratch();
         if lease_refill {
             if matches!(outcome, StoreOutcome::Stored) {
                 self.counters.lease_sets_stored += 1;
@@ -1140,6 +1142,14 @@ impl<'n> Session<'n> {
                 self.counters.protocol_errors += 1;
                 out.put_slice(b"ERROR\r\n");
             }
+        }
+    }
+
+    /// Drops the append/prepend scratch buffer if a large value grew it, so an idle connection does not
+    /// keep a copy-sized buffer for good.
+    fn release_scratch(&mut self) {
+        if self.scratch.capacity() > MAX_KEPT_BUFFER_BYTES {
+            self.scratch = Vec::new();
         }
     }
 

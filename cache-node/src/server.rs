@@ -32,11 +32,12 @@ pub const MAX_BATCH_REPLY_BYTES: usize = 1 << 20;
 
 /// A connection's read and write buffers start at this size.
 const BUFFER_BYTES: usize = 16 * 1024;
-/// A buffer that grew past this (for a large value or reply) is given back once it is no longer needed.
-/// Kept, it would stay with the connection for good, outside the memory limit: 200 idle connections that
-/// had each sent one 1 MB value held 207 MB (given back: 20 MB; memcached, which reads a value into its
-/// item, 15 MB).
-const MAX_KEPT_BUFFER_BYTES: usize = 64 * 1024;
+/// A connection's buffer (read, write, or the session's scratch for append) that grew past this for a
+/// large value or reply is given back once it is no longer needed. Kept, it would stay with the
+/// connection for good, outside the memory limit: 200 idle connections that had each sent one 1 MB value
+/// held 207 MB (given back: 20 MB; memcached, which reads a value into its item, 15 MB), and 200 that had
+/// each appended to a 1 MB value 197 MB.
+pub(crate) const MAX_KEPT_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Default connection limit (memcached's `-c` default).
 pub fn default_max_connections() -> usize {
