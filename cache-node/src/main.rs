@@ -160,9 +160,6 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         let addr: SocketAddr = format!("{}:{}", cli.listen, cli.port)
             .parse()
             .map_err(|e| format!("bad listen address {}:{}: {e}", cli.listen, cli.port))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let node = Node::new(config);
         // memcached refuses an -I above half of -m; the store's own bound is tighter (an item may take a
         // quarter of a shard's memory), so check against it: accepting the flag and then refusing every
@@ -178,6 +175,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!("cache-node listening on {}", listener.local_addr()?);
         if cli.metrics_port != 0 {
             let maddr: SocketAddr = format!("{}:{}", cli.listen, cli.metrics_port).parse()?;
