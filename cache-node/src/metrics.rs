@@ -44,6 +44,14 @@ pub fn render(node: &Node) -> String {
             out.push_str(&format!("cache_node_info{{version=\"{value}\"}} 1\n"));
             continue;
         }
+        if let Some(mode) = name.strip_prefix("rusage_") {
+            if let Ok(seconds) = value.parse::<f64>() {
+                out.push_str(&format!(
+                    "# TYPE cache_node_cpu_{mode}_seconds_total counter\ncache_node_cpu_{mode}_seconds_total {seconds}\n"
+                ));
+            }
+            continue;
+        }
         let Ok(v) = value.parse::<u64>() else {
             continue;
         };

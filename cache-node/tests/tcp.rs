@@ -1468,6 +1468,8 @@ async fn stats_names_and_metrics_endpoint() -> R {
         "uptime",
         "time",
         "version",
+        "rusage_user",
+        "rusage_system",
         "curr_items",
         "total_items",
         "bytes",
@@ -1508,6 +1510,13 @@ async fn stats_names_and_metrics_endpoint() -> R {
     assert_eq!(c.stat("cmd_get").await, "2");
     assert_eq!(c.stat("cmd_touch").await, "1");
     assert_eq!(c.stat("curr_items").await, "1");
+    // CPU time as memcached prints it (`%ld.%06ld`), which monitoring agents parse as a timeval.
+    let cpu = c.stat("rusage_user").await;
+    let (secs, micros) = cpu.split_once('.').expect("seconds.microseconds");
+    assert!(
+        secs.parse::<u64>().is_ok() && micros.len() == 6 && micros.parse::<u32>().is_ok(),
+        "rusage_user {cpu}"
+    );
     c.send(b"stats settings\r\n").await;
     let mut settings = String::new();
     loop {
@@ -1542,6 +1551,12 @@ async fn stats_names_and_metrics_endpoint() -> R {
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("cache_node_get_hits_total 1\n"), "{body}");
     assert!(body.contains("cache_node_curr_items 1\n"), "{body}");
+    assert!(
+        body.contains(
+            "# TYPE cache_node_cpu_user_seconds_total counter\ncache_node_cpu_user_seconds_total "
+        ),
+        "{body}"
+    );
     assert!(
         body.contains("# TYPE cache_node_lease_grants_total counter"),
         "{body}"
