@@ -140,7 +140,7 @@ impl Drop for KillOnDrop {
 /// setting (before: `-m 0` ran with 1 MB, `-t 0` with one thread, `--lease-window-secs 0` with 1) or
 /// one that fails later (`-c 0` refused every client; `-I 32m -m 64` answered every value above 16 MB
 /// "object too large"; `-m 4` every 1 MB value under a long key). Without the start-up check of -I
-/// against -m, the last three cases start and this test fails on them.
+/// against -m, the three "does not fit" cases start, and this test fails on the first of them.
 #[test]
 fn bad_setups_are_refused_at_start_with_a_clear_error() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
