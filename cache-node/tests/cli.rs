@@ -220,12 +220,15 @@ fn the_smallest_memory_accepted_for_an_item_size_holds_that_item() {
     assert_eq!(reply, format!("STORED\r\nHD s{} f7\r\n", value.len()));
 }
 
-/// The largest memory (kB) the process has had resident, from /proc.
+/// A memory figure (kB) of process `pid` from /proc: `VmRSS` (resident now) or `VmHWM` (the peak).
 #[cfg(target_os = "linux")]
-fn peak_rss_kb(pid: u32) -> u64 {
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 /// One `get` naming a 1 MB value 200 times asks for a 200 MB reply. The server sends it in batches of
@@ -252,7 +255,7 @@ fn a_multi_get_of_large_values_is_streamed_not_built_in_memory() {
         .unwrap();
     // The old code needed well under a second to build the whole reply; give it time to show.
     std::thread::sleep(Duration::from_millis(1500));
-    let peak_mb = peak_rss_kb(child.0.id()) / 1024;
+    let peak_mb = proc_status_kb(child.0.id(), "VmHWM") / 1024;
     assert!(
         peak_mb < 64,
         "peak RSS {peak_mb} MB while the client read nothing of a {copies} MB reply"
@@ -313,14 +316,7 @@ fn idle_connections_give_back_buffers_grown_for_large_values() {
         open.push(s);
     }
     std::thread::sleep(Duration::from_millis(300));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
-    let rss_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rss_kb = proc_status_kb(child.0.id(), "VmRSS");
     assert!(
         rss_kb / 1024 < 48,
         "{} MB resident with 200 idle connections",
