@@ -150,6 +150,20 @@ pub enum Swallow {
 pub enum Parsed<'a> {
     /// The buffer does not hold a whole request yet; read more and call again with the same bytes plus more.
     Incomplete,
+    /// The line of a storage request is in, its data block not all yet: read more and call again, as for
+    /// `Incomplete`. Tells the server how large the request will be (`line_len + data_len + 2`), so it can
+    /// hold memory for a large value before buffering it, or refuse it: reply `SERVER_ERROR out of
+    /// memory storing object` (unless `noreply`), drop `line_len` bytes and swallow `data_len + 2`.
+    IncompleteData {
+        /// The key named on the line, as sent (base64 for `ms ... b`).
+        key: &'a [u8],
+        /// Bytes of the line, through its `\n`.
+        line_len: usize,
+        /// Bytes of the data block, without its `\r\n`.
+        data_len: usize,
+        /// The line asked for no reply (text `noreply`; meta errors are always sent).
+        noreply: bool,
+    },
     /// A whole request, which used `consumed` bytes of the buffer.
     Request {
         /// The request, borrowing keys and data from the buffer.
@@ -577,6 +591,26 @@ impl<'a> Iterator for Tokens<'a> {
     }
 }
 
+/// The outcome for a storage request whose data block has not all arrived (from [`take_data`]'s
+/// `Incomplete`); any other outcome passes through.
+fn awaiting_data<'a>(
+    outcome: Parsed<'static>,
+    key: &'a [u8],
+    line_len: usize,
+    data_len: usize,
+    noreply: bool,
+) -> Parsed<'a> {
+    match outcome {
+        Parsed::Incomplete => Parsed::IncompleteData {
+            key,
+            line_len,
+            data_len,
+            noreply,
+        },
+        other => other,
+    }
+}
+
 fn err(error: ProtocolError, consumed: usize) -> Parsed<'static> {
     Parsed::Error {
         error,
@@ -950,7 +984,7 @@ fn parse_command<'a>(
                     },
                     consumed,
                 },
-                Err(outcome) => outcome,
+                Err(outcome) => awaiting_data(outcome, key, line_len, len, false),
             }
         }
         _ => err(ProtocolError::UnknownCommand, line_len),
@@ -1044,7 +1078,7 @@ fn parse_store<'a>(
             },
             consumed,
         },
-        Err(outcome) => outcome,
+        Err(outcome) => awaiting_data(outcome, key, line_len, len, noreply),
     }
 }
 
@@ -1094,7 +1128,7 @@ fn parse_lease_set<'a>(
             },
             consumed,
         },
-        Err(outcome) => outcome,
+        Err(outcome) => awaiting_data(outcome, key, line_len, len, noreply),
     }
 }
 
@@ -1950,7 +1984,16 @@ mod tests {
 
     #[test]
     fn set_needs_whole_data_block() {
-        assert_eq!(req(b"set k 0 0 5\r\nhel"), Parsed::Incomplete);
+        assert_eq!(
+            req(b"set k 0 0 5\r\nhel"),
+            Parsed::IncompleteData {
+                key: b"k",
+                line_len: 13,
+                data_len: 5,
+                noreply: false
+            }
+        );
+        assert_eq!(req(b"set k 0 0 5"), Parsed::Incomplete);
         assert!(matches!(
             req(b"set k 1 2 5\r\nhello\r\n"),
             Parsed::Request {

@@ -23,9 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::clock::{Clock, SystemClock};
 use crate::commands::{Flow, Session, VERSION};
 use crate::maintainer::{self, Maintainer};
-use crate::protocol::{parse_request, reply, Limits, Parsed, Swallow};
+use crate::protocol::{parse_request, reply, Limits, Parsed, ProtocolError, Swallow};
 use crate::stats::CounterSlots;
-use crate::store::{Store, StoreConfig};
+use crate::store::{Reservation, Store, StoreConfig, StoreError};
 
 /// Replies buffered before they are written out even if more requests are waiting in the read buffer.
 pub const MAX_BATCH_REPLY_BYTES: usize = 1 << 20;
@@ -38,6 +38,9 @@ const BUFFER_BYTES: usize = 16 * 1024;
 /// held 207 MB (given back: 20 MB; memcached, which reads a value into its item, 15 MB), and 200 that had
 /// each appended to a 1 MB value 197 MB.
 pub(crate) const MAX_KEPT_BUFFER_BYTES: usize = 64 * 1024;
+/// A data block longer than this that is not all in yet is buffered only once the store has made room
+/// for it ([`Store::reserve`]); a shorter one fits in the buffer a connection has anyway.
+const RESERVE_DATA_ABOVE_BYTES: usize = BUFFER_BYTES;
 
 /// Default connection limit (memcached's `-c` default).
 pub fn default_max_connections() -> usize {
@@ -182,6 +185,8 @@ impl Node {
             ("limit_maxbytes", s.limit_maxbytes.to_string()),
             ("threads", self.config.threads.to_string()),
             ("bytes", s.bytes.to_string()),
+            // Of `bytes`, the room held for large values still arriving on connections.
+            ("reserved_bytes", s.reserved_bytes.to_string()),
             ("curr_items", s.curr_items.to_string()),
             ("total_items", s.total_items.to_string()),
             ("expired_unfetched", s.expired_unfetched.to_string()),
@@ -406,6 +411,13 @@ pub struct Connection<'n> {
     session: Session<'n>,
     /// Parser limits from the node's config.
     limits: Limits,
+    /// The store, for holding room for a large value while it arrives.
+    store: &'n Store,
+    /// Room held in the store's budget for the data block of the request at the head of the read buffer,
+    /// which is still arriving. Without it, `-c` connections each sending an `-I` value slowly would
+    /// buffer up to `-c` x `-I` bytes beyond `-m`. Dropped once that request is parsed (before it runs,
+    /// so its insert can use the room) or the connection ends.
+    reservation: Option<Reservation<'n>>,
 }
 
 impl<'n> Connection<'n> {
@@ -417,6 +429,8 @@ impl<'n> Connection<'n> {
             swallow: Swallow::Nothing,
             session: Session::new(node),
             limits: node.config.limits,
+            store: &node.store,
+            reservation: None,
         }
     }
 
@@ -429,6 +443,15 @@ impl<'n> Connection<'n> {
             if self.read_buf.capacity() - self.read_buf.len() < 4096 {
                 self.read_buf.reserve(BUFFER_BYTES);
                 read_buf_grown |= self.read_buf.capacity() > MAX_KEPT_BUFFER_BYTES;
+            }
+            if let Some(held) = &self.reservation {
+                // Room for the whole value is held: read it into one buffer of that size instead of
+                // growing (and copying) the buffer in steps.
+                let want = held.bytes() + BUFFER_BYTES;
+                if self.read_buf.capacity() < want {
+                    self.read_buf.reserve(want - self.read_buf.len());
+                    read_buf_grown = true;
+                }
             }
             let n = match self.read_available() {
                 Ok(0) => return Ok(()),
@@ -544,8 +567,43 @@ impl<'n> Connection<'n> {
                     continue;
                 }
             }
-            match parse_request(&buf[pos..], &self.limits) {
+            let parsed = parse_request(&buf[pos..], &self.limits);
+            if !matches!(parsed, Parsed::IncompleteData { .. }) {
+                // The request the room was held for is in (or was refused): give the room back before
+                // it runs, so its insert can use it.
+                self.reservation = None;
+            }
+            match parsed {
                 Parsed::Incomplete => break,
+                Parsed::IncompleteData {
+                    key,
+                    line_len,
+                    data_len,
+                    noreply,
+                } => {
+                    if data_len <= RESERVE_DATA_ABOVE_BYTES || self.reservation.is_some() {
+                        break;
+                    }
+                    match self.store.reserve(key, data_len) {
+                        Ok(held) => {
+                            self.reservation = Some(held);
+                            break;
+                        }
+                        Err(e) => {
+                            // memcached's answer when it cannot allocate the item: refuse it and swallow
+                            // its data block, so the connection stays in sync.
+                            pos += line_len;
+                            self.session.counters.protocol_errors += 1;
+                            if !noreply {
+                                self.write_buf.extend_from_slice(match e {
+                                    StoreError::TooLarge { .. } => ProtocolError::TooLarge.reply(),
+                                    _ => reply::OUT_OF_MEMORY,
+                                });
+                            }
+                            self.swallow = Swallow::Bytes(data_len + 2);
+                        }
+                    }
+                }
                 Parsed::Request { request, consumed } => {
                     flow = self.session.execute(request, &mut self.write_buf);
                     if flow == Flow::Unfinished {

@@ -323,3 +323,92 @@ fn idle_connections_give_back_buffers_grown_for_large_values() {
         rss_kb / 1024
     );
 }
+
+/// Values still arriving are held within `-m`, as memcached holds them in the item it allocates first.
+/// 200 connections each start a 1 MB `set` and send half of it; with `-m 32` the server stays under 64 MB
+/// (measured: 28 MB; memcached 1.6.18: 41 MB). Before, each connection buffered its half outside the
+/// budget: 107 MB here, and `-c` x `-I` at worst; with that code this test fails on the resident size. Sets the store cannot make room for get memcached's `SERVER_ERROR out of memory
+/// storing object` (none with `noreply`; always for `ms`), and the rest of their data block is swallowed,
+/// so the same connection answers its next request; the others are stored once complete, and the room
+/// is given back.
+#[cfg(target_os = "linux")]
+#[test]
+fn values_still_arriving_are_held_within_the_memory_limit() {
+    let (child, addr) = start(&["-m", "32"]);
+    let half = vec![b'h'; 500_000];
+    let mut open = Vec::new();
+    for i in 0..200 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(format!("set k{i} 0 0 1000000\r\n").as_bytes())
+            .unwrap();
+        s.write_all(&half).unwrap();
+        open.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_kb = proc_status_kb(child.0.id(), "VmRSS");
+    assert!(
+        rss_kb / 1024 < 64,
+        "{} MB resident with 200 half-sent 1 MB values and -m 32",
+        rss_kb / 1024
+    );
+
+    // Every shard's room is held now: a new large set is refused at once, silently with noreply.
+    let mut late = TcpStream::connect(&addr).unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    late.write_all(b"set late 0 0 1000000 noreply\r\n").unwrap();
+    late.write_all(&half).unwrap();
+    late.write_all(&half).unwrap();
+    late.write_all(b"\r\nms late2 1000000 T0\r\n").unwrap();
+    late.write_all(&half).unwrap();
+    let mut refused = vec![0u8; OUT_OF_MEMORY.len()];
+    late.read_exact(&mut refused).unwrap();
+    assert_eq!(&refused[..], OUT_OF_MEMORY);
+    late.write_all(&half).unwrap();
+    late.write_all(b"\r\nget late late2\r\n").unwrap();
+    let mut end = [0u8; 5];
+    late.read_exact(&mut end).unwrap();
+    assert_eq!(&end, b"END\r\n", "refused values were not stored");
+
+    let (mut stored, mut out_of_memory) = (0, 0);
+    for (i, s) in open.iter_mut().enumerate() {
+        s.write_all(&half).unwrap();
+        s.write_all(format!("\r\nget k{i}\r\n").as_bytes()).unwrap();
+        let mut first = [0u8; 8];
+        s.read_exact(&mut first).unwrap();
+        if &first == b"STORED\r\n" {
+            let header = format!("VALUE k{i} 0 1000000\r\n");
+            let mut reply = vec![0u8; header.len() + 1_000_002 + 5];
+            s.read_exact(&mut reply).unwrap();
+            assert!(reply.starts_with(header.as_bytes()) && reply.ends_with(b"\r\nEND\r\n"));
+            assert!(reply[header.len()..header.len() + 1_000_000]
+                .iter()
+                .all(|&b| b == b'h'));
+            stored += 1;
+        } else {
+            let mut rest = vec![0u8; OUT_OF_MEMORY.len() - 8 + 5];
+            s.read_exact(&mut rest).unwrap();
+            assert_eq!(
+                [&first[..], &rest[..]].concat(),
+                [OUT_OF_MEMORY, b"END\r\n"].concat()
+            );
+            out_of_memory += 1;
+        }
+    }
+    assert!(
+        stored >= 8 && out_of_memory >= 100,
+        "{stored} stored, {out_of_memory} refused"
+    );
+    let mut stats = TcpStream::connect(&addr).unwrap();
+    stats.write_all(b"stats\r\n").unwrap();
+    let mut text = String::new();
+    BufReader::new(stats)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| l != "END")
+        .for_each(|l| text.push_str(&(l + "\n")));
+    assert!(text.contains("STAT reserved_bytes 0\n"), "{text}");
+}
+
+const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";

@@ -34,6 +34,19 @@ fn check_request(input: &[u8], limits: &Limits) {
                 );
             }
         }
+        Parsed::IncompleteData {
+            key,
+            line_len,
+            data_len,
+            ..
+        } => {
+            // The line is in, the announced data block and its "\r\n" are not: the server may hold room for
+            // `data_len` bytes, so it must be within the value limit, and the key is on the line.
+            assert!(input[..line_len].ends_with(b"\n"));
+            assert!(line_len + data_len + 2 > input.len());
+            assert!(data_len <= limits.max_value_len, "announced {data_len}");
+            assert!(!key.is_empty() && input[..line_len].windows(key.len()).any(|w| w == key));
+        }
         Parsed::Request { request, consumed } => {
             assert!(consumed > 0 && consumed <= input.len());
             check_limits(&request, limits);
@@ -94,7 +107,7 @@ fn parse_stream(mut input: &[u8], limits: &Limits) {
         assert!(guard < 10_000);
         check_request(input, limits);
         match parse_request(input, limits) {
-            Parsed::Incomplete => return,
+            Parsed::Incomplete | Parsed::IncompleteData { .. } => return,
             Parsed::Request { consumed, .. } => input = &input[consumed..],
             Parsed::Error {
                 consumed, swallow, ..
@@ -205,9 +218,16 @@ proptest! {
         };
         let mut out = BytesMut::new();
         request.compose(&mut out);
-        // Every strict prefix is incomplete: a request split anywhere waits for the rest.
+        // Every strict prefix is incomplete: a request split anywhere waits for the rest. Once the line is in,
+        // the outcome says how long the data block is.
+        let line_len = out.len() - data.len() - 2;
         for cut in [out.len() / 3, out.len() / 2, out.len() - 1] {
-            prop_assert_eq!(parse_request(&out[..cut], &small_limits()), Parsed::Incomplete);
+            let expected = if cut < line_len {
+                Parsed::Incomplete
+            } else {
+                Parsed::IncompleteData { key: key.as_bytes(), line_len, data_len: data.len(), noreply }
+            };
+            prop_assert_eq!(parse_request(&out[..cut], &small_limits()), expected);
         }
         prop_assert_eq!(
             parse_request(&out, &small_limits()),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cache_node::clock::ManualClock;
-use cache_node::store::{NewItem, Store, StoreConfig, WindowAdaptation};
+use cache_node::store::{NewItem, Store, StoreConfig, StoreError, WindowAdaptation};
 
 fn insert(s: &Store, key: &[u8], value: &[u8]) {
     s.with_entry(key, |e| e.insert(NewItem::plain(&[value])))
@@ -223,4 +223,61 @@ fn small_budgets_get_fewer_shards() {
     let st = s.stats();
     assert!(st.curr_items > 1000, "{}", st.curr_items);
     assert!(st.bytes <= 2 << 20);
+}
+
+/// Room held for a value still arriving (`Store::reserve`, taken by a connection before it buffers a
+/// large data block) is part of the budget: holding it evicts stored items as an insert would; holds
+/// that cannot fit beside the others are refused with `OutOfMemory` instead of passing the budget; a
+/// dropped hold gives its room back, to a new hold and to the insert of the value.
+#[test]
+fn room_held_for_arriving_values_counts_in_the_budget() {
+    let limit = 4 << 20;
+    let s = Store::new(
+        StoreConfig {
+            memory_limit_bytes: limit,
+            shards: 1,
+            ..StoreConfig::default()
+        },
+        Arc::new(ManualClock::new(0)),
+    );
+    for i in 0..6000 {
+        insert(&s, format!("small{i}").as_bytes(), &[1u8; 900]);
+    }
+    let full = s.stats();
+    assert!(full.evictions > 0, "the small items filled the budget");
+
+    let value_len = 900_000;
+    let mut held = Vec::new();
+    let refused = loop {
+        match s.reserve(format!("big{}", held.len()).as_bytes(), value_len) {
+            Ok(r) => held.push(r),
+            Err(e) => break e,
+        }
+        let st = s.stats();
+        assert!(st.bytes <= limit as u64, "{} > {limit}", st.bytes);
+        assert!(held.len() <= 4, "more held than the budget has");
+    };
+    assert_eq!(refused, StoreError::OutOfMemory);
+    // Most of the budget can be held (the tables keep the rest).
+    assert!(held.len() >= 3, "only {} holds", held.len());
+    let st = s.stats();
+    assert_eq!(st.reserved_bytes, (held.len() * value_len) as u64);
+    assert!(
+        st.curr_items < full.curr_items / 2,
+        "holding evicted items: {} of {} left",
+        st.curr_items,
+        full.curr_items
+    );
+
+    // A dropped hold makes room for another, and for the value once it is in.
+    held.pop();
+    let again = s.reserve(b"big-again", value_len).expect("room given back");
+    drop(again);
+    let value = vec![3u8; value_len];
+    insert(&s, b"big-again", &value);
+    assert!(s
+        .with_entry(b"big-again", |e| e.item().map(|i| i.value() == &value[..]))
+        .unwrap());
+    held.clear();
+    assert_eq!(s.stats().reserved_bytes, 0);
 }

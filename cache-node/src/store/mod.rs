@@ -144,6 +144,39 @@ pub enum WindowAdaptation {
     Ghost,
 }
 
+/// Budget held by [`Store::reserve`] for a value still arriving; given back when dropped.
+#[must_use = "the room is given back as soon as the reservation is dropped"]
+pub struct Reservation<'s> {
+    /// The store whose budget holds the bytes.
+    store: &'s Store,
+    /// The shard charged.
+    shard: usize,
+    /// Bytes held.
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.store.shards[self.shard].lock().release(self.bytes);
+    }
+}
+
+impl std::fmt::Debug for Reservation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("shard", &self.shard)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
 /// Errors from store writes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -260,6 +293,8 @@ pub struct StoreStats {
     pub index_bytes: u64,
     /// Of `bytes`: the frequency sketch and ghost lists.
     pub policy_bytes: u64,
+    /// Of `bytes`: held for values still arriving ([`Store::reserve`]).
+    pub reserved_bytes: u64,
     /// Items evicted to make room.
     pub evictions: u64,
     /// Expired items reclaimed that were never fetched.
@@ -528,6 +563,21 @@ impl Store {
         f(&mut entry)
     }
 
+    /// Holds `bytes` of `key`'s shard's budget for a value still arriving (a connection's read
+    /// buffer growing for a large data block), evicting to make room as an insert would, until the
+    /// returned guard is dropped. Drop it before inserting the value, so the insert can use the room.
+    /// Errors: `OutOfMemory` when other reservations hold the shard's room, `TooLarge` above the
+    /// largest item a shard takes.
+    pub fn reserve(&self, key: &[u8], bytes: usize) -> Result<Reservation<'_>, StoreError> {
+        let shard = ((hash_key(self.config.hash_seed, key) >> 8) & self.shard_mask) as usize;
+        self.lock_shard(shard, self.clock.now()).reserve(bytes)?;
+        Ok(Reservation {
+            store: self,
+            shard,
+            bytes,
+        })
+    }
+
     /// memcached `flush_all [delay]`: every item stored before clock second `at` is gone from
     /// `at` on (`at <= now` flushes at once). A later call replaces a pending one.
     pub fn flush_all(&self, at: u32) {
@@ -589,6 +639,7 @@ impl Store {
             t.arena_bytes += arena as u64;
             t.index_bytes += index as u64;
             t.policy_bytes += policy as u64;
+            t.reserved_bytes += s.reserved() as u64;
             let q = s.queue_lens();
             t.window_items += q[0] as u64;
             t.probation_items += q[1] as u64;

@@ -123,6 +123,10 @@ pub(crate) struct Shard {
     scratch: Vec<u32>,
     /// Recently evicted keys, for the ghost-feedback window adaptation.
     ghosts: Ghosts,
+    /// Bytes held for values still arriving on connections ([`Shard::reserve`]): counted in the
+    /// budget like stored items, so buffers waiting for a large value cannot take memory beyond
+    /// it (memcached reads a value straight into the item it allocated from the same budget).
+    reserved: usize,
 }
 
 fn is_expired(exptime: u32, now: u32) -> bool {
@@ -168,6 +172,7 @@ impl Shard {
                 g.resize(cap);
                 g
             },
+            reserved: 0,
         }
     }
 
@@ -182,6 +187,7 @@ impl Shard {
             + self.index.bytes()
             + self.sketch.bytes()
             + self.ghosts.bytes()
+            + self.reserved
     }
 
     /// (arena pages and page table, hash index, sketch and ghosts) bytes.
@@ -491,6 +497,36 @@ impl Shard {
                 return Err(StoreError::OutOfMemory);
             }
         }
+    }
+
+    /// Holds `bytes` of the budget for a value still arriving, emptying the policy's victim
+    /// pages until they fit (memcached evicts to allocate the item before it reads the value).
+    /// `OutOfMemory` if nothing is left to evict, which happens only when other reservations
+    /// hold the room; `TooLarge` for more than an item may take. Give it back with
+    /// [`Shard::release`].
+    pub(crate) fn reserve(&mut self, bytes: usize) -> Result<(), StoreError> {
+        let max = self.max_item_size();
+        if bytes > max {
+            return Err(StoreError::TooLarge { size: bytes, max });
+        }
+        while self.bytes() + bytes > self.budget {
+            if !self.evict_page() {
+                return Err(StoreError::OutOfMemory);
+            }
+        }
+        self.reserved += bytes;
+        Ok(())
+    }
+
+    /// Bytes held by [`Shard::reserve`] now.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// Gives back bytes held by [`Shard::reserve`].
+    pub(crate) fn release(&mut self, bytes: usize) {
+        debug_assert!(bytes <= self.reserved);
+        self.reserved -= bytes.min(self.reserved);
     }
 
     /// Stores a new item for `key`, replacing any existing one.
