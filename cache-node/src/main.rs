@@ -31,6 +31,8 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     memory_mb: u64,
     /// Most simultaneous connections (memcached -c); extra ones get "ERROR Too many open connections".
+    /// The open-files limit is raised to fit at start, as memcached does; if it cannot be, the server
+    /// does not start.
     #[arg(short = 'c', long = "conn-limit", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
@@ -104,6 +106,46 @@ fn parse_size(s: &str) -> Result<usize, String> {
     Ok(size)
 }
 
+/// File descriptors the server needs besides client connections: listeners, up to 40 metrics requests
+/// (`metrics::MAX_CONCURRENT_SCRAPES`), the runtime's epoll and wake-up descriptors, stdio.
+const FDS_BESIDES_CONNECTIONS: u64 = 64;
+
+/// Makes sure `-c` connections can be open at once, as memcached does at start: the soft open-files limit
+/// is raised to `-c` plus what the server needs besides, and the hard one too when that is allowed (root);
+/// if neither can be, the server does not start. Left at a lower limit (1024 is common), every connection
+/// past it would wait in the listen backlog, `accept` failing with EMFILE, instead of being served or
+/// refused with `ERROR Too many open connections`.
+fn raise_open_files_limit(max_connections: u64) -> Result<(), String> {
+    let needed = max_connections + FDS_BESIDES_CONNECTIONS;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(format!(
+            "cannot read the open-files limit: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < needed {
+        let hard = limit.rlim_max;
+        limit.rlim_cur = needed;
+        if hard != libc::RLIM_INFINITY && hard < needed {
+            limit.rlim_max = needed;
+        }
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(format!(
+                "-c {max_connections} needs {needed} open files, and the limit cannot be raised above \
+                 {hard}: {}; lower -c or raise the limit (ulimit -n, LimitNOFILE=)",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Prints a start-up failure as one `error:` line (clap's style) and exits 1, instead of the `Debug`
 /// form `main` returning an error would print.
 fn main() -> std::process::ExitCode {
@@ -122,6 +164,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         println!("hit_rate={:.2}", report.hit_rate_percent());
         return Ok(());
     }
+    raise_open_files_limit(u64::from(cli.max_connections))?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
