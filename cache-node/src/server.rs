@@ -424,8 +424,9 @@ impl<'n> Connection<'n> {
     fn new(socket: TcpStream, node: &'n Node) -> Self {
         Connection {
             socket,
-            read_buf: BytesMut::with_capacity(BUFFER_BYTES),
-            write_buf: BytesMut::with_capacity(BUFFER_BYTES),
+            // No buffers until the connection has something to read: an idle connection holds none.
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
             swallow: Swallow::Nothing,
             session: Session::new(node),
             limits: node.config.limits,
@@ -440,6 +441,12 @@ impl<'n> Connection<'n> {
         let mut read_buf_grown = false;
         loop {
             self.socket.readable().await?;
+            if self.read_buf.capacity() == 0 {
+                self.read_buf = idle_buffers::take();
+            }
+            if self.write_buf.capacity() == 0 {
+                self.write_buf = idle_buffers::take();
+            }
             if self.read_buf.capacity() - self.read_buf.len() < 4096 {
                 self.read_buf.reserve(BUFFER_BYTES);
                 read_buf_grown |= self.read_buf.capacity() > MAX_KEPT_BUFFER_BYTES;
@@ -456,8 +463,14 @@ impl<'n> Connection<'n> {
             let n = match self.read_available() {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
-                // Spurious readiness; tokio cleared it, wait for the next event.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // Spurious readiness; tokio cleared it, wait for the next event (without buffers if idle).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.read_buf.is_empty() {
+                        self.give_back_buffers(read_buf_grown);
+                        read_buf_grown = false;
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             self.session.counters.bytes_read += n as u64;
@@ -477,9 +490,17 @@ impl<'n> Connection<'n> {
                     break;
                 }
             }
-            // All replies are out and only a partial request is left (or nothing): give back buffers that
-            // grew, unless a large request is still arriving. (Not between the batches of one long
-            // reply: it would grow the write buffer again for every batch.)
+            // All replies are out. With nothing left to parse, the connection waits for its next request
+            // without buffers (memcached 1.6 likewise returns an idle connection's read buffer to its
+            // thread): they go back to this thread's idle list, or to the allocator if they grew for a
+            // large value or reply. With a partial request left, buffers that grew are given back unless
+            // that request is a large value still arriving. (Not between the batches of one long reply: it
+            // would grow the write buffer again for every batch.)
+            if self.read_buf.is_empty() {
+                self.give_back_buffers(read_buf_grown);
+                read_buf_grown = false;
+                continue;
+            }
             if self.write_buf.capacity() > MAX_KEPT_BUFFER_BYTES {
                 self.write_buf = BytesMut::with_capacity(BUFFER_BYTES);
             }
@@ -490,6 +511,13 @@ impl<'n> Connection<'n> {
                 read_buf_grown = false;
             }
         }
+    }
+
+    /// Hands both (empty) buffers to this thread's idle list, so the connection holds none while it waits.
+    /// `read_buf_grown`: the read buffer grew past [`MAX_KEPT_BUFFER_BYTES`], so it is freed instead.
+    fn give_back_buffers(&mut self, read_buf_grown: bool) {
+        idle_buffers::give(std::mem::take(&mut self.read_buf), read_buf_grown);
+        idle_buffers::give(std::mem::take(&mut self.write_buf), false);
     }
 
     /// Reads what the socket holds into the read buffer's spare capacity (`Ok(0)` at end of stream).
@@ -637,5 +665,47 @@ impl<'n> Connection<'n> {
         }
         self.read_buf.advance(pos);
         (flow, more)
+    }
+}
+
+/// Connection buffers not in use, kept per thread for the next connection that has something to read, so
+/// that idle connections hold no buffers and a busy one does not pay an allocation per request.
+mod idle_buffers {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::{BUFFER_BYTES, MAX_KEPT_BUFFER_BYTES};
+
+    /// Buffers kept per thread (4 MiB at 16 KiB each); more go back to the allocator.
+    const MAX_KEPT: usize = 256;
+
+    thread_local! {
+        static KEPT: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer with room for at least [`BUFFER_BYTES`].
+    pub(super) fn take() -> BytesMut {
+        let mut buf = KEPT
+            .with(|kept| kept.borrow_mut().pop())
+            .unwrap_or_default();
+        // A kept buffer that was advanced through gets its whole allocation back here, without copying.
+        buf.reserve(BUFFER_BYTES);
+        buf
+    }
+
+    /// Takes back an empty buffer. One that grew past [`MAX_KEPT_BUFFER_BYTES`] (`grown`: its capacity
+    /// may no longer show it once consumed from the front) is freed instead.
+    pub(super) fn give(mut buf: BytesMut, grown: bool) {
+        if grown || buf.capacity() > MAX_KEPT_BUFFER_BYTES || buf.capacity() == 0 {
+            return;
+        }
+        buf.clear();
+        KEPT.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            if kept.len() < MAX_KEPT {
+                kept.push(buf);
+            }
+        });
     }
 }
