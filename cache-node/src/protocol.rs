@@ -9,7 +9,9 @@
 //! ma, mn, me) and mcrouter's lease dialect (lease-get, lease-set).
 //!
 //! Parsing is check-then-parse in one pass: [`parse_request`] returns [`Parsed::Incomplete`] when the buffer
-//! does not yet hold a whole request (a normal outcome, not an error), a borrowed [`Request`] and the number
+//! does not yet hold a whole request (a normal outcome, not an error; [`Parsed::IncompleteData`] when only a
+//! storage request's data block is missing, with its size, so a server can hold memory for it before
+//! buffering it, or refuse it), a borrowed [`Request`] and the number
 //! of bytes it used, or a [`ProtocolError`] together with how much input to drop so the connection stays in
 //! sync (for a refused `set` that includes its data block, which may not have arrived yet: see [`Swallow`]).
 //! The limits in [`Limits`] (key length, value size, line length) are enforced here, so every user of the
