@@ -136,10 +136,15 @@ fn raise_open_files_limit(max_connections: u64) -> Result<(), String> {
         }
         // SAFETY: setrlimit reads the struct it is given.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            let error = std::io::Error::last_os_error();
+            let ceiling = if hard == libc::RLIM_INFINITY {
+                "the system's maximum (fs.nr_open)".to_string()
+            } else {
+                hard.to_string()
+            };
             return Err(format!(
                 "-c {max_connections} needs {needed} open files, and the limit cannot be raised above \
-                 {hard}: {}; lower -c or raise the limit (ulimit -n, LimitNOFILE=)",
-                std::io::Error::last_os_error()
+                 {ceiling}: {error}; lower -c or raise the limit (ulimit -n, LimitNOFILE=)"
             ));
         }
     }
