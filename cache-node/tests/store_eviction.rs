@@ -89,20 +89,25 @@ fn write_flood_from_many_threads_stays_within_the_budget() {
     );
 }
 
-/// Fill with small items, then flood with large ones: the large class has no pages, so memory
-/// must move from the small class (whole pages evicted). Without page eviction the inserts
-/// would fail with OutOfMemory (or the budget would be exceeded).
-#[test]
-fn memory_moves_between_size_classes_when_full() {
-    let limit = 4 << 20;
-    let s = Store::new(
+/// A store of one shard with `limit` bytes, so every item competes for the same budget.
+fn one_shard_store(limit: usize) -> Store {
+    Store::new(
         StoreConfig {
             memory_limit_bytes: limit,
             shards: 1,
             ..StoreConfig::default()
         },
         Arc::new(ManualClock::new(0)),
-    );
+    )
+}
+
+/// Fill with small items, then flood with large ones: the large class has no pages, so memory
+/// must move from the small class (whole pages evicted). Without page eviction the inserts
+/// would fail with OutOfMemory (or the budget would be exceeded).
+#[test]
+fn memory_moves_between_size_classes_when_full() {
+    let limit = 4 << 20;
+    let s = one_shard_store(limit);
     for i in 0..60_000 {
         insert(&s, format!("small{i}").as_bytes(), &[1u8; 40]);
     }
@@ -232,14 +237,7 @@ fn small_budgets_get_fewer_shards() {
 #[test]
 fn room_held_for_arriving_values_counts_in_the_budget() {
     let limit = 4 << 20;
-    let s = Store::new(
-        StoreConfig {
-            memory_limit_bytes: limit,
-            shards: 1,
-            ..StoreConfig::default()
-        },
-        Arc::new(ManualClock::new(0)),
-    );
+    let s = one_shard_store(limit);
     for i in 0..6000 {
         insert(&s, format!("small{i}").as_bytes(), &[1u8; 900]);
     }
