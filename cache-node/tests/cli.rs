@@ -333,10 +333,10 @@ fn idle_connections_give_back_buffers_grown_for_large_values() {
 /// Values still arriving are held within `-m`, as memcached holds them in the item it allocates first.
 /// 200 connections each start a 1 MB `set` and send half of it; with `-m 32` the server stays under 64 MB
 /// (measured: 28 MB; memcached 1.6.18: 41 MB). Before, each connection buffered its half outside the
-/// budget: 107 MB here, and `-c` x `-I` at worst; with that code this test fails on the resident size. Sets the store cannot make room for get memcached's `SERVER_ERROR out of memory
-/// storing object` (none with `noreply`; always for `ms`), and the rest of their data block is swallowed,
-/// so the same connection answers its next request; the others are stored once complete, and the room
-/// is given back.
+/// budget: 107 MB here, and `-c` x `-I` at worst; with that code this test fails on the resident size.
+/// Sets the store cannot make room for get memcached's `SERVER_ERROR out of memory storing object` (none
+/// with `noreply`; always for `ms`), and the rest of their data block is swallowed, so the same connection
+/// answers its next request; the others are stored once complete, and the room is given back.
 #[cfg(target_os = "linux")]
 #[test]
 fn values_still_arriving_are_held_within_the_memory_limit() {
