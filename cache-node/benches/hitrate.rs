@@ -5,7 +5,10 @@
 //! Policy experiments: `WINDOW_PERCENT=20 ADAPTIVE=0 cargo bench ...` (knobs below: window,
 //! sketch, adaptation, ghost admission, margin, `CONSERVATIVE`, `SEED`); `MOKA_SYNC=1` runs
 //! moka's maintenance after each insert; `TWO_POOL_RESAMPLES=N` (default 20) sets how many
-//! synthetic two-pool traces the last line averages over.
+//! synthetic two-pool traces the last line averages over. `COPIES=N` replays each trace as N
+//! independent copies of itself (keys renamed) interleaved at random, at 10% of N times the distinct
+//! keys: the same workload in an N times larger cache (what a node of millions of items sees),
+//! where the per-shard structures that do not grow with the cache would show.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -124,6 +127,9 @@ fn main() {
             c.ghost_step_items = v.parse().expect("GHOST_STEP");
         }
     };
+    let copies: usize = std::env::var("COPIES")
+        .map(|v| v.parse().expect("COPIES"))
+        .unwrap_or(1);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -137,6 +143,7 @@ fn main() {
     let (mut gap_sum, mut best_gap_sum, mut n, mut beats_all) = (0.0, 0.0, 0, true);
     for path in &paths {
         let keys = read_trace(path, TraceFormat::detect(path).expect("filtered")).expect("trace");
+        let keys = interleave_copies(&keys, copies);
         let distinct = keys.iter().collect::<std::collections::HashSet<_>>().len();
         let cap = (distinct / 10).max(1);
         let lru = pct(lru_hits(&keys, cap), keys.len());
@@ -157,6 +164,11 @@ fn main() {
             .next()
             .unwrap_or("")
             .to_string();
+        let name = if copies > 1 {
+            format!("x{copies}_{name}")
+        } else {
+            name
+        };
         println!(
             "{name:<16} {:>9} {distinct:>8} {cap:>6} {lru:>7.2} {moka:>7.2} {opt:>7.2} {ours:>7.2} {:>7.2} {:>7.1}{}",
             keys.len(),
@@ -178,6 +190,32 @@ fn main() {
         );
     }
     two_pool_resamples(&config_overrides);
+}
+
+/// `copies` independent copies of `keys` (key k of copy c becomes k x copies + c), each in its own
+/// order, interleaved by a seeded random choice among the copies not yet finished.
+fn interleave_copies(keys: &[u64], copies: usize) -> Vec<u64> {
+    if copies <= 1 {
+        return keys.to_vec();
+    }
+    let n = copies as u64;
+    let mut next = vec![0usize; copies];
+    let mut live: Vec<usize> = (0..copies).collect();
+    let mut out = Vec::with_capacity(keys.len() * copies);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    while !live.is_empty() {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let j = (rng % live.len() as u64) as usize;
+        let c = live[j];
+        out.push(keys[next[c]] * n + c as u64);
+        next[c] += 1;
+        if next[c] == keys.len() {
+            live.swap_remove(j);
+        }
+    }
+    out
 }
 
 /// lirs_2_pools is 50% accesses to 100 hot keys and 50% to 9,839 cold keys, each drawn

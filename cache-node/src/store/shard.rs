@@ -389,15 +389,14 @@ impl Shard {
         if self.policy.adaptation != WindowAdaptation::Ghost {
             return None;
         }
-        let step = self.ghosts.sample_rate() as f64 * self.policy.ghost_step_items
-            / self.capacity() as f64;
         let hit = self.ghosts.on_miss(h);
+        let step = |keys: u64| keys as f64 * self.policy.ghost_step_items / self.capacity() as f64;
         match hit {
-            Some(GhostHit::Window) => self.increase_window(step),
-            Some(GhostHit::Main) => self.decrease_window(step),
+            Some((GhostHit::Window, keys)) => self.increase_window(step(keys)),
+            Some((GhostHit::Main, keys)) => self.decrease_window(step(keys)),
             None => {}
         }
-        hit
+        hit.map(|(list, _)| list)
     }
 
     fn admit(&mut self, candidate: u32, victim: u32) -> bool {
