@@ -266,6 +266,18 @@ fn room_held_for_arriving_values_counts_in_the_budget() {
         st.curr_items,
         full.curr_items
     );
+    // A hold that cannot fit even in an empty arena evicts nothing: the items that still fit
+    // beside the holds stay.
+    for i in 0..200 {
+        insert(&s, format!("beside{i}").as_bytes(), &[2u8; 900]);
+    }
+    let beside = s.stats().curr_items;
+    assert!(beside > 0);
+    assert_eq!(
+        s.reserve(b"big-more", value_len).err(),
+        Some(StoreError::OutOfMemory)
+    );
+    assert_eq!(s.stats().curr_items, beside, "a refused hold evicted items");
 
     // A dropped hold makes room for another, and for the value once it is in.
     held.pop();

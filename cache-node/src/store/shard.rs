@@ -508,6 +508,11 @@ impl Shard {
         if bytes > max {
             return Err(StoreError::TooLarge { size: bytes, max });
         }
+        // Eviction frees arena pages and nothing else: when the tables and the other holds leave
+        // no room even in an empty arena, refuse now instead of evicting every item for nothing.
+        if self.bytes() - self.slab.bytes + bytes > self.budget {
+            return Err(StoreError::OutOfMemory);
+        }
         while self.bytes() + bytes > self.budget {
             if !self.evict_page() {
                 return Err(StoreError::OutOfMemory);
