@@ -1,0 +1,93 @@
+//! A drifting working set through a real 64 MiB store (16 shards, byte budget), beside a plain LRU
+//! holding as many items: access i reads key `i / 4 + r`, r uniform below SPAN, and sets a 100-byte
+//! value on a miss. The working set slides by one key every 4 accesses, so each key is used about 4
+//! times in its life and an LRU of the store's size keeps all of it. It prints both miss rates over
+//! the second half of the accesses (the first half fills and warms the store).
+//!
+//! `cargo run --release -p cache-node --example drift_budget [SPAN [ACCESSES]]` (defaults 200,000
+//! and 4,000,000). A check of the policy off the reference traces (STORE.md, "A drifting working
+//! set"), not a benchmark of speed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use cache_node::clock::{Clock, ManualClock};
+use cache_node::store::{NewItem, Store, StoreConfig};
+
+/// An exact LRU over integer keys, sized once the store is warm.
+#[derive(Default)]
+struct Lru {
+    capacity: usize,
+    clock: u64,
+    last_use: HashMap<u64, u64>,
+    by_last_use: BTreeMap<u64, u64>,
+}
+
+impl Lru {
+    fn access(&mut self, key: u64) -> bool {
+        self.clock += 1;
+        let hit = match self.last_use.insert(key, self.clock) {
+            Some(old) => self.by_last_use.remove(&old).is_some(),
+            None => false,
+        };
+        self.by_last_use.insert(self.clock, key);
+        while self.last_use.len() > self.capacity {
+            let (_, oldest) = self.by_last_use.pop_first().expect("non-empty");
+            self.last_use.remove(&oldest);
+        }
+        hit
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let span: u64 = args.next().map_or(200_000, |v| v.parse().expect("SPAN"));
+    let accesses: u64 = args
+        .next()
+        .map_or(4_000_000, |v| v.parse().expect("ACCESSES"));
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_700_000_000));
+    let config = StoreConfig {
+        memory_limit_bytes: 64 << 20,
+        shards: 16,
+        ..Default::default()
+    };
+    let store = Store::new(config, clock);
+    let mut lru = Lru {
+        capacity: usize::MAX,
+        ..Default::default()
+    };
+    let value = [7u8; 100];
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut store_misses, mut lru_misses) = (0u64, 0u64);
+    for i in 0..accesses {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let k = i / 4 + rng % span;
+        let key = format!("key:{k:016}");
+        let hit = store.with_entry(key.as_bytes(), |e| {
+            if e.item().is_some() {
+                e.record_read();
+                true
+            } else {
+                e.insert(NewItem::plain(&[&value])).expect("insert");
+                false
+            }
+        });
+        if i == accesses / 2 {
+            lru.capacity = store.stats().curr_items as usize;
+        }
+        let lru_hit = lru.access(k);
+        if i >= accesses / 2 {
+            store_misses += u64::from(!hit);
+            lru_misses += u64::from(!lru_hit);
+        }
+    }
+    let measured = (accesses - accesses / 2) as f64;
+    println!(
+        "span {span}, {accesses} accesses, second half: store miss {:.2}% ({} items), LRU of as many items miss {:.2}%",
+        100.0 * store_misses as f64 / measured,
+        lru.capacity,
+        100.0 * lru_misses as f64 / measured
+    );
+}
