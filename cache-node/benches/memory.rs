@@ -8,6 +8,12 @@
 //! Workloads: 2,000,000 items of 32-byte keys and 100-byte values; 1,000,000 items of 50-byte
 //! keys and 1,024-byte values. Budgets are large enough that nothing is evicted. Overhead per
 //! item = (RSS after filling - RSS before) / items - (key + value).
+//!
+//! Then the same per stored item in a cache that evicts (ours and memcached): a budget of
+//! items x (key + value + 48) bytes (what the items would take at the 48-byte target) and 1.5 x
+//! items distinct keys stored into it, so the figure includes what only an evicting cache holds
+//! (our ghost lists, memcached's slab slack) and any budget the cache leaves unfilled counts
+//! against it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -48,43 +54,79 @@ struct Workload {
     value_len: usize,
 }
 
-fn overhead(rss_before_kib: u64, rss_after_kib: u64, w: &Workload) -> f64 {
+fn overhead(rss_before_kib: u64, rss_after_kib: u64, items: usize, w: &Workload) -> f64 {
     let grown = (rss_after_kib.saturating_sub(rss_before_kib) * 1024) as f64;
-    grown / w.items as f64 - (w.key_len + w.value_len) as f64
+    grown / items as f64 - (w.key_len + w.value_len) as f64
 }
 
-/// Our store: (overhead by RSS, overhead by the store's own accounting).
-fn measure_store(w: &Workload) -> (f64, f64) {
+/// Whether a measurement stores every item in a budget that holds them all, or 1.5 x as many
+/// into a budget of items x (key + value + 48 bytes), evicting.
+#[derive(Clone, Copy, PartialEq)]
+enum Fill {
+    NoEviction,
+    Evicting,
+}
+
+impl Fill {
+    fn budget_bytes(self, w: &Workload) -> usize {
+        match self {
+            Fill::NoEviction => 64 << 30,
+            Fill::Evicting => w.items * (w.key_len + w.value_len + 48),
+        }
+    }
+
+    fn keys(self, w: &Workload) -> usize {
+        match self {
+            Fill::NoEviction => w.items,
+            Fill::Evicting => w.items * 3 / 2,
+        }
+    }
+
+    /// Checks the eviction counters and returns the items the overhead is divided by.
+    fn check(self, w: &Workload, items: usize, evictions: u64, who: &str) -> usize {
+        match self {
+            Fill::NoEviction => {
+                assert_eq!(items, w.items, "{who} must hold every item");
+                assert_eq!(evictions, 0, "{who} evicted");
+            }
+            Fill::Evicting => assert!(evictions > 0, "{who} did not evict"),
+        }
+        items
+    }
+}
+
+/// Our store: (overhead by RSS, overhead by the store's own accounting), per stored item.
+fn measure_store(w: &Workload, fill: Fill) -> (f64, f64) {
     let before = rss_kib(None);
     let store = Store::new(
         StoreConfig {
-            memory_limit_bytes: 64 << 30,
+            memory_limit_bytes: fill.budget_bytes(w),
             ..StoreConfig::default()
         },
         Arc::new(SystemClock::new()),
     );
     let v = value(0, w.value_len);
-    for i in 0..w.items {
+    for i in 0..fill.keys(w) {
         store
             .with_entry(&key(i, w.key_len), |e| e.insert(NewItem::plain(&[&v])))
             .expect("insert");
     }
     let after = rss_kib(None);
     let stats = store.stats();
-    assert_eq!(stats.curr_items as usize, w.items, "nothing may be evicted");
-    assert_eq!(stats.evictions, 0);
-    let accounted = stats.bytes as f64 / w.items as f64 - (w.key_len + w.value_len) as f64;
-    let per = |b: u64| b as f64 / w.items as f64;
+    let items = fill.check(w, stats.curr_items as usize, stats.evictions, "the store");
+    let accounted = stats.bytes as f64 / items as f64 - (w.key_len + w.value_len) as f64;
+    let per = |b: u64| b as f64 / items as f64;
     eprintln!(
-        "  store {}: per item arena {:.1} (incl. key+value {}), index {:.1}, sketch+ghosts {:.1}",
+        "  store {}{}: {items} items; per item arena {:.1} (incl. key+value {}), index {:.1}, sketch+ghosts {:.1}",
         w.name,
+        if fill == Fill::Evicting { ", evicting" } else { "" },
         per(stats.arena_bytes),
         w.key_len + w.value_len,
         per(stats.index_bytes),
         per(stats.policy_bytes)
     );
     drop(store);
-    (overhead(before, after, w), accounted)
+    (overhead(before, after, items, w), accounted)
 }
 
 fn measure_moka(w: &Workload) -> f64 {
@@ -97,7 +139,7 @@ fn measure_moka(w: &Workload) -> f64 {
     let after = rss_kib(None);
     assert_eq!(cache.entry_count() as usize, w.items);
     drop(cache);
-    overhead(before, after, w)
+    overhead(before, after, w.items, w)
 }
 
 struct Memcached {
@@ -106,13 +148,14 @@ struct Memcached {
 }
 
 impl Memcached {
-    fn start(bin: &str) -> Memcached {
+    fn start(bin: &str, memory_mb: usize) -> Memcached {
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
             .expect("addr")
             .port();
-        let mut args = vec!["-l", "127.0.0.1", "-U", "0", "-m", "8192", "-t", "2"];
+        let memory_arg = memory_mb.to_string();
+        let mut args = vec!["-l", "127.0.0.1", "-U", "0", "-m", &memory_arg, "-t", "2"];
         // memcached refuses to run as root unless told which user to be.
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
@@ -142,8 +185,12 @@ impl Drop for Memcached {
     }
 }
 
-fn measure_memcached(bin: &str, w: &Workload) -> f64 {
-    let mc = Memcached::start(bin);
+fn measure_memcached(bin: &str, w: &Workload, fill: Fill) -> f64 {
+    let memory_mb = match fill {
+        Fill::NoEviction => 8192,
+        Fill::Evicting => fill.budget_bytes(w).div_ceil(1 << 20),
+    };
+    let mc = Memcached::start(bin, memory_mb);
     let mut conn = TcpStream::connect(("127.0.0.1", mc.port)).expect("connect");
     // Let memcached finish its start-up allocations before the baseline.
     std::thread::sleep(Duration::from_millis(200));
@@ -152,7 +199,7 @@ fn measure_memcached(bin: &str, w: &Workload) -> f64 {
     let mut buf = Vec::with_capacity(1 << 20);
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut line = String::new();
-    for batch in (0..w.items).collect::<Vec<_>>().chunks(1000) {
+    for batch in (0..fill.keys(w)).collect::<Vec<_>>().chunks(1000) {
         buf.clear();
         for &i in batch {
             buf.extend_from_slice(b"set ");
@@ -184,13 +231,12 @@ fn measure_memcached(bin: &str, w: &Workload) -> f64 {
             _ => {}
         }
     }
-    assert_eq!(items, w.items, "memcached must hold every item");
-    assert_eq!(evictions, 0);
+    let items = fill.check(w, items, evictions, "memcached");
     let after = rss_kib(Some(mc.child.id()));
     let mut rest = Vec::new();
     let _ = conn.write_all(b"quit\r\n");
     let _ = reader.read_to_end(&mut rest);
-    overhead(before, after, w)
+    overhead(before, after, items, w)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -243,7 +289,11 @@ fn main() {
         let w = &workloads[args[pos + 2].parse::<usize>().expect("workload")];
         match args[pos + 1].as_str() {
             "store" => {
-                let (o, a) = measure_store(w);
+                let (o, a) = measure_store(w, Fill::NoEviction);
+                println!("{o} {a}");
+            }
+            "store-evicting" => {
+                let (o, a) = measure_store(w, Fill::Evicting);
                 println!("{o} {a}");
             }
             "moka" => println!("{}", measure_moka(w)),
@@ -267,7 +317,7 @@ fn main() {
             let r = in_child("store", wi);
             ours.push(r[0]);
             acct.push(r[1]);
-            memc.push(measure_memcached(&bin, w));
+            memc.push(measure_memcached(&bin, w, Fill::NoEviction));
             moka.push(in_child("moka", wi)[0]);
         }
         let (o, a, m, k) = (median(ours), median(acct), median(memc), median(moka));
@@ -279,6 +329,32 @@ fn main() {
             a,
             m,
             k,
+            o / m
+        );
+    }
+    println!(
+        "\nsame, per stored item, in a cache that evicts: 1.5 x items keys into a budget of items x (key + value + 48) bytes"
+    );
+    println!(
+        "{:<24} {:>9} {:>10} {:>12} {:>10} {:>12}",
+        "workload", "budget MB", "ours", "ours(acct)", "memcached", "ours/memc"
+    );
+    for (wi, w) in workloads.iter().enumerate() {
+        let (mut ours, mut acct, mut memc) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..repeat {
+            let r = in_child("store-evicting", wi);
+            ours.push(r[0]);
+            acct.push(r[1]);
+            memc.push(measure_memcached(&bin, w, Fill::Evicting));
+        }
+        let (o, a, m) = (median(ours), median(acct), median(memc));
+        println!(
+            "{:<24} {:>9} {:>10.1} {:>12.1} {:>10.1} {:>12.2}",
+            w.name,
+            Fill::Evicting.budget_bytes(w) >> 20,
+            o,
+            a,
+            m,
             o / m
         );
     }
