@@ -14,6 +14,10 @@
 //! items distinct keys stored into it, so the figure includes what only an evicting cache holds
 //! (our ghost lists, memcached's slab slack) and any budget the cache leaves unfilled counts
 //! against it.
+//!
+//! Last, values of mixed sizes (uniform in 100-2,000 and 100-10,000 bytes, 32-byte keys, a size
+//! fixed per key): 1.5 x as many keys as would fit are stored into 343 MiB, ours (64 shards, as
+//! the server) and memcached `-m 343`, and the items each keeps are compared.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -260,6 +264,87 @@ fn in_child(what: &str, w: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Value length of key `i` in a mixed-size workload: uniform in `min..=max`, fixed per key.
+fn mixed_len(i: usize, min: usize, max: usize) -> usize {
+    let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    min + ((h >> 17) % (max - min + 1) as u64) as usize
+}
+
+const MIXED_KEY_LEN: usize = 32;
+const MIXED_BUDGET_MB: usize = 343;
+
+/// Keys a mixed-size fill stores: 1.5 x what the budget holds at the average size.
+fn mixed_keys(min: usize, max: usize) -> usize {
+    (MIXED_BUDGET_MB << 20) / (MIXED_KEY_LEN + (min + max) / 2) * 3 / 2
+}
+
+/// Items our store (64 shards, as the server has) keeps after a mixed-size fill.
+fn mixed_store(min: usize, max: usize) -> u64 {
+    let store = Store::new(
+        StoreConfig {
+            memory_limit_bytes: MIXED_BUDGET_MB << 20,
+            shards: 64,
+            ..StoreConfig::default()
+        },
+        Arc::new(SystemClock::new()),
+    );
+    let v = value(0, max);
+    for i in 0..mixed_keys(min, max) {
+        let len = mixed_len(i, min, max);
+        store
+            .with_entry(&key(i, MIXED_KEY_LEN), |e| {
+                e.insert(NewItem::plain(&[&v[..len]]))
+            })
+            .expect("insert");
+    }
+    let stats = store.stats();
+    assert!(stats.evictions > 0, "the store did not evict");
+    stats.curr_items
+}
+
+/// Items memcached keeps after the same fill, over TCP with `noreply` sets.
+fn mixed_memcached(bin: &str, min: usize, max: usize) -> u64 {
+    let mc = Memcached::start(bin, MIXED_BUDGET_MB);
+    let mut conn = TcpStream::connect(("127.0.0.1", mc.port)).expect("connect");
+    let v = value(0, max);
+    let mut buf = Vec::with_capacity(4 << 20);
+    let keys = mixed_keys(min, max);
+    for i in 0..keys {
+        let len = mixed_len(i, min, max);
+        buf.extend_from_slice(b"set ");
+        buf.extend_from_slice(&key(i, MIXED_KEY_LEN));
+        buf.extend_from_slice(format!(" 0 0 {len} noreply\r\n").as_bytes());
+        buf.extend_from_slice(&v[..len]);
+        buf.extend_from_slice(b"\r\n");
+        if buf.len() > (2 << 20) || i + 1 == keys {
+            conn.write_all(&buf).expect("write");
+            buf.clear();
+        }
+    }
+    conn.write_all(b"stats\r\n").expect("stats");
+    let mut reader = BufReader::new(conn);
+    let (mut line, mut items, mut evictions) = (String::new(), 0u64, 0u64);
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("stats reply");
+        assert!(
+            !line.starts_with("ERROR"),
+            "memcached refused a set: {line}"
+        );
+        if line.starts_with("END") {
+            break;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.get(1).copied() {
+            Some("curr_items") => items = f[2].parse().expect("n"),
+            Some("evictions") => evictions = f[2].parse().expect("n"),
+            _ => {}
+        }
+    }
+    assert!(evictions > 0, "memcached did not evict");
+    items
+}
+
 fn main() {
     let repeat: usize = std::env::var("REPEAT")
         .ok()
@@ -356,6 +441,25 @@ fn main() {
             a,
             m,
             o / m
+        );
+    }
+    println!(
+        "\nmixed value sizes, 32 B keys: 1.5 x what fits stored into {MIXED_BUDGET_MB} MiB; items kept"
+    );
+    println!(
+        "{:<24} {:>9} {:>10} {:>10} {:>12}",
+        "values", "keys", "ours", "memcached", "ours/memc"
+    );
+    for (min, max) in [(100, 2_000), (100, 10_000)] {
+        let ours = mixed_store(min, max);
+        let memc = mixed_memcached(&bin, min, max);
+        println!(
+            "{:<24} {:>9} {:>10} {:>10} {:>12.2}",
+            format!("{min}-{max} B"),
+            mixed_keys(min, max),
+            ours,
+            memc,
+            ours as f64 / memc as f64
         );
     }
 }
