@@ -99,8 +99,9 @@ impl Fill {
     }
 }
 
-/// Our store: (overhead by RSS, overhead by the store's own accounting), per stored item.
-fn measure_store(w: &Workload, fill: Fill) -> (f64, f64) {
+/// Our store: (overhead by RSS, overhead by the store's own accounting, items kept), per stored
+/// item.
+fn measure_store(w: &Workload, fill: Fill) -> (f64, f64, usize) {
     let before = rss_kib(None);
     let store = Store::new(
         StoreConfig {
@@ -130,7 +131,7 @@ fn measure_store(w: &Workload, fill: Fill) -> (f64, f64) {
         per(stats.policy_bytes)
     );
     drop(store);
-    (overhead(before, after, items, w), accounted)
+    (overhead(before, after, items, w), accounted, items)
 }
 
 fn measure_moka(w: &Workload) -> f64 {
@@ -189,7 +190,8 @@ impl Drop for Memcached {
     }
 }
 
-fn measure_memcached(bin: &str, w: &Workload, fill: Fill) -> f64 {
+/// memcached: (overhead by RSS per stored item, items kept).
+fn measure_memcached(bin: &str, w: &Workload, fill: Fill) -> (f64, usize) {
     let memory_mb = match fill {
         Fill::NoEviction => 8192,
         Fill::Evicting => fill.budget_bytes(w).div_ceil(1 << 20),
@@ -240,7 +242,7 @@ fn measure_memcached(bin: &str, w: &Workload, fill: Fill) -> f64 {
     let mut rest = Vec::new();
     let _ = conn.write_all(b"quit\r\n");
     let _ = reader.read_to_end(&mut rest);
-    overhead(before, after, items, w)
+    (overhead(before, after, items, w), items)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -374,12 +376,12 @@ fn main() {
         let w = &workloads[args[pos + 2].parse::<usize>().expect("workload")];
         match args[pos + 1].as_str() {
             "store" => {
-                let (o, a) = measure_store(w, Fill::NoEviction);
-                println!("{o} {a}");
+                let (o, a, items) = measure_store(w, Fill::NoEviction);
+                println!("{o} {a} {items}");
             }
             "store-evicting" => {
-                let (o, a) = measure_store(w, Fill::Evicting);
-                println!("{o} {a}");
+                let (o, a, items) = measure_store(w, Fill::Evicting);
+                println!("{o} {a} {items}");
             }
             "moka" => println!("{}", measure_moka(w)),
             other => panic!("unknown child {other}"),
@@ -402,7 +404,7 @@ fn main() {
             let r = in_child("store", wi);
             ours.push(r[0]);
             acct.push(r[1]);
-            memc.push(measure_memcached(&bin, w, Fill::NoEviction));
+            memc.push(measure_memcached(&bin, w, Fill::NoEviction).0);
             moka.push(in_child("moka", wi)[0]);
         }
         let (o, a, m, k) = (median(ours), median(acct), median(memc), median(moka));
@@ -421,26 +423,39 @@ fn main() {
         "\nsame, per stored item, in a cache that evicts: 1.5 x items keys into a budget of items x (key + value + 48) bytes"
     );
     println!(
-        "{:<24} {:>9} {:>10} {:>12} {:>10} {:>12}",
-        "workload", "budget MB", "ours", "ours(acct)", "memcached", "ours/memc"
+        "{:<24} {:>9} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}",
+        "workload",
+        "budget MB",
+        "ours",
+        "ours(acct)",
+        "memcached",
+        "ours/memc",
+        "ours items",
+        "memc items"
     );
     for (wi, w) in workloads.iter().enumerate() {
         let (mut ours, mut acct, mut memc) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ours_items, mut memc_items) = (0, 0);
         for _ in 0..repeat {
             let r = in_child("store-evicting", wi);
             ours.push(r[0]);
             acct.push(r[1]);
-            memc.push(measure_memcached(&bin, w, Fill::Evicting));
+            ours_items = r[2] as usize;
+            let (m, items) = measure_memcached(&bin, w, Fill::Evicting);
+            memc.push(m);
+            memc_items = items;
         }
         let (o, a, m) = (median(ours), median(acct), median(memc));
         println!(
-            "{:<24} {:>9} {:>10.1} {:>12.1} {:>10.1} {:>12.2}",
+            "{:<24} {:>9} {:>10.1} {:>12.1} {:>10.1} {:>12.2} {:>10} {:>12}",
             w.name,
             Fill::Evicting.budget_bytes(w) >> 20,
             o,
             a,
             m,
-            o / m
+            o / m,
+            ours_items,
+            memc_items
         );
     }
     println!(
