@@ -17,7 +17,7 @@
 //! Memory accounting ([`Slab::bytes`]) counts whole mapped pages, which bounds the RSS the arena
 //! can hold from above. This module knows nothing about eviction policy or expiry.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Fixed header length: prev u32, next u32, cas u64, exptime u32, last_access u32, lengths u32
 /// (value length in the low 24 bits, key length in the high 8), bits u8. When [`BIT_HAS_FLAGS`]
@@ -80,6 +80,10 @@ const SMALLEST_PAGE_BYTES: usize = 16 << 10;
 /// A class's pages are at least the shard's budget divided by this (so a shard maps at most about
 /// this many small pages).
 const SMALL_PAGES_PER_BUDGET: usize = 512;
+/// How much larger than its own class's a chunk an allocation may take when its class has none
+/// free ([`Slab::alloc_existing`]). With classes a few percent apart, an item of a size that varies
+/// would otherwise need pages in many classes, each partly used; 25% is memcached's class spacing.
+const CLASS_SLACK_PERCENT: usize = 25;
 /// Bits of a locator that index the chunk within its page.
 const CHUNK_BITS: u32 = 15;
 const CHUNK_MASK: u32 = (1 << CHUNK_BITS) - 1;
@@ -127,7 +131,8 @@ pub(crate) struct Slab {
     pages: Vec<Page>,
     free_page_ids: Vec<u32>,
     classes: Vec<Class>,
-    class_of: HashMap<u32, u32>,
+    /// Class index by chunk size, ordered so an allocation can look at the next larger classes.
+    class_of: BTreeMap<u32, u32>,
     /// Bytes mapped for pages (the arena's share of the memory budget).
     pub(crate) bytes: usize,
     /// The shard's page size: classes of large chunks use pages of this size, smaller ones smaller
@@ -196,13 +201,16 @@ fn unmap(ptr: *mut u8, bytes: usize) {
 
 impl Slab {
     /// An empty arena for a budget of `budget` bytes: pages of about 1/64 of it (64 KiB to
-    /// 1 MiB), size classes as fine as the page count allows.
+    /// 1 MiB), smaller ones for classes of small chunks in a small shard, size classes as fine as
+    /// the count of small pages allows.
     pub(crate) fn for_budget(budget: usize) -> Slab {
         let mut s = Slab::new(budget / 64);
-        s.class_bits = class_bits_for(budget / s.page_bytes);
         s.smallest_page_bytes = (budget / SMALL_PAGES_PER_BUDGET)
             .next_power_of_two()
             .clamp(SMALLEST_PAGE_BYTES, s.page_bytes);
+        // As fine as the shard's count of small pages allows: a chunk may come from a class up to
+        // CLASS_SLACK_PERCENT larger, so sizes that vary do not need a page in every fine class.
+        s.class_bits = class_bits_for(budget / s.smallest_page_bytes);
         s
     }
 
@@ -216,7 +224,7 @@ impl Slab {
             pages: Vec::new(),
             free_page_ids: Vec::new(),
             classes: Vec::new(),
-            class_of: HashMap::new(),
+            class_of: BTreeMap::new(),
             bytes: 0,
             page_bytes,
             smallest_page_bytes: page_bytes,
@@ -374,13 +382,20 @@ impl Slab {
         }
     }
 
-    /// A chunk for an item of `size` bytes from existing pages, if one is free.
+    /// A chunk for an item of `size` bytes from existing pages, if one is free: of its own class,
+    /// else of the next larger class with one free, up to [`CLASS_SLACK_PERCENT`] larger.
     pub(crate) fn alloc_existing(&mut self, size: usize) -> Option<u32> {
         let c = self.chunk_for(size);
         if c > self.max_slab_chunk() {
             return None;
         }
-        let class = *self.class_of.get(&(c as u32))?;
+        // Its own class first, then the next larger ones up to CLASS_SLACK_PERCENT larger.
+        let largest = (c + c * CLASS_SLACK_PERCENT / 100) as u32;
+        let class = self
+            .class_of
+            .range(c as u32..=largest)
+            .map(|(_, &k)| k)
+            .find(|&k| !self.classes[k as usize].partial.is_empty())?;
         loop {
             let pid = *self.classes[class as usize].partial.last()?;
             let page = &mut self.pages[pid as usize];
@@ -567,7 +582,7 @@ impl Slab {
         self.pages = Vec::new();
         self.free_page_ids = Vec::new();
         self.classes = Vec::new();
-        self.class_of = HashMap::new();
+        self.class_of = BTreeMap::new();
         self.bytes = 0;
         // page_bytes stays.
     }
@@ -618,6 +633,25 @@ mod tests {
         s.set_u8(big, OFF_BITS, BIT_LIVE);
         s.free(big);
         assert_eq!(s.bytes, 0);
+    }
+
+    /// A chunk may come from a larger class when its own has none free, up to 25% larger; its own
+    /// class comes first.
+    #[test]
+    fn a_chunk_may_come_from_a_slightly_larger_class() {
+        let mut s = Slab::new(MIN_PAGE_BYTES);
+        let large = s.alloc_new_page(120).unwrap();
+        s.set_u8(large, OFF_BITS, BIT_LIVE);
+        assert_eq!(s.chunk_len(large), 120);
+        let from_larger = s
+            .alloc_existing(100)
+            .expect("a free 120-byte chunk serves 100 bytes");
+        assert_eq!(s.chunk_len(from_larger), 120);
+        assert_eq!(s.alloc_existing(90), None, "120 is more than 25% above 90");
+        let own = s.alloc_new_page(100).unwrap();
+        assert_eq!(s.chunk_len(own), 100);
+        let next = s.alloc_existing(100).unwrap();
+        assert_eq!(s.chunk_len(next), 100, "its own class first");
     }
 
     /// In a small shard each class gets pages sized for it: at least 16 of its chunks, between
