@@ -4,13 +4,13 @@
 //!
 //! Each item is one chunk laid out as a packed header ([`HEADER`] bytes, fields at the `OFF_*`
 //! offsets, read unaligned), the client flags only when nonzero (a bit in the header says so,
-//! as memcached's `ITEM_CFLAGS`), then the key and the value. Pages are 64 KiB to 1 MiB (a shard
-//! picks by its budget). Size classes are spaced 2^-k of
-//! their size apart (k from 2 to 8 with the page count: 25% down to 0.4%; chunks need no
-//! alignment),
-//! so a large budget wastes little to rounding and a small one is not split among more
-//! classes than it has pages. Items above
-//! a quarter page get a dedicated mapping of their own. A page whose last item is freed is
+//! as memcached's `ITEM_CFLAGS`), then the key and the value. A shard's pages are 64 KiB to 1 MiB
+//! (it picks by its budget); in a shard under 512 MiB, classes of small chunks get smaller pages
+//! (16 KiB and up), so a class that holds few items does not hold a large page. Size classes are
+//! spaced 2^-k of their size apart (k from 2 to 8 with the count of small pages: 25% down to 0.4%;
+//! chunks need no alignment), and an item whose class has no free chunk may take one up to 25%
+//! larger, so fine classes waste little to rounding without every size that occurs needing pages of
+//! its own. Items above a quarter of the shard's page get a dedicated mapping of their own. A page whose last item is freed is
 //! unmapped at once, so the memory goes back to the kernel; the page-eviction path of the shard
 //! uses that to move memory between classes (memcached's slab rebalancing, done by evicting).
 //!
