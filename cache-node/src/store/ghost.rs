@@ -19,9 +19,9 @@ pub(crate) const MAX_TRACKED: usize = 2048;
 const EMPTY: u32 = u32::MAX;
 const TOMBSTONE: u32 = u32::MAX - 1;
 
-/// The main list: a FIFO of the last `cap` sampled hashes in fixed memory (16 bytes per entry): a ring of hashes and an
-/// open-addressing table (twice the ring's size) of ring positions for membership. A hash found
-/// is consumed (`take`), so one eviction gives at most one signal.
+/// The main list: a FIFO of the last `cap` sampled hashes in fixed memory (16 bytes per entry):
+/// a ring of hashes and an open-addressing table (twice the ring's size) of ring positions for
+/// membership. A hash found is consumed (`take`), so one eviction gives at most one signal.
 struct GhostList {
     /// Entries remembered (the ring's length once allocated).
     cap: usize,
