@@ -257,7 +257,8 @@ impl Ghosts {
     }
 
     /// Sizes the lists for a cache of `capacity` items (each list remembers about `capacity`
-    /// evictions, the main list sampled). Only grows, so a fluctuating item count does not keep clearing them.
+    /// evictions, the main list sampled). Only grows, so a fluctuating item count does not keep
+    /// clearing them.
     pub(crate) fn resize(&mut self, capacity: usize) {
         let rate = (capacity.div_ceil(MAX_TRACKED) as u64)
             .next_power_of_two()

@@ -9,10 +9,11 @@
 //! (16 KiB and up), so a class that holds few items does not hold a large page. Size classes are
 //! spaced 2^-k of their size apart (k from 2 to 8 with the count of small pages: 25% down to 0.4%;
 //! chunks need no alignment), and an item whose class has no free chunk may take one up to 25%
-//! larger, so fine classes waste little to rounding without every size that occurs needing pages of
-//! its own. Items above a quarter of the shard's page get a dedicated mapping of their own. A page whose last item is freed is
-//! unmapped at once, so the memory goes back to the kernel; the page-eviction path of the shard
-//! uses that to move memory between classes (memcached's slab rebalancing, done by evicting).
+//! larger, so fine classes waste little to rounding without every size that occurs needing pages
+//! of its own. Items above a quarter of the shard's page get a dedicated mapping of their own. A
+//! page whose last item is freed is unmapped at once, so the memory goes back to the kernel; the
+//! page-eviction path of the shard uses that to move memory between classes (memcached's slab
+//! rebalancing, done by evicting).
 //!
 //! Memory accounting ([`Slab::bytes`]) counts whole mapped pages, which bounds the RSS the arena
 //! can hold from above. This module knows nothing about eviction policy or expiry.
