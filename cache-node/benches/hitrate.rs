@@ -195,7 +195,7 @@ fn main() {
 /// `copies` independent copies of `keys` (key k of copy c becomes k x copies + c), each in its own
 /// order, interleaved by a seeded random choice among the copies not yet finished.
 fn interleave_copies(keys: &[u64], copies: usize) -> Vec<u64> {
-    if copies <= 1 {
+    if copies <= 1 || keys.is_empty() {
         return keys.to_vec();
     }
     let n = copies as u64;
