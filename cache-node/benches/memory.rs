@@ -222,21 +222,7 @@ fn measure_memcached(bin: &str, w: &Workload, fill: Fill) -> (f64, usize) {
         }
     }
     conn.write_all(b"stats\r\n").expect("stats");
-    let mut items = 0usize;
-    let mut evictions = 0u64;
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("stats reply");
-        if line.starts_with("END") {
-            break;
-        }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.get(1).copied() {
-            Some("curr_items") => items = f[2].parse().expect("n"),
-            Some("evictions") => evictions = f[2].parse().expect("n"),
-            _ => {}
-        }
-    }
+    let (items, evictions) = memcached_items_and_evictions(&mut reader);
     let items = fill.check(w, items, evictions, "memcached");
     let after = rss_kib(Some(mc.child.id()));
     let mut rest = Vec::new();
@@ -324,18 +310,26 @@ fn mixed_memcached(bin: &str, min: usize, max: usize) -> u64 {
         }
     }
     conn.write_all(b"stats\r\n").expect("stats");
-    let mut reader = BufReader::new(conn);
-    let (mut line, mut items, mut evictions) = (String::new(), 0u64, 0u64);
+    let (items, evictions) = memcached_items_and_evictions(&mut BufReader::new(conn));
+    assert!(evictions > 0, "memcached did not evict");
+    items as u64
+}
+
+/// Reads a `stats` reply up to `END`: (curr_items, evictions). Any line before it that is not a
+/// `STAT` line is an error memcached sent for an earlier request (a `noreply` set still gets
+/// one), and fails the measurement.
+fn memcached_items_and_evictions(reader: &mut impl BufRead) -> (usize, u64) {
+    let (mut line, mut items, mut evictions) = (String::new(), 0, 0);
     loop {
         line.clear();
         reader.read_line(&mut line).expect("stats reply");
-        assert!(
-            !line.starts_with("ERROR"),
-            "memcached refused a set: {line}"
-        );
         if line.starts_with("END") {
-            break;
+            return (items, evictions);
         }
+        assert!(
+            line.starts_with("STAT "),
+            "memcached refused a request: {line}"
+        );
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.get(1).copied() {
             Some("curr_items") => items = f[2].parse().expect("n"),
@@ -343,8 +337,6 @@ fn mixed_memcached(bin: &str, min: usize, max: usize) -> u64 {
             _ => {}
         }
     }
-    assert!(evictions > 0, "memcached did not evict");
-    items
 }
 
 fn main() {

@@ -126,6 +126,19 @@ fn memory_moves_between_size_classes_when_full() {
     assert!(present > 100, "large items got memory: {present}");
 }
 
+/// A store that asks for 16 shards with `limit` bytes (fewer when the budget is small), as the
+/// server splits a small node.
+fn sixteen_shard_store(limit: usize) -> Store {
+    Store::new(
+        StoreConfig {
+            memory_limit_bytes: limit,
+            shards: 16,
+            ..StoreConfig::default()
+        },
+        Arc::new(ManualClock::new(0)),
+    )
+}
+
 fn capacity_store(adaptation: WindowAdaptation, window_percent: f64) -> Store {
     Store::new(
         StoreConfig {
@@ -213,14 +226,7 @@ fn sketch_aging_lets_new_favourites_replace_old_ones() {
 /// each shard has room for pages (16 shards of 128 KiB could not hold a 64 KiB page plus tables).
 #[test]
 fn small_budgets_get_fewer_shards() {
-    let s = Store::new(
-        StoreConfig {
-            memory_limit_bytes: 2 << 20,
-            shards: 16,
-            ..StoreConfig::default()
-        },
-        Arc::new(ManualClock::new(0)),
-    );
+    let s = sixteen_shard_store(2 << 20);
     assert_eq!(s.shard_count(), 2);
     for i in 0..5000 {
         insert(&s, format!("k{i}").as_bytes(), &[0u8; 300]);
@@ -300,14 +306,7 @@ fn room_held_for_arriving_values_counts_in_the_budget() {
 #[test]
 fn mixed_sizes_fill_a_small_store_with_data() {
     let limit = 32 << 20;
-    let s = Store::new(
-        StoreConfig {
-            memory_limit_bytes: limit,
-            shards: 16,
-            ..StoreConfig::default()
-        },
-        Arc::new(ManualClock::new(1_000)),
-    );
+    let s = sixteen_shard_store(limit);
     let len_of = |i: u64| 100 + (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17) as usize % 9_901;
     let keys = (limit / (32 + 5_050)) as u64 * 3 / 2;
     let value = vec![7u8; 10_000];
@@ -339,14 +338,7 @@ fn mixed_sizes_fill_a_small_store_with_data() {
 #[test]
 fn small_items_fill_a_small_store_with_data() {
     let limit = 32 << 20;
-    let s = Store::new(
-        StoreConfig {
-            memory_limit_bytes: limit,
-            shards: 16,
-            ..StoreConfig::default()
-        },
-        Arc::new(ManualClock::new(1_000)),
-    );
+    let s = sixteen_shard_store(limit);
     let keys = limit / (32 + 100) * 3 / 2;
     for i in 0..keys {
         insert(&s, format!("{i:032}").as_bytes(), &[7u8; 100]);
