@@ -32,7 +32,11 @@ const GAUGES: &[&str] = &[
     "limit_maxbytes",
     "threads",
     "bytes",
+    "reserved_bytes",
     "curr_items",
+    "window_items",
+    "probation_items",
+    "protected_items",
 ];
 
 /// Renders the node's stats as Prometheus text.

@@ -1657,6 +1657,13 @@ async fn stats_names_and_metrics_endpoint() -> R {
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("cache_node_get_hits_total 1\n"), "{body}");
     assert!(body.contains("cache_node_curr_items 1\n"), "{body}");
+    // Figures that go down are gauges: a counter that decreases reads as a restart to Prometheus.
+    for gauge in ["window_items", "probation_items", "protected_items", "reserved_bytes"] {
+        assert!(
+            body.contains(&format!("# TYPE cache_node_{gauge} gauge\n")),
+            "{gauge}: {body}"
+        );
+    }
     assert!(
         body.contains(
             "# TYPE cache_node_cpu_user_seconds_total counter\ncache_node_cpu_user_seconds_total "
