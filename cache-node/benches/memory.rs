@@ -16,8 +16,9 @@
 //! against it.
 //!
 //! Last, values of mixed sizes (uniform in 100-2,000 and 100-10,000 bytes, 32-byte keys, a size
-//! fixed per key): 1.5 x as many keys as would fit are stored into 343 MiB, ours (64 shards, as
-//! the server) and memcached `-m 343`, and the items each keeps are compared.
+//! fixed per key): 1.5 x as many keys as would fit are stored into 343 MiB, ours (with the shards
+//! the server gives `-m 343` at its default `-t 4`; `MIXED_SHARDS` overrides) and memcached
+//! `-m 343`, and the items each keeps are compared.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -26,6 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_node::clock::SystemClock;
+use cache_node::protocol::Limits;
+use cache_node::server::effective_shards;
 use cache_node::store::{NewItem, Store, StoreConfig};
 
 fn rss_kib(pid: Option<u32>) -> u64 {
@@ -266,12 +269,23 @@ fn mixed_keys(min: usize, max: usize) -> usize {
     (MIXED_BUDGET_MB << 20) / (MIXED_KEY_LEN + (min + max) / 2) * 3 / 2
 }
 
-/// Items our store (64 shards, as the server has) keeps after a mixed-size fill.
+/// Shards our store gets for the mixed-size fill: what the server would use with `-m 343` and its
+/// defaults (`--shards 64`, `-I 1m`, `-t 4`), unless `MIXED_SHARDS` says otherwise.
+fn mixed_shards() -> usize {
+    std::env::var("MIXED_SHARDS")
+        .ok()
+        .map(|v| v.parse().expect("MIXED_SHARDS: a shard count"))
+        .unwrap_or_else(|| {
+            effective_shards(64, MIXED_BUDGET_MB << 20, Limits::default().max_value_len, 4)
+        })
+}
+
+/// Items our store keeps after a mixed-size fill.
 fn mixed_store(min: usize, max: usize) -> u64 {
     let store = Store::new(
         StoreConfig {
             memory_limit_bytes: MIXED_BUDGET_MB << 20,
-            shards: 64,
+            shards: mixed_shards(),
             ..StoreConfig::default()
         },
         Arc::new(SystemClock::new()),
@@ -451,7 +465,9 @@ fn main() {
         );
     }
     println!(
-        "\nmixed value sizes, 32 B keys: 1.5 x what fits stored into {MIXED_BUDGET_MB} MiB; items kept"
+        "\nmixed value sizes, 32 B keys: 1.5 x what fits stored into {MIXED_BUDGET_MB} MiB \
+         (ours in {} shards); items kept",
+        mixed_shards()
     );
     println!(
         "{:<24} {:>9} {:>10} {:>10} {:>12}",
