@@ -276,7 +276,12 @@ fn mixed_shards() -> usize {
         .ok()
         .map(|v| v.parse().expect("MIXED_SHARDS: a shard count"))
         .unwrap_or_else(|| {
-            effective_shards(64, MIXED_BUDGET_MB << 20, Limits::default().max_value_len, 4)
+            effective_shards(
+                64,
+                MIXED_BUDGET_MB << 20,
+                Limits::default().max_value_len,
+                4,
+            )
         })
 }
 

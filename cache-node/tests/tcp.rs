@@ -1658,7 +1658,12 @@ async fn stats_names_and_metrics_endpoint() -> R {
     assert!(body.contains("cache_node_get_hits_total 1\n"), "{body}");
     assert!(body.contains("cache_node_curr_items 1\n"), "{body}");
     // Figures that go down are gauges: a counter that decreases reads as a restart to Prometheus.
-    for gauge in ["window_items", "probation_items", "protected_items", "reserved_bytes"] {
+    for gauge in [
+        "window_items",
+        "probation_items",
+        "protected_items",
+        "reserved_bytes",
+    ] {
         assert!(
             body.contains(&format!("# TYPE cache_node_{gauge} gauge\n")),
             "{gauge}: {body}"
