@@ -196,6 +196,8 @@ impl Node {
             ("reclaimed", s.reclaimed.to_string()),
             ("crawler_reclaimed", s.crawler_reclaimed.to_string()),
             ("slab_page_evictions", s.slab_page_evictions.to_string()),
+            ("slabs_moved", s.slabs_moved.to_string()),
+            ("slab_reassign_rescues", s.slab_reassign_rescues.to_string()),
             ("window_items", s.window_items.to_string()),
             ("probation_items", s.probation_items.to_string()),
             ("protected_items", s.protected_items.to_string()),
@@ -234,7 +236,7 @@ impl Node {
                     c.limits.max_value_len,
                     c.threads,
                 )
-                    .to_string(),
+                .to_string(),
             ),
             ("eviction_policy", "w-tinylfu".into()),
         ]

@@ -129,6 +129,12 @@ impl Index {
         self.len += 1;
     }
 
+    /// Points the entry in `slot` at `loc` (its item moved to another chunk).
+    pub(crate) fn set_loc(&mut self, slot: usize, loc: u32) {
+        debug_assert!(self.tags[slot] > TOMBSTONE);
+        self.locs[slot] = loc;
+    }
+
     /// Removes the entry in `slot`.
     pub(crate) fn remove_slot(&mut self, slot: usize) {
         let n = self.tags.len();

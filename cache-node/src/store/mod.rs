@@ -309,6 +309,11 @@ pub struct StoreStats {
     pub get_expired: u64,
     /// Times a whole page was emptied to move memory to another size class.
     pub slab_page_evictions: u64,
+    /// Pages emptied by moving their items into idle chunks of other pages instead of evicting them
+    /// (memcached's `slabs_moved`).
+    pub slabs_moved: u64,
+    /// Items those moves kept (memcached's `slab_reassign_rescues`).
+    pub slab_reassign_rescues: u64,
     /// Items in the W-TinyLFU window, probation and protected segments.
     pub window_items: u64,
     /// Items in probation.
@@ -653,6 +658,8 @@ impl Store {
             t.crawler_reclaimed += st.crawler_reclaimed;
             t.get_expired += st.get_expired;
             t.slab_page_evictions += st.page_evictions;
+            t.slabs_moved += st.pages_compacted;
+            t.slab_reassign_rescues += st.items_moved;
         }
         t
     }
@@ -695,6 +702,74 @@ mod tests {
     fn store_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Store>();
+    }
+
+    /// Compaction moves items between pages without changing them: after a fill of mixed sizes (with
+    /// flags, expiry times and reads that reorder the queues) that moved pages, every item still
+    /// stored reads back with its own value, flags and expiry time, and queues, index and arena agree.
+    #[test]
+    fn compaction_moves_items_intact() {
+        let store = Store::new(
+            StoreConfig {
+                memory_limit_bytes: 8 << 20,
+                shards: 1,
+                ..StoreConfig::default()
+            },
+            Arc::new(crate::clock::ManualClock::new(0)),
+        );
+        let len_of = |i: u32| 100 + (i.wrapping_mul(2_654_435_761) >> 7) as usize % 4_900;
+        let value_of = |i: u32| -> Vec<u8> {
+            (0..len_of(i))
+                .map(|j| (i as usize * 31 + j) as u8)
+                .collect()
+        };
+        let flags_of = |i: u32| if i % 3 == 0 { i | 1 } else { 0 };
+        let exptime_of = |i: u32| if i % 5 == 0 { 1_000_000 + i } else { 0 };
+        let keys = 3 * (8 << 20) / 2_600;
+        for i in 0..keys {
+            let key = format!("key:{i}");
+            store
+                .with_entry(key.as_bytes(), |e| {
+                    e.insert(NewItem {
+                        value: &[&value_of(i)],
+                        flags: flags_of(i),
+                        exptime: exptime_of(i),
+                        cas: 0,
+                        stale: false,
+                        win_sent: false,
+                    })
+                })
+                .expect("insert");
+            if i % 4 == 0 {
+                let earlier = format!("key:{}", i / 2);
+                store.with_entry(earlier.as_bytes(), |e| e.record_read());
+            }
+        }
+        let st = store.stats();
+        assert!(st.evictions > 0, "the store evicted");
+        assert!(
+            st.slabs_moved > 0 && st.slab_reassign_rescues > 0,
+            "pages moved {} items moved {}",
+            st.slabs_moved,
+            st.slab_reassign_rescues
+        );
+        store.shards[0].lock().check_consistency();
+        let mut found = 0;
+        for i in 0..keys {
+            let key = format!("key:{i}");
+            store.with_entry(key.as_bytes(), |e| {
+                if let Some(item) = e.item() {
+                    assert_eq!(item.value(), &value_of(i)[..], "value of {key}");
+                    assert_eq!(item.meta().flags, flags_of(i), "flags of {key}");
+                    assert_eq!(item.meta().exptime, exptime_of(i), "exptime of {key}");
+                    found += 1;
+                }
+            });
+        }
+        assert_eq!(
+            found as u64, st.curr_items,
+            "every item is found under its key"
+        );
     }
 
     /// The chunk of a flagless item has no flags field: 29-byte header, key, value (a budget
