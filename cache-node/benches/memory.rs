@@ -18,7 +18,8 @@
 //! Last, values of mixed sizes (uniform in 100-2,000 and 100-10,000 bytes, 32-byte keys, a size
 //! fixed per key): 1.5 x as many keys as would fit are stored into 343 MiB, ours (with the shards
 //! the server gives `-m 343` at its default `-t 4`; `MIXED_SHARDS` overrides) and memcached
-//! `-m 343`, and the items each keeps are compared.
+//! `-m 343`, and the items each keeps are compared, and the bytes of key and value they hold (a
+//! cache that keeps more items may keep smaller ones).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -285,8 +286,8 @@ fn mixed_shards() -> usize {
         })
 }
 
-/// Items our store keeps after a mixed-size fill.
-fn mixed_store(min: usize, max: usize) -> u64 {
+/// Items our store keeps after a mixed-size fill, and their bytes of key and value.
+fn mixed_store(min: usize, max: usize) -> (u64, u64) {
     let store = Store::new(
         StoreConfig {
             memory_limit_bytes: MIXED_BUDGET_MB << 20,
@@ -306,11 +307,21 @@ fn mixed_store(min: usize, max: usize) -> u64 {
     }
     let stats = store.stats();
     assert!(stats.evictions > 0, "the store did not evict");
-    stats.curr_items
+    let data: u64 = (0..mixed_keys(min, max))
+        .map(|i| {
+            let key = key(i, MIXED_KEY_LEN);
+            store.with_entry(&key, |e| {
+                e.item()
+                    .map_or(0, |item| (key.len() + item.value().len()) as u64)
+            })
+        })
+        .sum();
+    (stats.curr_items, data)
 }
 
-/// Items memcached keeps after the same fill, over TCP with `noreply` sets.
-fn mixed_memcached(bin: &str, min: usize, max: usize) -> u64 {
+/// Items memcached keeps after the same fill, over TCP with `noreply` sets, and their bytes of key
+/// and value (asked key by key with `mg KEY s`, which answers the value's size or `EN`).
+fn mixed_memcached(bin: &str, min: usize, max: usize) -> (u64, u64) {
     let mc = Memcached::start(bin, MIXED_BUDGET_MB);
     let mut conn = TcpStream::connect(("127.0.0.1", mc.port)).expect("connect");
     let v = value(0, max);
@@ -329,9 +340,31 @@ fn mixed_memcached(bin: &str, min: usize, max: usize) -> u64 {
         }
     }
     conn.write_all(b"stats\r\n").expect("stats");
-    let (items, evictions) = memcached_items_and_evictions(&mut BufReader::new(conn));
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let (items, evictions) = memcached_items_and_evictions(&mut reader);
     assert!(evictions > 0, "memcached did not evict");
-    items as u64
+    let (mut data, mut found, mut line) = (0u64, 0u64, String::new());
+    for batch in (0..keys).collect::<Vec<_>>().chunks(10_000) {
+        for &i in batch {
+            buf.extend_from_slice(b"mg ");
+            buf.extend_from_slice(&key(i, MIXED_KEY_LEN));
+            buf.extend_from_slice(b" s\r\n");
+        }
+        conn.write_all(&buf).expect("write");
+        buf.clear();
+        for _ in batch {
+            line.clear();
+            reader.read_line(&mut line).expect("mg reply");
+            if let Some(size) = line.trim_end().strip_prefix("HD s") {
+                data += (MIXED_KEY_LEN + size.parse::<usize>().expect("size")) as u64;
+                found += 1;
+            } else {
+                assert_eq!(line, "EN\r\n", "mg reply");
+            }
+        }
+    }
+    assert_eq!(found, items as u64, "every counted item answers mg");
+    (items as u64, data)
 }
 
 /// Reads a `stats` reply up to `END`: (curr_items, evictions). Any line before it that is not a
@@ -471,23 +504,27 @@ fn main() {
     }
     println!(
         "\nmixed value sizes, 32 B keys: 1.5 x what fits stored into {MIXED_BUDGET_MB} MiB \
-         (ours in {} shards); items kept",
+         (ours in {} shards); items kept, and MiB of keys and values kept",
         mixed_shards()
     );
     println!(
-        "{:<24} {:>9} {:>10} {:>10} {:>12}",
-        "values", "keys", "ours", "memcached", "ours/memc"
+        "{:<16} {:>9} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10}",
+        "values", "keys", "ours", "memcached", "ours/memc", "ours MiB", "memc MiB", "ours/memc"
     );
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
     for (min, max) in [(100, 2_000), (100, 10_000)] {
-        let ours = mixed_store(min, max);
-        let memc = mixed_memcached(&bin, min, max);
+        let (ours, ours_data) = mixed_store(min, max);
+        let (memc, memc_data) = mixed_memcached(&bin, min, max);
         println!(
-            "{:<24} {:>9} {:>10} {:>10} {:>12.2}",
+            "{:<16} {:>9} {:>10} {:>10} {:>10.2} {:>9.1} {:>9.1} {:>10.2}",
             format!("{min}-{max} B"),
             mixed_keys(min, max),
             ours,
             memc,
-            ours as f64 / memc as f64
+            ours as f64 / memc as f64,
+            mib(ours_data),
+            mib(memc_data),
+            ours_data as f64 / memc_data as f64
         );
     }
 }
