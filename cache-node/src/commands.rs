@@ -1137,7 +1137,19 @@ impl<'n> Session<'n> {
                 self.node.counters.reset();
                 out.put_slice(reply::RESET);
             }
-            Some(b"items" | b"slabs" | b"sizes" | b"conns") => out.put_slice(reply::END),
+            Some(b"slabs") => {
+                for (name, value) in self.node.slabs_lines() {
+                    compose_stat(out, &name, value);
+                }
+                out.put_slice(reply::END);
+            }
+            Some(b"items") => {
+                for (name, value) in self.node.items_lines() {
+                    compose_stat(out, &name, value);
+                }
+                out.put_slice(reply::END);
+            }
+            Some(b"sizes" | b"conns") => out.put_slice(reply::END),
             Some(_) => {
                 self.counters.protocol_errors += 1;
                 out.put_slice(b"ERROR\r\n");

@@ -209,6 +209,48 @@ impl Node {
         v
     }
 
+    /// `stats slabs` as (memcached name, value): per size class in use, numbered from 1 by chunk size,
+    /// its chunk size and pages and how many chunks hold items, were freed, or were never handed out;
+    /// then the count of classes and the bytes mapped for items. memcached's per-class command
+    /// counters (`get_hits`, `cmd_set`, ...) are not kept per class here and are left out.
+    pub fn slabs_lines(&self) -> Vec<(String, String)> {
+        let (classes, mapped) = self.store.slab_classes();
+        let mut v = Vec::with_capacity(classes.len() * 7 + 2);
+        for (i, c) in classes.iter().enumerate() {
+            let id = i + 1;
+            v.extend([
+                (format!("{id}:chunk_size"), c.chunk_size.to_string()),
+                (
+                    format!("{id}:chunks_per_page"),
+                    c.chunks_per_page.to_string(),
+                ),
+                (format!("{id}:total_pages"), c.total_pages.to_string()),
+                (format!("{id}:total_chunks"), c.total_chunks.to_string()),
+                (format!("{id}:used_chunks"), c.used_chunks.to_string()),
+                (format!("{id}:free_chunks"), c.free_chunks.to_string()),
+                (
+                    format!("{id}:free_chunks_end"),
+                    c.free_chunks_end.to_string(),
+                ),
+            ]);
+        }
+        v.push(("active_slabs".into(), classes.len().to_string()));
+        v.push(("total_malloced".into(), mapped.to_string()));
+        v
+    }
+
+    /// `stats items` as (memcached name, value): the items in each size class, numbered as in
+    /// `stats slabs`. Eviction here is by one W-TinyLFU policy per shard, not by an LRU per class,
+    /// so memcached's per-class ages and eviction counts have no counterpart and are left out.
+    pub fn items_lines(&self) -> Vec<(String, String)> {
+        let (classes, _) = self.store.slab_classes();
+        classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("items:{}:number", i + 1), c.used_chunks.to_string()))
+            .collect()
+    }
+
     /// `stats settings` as (memcached name, value).
     pub fn settings_lines(&self) -> Vec<(&'static str, String)> {
         let c = &self.config;

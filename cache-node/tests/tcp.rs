@@ -1550,6 +1550,82 @@ async fn room_for_values_in_flight_is_given_back_however_the_request_ends() -> R
     Ok(())
 }
 
+/// `stats slabs` and `stats items` describe the size classes in use, as memcached's do: three items
+/// of 100 bytes and two of 5,000 take two classes, each with chunks at least as large as its items,
+/// pages whose chunks add up, and used chunks and item counts that match what was stored. Before,
+/// both answered a bare `END`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_slabs_and_items_show_the_size_classes() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    for (key, len) in [
+        ("s1", 100),
+        ("s2", 100),
+        ("s3", 100),
+        ("b1", 5000),
+        ("b2", 5000),
+    ] {
+        let mut set = format!("set {key} 0 0 {len}\r\n").into_bytes();
+        set.extend(std::iter::repeat_n(b'v', len));
+        set.extend_from_slice(b"\r\n");
+        c.expect(&set, b"STORED\r\n").await;
+    }
+    async fn stats_group(c: &mut Client, group: &str) -> Vec<(String, u64)> {
+        c.send(format!("stats {group}\r\n").as_bytes()).await;
+        let mut lines = Vec::new();
+        loop {
+            let l = c.line().await;
+            if l == "END" {
+                return lines;
+            }
+            let mut parts = l.split(' ');
+            assert_eq!(parts.next(), Some("STAT"), "{l}");
+            let name = parts.next().expect("name").to_string();
+            let value = parts.next().expect("value").parse().expect("a number");
+            lines.push((name, value));
+        }
+    }
+    let slabs = stats_group(&mut c, "slabs").await;
+    let get = |name: &str| {
+        slabs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, v)| v)
+            .unwrap_or_else(|| panic!("no {name} in {slabs:?}"))
+    };
+    assert_eq!(get("active_slabs"), 2, "{slabs:?}");
+    assert!(get("total_malloced") >= get("1:total_pages") * get("1:chunks_per_page"));
+    for (id, len, items) in [(1, 100, 3), (2, 5000, 2)] {
+        let chunk = get(&format!("{id}:chunk_size"));
+        assert!(
+            chunk >= len + 2 && chunk < 2 * len + 64,
+            "class {id}: {chunk}"
+        );
+        assert_eq!(get(&format!("{id}:used_chunks")), items, "class {id}");
+        assert_eq!(
+            get(&format!("{id}:total_chunks")),
+            get(&format!("{id}:total_pages")) * get(&format!("{id}:chunks_per_page"))
+        );
+        assert_eq!(
+            get(&format!("{id}:used_chunks"))
+                + get(&format!("{id}:free_chunks"))
+                + get(&format!("{id}:free_chunks_end")),
+            get(&format!("{id}:total_chunks"))
+        );
+    }
+    let items = stats_group(&mut c, "items").await;
+    assert_eq!(
+        items,
+        vec![
+            ("items:1:number".to_string(), 3),
+            ("items:2:number".to_string(), 2)
+        ]
+    );
+    c.expect(b"stats sizes\r\n", b"END\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_names_and_metrics_endpoint() -> R {
     let s = TestServer::start().await;

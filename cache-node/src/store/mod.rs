@@ -276,6 +276,25 @@ impl<'a> NewItem<'a> {
     }
 }
 
+/// One size class of the arenas, summed over the shards (memcached's `stats slabs` fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlabClass {
+    /// Bytes per chunk (header, key and value of the items it holds, up to 25% less).
+    pub chunk_size: u32,
+    /// Chunks a page of this class holds.
+    pub chunks_per_page: u32,
+    /// Pages mapped for it.
+    pub total_pages: u64,
+    /// Chunks in those pages.
+    pub total_chunks: u64,
+    /// Chunks holding an item.
+    pub used_chunks: u64,
+    /// Chunks freed and not yet reused.
+    pub free_chunks: u64,
+    /// Chunks never handed out, at the ends of partly used pages.
+    pub free_chunks_end: u64,
+}
+
 /// Counters, named after memcached's `stats` fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -662,6 +681,20 @@ impl Store {
             t.slab_reassign_rescues += st.items_moved;
         }
         t
+    }
+
+    /// The size classes in use, by chunk size, summed over the shards, and the bytes mapped for items
+    /// (pages, the spare page and the mappings of items too large for a page: memcached's
+    /// `total_malloced`).
+    pub fn slab_classes(&self) -> (Vec<SlabClass>, u64) {
+        let mut classes = std::collections::BTreeMap::new();
+        let mut mapped = 0;
+        for s in self.shards.iter() {
+            let s = s.lock();
+            s.slab.add_class_usage(&mut classes);
+            mapped += s.slab.bytes as u64;
+        }
+        (classes.into_values().collect(), mapped)
     }
 
     /// Current window share per shard (for tests and tuning output).

@@ -636,6 +636,26 @@ impl Slab {
         (end < page.hwm).then_some(end)
     }
 
+    /// Adds this arena's shared pages to `classes`, by chunk size (dedicated mappings are not a
+    /// class and are left out; [`Slab::bytes`] counts them).
+    pub(crate) fn add_class_usage(&self, classes: &mut BTreeMap<u32, super::SlabClass>) {
+        for page in &self.pages {
+            if page.ptr.is_null() || page.class == DEDICATED {
+                continue;
+            }
+            let class = classes.entry(page.chunk).or_insert(super::SlabClass {
+                chunk_size: page.chunk,
+                ..super::SlabClass::default()
+            });
+            class.chunks_per_page = class.chunks_per_page.max(page.cap);
+            class.total_pages += 1;
+            class.total_chunks += u64::from(page.cap);
+            class.used_chunks += u64::from(page.live);
+            class.free_chunks += u64::from(page.hwm - page.live);
+            class.free_chunks_end += u64::from(page.cap - page.hwm);
+        }
+    }
+
     /// Bytes of chunks in shared pages that hold no item.
     pub(crate) fn idle_bytes(&self) -> usize {
         self.idle_bytes
