@@ -516,6 +516,26 @@ impl Shard {
         emptied
     }
 
+    /// Compacts one page ([`Shard::compact_one`]) if idle chunks hold at least
+    /// 1/[`COMPACT_ABOVE_IDLE_SHARE`] of the budget; after a failure, only once a small page's worth
+    /// more is idle than at the lowest point since. True if a page was emptied.
+    fn compact_if_idle(&mut self) -> bool {
+        let idle = self.slab.idle_bytes();
+        self.compaction_failed_at_idle = self.compaction_failed_at_idle.min(idle);
+        if idle < self.budget / COMPACT_ABOVE_IDLE_SHARE
+            || idle < self.compaction_failed_at_idle + self.slab.smallest_page_bytes()
+        {
+            return false;
+        }
+        if self.compact_one() {
+            self.compaction_failed_at_idle = 0;
+            true
+        } else {
+            self.compaction_failed_at_idle = idle;
+            false
+        }
+    }
+
     /// Moves the item at `from` into the free chunk `to`: bytes, queue links, index entry, candidate.
     fn relocate(&mut self, from: u32, to: u32) {
         let h = self.hash(self.slab.key(from));
@@ -597,23 +617,12 @@ impl Shard {
                     .alloc_new_page(size)
                     .ok_or(StoreError::OutOfMemory);
             }
-            // Over budget. While idle chunks of other sizes hold a share of the budget, move the
-            // items of the sparsest page into them and free it (nothing evicted); a compaction that
-            // failed is retried once a small page's worth more is idle than at the lowest point
-            // since. Otherwise evict by policy a few times (frees chunks of this class or empties a
-            // page), then fall back to emptying a whole page.
-            let idle = self.slab.idle_bytes();
-            self.compaction_failed_at_idle = self.compaction_failed_at_idle.min(idle);
-            if compacted < MAX_COMPACTIONS_PER_ALLOCATION
-                && idle >= self.budget / COMPACT_ABOVE_IDLE_SHARE
-                && idle >= self.compaction_failed_at_idle + self.slab.smallest_page_bytes()
-            {
-                if self.compact_one() {
-                    self.compaction_failed_at_idle = 0;
-                    compacted += 1;
-                    continue;
-                }
-                self.compaction_failed_at_idle = idle;
+            // Over budget. Compact while idle chunks of other sizes allow (nothing evicted);
+            // otherwise evict by policy a few times (frees chunks of this class or empties a page),
+            // then fall back to emptying a whole page.
+            if compacted < MAX_COMPACTIONS_PER_ALLOCATION && self.compact_if_idle() {
+                compacted += 1;
+                continue;
             }
             let progressed = if evicted < 64 {
                 evicted += 1;
@@ -627,9 +636,9 @@ impl Shard {
         }
     }
 
-    /// Holds `bytes` of the budget for a value still arriving, emptying the policy's victim
-    /// pages until they fit (memcached evicts to allocate the item before it reads the value).
-    /// `OutOfMemory` if nothing is left to evict, which happens only when other reservations
+    /// Holds `bytes` of the budget for a value still arriving, compacting or else emptying the
+    /// policy's victim pages until they fit (memcached evicts to allocate the item before it reads
+    /// the value). `OutOfMemory` if nothing is left to evict, which happens only when other reservations
     /// hold the room; `TooLarge` for more than an item may take. Give it back with
     /// [`Shard::release`].
     pub(crate) fn reserve(&mut self, bytes: usize) -> Result<(), StoreError> {
@@ -642,8 +651,18 @@ impl Shard {
         if self.bytes() - self.slab.bytes + bytes > self.budget {
             return Err(StoreError::OutOfMemory);
         }
+        // Room comes from the spare page first, then from pages emptied by compaction (which
+        // become the spare), and only then from evicting whole pages.
+        let mut compacted = 0;
         while self.bytes() + bytes > self.budget {
-            if !self.slab.drop_spare() && !self.evict_page() {
+            if self.slab.drop_spare() {
+                continue;
+            }
+            if compacted < MAX_COMPACTIONS_PER_ALLOCATION && self.compact_if_idle() {
+                compacted += 1;
+                continue;
+            }
+            if !self.evict_page() {
                 return Err(StoreError::OutOfMemory);
             }
         }
