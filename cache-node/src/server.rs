@@ -287,7 +287,7 @@ impl Node {
 
 /// A shard's share of the budget below which more shards cost memory: each shard keeps a partly used
 /// page in every size class it uses, so with values of 100-10,000 bytes in 343 MiB, 64 shards of 5.4 MiB
-/// kept 0.75 of memcached's items and 16 shards of 21 MiB 0.86 (STORE.md, "Values of mixed sizes").
+/// kept 0.75 of memcached's items and 16 shards of 21 MiB 0.87 (STORE.md, "Mixed sizes, session 9").
 pub const USEFUL_SHARD_BYTES: usize = 16 << 20;
 
 /// Shards per worker thread that [`USEFUL_SHARD_BYTES`] never brings the count below, so that two
@@ -307,10 +307,10 @@ pub fn effective_shards(
     threads: usize,
 ) -> usize {
     // Power of two at or below `n` (at least 1), as the store rounds shard counts up to one.
-    let power_of_two_below = |n: usize| 1usize << (usize::BITS - 1 - n.max(1).leading_zeros());
+    let power_of_two_at_most = |n: usize| 1usize << (usize::BITS - 1 - n.max(1).leading_zeros());
     let per_shard = (4 * (max_value_len + 4096)).max(1 << 20);
-    let item_fit = power_of_two_below(memory_limit_bytes / per_shard);
-    let useful = power_of_two_below(memory_limit_bytes / USEFUL_SHARD_BYTES)
+    let item_fit = power_of_two_at_most(memory_limit_bytes / per_shard);
+    let useful = power_of_two_at_most(memory_limit_bytes / USEFUL_SHARD_BYTES)
         .max((SHARDS_PER_THREAD * threads.max(1)).next_power_of_two());
     requested.clamp(1, item_fit.min(useful))
 }

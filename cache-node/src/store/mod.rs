@@ -8,7 +8,8 @@
 //! for a read-modify-write.
 //!
 //! How: each item is one chunk (29-byte header, the client flags only if nonzero, key, value)
-//! in a size-classed mmap arena,
+//! in a size-classed mmap arena (compacted, by moving items out of sparse pages, before anything is
+//! evicted to move memory between sizes),
 //! found through a 5-bytes-per-slot open-addressing index and linked into the W-TinyLFU queues
 //! by `u32` locators; a count-min sketch decides admission and ghost lists adapt the window
 //! (see `cache-node/STORE.md` for the figures). The budget is split evenly across shards, each
@@ -279,7 +280,8 @@ impl<'a> NewItem<'a> {
 /// One size class of the arenas, summed over the shards (memcached's `stats slabs` fields).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SlabClass {
-    /// Bytes per chunk (header, key and value of the items it holds, up to 25% less).
+    /// Bytes per chunk: an item takes one of its own size class, or a larger one when its class has
+    /// none free (up to 25% larger; compaction may move it into one up to 4 x its size).
     pub chunk_size: u32,
     /// Chunks a page of this class holds.
     pub chunks_per_page: u32,

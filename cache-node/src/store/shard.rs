@@ -31,7 +31,8 @@ const ADMIT_HASHDOS_THRESHOLD: u8 = 6;
 /// An allocation that finds the budget full compacts (moves the items of the sparsest page into
 /// idle chunks elsewhere) instead of evicting while idle chunks hold at least 1/this of the shard's
 /// budget. Filling 343 MiB (16 shards) with 100-2,000 B values kept 276,602 / 281,334 / 285,319 /
-/// 285,008 items at 1/16, 1/32, 1/64 and 1/128, moving 485 / 2,725 / 6,607 / 10,485 pages.
+/// 285,008 items at 1/16, 1/32, 1/64 and 1/128, moving 485 / 2,725 / 6,607 / 10,485 pages (sweeps
+/// run before the spare page; STORE.md, "Mixed sizes, session 9").
 const COMPACT_ABOVE_IDLE_SHARE: usize = 64;
 /// Pages one allocation may empty by compaction before it evicts instead (bounds the time one
 /// insert spends copying).
