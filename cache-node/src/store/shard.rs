@@ -657,8 +657,8 @@ impl Shard {
 
     /// Holds `bytes` of the budget for a value still arriving, compacting or else emptying the
     /// policy's victim pages until they fit (memcached evicts to allocate the item before it reads
-    /// the value). `OutOfMemory` if nothing is left to evict, which happens only when other reservations
-    /// hold the room; `TooLarge` for more than an item may take. Give it back with
+    /// the value). `OutOfMemory` if nothing is left to evict, which happens only when other
+    /// reservations hold the room; `TooLarge` for more than an item may take. Give it back with
     /// [`Shard::release`].
     pub(crate) fn reserve(&mut self, bytes: usize) -> Result<(), StoreError> {
         let max = self.max_item_size();
