@@ -302,20 +302,35 @@ impl Shard {
         (self.slab.get_u8(loc, OFF_BITS) & QUEUE_MASK) >> QUEUE_SHIFT
     }
 
-    fn unlink(&mut self, loc: u32) {
-        let q = self.queue_of(loc) as usize;
-        let prev = self.slab.get_u32(loc, OFF_PREV);
-        let next = self.slab.get_u32(loc, OFF_NEXT);
+    /// The queue and the links of the item at `loc`.
+    #[inline]
+    fn links(&self, loc: u32) -> (usize, u32, u32) {
+        (
+            self.queue_of(loc) as usize,
+            self.slab.get_u32(loc, OFF_PREV),
+            self.slab.get_u32(loc, OFF_NEXT),
+        )
+    }
+
+    /// Points the links around an item of queue `q` whose neighbours are `prev` and `next`
+    /// elsewhere: `prev` (or the queue's head) at `forward`, `next` (or the queue's tail) at `back`.
+    #[inline]
+    fn point_neighbours_at(&mut self, (q, prev, next): (usize, u32, u32), forward: u32, back: u32) {
         if prev == NIL {
-            self.queues[q].head = next;
+            self.queues[q].head = forward;
         } else {
-            self.slab.set_u32(prev, OFF_NEXT, next);
+            self.slab.set_u32(prev, OFF_NEXT, forward);
         }
         if next == NIL {
-            self.queues[q].tail = prev;
+            self.queues[q].tail = back;
         } else {
-            self.slab.set_u32(next, OFF_PREV, prev);
+            self.slab.set_u32(next, OFF_PREV, back);
         }
+    }
+
+    fn unlink(&mut self, loc: u32) {
+        let (q, prev, next) = self.links(loc);
+        self.point_neighbours_at((q, prev, next), next, prev);
         self.queues[q].len -= 1;
     }
 
@@ -558,19 +573,8 @@ impl Shard {
             .expect("a live item is indexed");
         self.slab.move_item(from, to);
         self.index.set_loc(slot, to);
-        let q = self.queue_of(to) as usize;
-        let prev = self.slab.get_u32(to, OFF_PREV);
-        let next = self.slab.get_u32(to, OFF_NEXT);
-        if prev == NIL {
-            self.queues[q].head = to;
-        } else {
-            self.slab.set_u32(prev, OFF_NEXT, to);
-        }
-        if next == NIL {
-            self.queues[q].tail = to;
-        } else {
-            self.slab.set_u32(next, OFF_PREV, to);
-        }
+        // The copy kept its links and queue bits; its neighbours still point at `from`.
+        self.point_neighbours_at(self.links(to), to, to);
         if self.candidate == from {
             self.candidate = to;
         }
