@@ -739,19 +739,24 @@ mod tests {
         assert_send_sync::<Store>();
     }
 
+    /// A store of `limit` bytes in `shards` shards, on a clock that stands still.
+    fn test_store(limit: usize, shards: usize) -> Store {
+        Store::new(
+            StoreConfig {
+                memory_limit_bytes: limit,
+                shards,
+                ..StoreConfig::default()
+            },
+            Arc::new(crate::clock::ManualClock::new(0)),
+        )
+    }
+
     /// Compaction moves items between pages without changing them: after a fill of mixed sizes (with
     /// flags, expiry times and reads that reorder the queues) that moved pages, every item still
     /// stored reads back with its own value, flags and expiry time, and queues, index and arena agree.
     #[test]
     fn compaction_moves_items_intact() {
-        let store = Store::new(
-            StoreConfig {
-                memory_limit_bytes: 8 << 20,
-                shards: 1,
-                ..StoreConfig::default()
-            },
-            Arc::new(crate::clock::ManualClock::new(0)),
-        );
+        let store = test_store(8 << 20, 1);
         let len_of = |i: u32| 100 + (i.wrapping_mul(2_654_435_761) >> 7) as usize % 4_900;
         let value_of = |i: u32| -> Vec<u8> {
             (0..len_of(i))
@@ -813,14 +818,7 @@ mod tests {
     /// shows), and leave queues, index and arenas consistent.
     #[test]
     fn concurrent_mixed_size_traffic_keeps_every_value_whole() {
-        let store = Arc::new(Store::new(
-            StoreConfig {
-                memory_limit_bytes: 4 << 20,
-                shards: 2,
-                ..StoreConfig::default()
-            },
-            Arc::new(crate::clock::ManualClock::new(0)),
-        ));
+        let store = Arc::new(test_store(4 << 20, 2));
         let byte_at = |key: u32, i: usize| (key as usize * 7 + i * 13) as u8;
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
@@ -878,14 +876,7 @@ mod tests {
     /// so the chunk length is the item length).
     #[test]
     fn a_flagless_item_takes_a_chunk_4_bytes_smaller() {
-        let store = Store::new(
-            StoreConfig {
-                memory_limit_bytes: 1 << 30,
-                shards: 1,
-                ..StoreConfig::default()
-            },
-            Arc::new(crate::clock::ManualClock::new(0)),
-        );
+        let store = test_store(1 << 30, 1);
         let value = [7u8; 20];
         for (key, flags) in [
             (&b"flagless"[..], 0),
