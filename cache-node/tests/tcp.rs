@@ -1570,27 +1570,12 @@ async fn stats_slabs_and_items_show_the_size_classes() -> R {
         set.extend_from_slice(b"\r\n");
         c.expect(&set, b"STORED\r\n").await;
     }
-    async fn stats_group(c: &mut Client, group: &str) -> Vec<(String, u64)> {
-        c.send(format!("stats {group}\r\n").as_bytes()).await;
-        let mut lines = Vec::new();
-        loop {
-            let l = c.line().await;
-            if l == "END" {
-                return lines;
-            }
-            let mut parts = l.split(' ');
-            assert_eq!(parts.next(), Some("STAT"), "{l}");
-            let name = parts.next().expect("name").to_string();
-            let value = parts.next().expect("value").parse().expect("a number");
-            lines.push((name, value));
-        }
-    }
-    let slabs = stats_group(&mut c, "slabs").await;
-    let get = |name: &str| {
+    let slabs = c.stats("slabs").await;
+    let get = |name: &str| -> u64 {
         slabs
             .iter()
             .find(|(n, _)| n == name)
-            .map(|&(_, v)| v)
+            .map(|(_, v)| v.parse().expect("a number"))
             .unwrap_or_else(|| panic!("no {name} in {slabs:?}"))
     };
     assert_eq!(get("active_slabs"), 2, "{slabs:?}");
@@ -1613,12 +1598,12 @@ async fn stats_slabs_and_items_show_the_size_classes() -> R {
             get(&format!("{id}:total_chunks"))
         );
     }
-    let items = stats_group(&mut c, "items").await;
+    let items = c.stats("items").await;
     assert_eq!(
         items,
         vec![
-            ("items:1:number".to_string(), 3),
-            ("items:2:number".to_string(), 2)
+            ("items:1:number".to_string(), "3".to_string()),
+            ("items:2:number".to_string(), "2".to_string())
         ]
     );
     c.expect(b"stats sizes\r\n", b"END\r\n").await;
@@ -1636,15 +1621,7 @@ async fn stats_names_and_metrics_endpoint() -> R {
     )
     .await;
     c.expect(b"touch a 1\r\n", b"TOUCHED\r\n").await;
-    c.send(b"stats\r\n").await;
-    let mut names = Vec::new();
-    loop {
-        let l = c.line().await;
-        if l == "END" {
-            break;
-        }
-        names.push(l.split(' ').nth(1).unwrap().to_string());
-    }
+    let names: Vec<String> = c.stats("").await.into_iter().map(|(n, _)| n).collect();
     for name in [
         "pid",
         "uptime",
@@ -1699,21 +1676,15 @@ async fn stats_names_and_metrics_endpoint() -> R {
         secs.parse::<u64>().is_ok() && micros.len() == 6 && micros.parse::<u32>().is_ok(),
         "rusage_user {cpu}"
     );
-    c.send(b"stats settings\r\n").await;
-    let mut settings = String::new();
-    loop {
-        let l = c.line().await;
-        if l == "END" {
-            break;
-        }
-        settings.push_str(&l);
-        settings.push('\n');
-    }
-    assert!(
-        settings.contains("STAT item_size_max 1048576"),
-        "{settings}"
-    );
-    assert!(settings.contains("STAT lease_window_secs 10"), "{settings}");
+    let settings = c.stats("settings").await;
+    let setting = |name: &str| {
+        settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(setting("item_size_max"), Some("1048576"), "{settings:?}");
+    assert_eq!(setting("lease_window_secs"), Some("10"), "{settings:?}");
     c.expect(b"stats nonsense\r\n", b"ERROR\r\n").await;
 
     // Prometheus text on the metrics port.

@@ -198,22 +198,37 @@ impl Client {
         )
     }
 
-    /// Sends `stats` and returns the value of one stat.
-    pub async fn stat(&mut self, name: &str) -> String {
-        self.send(b"stats\r\n").await;
-        let mut found = None;
+    /// Sends `stats` (`group` empty) or `stats GROUP` and returns its `STAT name value` lines, in order,
+    /// up to `END`; any other line fails the test.
+    pub async fn stats(&mut self, group: &str) -> Vec<(String, String)> {
+        let request = if group.is_empty() {
+            "stats\r\n".to_string()
+        } else {
+            format!("stats {group}\r\n")
+        };
+        self.send(request.as_bytes()).await;
+        let mut stats = Vec::new();
         loop {
             let l = self.line().await;
             if l == "END" {
-                break;
+                return stats;
             }
-            let mut parts = l.splitn(3, ' ');
-            let (_, n, v) = (parts.next(), parts.next(), parts.next());
-            if n == Some(name) {
-                found = v.map(str::to_string);
-            }
+            let (name, value) = l
+                .strip_prefix("STAT ")
+                .and_then(|rest| rest.split_once(' '))
+                .unwrap_or_else(|| panic!("not a STAT line: {l}"));
+            stats.push((name.to_string(), value.to_string()));
         }
-        found.unwrap_or_else(|| panic!("no stat {name}"))
+    }
+
+    /// Sends `stats` and returns the value of one stat.
+    pub async fn stat(&mut self, name: &str) -> String {
+        self.stats("")
+            .await
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no stat {name}"))
     }
 }
 
