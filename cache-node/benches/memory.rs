@@ -27,8 +27,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use cache_node::clock::SystemClock;
-use cache_node::protocol::Limits;
+use cache_node::protocol::{Limits, Request, StoreMode};
 use cache_node::server::effective_shards;
 use cache_node::store::{NewItem, Store, StoreConfig};
 
@@ -206,17 +207,13 @@ fn measure_memcached(bin: &str, w: &Workload, fill: Fill) -> (f64, usize) {
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_kib(Some(mc.child.id()));
     let v = value(0, w.value_len);
-    let mut buf = Vec::with_capacity(1 << 20);
+    let mut buf = BytesMut::with_capacity(1 << 20);
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut line = String::new();
     for batch in (0..fill.keys(w)).collect::<Vec<_>>().chunks(1000) {
         buf.clear();
         for &i in batch {
-            buf.extend_from_slice(b"set ");
-            buf.extend_from_slice(&key(i, w.key_len));
-            buf.extend_from_slice(format!(" 0 0 {}\r\n", w.value_len).as_bytes());
-            buf.extend_from_slice(&v);
-            buf.extend_from_slice(b"\r\n");
+            compose_set(&mut buf, &key(i, w.key_len), &v, false);
         }
         conn.write_all(&buf).expect("write");
         for _ in batch {
@@ -325,15 +322,11 @@ fn mixed_memcached(bin: &str, min: usize, max: usize) -> (u64, u64) {
     let mc = Memcached::start(bin, MIXED_BUDGET_MB);
     let mut conn = TcpStream::connect(("127.0.0.1", mc.port)).expect("connect");
     let v = value(0, max);
-    let mut buf = Vec::with_capacity(4 << 20);
+    let mut buf = BytesMut::with_capacity(4 << 20);
     let keys = mixed_keys(min, max);
     for i in 0..keys {
         let len = mixed_len(i, min, max);
-        buf.extend_from_slice(b"set ");
-        buf.extend_from_slice(&key(i, MIXED_KEY_LEN));
-        buf.extend_from_slice(format!(" 0 0 {len} noreply\r\n").as_bytes());
-        buf.extend_from_slice(&v[..len]);
-        buf.extend_from_slice(b"\r\n");
+        compose_set(&mut buf, &key(i, MIXED_KEY_LEN), &v[..len], true);
         if buf.len() > (2 << 20) || i + 1 == keys {
             conn.write_all(&buf).expect("write");
             buf.clear();
@@ -365,6 +358,21 @@ fn mixed_memcached(bin: &str, min: usize, max: usize) -> (u64, u64) {
     }
     assert_eq!(found, items as u64, "every counted item answers mg");
     (items as u64, data)
+}
+
+/// Appends `set KEY 0 0 LEN [noreply]` and the value, composed by the protocol module the server
+/// parses with.
+fn compose_set(buf: &mut BytesMut, key: &[u8], value: &[u8], noreply: bool) {
+    Request::Store {
+        mode: StoreMode::Set,
+        key,
+        flags: 0,
+        exptime: 0,
+        cas_unique: 0,
+        data: value,
+        noreply,
+    }
+    .compose(buf);
 }
 
 /// Reads a `stats` reply up to `END`: (curr_items, evictions). Any line before it that is not a
