@@ -625,16 +625,17 @@ impl Shard {
             // shard is within budget. (Kept while over budget, the spare made free chunks unusable:
             // 25% fewer items after a switch from 100 B to 5,000 B values in one 21 MiB shard;
             // `store_eviction.rs::memory_moves_to_larger_values_without_losing_room`.)
-            if self.bytes() > self.budget && self.slab.drop_spare() {
+            let bytes = self.bytes();
+            if bytes > self.budget && self.slab.drop_spare() {
                 continue;
             }
-            let within = self.bytes() <= self.budget;
+            let within = bytes <= self.budget;
             if within {
                 if let Some(loc) = self.slab.alloc_existing(size) {
                     return Ok(loc);
                 }
             }
-            if within && self.bytes() + self.slab.new_page_cost(size) <= self.budget {
+            if within && bytes + self.slab.new_page_cost(size) <= self.budget {
                 return self
                     .slab
                     .alloc_new_page(size)
