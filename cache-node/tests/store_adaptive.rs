@@ -93,3 +93,65 @@ fn ghost_admission_lets_returning_keys_in() {
     // Measured: 2171 vs 2100 (of the 300 accesses to the new keys, 271 vs 200 hit).
     assert!(on > off + 50, "ghost admission on {on} vs off {off}");
 }
+
+/// Keys drawn from a Zipf(`s`) popularity over `n` keys (inverse CDF, xorshift, fixed seed): the
+/// shape of most cache workloads, where frequency is the signal and recency adds nothing.
+fn zipf(n: usize, s: f64, accesses: usize) -> Vec<u64> {
+    let mut cumulative = Vec::with_capacity(n);
+    let mut total = 0.0;
+    for rank in 1..=n {
+        total += 1.0 / (rank as f64).powf(s);
+        cumulative.push(total);
+    }
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..accesses)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64 * total;
+            cumulative.partition_point(|&c| c < u) as u64
+        })
+        .collect()
+}
+
+/// Under a Zipf popularity the adaptive policy must do as well as the plain W-TinyLFU it adapts
+/// (a fixed 1% window, no ghost admission: moka and Caffeine's shape). Two things used to cost it
+/// 1-2 points there (STORE.md, "Adaptive window"): the filter turns many keys away and they come
+/// back at random, so ghost hits counted over the whole window list grew the window to 15-30%;
+/// and ghost admission let those keys in unjudged, pushing out main-space victims that were
+/// more likely to be used again. Measured here (Zipf 0.8, 300,000 accesses over 50,000 keys,
+/// capacity 10% of the distinct keys): see the asserts' messages. Without the recent-evictions
+/// rule the window ends above 10%; without the yield test of ghost admission the adaptive policy
+/// falls about a point below the control.
+#[test]
+fn a_zipf_popularity_keeps_the_window_small_and_ghost_admission_off() {
+    let keys = zipf(50_000, 0.8, 300_000);
+    let distinct = keys.iter().collect::<std::collections::HashSet<_>>().len();
+    let capacity = distinct / 10;
+    let run = |adaptation: WindowAdaptation, ghost_admission: bool| {
+        let mut config = replay_config(capacity);
+        config.window_adaptation = adaptation;
+        config.ghost_admission = ghost_admission;
+        replay_keys_with(keys.iter().copied(), capacity, config)
+    };
+    let adaptive = run(WindowAdaptation::Ghost, true);
+    let plain = run(WindowAdaptation::Fixed, false);
+    eprintln!(
+        "zipf: adaptive {:.2}% (window {:.1}%), plain W-TinyLFU {:.2}%",
+        adaptive.hit_rate_percent(),
+        adaptive.final_window_percent,
+        plain.hit_rate_percent()
+    );
+    assert!(
+        adaptive.final_window_percent < 5.0,
+        "window stays small: {:.1}%",
+        adaptive.final_window_percent
+    );
+    assert!(
+        adaptive.hit_rate_percent() > plain.hit_rate_percent() - 0.3,
+        "adaptive {:.2}% against plain {:.2}%",
+        adaptive.hit_rate_percent(),
+        plain.hit_rate_percent()
+    );
+}

@@ -57,7 +57,8 @@ pub struct StoreConfig {
     pub hash_seed: u64,
     /// How the W-TinyLFU window size adapts to the workload (default: ghost feedback).
     pub window_adaptation: WindowAdaptation,
-    /// Window change per ghost hit, in items ([`WindowAdaptation::Ghost`]; default 0.3).
+    /// Window change per ghost hit on a recent eviction, in items ([`WindowAdaptation::Ghost`];
+    /// default 0.6).
     pub ghost_step_items: f64,
     /// Ghost admission ([`WindowAdaptation::Ghost`]; default true): a missed key that the
     /// admission filter recently turned away (it is in the window's ghost list) goes straight to
@@ -119,7 +120,7 @@ impl Default for StoreConfig {
             max_items: None,
             hash_seed: default_hash_seed(),
             window_adaptation: WindowAdaptation::Ghost,
-            ghost_step_items: 0.3,
+            ghost_step_items: 0.6,
             ghost_admission: true,
             admission_margin: 1,
             window_percent: 1.0,

@@ -5,16 +5,17 @@
 //! is needed it duels the probation LRU *victim*: the candidate stays only if its sketch
 //! frequency beats the victim's by more than the admission margin. A probation hit promotes to
 //! *protected* (80% of main, overflow demoted back to probation). The window's share adapts:
-//! by ghost feedback (default: a miss on a key the filter recently turned away grows it, a miss
-//! on a key recently evicted from main shrinks it) or by Caffeine's hill climber (every sample
-//! period, keep moving the size the way that last raised the hit rate). With ghost feedback, a
-//! missed key found in the window's ghost list (turned away, and back soon) also skips the
-//! window and the duel: it enters the protected segment directly (ghost admission).
+//! by ghost feedback (default: a miss on a key the filter turned away very recently grows it, a
+//! miss on a key evicted from main very recently shrinks it) or by Caffeine's hill climber (every
+//! sample period, keep moving the size the way that last raised the hit rate). With ghost
+//! feedback, a missed key found in the window's ghost list (turned away, and back soon) also
+//! skips the window and the duel: it enters the protected segment directly (ghost admission),
+//! while the keys let in that way are read more often than the main space's victims come back.
 //!
 //! The queues are intrusive doubly-linked lists threaded through the item headers as `u32`
 //! locators; the queue an item is in is two bits of its header.
 
-use super::ghost::{GhostHit, Ghosts};
+use super::ghost::{GhostFound, GhostHit, Ghosts};
 use super::index::Index;
 use super::sketch::Sketch;
 use super::slab::*;
@@ -28,6 +29,12 @@ const CLIMBER_RESTART_THRESHOLD: f64 = 0.05;
 const CLIMBER_STEP_PERCENT: f64 = 0.0625;
 const CLIMBER_STEP_DECAY: f64 = 0.98;
 const ADMIT_HASHDOS_THRESHOLD: u8 = 6;
+/// Weight of one outcome in the two averages that decide whether ghost admission pays (about the
+/// last 1,000 outcomes count). 512 and 2,048 gave the same hit rates within 0.1 (STORE.md).
+const GHOST_ADMISSION_EVIDENCE_WEIGHT: f64 = 1.0 / 1024.0;
+/// While ghost admission does not pay, one returning key in this many is still let in that way,
+/// so its yield keeps being measured and it comes back when the workload changes.
+const GHOST_ADMISSION_PROBE_EVERY: u32 = 8;
 /// An allocation that finds the budget full compacts (moves the items of the sparsest page into
 /// idle chunks elsewhere) instead of evicting while idle chunks hold at least 1/this of the shard's
 /// budget. Filling 343 MiB (16 shards) with 100-2,000 B values kept 276,602 / 281,334 / 285,319 /
@@ -48,9 +55,9 @@ const COMPACTION_SLACK_PERCENT: usize = 300;
 pub(crate) struct PolicyConfig {
     /// How the window size adapts.
     pub(crate) adaptation: WindowAdaptation,
-    /// Window change per (unsampled) ghost hit, in items.
+    /// Window change per (unsampled) recent ghost hit, in items.
     pub(crate) ghost_step_items: f64,
-    /// A miss on a key in the window's ghost list goes straight to probation.
+    /// A miss on a key in the window's ghost list goes straight to protected, while that pays.
     pub(crate) ghost_admission: bool,
     /// A candidate is admitted when its estimated frequency exceeds the victim's by more than
     /// this.
@@ -145,6 +152,14 @@ pub(crate) struct Shard {
     compaction_failed_at_idle: usize,
     /// Recently evicted keys, for the ghost-feedback window adaptation.
     ghosts: Ghosts,
+    /// Moving average of ghost admission's yield: 1 for a key it let in that was read (or
+    /// replaced) before eviction, 0 for one evicted unread.
+    ghost_admitted_read: f64,
+    /// Moving average, per main-space eviction, of evicted keys that came back (main-list ghost
+    /// hits): how often the victim a ghost admission pushes out would have been used again.
+    main_victims_returning: f64,
+    /// Ghost-admissible misses turned down in a row while ghost admission does not pay.
+    ghost_admission_skipped: u32,
     /// Bytes held for values still arriving on connections ([`Shard::reserve`]): counted in the
     /// budget like stored items, so buffers waiting for a large value cannot take memory beyond
     /// it (memcached reads a value straight into the item it allocated from the same budget).
@@ -195,6 +210,9 @@ impl Shard {
                 g.resize(cap);
                 g
             },
+            ghost_admitted_read: 0.5,
+            main_victims_returning: 0.5,
+            ghost_admission_skipped: 0,
             reserved: 0,
         }
     }
@@ -266,7 +284,8 @@ impl Shard {
     /// Writes the metadata that can change in place: everything but the client flags, which
     /// [`Slab::init_item`] fixed (a flagless chunk has no room for them).
     pub(crate) fn update_meta(&mut self, loc: u32, m: &MetaUpdate) {
-        let keep = self.slab.get_u8(loc, OFF_BITS) & (BIT_LIVE | QUEUE_MASK | BIT_HAS_FLAGS);
+        let keep = self.slab.get_u8(loc, OFF_BITS)
+            & (BIT_LIVE | QUEUE_MASK | BIT_HAS_FLAGS | BIT_GHOST_ADMITTED);
         let bits = keep
             | if m.stale { BIT_STALE } else { 0 }
             | if m.win_sent { BIT_WIN_SENT } else { 0 }
@@ -375,6 +394,7 @@ impl Shard {
     /// A read hit: sketch, queue position, climber sample.
     pub(crate) fn on_read(&mut self, h: u64, loc: u32) {
         self.sketch.increment(h);
+        self.note_ghost_admitted_outcome(loc, true);
         self.climber_hits += 1;
         match self.queue_of(loc) {
             WINDOW => self.move_to(WINDOW, loc),
@@ -410,6 +430,7 @@ impl Shard {
         if self.slab.get_u8(loc, OFF_BITS) & BIT_FETCHED == 0 {
             self.stats.evicted_unfetched += 1;
         }
+        self.note_ghost_admitted_outcome(loc, false);
         self.remove_at(slot, loc);
     }
 
@@ -417,24 +438,69 @@ impl Shard {
         if self.policy.adaptation == WindowAdaptation::Ghost {
             let h = self.hash(self.slab.key(loc));
             self.ghosts.record_eviction(h, from);
+            if from == GhostHit::Main {
+                self.main_victims_returning *= 1.0 - GHOST_ADMISSION_EVIDENCE_WEIGHT;
+            }
         }
         self.evict(loc);
     }
 
-    /// Ghost feedback on a miss: grow the part of the cache that would have kept the key.
+    /// Counts a ghost-admitted item's first use (a read or a replacement), or its eviction unused,
+    /// towards ghost admission's yield.
+    #[inline]
+    fn note_ghost_admitted_outcome(&mut self, loc: u32, used: bool) {
+        let bits = self.slab.get_u8(loc, OFF_BITS);
+        if bits & BIT_GHOST_ADMITTED != 0 {
+            self.count_ghost_admitted_outcome(loc, bits, used);
+        }
+    }
+
+    #[cold]
+    fn count_ghost_admitted_outcome(&mut self, loc: u32, bits: u8, used: bool) {
+        self.slab.set_u8(loc, OFF_BITS, bits & !BIT_GHOST_ADMITTED);
+        let w = GHOST_ADMISSION_EVIDENCE_WEIGHT;
+        self.ghost_admitted_read =
+            self.ghost_admitted_read * (1.0 - w) + if used { w } else { 0.0 };
+    }
+
+    /// Whether a key found in the window's ghost list skips the window and the duel. It pushes
+    /// the probation LRU item out unjudged, which pays only while the keys it lets in are read
+    /// more often than the keys it pushes out come back. On recency-driven traces they are
+    /// (ghost-admitted keys read before eviction: sprite 68%, web07 66%, multi2 82%, against
+    /// main victims returning 34-47%); under a Zipf popularity they are not (50-57% against
+    /// 54-61%), and admitting them anyway cost 1.2 points on Zipf 0.6 (STORE.md).
+    fn ghost_admission_pays(&mut self) -> bool {
+        if self.ghost_admitted_read >= self.main_victims_returning {
+            return true;
+        }
+        self.ghost_admission_skipped += 1;
+        if self.ghost_admission_skipped >= GHOST_ADMISSION_PROBE_EVERY {
+            self.ghost_admission_skipped = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Ghost feedback on a miss: a key evicted recently (in the latest quarter of its ghost
+    /// list, [`super::ghost::RECENT_SHARE`]) grows the part of the cache that would have kept it.
     /// Returns the list the key was found in.
     fn ghost_feedback(&mut self, h: u64) -> Option<GhostHit> {
         if self.policy.adaptation != WindowAdaptation::Ghost {
             return None;
         }
-        let hit = self.ghosts.on_miss(h);
-        let step = |keys: u64| keys as f64 * self.policy.ghost_step_items / self.capacity() as f64;
-        match hit {
-            Some((GhostHit::Window, keys)) => self.increase_window(step(keys)),
-            Some((GhostHit::Main, keys)) => self.decrease_window(step(keys)),
-            None => {}
+        let found = self.ghosts.on_miss(h)?;
+        let GhostFound { list, keys, recent } = found;
+        if list == GhostHit::Main {
+            self.main_victims_returning += GHOST_ADMISSION_EVIDENCE_WEIGHT * keys as f64;
         }
-        hit.map(|(list, _)| list)
+        if recent {
+            let step = keys as f64 * self.policy.ghost_step_items / self.capacity() as f64;
+            match list {
+                GhostHit::Window => self.increase_window(step),
+                GhostHit::Main => self.decrease_window(step),
+            }
+        }
+        Some(list)
     }
 
     fn admit(&mut self, candidate: u32, victim: u32) -> bool {
@@ -726,6 +792,7 @@ impl Shard {
         let mut queue = None;
         if let Some((slot, old)) = self.find(h, key) {
             queue = Some(self.queue_of(old));
+            self.note_ghost_admitted_outcome(old, true);
             self.remove_at(slot, old);
         }
         if self.index.needs_rebuild() {
@@ -748,13 +815,18 @@ impl Shard {
             None => {
                 self.climber_misses += 1;
                 let ghost = self.ghost_feedback(h);
-                if ghost == Some(GhostHit::Window) && self.policy.ghost_admission {
+                if ghost == Some(GhostHit::Window)
+                    && self.policy.ghost_admission
+                    && self.ghost_admission_pays()
+                {
                     // Turned away (or pushed out of the window) and back within a ghost
                     // list's length of evictions: proven reuse, so it joins the protected
                     // segment at once, no duel (LIRS's rule: a returning non-resident key
                     // whose reuse distance is short becomes LIR). The protected LRU item is
                     // demoted to probation, and the probation LRU item makes room.
                     self.push_mru(PROTECTED, loc);
+                    let bits = self.slab.get_u8(loc, OFF_BITS);
+                    self.slab.set_u8(loc, OFF_BITS, bits | BIT_GHOST_ADMITTED);
                     self.demote_from_protected();
                 } else {
                     self.push_mru(WINDOW, loc);

@@ -41,8 +41,9 @@ pub(crate) const FLAGS_LEN: usize = 4;
 pub const MAX_VALUE_LEN: usize = (1 << 24) - 1;
 
 /// Bits in the header's bits byte: live (cleared when the chunk is freed), the lease/stale bits
-/// the server sets, fetched, which policy queue holds the item (two bits), and whether the
-/// chunk stores client flags. The top bit is spare.
+/// the server sets, fetched, which policy queue holds the item (two bits), whether the chunk
+/// stores client flags, and whether ghost admission let the item in and it has not been read
+/// since (the policy's evidence of whether ghost admission pays).
 pub(crate) const BIT_LIVE: u8 = 1;
 pub(crate) const BIT_STALE: u8 = 2;
 pub(crate) const BIT_WIN_SENT: u8 = 4;
@@ -52,6 +53,8 @@ pub(crate) const QUEUE_SHIFT: u8 = 4;
 pub(crate) const QUEUE_MASK: u8 = 3 << QUEUE_SHIFT;
 /// The chunk stores the client flags (nonzero) after the fixed header.
 pub(crate) const BIT_HAS_FLAGS: u8 = 64;
+/// Ghost admission let the item in and it has not been read since.
+pub(crate) const BIT_GHOST_ADMITTED: u8 = 128;
 
 /// Bytes of chunk an item takes: the fixed header, the flags if nonzero, key and value.
 pub(crate) fn item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
