@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Writes the synthetic key traces that check the store's policy off the six reference traces, in
+the traces' xz format (big-endian u32 keys). None of them sets a target; they are where a policy
+tuned on the reference traces could be wrong (STORE.md, "Off the reference traces"). Each set
+has its own fixed seed, so the files are the same on every run:
+
+- zipf (seed 11): Zipf popularity, s = 0.6, 0.8, 1.0, 1.2, over 200,000 keys (ranks shuffled),
+  1,000,000 accesses each;
+- heldout (seed 7): `phases` (20 phases of 50,000 accesses over a 12,000-key range that moves
+  5,000 keys a phase, plus 30% of accesses to 500 Zipf(1.0) hot keys), `zipf09` (Zipf 0.9 over
+  100,000 keys) and `zipfloop` (half Zipf 0.8 over 50,000 keys, half a loop over 30,000 others);
+- val (seed 2026), written after the policy was changed, to check it: `zipf09_500k` (Zipf 0.9
+  over 500,000 keys, 1,500,000 accesses), `zipf10_churn` (Zipf 1.0 whose ranking moves 20,000
+  keys every 100,000 accesses), `phases2` (30 phases of 30,000 accesses over 8,000 keys moving
+  3,000 a phase, 10% to 1,000 Zipf(0.8) hot keys), `zipf07_onehit` (70% Zipf 0.7 over 300,000
+  keys, 30% keys used once).
+
+    python3 cache-node/tools/synthetic_traces.py OUT_DIR    # writes OUT_DIR/{zipf,heldout,val}/
+    cargo bench -p cache-node --bench hitrate -- OUT_DIR/zipf
+"""
+import bisect
+import lzma
+import os
+import random
+import struct
+import sys
+
+
+def write(path, keys):
+    with lzma.open(path, 'wb', preset=1) as f:
+        f.write(struct.pack('>%dI' % len(keys), *keys))
+
+
+def cumulative(n, s):
+    c, t = [], 0.0
+    for i in range(n):
+        t += 1.0 / (i + 1) ** s
+        c.append(t)
+    return c, t
+
+
+def zipf_set(out):
+    r = random.Random(11)
+    for s in (0.6, 0.8, 1.0, 1.2):
+        c, t = cumulative(200000, s)
+        perm = list(range(200000))
+        r.shuffle(perm)
+        keys = [perm[bisect.bisect_left(c, r.random() * t)] for _ in range(1000000)]
+        write(os.path.join(out, 'zipf%02d.trace.xz' % int(s * 10)), keys)
+
+
+def heldout_set(out):
+    r = random.Random(7)
+    c, t = cumulative(100000, 0.9)
+    write(os.path.join(out, 'zipf09.trace.xz'),
+          [bisect.bisect_left(c, r.random() * t) for _ in range(1000000)])
+    c, t = cumulative(500, 1.0)
+    keys = []
+    for p in range(20):
+        for _ in range(50000):
+            if r.random() < 0.3:
+                keys.append(1000000 + bisect.bisect_left(c, r.random() * t))
+            else:
+                keys.append(p * 5000 + r.randrange(12000))
+    write(os.path.join(out, 'phases.trace.xz'), keys)
+    c, t = cumulative(50000, 0.8)
+    keys, pos = [], 0
+    for _ in range(1000000):
+        if r.random() < 0.5:
+            keys.append(bisect.bisect_left(c, r.random() * t))
+        else:
+            keys.append(2000000 + pos)
+            pos = (pos + 1) % 30000
+    write(os.path.join(out, 'zipfloop.trace.xz'), keys)
+
+
+def val_set(out):
+    r = random.Random(2026)
+    c, t = cumulative(500000, 0.9)
+    write(os.path.join(out, 'zipf09_500k.trace.xz'),
+          [bisect.bisect_left(c, r.random() * t) for _ in range(1500000)])
+    c, t = cumulative(100000, 1.0)
+    write(os.path.join(out, 'zipf10_churn.trace.xz'),
+          [bisect.bisect_left(c, r.random() * t) + (i // 100000) * 20000 for i in range(1000000)])
+    c, t = cumulative(1000, 0.8)
+    keys = []
+    for p in range(30):
+        for _ in range(30000):
+            if r.random() < 0.1:
+                keys.append(5000000 + bisect.bisect_left(c, r.random() * t))
+            else:
+                keys.append(p * 3000 + r.randrange(8000))
+    write(os.path.join(out, 'phases2.trace.xz'), keys)
+    c, t = cumulative(300000, 0.7)
+    keys, fresh = [], 10000000
+    for _ in range(1000000):
+        if r.random() < 0.7:
+            keys.append(bisect.bisect_left(c, r.random() * t))
+        else:
+            keys.append(fresh)
+            fresh += 1
+    write(os.path.join(out, 'zipf07_onehit.trace.xz'), keys)
+
+
+def main():
+    out = sys.argv[1]
+    for name, make in (('zipf', zipf_set), ('heldout', heldout_set), ('val', val_set)):
+        os.makedirs(os.path.join(out, name), exist_ok=True)
+        make(os.path.join(out, name))
+
+
+if __name__ == '__main__':
+    main()
