@@ -201,6 +201,11 @@ impl Node {
             ("window_items", s.window_items.to_string()),
             ("probation_items", s.probation_items.to_string()),
             ("protected_items", s.protected_items.to_string()),
+            ("ghost_admissions", s.ghost_admissions.to_string()),
+            (
+                "ghost_admissions_declined",
+                s.ghost_admissions_declined.to_string(),
+            ),
             (
                 "maintainer_wakeups",
                 self.maintainer_wakeups.load(Ordering::Relaxed).to_string(),

@@ -235,9 +235,9 @@ impl WindowList {
 /// skewed (Zipf) popularity the filter turns many keys away, and they come back at random
 /// (window hits spread evenly over the list), while the main space's victims come back soon (its
 /// hits crowd at the recent end). Counted over whole lists the window hits win and the window
-/// grows to 15-30%, below moka on every Zipf trace measured; counted over the recent quarter,
-/// the main hits win and the window stays at 0-1%. On recency-driven traces the window's recent
-/// hits still win (STORE.md, "Adaptive window").
+/// grew to 10-30%, below moka on every Zipf trace measured; counted over the recent quarter,
+/// the main hits win and the window stays at 0-5%. On recency-driven traces the window's recent
+/// hits still win (STORE.md, "Off the reference traces").
 pub(crate) const RECENT_SHARE: usize = 4;
 
 /// A ghost hit: which list, how many keys it stands for, and whether the eviction was recent.

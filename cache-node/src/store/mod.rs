@@ -342,6 +342,12 @@ pub struct StoreStats {
     pub probation_items: u64,
     /// Items in protected.
     pub protected_items: u64,
+    /// Missed keys let straight into the main space by ghost admission
+    /// ([`StoreConfig::ghost_admission`]).
+    pub ghost_admissions: u64,
+    /// Missed keys ghost admission could have let in but did not, because the keys it let in were
+    /// read less often than the main space's victims came back.
+    pub ghost_admissions_declined: u64,
 }
 
 mod ghost;
@@ -682,6 +688,8 @@ impl Store {
             t.slab_page_evictions += st.page_evictions;
             t.slabs_moved += st.pages_compacted;
             t.slab_reassign_rescues += st.items_moved;
+            t.ghost_admissions += st.ghost_admissions;
+            t.ghost_admissions_declined += st.ghost_admissions_declined;
         }
         t
     }

@@ -106,6 +106,11 @@ pub(crate) struct ShardStats {
     pub(crate) pages_compacted: u64,
     /// Items moved by compaction instead of being evicted (memcached's `slab_reassign_rescues`).
     pub(crate) items_moved: u64,
+    /// Missed keys let into the protected segment by ghost admission.
+    pub(crate) ghost_admissions: u64,
+    /// Missed keys found in the window's ghost list but sent through the window, because ghost
+    /// admission was not paying.
+    pub(crate) ghost_admissions_declined: u64,
 }
 
 pub(crate) struct Shard {
@@ -478,6 +483,7 @@ impl Shard {
             self.ghost_admission_skipped = 0;
             return true;
         }
+        self.stats.ghost_admissions_declined += 1;
         false
     }
 
@@ -825,6 +831,7 @@ impl Shard {
                     // whose reuse distance is short becomes LIR). The protected LRU item is
                     // demoted to probation, and the probation LRU item makes room.
                     self.push_mru(PROTECTED, loc);
+                    self.stats.ghost_admissions += 1;
                     let bits = self.slab.get_u8(loc, OFF_BITS);
                     self.slab.set_u8(loc, OFF_BITS, bits | BIT_GHOST_ADMITTED);
                     self.demote_from_protected();
