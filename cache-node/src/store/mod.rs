@@ -66,7 +66,10 @@ pub struct StoreConfig {
     /// entering the window to be judged by the sketch again. Its return within one ghost-list
     /// length of evictions is the evidence of reuse the sketch was too coarse to see (ARC moves
     /// a key that hits its recency ghost list B1 into the frequency list T2 the same way; LIRS
-    /// makes a returning non-resident HIR block LIR and demotes the bottom LIR block).
+    /// makes a returning non-resident HIR block LIR and demotes the bottom LIR block). Each shard
+    /// uses it only while it pays: while the keys it lets in are read before eviction at least as
+    /// often as main-space victims come back (under a Zipf popularity they are not); otherwise
+    /// one such key in 8 (`stats`: `ghost_admissions`, `ghost_admissions_declined`).
     pub ghost_admission: bool,
     /// Admission margin: a candidate leaving the window replaces the main space's victim only
     /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
