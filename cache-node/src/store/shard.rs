@@ -473,7 +473,7 @@ impl Shard {
     /// the probation LRU item out unjudged, which pays only while the keys it lets in are read
     /// more often than the keys it pushes out come back. On recency-driven traces they are
     /// (ghost-admitted keys read before eviction: sprite 68%, web07 66%, multi2 82%, against
-    /// main victims returning 34-47%); under a Zipf popularity they are not (50-57% against
+    /// main victims returning 34-47%); under a Zipf popularity they are not (49-57% against
     /// 54-61%), and admitting them anyway cost 1.2 points on Zipf 0.6 (STORE.md).
     fn ghost_admission_pays(&mut self) -> bool {
         if self.ghost_admitted_read >= self.main_victims_returning {
