@@ -31,43 +31,50 @@ def write(path, keys):
         f.write(struct.pack('>%dI' % len(keys), *keys))
 
 
-def cumulative(n, s):
+def zipf(r, n, s):
+    """A sampler of ranks 0..n-1 with Zipf(s) popularity (inverse CDF over the cumulative weights),
+    drawing from the random stream `r`."""
     c, t = [], 0.0
     for i in range(n):
         t += 1.0 / (i + 1) ** s
         c.append(t)
-    return c, t
+    return lambda: bisect.bisect_left(c, r.random() * t)
+
+
+def phased(r, phases, per_phase, shift, width, hot_share, hot, hot_base):
+    """Phases of `per_phase` accesses over a `width`-key range that moves `shift` keys a phase, with
+    `hot_share` of the accesses going to `hot_base` + a rank drawn by `hot`."""
+    keys = []
+    for p in range(phases):
+        for _ in range(per_phase):
+            if r.random() < hot_share:
+                keys.append(hot_base + hot())
+            else:
+                keys.append(p * shift + r.randrange(width))
+    return keys
 
 
 def zipf_set(out):
     r = random.Random(11)
     for s in (0.6, 0.8, 1.0, 1.2):
-        c, t = cumulative(200000, s)
+        draw = zipf(r, 200000, s)
         perm = list(range(200000))
         r.shuffle(perm)
-        keys = [perm[bisect.bisect_left(c, r.random() * t)] for _ in range(1000000)]
+        keys = [perm[draw()] for _ in range(1000000)]
         write(os.path.join(out, 'zipf%02d.trace.xz' % int(s * 10)), keys)
 
 
 def heldout_set(out):
     r = random.Random(7)
-    c, t = cumulative(100000, 0.9)
-    write(os.path.join(out, 'zipf09.trace.xz'),
-          [bisect.bisect_left(c, r.random() * t) for _ in range(1000000)])
-    c, t = cumulative(500, 1.0)
-    keys = []
-    for p in range(20):
-        for _ in range(50000):
-            if r.random() < 0.3:
-                keys.append(1000000 + bisect.bisect_left(c, r.random() * t))
-            else:
-                keys.append(p * 5000 + r.randrange(12000))
-    write(os.path.join(out, 'phases.trace.xz'), keys)
-    c, t = cumulative(50000, 0.8)
+    draw = zipf(r, 100000, 0.9)
+    write(os.path.join(out, 'zipf09.trace.xz'), [draw() for _ in range(1000000)])
+    write(os.path.join(out, 'phases.trace.xz'),
+          phased(r, 20, 50000, 5000, 12000, 0.3, zipf(r, 500, 1.0), 1000000))
+    draw = zipf(r, 50000, 0.8)
     keys, pos = [], 0
     for _ in range(1000000):
         if r.random() < 0.5:
-            keys.append(bisect.bisect_left(c, r.random() * t))
+            keys.append(draw())
         else:
             keys.append(2000000 + pos)
             pos = (pos + 1) % 30000
@@ -76,26 +83,18 @@ def heldout_set(out):
 
 def val_set(out):
     r = random.Random(2026)
-    c, t = cumulative(500000, 0.9)
-    write(os.path.join(out, 'zipf09_500k.trace.xz'),
-          [bisect.bisect_left(c, r.random() * t) for _ in range(1500000)])
-    c, t = cumulative(100000, 1.0)
+    draw = zipf(r, 500000, 0.9)
+    write(os.path.join(out, 'zipf09_500k.trace.xz'), [draw() for _ in range(1500000)])
+    draw = zipf(r, 100000, 1.0)
     write(os.path.join(out, 'zipf10_churn.trace.xz'),
-          [bisect.bisect_left(c, r.random() * t) + (i // 100000) * 20000 for i in range(1000000)])
-    c, t = cumulative(1000, 0.8)
-    keys = []
-    for p in range(30):
-        for _ in range(30000):
-            if r.random() < 0.1:
-                keys.append(5000000 + bisect.bisect_left(c, r.random() * t))
-            else:
-                keys.append(p * 3000 + r.randrange(8000))
-    write(os.path.join(out, 'phases2.trace.xz'), keys)
-    c, t = cumulative(300000, 0.7)
+          [draw() + (i // 100000) * 20000 for i in range(1000000)])
+    write(os.path.join(out, 'phases2.trace.xz'),
+          phased(r, 30, 30000, 3000, 8000, 0.1, zipf(r, 1000, 0.8), 5000000))
+    draw = zipf(r, 300000, 0.7)
     keys, fresh = [], 10000000
     for _ in range(1000000):
         if r.random() < 0.7:
-            keys.append(bisect.bisect_left(c, r.random() * t))
+            keys.append(draw())
         else:
             keys.append(fresh)
             fresh += 1
