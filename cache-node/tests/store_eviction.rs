@@ -89,12 +89,13 @@ fn write_flood_from_many_threads_stays_within_the_budget() {
     );
 }
 
-/// A store of one shard with `limit` bytes, so every item competes for the same budget.
-fn one_shard_store(limit: usize) -> Store {
+/// A store of `limit` bytes asking for `shards` shards (fewer when the budget is small, as the
+/// server splits a small node). One shard makes every item compete for the same budget.
+fn store_of(limit: usize, shards: usize) -> Store {
     Store::new(
         StoreConfig {
             memory_limit_bytes: limit,
-            shards: 1,
+            shards,
             ..StoreConfig::default()
         },
         Arc::new(ManualClock::new(0)),
@@ -107,7 +108,7 @@ fn one_shard_store(limit: usize) -> Store {
 #[test]
 fn memory_moves_between_size_classes_when_full() {
     let limit = 4 << 20;
-    let s = one_shard_store(limit);
+    let s = store_of(limit, 1);
     for i in 0..60_000 {
         insert(&s, format!("small{i}").as_bytes(), &[1u8; 40]);
     }
@@ -124,19 +125,6 @@ fn memory_moves_between_size_classes_when_full() {
         .filter(|i| s.with_entry(format!("big{i}").as_bytes(), |e| e.item().is_some()))
         .count();
     assert!(present > 100, "large items got memory: {present}");
-}
-
-/// A store that asks for 16 shards with `limit` bytes (fewer when the budget is small), as the
-/// server splits a small node.
-fn sixteen_shard_store(limit: usize) -> Store {
-    Store::new(
-        StoreConfig {
-            memory_limit_bytes: limit,
-            shards: 16,
-            ..StoreConfig::default()
-        },
-        Arc::new(ManualClock::new(0)),
-    )
 }
 
 fn capacity_store(adaptation: WindowAdaptation, window_percent: f64) -> Store {
@@ -226,7 +214,7 @@ fn sketch_aging_lets_new_favourites_replace_old_ones() {
 /// each shard has room for pages (16 shards of 128 KiB could not hold a 64 KiB page plus tables).
 #[test]
 fn small_budgets_get_fewer_shards() {
-    let s = sixteen_shard_store(2 << 20);
+    let s = store_of(2 << 20, 16);
     assert_eq!(s.shard_count(), 2);
     for i in 0..5000 {
         insert(&s, format!("k{i}").as_bytes(), &[0u8; 300]);
@@ -243,7 +231,7 @@ fn small_budgets_get_fewer_shards() {
 #[test]
 fn room_held_for_arriving_values_counts_in_the_budget() {
     let limit = 4 << 20;
-    let s = one_shard_store(limit);
+    let s = store_of(limit, 1);
     for i in 0..6000 {
         insert(&s, format!("small{i}").as_bytes(), &[1u8; 900]);
     }
@@ -326,7 +314,7 @@ fn fill_with_mixed_sizes(s: &Store, limit: usize) -> f64 {
 #[test]
 fn mixed_sizes_fill_a_small_store_with_data() {
     let limit = 32 << 20;
-    let s = sixteen_shard_store(limit);
+    let s = store_of(limit, 16);
     let share = fill_with_mixed_sizes(&s, limit);
     assert!(s.stats().evictions > 0);
     assert!(
@@ -344,7 +332,7 @@ fn mixed_sizes_fill_a_small_store_with_data() {
 #[test]
 fn compaction_fills_idle_chunks_with_items() {
     let limit = 32 << 20;
-    let s = one_shard_store(limit);
+    let s = store_of(limit, 1);
     let share = fill_with_mixed_sizes(&s, limit);
     let stats = s.stats();
     assert!(stats.evictions > 0);
@@ -363,7 +351,7 @@ fn compaction_fills_idle_chunks_with_items() {
 /// use its free chunks and evicted on: 60,195 items, and this test fails.
 #[test]
 fn memory_moves_to_larger_values_without_losing_room() {
-    let s = one_shard_store(21 << 20);
+    let s = store_of(21 << 20, 1);
     let value = vec![3u8; 5_000];
     let mut next = 0u64;
     for len in [100usize, 5_000] {
@@ -383,7 +371,7 @@ fn memory_moves_to_larger_values_without_losing_room() {
 /// hold evicts 46 of the 3,905 items, and this test fails.
 #[test]
 fn a_hold_compacts_before_it_evicts() {
-    let s = one_shard_store(8 << 20);
+    let s = store_of(8 << 20, 1);
     let value = vec![1u8; 1000];
     let mut keys = 0;
     while s.stats().evictions == 0 {
@@ -417,7 +405,7 @@ fn a_hold_compacts_before_it_evicts() {
 #[test]
 fn small_items_fill_a_small_store_with_data() {
     let limit = 32 << 20;
-    let s = sixteen_shard_store(limit);
+    let s = store_of(limit, 16);
     let keys = limit / (32 + 100) * 3 / 2;
     for i in 0..keys {
         insert(&s, format!("{i:032}").as_bytes(), &[7u8; 100]);
