@@ -2,11 +2,8 @@
 //! frequency-friendly one, and the growth pays: a fixed 1% window (the control) does worse on
 //! the recency workload.
 
-use std::sync::Arc;
-
-use cache_node::clock::ManualClock;
-use cache_node::replay::{replay_config, replay_keys_with};
-use cache_node::store::{NewItem, Store, StoreStats, WindowAdaptation};
+use cache_node::replay::{replay_config, replay_each, replay_keys_with};
+use cache_node::store::{StoreStats, WindowAdaptation};
 
 /// Working sets of 80 keys (capacity 100) that change every 20 rounds: recency wins, and
 /// frequency counts from the old phase keep new keys out of a small window's main space.
@@ -167,17 +164,7 @@ fn a_zipf_popularity_keeps_the_window_small_and_ghost_admission_off() {
 #[test]
 fn the_stats_show_whether_ghost_admission_pays() {
     let stats_after = |keys: &[u64], capacity: usize| -> StoreStats {
-        let store = Store::new(replay_config(capacity), Arc::new(ManualClock::new(0)));
-        for key in keys {
-            store.with_entry(&key.to_be_bytes(), |e| {
-                if e.item().is_some() {
-                    e.record_read();
-                } else {
-                    e.insert(NewItem::plain(&[])).expect("insert");
-                }
-            });
-        }
-        store.stats()
+        replay_each(keys.iter().copied(), replay_config(capacity), |_| {}).stats()
     };
     let phased = stats_after(&favourites_then_new_cycle(), 100);
     let keys = zipf(50_000, 0.8, 300_000);
