@@ -495,8 +495,7 @@ impl Shard {
         if self.policy.adaptation != WindowAdaptation::Ghost {
             return None;
         }
-        let found = self.ghosts.on_miss(h)?;
-        let GhostFound { list, keys, recent } = found;
+        let GhostFound { list, keys, recent } = self.ghosts.on_miss(h)?;
         if list == GhostHit::Main {
             self.main_victims_returning += GHOST_ADMISSION_EVIDENCE_WEIGHT * keys as f64;
         }
