@@ -2,9 +2,11 @@
 //!
 //! Modules: [`protocol`] (pure parsing and composing, shared with clients and the router), [`store`]
 //! (the W-TinyLFU store), [`clock`] (injectable time), [`replay`] (trace replay), and the server parts
-//! built on them ([`server`], [`commands`], [`maintainer`], [`stats`], [`metrics`]).
+//! built on them ([`server`], [`listen`] (the `-l` addresses), [`commands`], [`maintainer`], [`stats`],
+//! [`metrics`]).
 pub mod clock;
 pub mod commands;
+pub mod listen;
 pub mod maintainer;
 pub mod metrics;
 pub mod protocol;

@@ -1,13 +1,14 @@
 //! The `cache-node` binary: a memcached-compatible cache server, started like memcached, plus the
 //! `replay` subcommand that measures the store's hit rate on a key trace.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use cache_node::clock::SystemClock;
+use cache_node::listen;
 use cache_node::maintainer;
 use cache_node::protocol::Limits;
 use cache_node::server::{self, Node, ServerConfig};
@@ -22,9 +23,12 @@ struct Cli {
     /// TCP port to listen on (memcached -p).
     #[arg(short = 'p', long = "port", default_value_t = 11211)]
     port: u16,
-    /// Address to listen on (memcached -l). Loopback by default; set 0.0.0.0 to serve other hosts.
+    /// Addresses to listen on (memcached -l). Loopback by default; 0.0.0.0 or * serves other hosts. As
+    /// memcached: a list separated by commas (or -l more than once) of IPv4 addresses or host names, each
+    /// optionally with :PORT (else -p's), IPv6 addresses in brackets ([::1], [::1]:11311) or bare without a
+    /// port (::1), and * for every address of both families; a name is bound on all its addresses.
     #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
-    listen: String,
+    listen: Vec<String>,
     /// Memory budget for items in megabytes (memcached -m); the store evicts to stay within it. It must be
     /// large enough for an item of -I bytes (about 4 x -I for large items; the start-up error says).
     #[arg(short = 'm', long = "memory-limit", default_value_t = 64,
@@ -169,6 +173,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         println!("hit_rate={:.2}", report.hit_rate_percent());
         return Ok(());
     }
+    let listen_specs = listen::parse(&cli.listen, cli.port)?;
     raise_open_files_limit(u64::from(cli.max_connections))?;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -205,9 +210,6 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let addr: SocketAddr = format!("{}:{}", cli.listen, cli.port)
-            .parse()
-            .map_err(|e| format!("bad listen address {}:{}: {e}", cli.listen, cli.port))?;
         let node = Node::new(config);
         // memcached refuses an -I above half of -m; the store's own bound is tighter (an item may take a
         // quarter of a shard's memory), so check against it: accepting the flag and then refusing every
@@ -223,23 +225,34 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        tracing::info!("cache-node listening on {}", listener.local_addr()?);
-        if cli.metrics_port != 0 {
-            let maddr: SocketAddr = format!("{}:{}", cli.listen, cli.metrics_port).parse()?;
-            let mlistener = tokio::net::TcpListener::bind(maddr)
-                .await
-                .map_err(|e| format!("cannot listen on {maddr} (metrics): {e}"))?;
-            tracing::info!("metrics on http://{}/metrics", mlistener.local_addr()?);
-            tokio::spawn(cache_node::metrics::serve(
-                mlistener,
-                node.clone(),
-                std::future::pending::<()>(),
-            ));
+        let listen::Bound { listeners, skipped } = listen::bind_all(&listen_specs)?;
+        for (addr, e) in skipped {
+            tracing::warn!("not listening on {addr}: {e}");
         }
-        server::run(listener, node, shutdown_signal()).await?;
+        let mut addrs = Vec::with_capacity(listeners.len());
+        for l in &listeners {
+            let addr = l.local_addr()?;
+            tracing::info!("cache-node listening on {addr}");
+            addrs.push(addr);
+        }
+        if cli.metrics_port != 0 {
+            // On each address the node listens on (once per address, whatever the ports).
+            let mut ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+            let mut seen = std::collections::HashSet::new();
+            ips.retain(|ip| seen.insert(*ip));
+            for ip in ips {
+                let maddr = SocketAddr::new(ip, cli.metrics_port);
+                let mlistener = listen::bind(maddr)
+                    .map_err(|e| format!("cannot listen on {maddr} (metrics): {e}"))?;
+                tracing::info!("metrics on http://{}/metrics", mlistener.local_addr()?);
+                tokio::spawn(cache_node::metrics::serve(
+                    mlistener,
+                    node.clone(),
+                    std::future::pending::<()>(),
+                ));
+            }
+        }
+        server::run_listeners(listeners, node, shutdown_signal()).await?;
         tracing::info!("cache-node stopped");
         Ok::<(), Box<dyn std::error::Error>>(())
     })

@@ -334,18 +334,29 @@ fn cpu_time_used() -> (String, String) {
 /// Serves connections from `listener` until `shutdown` completes. Runs the maintainer thread meanwhile
 /// (background expiry; see [`crate::maintainer`]).
 pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) -> io::Result<()> {
+    run_listeners(vec![listener], node, shutdown).await
+}
+
+/// [`run`] over several listeners (`-l` with a list, a host name with more than one address, `*`): one
+/// node, one maintainer, one connection limit, whichever listener a connection arrives on.
+pub async fn run_listeners(
+    listeners: Vec<TcpListener>,
+    node: Arc<Node>,
+    shutdown: impl Future,
+) -> io::Result<()> {
     let maintainer = Maintainer::start(node.clone())?;
     tokio::pin!(shutdown);
     let pool = (node.config.connection_threads > 0)
         .then(|| WorkerPool::start(node.config.connection_threads, &node))
         .transpose()?;
     let mut next = 0usize;
+    let mut listener_turn = 0usize;
     // Connections spawned on this runtime (no pool), aborted at shutdown. Connections do not watch a
     // shutdown signal themselves: that would register every idle read with one shared waiter list.
     let mut connections = tokio::task::JoinSet::new();
     let result = loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = accept_any(&listeners, &mut listener_turn) => {
                 let (socket, _) = match accepted {
                     Ok(a) => a,
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -379,6 +390,25 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) 
         pool.join();
     }
     result
+}
+
+/// The next connection on any of `listeners`, asking them in turn from the one after the listener of the
+/// previous connection (`turn`), so a busy listener does not starve the others.
+async fn accept_any(
+    listeners: &[TcpListener],
+    turn: &mut usize,
+) -> io::Result<(TcpStream, std::net::SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        for i in 0..listeners.len() {
+            let at = (*turn + i) % listeners.len();
+            if let std::task::Poll::Ready(accepted) = listeners[at].poll_accept(cx) {
+                *turn = at + 1;
+                return std::task::Poll::Ready(accepted);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Connection threads, each running a single-threaded tokio runtime.

@@ -128,6 +128,66 @@ fn binary_serves_with_memcached_flags() {
     );
 }
 
+/// `-l` takes memcached's forms (SERVER.md, "Running"): a list, host names (every address bound), IPv6 in
+/// brackets or bare, an entry's own port. One node serves them all: a value set through one address is
+/// read through the others. Before `-l` took these forms, each of them stopped the start with "bad listen
+/// address".
+#[test]
+fn listens_on_every_address_in_memcacheds_forms() {
+    let cases: &[(&str, &[&str])] = &[
+        ("localhost,[::1]", &["127.0.0.1:", "[::1]:"]),
+        ("127.0.0.1:0;::1", &["127.0.0.1:", "[::1]:"]),
+    ];
+    for (listen, expect) in cases {
+        let mut child = KillOnDrop(
+            Command::new(BIN)
+                .args(["-p", "0", "-l", listen])
+                .env("RUST_LOG", "info")
+                .stderr(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addrs = listening_addresses(&mut child, expect.len());
+        for (addr, prefix) in addrs.iter().zip(expect.iter()) {
+            assert!(addr.starts_with(prefix), "-l {listen}: {addrs:?}");
+        }
+        let exchange = |addr: &str, request: &[u8]| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(request).unwrap();
+            s.write_all(b"quit\r\n").unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).unwrap();
+            reply
+        };
+        assert_eq!(exchange(&addrs[0], b"set k 0 0 2\r\nhi\r\n"), "STORED\r\n");
+        for addr in &addrs {
+            assert_eq!(
+                exchange(addr, b"get k\r\n"),
+                "VALUE k 0 2\r\nhi\r\nEND\r\n",
+                "-l {listen}: {addr}"
+            );
+        }
+    }
+}
+
+/// The addresses of the first `n` start-up lines on the child's (piped) stderr.
+fn listening_addresses(child: &mut KillOnDrop, n: usize) -> Vec<String> {
+    let stderr = child.0.stderr.take().unwrap();
+    let mut addrs = Vec::new();
+    for line in BufReader::new(stderr).lines().take(20) {
+        let Ok(line) = line else { break };
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            addrs.push(rest.trim().to_string());
+            if addrs.len() == n {
+                return addrs;
+            }
+        }
+    }
+    panic!("expected {n} listening addresses, found {addrs:?}")
+}
+
 /// Stops the server even when an assertion fails first, so no test leaves a process behind.
 struct KillOnDrop(std::process::Child);
 
@@ -160,6 +220,10 @@ fn bad_setups_are_refused_at_start_with_a_clear_error() {
         (&["-I", "4m", "-m", "16"], "does not fit in -m 16 MB"),
         (&["-I", "15m", "-m", "32"], "does not fit in -m 32 MB"),
         (&["-l", "999.1.1.1"], "bad listen address"),
+        (&["-l", "[::1"], "closing ']'"),
+        (&["-l", "127.0.0.1:http"], "invalid port number \"http\""),
+        // TEST-NET-1 (RFC 5737): no host has it, so it cannot be bound.
+        (&["-l", "192.0.2.1"], "cannot listen on \"192.0.2.1\""),
         (&["-p", &busy_port], "cannot listen on 127.0.0.1:"),
         // More open files than Linux allows any process (fs.nr_open: 2^20 by default, below 2^31 at most).
         (&["-c", "4000000000"], "needs 4000000064 open files"),
