@@ -19,9 +19,6 @@ use std::os::fd::AsRawFd;
 
 use tokio::net::{TcpListener, TcpSocket};
 
-/// Connections waiting to be accepted per listener (tokio's and std's `bind` use the same).
-const LISTEN_BACKLOG: u32 = 1024;
-
 /// Why a `-l` value cannot be served. Each message names the entry it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -151,9 +148,10 @@ pub fn resolve(spec: &ListenSpec) -> Result<Vec<SocketAddr>, ListenError> {
     Ok(addrs)
 }
 
-/// Binds one address: address reuse on (a restart does not wait out TIME_WAIT), IPv6 sockets IPv6-only.
-/// Must run inside a tokio runtime.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds one address, `backlog` connections queued before they are accepted (memcached's `-b`, 1024 by
+/// default as tokio's and std's `bind`): address reuse on (a restart does not wait out TIME_WAIT), IPv6
+/// sockets IPv6-only. Must run inside a tokio runtime.
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv6() {
         let socket = TcpSocket::new_v6()?;
         set_ipv6_only(&socket)?;
@@ -163,7 +161,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    socket.listen(backlog)
 }
 
 fn set_ipv6_only(socket: &TcpSocket) -> io::Result<()> {
@@ -196,14 +194,14 @@ pub struct Bound {
 }
 
 /// Binds every address of every entry, with memcached's rules (module docs).
-pub fn bind_all(specs: &[ListenSpec]) -> Result<Bound, ListenError> {
+pub fn bind_all(specs: &[ListenSpec], backlog: u32) -> Result<Bound, ListenError> {
     let mut listeners = Vec::new();
     let mut skipped = Vec::new();
     for spec in specs {
         let mut bound = 0;
         let mut reasons = Vec::new();
         for addr in resolve(spec)? {
-            match bind(addr) {
+            match bind(addr, backlog) {
                 Ok(l) => {
                     listeners.push(l);
                     bound += 1;
@@ -321,9 +319,9 @@ mod tests {
     /// would also take IPv4), which `bind_all` reports as an address in use.
     #[tokio::test]
     async fn ipv6_sockets_are_ipv6_only() {
-        let v4 = bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        let v4 = bind("0.0.0.0:0".parse().unwrap(), 16).unwrap();
         let port = v4.local_addr().unwrap().port();
-        let v6 = bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
+        let v6 = bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), 16);
         if let Err(e) = &v6 {
             // Only a host without IPv6 excuses this.
             let no_ipv6 = e.kind() == io::ErrorKind::AddrNotAvailable

@@ -68,8 +68,35 @@ struct Cli {
           default_value_t = micros(maintainer::default_busy_sleep()),
           value_parser = clap::value_parser!(u64).range(micros(maintainer::MIN_SLEEP)..=1_000_000))]
     maintainer_sleep_us: u64,
+    /// UDP port (memcached -U). cache-node serves TCP only, so only 0, off (memcached's default since
+    /// 1.5.6), is accepted: configurations written for memcached often say -U 0.
+    #[arg(short = 'U', long = "udp-port", default_value_t = 0, value_parser = parse_udp_port)]
+    udp_port: u16,
+    /// When started as root, assume the identity of USER (its user and group, no supplementary groups) once
+    /// the listeners are bound (memcached -u). Ignored, with a warning, when not started as root.
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Write the process ID to FILE once listening (memcached -P); the file is removed at a clean stop.
+    #[arg(short = 'P', long = "pidfile")]
+    pidfile: Option<PathBuf>,
+    /// Connections each listen address queues before they are accepted (memcached -b), 1 to 65535.
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=65535))]
+    listen_backlog: u32,
+    /// Log more (memcached -v, -vv): -v adds debug lines (connection errors), -vv each connection's
+    /// arrival and end. RUST_LOG, when set, decides instead.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+fn parse_udp_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) => Ok(0),
+        Ok(_) => Err("cache-node serves TCP only: leave -U out or give -U 0 (off)".to_string()),
+        Err(_) => Err(format!("not a port number: {s:?}")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +182,85 @@ fn raise_open_files_limit(max_connections: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// memcached's `-u`: the user to become when started as root.
+#[derive(Debug)]
+enum Identity {
+    /// Not started as root: nothing to give up, so `-u` is ignored (with a warning, once logging is up).
+    NotRoot { user: String },
+    /// The user's IDs, looked up at start.
+    Root {
+        user: String,
+        uid: libc::uid_t,
+        gid: libc::gid_t,
+    },
+}
+
+impl Identity {
+    fn look_up(user: &str) -> Result<Identity, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(Identity::NotRoot {
+                user: user.to_string(),
+            });
+        }
+        let name = std::ffi::CString::new(user).map_err(|_| format!("bad user name {user:?}"))?;
+        // SAFETY: an all-zero passwd is a valid value for getpwnam_r to overwrite.
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut strings = vec![0 as libc::c_char; 16 * 1024];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the sizes given; only the integer IDs are read afterwards.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut entry,
+                strings.as_mut_ptr(),
+                strings.len(),
+                &mut found,
+            )
+        };
+        if rc != 0 || found.is_null() {
+            return Err(format!("cannot find the user {user} to switch to (-u)"));
+        }
+        Ok(Identity::Root {
+            user: user.to_string(),
+            uid: entry.pw_uid,
+            gid: entry.pw_gid,
+        })
+    }
+
+    /// Becomes the user: no supplementary groups, its group, then its user ID, in that order (after
+    /// `setuid` the group calls would be refused). glibc applies each call to every thread of the process.
+    fn assume(&self) -> Result<(), String> {
+        let (user, uid, gid) = match self {
+            Identity::NotRoot { user } => {
+                tracing::warn!("-u {user} ignored: not started as root");
+                return Ok(());
+            }
+            Identity::Root { user, uid, gid } => (user, *uid, *gid),
+        };
+        let failed = |what: &str| {
+            format!(
+                "cannot assume the identity of {user} (-u): {what}: {}",
+                std::io::Error::last_os_error()
+            )
+        };
+        // SAFETY: plain system calls on integer arguments; setgroups(0, NULL) clears the list.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0 {
+                return Err(failed("setgroups"));
+            }
+            if libc::setgid(gid) != 0 {
+                return Err(failed("setgid"));
+            }
+            if libc::setuid(uid) != 0 {
+                return Err(failed("setuid"));
+            }
+        }
+        tracing::info!("running as {user} (uid {uid}, gid {gid})");
+        Ok(())
+    }
+}
+
 /// Prints a start-up failure as one `error:` line (clap's style) and exits 1, instead of the `Debug`
 /// form `main` returning an error would print.
 fn main() -> std::process::ExitCode {
@@ -174,13 +280,24 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let listen_specs = listen::parse(&cli.listen, cli.port)?;
+    // Looked up now, so a wrong -u stops the start before anything listens; assumed once bound.
+    let identity = cli.user.as_deref().map(Identity::look_up).transpose()?;
     raise_open_files_limit(u64::from(cli.max_connections))?;
+    let default_level = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written is dropped. By default the subscriber reports the failure with
+        // eprintln!, which panics when stderr is gone (a supervisor's pipe closed), and takes the process
+        // down with it.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let threads = usize::from(cli.threads);
@@ -225,7 +342,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
-        let listen::Bound { listeners, skipped } = listen::bind_all(&listen_specs)?;
+        let shutdown = shutdown_signal()?;
+        let listen::Bound { listeners, skipped } =
+            listen::bind_all(&listen_specs, cli.listen_backlog)?;
         for (addr, e) in skipped {
             tracing::warn!("not listening on {addr}: {e}");
         }
@@ -242,7 +361,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             ips.retain(|ip| seen.insert(*ip));
             for ip in ips {
                 let maddr = SocketAddr::new(ip, cli.metrics_port);
-                let mlistener = listen::bind(maddr)
+                let mlistener = listen::bind(maddr, cli.listen_backlog)
                     .map_err(|e| format!("cannot listen on {maddr} (metrics): {e}"))?;
                 tracing::info!("metrics on http://{}/metrics", mlistener.local_addr()?);
                 tokio::spawn(cache_node::metrics::serve(
@@ -252,17 +371,37 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 ));
             }
         }
-        server::run_listeners(listeners, node, shutdown_signal()).await?;
+        if let Some(path) = &cli.pidfile {
+            std::fs::write(path, format!("{}\n", std::process::id()))
+                .map_err(|e| format!("cannot write the pid file {}: {e}", path.display()))?;
+        }
+        // After binding (a port below 1024 needs root) and writing the pid file, before serving anyone.
+        if let Some(identity) = &identity {
+            identity.assume()?;
+        }
+        server::run_listeners(listeners, node, shutdown).await?;
+        if let Some(path) = &cli.pidfile {
+            // Having given up root, the server may no longer be allowed to (memcached neither checks).
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!("cannot remove the pid file {}: {e}", path.display());
+            }
+        }
         tracing::info!("cache-node stopped");
         Ok::<(), Box<dyn std::error::Error>>(())
     })
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// SIGTERM or SIGINT (Ctrl-C), as a future. The handlers are installed here, when called, not when the
+/// future is first polled: the server calls this before it says it is listening, so a SIGTERM sent as
+/// soon as it listens stops it cleanly (pid file removed) instead of killing it.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

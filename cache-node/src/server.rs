@@ -357,7 +357,7 @@ pub async fn run_listeners(
     let result = loop {
         tokio::select! {
             accepted = accept_any(&listeners, &mut listener_turn) => {
-                let (socket, _) = match accepted {
+                let (socket, peer) = match accepted {
                     Ok(a) => a,
                     // Out of file descriptors and similar: back off instead of spinning.
                     Err(e) => {
@@ -366,14 +366,16 @@ pub async fn run_listeners(
                         continue;
                     }
                 };
+                tracing::trace!("new connection from {peer}");
                 next = next.wrapping_add(1);
                 match &pool {
                     Some(pool) => pool.hand_over(socket, next)?,
                     None => {
                         let node = node.clone();
                         connections.spawn(async move {
-                            if let Err(e) = serve_socket(socket, node).await {
-                                tracing::debug!("connection ended: {e}");
+                            match serve_socket(socket, node).await {
+                                Ok(()) => tracing::trace!("connection from {peer} closed"),
+                                Err(e) => tracing::debug!("connection from {peer} ended: {e}"),
                             }
                         });
                         // Reap finished connections so the set stays as small as the open ones.

@@ -22,6 +22,11 @@ fn help_explains_every_flag() {
         "--metrics-port",
         "--lease-window-secs",
         "--maintainer-sleep-us",
+        "-U, --udp-port",
+        "-u, --user",
+        "-P, --pidfile",
+        "-b, --listen-backlog",
+        "-v, --verbose",
         "replay",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
@@ -188,6 +193,141 @@ fn listening_addresses(child: &mut KillOnDrop, n: usize) -> Vec<String> {
     panic!("expected {n} listening addresses, found {addrs:?}")
 }
 
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The flags a memcached deployment passes besides the sizes (Debian's memcached.conf: `-u memcache -P
+/// FILE`; container images: `-U 0`, `-v`) start cache-node as they start memcached: -U 0 is accepted, -P
+/// writes the pid, -b sets the listen backlog, -vv logs each connection, and -u, when root, gives up root
+/// (user, group, supplementary groups) before serving; without root it is ignored with a warning. -P's
+/// file goes at a clean stop, when the server may still remove it.
+#[test]
+fn memcached_deployment_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("cache-node.pid");
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["-p", "0", "-U", "0", "-b", "7", "-vv", "-u", "nobody", "-P"])
+            .arg(&pidfile)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let stderr = child.0.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let next_line_with = |needle: &str| -> String {
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    let addr = next_line_with("listening on ")
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let status = |field: &str| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .unwrap();
+        line[field.len() + 1..].trim().to_string()
+    };
+    if running_as_root() {
+        next_line_with("running as nobody");
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        let nobody: Vec<&str> = passwd
+            .lines()
+            .find(|l| l.starts_with("nobody:"))
+            .expect("a nobody user")
+            .split(':')
+            .collect();
+        let (uid, gid) = (nobody[2], nobody[3]);
+        assert_eq!(status("Uid"), format!("{uid}\t{uid}\t{uid}\t{uid}"));
+        assert_eq!(status("Gid"), format!("{gid}\t{gid}\t{gid}\t{gid}"));
+        assert_eq!(status("Groups"), "", "no supplementary groups left");
+    } else {
+        next_line_with("-u nobody ignored: not started as root");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap(),
+        format!("{pid}\n")
+    );
+    let port = addr.rsplit(':').next().unwrap();
+    let ss = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) shows the listen backlog");
+    let listening = String::from_utf8(ss.stdout).unwrap();
+    let backlog = listening.split_whitespace().nth(2);
+    assert_eq!(backlog, Some("7"), "ss: {listening:?}");
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"set k 0 0 2\r\nhi\r\nget k\r\nquit\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\n");
+    let local = s.local_addr().unwrap().to_string();
+    next_line_with(&format!("new connection from {local}"));
+    next_line_with(&format!("connection from {local} closed"));
+}
+
+/// A server whose stderr is gone (the supervisor's pipe closed) keeps serving and logging nothing, and
+/// still stops cleanly on SIGTERM, removing its pid file. Before, the first log line after the pipe closed
+/// (here -vv's line for a new connection) panicked in the log subscriber's fallback `eprintln!`: the
+/// accept loop died with it, and the process exited 101 with its pid file left behind.
+#[test]
+fn a_closed_stderr_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("cache-node.pid");
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["-p", "0", "-vv", "-P"])
+            .arg(&pidfile)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Reads the start-up line, then drops the pipe's read end.
+    let addr = listening_address(&mut child);
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"version\r\nquit\r\n").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("VERSION "), "{reply:?}");
+    }
+    assert!(pidfile.exists());
+    // SAFETY: signals a child of this test by its pid.
+    assert_eq!(
+        unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let exit = child.0.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(!pidfile.exists(), "the pid file is removed at a clean stop");
+}
+
 /// Stops the server even when an assertion fails first, so no test leaves a process behind.
 struct KillOnDrop(std::process::Child);
 
@@ -227,7 +367,19 @@ fn bad_setups_are_refused_at_start_with_a_clear_error() {
         (&["-p", &busy_port], "cannot listen on 127.0.0.1:"),
         // More open files than Linux allows any process (fs.nr_open: 2^20 by default, below 2^31 at most).
         (&["-c", "4000000000"], "needs 4000000064 open files"),
+        (&["-U", "11211"], "serves TCP only"),
+        (&["-b", "0"], "--listen-backlog"),
     ];
+    // -u is acted on only by root (anyone else has no identity to give up and is warned instead).
+    let as_root: &[(&[&str], &str)] = &[(
+        &["-u", "no-such-user-here"],
+        "cannot find the user no-such-user-here",
+    )];
+    let cases: Vec<_> = if running_as_root() {
+        cases.iter().chain(as_root).collect()
+    } else {
+        cases.iter().collect()
+    };
     for (args, expect) in cases {
         let port: &[&str] = if args.contains(&"-p") {
             &[]

@@ -55,6 +55,10 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written is dropped. By default the subscriber reports the failure with
+        // eprintln!, which panics when stderr is gone (a supervisor's pipe closed), and takes the process
+        // down with it.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();

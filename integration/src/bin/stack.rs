@@ -50,6 +50,10 @@ async fn main() {
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written is dropped. By default the subscriber reports the failure with
+        // eprintln!, which panics when stderr is gone (a supervisor's pipe closed), and takes the process
+        // down with it.
+        .log_internal_errors(false)
         .init();
     let result = match Cli::parse().command {
         Command::Up { replicas, keep } => up(replicas, keep).await,
