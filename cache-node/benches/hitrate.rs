@@ -114,6 +114,9 @@ fn main() {
         if let Ok(v) = std::env::var("MARGIN") {
             c.admission_margin = v.parse().expect("MARGIN");
         }
+        if let Ok(v) = std::env::var("COLD_VICTIMS") {
+            c.cold_victims = v != "0";
+        }
         if let Ok(v) = std::env::var("GHOST_ADMISSION") {
             c.ghost_admission = v != "0";
         }

@@ -206,6 +206,8 @@ impl Node {
                 "ghost_admissions_declined",
                 s.ghost_admissions_declined.to_string(),
             ),
+            ("cold_victims", s.cold_victims.to_string()),
+            ("cold_victims_declined", s.cold_victims_declined.to_string()),
             (
                 "maintainer_wakeups",
                 self.maintainer_wakeups.load(Ordering::Relaxed).to_string(),

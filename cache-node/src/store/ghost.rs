@@ -9,7 +9,7 @@
 //! The window list also decides ghost admission (`shard.rs`), so it tracks every key, in a cache
 //! of any size: 2 bytes per remembered eviction (a 16-bit fingerprint in buckets kept in insertion
 //! order). The main list only moves the window, for which a sample is enough: it tracks a
-//! hash-sampled subset of keys, at most [`MAX_TRACKED`], exactly (16 bytes each), and each sampled
+//! hash-sampled subset of keys, at most [`MAX_TRACKED`], exactly (16 bytes and a bit each), and each sampled
 //! hit counts for the sample rate. Both are allocated at the first eviction, so a cache that never
 //! evicts pays nothing. This module does not decide what a ghost hit does; the shard does.
 
@@ -19,7 +19,7 @@ pub(crate) const MAX_TRACKED: usize = 2048;
 const EMPTY: u32 = u32::MAX;
 const TOMBSTONE: u32 = u32::MAX - 1;
 
-/// The main list: a FIFO of the last `cap` sampled hashes in fixed memory (16 bytes per entry):
+/// The main list: a FIFO of the last `cap` sampled hashes in fixed memory (16 bytes and a bit per entry):
 /// a ring of hashes and an open-addressing table (twice the ring's size) of ring positions for
 /// membership. A hash found is consumed (`take`), so one eviction gives at most one signal.
 struct GhostList {
@@ -28,6 +28,9 @@ struct GhostList {
     /// Hashes in insertion order; 0 = empty or consumed. Empty until the first eviction, so a
     /// cache that never evicts pays nothing.
     ring: Vec<u64>,
+    /// One bit per ring position: the eviction took a cold probation item instead of the LRU one
+    /// (`shard.rs`, cold victims), so its return counts against that choice.
+    cold: Vec<u64>,
     /// Next ring position to overwrite.
     head: usize,
     /// Ring positions, or EMPTY / TOMBSTONE.
@@ -41,6 +44,7 @@ impl GhostList {
         GhostList {
             cap: cap.max(1),
             ring: Vec::new(),
+            cold: Vec::new(),
             head: 0,
             table: Vec::new(),
             tombstones: 0,
@@ -83,9 +87,10 @@ impl GhostList {
         self.live -= 1;
     }
 
-    fn add(&mut self, h: u64) {
+    fn add(&mut self, h: u64, cold: bool) {
         if self.ring.is_empty() {
             self.ring = vec![0; self.cap];
+            self.cold = vec![0; self.cap.div_ceil(64)];
             self.table = vec![EMPTY; 2 * self.cap];
         }
         let h = Self::norm(h);
@@ -93,6 +98,12 @@ impl GhostList {
             return;
         }
         let pos = self.head;
+        let bit = 1u64 << (pos % 64);
+        if cold {
+            self.cold[pos / 64] |= bit;
+        } else {
+            self.cold[pos / 64] &= !bit;
+        }
         self.head = (self.head + 1) % self.ring.len();
         let old = self.ring[pos];
         if old != 0 {
@@ -136,16 +147,17 @@ impl GhostList {
         }
     }
 
-    /// Consumes `h` if remembered. Returns how recent its eviction was: 0 for the latest, up
-    /// to `cap - 1` for the oldest remembered.
-    fn take(&mut self, h: u64) -> Option<usize> {
+    /// Consumes `h` if remembered. Returns how recent its eviction was (0 for the latest, up to
+    /// `cap - 1` for the oldest remembered) and whether it was a cold victim.
+    fn take(&mut self, h: u64) -> Option<(usize, bool)> {
         let h = Self::norm(h);
         let slot = self.find(h)?;
         let pos = self.table[slot] as usize;
         self.ring[pos] = 0;
         self.unlink(slot);
         let n = self.ring.len();
-        Some((self.head + n - pos - 1) % n)
+        let cold = self.cold[pos / 64] & (1 << (pos % 64)) != 0;
+        Some(((self.head + n - pos - 1) % n, cold))
     }
 
     /// True if an eviction `age` entries ago is in the list's most recent [`RECENT_SHARE`].
@@ -154,7 +166,7 @@ impl GhostList {
     }
 
     fn bytes(&self) -> usize {
-        self.ring.capacity() * 8 + self.table.capacity() * 4
+        (self.ring.capacity() + self.cold.capacity()) * 8 + self.table.capacity() * 4
     }
 }
 
@@ -248,6 +260,8 @@ pub(crate) struct GhostFound {
     pub(crate) keys: u64,
     /// The eviction is among the list's most recent 1/[`RECENT_SHARE`].
     pub(crate) recent: bool,
+    /// A main-space eviction that took a cold probation item instead of the LRU one.
+    pub(crate) cold_victim: bool,
 }
 
 /// Where a ghost hit says the cache was too small.
@@ -301,11 +315,12 @@ impl Ghosts {
         (h >> 32) & (self.sample_rate - 1) == 0
     }
 
-    /// Remembers an eviction.
-    pub(crate) fn record_eviction(&mut self, h: u64, from: GhostHit) {
+    /// Remembers an eviction; `cold_victim` marks a main-space one that took a cold probation item
+    /// instead of the LRU one.
+    pub(crate) fn record_eviction(&mut self, h: u64, from: GhostHit, cold_victim: bool) {
         match from {
             GhostHit::Window => self.window.add(h),
-            GhostHit::Main if self.sampled(h) => self.main.add(h),
+            GhostHit::Main if self.sampled(h) => self.main.add(h, cold_victim),
             GhostHit::Main => {}
         }
     }
@@ -317,13 +332,15 @@ impl Ghosts {
                 list: GhostHit::Window,
                 keys: 1,
                 recent: place * RECENT_SHARE < BUCKET,
+                cold_victim: false,
             })
         } else if self.sampled(h) {
-            let age = self.main.take(h)?;
+            let (age, cold_victim) = self.main.take(h)?;
             Some(GhostFound {
                 list: GhostHit::Main,
                 keys: self.sample_rate,
                 recent: self.main.is_recent(age),
+                cold_victim,
             })
         } else {
             None
@@ -360,7 +377,7 @@ mod tests {
         let mut g = Ghosts::new();
         g.resize(1_024);
         for i in 0..1_024 {
-            g.record_eviction(h(i), GhostHit::Main);
+            g.record_eviction(h(i), GhostHit::Main, false);
         }
         let recent_main: Vec<u64> = (0..1_024)
             .filter(|&i| g.on_miss(h(i)).is_some_and(|f| f.recent))
@@ -370,7 +387,7 @@ mod tests {
         let mut g = Ghosts::new();
         g.resize(1 << 16);
         for i in 0..1 << 16 {
-            g.record_eviction(h(i), GhostHit::Window);
+            g.record_eviction(h(i), GhostHit::Window, false);
         }
         let recent = |range: std::ops::Range<u64>, g: &mut Ghosts| {
             range
@@ -389,10 +406,10 @@ mod tests {
         let mut g = Ghosts::new();
         g.resize(100);
         assert_eq!(found(&mut g, h(1)), None, "nothing evicted yet");
-        g.record_eviction(h(1), GhostHit::Window);
-        g.record_eviction(h(2), GhostHit::Main);
-        g.record_eviction(h(3), GhostHit::Window);
-        g.record_eviction(h(3), GhostHit::Main);
+        g.record_eviction(h(1), GhostHit::Window, false);
+        g.record_eviction(h(2), GhostHit::Main, false);
+        g.record_eviction(h(3), GhostHit::Window, false);
+        g.record_eviction(h(3), GhostHit::Main, false);
         assert_eq!(found(&mut g, h(1)), Some((GhostHit::Window, 1)));
         assert_eq!(found(&mut g, h(1)), None, "a ghost hit is consumed");
         assert_eq!(found(&mut g, h(2)), Some((GhostHit::Main, 1)));
@@ -402,11 +419,11 @@ mod tests {
             "the window list is asked first"
         );
         assert_eq!(found(&mut g, h(3)), Some((GhostHit::Main, 1)));
-        g.record_eviction(h(1), GhostHit::Window);
-        g.record_eviction(h(2), GhostHit::Main);
+        g.record_eviction(h(1), GhostHit::Window, false);
+        g.record_eviction(h(2), GhostHit::Main, false);
         for i in 10..1_010 {
-            g.record_eviction(h(i), GhostHit::Window);
-            g.record_eviction(h(i), GhostHit::Main);
+            g.record_eviction(h(i), GhostHit::Window, false);
+            g.record_eviction(h(i), GhostHit::Main, false);
         }
         assert_eq!(
             found(&mut g, h(1)),
@@ -424,8 +441,8 @@ mod tests {
         assert!(false_hits <= 8, "{false_hits} false ghost hits");
         // Heavy churn with consumption keeps working (freed slots are reused, tombstones swept).
         for i in 0..100_000 {
-            g.record_eviction(h(i), GhostHit::Window);
-            g.record_eviction(h(i), GhostHit::Main);
+            g.record_eviction(h(i), GhostHit::Window, false);
+            g.record_eviction(h(i), GhostHit::Main, false);
             if i % 3 == 0 {
                 assert_eq!(found(&mut g, h(i)), Some((GhostHit::Window, 1)));
                 assert_eq!(found(&mut g, h(i)), Some((GhostHit::Main, 1)));
@@ -448,10 +465,10 @@ mod tests {
         let found_after = |g: &mut Ghosts, later: usize| {
             let probes: Vec<u64> = (0..2_000u64).map(|i| h(i << 40 | 7)).collect();
             for &p in &probes {
-                g.record_eviction(p, GhostHit::Window);
+                g.record_eviction(p, GhostHit::Window, false);
             }
             for i in 0..later as u64 {
-                g.record_eviction(h((later as u64) << 32 | i), GhostHit::Window);
+                g.record_eviction(h((later as u64) << 32 | i), GhostHit::Window, false);
             }
             probes
                 .iter()
@@ -477,7 +494,7 @@ mod tests {
         let tracked: Vec<u64> = (0..100_000u64)
             .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
             .filter_map(|h| {
-                g.record_eviction(h, GhostHit::Main);
+                g.record_eviction(h, GhostHit::Main, false);
                 found(&mut g, h).map(|(list, keys)| {
                     assert_eq!(list, GhostHit::Main);
                     keys
@@ -490,6 +507,7 @@ mod tests {
             "{}",
             tracked.len()
         );
-        assert!(g.main.bytes() <= 32 << 10);
+        // 16 bytes an entry (ring and table) and a bit (cold victims).
+        assert!(g.main.bytes() <= (32 << 10) + MAX_TRACKED / 8);
     }
 }

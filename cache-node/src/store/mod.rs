@@ -71,6 +71,14 @@ pub struct StoreConfig {
     /// often as main-space victims come back (under a Zipf popularity they are not); otherwise
     /// one such key in 8 (`stats`: `ghost_admissions`, `ghost_admissions_declined`).
     pub ghost_admission: bool,
+    /// Cold victims ([`WindowAdaptation::Ghost`]; default true): while the window holds at least 5%
+    /// of the cache, a candidate leaving the window duels, instead of a probation LRU item that has a
+    /// history (estimated frequency 3 or more), the least recent probation item seen about once
+    /// (estimate 0 or 1), which is then the one evicted if the candidate wins. Each shard uses it only
+    /// while the items it evicts this way come back no more often than the probation LRU items evicted
+    /// otherwise (both measured by the main ghost list); otherwise one chance in 32
+    /// (`stats`: `cold_victims`, `cold_victims_declined`).
+    pub cold_victims: bool,
     /// Admission margin: a candidate leaving the window replaces the main space's victim only
     /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
     /// discounts the candidate's own latest access, which otherwise makes a sketch freshly
@@ -125,6 +133,7 @@ impl Default for StoreConfig {
             window_adaptation: WindowAdaptation::Ghost,
             ghost_step_items: 0.6,
             ghost_admission: true,
+            cold_victims: true,
             admission_margin: 1,
             window_percent: 1.0,
             protected_percent: 80.0,
@@ -351,6 +360,13 @@ pub struct StoreStats {
     /// Missed keys ghost admission could have let in but did not, because the keys it let in were
     /// read less often than the main space's victims came back.
     pub ghost_admissions_declined: u64,
+    /// Admission duels fought against a cold probation item instead of the probation LRU item, and
+    /// won by the candidate: the cold item was evicted ([`StoreConfig::cold_victims`]).
+    pub cold_victims: u64,
+    /// Duels against a warm probation LRU item that could have been fought against a cold item but
+    /// were not, because the cold items evicted so far came back more often than the LRU items they
+    /// spared.
+    pub cold_victims_declined: u64,
 }
 
 mod ghost;
@@ -535,6 +551,7 @@ impl Store {
             adaptation: config.window_adaptation,
             ghost_step_items: config.ghost_step_items.max(0.0),
             ghost_admission: config.ghost_admission,
+            cold_victims: config.cold_victims,
             admission_margin: config.admission_margin,
             window_percent: (config.window_percent / 100.0).clamp(0.0, 1.0),
             protected_percent: (config.protected_percent / 100.0).clamp(0.0, 1.0),
@@ -693,6 +710,8 @@ impl Store {
             t.slab_reassign_rescues += st.items_moved;
             t.ghost_admissions += st.ghost_admissions;
             t.ghost_admissions_declined += st.ghost_admissions_declined;
+            t.cold_victims += st.cold_victims;
+            t.cold_victims_declined += st.cold_victims_declined;
         }
         t
     }
@@ -916,5 +935,80 @@ mod tests {
         assert_eq!(chunk(b"flagless"), 29 + 8 + 20);
         assert_eq!(chunk(b"flagged1"), chunk(b"flagless") + 4);
         assert_eq!(chunk(b"flagmax!"), chunk(b"flagless") + 4);
+    }
+
+    /// Cold victims: a candidate leaving the window with an estimated frequency of 3 loses its duel
+    /// against a probation LRU item with a history (estimate 4: it would need more than 5), but the
+    /// duel is fought instead against the least recent probation item seen once, which the candidate
+    /// beats and which is evicted; every warm item stays. Control: cold victims off, where the
+    /// candidate is the one evicted. (One shard of 100 items, a fixed 20-item window, no ghost
+    /// admission, so the queues are known: probation holds warm0..warm9 at its LRU end, then cold0..)
+    #[test]
+    fn a_warm_candidate_duels_a_cold_probation_item_instead_of_a_warm_lru_one() {
+        let run = |cold_victims: bool| {
+            let store = Store::new(
+                StoreConfig {
+                    memory_limit_bytes: usize::MAX / 4,
+                    shards: 1,
+                    max_items: Some(100),
+                    window_percent: 20.0,
+                    ghost_step_items: 0.0,
+                    ghost_admission: false,
+                    cold_victims,
+                    ..StoreConfig::default()
+                },
+                Arc::new(crate::clock::ManualClock::new(0)),
+            );
+            let set = |key: &str| {
+                store
+                    .with_entry(key.as_bytes(), |e| {
+                        e.insert(NewItem {
+                            value: &[b"v"],
+                            flags: 0,
+                            exptime: 0,
+                            cas: 0,
+                            stale: false,
+                            win_sent: false,
+                        })
+                    })
+                    .expect("insert");
+            };
+            let read = |key: &str| {
+                store.with_entry(key.as_bytes(), |e| {
+                    assert!(e.item().is_some(), "{key} is stored");
+                    e.record_read();
+                })
+            };
+            let stored = |key: &str| store.with_entry(key.as_bytes(), |e| e.item().is_some());
+            for i in 0..10 {
+                let key = format!("warm{i}");
+                set(&key);
+                (0..3).for_each(|_| read(&key));
+            }
+            (0..90).for_each(|i| set(&format!("cold{i}")));
+            assert_eq!(store.stats().evictions, 0, "full, nothing evicted yet");
+            set("candidate");
+            read("candidate");
+            read("candidate");
+            // The 20th new key pushes the candidate out of the window into its duel.
+            (0..20).for_each(|i| set(&format!("new{i}")));
+            let warm_kept = (0..10).all(|i| stored(&format!("warm{i}")));
+            (
+                stored("candidate"),
+                stored("cold0"),
+                warm_kept,
+                store.stats().cold_victims,
+            )
+        };
+        assert_eq!(
+            run(true),
+            (true, false, true, 1),
+            "with cold victims: the candidate in, cold0 out, the warm keys kept, one cold victim"
+        );
+        assert_eq!(
+            run(false),
+            (false, true, true, 0),
+            "without: the candidate loses to warm0"
+        );
     }
 }
