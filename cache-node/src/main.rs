@@ -377,7 +377,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         // After binding (a port below 1024 needs root) and writing the pid file, before serving anyone.
         if let Some(identity) = &identity {
-            identity.assume()?;
+            if let Err(e) = identity.assume() {
+                if let Some(path) = &cli.pidfile {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e.into());
+            }
         }
         server::run_listeners(listeners, node, shutdown).await?;
         if let Some(path) = &cli.pidfile {

@@ -8,9 +8,9 @@
 //!
 //! The window list also decides ghost admission (`shard.rs`), so it tracks every key, in a cache
 //! of any size: 2 bytes per remembered eviction (a 16-bit fingerprint in buckets kept in insertion
-//! order). The main list only moves the window, for which a sample is enough: it tracks a
-//! hash-sampled subset of keys, at most [`MAX_TRACKED`], exactly (16 bytes and a bit each), and each sampled
-//! hit counts for the sample rate. Both are allocated at the first eviction, so a cache that never
+//! order). The main list only moves the window (and measures cold victims), for which a sample is
+//! enough: it tracks a hash-sampled subset of keys, at most [`MAX_TRACKED`], exactly (16 bytes and
+//! a bit each), and each sampled hit counts for the sample rate. Both are allocated at the first eviction, so a cache that never
 //! evicts pays nothing. This module does not decide what a ghost hit does; the shard does.
 
 /// Most evictions the main list remembers (before sampling kicks in).
@@ -19,9 +19,9 @@ pub(crate) const MAX_TRACKED: usize = 2048;
 const EMPTY: u32 = u32::MAX;
 const TOMBSTONE: u32 = u32::MAX - 1;
 
-/// The main list: a FIFO of the last `cap` sampled hashes in fixed memory (16 bytes and a bit per entry):
-/// a ring of hashes and an open-addressing table (twice the ring's size) of ring positions for
-/// membership. A hash found is consumed (`take`), so one eviction gives at most one signal.
+/// The main list: a FIFO of the last `cap` sampled hashes in fixed memory (16 bytes and a bit per
+/// entry): a ring of hashes and an open-addressing table (twice the ring's size) of ring positions
+/// for membership. A hash found is consumed (`take`), so one eviction gives at most one signal.
 struct GhostList {
     /// Entries remembered (the ring's length once allocated).
     cap: usize,
@@ -484,6 +484,35 @@ mod tests {
         let twice = found_after(&mut g, 2 * capacity);
         assert!(twice <= 50, "{twice} of 2,000 found after two capacities");
         assert_eq!(g.window.bytes(), capacity * 2);
+    }
+
+    /// A main-list hit says whether the eviction was marked as a cold victim, also once the ring
+    /// has wrapped and positions that held marked evictions hold unmarked ones.
+    #[test]
+    fn a_main_hit_says_whether_it_was_a_cold_victim() {
+        let mut g = Ghosts::new();
+        g.resize(100);
+        let cold_of = |g: &mut Ghosts, i: u64| g.on_miss(h(i)).map(|f| f.cold_victim);
+        for round in 0..3u64 {
+            for i in 0..100 {
+                let key = round * 1_000 + i;
+                g.record_eviction(h(key), GhostHit::Main, (key + round) % 3 == 0);
+            }
+            for i in 0..100 {
+                let key = round * 1_000 + i;
+                assert_eq!(
+                    cold_of(&mut g, key),
+                    Some((key + round) % 3 == 0),
+                    "round {round}, key {key}"
+                );
+            }
+        }
+        g.record_eviction(h(5), GhostHit::Window, false);
+        assert_eq!(
+            cold_of(&mut g, 5),
+            Some(false),
+            "window hits are never cold"
+        );
     }
 
     #[test]
