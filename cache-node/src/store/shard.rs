@@ -806,6 +806,13 @@ impl Shard {
             queued += len;
         }
         assert_eq!(queued, self.index.len(), "every indexed item is queued");
+        if self.cold_search != NIL {
+            assert!(
+                self.slab.get_u8(self.cold_search, OFF_BITS) & BIT_LIVE != 0
+                    && self.queue_of(self.cold_search) == PROBATION,
+                "the cold-victim search resumes at a live probation item"
+            );
+        }
         let (idle, lists_agree) = self.slab.recount_idle();
         assert_eq!(self.slab.idle_bytes(), idle, "idle bytes");
         assert!(lists_agree, "partial lists");
