@@ -30,6 +30,8 @@ pub enum ListenError {
     BadPort { entry: String, port: String },
     #[error("bad listen address {entry:?}: no address given")]
     EmptyHost { entry: String },
+    #[error("bad listen address {given:?}: no address given")]
+    NoAddress { given: String },
     #[error("bad listen address {entry:?}: {reason}")]
     Unresolved { entry: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
@@ -61,14 +63,21 @@ pub struct ListenSpec {
 }
 
 /// Splits and reads every `-l` value (each may itself be a list). Empty entries (`a,,b`) are skipped, as
-/// memcached's tokenizer does.
+/// memcached's tokenizer does; values with no entry at all (`-l ""`) are an error, not a server that
+/// listens nowhere.
 pub fn parse(values: &[String], default_port: u16) -> Result<Vec<ListenSpec>, ListenError> {
-    values
+    let specs = values
         .iter()
         .flat_map(|v| v.split([',', ';']))
         .filter(|e| !e.is_empty())
         .map(|e| parse_entry(e, default_port))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if specs.is_empty() {
+        return Err(ListenError::NoAddress {
+            given: values.join(" "),
+        });
+    }
+    Ok(specs)
 }
 
 fn parse_entry(entry: &str, default_port: u16) -> Result<ListenSpec, ListenError> {
@@ -279,6 +288,11 @@ mod tests {
             ]
         );
         assert_eq!(parse(&["a,,b,".to_string()], 1).unwrap().len(), 2);
+        for nothing in [&[""][..], &[",;"], &["", ","]] {
+            let values: Vec<String> = nothing.iter().map(|v| v.to_string()).collect();
+            let e = parse(&values, 1).unwrap_err().to_string();
+            assert!(e.contains("no address given"), "{nothing:?}: {e}");
+        }
     }
 
     #[test]

@@ -361,6 +361,8 @@ fn bad_setups_are_refused_at_start_with_a_clear_error() {
         (&["-I", "15m", "-m", "32"], "does not fit in -m 32 MB"),
         (&["-l", "999.1.1.1"], "bad listen address"),
         (&["-l", "[::1"], "closing ']'"),
+        // Before, -l "" started a server that listened nowhere.
+        (&["-l", ""], "no address given"),
         (&["-l", "127.0.0.1:http"], "invalid port number \"http\""),
         // TEST-NET-1 (RFC 5737): no host has it, so it cannot be bound.
         (&["-l", "192.0.2.1"], "cannot listen on \"192.0.2.1\""),
