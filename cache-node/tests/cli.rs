@@ -73,34 +73,45 @@ fn replay_prints_hit_rate_with_two_decimals() {
     );
 }
 
-/// Starts the binary with `args` on a port the OS picks; returns it and the address from its start-up line.
+/// The binary with `args` on a port the OS picks (`-p 0`; the address is in the start-up log), its log
+/// on a pipe. RUST_LOG is cleared, so the level is the binary's own: info, or what `-v` makes it.
+fn server_command(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["-p", "0"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    command
+}
+
+/// Starts the binary with `args` ([`server_command`]); returns it and the address from its start-up line.
 fn start(args: &[&str]) -> (KillOnDrop, String) {
-    // Port 0 lets the OS choose; the address is in the startup log.
-    let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args(["-p", "0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = KillOnDrop(server_command(args).spawn().unwrap());
     let addr = listening_address(&mut child);
     (child, addr)
 }
 
-/// The address from the start-up line on the child's (piped) stderr.
+/// The address from the (first) start-up line on the child's (piped) stderr.
 fn listening_address(child: &mut KillOnDrop) -> String {
-    let stderr = child.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    for _ in 0..10 {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            return rest.trim().to_string();
-        }
-    }
-    panic!("no startup line with the address")
+    listening_addresses(child, 1).remove(0)
+}
+
+/// A connection to `addr` that gives up on a reply after 5 s.
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Sends `request` (which ends with `quit`) on a new connection and returns everything the server sent.
+fn exchange(addr: &str, request: &[u8]) -> String {
+    let mut s = connect(addr);
+    s.write_all(request).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
 }
 
 #[test]
@@ -115,12 +126,10 @@ fn binary_serves_with_memcached_flags() {
         "--maintainer-sleep-us",
         "5000",
     ]);
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"set k 0 0 2\r\nhi\r\nget k\r\nstats settings\r\nquit\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
+    let reply = exchange(
+        &addr,
+        b"set k 0 0 2\r\nhi\r\nget k\r\nstats settings\r\nquit\r\n",
+    );
     assert!(
         reply.starts_with("STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\n"),
         "{reply}"
@@ -144,32 +153,18 @@ fn listens_on_every_address_in_memcacheds_forms() {
         ("127.0.0.1:0;::1", &["127.0.0.1:", "[::1]:"]),
     ];
     for (listen, expect) in cases {
-        let mut child = KillOnDrop(
-            Command::new(BIN)
-                .args(["-p", "0", "-l", listen])
-                .env("RUST_LOG", "info")
-                .stderr(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = KillOnDrop(server_command(&["-l", listen]).spawn().unwrap());
         let addrs = listening_addresses(&mut child, expect.len());
         for (addr, prefix) in addrs.iter().zip(expect.iter()) {
             assert!(addr.starts_with(prefix), "-l {listen}: {addrs:?}");
         }
-        let exchange = |addr: &str, request: &[u8]| {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(request).unwrap();
-            s.write_all(b"quit\r\n").unwrap();
-            let mut reply = String::new();
-            s.read_to_string(&mut reply).unwrap();
-            reply
-        };
-        assert_eq!(exchange(&addrs[0], b"set k 0 0 2\r\nhi\r\n"), "STORED\r\n");
+        assert_eq!(
+            exchange(&addrs[0], b"set k 0 0 2\r\nhi\r\nquit\r\n"),
+            "STORED\r\n"
+        );
         for addr in &addrs {
             assert_eq!(
-                exchange(addr, b"get k\r\n"),
+                exchange(addr, b"get k\r\nquit\r\n"),
                 "VALUE k 0 2\r\nhi\r\nEND\r\n",
                 "-l {listen}: {addr}"
             );
@@ -177,7 +172,8 @@ fn listens_on_every_address_in_memcacheds_forms() {
     }
 }
 
-/// The addresses of the first `n` start-up lines on the child's (piped) stderr.
+/// The addresses of the first `n` start-up lines on the child's (piped) stderr (among its first 20
+/// lines).
 fn listening_addresses(child: &mut KillOnDrop, n: usize) -> Vec<String> {
     let stderr = child.0.stderr.take().unwrap();
     let mut addrs = Vec::new();
@@ -207,15 +203,21 @@ fn running_as_root() -> bool {
 fn memcached_deployment_flags() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("cache-node.pid");
+    let pidfile_arg = pidfile.to_str().unwrap();
     let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args(["-p", "0", "-U", "0", "-b", "7", "-vv", "-u", "nobody", "-P"])
-            .arg(&pidfile)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+        server_command(&[
+            "-U",
+            "0",
+            "-b",
+            "7",
+            "-vv",
+            "-u",
+            "nobody",
+            "-P",
+            pidfile_arg,
+        ])
+        .spawn()
+        .unwrap(),
     );
     let pid = child.0.id();
     let stderr = child.0.stderr.take().unwrap();
@@ -241,14 +243,7 @@ fn memcached_deployment_flags() {
         .unwrap()
         .trim()
         .to_string();
-    let status = |field: &str| -> String {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(&format!("{field}:")))
-            .unwrap();
-        line[field.len() + 1..].trim().to_string()
-    };
+    let status = |field: &str| proc_status(pid, field);
     if running_as_root() {
         next_line_with("running as nobody");
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
@@ -277,8 +272,7 @@ fn memcached_deployment_flags() {
     let listening = String::from_utf8(ss.stdout).unwrap();
     let backlog = listening.split_whitespace().nth(2);
     assert_eq!(backlog, Some("7"), "ss: {listening:?}");
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = connect(&addr);
     s.write_all(b"set k 0 0 2\r\nhi\r\nget k\r\nquit\r\n")
         .unwrap();
     let mut reply = String::new();
@@ -297,24 +291,12 @@ fn memcached_deployment_flags() {
 fn a_closed_stderr_does_not_stop_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("cache-node.pid");
-    let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args(["-p", "0", "-vv", "-P"])
-            .arg(&pidfile)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let pidfile_arg = pidfile.to_str().unwrap();
+    let mut child = KillOnDrop(server_command(&["-vv", "-P", pidfile_arg]).spawn().unwrap());
     // Reads the start-up line, then drops the pipe's read end.
     let addr = listening_address(&mut child);
     for _ in 0..3 {
-        let mut s = TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"version\r\nquit\r\n").unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
+        let reply = exchange(&addr, b"version\r\nquit\r\n");
         assert!(reply.starts_with("VERSION "), "{reply:?}");
     }
     assert!(pidfile.exists());
@@ -447,12 +429,23 @@ fn the_smallest_memory_accepted_for_an_item_size_holds_that_item() {
 /// A memory figure (kB) of process `pid` from /proc: `VmRSS` (resident now) or `VmHWM` (the peak).
 #[cfg(target_os = "linux")]
 fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    proc_status(pid, field)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A field of process `pid`'s `/proc/<pid>/status`, without its name and surrounding blanks.
+fn proc_status(pid: u32, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    line.split_whitespace().next().unwrap().parse().unwrap()
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
 }
 
 /// One `get` naming a 1 MB value 200 times asks for a 200 MB reply. The server sends it in batches of
@@ -645,12 +638,7 @@ const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
 #[test]
 fn connections_up_to_the_limit_are_served_under_a_low_open_files_limit() {
     use std::os::unix::process::CommandExt;
-    let mut command = Command::new(BIN);
-    command
-        .args(["-p", "0", "-c", "1000"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
+    let mut command = server_command(&["-c", "1000"]);
     // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -668,8 +656,7 @@ fn connections_up_to_the_limit_are_served_under_a_low_open_files_limit() {
     let addr = listening_address(&mut child);
     let mut open = Vec::new();
     for i in 0..600 {
-        let mut s = TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut s = connect(&addr);
         s.write_all(b"version\r\n").unwrap();
         let mut reply = [0u8; 8];
         s.read_exact(&mut reply)
