@@ -770,6 +770,22 @@ mod tests {
         assert_send_sync::<Store>();
     }
 
+    /// Stores `value` under `key` with `flags` and `exptime` (a fresh CAS, no lease bits).
+    fn insert(store: &Store, key: &[u8], value: &[u8], flags: u32, exptime: u32) {
+        store
+            .with_entry(key, |e| {
+                e.insert(NewItem {
+                    value: &[value],
+                    flags,
+                    exptime,
+                    cas: 0,
+                    stale: false,
+                    win_sent: false,
+                })
+            })
+            .expect("insert");
+    }
+
     /// A store of `limit` bytes in `shards` shards, on a clock that stands still.
     fn test_store(limit: usize, shards: usize) -> Store {
         Store::new(
@@ -799,18 +815,13 @@ mod tests {
         let keys = 3 * (8 << 20) / 2_600;
         for i in 0..keys {
             let key = format!("key:{i}");
-            store
-                .with_entry(key.as_bytes(), |e| {
-                    e.insert(NewItem {
-                        value: &[&value_of(i)],
-                        flags: flags_of(i),
-                        exptime: exptime_of(i),
-                        cas: 0,
-                        stale: false,
-                        win_sent: false,
-                    })
-                })
-                .expect("insert");
+            insert(
+                &store,
+                key.as_bytes(),
+                &value_of(i),
+                flags_of(i),
+                exptime_of(i),
+            );
             if i % 4 == 0 {
                 let earlier = format!("key:{}", i / 2);
                 store.with_entry(earlier.as_bytes(), |e| e.record_read());
@@ -914,18 +925,7 @@ mod tests {
             (b"flagged1", 1),
             (b"flagmax!", u32::MAX),
         ] {
-            store
-                .with_entry(key, |e| {
-                    e.insert(NewItem {
-                        value: &[&value],
-                        flags,
-                        exptime: 0,
-                        cas: 0,
-                        stale: false,
-                        win_sent: false,
-                    })
-                })
-                .expect("insert");
+            insert(&store, key, &value, flags, 0);
         }
         let shard = store.shards[0].lock();
         let chunk = |key: &[u8]| {
@@ -959,20 +959,7 @@ mod tests {
                 },
                 Arc::new(crate::clock::ManualClock::new(0)),
             );
-            let set = |key: &str| {
-                store
-                    .with_entry(key.as_bytes(), |e| {
-                        e.insert(NewItem {
-                            value: &[b"v"],
-                            flags: 0,
-                            exptime: 0,
-                            cas: 0,
-                            stale: false,
-                            win_sent: false,
-                        })
-                    })
-                    .expect("insert");
-            };
+            let set = |key: &str| insert(&store, key.as_bytes(), b"v", 0, 0);
             let read = |key: &str| {
                 store.with_entry(key.as_bytes(), |e| {
                     assert!(e.item().is_some(), "{key} is stored");
@@ -1054,25 +1041,22 @@ mod tests {
             } else {
                 1_500 + ((r >> 20) % 1_500) as usize
             };
-            store.with_entry(key.as_bytes(), |e| match (r >> 40) % 16 {
+            // A delete, else a read on a hit and a set on a miss.
+            let missed = store.with_entry(key.as_bytes(), |e| match (r >> 40) % 16 {
                 0 => {
                     e.remove();
+                    false
                 }
-                _ if e.item().is_some() => e.record_read(),
-                _ => {
-                    let value = vec![b'v'; len];
-                    let exptime = if (r >> 44) % 8 == 0 { 1_005 } else { 0 };
-                    e.insert(NewItem {
-                        value: &[&value],
-                        flags: 0,
-                        exptime,
-                        cas: 0,
-                        stale: false,
-                        win_sent: false,
-                    })
-                    .expect("insert");
+                _ if e.item().is_some() => {
+                    e.record_read();
+                    false
                 }
+                _ => true,
             });
+            if missed {
+                let exptime = if (r >> 44) % 8 == 0 { 1_005 } else { 0 };
+                insert(&store, key.as_bytes(), &vec![b'v'; len], 0, exptime);
+            }
             if op % 500 == 0 {
                 clock.advance(1);
                 store.expire_some(200);
