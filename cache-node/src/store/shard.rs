@@ -587,14 +587,15 @@ impl Shard {
     /// key seen once instead of losing to a warm LRU item, and a stronger candidate spares the warm
     /// item. (Without the window and yield conditions it raised sprite from 86.33 to 86.57-86.66 but
     /// cost phased traces up to 0.7 points: STORE.md.)
-    fn cold_victim(&mut self, lru: u32, candidate: u32) -> Option<u32> {
+    ///
+    /// Returns the item with its estimate; `lru_estimate` is the LRU item's, which the duel needs
+    /// anyway (so it is looked up once).
+    fn cold_victim(&mut self, lru: u32, lru_estimate: u8, candidate: u32) -> Option<(u32, u8)> {
         if !self.policy.cold_victims
             || self.policy.adaptation != WindowAdaptation::Ghost
             || self.window_frac < COLD_VICTIMS_MIN_WINDOW
+            || lru_estimate < WARM_LRU_MIN_ESTIMATE
         {
-            return None;
-        }
-        if self.sketch.frequency(self.hash(self.slab.key(lru))) < WARM_LRU_MIN_ESTIMATE {
             return None;
         }
         if self.cold_victims_returning > self.lru_victims_returning {
@@ -618,9 +619,10 @@ impl Shard {
             if loc == NIL {
                 break;
             }
-            if self.sketch.frequency(self.hash(self.slab.key(loc))) <= COLD_VICTIM_MAX_ESTIMATE {
+            let estimate = self.estimate(loc);
+            if estimate <= COLD_VICTIM_MAX_ESTIMATE {
                 self.cold_search = loc;
-                return (loc != lru && loc != candidate).then_some(loc);
+                return (loc != lru && loc != candidate).then_some((loc, estimate));
             }
             loc = self.slab.get_u32(loc, OFF_NEXT);
         }
@@ -628,9 +630,14 @@ impl Shard {
         None
     }
 
-    fn admit(&mut self, candidate: u32, victim: u32) -> bool {
-        let cf = self.sketch.frequency(self.hash(self.slab.key(candidate)));
-        let vf = self.sketch.frequency(self.hash(self.slab.key(victim)));
+    /// The sketch's estimate of the frequency of the item at `loc`.
+    fn estimate(&self, loc: u32) -> u8 {
+        self.sketch.frequency(self.hash(self.slab.key(loc)))
+    }
+
+    /// Whether `candidate` beats a victim whose estimate is `vf`.
+    fn admit(&mut self, candidate: u32, vf: u8) -> bool {
+        let cf = self.estimate(candidate);
         if cf > vf + self.policy.admission_margin {
             true
         } else if cf > ADMIT_HASHDOS_THRESHOLD {
@@ -654,9 +661,10 @@ impl Shard {
             && candidate != lru
             && self.queue_of(candidate) == PROBATION
         {
-            let cold = self.cold_victim(lru, candidate);
-            let victim = cold.unwrap_or(lru);
-            if self.admit(candidate, victim) {
+            let lru_estimate = self.estimate(lru);
+            let cold = self.cold_victim(lru, lru_estimate, candidate);
+            let (victim, victim_estimate) = cold.unwrap_or((lru, lru_estimate));
+            if self.admit(candidate, victim_estimate) {
                 self.stats.cold_victims += u64::from(cold.is_some());
                 self.evict_noting(victim, GhostHit::Main, cold.is_some());
             } else {
