@@ -19,6 +19,7 @@ has its own fixed seed, so the files are the same on every run:
     cargo bench -p cache-node --bench hitrate -- OUT_DIR/zipf
 """
 import bisect
+import itertools
 import lzma
 import os
 import random
@@ -54,6 +55,12 @@ def phased(r, phases, per_phase, shift, width, hot_share, hot, hot_base):
     return keys
 
 
+def mixed(r, accesses, share, draw, others):
+    """`accesses` keys: with probability `share` one from `draw()`, else the next of the iterator
+    `others`."""
+    return [draw() if r.random() < share else next(others) for _ in range(accesses)]
+
+
 def zipf_set(out):
     r = random.Random(11)
     for s in (0.6, 0.8, 1.0, 1.2):
@@ -70,15 +77,9 @@ def heldout_set(out):
     write(os.path.join(out, 'zipf09.trace.xz'), [draw() for _ in range(1000000)])
     write(os.path.join(out, 'phases.trace.xz'),
           phased(r, 20, 50000, 5000, 12000, 0.3, zipf(r, 500, 1.0), 1000000))
-    draw = zipf(r, 50000, 0.8)
-    keys, pos = [], 0
-    for _ in range(1000000):
-        if r.random() < 0.5:
-            keys.append(draw())
-        else:
-            keys.append(2000000 + pos)
-            pos = (pos + 1) % 30000
-    write(os.path.join(out, 'zipfloop.trace.xz'), keys)
+    loop = itertools.cycle(range(2000000, 2030000))
+    write(os.path.join(out, 'zipfloop.trace.xz'),
+          mixed(r, 1000000, 0.5, zipf(r, 50000, 0.8), loop))
 
 
 def val_set(out):
@@ -90,15 +91,8 @@ def val_set(out):
           [draw() + (i // 100000) * 20000 for i in range(1000000)])
     write(os.path.join(out, 'phases2.trace.xz'),
           phased(r, 30, 30000, 3000, 8000, 0.1, zipf(r, 1000, 0.8), 5000000))
-    draw = zipf(r, 300000, 0.7)
-    keys, fresh = [], 10000000
-    for _ in range(1000000):
-        if r.random() < 0.7:
-            keys.append(draw())
-        else:
-            keys.append(fresh)
-            fresh += 1
-    write(os.path.join(out, 'zipf07_onehit.trace.xz'), keys)
+    write(os.path.join(out, 'zipf07_onehit.trace.xz'),
+          mixed(r, 1000000, 0.7, zipf(r, 300000, 0.7), itertools.count(10000000)))
 
 
 def main():
