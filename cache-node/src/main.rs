@@ -61,9 +61,10 @@ struct Cli {
     #[arg(long = "shards", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=4096))]
     shards: u16,
-    /// Microseconds the maintainer thread (background expiry) sleeps between wake-ups while requests
-    /// arrive; idle, it backs off to once a second. Its wake-ups also let the kernel reschedule when clients
-    /// share the server's cores (see SERVER.md); 100 to 1000000 (memcached's maintainer: 1000 to 1000000).
+    /// Microseconds the maintainer thread (background expiry) leaves between wake-ups while requests
+    /// arrive, counting the kernel's ticks as wake-ups (4 ms ticks and 2000: one wake-up mid-tick); idle,
+    /// it backs off to once a second. Its wake-ups let the kernel reschedule when clients share the
+    /// server's cores (see SERVER.md); 100 to 1000000 (memcached's maintainer: 1000 to 1000000).
     #[arg(long = "maintainer-sleep-us",
           default_value_t = micros(maintainer::default_busy_sleep()),
           value_parser = clap::value_parser!(u64).range(micros(maintainer::MIN_SLEEP)..=1_000_000))]

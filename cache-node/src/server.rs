@@ -76,7 +76,8 @@ pub struct ServerConfig {
     pub clock: Arc<dyn Clock>,
     /// Item slots the background expiry walk examines per second (spread over the maintainer's wake-ups).
     pub expire_slots_per_sec: u64,
-    /// The maintainer thread's sleep between wake-ups while requests arrive (`--maintainer-sleep-us`).
+    /// The longest the maintainer thread leaves between wake-ups while requests arrive, counting the
+    /// kernel's ticks as wake-ups (`--maintainer-sleep-us`).
     pub maintainer_busy_sleep: Duration,
     /// The longest the maintainer sleeps once the node is idle (its sleep doubles up to this).
     pub maintainer_idle_sleep_max: Duration,
