@@ -56,7 +56,8 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     background_wakeup_us: u64,
     /// Extra arguments for cache-node only, space-separated, e.g. "--maintainer-sleep-us 100000" to
-    /// measure it with its maintainer waking every 100 ms instead of every 2 ms under load.
+    /// measure it with its maintainer waking every 100 ms instead of between the ticks (every 2 ms
+    /// with the ticks) under load.
     #[arg(long, allow_hyphen_values = true, default_value = "")]
     ours_args: String,
     /// Connections.

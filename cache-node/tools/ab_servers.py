@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Closed-loop throughput and p99 of two cache-node builds side by side, for changes whose effect is
+smaller than this machine's drift between runs (cache-node/SERVER.md, "Wake-ups between the ticks").
+Both servers run at once on free loopback ports with the same flags; each round runs `mcload` (the
+benchmark's load generator, 32 connections, 90% get / 10% set, 1 KB values) against one and then the
+other, the order alternating, so drift hits both alike. Prints each round and then the median ratio
+B/A, the rounds B won, a one-sided sign test, and each server's `maintainer_wakeups`.
+Not part of the tests; `mcbench` is the benchmark against memcached.
+
+    cargo build --release -p cache-node        # the B build; copy the A build aside first
+    python3 cache-node/tools/ab_servers.py A_BINARY B_BINARY [ROUNDS=40] [SECONDS=2]
+"""
+import math
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+MCLOAD = os.path.join(os.path.dirname(__file__), '..', '..', 'target', 'release', 'mcload')
+SERVER_FLAGS = ['-t', '2', '-m', '256', '-c', '4096']
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port):
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f'ab_servers: nothing listens on port {port}')
+
+
+def stat(port, name):
+    with socket.create_connection(('127.0.0.1', port), timeout=5) as s:
+        s.sendall(b'stats\r\n')
+        reply = b''
+        while not reply.endswith(b'END\r\n'):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    m = re.search(rb'STAT ' + name.encode() + rb' (\d+)', reply)
+    return int(m.group(1)) if m else None
+
+
+def load(port, seconds):
+    out = subprocess.run([MCLOAD, '--addr', f'127.0.0.1:{port}',
+                          '--duration-secs', str(seconds), '--warmup-secs', '0.3'],
+                         capture_output=True, text=True, check=True).stdout
+    fields = dict(re.findall(r'(\w+)=([\d.]+)', out))
+    return float(fields['ops_per_sec']), float(fields['p99_us'])
+
+
+def sign_test_p(wins, n):
+    """P(at least `wins` of `n` fair coin flips come up heads)."""
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    binaries = sys.argv[1:3]
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 40
+    seconds = sys.argv[4] if len(sys.argv) > 4 else '2'
+    ports = [free_port(), free_port()]
+    servers = [subprocess.Popen([b, '-p', str(p), *SERVER_FLAGS], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for b, p in zip(binaries, ports)]
+    try:
+        for p in ports:
+            wait_listening(p)
+            subprocess.run([MCLOAD, '--addr', f'127.0.0.1:{p}', '--prepopulate',
+                            '--duration-secs', '1', '--warmup-secs', '0'],
+                           capture_output=True, check=True)
+        ratios, p99 = [], ([], [])
+        for r in range(rounds):
+            order = (0, 1) if r % 2 else (1, 0)
+            got = {}
+            for i in order:
+                got[i] = load(ports[i], seconds)
+            ratios.append(got[1][0] / got[0][0])
+            p99[0].append(got[0][1])
+            p99[1].append(got[1][1])
+            print(f'round {r + 1}: A {got[0][0]:.0f} ops/s p99 {got[0][1]:.0f} us, '
+                  f'B {got[1][0]:.0f} ops/s p99 {got[1][1]:.0f} us, B/A {ratios[-1]:.3f}', flush=True)
+        wins = sum(x > 1 for x in ratios)
+        print(f'throughput B/A: median {statistics.median(ratios):.4f}, B higher in {wins} of {rounds} '
+              f'rounds (one-sided sign test p {sign_test_p(wins, rounds):.3f})')
+        print(f'p99 median: A {statistics.median(p99[0]):.0f} us, B {statistics.median(p99[1]):.0f} us')
+        for name, p in zip('AB', ports):
+            print(f'{name}: maintainer_wakeups {stat(p, "maintainer_wakeups")}, uptime {stat(p, "uptime")} s')
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait()
+
+
+if __name__ == '__main__':
+    main()
