@@ -113,7 +113,7 @@ pub struct Tick {
 /// The widest gap between the last read of the coarse clock before it moved and the first read after,
 /// for that move to count as a sighting of the tick. A thread descheduled between the two reads (the
 /// tick is where the scheduler preempts) sees the move milliseconds late; such sightings are dropped.
-pub const TICK_SIGHTING_MAX_GAP: Duration = Duration::from_micros(20);
+const TICK_SIGHTING_MAX_GAP: Duration = Duration::from_micros(20);
 
 /// Tick lengths taken for a tick: 1 ms (1000 Hz) to 100 ms (10 Hz). Outside it the coarse clock is not
 /// driven by a tick, and the plain busy sleep is kept.
@@ -398,12 +398,14 @@ mod tests {
         assert_eq!(sleep_between_ticks(edge + ms(41.0), t, ms(2.0)), ms(1.0));
         // Just woken for the midpoint: the next one, a tick later.
         assert_eq!(sleep_between_ticks(edge + ms(2.1), t, ms(2.0)), ms(3.9));
-        // Before the observed edge: the same grid.
+        // At the observed edge, and before it: the same grid.
+        assert_eq!(sleep_between_ticks(edge, t, ms(2.0)), ms(2.0), "at an edge");
         assert_eq!(
-            sleep_between_ticks(edge, t, ms(2.0)).as_micros(),
-            2_000,
-            "at an edge"
+            sleep_between_ticks(edge - ms(1.0), t, ms(2.0)),
+            ms(3.0),
+            "a tick before the edge"
         );
+        assert_eq!(sleep_between_ticks(edge - ms(7.0), t, ms(2.0)), ms(1.0));
         // 1 ms wanted: three wake-ups per interval, at 1, 2 and 3 ms.
         assert_eq!(sleep_between_ticks(edge + ms(0.5), t, ms(1.0)), ms(0.5));
         assert_eq!(sleep_between_ticks(edge + ms(3.5), t, ms(1.0)), ms(1.5));
