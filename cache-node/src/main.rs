@@ -65,10 +65,10 @@ struct Cli {
     /// arrive, counting the kernel's ticks as wake-ups (4 ms ticks and 2000: one wake-up mid-tick); idle,
     /// it backs off to once a second. Its wake-ups let the kernel reschedule when clients share the
     /// server's cores (see SERVER.md); 100 to 1000000 (memcached's maintainer: 1000 to 1000000).
+    /// Default: 2000, or 1000 when -t is above the cores this process may run on.
     #[arg(long = "maintainer-sleep-us",
-          default_value_t = micros(maintainer::default_busy_sleep()),
           value_parser = clap::value_parser!(u64).range(micros(maintainer::MIN_SLEEP)..=1_000_000))]
-    maintainer_sleep_us: u64,
+    maintainer_sleep_us: Option<u64>,
     /// UDP port (memcached -U). cache-node serves TCP only, so only 0, off (memcached's default since
     /// 1.5.6), is accepted: configurations written for memcached often say -U 0.
     #[arg(short = 'U', long = "udp-port", default_value_t = 0, value_parser = parse_udp_port)]
@@ -314,7 +314,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         threads,
         port: cli.port,
         clock: Arc::new(SystemClock::new()),
-        maintainer_busy_sleep: std::time::Duration::from_micros(cli.maintainer_sleep_us),
+        maintainer_busy_sleep: match cli.maintainer_sleep_us {
+            Some(us) => std::time::Duration::from_micros(us),
+            None => maintainer::default_busy_sleep_for(
+                threads,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+        },
         // Connections run on this runtime's workers, not on per-thread runtimes (see SERVER.md).
         connection_threads: 0,
         ..ServerConfig::default()

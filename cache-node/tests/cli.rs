@@ -142,6 +142,21 @@ fn binary_serves_with_memcached_flags() {
     );
 }
 
+/// Without `--maintainer-sleep-us`, the maintainer's busy spacing is 2 ms while the workers fit the cores
+/// and 1 ms once they outnumber them (SERVER.md: at `-t 4` on 2 cores that kept p99 under memcached's).
+#[test]
+fn the_maintainer_default_follows_workers_per_core() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    for (threads, expect_us) in [(cores, 2000), (cores + 1, 1000)] {
+        let (_server, addr) = start(&["-t", &threads.to_string()]);
+        let reply = exchange(&addr, b"stats settings\r\nquit\r\n");
+        assert!(
+            reply.contains(&format!("STAT maintainer_sleep_us {expect_us}\r\n")),
+            "-t {threads} on {cores} cores: {reply}"
+        );
+    }
+}
+
 /// `-l` takes memcached's forms (SERVER.md, "Running"): a list, host names (every address bound), IPv6 in
 /// brackets or bare, an entry's own port. One node serves them all: a value set through one address is
 /// read through the others. Before `-l` took these forms, each of them stopped the start with "bad listen
