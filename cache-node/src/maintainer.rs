@@ -337,6 +337,13 @@ fn run(node: &Node, stopped: &mpsc::Receiver<()>) {
     let mut tick = Tick::observe();
     let mut tick_observed = Instant::now();
     let mut tick_retry = TICK_RETRY_FIRST;
+    let publish_tick = |tick: Option<Tick>| {
+        let us = tick.map_or(0, |t| {
+            u64::try_from(t.length.as_micros()).unwrap_or(u64::MAX)
+        });
+        node.maintainer_tick_us.store(us, Ordering::Relaxed);
+    };
+    publish_tick(tick);
     loop {
         match stopped.recv_timeout(pacer.sleep_at(Instant::now(), tick)) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -358,7 +365,10 @@ fn run(node: &Node, stopped: &mpsc::Receiver<()>) {
         };
         if tick_observed.elapsed() > observe_every {
             match Tick::observe() {
-                Some(seen) => tick = Some(seen),
+                Some(seen) => {
+                    tick = Some(seen);
+                    publish_tick(tick);
+                }
                 None if tick.is_none() => tick_retry = (tick_retry * 2).min(TICK_OBSERVE_EVERY),
                 None => {}
             }

@@ -37,6 +37,7 @@ const GAUGES: &[&str] = &[
     "window_items",
     "probation_items",
     "protected_items",
+    "maintainer_tick_us",
 ];
 
 /// Renders the node's stats as Prometheus text.

@@ -122,6 +122,9 @@ pub struct Node {
     pub curr_connections: AtomicU64,
     /// Times the maintainer thread woke (shows its back-off: about once a second when idle).
     pub maintainer_wakeups: AtomicU64,
+    /// The kernel tick, in microseconds, between which the maintainer places its busy wake-ups; 0 while
+    /// it knows none (they then fall at random phase). Shows whether a deployment gets the placement.
+    pub maintainer_tick_us: AtomicU64,
 }
 
 impl Node {
@@ -149,6 +152,7 @@ impl Node {
             counters,
             curr_connections: AtomicU64::new(0),
             maintainer_wakeups: AtomicU64::new(0),
+            maintainer_tick_us: AtomicU64::new(0),
         })
     }
 
@@ -212,6 +216,10 @@ impl Node {
             (
                 "maintainer_wakeups",
                 self.maintainer_wakeups.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "maintainer_tick_us",
+                self.maintainer_tick_us.load(Ordering::Relaxed).to_string(),
             ),
         ]);
         v
