@@ -365,8 +365,8 @@ fn run(node: &Node, stopped: &mpsc::Receiver<()>) {
         };
         if tick_observed.elapsed() > observe_every {
             match Tick::observe() {
-                Some(seen) => {
-                    tick = Some(seen);
+                Some(observed) => {
+                    tick = Some(observed);
                     publish_tick(tick);
                 }
                 None if tick.is_none() => tick_retry = (tick_retry * 2).min(TICK_OBSERVE_EVERY),
