@@ -62,7 +62,7 @@ impl SystemClock {
 
 /// Monotonic time at the last kernel tick (Linux); elsewhere the precise monotonic clock.
 #[cfg(target_os = "linux")]
-fn coarse_monotonic() -> Duration {
+pub(crate) fn coarse_monotonic() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -77,10 +77,33 @@ fn coarse_monotonic() -> Duration {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn coarse_monotonic() -> Duration {
+pub(crate) fn coarse_monotonic() -> Duration {
     use std::sync::OnceLock;
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     ORIGIN.get_or_init(Instant::now).elapsed()
+}
+
+/// How far [`coarse_monotonic`] moves at a time: the kernel's tick on Linux. `None` where there is no
+/// coarse clock (elsewhere, [`coarse_monotonic`] is the precise clock).
+#[cfg(target_os = "linux")]
+pub fn coarse_resolution() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_getres writes the resolution into the timespec it is given.
+    if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn coarse_resolution() -> Option<Duration> {
+    None
 }
 
 impl Default for SystemClock {

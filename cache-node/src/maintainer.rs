@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::clock::{coarse_monotonic, coarse_resolution};
 use crate::server::Node;
 
 /// Default sleep between wake-ups while requests keep arriving (`--maintainer-sleep-us`), for workers
@@ -159,12 +160,12 @@ impl Tick {
             return None;
         }
         let give_up = Instant::now() + Duration::from_secs(1);
-        let mut last = coarse_now()?;
+        let mut last = coarse_monotonic();
         let mut last_read_at = Instant::now();
         let mut sightings: Vec<Instant> = Vec::with_capacity(TICK_MOVES_WATCHED as usize);
         for _ in 0..TICK_MOVES_WATCHED {
             loop {
-                let now = coarse_now()?;
+                let now = coarse_monotonic();
                 let read_at = Instant::now();
                 let gap = read_at - last_read_at;
                 last_read_at = read_at;
@@ -196,32 +197,6 @@ fn grid_distance(length: Duration, a: Instant, b: Instant) -> Duration {
     let len = length.as_nanos();
     let off = (a.max(b) - a.min(b)).as_nanos() % len;
     Duration::from_nanos(u64::try_from(off.min(len - off)).unwrap_or(u64::MAX))
-}
-
-/// `CLOCK_MONOTONIC_COARSE` now, as (seconds, nanoseconds).
-fn coarse_now() -> Option<(i64, i64)> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the time into the timespec it is given.
-    (unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0)
-        .then_some((ts.tv_sec, ts.tv_nsec))
-}
-
-fn coarse_resolution() -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_getres writes the resolution into the timespec it is given.
-    if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
-        return None;
-    }
-    Some(Duration::new(
-        u64::try_from(ts.tv_sec).ok()?,
-        u32::try_from(ts.tv_nsec).ok()?,
-    ))
 }
 
 /// The sleep from `now` to the next wake-up that, with the ticks, leaves no more than `busy` between

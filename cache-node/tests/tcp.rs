@@ -1133,16 +1133,9 @@ async fn maintainer_backs_off_when_idle_and_wakes_often_under_load() -> R {
     eprintln!("maintainer wake-ups: {idle} in 600 ms idle, {busy} in 500 ms busy");
     // The tick it places its busy wake-ups between: the coarse clock's resolution, once observed (at
     // start, or at a retry 1, 2, 4 ... s later when the tests kept the thread from seeing two ticks).
-    let mut res = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_getres writes the resolution into the timespec it is given.
-    assert_eq!(
-        unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) },
-        0
-    );
-    let tick_us = (res.tv_sec as u64) * 1_000_000 + (res.tv_nsec as u64) / 1_000;
+    let tick_us = cache_node::clock::coarse_resolution()
+        .expect("a coarse clock")
+        .as_micros() as u64;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut reported_tick: u64 = c.stat("maintainer_tick_us").await.parse()?;
     while reported_tick == 0 && std::time::Instant::now() < deadline {
