@@ -17,27 +17,11 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
+
+from loopback import free_port, wait_listening
 
 MCLOAD = os.path.join(os.path.dirname(__file__), '..', '..', 'target', 'release', 'mcload')
 SERVER_FLAGS = ['-t', '2', '-m', '256', '-c', '4096']
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port):
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f'ab_servers: nothing listens on port {port}')
 
 
 def stat(port, name):
@@ -77,7 +61,7 @@ def main():
                                 stderr=subprocess.DEVNULL) for b, p in zip(binaries, ports)]
     try:
         for p in ports:
-            wait_listening(p)
+            wait_listening(p, timeout_s=10)
             subprocess.run([MCLOAD, '--addr', f'127.0.0.1:{p}', '--prepopulate',
                             '--duration-secs', '1', '--warmup-secs', '0'],
                            capture_output=True, check=True)

@@ -17,30 +17,16 @@ import subprocess
 import sys
 import time
 
+from loopback import free_port, wait_listening
+
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 OURS = 'target/release/cache-node'
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def rss_kb(pid):
     with open('/proc/%d/status' % pid) as f:
         return next(int(l.split()[1]) for l in f if l.startswith('VmRSS'))
-
-
-def wait_for(port):
-    for _ in range(100):
-        try:
-            socket.create_connection(('127.0.0.1', port)).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit('server on port %d did not start' % port)
 
 
 def measure(name):
@@ -52,7 +38,7 @@ def measure(name):
     }[name]
     server = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
-        wait_for(port)
+        wait_listening(port, timeout_s=5)
         time.sleep(0.2)
         base = rss_kb(server.pid)
         conns = [socket.create_connection(('127.0.0.1', port)) for _ in range(N)]
