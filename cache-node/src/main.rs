@@ -314,13 +314,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         threads,
         port: cli.port,
         clock: Arc::new(SystemClock::new()),
-        maintainer_busy_sleep: match cli.maintainer_sleep_us {
-            Some(us) => std::time::Duration::from_micros(us),
-            None => maintainer::default_busy_sleep_for(
-                threads,
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-            ),
-        },
+        // None: the node derives it from -t and the cores (ServerConfig::effective_maintainer_busy_sleep).
+        maintainer_busy_sleep: cli
+            .maintainer_sleep_us
+            .map(std::time::Duration::from_micros),
         // Connections run on this runtime's workers, not on per-thread runtimes (see SERVER.md).
         connection_threads: 0,
         ..ServerConfig::default()

@@ -304,7 +304,7 @@ impl Maintainer {
 fn run(node: &Node, stopped: &mpsc::Receiver<()>) {
     let config = &node.config;
     let mut pacer = Pacer::new(
-        config.maintainer_busy_sleep,
+        config.effective_maintainer_busy_sleep(),
         config.maintainer_idle_sleep_max,
     );
     let mut credit = ExpiryCredit::new(config.expire_slots_per_sec, Instant::now());

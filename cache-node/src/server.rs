@@ -77,8 +77,10 @@ pub struct ServerConfig {
     /// Item slots the background expiry walk examines per second (spread over the maintainer's wake-ups).
     pub expire_slots_per_sec: u64,
     /// The longest the maintainer thread leaves between wake-ups while requests arrive, counting the
-    /// kernel's ticks as wake-ups (`--maintainer-sleep-us`).
-    pub maintainer_busy_sleep: Duration,
+    /// kernel's ticks as wake-ups (`--maintainer-sleep-us`). `None` derives it from the workers and the
+    /// cores when the node is built ([`ServerConfig::effective_maintainer_busy_sleep`]), so a library
+    /// user who sets only `threads` gets the spacing the binary would choose.
+    pub maintainer_busy_sleep: Option<Duration>,
     /// The longest the maintainer sleeps once the node is idle (its sleep doubles up to this).
     pub maintainer_idle_sleep_max: Duration,
     /// Connection threads: with N > 0, [`run`] starts N threads, each with its own single-threaded tokio
@@ -87,6 +89,23 @@ pub struct ServerConfig {
     /// the caller's runtime: the binary's multi-threaded one with `threads` workers, where a ready
     /// connection is served by whichever worker runs (see SERVER.md for why the binary uses that).
     pub connection_threads: usize,
+}
+
+impl ServerConfig {
+    /// The maintainer's busy sleep: the one set, or [`maintainer::default_busy_sleep_for`] the threads
+    /// that serve connections (`connection_threads`, or `threads` when those are 0) and the cores this
+    /// process may run on.
+    pub fn effective_maintainer_busy_sleep(&self) -> Duration {
+        self.maintainer_busy_sleep.unwrap_or_else(|| {
+            let workers = if self.connection_threads > 0 {
+                self.connection_threads
+            } else {
+                self.threads
+            };
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            maintainer::default_busy_sleep_for(workers, cores)
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -101,7 +120,7 @@ impl Default for ServerConfig {
             port: 0,
             clock: Arc::new(SystemClock::new()),
             expire_slots_per_sec: maintainer::default_expire_slots_per_sec(),
-            maintainer_busy_sleep: maintainer::default_busy_sleep(),
+            maintainer_busy_sleep: None,
             maintainer_idle_sleep_max: maintainer::default_idle_sleep_max(),
             connection_threads: 0,
         }
@@ -129,7 +148,9 @@ pub struct Node {
 
 impl Node {
     /// Builds the node and its store.
-    pub fn new(config: ServerConfig) -> Arc<Node> {
+    pub fn new(mut config: ServerConfig) -> Arc<Node> {
+        // Fixed once, so the maintainer and `stats settings` see the same spacing.
+        config.maintainer_busy_sleep = Some(config.effective_maintainer_busy_sleep());
         let store = Store::new(
             StoreConfig {
                 memory_limit_bytes: config.memory_limit_bytes,
@@ -283,7 +304,7 @@ impl Node {
             ("lease_window_secs", c.lease_window_secs.to_string()),
             (
                 "maintainer_sleep_us",
-                c.maintainer_busy_sleep.as_micros().to_string(),
+                c.effective_maintainer_busy_sleep().as_micros().to_string(),
             ),
             ("expire_slots_per_sec", c.expire_slots_per_sec.to_string()),
             (
@@ -826,7 +847,9 @@ mod idle_buffers {
 
 #[cfg(test)]
 mod tests {
-    use super::effective_shards;
+    use super::{effective_shards, ServerConfig};
+    use crate::maintainer::default_busy_sleep;
+    use std::time::Duration;
 
     const MIB: usize = 1 << 20;
 
@@ -848,5 +871,34 @@ mod tests {
         // Never more than asked for, never none.
         assert_eq!(effective_shards(4, 4096 * MIB, MIB, 4), 4);
         assert_eq!(effective_shards(0, 4096 * MIB, MIB, 0), 1);
+    }
+
+    /// A library user who sets only the workers gets the spacing the binary would choose for them; one
+    /// who sets the spacing keeps it.
+    #[test]
+    fn the_maintainer_spacing_follows_the_workers_unless_set() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let with = |threads, connection_threads| ServerConfig {
+            threads,
+            connection_threads,
+            ..ServerConfig::default()
+        };
+        // More workers than cores: half the spacing, whether they are runtime workers or threads of
+        // their own.
+        let many = with(2 * cores, 0).effective_maintainer_busy_sleep();
+        assert_eq!(many, default_busy_sleep() / 2);
+        assert_eq!(with(1, 2 * cores).effective_maintainer_busy_sleep(), many);
+        assert_eq!(
+            with(cores, 0).effective_maintainer_busy_sleep(),
+            default_busy_sleep()
+        );
+        let set = ServerConfig {
+            maintainer_busy_sleep: Some(Duration::from_micros(700)),
+            ..with(2 * cores, 0)
+        };
+        assert_eq!(
+            set.effective_maintainer_busy_sleep(),
+            Duration::from_micros(700)
+        );
     }
 }

@@ -1061,7 +1061,7 @@ async fn lease_window_ends_with_the_clock() -> R {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_expiry_reclaims_items_nobody_reads() -> R {
     let fast = |c: &mut cache_node::server::ServerConfig| {
-        c.maintainer_busy_sleep = Duration::from_millis(1);
+        c.maintainer_busy_sleep = Some(Duration::from_millis(1));
         c.maintainer_idle_sleep_max = Duration::from_millis(5);
         c.expire_slots_per_sec = 1_000_000;
     };
@@ -1106,7 +1106,7 @@ async fn background_expiry_reclaims_items_nobody_reads() -> R {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintainer_backs_off_when_idle_and_wakes_often_under_load() -> R {
     let s = TestServer::start_with(|c| {
-        c.maintainer_busy_sleep = Duration::from_millis(1);
+        c.maintainer_busy_sleep = Some(Duration::from_millis(1));
         c.maintainer_idle_sleep_max = Duration::from_millis(50);
     })
     .await;
