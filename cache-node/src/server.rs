@@ -83,6 +83,11 @@ pub struct ServerConfig {
     pub maintainer_busy_sleep: Option<Duration>,
     /// The longest the maintainer sleeps once the node is idle (its sleep doubles up to this).
     pub maintainer_idle_sleep_max: Duration,
+    /// A thread serving connections that runs out of requests yields its core (`sched_yield`) before it
+    /// blocks (`--yield-when-idle`): a thread ready on that core, such as a client sharing it, runs at
+    /// once instead of at the next tick or wake-up. Shortens the tail and costs throughput where clients
+    /// share the server's cores (SERVER.md); off by default. Applied by [`ServerConfig::configure_runtime`].
+    pub yield_when_idle: bool,
     /// Connection threads: with N > 0, [`run`] starts N threads, each with its own single-threaded tokio
     /// runtime (memcached's model: a connection stays on one thread, no work stealing, no cross-thread
     /// wake-ups), and hands accepted connections to them round-robin. With 0, connections are spawned on
@@ -108,6 +113,20 @@ impl ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Applies the settings that belong to the threads serving connections to a tokio runtime's builder:
+    /// the binary's multi-threaded runtime, and each connection thread's own (`connection_threads`).
+    pub fn configure_runtime<'b>(
+        &self,
+        builder: &'b mut tokio::runtime::Builder,
+    ) -> &'b mut tokio::runtime::Builder {
+        if self.yield_when_idle {
+            builder.on_thread_park(std::thread::yield_now);
+        }
+        builder
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -122,6 +141,7 @@ impl Default for ServerConfig {
             expire_slots_per_sec: maintainer::default_expire_slots_per_sec(),
             maintainer_busy_sleep: None,
             maintainer_idle_sleep_max: maintainer::default_idle_sleep_max(),
+            yield_when_idle: false,
             connection_threads: 0,
         }
     }
@@ -308,6 +328,10 @@ impl Node {
             ),
             ("expire_slots_per_sec", c.expire_slots_per_sec.to_string()),
             (
+                "yield_when_idle",
+                if c.yield_when_idle { "yes" } else { "no" }.into(),
+            ),
+            (
                 "store_shards",
                 effective_shards(
                     c.store_shards,
@@ -460,7 +484,9 @@ impl WorkerPool {
         for i in 0..n {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
             let node = node.clone();
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            let runtime = node
+                .config
+                .configure_runtime(&mut tokio::runtime::Builder::new_current_thread())
                 .enable_all()
                 .build()?;
             let thread = std::thread::Builder::new()

@@ -22,6 +22,7 @@ fn help_explains_every_flag() {
         "--metrics-port",
         "--lease-window-secs",
         "--maintainer-sleep-us",
+        "--yield-when-idle",
         "-U, --udp-port",
         "-u, --user",
         "-P, --pidfile",
@@ -153,6 +154,27 @@ fn the_maintainer_default_follows_workers_per_core() {
         assert!(
             reply.contains(&format!("STAT maintainer_sleep_us {expect_us}\r\n")),
             "-t {threads} on {cores} cores: {reply}"
+        );
+    }
+}
+
+/// `--yield-when-idle` reaches the runtime's settings: off unless asked for, and reported in
+/// `stats settings`. (Its effect on the tail is a scheduling matter, measured by `mcbench`.)
+#[test]
+fn yield_when_idle_is_off_unless_asked_for() {
+    for (args, expect) in [(&[][..], "no"), (&["--yield-when-idle"][..], "yes")] {
+        let (_server, addr) = start(args);
+        let reply = exchange(
+            &addr,
+            b"stats settings\r\nset k 0 0 1\r\nv\r\nget k\r\nquit\r\n",
+        );
+        assert!(
+            reply.contains(&format!("STAT yield_when_idle {expect}\r\n")),
+            "{args:?}: {reply}"
+        );
+        assert!(
+            reply.ends_with("END\r\nSTORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"),
+            "{args:?}: {reply}"
         );
     }
 }
