@@ -111,9 +111,7 @@ impl ServerConfig {
             maintainer::default_busy_sleep_for(workers, cores)
         })
     }
-}
 
-impl ServerConfig {
     /// Applies the settings that belong to the threads serving connections to a tokio runtime's builder:
     /// the binary's multi-threaded runtime, and each connection thread's own (`connection_threads`).
     pub fn configure_runtime<'b>(
