@@ -9,14 +9,18 @@ Not part of the tests; `mcbench` is the benchmark against memcached.
 
     cargo build --release -p cache-node        # the B build; copy the A build aside first
     python3 cache-node/tools/ab_servers.py A_BINARY B_BINARY [ROUNDS=40] [SECONDS=2]
+
+A flag for one server only, to compare settings of one build (the same binary may be A and B):
+
+    python3 cache-node/tools/ab_servers.py --b-args=--yield-when-idle target/release/cache-node target/release/cache-node
 """
+import argparse
 import math
 import os
 import re
 import socket
 import statistics
 import subprocess
-import sys
 
 from loopback import free_port, wait_listening
 
@@ -51,14 +55,20 @@ def sign_test_p(wins, n):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    binaries = sys.argv[1:3]
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 40
-    seconds = sys.argv[4] if len(sys.argv) > 4 else '2'
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('a_binary')
+    parser.add_argument('b_binary')
+    parser.add_argument('rounds', nargs='?', type=int, default=40)
+    parser.add_argument('seconds', nargs='?', default='2')
+    parser.add_argument('--a-args', default='', help='extra flags for A only, space-separated')
+    parser.add_argument('--b-args', default='', help='extra flags for B only, space-separated')
+    args = parser.parse_args()
+    rounds, seconds = args.rounds, args.seconds
+    runs = [(args.a_binary, args.a_args.split()), (args.b_binary, args.b_args.split())]
     ports = [free_port(), free_port()]
-    servers = [subprocess.Popen([b, '-p', str(p), *SERVER_FLAGS], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for b, p in zip(binaries, ports)]
+    servers = [subprocess.Popen([b, '-p', str(p), *SERVER_FLAGS, *extra], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for (b, extra), p in zip(runs, ports)]
     try:
         for p in ports:
             wait_listening(p, timeout_s=10)
