@@ -71,8 +71,7 @@ struct Cli {
     maintainer_sleep_us: Option<u64>,
     /// A worker that runs out of requests yields its core before it waits for more, so a thread ready on
     /// that core (a client sharing it) runs at once. Where clients share the server's cores this cut p99
-    /// at saturation to about a quarter and cost 1-4% of throughput (SERVER.md); with cores to spare
-    /// it costs one cheap system call per wait. Off by default.
+    /// at saturation to about a quarter and cost 1-4% of throughput (SERVER.md). Off by default.
     #[arg(long = "yield-when-idle")]
     yield_when_idle: bool,
     /// UDP port (memcached -U). cache-node serves TCP only, so only 0, off (memcached's default since
