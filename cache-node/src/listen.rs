@@ -30,8 +30,6 @@ pub enum ListenError {
     BadPort { entry: String, port: String },
     #[error("bad listen address {entry:?}: no address given")]
     EmptyHost { entry: String },
-    #[error("bad listen address {given:?}: no address given")]
-    NoAddress { given: String },
     #[error("bad listen address {entry:?}: {reason}")]
     Unresolved { entry: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
@@ -73,8 +71,9 @@ pub fn parse(values: &[String], default_port: u16) -> Result<Vec<ListenSpec>, Li
         .map(|e| parse_entry(e, default_port))
         .collect::<Result<Vec<_>, _>>()?;
     if specs.is_empty() {
-        return Err(ListenError::NoAddress {
-            given: values.join(" "),
+        // The whole value is the entry here: it held no address at all.
+        return Err(ListenError::EmptyHost {
+            entry: values.join(" "),
         });
     }
     Ok(specs)
