@@ -153,7 +153,8 @@ impl Tick {
         Tick::observe_with(TICK_SIGHTING_MAX_GAP, TICK_SIGHTINGS_AGREE)
     }
 
-    /// [`Tick::observe`] with the bounds given (the tests compare it with no bounds at all).
+    /// [`Tick::observe`] with the bounds given. The test under load names them, so that it can be run
+    /// without them (both `Duration::MAX`) to see it fail.
     fn observe_with(max_gap: Duration, agree: Duration) -> Option<Tick> {
         let length = coarse_resolution()?;
         if !TICK_LENGTH_RANGE.contains(&length) {
