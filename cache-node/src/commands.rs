@@ -4,14 +4,15 @@
 //! append rules, incr/decr arithmetic, and the lease protocol (meta `N`/`W`/`Z`/`X`, `md I`, mcrouter's
 //! `lease-get`/`lease-set`). It does no I/O: the connection hands it requests and a reply buffer.
 //!
-//! Lease model (memcached 1.6's meta semantics): a lease is a placeholder item with an empty value and the
-//! `win_sent` bit; its CAS value is the lease token. Whoever sets with `C<token>` (or `lease-set` with the
+//! Lease model (memcached 1.6's meta semantics): a lease is a placeholder item with an empty value, the
+//! `win_sent` bit and the placeholder mark; its CAS value is the lease token. Whoever sets with `C<token>` (or `lease-set` with the
 //! token) while the placeholder is there stores; any delete removes the placeholder and `md I` gives the item
 //! a new CAS, so a late set with the old token is refused (`NF`/`EX`/`NOT_STORED`). The placeholder's TTL
 //! is the lease window: when it expires the lease ends and the next miss gets a new one.
 //!
 //! For text-protocol commands a placeholder or a stale item counts as absent (a text client cannot see W/X/Z,
-//! and must never be served a value that was invalidated).
+//! and must never be served a value that was invalidated), except for `add`, which must not store over
+//! either: the value it carries may have been read before the invalidation.
 
 use std::sync::atomic::Ordering;
 
@@ -86,13 +87,15 @@ pub fn convert_exptime(exptime: i64, now: u32, unix_now: u64) -> Expiry {
 }
 
 /// An item that a text client may see: not a lease placeholder, not marked stale.
-fn live(meta: &ItemMeta, value_len: usize) -> bool {
-    !meta.stale && !is_placeholder(meta, value_len)
+fn live(meta: &ItemMeta) -> bool {
+    !meta.stale && !is_placeholder(meta)
 }
 
-/// A lease placeholder: empty value with a win token handed out, not stale.
-fn is_placeholder(meta: &ItemMeta, value_len: usize) -> bool {
-    meta.win_sent && value_len == 0 && !meta.stale
+/// A lease placeholder that still holds its lease: created empty by a miss with `N` (or `lease-get`)
+/// and not marked stale since. An empty value a client stored is not one, even when a reader has won
+/// it with `R`.
+fn is_placeholder(meta: &ItemMeta) -> bool {
+    meta.placeholder && !meta.stale
 }
 
 fn ttl_remaining(exptime: u32, now: u32) -> i64 {
@@ -310,7 +313,7 @@ impl<'n> Session<'n> {
                     return false;
                 };
                 let meta = *it.meta();
-                if !live(&meta, it.value().len()) {
+                if !live(&meta) {
                     return false;
                 }
                 compose_value(
@@ -359,9 +362,13 @@ impl<'n> Session<'n> {
         let max = self.node.config.limits.max_value_len;
         let scratch = &mut self.scratch;
         let outcome = self.node.store.with_entry(key, |e| {
+            // add refuses over a lease placeholder or a stale item too (as memcached, which sees an item
+            // there): the value it carries may have been read before the invalidation that made the item
+            // stale or voided the lease, and a text client has no token to tell.
+            let occupied = e.item().is_some();
             let current = e.item().and_then(|it| {
                 let meta = *it.meta();
-                live(&meta, it.value().len()).then(|| {
+                live(&meta).then(|| {
                     if matches!(mode, StoreMode::Append | StoreMode::Prepend) {
                         scratch.clear();
                         scratch.extend_from_slice(it.value());
@@ -370,7 +377,7 @@ impl<'n> Session<'n> {
                 })
             });
             match (mode, current) {
-                (StoreMode::Add, Some(_)) => return StoreOutcome::NotStored,
+                (StoreMode::Add, _) if occupied => return StoreOutcome::NotStored,
                 (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
                     return StoreOutcome::NotStored
                 }
@@ -401,6 +408,7 @@ impl<'n> Session<'n> {
                     cas: 0,
                     stale: false,
                     win_sent: false,
+                    placeholder: false,
                 },
             )
         });
@@ -442,7 +450,7 @@ impl<'n> Session<'n> {
                 return ArithResult::NotFound;
             };
             let meta = *it.meta();
-            if !live(&meta, it.value().len()) {
+            if !live(&meta) {
                 return ArithResult::NotFound;
             }
             let Some(n) = parse_counter(it.value()) else {
@@ -527,6 +535,7 @@ impl<'n> Session<'n> {
                         cas,
                         stale: false,
                         win_sent: true,
+                        placeholder: true,
                     },
                 ) != StoreOutcome::Stored
                 {
@@ -559,7 +568,7 @@ impl<'n> Session<'n> {
                 return MgOutcome::Vivified;
             };
             let meta = *it.meta();
-            let placeholder = is_placeholder(&meta, it.value().len());
+            let placeholder = is_placeholder(&meta);
             let mut win = WinFlags {
                 stale: meta.stale,
                 ..WinFlags::default()
@@ -675,24 +684,31 @@ impl<'n> Session<'n> {
                 }
                 (meta, it.value().len())
             });
-            let lease_refill =
-                compare_cas.is_some() && current.is_none_or(|(m, len)| !live(&m, len));
+            let lease_refill = compare_cas.is_some() && current.is_none_or(|(m, _)| !live(&m));
             // Set-to-invalid replaces the value of this item, keeping its TTL and lease token.
             let mut stale_over: Option<ItemMeta> = None;
             if let Some(c) = compare_cas {
                 match current {
-                    None if appends => {}
+                    // An append with C on a miss is not stored, N or not: the token it compares was
+                    // voided with the item, and vivifying would store a value read before that.
+                    None if appends => return (StoreOutcome::NotStored, lease_refill),
                     None => return (StoreOutcome::NotFound, lease_refill),
-                    // I with an older CAS: store, but as stale (memcached's "set-to-invalid"). C0 is
-                    // not older, as memcached 1.6.18: it is refused (EX).
-                    Some((m, _)) if c != 0 && c < m.cas && flags.invalidate => stale_over = Some(m),
+                    // I with an older CAS in set or replace mode: store, but as stale (memcached's
+                    // "set-to-invalid"; an append or prepend with it is EX, as memcached 1.6.18). C0
+                    // is not older, as memcached 1.6.18: it is refused (EX).
+                    Some((m, _)) if c != 0 && c < m.cas && flags.invalidate && !appends => {
+                        stale_over = Some(m)
+                    }
                     Some((m, _)) if c != m.cas => return (StoreOutcome::Exists, lease_refill),
                     _ => {}
                 }
             }
-            let present = current.filter(|(m, len)| live(m, *len)).map(|(m, _)| m);
+            let present = current.filter(|(m, _)| live(m)).map(|(m, _)| m);
             let (parts, item_flags, exptime): ([&[u8]; 2], u32, u32) = match (mode, present) {
-                (MetaSetMode::Add, Some(_)) => return (StoreOutcome::NotStored, lease_refill),
+                // As text add: a placeholder or a stale item is there too.
+                (MetaSetMode::Add, _) if current.is_some() => {
+                    return (StoreOutcome::NotStored, lease_refill)
+                }
                 (MetaSetMode::Replace, None) => return (StoreOutcome::NotStored, lease_refill),
                 (MetaSetMode::Append | MetaSetMode::Prepend, None) => match vivify {
                     // Append with N autovivifies the missing item.
@@ -723,6 +739,7 @@ impl<'n> Session<'n> {
                     cas: new_cas,
                     stale: stale_over.is_some(),
                     win_sent: stale_over.is_some_and(|m| m.win_sent),
+                    placeholder: false,
                 },
             );
             (r, lease_refill)
@@ -818,6 +835,7 @@ impl<'n> Session<'n> {
                         cas: new_cas,
                         stale: false,
                         win_sent: false,
+                        placeholder: false,
                     },
                 ) != StoreOutcome::Stored
                 {
@@ -869,8 +887,7 @@ impl<'n> Session<'n> {
         let result = self.node.store.with_entry(key, |e| {
             let current = e.item().and_then(|it| {
                 let meta = *it.meta();
-                live(&meta, it.value().len())
-                    .then(|| (meta, parse_counter(it.value()), it.value().is_empty()))
+                live(&meta).then(|| (meta, parse_counter(it.value()), it.value().is_empty()))
             });
             match current {
                 None => match vivify {
@@ -1006,6 +1023,7 @@ impl<'n> Session<'n> {
                         cas: token,
                         stale: false,
                         win_sent: true,
+                        placeholder: true,
                     },
                 );
                 if inserted != StoreOutcome::Stored {
@@ -1023,7 +1041,7 @@ impl<'n> Session<'n> {
                 };
             };
             let meta = *it.meta();
-            if live(&meta, it.value().len()) {
+            if live(&meta) {
                 compose_value(out, key, meta.flags, &[it.value()], None);
                 e.record_read();
                 return LeaseGetOutcome::Hit;
@@ -1091,6 +1109,7 @@ impl<'n> Session<'n> {
                     cas: 0,
                     stale: false,
                     win_sent: false,
+                    placeholder: false,
                 },
             )
         });
@@ -1212,7 +1231,7 @@ fn touch_entry(e: &mut Entry<'_>, exp: Expiry) -> bool {
     let Some(it) = e.item() else {
         return false;
     };
-    if !live(it.meta(), it.value().len()) {
+    if !live(it.meta()) {
         return false;
     }
     match exp {
@@ -1271,6 +1290,7 @@ fn store_counter(e: &mut Entry<'_>, v: u64, flags: u32, exptime: u32, cas: u64) 
             cas,
             stale: false,
             win_sent: false,
+            placeholder: false,
         },
     ) {
         StoreOutcome::Stored => ArithResult::Value(v, exptime),

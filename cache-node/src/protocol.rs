@@ -1188,7 +1188,14 @@ fn parse_meta_flags(command: MetaCommand, raw: &[u8]) -> Result<MetaFlags<'_>, P
                 f.opaque = Some(arg);
             }
             b'C' => f.compare_cas = Some(num()?),
-            b'E' => f.new_cas = Some(num()?),
+            // E0 is refused: CAS 0 means "none" (a store would assign a fresh value and report 0).
+            b'E' => {
+                f.new_cas = Some(
+                    Some(num()?)
+                        .filter(|&c| c != 0)
+                        .ok_or(ProtocolError::BadToken)?,
+                )
+            }
             b'F' => {
                 f.client_flags = Some(
                     parse_u64(arg)

@@ -88,6 +88,9 @@ pub struct ServerConfig {
     /// once instead of at the next tick or wake-up. Shortens the tail and costs throughput where clients
     /// share the server's cores (SERVER.md); off by default. Applied by [`ServerConfig::configure_runtime`].
     pub yield_when_idle: bool,
+    /// CAS values and lease tokens start above this ([`StoreConfig::first_cas`]); by default the wall
+    /// clock in nanoseconds at [`ServerConfig::default`], so tokens from before a restart are void after it.
+    pub first_cas: u64,
     /// Connection threads: with N > 0, [`run`] starts N threads, each with its own single-threaded tokio
     /// runtime (memcached's model: a connection stays on one thread, no work stealing, no cross-thread
     /// wake-ups), and hands accepted connections to them round-robin. With 0, connections are spawned on
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
             maintainer_busy_sleep: None,
             maintainer_idle_sleep_max: maintainer::default_idle_sleep_max(),
             yield_when_idle: false,
+            first_cas: crate::store::default_first_cas(),
             connection_threads: 0,
         }
     }
@@ -178,6 +182,7 @@ impl Node {
                     config.limits.max_value_len,
                     config.threads,
                 ),
+                first_cas: config.first_cas,
                 ..StoreConfig::default()
             },
             config.clock.clone(),

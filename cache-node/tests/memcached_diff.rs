@@ -42,7 +42,8 @@ const DEFAULT_CASES: u32 = 512;
 const DEFAULT_SEED: u64 = 0x5e_a1_d1_ff;
 const KEYS: u8 = 5;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
-/// A CAS value no item has in a test run (both servers count CAS values up from 1).
+/// A CAS value no item has in a test run (both servers count CAS values up from 1: cache-node is
+/// started with `first_cas` 0, as memcached, instead of at the wall clock).
 const NEVER_ISSUED_CAS: u64 = 1 << 40;
 
 // ------------------------------------------------------------------------------------------------
@@ -827,7 +828,8 @@ fn same_replies_as_memcached() {
         .enable_all()
         .build()
         .unwrap();
-    let server = runtime.block_on(TestServer::start());
+    // CAS values from 1, as memcached's, so a literal CAS is older or newer than an item's alike.
+    let server = runtime.block_on(TestServer::start_with(|c| c.first_cas = 0));
 
     let mut config = Config {
         cases: std::env::var("DIFF_CASES")

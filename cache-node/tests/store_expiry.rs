@@ -26,6 +26,7 @@ fn set(s: &Store, key: &[u8], value: &[u8], exptime: u32) {
             cas: 0,
             stale: false,
             win_sent: false,
+            placeholder: false,
         })
     })
     .expect("insert");
@@ -163,7 +164,7 @@ fn cas_values_are_unique_nonzero_and_increasing() {
 fn meta_updates_and_lease_placeholders() {
     let clock = Arc::new(ManualClock::new(0));
     let s = store(&clock);
-    // A lease placeholder: empty value with win_sent set.
+    // A lease placeholder: empty value with win_sent and the placeholder mark.
     s.with_entry(b"k", |e| {
         e.insert(NewItem {
             value: &[],
@@ -172,13 +173,14 @@ fn meta_updates_and_lease_placeholders() {
             cas: 0,
             stale: false,
             win_sent: true,
+            placeholder: true,
         })
     })
     .expect("insert");
     let (v, m) = s
         .with_entry(b"k", |e| e.item().map(|i| (i.value().to_vec(), *i.meta())))
         .expect("present");
-    assert!(v.is_empty() && m.win_sent && !m.stale && !m.fetched);
+    assert!(v.is_empty() && m.win_sent && m.placeholder && !m.stale && !m.fetched);
     // Touch and mark stale in place; the CAS can be bumped too.
     s.with_entry(b"k", |e| {
         let mut meta = e.meta_mut().expect("live");
@@ -191,16 +193,25 @@ fn meta_updates_and_lease_placeholders() {
         .with_entry(b"k", |e| e.item().map(|i| *i.meta()))
         .expect("touched: alive");
     assert_eq!(
-        (m.exptime, m.stale, m.win_sent, m.cas),
-        (100, true, true, 77)
+        (m.exptime, m.stale, m.win_sent, m.placeholder, m.cas),
+        (100, true, true, true, 77)
     );
     // Reads set fetched and last_access.
     s.with_entry(b"k", |e| e.record_read());
     let m = s
         .with_entry(b"k", |e| e.item().map(|i| *i.meta()))
         .expect("present");
-    assert!(m.fetched);
+    assert!(m.fetched && m.placeholder);
     assert_eq!(m.last_access, 50);
+    // The placeholder mark shares last_access's field: a clock past 2^31 s saturates the one and
+    // leaves the other.
+    s.with_entry(b"k", |e| e.meta_mut().expect("live").exptime = 0);
+    clock.set(u32::MAX - 60);
+    s.with_entry(b"k", |e| e.record_read());
+    let m = s
+        .with_entry(b"k", |e| e.item().map(|i| *i.meta()))
+        .expect("present");
+    assert_eq!((m.last_access, m.placeholder), ((1 << 31) - 1, true));
     // Append without copying into a temporary: parts are concatenated.
     s.with_entry(b"k", |e| {
         let old = e.item().expect("live").value().to_vec();
@@ -211,6 +222,7 @@ fn meta_updates_and_lease_placeholders() {
             cas: 0,
             stale: false,
             win_sent: false,
+            placeholder: false,
         })
     })
     .expect("append");

@@ -43,6 +43,7 @@ fn try_put(
             cas: 0,
             stale: false,
             win_sent: false,
+            placeholder: false,
         })
     })
 }
@@ -108,6 +109,7 @@ fn flags_round_trip_through_insert_meta_update_append_and_replacement() {
                 cas: 0,
                 stale: false,
                 win_sent: false,
+                placeholder: false,
             })
         })
         .expect("append");

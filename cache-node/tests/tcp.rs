@@ -1055,6 +1055,147 @@ async fn lease_window_ends_with_the_clock() -> R {
     Ok(())
 }
 
+/// The CAS value in a meta reply line (`c<N>` flag).
+fn cas_of(line: &str) -> u64 {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix('c'))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no CAS in {line:?}"))
+}
+
+/// Writes that carry no token, or a token from before an invalidation, never store over what the
+/// invalidation left (a stale item or a new lease) and never store where it removed the item, whatever
+/// the command's mode (memcached 1.6.18 answers the same to each request here). Before: `add` and `ms ME`
+/// stored over a placeholder and a stale item, `ms MA I C<older>` turned the live item stale with the
+/// append stored, and `ms MA N C<voided>` vivified the key with the late value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_writes_in_every_mode_are_refused_after_an_invalidation() -> R {
+    let s = TestServer::start().await;
+    let mut reader = s.client().await;
+    let mut other = s.client().await;
+    // A stale item: add (text and meta, with or without the old token) is not stored over it.
+    reader
+        .expect(b"set st 0 0 2\r\nv1\r\n", b"STORED\r\n")
+        .await;
+    reader.send(b"mg st c\r\n").await;
+    let old = cas_of(&reader.line().await);
+    other.expect(b"md st I\r\n", b"HD\r\n").await;
+    for req in [
+        format!("ms st 3 ME C{old}\r\nold\r\n"),
+        "ms st 3 ME\r\nold\r\n".to_owned(),
+    ] {
+        reader.expect(req.as_bytes(), b"NS\r\n").await;
+    }
+    reader
+        .expect(b"add st 0 0 3\r\nold\r\n", b"NOT_STORED\r\n")
+        .await;
+    other.expect(b"mg st v\r\n", b"VA 2 X W\r\nv1\r\n").await;
+    // A lease placeholder: the same.
+    other.expect(b"mg ph N30\r\n", b"HD W\r\n").await;
+    reader
+        .expect(b"add ph 0 0 3\r\nold\r\n", b"NOT_STORED\r\n")
+        .await;
+    reader.expect(b"ms ph 3 ME\r\nold\r\n", b"NS\r\n").await;
+    other.expect(b"mg ph v\r\n", b"VA 0 Z\r\n\r\n").await;
+    // An append or prepend with I and an older token: refused (EX), the live item left as it was.
+    reader.expect(b"set j 0 0 2\r\nv1\r\n", b"STORED\r\n").await;
+    reader.send(b"mg j c\r\n").await;
+    let old = cas_of(&reader.line().await);
+    other.expect(b"set j 0 0 2\r\nv2\r\n", b"STORED\r\n").await;
+    for mode in ["MA", "MP"] {
+        reader
+            .expect(
+                format!("ms j 1 {mode} I C{old}\r\nA\r\n").as_bytes(),
+                b"EX\r\n",
+            )
+            .await;
+    }
+    other
+        .expect(b"get j\r\n", b"VALUE j 0 2\r\nv2\r\nEND\r\n")
+        .await;
+    other.expect(b"mg j v\r\n", b"VA 2\r\nv2\r\n").await;
+    // An autovivifying append with the token of a lease the delete voided: not stored, no item made.
+    reader.send(b"mg e N30 c\r\n").await;
+    let token = cas_of(&reader.line().await);
+    other.expect(b"md e\r\n", b"HD\r\n").await;
+    reader
+        .expect(
+            format!("ms e 3 MA N30 C{token}\r\nold\r\n").as_bytes(),
+            b"NS\r\n",
+        )
+        .await;
+    other.expect(b"mg e v\r\n", b"EN\r\n").await;
+    // Without a token the append vivifies (N's documented meaning).
+    reader.expect(b"ms e 1 MA N30\r\nx\r\n", b"HD\r\n").await;
+    other.expect(b"mg e v\r\n", b"VA 1\r\nx\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// An empty value is a value (a negative cache entry), also after a reader won its refill with `R`: text
+/// clients still get it, touch finds it, add does not replace it. Before, an empty value with a win
+/// handed out was taken for a lease placeholder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_value_won_with_r_is_not_a_lease_placeholder() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"set none 0 100 0\r\n\r\n", b"STORED\r\n").await;
+    c.expect(b"mg none R200 v\r\n", b"VA 0 W\r\n\r\n").await;
+    c.expect(b"mg none v\r\n", b"VA 0 Z\r\n\r\n").await;
+    c.expect(b"get none\r\n", b"VALUE none 0 0\r\n\r\nEND\r\n")
+        .await;
+    c.expect(b"lease-get none\r\n", b"VALUE none 0 0\r\n\r\nEND\r\n")
+        .await;
+    c.expect(b"add none 0 0 1\r\nB\r\n", b"NOT_STORED\r\n")
+        .await;
+    c.expect(b"touch none 500\r\n", b"TOUCHED\r\n").await;
+    c.expect(b"ms none 1 MA\r\nA\r\n", b"HD\r\n").await;
+    c.expect(b"get none\r\n", b"VALUE none 0 1\r\nA\r\nEND\r\n")
+        .await;
+    // A real placeholder is still absent for text commands.
+    c.expect(b"mg ph N30\r\n", b"HD W\r\n").await;
+    c.expect(b"get ph\r\n", b"END\r\n").await;
+    c.expect(b"touch ph 10\r\n", b"NOT_FOUND\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
+/// A token handed out before a restart does not match the lease the restarted server hands out for the
+/// same key (CAS values start at the wall clock in nanoseconds). Before, both servers counted from 1, so
+/// the first lease after a restart had the same token as the first before it, and a late write-back
+/// from before the restart stored under the new winner's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_before_a_restart_is_refused_after_it() -> R {
+    let before = TestServer::start().await;
+    let mut c = before.client().await;
+    c.send(b"mg user:1 N30 c\r\n").await;
+    let old = cas_of(&c.line().await);
+    before.stop().await;
+    let after = TestServer::start().await;
+    let mut c = after.client().await;
+    c.send(b"mg user:1 N30 c\r\n").await;
+    let new = cas_of(&c.line().await);
+    assert!(new > old, "tokens restarted: {old} then {new}");
+    c.expect(
+        format!("ms user:1 3 C{old}\r\nold\r\n").as_bytes(),
+        b"EX\r\n",
+    )
+    .await;
+    c.expect(
+        format!("ms user:1 3 C{new}\r\nnew\r\n").as_bytes(),
+        b"HD\r\n",
+    )
+    .await;
+    // E0 would give an item CAS 0, which means "none": refused.
+    c.expect(
+        b"ms k 1 E0\r\nx\r\n",
+        b"CLIENT_ERROR bad token in command line format\r\n",
+    )
+    .await;
+    after.stop().await;
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------
 // The maintainer thread: background expiry and its pacing.
 

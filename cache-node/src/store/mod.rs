@@ -24,7 +24,7 @@
 //! let store = Store::new(StoreConfig::default(), clock.clone());
 //! let cas = store.next_cas();
 //! store.with_entry(b"user:1", |e| {
-//!     e.insert(NewItem { value: &[b"hello ", b"world"], flags: 7, exptime: 10, cas, stale: false, win_sent: false })
+//!     e.insert(NewItem { value: &[b"hello ", b"world"], flags: 7, exptime: 10, cas, stale: false, win_sent: false, placeholder: false })
 //! }).unwrap();
 //! let got = store.with_entry(b"user:1", |e| {
 //!     e.record_read();
@@ -105,6 +105,10 @@ pub struct StoreConfig {
     /// Hill-climber sample period (accesses between window adjustments), in multiples of the
     /// capacity in items (default 10, Caffeine's).
     pub climber_sample_factor: f64,
+    /// CAS values (and so lease tokens) are handed out from this one up (default 0: 1, 2, ...). The
+    /// server starts them at the wall clock in nanoseconds ([`default_first_cas`]), so that a token
+    /// handed out before a restart never matches an item or a lease after it.
+    pub first_cas: u64,
 }
 
 /// Smallest budget share a shard is given (16 of the smallest pages).
@@ -121,6 +125,15 @@ pub fn default_shards() -> usize {
 /// Default hash seed.
 pub fn default_hash_seed() -> u64 {
     0x5eed_cafe_f00d_d00d
+}
+/// Where a server's CAS values start: nanoseconds since the Unix epoch. Each start is above every
+/// value the process before it handed out as long as it handed out fewer than one per nanosecond
+/// of its life, and the wall clock did not step back between the two; it stays below 2^63 (for
+/// clients that keep CAS in a signed 64-bit integer) until 2262.
+pub fn default_first_cas() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0))
 }
 
 impl Default for StoreConfig {
@@ -141,6 +154,7 @@ impl Default for StoreConfig {
             conservative_update: true,
             sample_factor: 10,
             climber_sample_factor: 10.0,
+            first_cas: 0,
         }
     }
 }
@@ -219,6 +233,9 @@ pub struct ItemMeta {
     pub stale: bool,
     /// A win (lease) token has been handed out for this item.
     pub win_sent: bool,
+    /// A lease placeholder: the empty item a miss with `N` (or `lease-get`) created to hold the
+    /// lease, as opposed to an empty value a client stored (which a reader can also win with `R`).
+    pub placeholder: bool,
     /// Fetched at least once since stored.
     pub fetched: bool,
     /// Clock second of the last read access (or of the store if never read).
@@ -239,6 +256,8 @@ pub struct MetaUpdate {
     pub stale: bool,
     /// A win (lease) token has been handed out for this item.
     pub win_sent: bool,
+    /// A lease placeholder (see [`ItemMeta::placeholder`]).
+    pub placeholder: bool,
     /// Fetched at least once since stored.
     pub fetched: bool,
     /// Clock second of the last read access.
@@ -252,6 +271,7 @@ impl From<&ItemMeta> for MetaUpdate {
             cas: m.cas,
             stale: m.stale,
             win_sent: m.win_sent,
+            placeholder: m.placeholder,
             fetched: m.fetched,
             last_access: m.last_access,
         }
@@ -273,6 +293,8 @@ pub struct NewItem<'a> {
     pub stale: bool,
     /// Win-sent (lease) bit.
     pub win_sent: bool,
+    /// A lease placeholder (see [`ItemMeta::placeholder`]).
+    pub placeholder: bool,
 }
 
 impl<'a> NewItem<'a> {
@@ -286,6 +308,7 @@ impl<'a> NewItem<'a> {
             cas: 0,
             stale: false,
             win_sent: false,
+            placeholder: false,
         }
     }
 }
@@ -482,6 +505,7 @@ impl Entry<'_> {
             cas,
             stale: item.stale,
             win_sent: item.win_sent,
+            placeholder: item.placeholder,
             fetched: false,
             last_access: self.now,
         };
@@ -567,7 +591,7 @@ impl Store {
             shards,
             shard_mask: n as u64 - 1,
             clock,
-            cas: AtomicU64::new(0),
+            cas: AtomicU64::new(config.first_cas),
             flush: AtomicU64::new(0),
             expire_cursor: AtomicU64::new(0),
             config,
@@ -781,6 +805,7 @@ mod tests {
                     cas: 0,
                     stale: false,
                     win_sent: false,
+                    placeholder: false,
                 })
             })
             .expect("insert");

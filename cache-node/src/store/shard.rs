@@ -324,6 +324,7 @@ impl Shard {
 
     pub(crate) fn meta(&self, loc: u32) -> ItemMeta {
         let bits = self.slab.get_u8(loc, OFF_BITS);
+        let last_access = self.slab.get_u32(loc, OFF_LAST_ACCESS);
         ItemMeta {
             flags: self.slab.flags(loc),
             exptime: self.slab.get_u32(loc, OFF_EXPTIME),
@@ -331,7 +332,8 @@ impl Shard {
             stale: bits & BIT_STALE != 0,
             win_sent: bits & BIT_WIN_SENT != 0,
             fetched: bits & BIT_FETCHED != 0,
-            last_access: self.slab.get_u32(loc, OFF_LAST_ACCESS),
+            placeholder: last_access & LAST_ACCESS_PLACEHOLDER != 0,
+            last_access: last_access & !LAST_ACCESS_PLACEHOLDER,
         }
     }
 
@@ -347,7 +349,13 @@ impl Shard {
         self.slab.set_u8(loc, OFF_BITS, bits);
         self.slab.set_u32(loc, OFF_EXPTIME, m.exptime);
         self.slab.set_u64(loc, OFF_CAS, m.cas);
-        self.slab.set_u32(loc, OFF_LAST_ACCESS, m.last_access);
+        let placeholder = if m.placeholder {
+            LAST_ACCESS_PLACEHOLDER
+        } else {
+            0
+        };
+        let last_access = m.last_access.min(!LAST_ACCESS_PLACEHOLDER) | placeholder;
+        self.slab.set_u32(loc, OFF_LAST_ACCESS, last_access);
     }
 
     /// Looks up a live item, removing it first if it has expired (counted as `get_expired`).

@@ -20,8 +20,9 @@
 
 use std::collections::BTreeMap;
 
-/// Fixed header length: prev u32, next u32, cas u64, exptime u32, last_access u32, lengths u32
-/// (value length in the low 24 bits, key length in the high 8), bits u8. When [`BIT_HAS_FLAGS`]
+/// Fixed header length: prev u32, next u32, cas u64, exptime u32, last_access u32 (its top bit is
+/// [`LAST_ACCESS_PLACEHOLDER`]), lengths u32 (value length in the low 24 bits, key length in the
+/// high 8), bits u8. When [`BIT_HAS_FLAGS`]
 /// is set the 32-bit client flags follow ([`FLAGS_LEN`] bytes at [`OFF_FLAGS`]); when clear the
 /// flags are 0 and not stored (memcached's `ITEM_CFLAGS`), so most items save 4 bytes. Then come
 /// the key and the value.
@@ -55,6 +56,10 @@ pub(crate) const QUEUE_MASK: u8 = 3 << QUEUE_SHIFT;
 pub(crate) const BIT_HAS_FLAGS: u8 = 64;
 /// Ghost admission let the item in and it has not been read since.
 pub(crate) const BIT_GHOST_ADMITTED: u8 = 128;
+/// The top bit of the last-access field marks a lease placeholder (the bits byte is full, and a
+/// header byte more would cost every item). Last access is in clock seconds since start, which stay
+/// below 2^31 for 68 years; larger values are stored as 2^31 - 1.
+pub(crate) const LAST_ACCESS_PLACEHOLDER: u32 = 1 << 31;
 
 /// Bytes of chunk an item takes: the fixed header, the flags if nonzero, key and value.
 pub(crate) fn item_size(key_len: usize, value_len: usize, flags: u32) -> usize {
