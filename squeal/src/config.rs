@@ -50,12 +50,65 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// TOML syntax or shape error (including unknown fields).
-    #[error("invalid config: {0}")]
-    Toml(#[from] toml::de::Error),
+    /// TOML syntax or shape error (including unknown fields). Only the parser's message and the
+    /// position are kept: the parser's own `Display` quotes the offending line of the file, which
+    /// may hold a secret (e.g. a misplaced `password = "..."`).
+    #[error("invalid config: {}{message}", location(.line_column))]
+    Toml {
+        /// 1-based line and column of the error in the config text, when the parser knows it.
+        line_column: Option<(usize, usize)>,
+        /// The parser's message, without the quoted source line.
+        message: String,
+    },
     /// A semantic error, with the field it concerns.
     #[error("invalid config: {0}")]
     Invalid(String),
+}
+
+fn location(line_column: &Option<(usize, usize)>) -> String {
+    match line_column {
+        Some((line, column)) => format!("config line {line}, column {column}: "),
+        None => String::new(),
+    }
+}
+
+impl ConfigError {
+    /// Keeps a TOML error's message and position, and drops the source snippet its `Display` shows.
+    fn toml(error: &toml::de::Error, text: &str) -> ConfigError {
+        let line_column = error.span().map(|span| {
+            let mut start = span.start.min(text.len());
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            let before = &text[..start];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            (line, before[line_start..].chars().count() + 1)
+        });
+        ConfigError::Toml {
+            line_column,
+            message: hide_unexpected_value(error.message().trim_end()),
+        }
+    }
+}
+
+/// serde's type errors quote the value found (`invalid type: integer \`123456\`, expected a
+/// string`), which may be a secret written without quotes; keep its kind and drop the value.
+fn hide_unexpected_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some(sep) = rest.rfind(", expected ") else {
+            continue;
+        };
+        let (unexpected, expected) = rest.split_at(sep);
+        if let Some(quote) = unexpected.find(['`', '"']) {
+            let kind = unexpected[..quote].trim_end();
+            return format!("{prefix}{kind} (value not shown){expected}");
+        }
+    }
+    message.to_owned()
 }
 
 /// The whole configuration file.
@@ -292,7 +345,7 @@ impl Config {
 
     /// Parses and validates config text; `env` looks up environment variables (injectable for tests).
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text)?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::toml(&e, text))?;
         config.resolve_password(env)?;
         config.validate()?;
         Ok(config)
@@ -389,21 +442,24 @@ impl Config {
 }
 
 /// Splits `mysql://user:pw@host` into (`mysql://user@host`, Some(pw)); the URL never keeps a password.
+///
+/// The user-info is everything before the LAST `@`, not only what precedes the first `/`: a raw
+/// `/`, `?`, `#` or `@` in a password is invalid URL syntax, but cutting the authority at the first
+/// `/` would leave such a password in the URL, which is logged. So whatever lies between the first
+/// `:` and the last `@` is taken out as the password (percent-decoded) and never kept in the URL.
 fn split_password_from_url(url: &str) -> Result<(String, Option<String>), ConfigError> {
     let Some(rest) = url.strip_prefix("mysql://") else {
         return Err(ConfigError::Invalid(
             "source.url must start with mysql://".into(),
         ));
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some(at) = authority.rfind('@') else {
+    let Some(at) = rest.rfind('@') else {
         return Ok((url.to_owned(), None));
     };
-    let (userinfo, host) = authority.split_at(at);
+    let (userinfo, host_and_tail) = rest.split_at(at);
     match userinfo.split_once(':') {
         Some((user, pw)) => Ok((
-            format!("mysql://{user}{host}{tail}"),
+            format!("mysql://{user}{host_and_tail}"),
             Some(percent_decode(pw)),
         )),
         None => Ok((url.to_owned(), None)),
@@ -483,6 +539,34 @@ mod tests {
         let c = Config::parse(&text, env).unwrap();
         assert_eq!(c.source.url, "mysql://squeal@127.0.0.1:3306");
         assert_eq!(c.source.password.unwrap().expose(), "s@cret");
+    }
+
+    #[test]
+    fn url_split_keeps_path_and_query_of_valid_urls() {
+        let split = |u: &str| split_password_from_url(u).unwrap();
+        assert_eq!(
+            split("mysql://u:p%2Fw@db1:3306/shop?require_ssl=true"),
+            (
+                "mysql://u@db1:3306/shop?require_ssl=true".to_owned(),
+                Some("p/w".to_owned())
+            )
+        );
+        assert_eq!(
+            split("mysql://u@db1:3306/shop"),
+            ("mysql://u@db1:3306/shop".to_owned(), None)
+        );
+        assert_eq!(
+            split("mysql://db1:3306/shop"),
+            ("mysql://db1:3306/shop".to_owned(), None)
+        );
+        // A raw `/` in the password is invalid syntax, but it is taken out all the same.
+        assert_eq!(
+            split("mysql://u:hun/ter2@db1:3306/shop"),
+            (
+                "mysql://u@db1:3306/shop".to_owned(),
+                Some("hun/ter2".to_owned())
+            )
+        );
     }
 
     #[test]

@@ -123,9 +123,12 @@ impl Publisher {
         checkpoint_interval: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<(Publisher, AckTracker), PublishError> {
-        let producer: FutureProducer = producer_config(cfg)
-            .create()
-            .map_err(|e| PublishError::Permanent(format!("cannot create producer: {e}")))?;
+        let producer: FutureProducer = producer_config(cfg).create().map_err(|e| {
+            PublishError::Permanent(format!(
+                "cannot create producer: {}",
+                describe_config_error(&e, cfg)
+            ))
+        })?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok((
             Publisher {
@@ -266,6 +269,46 @@ impl Publisher {
     }
 }
 
+/// Describes a producer-creation error without any value of the user's `[kafka.properties]`.
+///
+/// rdkafka's own `Display` of a rejected property ends with the property's value, and librdkafka's
+/// messages may quote it (`Invalid value "..." for configuration property ...`); those values may
+/// be credentials (`sasl.password`, `ssl.key.password`), and a misspelt name (`sasl.pasword`) is no
+/// less secret. So the property's name is kept and every user-supplied value is replaced by `***`
+/// wherever it appears in the message, whatever the property's name.
+fn describe_config_error(error: &KafkaError, cfg: &KafkaConfig) -> String {
+    let values: Vec<&str> = cfg.properties.values().map(String::as_str).collect();
+    match error {
+        KafkaError::ClientConfig(_, description, key, _value) => format!(
+            "Kafka property \"{key}\" rejected (value not shown): {}",
+            redact_values(description, &values)
+        ),
+        other => redact_values(&other.to_string(), &values),
+    }
+}
+
+/// Replaces every occurrence of any of `values` in `text` by `***` (longest match first, in one
+/// pass, so a replacement is never re-scanned). Empty values are ignored.
+fn redact_values(text: &str, values: &[&str]) -> String {
+    let mut values: Vec<&str> = values.iter().copied().filter(|v| !v.is_empty()).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        match values.iter().find(|v| rest.starts_with(**v)) {
+            Some(v) => {
+                out.push_str("***");
+                rest = &rest[v.len()..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
 fn file_index(file: &str) -> u64 {
     file.rsplit('.')
         .next()
@@ -375,5 +418,23 @@ impl AckTracker {
         *dirty = false;
         *last_write = Instant::now();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_every_value_longest_first_in_one_pass() {
+        let text = "Invalid value \"s3cret/long\" for \"sasl.password\"; s3cret again";
+        let out = redact_values(text, &["s3cret", "s3cret/long", ""]);
+        assert_eq!(
+            out,
+            "Invalid value \"***\" for \"sasl.password\"; *** again"
+        );
+        // A replacement is not re-scanned, so `***` cannot combine into a secret made of stars.
+        assert_eq!(redact_values("x****y", &["****", "**"]), "x***y");
+        assert_eq!(redact_values("naïve é", &["é"]), "naïve ***");
     }
 }
