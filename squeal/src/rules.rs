@@ -264,6 +264,14 @@ impl TableRules {
 }
 
 impl TableKeys {
+    /// The column positions the templates read.
+    pub fn columns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.templates.iter().flatten().filter_map(|s| match s {
+            BoundSegment::Column(i) => Some(*i),
+            BoundSegment::Literal(_) => None,
+        })
+    }
+
     /// Renders every template for one row image; `value(i)` renders column `i` (None = NULL),
     /// and a template with a NULL placeholder yields no key.
     pub fn render<F>(&self, mut value: F, mut out: impl FnMut(String))

@@ -596,7 +596,18 @@ impl Source {
                 names.len()
             ))
         } else {
-            rules.bind(&full, &names).map_err(|e| e.to_string())
+            rules
+                .bind(&full, &names)
+                .map_err(|e| e.to_string())
+                .and_then(|keys| {
+                    // A key column whose text squeal cannot convert as the server does would give keys
+                    // that differ from the application's, so none would invalidate anything.
+                    let problem = keys.columns().find_map(|i| {
+                        let problem = shape.columns.get(i)?.charset_problem()?;
+                        Some(format!("table {full}, column {}: {problem}", names[i]))
+                    });
+                    problem.map_or(Ok(keys), Err)
+                })
         };
         if let Err(reason) = &keys {
             if self.reported.insert(full.clone()) {
