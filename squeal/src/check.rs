@@ -168,6 +168,83 @@ pub fn check_mysql_gtid(
     }
 }
 
+/// MariaDB `log_bin_compress`: squeal decompresses compressed events (zlib, the only algorithm
+/// MariaDB defines), but says so, since a decompression failure stops it.
+pub fn check_log_bin_compress(report: &mut Report, value: Option<&str>) {
+    match value {
+        Some(v) if v.eq_ignore_ascii_case("ON") || v == "1" => report.push(
+            Severity::Warn,
+            "log_bin_compress = ON: squeal decompresses compressed row and query events (zlib); \
+             an event it cannot decompress stops it, with the checkpoint before the event",
+            Some(
+                "nothing is needed; to avoid the extra CPU and the risk, SET GLOBAL \
+                 log_bin_compress=OFF and put `log_bin_compress=OFF` under [mysqld]"
+                    .into(),
+            ),
+        ),
+        Some(v) => report.push(Severity::Ok, format!("log_bin_compress = {v}"), None),
+        None => {}
+    }
+}
+
+/// MySQL `binlog_transaction_compression`: compressed transaction payloads are read (and each is
+/// verified to decompress before its events are used).
+pub fn check_transaction_compression(report: &mut Report, value: Option<&str>) {
+    match value {
+        Some(v) if v.eq_ignore_ascii_case("ON") || v == "1" => report.push(
+            Severity::Warn,
+            "binlog_transaction_compression = ON: squeal reads compressed transaction payloads \
+             (zstd), decompressing each twice (once to verify it); a payload that does not \
+             decompress stops it, with the checkpoint before the transaction",
+            Some(
+                "nothing is needed; to save squeal's CPU, SET GLOBAL \
+                 binlog_transaction_compression=OFF and put it under [mysqld]"
+                    .into(),
+            ),
+        ),
+        Some(v) => report.push(
+            Severity::Ok,
+            format!("binlog_transaction_compression = {v}"),
+            None,
+        ),
+        None => {}
+    }
+}
+
+/// A ruled table that is the child of a foreign key with a cascading action: InnoDB changes or
+/// deletes its rows inside the storage engine and writes no row events for them, so squeal never
+/// sees those changes.
+pub fn check_cascade(
+    report: &mut Report,
+    db: &str,
+    table: &str,
+    constraint: &str,
+    parent: &str,
+    on_update: &str,
+    on_delete: &str,
+) {
+    let mut actions = Vec::new();
+    for (when, rule) in [("DELETE", on_delete), ("UPDATE", on_update)] {
+        if matches!(rule, "CASCADE" | "SET NULL" | "SET DEFAULT") {
+            actions.push(format!("ON {when} {rule}"));
+        }
+    }
+    report.push(
+        Severity::Warn,
+        format!(
+            "ruled table {db}.{table} is the child of foreign key {constraint} ({}) on {parent}: \
+             rows the server changes through it are not in the binlog, so their keys are never \
+             invalidated",
+            actions.join(", ")
+        ),
+        Some(format!(
+            "key what caches {db}.{table}'s rows by the parent's columns so a rule on {parent} \
+             invalidates them, or change the child rows with explicit statements instead of the \
+             cascade (see README, Limitations)"
+        )),
+    );
+}
+
 /// Runs every check against the configured server.
 pub async fn run_checks(cfg: &Config) -> Report {
     let mut report = Report::default();
@@ -287,6 +364,13 @@ async fn check_server(
             ),
             set_fix(annotate, "ON"),
         ),
+    }
+    if mariadb {
+        let compress = variable(conn, "log_bin_compress").await?;
+        check_log_bin_compress(report, compress.as_deref());
+    } else {
+        let compress = variable(conn, "binlog_transaction_compression").await?;
+        check_transaction_compression(report, compress.as_deref());
     }
     if !mariadb && cfg.source.resume == ResumeBy::Gtid {
         let gtid_mode = variable(conn, "gtid_mode").await?;
@@ -417,6 +501,21 @@ async fn check_server(
             ),
         }
     }
+    // Foreign keys whose actions change a ruled child table inside InnoDB, with no row events.
+    let cascades: Vec<(String, String, String, String, String, String)> = conn
+        .query(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, \
+             CONCAT(UNIQUE_CONSTRAINT_SCHEMA, '.', REFERENCED_TABLE_NAME), UPDATE_RULE, DELETE_RULE \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE UPDATE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT') \
+             OR DELETE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT')",
+        )
+        .await?;
+    for (db, table, name, parent, on_update, on_delete) in cascades {
+        if rules.for_table(&db, &table).is_some() {
+            check_cascade(report, &db, &table, &name, &parent, &on_update, &on_delete);
+        }
+    }
     for (i, rc) in cfg.rules.iter().enumerate() {
         if !matched_any[i] {
             report.push(
@@ -457,6 +556,39 @@ mod tests {
             !run(None, Some("ON"), "", None).passed(),
             "unknown is not ON"
         );
+    }
+
+    #[test]
+    fn compression_and_cascades_are_warned_about() {
+        let mut r = Report::default();
+        check_log_bin_compress(&mut r, Some("ON"));
+        check_transaction_compression(&mut r, Some("ON"));
+        check_cascade(
+            &mut r,
+            "shop",
+            "comments",
+            "fk_post",
+            "shop.posts",
+            "RESTRICT",
+            "CASCADE",
+        );
+        assert!(r.passed(), "warnings, not failures");
+        assert!(r.findings.iter().all(|f| f.severity == Severity::Warn));
+        let text = r.to_string();
+        assert!(text.contains("log_bin_compress = ON"), "{text}");
+        assert!(
+            text.contains("binlog_transaction_compression = ON"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shop.comments is the child of foreign key fk_post (ON DELETE CASCADE) on shop.posts"),
+            "{text}"
+        );
+        let mut r = Report::default();
+        check_log_bin_compress(&mut r, Some("OFF"));
+        check_transaction_compression(&mut r, None);
+        assert_eq!(r.findings.len(), 1);
+        assert_eq!(r.findings[0].severity, Severity::Ok);
     }
 
     #[test]

@@ -15,6 +15,16 @@ pub const MARIADB_BINLOG_CHECKPOINT_EVENT: u8 = 161;
 pub const MARIADB_GTID_EVENT: u8 = 162;
 /// MariaDB GTID_LIST_EVENT: the GTID state at the start of a binlog file.
 pub const MARIADB_GTID_LIST_EVENT: u8 = 163;
+/// MariaDB START_ENCRYPTION_EVENT (binlog encryption; the server decrypts what it sends).
+pub const MARIADB_START_ENCRYPTION_EVENT: u8 = 164;
+/// MariaDB QUERY_COMPRESSED_EVENT (`log_bin_compress=ON`): a QUERY event whose statement text is
+/// compressed.
+pub const MARIADB_QUERY_COMPRESSED_EVENT: u8 = 165;
+/// MariaDB WRITE_ROWS_COMPRESSED_EVENT_V1 (166), UPDATE_… (167), DELETE_… (168): v1 row events
+/// whose row data is compressed; 169–171 are the same for v2 row events.
+pub const MARIADB_ROWS_COMPRESSED_FIRST: u8 = 166;
+/// The last MariaDB compressed rows event type (DELETE_ROWS_COMPRESSED_EVENT, v2).
+pub const MARIADB_ROWS_COMPRESSED_LAST: u8 = 171;
 
 /// A body too short or malformed for its event type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +108,152 @@ pub fn decode_mariadb_gtid_list(body: &[u8]) -> Result<Vec<Gtid>, DecodeError> {
         .collect())
 }
 
+/// Uncompresses what MariaDB's `binlog_buf_compress` wrote (`log_bin_compress=ON`): one header
+/// byte (bit 7 set; bits 4–6 the algorithm, 0 = zlib, the only one defined; bits 0–2 the number
+/// of bytes of the uncompressed length, 1–4), that length **big-endian** (as MariaDB's
+/// `binlog_get_uncompress_len` reads it), then a zlib stream. The result must have exactly that
+/// length; anything else is an error, never a guess.
+pub fn mariadb_uncompress(buf: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Read;
+    let bad = |reason: String| DecodeError {
+        event: "MariaDB compressed",
+        reason,
+    };
+    let Some(&head) = buf.first() else {
+        return Err(bad("no compression header".into()));
+    };
+    if head & 0x80 == 0 {
+        return Err(bad(format!(
+            "header byte {head:#04x} lacks the compressed bit"
+        )));
+    }
+    let algorithm = (head >> 4) & 0x07;
+    if algorithm != 0 {
+        return Err(bad(format!(
+            "compression algorithm {algorithm} (only 0, zlib, is defined)"
+        )));
+    }
+    let lenlen = usize::from(head & 0x07);
+    if !(1..=4).contains(&lenlen) || buf.len() < 1 + lenlen {
+        return Err(bad(format!(
+            "length field of {lenlen} bytes in {} bytes",
+            buf.len()
+        )));
+    }
+    let len = buf[1..1 + lenlen]
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    if len == 0 {
+        return Err(bad("uncompressed length 0".into()));
+    }
+    let mut out = Vec::with_capacity(len);
+    flate2::read::ZlibDecoder::new(&buf[1 + lenlen..])
+        .take(len as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(format!("zlib: {e}")))?;
+    if out.len() != len {
+        return Err(bad(format!(
+            "uncompressed {} bytes, the header says {len}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+fn lenenc(b: &[u8]) -> Option<(u64, usize)> {
+    let first = *b.first()?;
+    Some(match first {
+        0..=0xfa => (u64::from(first), 1),
+        0xfc => (u64::from(u16::from_le_bytes([*b.get(1)?, *b.get(2)?])), 3),
+        0xfd => (
+            u64::from(u32::from_le_bytes([*b.get(1)?, *b.get(2)?, *b.get(3)?, 0])),
+            4,
+        ),
+        0xfe => (le_u64(b.get(1..9)?), 9),
+        _ => return None,
+    })
+}
+
+/// Uncompresses the body of a MariaDB compressed rows event (types 166–171) into the body of
+/// the plain rows event it stands for; returns that event type and body.
+///
+/// As MariaDB's `row_log_event_uncompress`: the post-header (6-byte table id, 2 flag bytes, and
+/// for v2 the variable header), the column count and the column bitmaps (two for UPDATE) are in
+/// the clear; only the row data after them is compressed.
+pub fn mariadb_uncompress_rows(event_type: u8, body: &[u8]) -> Result<(u8, Vec<u8>), DecodeError> {
+    let bad = |reason: String| DecodeError {
+        event: "MariaDB compressed rows",
+        reason,
+    };
+    let (plain, v2) = match event_type {
+        166..=168 => (event_type - 166 + 23, false), // WRITE/UPDATE/DELETE_ROWS_EVENT_V1
+        169..=171 => (event_type - 169 + 30, true),  // WRITE/UPDATE/DELETE_ROWS_EVENT (v2)
+        other => {
+            return Err(bad(format!(
+                "event type {other} is not a compressed rows event"
+            )))
+        }
+    };
+    let short = || bad(format!("{} bytes end inside the clear part", body.len()));
+    let mut at = 8; // ROWS_HEADER_LEN_V1: table id (6) + flags (2)
+    if v2 {
+        let var = body.get(8..10).ok_or_else(short)?;
+        let var_len = usize::from(u16::from_le_bytes([var[0], var[1]]));
+        if var_len < 2 {
+            return Err(bad(format!("variable header length {var_len}")));
+        }
+        at += var_len;
+    }
+    let (width, n) = lenenc(body.get(at..).ok_or_else(short)?).ok_or_else(short)?;
+    at += n;
+    let bitmap = usize::try_from(width.div_ceil(8)).map_err(|_| short())?;
+    at += bitmap;
+    if plain == 24 || plain == 31 {
+        at += bitmap; // UPDATE: the after-image bitmap too
+    }
+    if at >= body.len() {
+        return Err(short());
+    }
+    let rows = mariadb_uncompress(&body[at..])?;
+    let mut out = Vec::with_capacity(at + rows.len());
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(&rows);
+    Ok((plain, out))
+}
+
+/// Decodes a MariaDB QUERY_COMPRESSED_EVENT body into the default schema and the statement text.
+/// `post_header_len` is the format description's for type 165 (13, as for QUERY). As MariaDB's
+/// `query_event_uncompress`: post-header, status variables and schema (NUL-terminated) are in
+/// the clear; the statement text after them is compressed.
+pub fn decode_mariadb_query_compressed(
+    body: &[u8],
+    post_header_len: usize,
+) -> Result<(String, String), DecodeError> {
+    let bad = |reason: String| DecodeError {
+        event: "MariaDB QUERY_COMPRESSED",
+        reason,
+    };
+    if post_header_len < 13 || body.len() < post_header_len {
+        return Err(bad(format!(
+            "{} bytes, post-header {post_header_len}",
+            body.len()
+        )));
+    }
+    let db_len = usize::from(body[8]);
+    let status_len = usize::from(u16::from_le_bytes([body[11], body[12]]));
+    let schema_at = post_header_len + status_len;
+    let query_at = schema_at + db_len + 1;
+    if query_at >= body.len() {
+        return Err(bad(format!(
+            "{} bytes end before the statement (status {status_len}, schema {db_len})",
+            body.len()
+        )));
+    }
+    let schema = String::from_utf8_lossy(&body[schema_at..schema_at + db_len]).into_owned();
+    let sql = mariadb_uncompress(&body[query_at..])?;
+    Ok((schema, String::from_utf8_lossy(&sql).into_owned()))
+}
+
 /// Decodes a MariaDB ANNOTATE_ROWS_EVENT body: the statement text, as is.
 pub fn decode_mariadb_annotate(body: &[u8]) -> String {
     String::from_utf8_lossy(body).into_owned()
@@ -153,9 +309,17 @@ pub enum Statement {
     Drop(Vec<TableName>),
     /// DROP DATABASE/SCHEMA.
     DropDatabase(String),
-    /// ALTER TABLE, RENAME TABLE, CREATE TABLE: the layout of these tables may have changed.
+    /// ALTER TABLE, CREATE TABLE: the layout of these tables may have changed (their rows did not).
     SchemaChange(Vec<TableName>),
+    /// Rows of these tables changed, vanished or were swapped in without row events: partition
+    /// maintenance (`TRUNCATE`/`DROP`/`EXCHANGE`/`CONVERT PARTITION`), `DISCARD`/`IMPORT
+    /// TABLESPACE`, and renames (`RENAME TABLE a TO b`, `ALTER TABLE a RENAME TO b`: both names,
+    /// since a swap puts other rows under the old name). Their layout may have changed too.
+    RowsReplaced(Vec<TableName>),
     /// A data change logged as a statement (binlog_format STATEMENT/MIXED): squeal cannot map it.
+    /// Besides INSERT/UPDATE/DELETE/REPLACE/LOAD this is any statement that only appears in a
+    /// binlog because it wrote something: `SELECT f()` (a function that modifies data), `WITH …`,
+    /// `CALL`, `DO`, MariaDB's `ANALYZE <dml>` and `BEGIN NOT ATOMIC` blocks.
     Dml,
     /// `XA START xid`: MySQL's first event of an XA transaction (MariaDB puts it in the GTID event).
     XaStart,
@@ -172,15 +336,19 @@ pub enum Statement {
 enum Token {
     Word(String),
     Quoted(String),
+    /// A `'string literal'` (its content never reads as keywords).
+    Literal,
     Punct(char),
 }
 
-fn tokenize(sql: &str) -> Vec<Token> {
+/// Tokens with the byte offset each starts at.
+fn tokenize(sql: &str) -> Vec<(usize, Token)> {
     let mut out = Vec::new();
     let b = sql.as_bytes();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
+        let start = i;
         if c.is_ascii_whitespace() {
             i += 1;
         } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
@@ -218,17 +386,38 @@ fn tokenize(sql: &str) -> Vec<Token> {
                 s.push(b[i]);
                 i += 1;
             }
-            out.push(Token::Quoted(String::from_utf8_lossy(&s).into_owned()));
+            out.push((
+                start,
+                Token::Quoted(String::from_utf8_lossy(&s).into_owned()),
+            ));
+        } else if c == b'\'' {
+            // '...' with '' and backslash escapes.
+            i += 1;
+            while i < b.len() {
+                if b[i] == b'\\' {
+                    i += 2;
+                    continue;
+                }
+                if b[i] == b'\'' {
+                    if b.get(i + 1) == Some(&b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                i += 1;
+            }
+            out.push((start, Token::Literal));
         } else if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 {
-            let start = i;
             while i < b.len()
                 && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
             {
                 i += 1;
             }
-            out.push(Token::Word(sql[start..i].to_owned()));
+            out.push((start, Token::Word(sql[start..i].to_owned())));
         } else {
-            out.push(Token::Punct(c as char));
+            out.push((start, Token::Punct(c as char)));
             i += 1;
         }
     }
@@ -236,13 +425,20 @@ fn tokenize(sql: &str) -> Vec<Token> {
 }
 
 struct Parser {
-    tokens: Vec<Token>,
+    tokens: Vec<(usize, Token)>,
     at: usize,
 }
 
 impl Parser {
+    fn token(&self, at: usize) -> Option<&Token> {
+        self.tokens.get(at).map(|(_, t)| t)
+    }
+    /// The token at `at` is the keyword `kw`.
+    fn is_keyword(&self, at: usize, kw: &str) -> bool {
+        matches!(self.token(at), Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw))
+    }
     fn keyword(&mut self, kw: &str) -> bool {
-        match self.tokens.get(self.at) {
+        match self.token(self.at) {
             Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw) => {
                 self.at += 1;
                 true
@@ -251,7 +447,7 @@ impl Parser {
         }
     }
     fn punct(&mut self, p: char) -> bool {
-        if self.tokens.get(self.at) == Some(&Token::Punct(p)) {
+        if self.token(self.at) == Some(&Token::Punct(p)) {
             self.at += 1;
             true
         } else {
@@ -259,13 +455,13 @@ impl Parser {
         }
     }
     fn ident(&mut self) -> Option<String> {
-        match self.tokens.get(self.at)? {
+        match self.token(self.at)? {
             Token::Word(w) | Token::Quoted(w) => {
                 let w = w.clone();
                 self.at += 1;
                 Some(w)
             }
-            Token::Punct(_) => None,
+            Token::Punct(_) | Token::Literal => None,
         }
     }
     fn table_name(&mut self) -> Option<TableName> {
@@ -440,10 +636,36 @@ pub fn classify_statement(sql: &str) -> Statement {
         tokens: tokenize(sql),
         at: 0,
     };
-    if p.keyword("BEGIN") || (p.keyword("START") && p.keyword("TRANSACTION")) {
+    // `(SELECT f())`: a parenthesised statement.
+    while p.punct('(') {}
+    let first = p.at;
+    if p.keyword("SET") && p.keyword("STATEMENT") {
+        // MariaDB's `SET STATEMENT var=value[, ...] FOR <statement>`: the statement decides.
+        while p.at < p.tokens.len() {
+            if p.is_keyword(p.at, "FOR") {
+                if let Some(&(offset, _)) = p.tokens.get(p.at + 1) {
+                    return classify_statement(&sql[offset..]);
+                }
+                break;
+            }
+            p.at += 1;
+        }
+        return Statement::Other;
+    }
+    p.at = first;
+    if p.keyword("BEGIN") {
+        // MariaDB's compound statement `BEGIN NOT ATOMIC ... END` runs statements, unlike
+        // `BEGIN [WORK]`.
+        return if p.is_keyword(p.at, "NOT") {
+            Statement::Dml
+        } else {
+            Statement::Begin
+        };
+    }
+    if p.keyword("START") && p.keyword("TRANSACTION") {
         return Statement::Begin;
     }
-    p.at = 0;
+    p.at = first;
     if p.keyword("COMMIT") {
         return Statement::Commit;
     }
@@ -466,7 +688,7 @@ pub fn classify_statement(sql: &str) -> Statement {
             }
             return p.ident().map_or(Statement::Other, Statement::DropDatabase);
         }
-        if p.keyword("TABLE") {
+        if p.keyword("TABLE") || p.keyword("TABLES") {
             if p.keyword("IF") {
                 p.keyword("EXISTS");
             }
@@ -498,19 +720,39 @@ pub fn classify_statement(sql: &str) -> Statement {
             if p.keyword("IF") {
                 p.keyword("EXISTS");
             }
-            return Statement::SchemaChange(p.table_name().into_iter().collect());
+            return classify_alter_table(&mut p);
         }
         return Statement::Other;
     }
-    for kw in ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"] {
+    // Statements that reach a ROW-format binlog only as statement-logged writes.
+    for kw in [
+        "INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD", "SELECT", "WITH", "CALL", "DO",
+    ] {
         if p.keyword(kw) {
             return Statement::Dml;
         }
     }
-    if p.keyword("RENAME") && p.keyword("TABLE") {
+    if p.keyword("ANALYZE") {
+        // MariaDB's `ANALYZE UPDATE ...` runs the statement; `ANALYZE TABLE` only reads.
+        for kw in ["INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT"] {
+            if p.is_keyword(p.at, kw) {
+                return Statement::Dml;
+            }
+        }
+        return Statement::Other;
+    }
+    if p.keyword("RENAME") && (p.keyword("TABLE") || p.keyword("TABLES")) {
+        if p.keyword("IF") {
+            p.keyword("EXISTS");
+        }
         let mut tables = Vec::new();
         while let Some(from) = p.table_name() {
             tables.push(from);
+            // MariaDB: `RENAME TABLE t WAIT n TO u` / `NOWAIT`.
+            if p.keyword("WAIT") {
+                p.ident();
+            }
+            p.keyword("NOWAIT");
             if !p.keyword("TO") {
                 break;
             }
@@ -521,10 +763,78 @@ pub fn classify_statement(sql: &str) -> Statement {
                 break;
             }
         }
-        // A table renamed away is gone under its old name: its keys may all be stale.
-        return Statement::SchemaChange(tables);
+        // A table renamed away is gone under its old name, and a table renamed in brings other
+        // rows under its new one (a swap): both names' keys may all be stale.
+        return Statement::RowsReplaced(tables);
     }
     Statement::Other
+}
+
+/// `ALTER TABLE <name> ...` after the name's start: the operations that change rows without
+/// row events make it [`Statement::RowsReplaced`] (with any second table they name); anything
+/// else is a [`Statement::SchemaChange`] of the table.
+fn classify_alter_table(p: &mut Parser) -> Statement {
+    let Some(table) = p.table_name() else {
+        return Statement::SchemaChange(Vec::new());
+    };
+    let mut tables = vec![table];
+    let mut replaced = false;
+    // A table name following the keywords `first second` at or after `from`.
+    let table_after = |p: &mut Parser, from: usize, first: &str, second: &str| {
+        let mut i = from;
+        while i + 1 < p.tokens.len() {
+            if p.is_keyword(i, first) && p.is_keyword(i + 1, second) {
+                p.at = i + 2;
+                return p.table_name();
+            }
+            i += 1;
+        }
+        None
+    };
+    let mut i = p.at;
+    while i < p.tokens.len() {
+        let next_is = |kw: &str| p.is_keyword(i + 1, kw);
+        if (p.is_keyword(i, "TRUNCATE") || p.is_keyword(i, "DROP")) && next_is("PARTITION") {
+            // The partitions' rows are deleted.
+            replaced = true;
+        } else if p.is_keyword(i, "EXCHANGE") && next_is("PARTITION") {
+            // `EXCHANGE PARTITION p WITH TABLE t2`: both tables' rows change.
+            replaced = true;
+            tables.extend(table_after(p, i + 2, "WITH", "TABLE"));
+        } else if p.is_keyword(i, "CONVERT") && next_is("PARTITION") {
+            // MariaDB: `CONVERT PARTITION p TO TABLE t2` moves the rows out into t2.
+            replaced = true;
+            tables.extend(table_after(p, i + 2, "TO", "TABLE"));
+        } else if p.is_keyword(i, "CONVERT") && next_is("TABLE") {
+            // MariaDB: `CONVERT TABLE t2 TO PARTITION p ...` moves t2's rows in.
+            replaced = true;
+            p.at = i + 2;
+            tables.extend(p.table_name());
+        } else if (p.is_keyword(i, "DISCARD") || p.is_keyword(i, "IMPORT"))
+            && (next_is("TABLESPACE") || next_is("PARTITION"))
+        {
+            // The table's (or partitions') data files are removed or replaced wholesale.
+            replaced = true;
+        } else if p.is_keyword(i, "RENAME")
+            && !(next_is("COLUMN") || next_is("INDEX") || next_is("KEY"))
+        {
+            // `RENAME [TO|AS] new_name`.
+            p.at = i + 1;
+            if !p.keyword("TO") {
+                p.keyword("AS");
+            }
+            if let Some(to) = p.table_name() {
+                replaced = true;
+                tables.push(to);
+            }
+        }
+        i += 1;
+    }
+    if replaced {
+        Statement::RowsReplaced(tables)
+    } else {
+        Statement::SchemaChange(tables)
+    }
 }
 
 #[cfg(test)]
@@ -638,6 +948,192 @@ mod tests {
         assert!(embedded_keys("SELECT 1").is_empty());
     }
 
+    /// `data` as MariaDB's `binlog_buf_compress` writes it: `0x80 | lenlen`, the length
+    /// big-endian in as few bytes as hold it, then zlib.
+    fn mariadb_compress(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let be = (data.len() as u32).to_be_bytes();
+        let skip = be.iter().take_while(|&&b| b == 0).count().min(3);
+        let mut out = vec![0x80 | (4 - skip) as u8];
+        out.extend_from_slice(&be[skip..]);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(data).unwrap();
+        out.extend(z.finish().unwrap());
+        out
+    }
+
+    #[test]
+    fn mariadb_compressed_rows_keep_the_clear_part() {
+        let rows: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let packed = mariadb_compress(&rows);
+        assert_eq!(
+            packed[..4],
+            [0x83, 0x01, 0x11, 0x70],
+            "70000, big-endian in 3 bytes"
+        );
+        assert_eq!(mariadb_uncompress(&packed).unwrap(), rows);
+        // UPDATE v1 (167), 9 columns: two 2-byte bitmaps in the clear.
+        let mut body = vec![7, 0, 0, 0, 0, 0, 1, 0, 9, 0xff, 0x01, 0xff, 0x01];
+        body.extend(&packed);
+        let (ty, plain) = mariadb_uncompress_rows(167, &body).unwrap();
+        assert_eq!(ty, 24);
+        assert_eq!(plain[..13], body[..13]);
+        assert_eq!(plain[13..], rows[..]);
+        // DELETE v2 (171): a 4-byte variable header (its own length and 2 more bytes), 1 bitmap.
+        let mut body = vec![7, 0, 0, 0, 0, 0, 1, 0, 4, 0, 9, 9, 3, 0b111];
+        body.extend(mariadb_compress(&rows[..300]));
+        let (ty, plain) = mariadb_uncompress_rows(171, &body).unwrap();
+        assert_eq!(ty, 32);
+        assert_eq!(plain[14..], rows[..300]);
+        // Malformed: not a compressed type, clear part cut short, no compressed bit, no data,
+        // a length with no stream behind it.
+        assert!(mariadb_uncompress_rows(23, &body).is_err());
+        assert!(mariadb_uncompress_rows(171, &body[..12]).is_err());
+        assert!(mariadb_uncompress(&[0x01, 5, 0]).is_err());
+        assert!(mariadb_uncompress(&[]).is_err());
+        assert!(mariadb_uncompress(&[0x85, 1]).is_err());
+        assert!(mariadb_uncompress(&[0x81, 9]).is_err());
+    }
+
+    #[test]
+    fn statements_that_change_rows_without_row_events() {
+        use Statement::*;
+        let replaced = |names: &[(Option<&str>, &str)]| {
+            RowsReplaced(names.iter().map(|(d, n)| t(*d, n)).collect())
+        };
+        for (sql, want) in [
+            (
+                "ALTER TABLE p TRUNCATE PARTITION p0",
+                replaced(&[(None, "p")]),
+            ),
+            (
+                "ALTER TABLE `at`.`p` DROP PARTITION IF EXISTS p1, p2",
+                replaced(&[(Some("at"), "p")]),
+            ),
+            (
+                "alter table at.p exchange partition p0 with table at.q without validation",
+                replaced(&[(Some("at"), "p"), (Some("at"), "q")]),
+            ),
+            (
+                "ALTER TABLE p CONVERT PARTITION p0 TO TABLE p0_archive",
+                replaced(&[(None, "p"), (None, "p0_archive")]),
+            ),
+            (
+                "ALTER TABLE p CONVERT TABLE staged TO PARTITION p9 VALUES LESS THAN (900)",
+                replaced(&[(None, "p"), (None, "staged")]),
+            ),
+            (
+                "ALTER TABLE t IMPORT TABLESPACE",
+                replaced(&[(None, "t")]),
+            ),
+            (
+                "ALTER TABLE t DISCARD PARTITION p0 TABLESPACE",
+                replaced(&[(None, "t")]),
+            ),
+            (
+                "ALTER TABLE users RENAME TO users_old",
+                replaced(&[(None, "users"), (None, "users_old")]),
+            ),
+            (
+                "ALTER TABLE users ADD COLUMN z INT, RENAME AS shop.people",
+                replaced(&[(None, "users"), (Some("shop"), "people")]),
+            ),
+            (
+                "RENAME TABLE at.users TO at.users_old, at.users_new TO at.users",
+                replaced(&[
+                    (Some("at"), "users"),
+                    (Some("at"), "users_old"),
+                    (Some("at"), "users_new"),
+                    (Some("at"), "users"),
+                ]),
+            ),
+            (
+                "RENAME TABLE IF EXISTS a WAIT 5 TO b",
+                replaced(&[(None, "a"), (None, "b")]),
+            ),
+            (
+                "SET STATEMENT max_statement_time=60 FOR TRUNCATE TABLE users",
+                Truncate(vec![t(None, "users")]),
+            ),
+            // Layout only: rows and their keys are unchanged.
+            (
+                "ALTER TABLE users RENAME COLUMN a TO b, RENAME INDEX i TO j",
+                SchemaChange(vec![t(None, "users")]),
+            ),
+            (
+                "ALTER TABLE p REORGANIZE PARTITION p0 INTO (PARTITION a VALUES LESS THAN (5), PARTITION b VALUES LESS THAN (100))",
+                SchemaChange(vec![t(None, "p")]),
+            ),
+            (
+                "ALTER TABLE p COALESCE PARTITION 2",
+                SchemaChange(vec![t(None, "p")]),
+            ),
+            (
+                "ALTER TABLE p REBUILD PARTITION p0",
+                SchemaChange(vec![t(None, "p")]),
+            ),
+            (
+                "ALTER TABLE p REMOVE PARTITIONING",
+                SchemaChange(vec![t(None, "p")]),
+            ),
+            (
+                "ALTER TABLE p COMMENT 'drop partition p0, rename to x'",
+                SchemaChange(vec![t(None, "p")]),
+            ),
+        ] {
+            assert_eq!(classify_statement(sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn statement_logged_writes_are_dml_and_harmless_statements_are_not() {
+        for sql in [
+            "SELECT `at`.`f`()",
+            "select f() from dual",
+            "(SELECT f())",
+            "WITH c AS (SELECT 1) UPDATE t JOIN c SET t.a = 1",
+            "WITH RECURSIVE c AS (SELECT 1) DELETE FROM t WHERE id IN (SELECT * FROM c)",
+            "CALL p(1)",
+            "DO f()",
+            "/* app */ INSERT INTO t VALUES (1)",
+            "REPLACE INTO t VALUES (1)",
+            "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
+            "ANALYZE UPDATE t SET a = 1",
+            "BEGIN NOT ATOMIC UPDATE t SET a = 1; END",
+            "SET STATEMENT sql_mode='' FOR UPDATE t SET a = 1",
+        ] {
+            assert_eq!(classify_statement(sql), Statement::Dml, "{sql}");
+        }
+        // What a ROW-format binlog legitimately carries as statements.
+        for sql in [
+            "BEGIN",
+            "BEGIN WORK",
+            "START TRANSACTION",
+            "SAVEPOINT `a`",
+            "ROLLBACK TO `a`",
+            "XA END X'7831',X'',1",
+            "GRANT SELECT ON shop.* TO 'u'@'%'",
+            "CREATE USER 'u'@'%' IDENTIFIED BY 'x'",
+            "DROP USER 'u'@'%'",
+            "SET PASSWORD FOR 'u'@'%' = PASSWORD('x')",
+            "CREATE DEFINER=`root`@`localhost` FUNCTION `f`() RETURNS int(11) BEGIN UPDATE t SET a=1; RETURN 1; END",
+            "CREATE DEFINER=`root`@`localhost` PROCEDURE `p`() SELECT 1",
+            "CREATE OR REPLACE VIEW v AS SELECT * FROM t",
+            "CREATE INDEX i ON t (a)",
+            "DROP INDEX i ON t",
+            "ANALYZE TABLE t",
+            "OPTIMIZE TABLE t",
+            "FLUSH PRIVILEGES",
+            "CREATE DATABASE d",
+        ] {
+            assert!(
+                !matches!(classify_statement(sql), Statement::Dml),
+                "{sql}: {:?}",
+                classify_statement(sql)
+            );
+        }
+    }
+
     #[test]
     fn statements_are_classified() {
         assert_eq!(classify_statement("BEGIN"), Statement::Begin);
@@ -669,7 +1165,7 @@ mod tests {
         );
         assert_eq!(
             classify_statement("RENAME TABLE a TO b, d.c TO d.e"),
-            Statement::SchemaChange(vec![
+            Statement::RowsReplaced(vec![
                 t(None, "a"),
                 t(None, "b"),
                 t(Some("d"), "c"),

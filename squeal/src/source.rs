@@ -459,14 +459,50 @@ impl Source {
                     self.metrics.seconds_behind_source.store(0, Relaxed);
                 }
             }
-            Decoded::Rows => {
-                if let Some(EventData::RowsEvent(rows)) = event.read_data().map_err(io_fatal)? {
-                    self.handle_rows(stream, &rows)?;
+            Decoded::Rows => match event.read_data().map_err(io_fatal)? {
+                Some(EventData::RowsEvent(rows)) => self.handle_rows(stream, &rows)?,
+                _ => return Err(self.unreadable_rows(&event)),
+            },
+            Decoded::CompressedRows { table_id } => {
+                // Unruled tables are skipped without decompressing, as plain rows are skipped
+                // without decoding (handle_rows checks the same binding).
+                if matches!(self.bound.get(&table_id), Some(Some(_))) {
+                    let plain = wire::decompress_rows(&event).map_err(|e| {
+                        SourceError::Fatal(format!(
+                            "cannot decompress a compressed rows event (log_bin_compress) at {}:{}: {e}. \
+                             squeal stops rather than skip its rows; the checkpoint stays before it. \
+                             Set log_bin_compress=OFF on the server if this persists.",
+                            self.file, self.last_log_pos
+                        ))
+                    })?;
+                    match plain.read_data().map_err(io_fatal)? {
+                        Some(EventData::RowsEvent(rows)) => self.handle_rows(stream, &rows)?,
+                        _ => return Err(self.unreadable_rows(&event)),
+                    }
                 }
+            }
+            // Verified in wire::decode; the events inside it follow.
+            Decoded::TransactionPayload => {}
+            Decoded::Unsupported(what) => {
+                return Err(SourceError::Fatal(format!(
+                    "{what} at {}:{}: squeal cannot tell which rows it changed, and stops rather \
+                     than skip it (the checkpoint stays before it)",
+                    self.file, self.last_log_pos
+                )))
             }
             Decoded::Other => {}
         }
         Ok(())
+    }
+
+    fn unreadable_rows(&self, event: &Event) -> SourceError {
+        SourceError::Fatal(format!(
+            "rows event of type {} at {}:{} could not be read as rows; squeal stops rather than \
+             skip it (the checkpoint stays before it)",
+            event.header().event_type_raw(),
+            self.file,
+            self.last_log_pos
+        ))
     }
 
     fn add_embedded(&mut self, statement: &str) -> Result<(), SourceError> {
@@ -518,12 +554,14 @@ impl Source {
                 return self.commit(event).await;
             }
             Statement::Commit | Statement::Rollback => return self.commit(event).await,
-            Statement::Truncate(tables) | Statement::Drop(tables) => {
+            Statement::Truncate(tables)
+            | Statement::Drop(tables)
+            | Statement::RowsReplaced(tables) => {
                 for t in tables {
                     let db = t.db.unwrap_or_else(|| schema.clone());
                     self.forget_table(&db, &t.name);
                     if self.rules.for_table(&db, &t.name).is_some() {
-                        tracing::info!(table = %format!("{db}.{}", t.name), "table truncated or dropped: publishing flush_table");
+                        tracing::info!(table = %format!("{db}.{}", t.name), statement = %sql, "rows truncated, dropped, swapped or renamed without row events: publishing flush_table");
                         self.buffer.add_flush(TableRef::new(db, t.name));
                     }
                 }

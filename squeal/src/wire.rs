@@ -5,7 +5,8 @@
 use std::io;
 
 use mysql_async::binlog::events::{
-    Event, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent, RowsQueryEvent,
+    Event, ExecuteLoadQueryEvent, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent,
+    RowsQueryEvent, TransactionPayloadEvent,
 };
 use mysql_async::binlog::EventType;
 
@@ -39,6 +40,18 @@ pub enum Decoded {
     TableMap,
     /// Row changes (v1, v2 or partial).
     Rows,
+    /// MariaDB row changes with compressed row data (`log_bin_compress=ON`, types 166–171):
+    /// [`decompress_rows`] turns the event into the plain rows event it stands for.
+    CompressedRows {
+        /// The table id (in the clear), so unruled tables are skipped without decompressing.
+        table_id: u64,
+    },
+    /// A MySQL TRANSACTION_PAYLOAD (`binlog_transaction_compression=ON`) whose payload was
+    /// verified to decompress to its stated size; the stream then yields the events inside it.
+    TransactionPayload,
+    /// An event that may carry data changes squeal cannot map (an INCIDENT, pre-5.0 LOAD DATA
+    /// events, an event type squeal does not know that is not marked ignorable): the reason.
+    Unsupported(String),
     /// Statement text of the following row events (MySQL ROWS_QUERY or MariaDB ANNOTATE_ROWS).
     StatementText(String),
     /// A MySQL GTID (`uuid:gno`, or `uuid:tag:gno` on 8.4), starting a transaction.
@@ -78,6 +91,27 @@ pub fn decode(event: &Event) -> io::Result<Decoded> {
     let header = event.header();
     let raw = header.event_type_raw();
     match raw {
+        events::MARIADB_QUERY_COMPRESSED_EVENT => {
+            let post = post_header_len(event, raw).unwrap_or(13);
+            let (schema, sql) =
+                events::decode_mariadb_query_compressed(event.data(), post).map_err(read_err)?;
+            return Ok(Decoded::Query { schema, sql });
+        }
+        events::MARIADB_ROWS_COMPRESSED_FIRST..=events::MARIADB_ROWS_COMPRESSED_LAST => {
+            let id = event.data().get(..6).ok_or_else(|| {
+                read_err(format!(
+                    "compressed rows event of {} bytes",
+                    event.data().len()
+                ))
+            })?;
+            let table_id = id.iter().rev().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+            return Ok(Decoded::CompressedRows { table_id });
+        }
+        events::MARIADB_BINLOG_CHECKPOINT_EVENT | events::MARIADB_START_ENCRYPTION_EVENT => {
+            return Ok(Decoded::Other)
+        }
+        // MySQL 8.0.26+ HEARTBEAT_LOG_EVENT_V2 (mysql_common does not name it).
+        MYSQL_HEARTBEAT_V2 => return Ok(Decoded::Heartbeat),
         events::MARIADB_GTID_EVENT => {
             return events::decode_mariadb_gtid(event.data(), header.server_id())
                 .map(Decoded::MariaGtid)
@@ -96,7 +130,15 @@ pub fn decode(event: &Event) -> io::Result<Decoded> {
         _ => {}
     }
     let Ok(ty) = header.event_type() else {
-        return Ok(Decoded::Other);
+        // A replica stops at an event type it does not know unless the event says it may be
+        // ignored; squeal cannot tell whether such an event changed rows either.
+        return Ok(if header.flags_raw() & LOG_EVENT_IGNORABLE_F != 0 {
+            Decoded::Other
+        } else {
+            Decoded::Unsupported(format!(
+                "binlog event type {raw}, unknown to squeal and not marked ignorable"
+            ))
+        });
     };
     Ok(match ty {
         FORMAT_DESCRIPTION_EVENT => Decoded::FormatDescription,
@@ -155,8 +197,88 @@ pub fn decode(event: &Event) -> io::Result<Decoded> {
             let (xid, one_phase) = events::decode_xa_prepare(event.data()).map_err(read_err)?;
             Decoded::XaPrepare { xid, one_phase }
         }
+        TRANSACTION_PAYLOAD_EVENT => {
+            verify_payload(event)?;
+            Decoded::TransactionPayload
+        }
+        EXECUTE_LOAD_QUERY_EVENT => {
+            // A statement-logged `LOAD DATA`: classified (and refused) like a QUERY.
+            let q: ExecuteLoadQueryEvent<'_> = event.read_event()?;
+            Decoded::Query {
+                schema: q.schema().into_owned(),
+                sql: q.query().into_owned(),
+            }
+        }
+        INCIDENT_EVENT => Decoded::Unsupported(
+            "an INCIDENT event (the server reports that changes may be missing from its binlog, \
+             as a replica would stop)"
+                .into(),
+        ),
+        LOAD_EVENT
+        | CREATE_FILE_EVENT
+        | EXEC_LOAD_EVENT
+        | NEW_LOAD_EVENT
+        | PRE_GA_WRITE_ROWS_EVENT
+        | PRE_GA_UPDATE_ROWS_EVENT
+        | PRE_GA_DELETE_ROWS_EVENT => {
+            Decoded::Unsupported(format!("a pre-5.1 data change event ({ty:?})"))
+        }
         _ => Decoded::Other,
     })
+}
+
+/// MySQL's HEARTBEAT_LOG_EVENT_V2.
+const MYSQL_HEARTBEAT_V2: u8 = 0x29;
+/// LOG_EVENT_IGNORABLE_F: a replica that does not know the event type may skip it.
+const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
+
+/// The format description's post-header length for `event_type`, when it declares one.
+fn post_header_len(event: &Event, event_type: u8) -> Option<usize> {
+    let lengths = event.fde().event_type_header_lengths();
+    let len = *lengths.get(usize::from(event_type).checked_sub(1)?)?;
+    (len > 0).then_some(usize::from(len))
+}
+
+/// A TRANSACTION_PAYLOAD event must decompress to exactly its stated size. mysql_async then
+/// yields the events inside it, but if its own decompression fails it yields none, silently (it
+/// drops the error), and the transaction's rows would be lost: so squeal decompresses the payload
+/// once itself (streaming, nothing kept) and stops on any failure. Same bytes, same library:
+/// when this succeeds, so does mysql_async's.
+fn verify_payload(event: &Event) -> io::Result<()> {
+    let tpe: TransactionPayloadEvent<'_> = event.read_event()?;
+    let mut reader = tpe.decompressed()?;
+    let n = io::copy(&mut reader, &mut io::sink())?;
+    let want = tpe.uncompressed_size();
+    if n == 0 || (want != 0 && n != want) {
+        return Err(read_err(format!(
+            "TRANSACTION_PAYLOAD ({:?}) decompressed to {n} bytes, the event says {want}",
+            tpe.algorithm()
+        )));
+    }
+    Ok(())
+}
+
+/// The plain rows event a MariaDB compressed rows event (types 166–171) stands for: same header
+/// (the type changed to the uncompressed one), post-header and bitmaps, the row data
+/// uncompressed. Its checksum, already checked by the stream reader, is not carried over.
+pub fn decompress_rows(event: &Event) -> io::Result<Event> {
+    let header = event.header();
+    let (plain, body) =
+        events::mariadb_uncompress_rows(header.event_type_raw(), event.data()).map_err(read_err)?;
+    let size = u32::try_from(19 + body.len())
+        .map_err(|_| read_err("uncompressed rows event larger than 4 GiB"))?;
+    let mut bytes = Vec::with_capacity(19 + body.len());
+    bytes.extend(header.timestamp().to_le_bytes());
+    bytes.push(plain);
+    bytes.extend(header.server_id().to_le_bytes());
+    bytes.extend(size.to_le_bytes());
+    bytes.extend(header.log_pos().to_le_bytes());
+    bytes.extend(header.flags_raw().to_le_bytes());
+    bytes.extend_from_slice(&body);
+    let mut footer = event.fde().footer();
+    footer.set_checksum_enabled(false);
+    let fde = event.fde().clone().with_footer(footer);
+    Event::read(&fde, bytes.as_slice())
 }
 
 #[cfg(test)]
@@ -407,6 +529,183 @@ mod tests {
             keys_of(false, true),
             ["u:7", "e:a@x", "s:18446744073709551615", "u:-1", "s:5"]
         );
+    }
+
+    /// `data` as MariaDB's `binlog_buf_compress` writes it: `0x80 | lenlen`, the length
+    /// big-endian in as few bytes as it fits, then zlib.
+    pub(crate) fn mariadb_compress(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let len = data.len() as u32;
+        let be = len.to_be_bytes();
+        let skip = be.iter().take_while(|&&b| b == 0).count().min(3);
+        let mut out = vec![0x80 | (4 - skip) as u8];
+        out.extend_from_slice(&be[skip..]);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(data).unwrap();
+        out.extend(z.finish().unwrap());
+        out
+    }
+
+    /// A v1 WRITE_ROWS body for table 42 with `n` rows (id, email, score), all columns present.
+    fn write_rows_v1(n: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(&[42, 0, 0, 0, 0, 0]);
+        b.extend(1u16.to_le_bytes()); // flags: STMT_END
+        b.push(3); // columns
+        b.push(0b111); // all present
+        for i in 0..n {
+            b.push(0); // no NULLs
+            b.extend(i.to_le_bytes());
+            let email = format!("user{i}@example.com");
+            b.push(email.len() as u8);
+            b.extend(email.as_bytes());
+            b.extend((i as u64).to_le_bytes());
+        }
+        b
+    }
+
+    fn rendered_keys(
+        reader: &mut mysql_common::binlog::EventStreamReader,
+        rows: &Event,
+    ) -> Vec<String> {
+        let tme: TableMapEvent<'_> = reader.get_tme(42).unwrap().clone();
+        let shape = TableShape::from_table_map(&tme).unwrap();
+        let names = shape.names().unwrap();
+        let rules = Rules::compile(&[RuleConfig {
+            table: "shop.*".into(),
+            keys: vec!["u:{id}".into(), "e:{email}".into()],
+        }])
+        .unwrap();
+        let keys = rules
+            .for_table("shop", "users")
+            .unwrap()
+            .bind("shop.users", &names)
+            .unwrap();
+        let Some(EventData::RowsEvent(data)) = rows.read_data().unwrap() else {
+            panic!("not a rows event")
+        };
+        assert!(matches!(data, RowsEventData::WriteRowsEventV1(_)));
+        let mut out = Vec::new();
+        for row in data.rows(&tme) {
+            let after = row.unwrap().1.unwrap();
+            keys.render(
+                |i| after.as_ref(i).and_then(|v| render(v, &shape.columns[i])),
+                |k| out.push(k),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn mariadb_compressed_write_rows_decode_like_the_plain_event() {
+        let mut reader = new_reader();
+        read(&mut reader, &frame(19, &table_map(true), 300));
+        let plain = write_rows_v1(40);
+        // Row data of 40 rows is over 256 bytes: a two-byte, big-endian length.
+        let mut compressed = plain[..10].to_vec(); // post-header, width, bitmap in the clear
+        let packed = mariadb_compress(&plain[10..]);
+        assert_eq!(packed[0], 0x82);
+        compressed.extend(&packed);
+        let event = read(&mut reader, &frame(166, &compressed, 900));
+        assert_eq!(
+            decode(&event).unwrap(),
+            Decoded::CompressedRows { table_id: 42 }
+        );
+        let unpacked = decompress_rows(&event).unwrap();
+        assert_eq!(unpacked.header().event_type_raw(), 23);
+        assert_eq!(unpacked.header().log_pos(), 900);
+        assert_eq!(unpacked.data(), plain.as_slice());
+        let reference = read(&mut reader, &frame(23, &plain, 900));
+        let keys = rendered_keys(&mut reader, &unpacked);
+        assert_eq!(keys.len(), 80);
+        assert_eq!(keys[..2], ["u:0", "e:user0@example.com"]);
+        assert_eq!(keys, rendered_keys(&mut reader, &reference));
+
+        // A length read the wrong way round (little-endian) does not match the data: an error.
+        let mut swapped = compressed.clone();
+        swapped.swap(11, 12);
+        let event = read(&mut reader, &frame(166, &swapped, 900));
+        assert!(decompress_rows(&event).is_err());
+        // A corrupt zlib stream, an unknown algorithm: errors, never rows guessed.
+        let mut corrupt = compressed.clone();
+        let last = corrupt.len() - 3;
+        corrupt[last] ^= 0xff;
+        let event = read(&mut reader, &frame(166, &corrupt, 900));
+        assert!(decompress_rows(&event).is_err());
+        let mut algorithm = compressed;
+        algorithm[10] |= 0x10;
+        let event = read(&mut reader, &frame(166, &algorithm, 900));
+        assert!(decompress_rows(&event).is_err());
+    }
+
+    #[test]
+    fn mariadb_compressed_query_gives_the_statement() {
+        let sql = "ALTER TABLE p TRUNCATE PARTITION p0 /* padding padding padding */";
+        let mut q = Vec::new();
+        q.extend(5u32.to_le_bytes());
+        q.extend(0u32.to_le_bytes());
+        q.push(4);
+        q.extend(0u16.to_le_bytes());
+        q.extend(2u16.to_le_bytes()); // status vars: 2 bytes
+        q.extend([0xff, 0xff]);
+        q.extend(b"shop\0");
+        q.extend(mariadb_compress(sql.as_bytes()));
+        let mut reader = new_reader();
+        let event = read(&mut reader, &frame(165, &q, 200));
+        assert_eq!(
+            decode(&event).unwrap(),
+            Decoded::Query {
+                schema: "shop".into(),
+                sql: sql.into()
+            }
+        );
+        let truncated = &q[..q.len() - 4];
+        let event = read(&mut reader, &frame(165, truncated, 200));
+        assert!(decode(&event).is_err());
+    }
+
+    #[test]
+    fn unknown_incident_and_payload_events_are_never_silently_ignored() {
+        let mut reader = new_reader();
+        // An event type squeal does not know: unsupported, unless flagged ignorable (0x80).
+        let mut unknown = frame(172, &[1, 2, 3], 100);
+        let event = read(&mut reader, &unknown);
+        assert!(matches!(decode(&event).unwrap(), Decoded::Unsupported(_)));
+        unknown[17] = 0x80;
+        let event = read(&mut reader, &unknown);
+        assert_eq!(decode(&event).unwrap(), Decoded::Other);
+        // MariaDB's checkpoint and start-encryption events are known and harmless.
+        for ty in [161, 164] {
+            let event = read(&mut reader, &frame(ty, &[0, 0, 0, 0], 100));
+            assert_eq!(decode(&event).unwrap(), Decoded::Other);
+        }
+        // INCIDENT (26): LOST_EVENTS, empty message.
+        let event = read(&mut reader, &frame(26, &[1, 0, 0], 100));
+        assert!(matches!(decode(&event).unwrap(), Decoded::Unsupported(_)));
+
+        // TRANSACTION_PAYLOAD (40): fields (type, length, value as lenenc), end mark, payload.
+        let payload = |algorithm: &[u8], size: u8, uncompressed: u8, data: &[u8]| {
+            let mut b = vec![1, 1, size, 2, algorithm.len() as u8];
+            b.extend(algorithm);
+            b.extend([3, 1, uncompressed, 0]);
+            b.extend(data);
+            b
+        };
+        let inner = frame(2, &[0; 20], 0);
+        let none = payload(
+            &[0xfc, 0xff, 0],
+            inner.len() as u8,
+            inner.len() as u8,
+            &inner,
+        );
+        let event = read(&mut reader, &frame(40, &none, 100));
+        assert_eq!(decode(&event).unwrap(), Decoded::TransactionPayload);
+        // ZSTD (0) with bytes that are not a zstd frame: an error, where mysql_async would
+        // yield no inner events at all.
+        let garbage = [7u8; 24];
+        let zstd = payload(&[0], garbage.len() as u8, 60, &garbage);
+        let event = read(&mut reader, &frame(40, &zstd, 100));
+        assert!(decode(&event).is_err());
     }
 
     fn new_reader() -> mysql_common::binlog::EventStreamReader {

@@ -1,0 +1,321 @@
+//! Committed changes that once reached no invalidation, on the real stack (MariaDB + Kafka):
+//! binlog compression (`log_bin_compress`), partition maintenance and table renames, and
+//! statement-logged writes that do not start with INSERT/UPDATE/DELETE. Each must either publish
+//! its keys (or a `flush_table`) or stop squeal loudly with the checkpoint before it; never pass
+//! in silence. Phases run one after another against one squeal; each ends with a marker row, so the
+//! records between two markers are exactly one phase's.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use invalidation::{Operation, Record};
+use mysql_async::prelude::Queryable;
+
+use common::{checkpoint_of, config_text, has_key, Squeal, TestResult, TopicReader};
+use integration::{MariaDb, Stack, StackOptions};
+
+const RULES: &str = r#"
+[[rules]]
+table = "sl.t"
+keys = ["t:{id}"]
+
+[[rules]]
+table = "sl.p"
+keys = ["p:{id}"]
+
+[[rules]]
+table = "sl.q"
+keys = ["q:{id}"]
+
+[[rules]]
+table = "sl.users*"
+keys = ["u:{id}"]
+
+[[rules]]
+table = "sl.child"
+keys = ["child:{id}"]
+
+[[rules]]
+table = "sl.markers"
+keys = ["marker:{id}"]
+"#;
+
+const SETUP: &[&str] = &[
+    "CREATE DATABASE sl",
+    "CREATE TABLE sl.markers (id INT PRIMARY KEY)",
+    "CREATE TABLE sl.t (id INT PRIMARY KEY, v TEXT)",
+    "CREATE TABLE sl.p (id INT PRIMARY KEY) PARTITION BY RANGE (id) \
+     (PARTITION p0 VALUES LESS THAN (100), PARTITION p1 VALUES LESS THAN (200), \
+      PARTITION p2 VALUES LESS THAN MAXVALUE)",
+    "CREATE TABLE sl.q (id INT PRIMARY KEY)",
+    "CREATE TABLE sl.users (id INT PRIMARY KEY)",
+    "CREATE TABLE sl.users_new (id INT PRIMARY KEY)",
+    "CREATE TABLE sl.parent (id INT PRIMARY KEY) ENGINE=InnoDB",
+    "CREATE TABLE sl.child (id INT PRIMARY KEY, parent_id INT, \
+     CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES sl.parent (id) ON DELETE CASCADE) \
+     ENGINE=InnoDB",
+    "CREATE FUNCTION sl.f() RETURNS INT DETERMINISTIC MODIFIES SQL DATA \
+     BEGIN UPDATE sl.t SET v = 'f' WHERE id = 4; RETURN 1; END",
+    "INSERT INTO sl.t VALUES (1, 'a'), (2, REPEAT('b', 1000)), (4, 'd')",
+    "INSERT INTO sl.p VALUES (1), (150), (250)",
+    "INSERT INTO sl.q VALUES (7)",
+    "INSERT INTO sl.users VALUES (7)",
+    "INSERT INTO sl.users_new VALUES (8)",
+];
+
+struct Phases {
+    reader: TopicReader,
+    consumed: usize,
+    next_marker: u32,
+}
+
+impl Phases {
+    /// Writes marker `n` and returns the records published since the previous one.
+    async fn end(&mut self, conn: &mut mysql_async::Conn) -> Vec<Record> {
+        let n = self.next_marker;
+        self.next_marker += 1;
+        conn.query_drop(format!("INSERT INTO sl.markers VALUES ({n})"))
+            .await
+            .expect("marker insert");
+        let marker = format!("marker:{n}");
+        let seen = self
+            .reader
+            .read_until(Duration::from_secs(30), |r| has_key(r, &marker))
+            .await;
+        assert!(seen, "marker {n} never reached the topic");
+        let at = self
+            .reader
+            .records
+            .iter()
+            .position(|r| r.keys().any(|k| k == marker))
+            .expect("seen");
+        let out = self.reader.records[self.consumed..at].to_vec();
+        self.consumed = at + 1;
+        out
+    }
+}
+
+fn keys(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .flat_map(|r| r.keys().map(str::to_owned))
+        .collect()
+}
+
+fn flushed(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .flat_map(|r| r.changes.iter())
+        .filter(|c| c.op == Operation::FlushTable)
+        .filter_map(|c| c.table.as_ref().map(|t| format!("{}.{}", t.db, t.name)))
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+async fn master_position(primary: &MariaDb) -> Result<(String, u64), integration::StackError> {
+    let row = primary.query("SHOW MASTER STATUS").await?.remove(0);
+    let file = row[0].clone().unwrap_or_default();
+    let pos = row[1].clone().unwrap_or_default().parse().unwrap_or(0);
+    Ok((file, pos))
+}
+
+/// Runs `sql` in a session with `binlog_format=STATEMENT` and expects squeal to stop on it with
+/// exit 1 and an error that names the statement logging.
+async fn expect_stop_on_statement(
+    primary: &MariaDb,
+    squeal: &mut Squeal,
+    sql: &str,
+    what: &str,
+) -> TestResult {
+    let mut session = primary.connect().await?;
+    session
+        .query_drop("SET SESSION binlog_format = STATEMENT")
+        .await?;
+    session.query_drop(sql).await?;
+    drop(session);
+    let status = squeal.wait_exit(Duration::from_secs(20));
+    let log = squeal.log_text();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "{what}: squeal must stop (exit 1) on a statement-logged write, not pass it in silence\n{log}"
+    );
+    assert!(
+        log.contains("a data change was logged as a statement"),
+        "{what}: the error says why\n{log}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_silent() -> TestResult
+{
+    let stack = Stack::start(StackOptions::default()).await?;
+    let topic = "inv_silent_loss";
+    stack.create_topic(topic, 1).await?;
+    let primary = stack.primary();
+    let mut conn = primary.connect().await?;
+    for sql in SETUP {
+        conn.query_drop(*sql).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let checkpoint = dir.path().join("cp.json");
+    let config = dir.path().join("squeal.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            primary.port(),
+            &stack.kafka().brokers(),
+            topic,
+            &checkpoint,
+            RULES,
+            "",
+        ),
+    )?;
+
+    // `squeal check` warns about binlog compression and the cascading foreign key of a ruled
+    // child table (warnings: it still passes).
+    conn.query_drop("SET GLOBAL log_bin_compress = ON").await?;
+    let log = dir.path().join("check.log");
+    let mut check = Squeal::spawn("check", &config, primary.password(), &log)?;
+    let status = check
+        .wait_exit(Duration::from_secs(60))
+        .expect("check ends");
+    let text = check.log_text();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("[WARN] log_bin_compress = ON"), "{text}");
+    assert!(
+        text.contains(
+            "[WARN] ruled table sl.child is the child of foreign key child_parent \
+             (ON DELETE CASCADE) on sl.parent"
+        ),
+        "{text}"
+    );
+    conn.query_drop("SET GLOBAL log_bin_compress = OFF").await?;
+
+    let log = dir.path().join("squeal.log");
+    let mut squeal = Squeal::run(&config, primary.password(), &log)?;
+    let mut phases = Phases {
+        reader: TopicReader::new(&stack.kafka().brokers(), topic)?,
+        consumed: 0,
+        next_marker: 1,
+    };
+    phases.end(&mut conn).await; // the setup's rows
+
+    // 1. MariaDB binlog compression: compressed row events (166-168) and a compressed query
+    // event (165) are decoded like the plain ones.
+    conn.query_drop("SET GLOBAL log_bin_compress = ON").await?;
+    let mut c = primary.connect().await?; // the global applies to new sessions
+    c.query_drop("INSERT INTO sl.t VALUES (3, REPEAT('x', 1000))")
+        .await?;
+    c.query_drop("UPDATE sl.t SET v = REPEAT('y', 1000) WHERE id = 1")
+        .await?;
+    c.query_drop("DELETE FROM sl.t WHERE id = 2").await?;
+    c.query_drop(format!("TRUNCATE TABLE sl.q /* {} */", "pad ".repeat(100)))
+        .await?;
+    drop(c);
+    conn.query_drop("SET GLOBAL log_bin_compress = OFF").await?;
+    let events = primary.query("SHOW BINLOG EVENTS").await?;
+    for kind in [
+        "Write_rows_compressed_v1",
+        "Update_rows_compressed_v1",
+        "Delete_rows_compressed_v1",
+        "Query_compressed",
+    ] {
+        assert!(
+            events.iter().any(|r| r[2].as_deref() == Some(kind)),
+            "the server wrote no {kind} event: the phase would prove nothing"
+        );
+    }
+    let records = phases.end(&mut conn).await;
+    assert_eq!(
+        keys(&records),
+        set(&["t:1", "t:2", "t:3"]),
+        "compressed row events: every row's key"
+    );
+    assert_eq!(
+        flushed(&records),
+        set(&["sl.q"]),
+        "compressed TRUNCATE: flush_table"
+    );
+
+    // 2. Partition maintenance deletes or swaps rows without row events: flush_table.
+    for (sql, want) in [
+        ("ALTER TABLE sl.p TRUNCATE PARTITION p0", &["sl.p"][..]),
+        ("ALTER TABLE sl.p DROP PARTITION p1", &["sl.p"][..]),
+        (
+            "ALTER TABLE sl.p EXCHANGE PARTITION p2 WITH TABLE sl.q",
+            &["sl.p", "sl.q"][..],
+        ),
+    ] {
+        conn.query_drop(sql).await?;
+        let records = phases.end(&mut conn).await;
+        assert_eq!(flushed(&records), set(want), "{sql}");
+    }
+
+    // 3. Renames move other rows under a ruled name (a swap): flush both names.
+    for (sql, want) in [
+        (
+            "RENAME TABLE sl.users TO sl.users_old, sl.users_new TO sl.users",
+            &["sl.users", "sl.users_old", "sl.users_new"][..],
+        ),
+        (
+            "ALTER TABLE sl.users_old RENAME TO sl.users_archive",
+            &["sl.users_old", "sl.users_archive"][..],
+        ),
+    ] {
+        conn.query_drop(sql).await?;
+        let records = phases.end(&mut conn).await;
+        assert_eq!(flushed(&records), set(want), "{sql}");
+    }
+
+    // 4. Statement-logged writes that do not start with INSERT/UPDATE/DELETE stop squeal, and a
+    // restart stops at the same place again (the checkpoint never passes them).
+    let before = master_position(primary).await?;
+    expect_stop_on_statement(primary, &mut squeal, "SELECT sl.f()", "SELECT f()").await?;
+    let (file, pos) = checkpoint_of(&checkpoint).expect("a checkpoint");
+    assert!(
+        file == before.0 && pos <= before.1,
+        "the checkpoint {file}:{pos} must stay before the statement (binlog end {before:?})"
+    );
+    let mut again = Squeal::run(&config, primary.password(), &dir.path().join("again.log"))?;
+    let status = again.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "restarted: {}",
+        again.log_text()
+    );
+    assert_eq!(checkpoint_of(&checkpoint), Some((file.clone(), pos)));
+
+    // MariaDB's `SET STATEMENT ... FOR UPDATE` is logged as written: from a checkpoint past the
+    // SELECT, it stops squeal too.
+    let past = master_position(primary).await?;
+    squeal::checkpoint::save(
+        &checkpoint,
+        &squeal::checkpoint::Position {
+            file: past.0,
+            pos: past.1,
+            gtid: None,
+            gtid_state: None,
+            gtid_set: None,
+        },
+    )?;
+    let mut third = Squeal::run(&config, primary.password(), &dir.path().join("third.log"))?;
+    // Let it start and pass a marker, so the stop below is this statement's.
+    phases.end(&mut conn).await;
+    expect_stop_on_statement(
+        primary,
+        &mut third,
+        "SET STATEMENT sql_mode = '' FOR UPDATE sl.t SET v = 's' WHERE id = 4",
+        "SET STATEMENT ... FOR UPDATE",
+    )
+    .await?;
+    drop(squeal);
+    Ok(())
+}
