@@ -38,6 +38,12 @@ const BUFFER_BYTES: usize = 16 * 1024;
 /// held 207 MB (given back: 20 MB; memcached, which reads a value into its item, 15 MB), and 200 that had
 /// each appended to a 1 MB value 197 MB.
 pub(crate) const MAX_KEPT_BUFFER_BYTES: usize = 64 * 1024;
+/// A connection yields its worker once its replies are out when its read filled the buffer (more is
+/// waiting), or when it has sent this many bytes since it last let others run (memcached's `-R`, which
+/// lets a connection run 20 requests per event). One client pipelining requests without pause would
+/// otherwise be served for as long as tokio's coop budget lasts (about 128 reads and writes) while every
+/// other connection on that worker waits. A client that waits for its replies rarely reaches either.
+const YIELD_AFTER_READ_BYTES: usize = 32 * 1024;
 /// A data block longer than this that is not all in yet is buffered only once the store has made room
 /// for it ([`Store::reserve`]); a shorter one fits in the buffer a connection has anyway.
 const RESERVE_DATA_ABOVE_BYTES: usize = BUFFER_BYTES;
@@ -601,6 +607,8 @@ impl<'n> Connection<'n> {
         // Whether the read buffer grew past MAX_KEPT_BUFFER_BYTES. Noted when it grows because
         // `capacity()` no longer shows the allocation once requests are consumed from the front.
         let mut read_buf_grown = false;
+        // Bytes read since this connection last yielded its worker (see YIELD_AFTER_READ_BYTES).
+        let mut read_since_yield = 0;
         loop {
             self.socket.readable().await?;
             if self.read_buf.capacity() == 0 {
@@ -622,6 +630,7 @@ impl<'n> Connection<'n> {
                     read_buf_grown = true;
                 }
             }
+            let space = self.read_buf.capacity() - self.read_buf.len();
             let n = match self.read_available() {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
@@ -651,6 +660,11 @@ impl<'n> Connection<'n> {
                 if !more {
                     break;
                 }
+            }
+            read_since_yield += n;
+            if n == space || read_since_yield >= YIELD_AFTER_READ_BYTES {
+                read_since_yield = 0;
+                tokio::task::yield_now().await;
             }
             // All replies are out. With nothing left to parse, the connection waits for its next request
             // without buffers (memcached 1.6 likewise returns an idle connection's read buffer to its
