@@ -838,7 +838,7 @@ fn classify_alter_table(p: &mut Parser) -> Statement {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -950,7 +950,7 @@ mod tests {
 
     /// `data` as MariaDB's `binlog_buf_compress` writes it: `0x80 | lenlen`, the length
     /// big-endian in as few bytes as hold it, then zlib.
-    fn mariadb_compress(data: &[u8]) -> Vec<u8> {
+    pub(crate) fn mariadb_compress(data: &[u8]) -> Vec<u8> {
         use std::io::Write;
         let be = (data.len() as u32).to_be_bytes();
         let skip = be.iter().take_while(|&&b| b == 0).count().min(3);

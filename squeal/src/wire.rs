@@ -290,8 +290,9 @@ mod tests {
     use mysql_async::binlog::BinlogVersion;
 
     use crate::config::RuleConfig;
+    use crate::events::tests::mariadb_compress;
     use crate::render::{render, TableShape};
-    use crate::rules::Rules;
+    use crate::rules::{Rules, TableKeys};
 
     fn frame(ty: u8, body: &[u8], log_pos: u32) -> Vec<u8> {
         let mut v = Vec::new();
@@ -478,16 +479,7 @@ mod tests {
         let names = shape
             .names()
             .unwrap_or_else(|| vec!["id".into(), "email".into(), "score".into()]);
-        let rules = Rules::compile(&[RuleConfig {
-            table: "shop.*".into(),
-            keys: vec!["u:{id}".into(), "e:{email}".into(), "s:{score}".into()],
-        }])
-        .unwrap();
-        let keys = rules
-            .for_table("shop", "users")
-            .unwrap()
-            .bind("shop.users", &names)
-            .unwrap();
+        let keys = bind_users(&["u:{id}", "e:{email}", "s:{score}"], &names);
         let rows = read(&mut reader, &frame(30, &write_rows_v2(), 400));
         assert_eq!(decode(&rows).unwrap(), Decoded::Rows);
         let Some(EventData::RowsEvent(data)) = rows.read_data().unwrap() else {
@@ -498,6 +490,30 @@ mod tests {
             "v2 write rows"
         );
         let tme = reader.get_tme(42).unwrap();
+        inserted_keys(&data, tme, &keys, &shape)
+    }
+
+    /// `templates` as the rule for `shop.*`, bound to the columns `names` of `shop.users`.
+    fn bind_users(templates: &[&str], names: &[String]) -> TableKeys {
+        let rules = Rules::compile(&[RuleConfig {
+            table: "shop.*".into(),
+            keys: templates.iter().map(|t| t.to_string()).collect(),
+        }])
+        .unwrap();
+        rules
+            .for_table("shop", "users")
+            .unwrap()
+            .bind("shop.users", names)
+            .unwrap()
+    }
+
+    /// The keys of the rows a write-rows event inserted (after images; there are no before images).
+    fn inserted_keys(
+        data: &RowsEventData<'_>,
+        tme: &TableMapEvent<'_>,
+        keys: &TableKeys,
+        shape: &TableShape,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for row in data.rows(tme) {
             let (before, after) = row.unwrap();
@@ -531,21 +547,6 @@ mod tests {
         );
     }
 
-    /// `data` as MariaDB's `binlog_buf_compress` writes it: `0x80 | lenlen`, the length
-    /// big-endian in as few bytes as it fits, then zlib.
-    pub(crate) fn mariadb_compress(data: &[u8]) -> Vec<u8> {
-        use std::io::Write;
-        let len = data.len() as u32;
-        let be = len.to_be_bytes();
-        let skip = be.iter().take_while(|&&b| b == 0).count().min(3);
-        let mut out = vec![0x80 | (4 - skip) as u8];
-        out.extend_from_slice(&be[skip..]);
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        z.write_all(data).unwrap();
-        out.extend(z.finish().unwrap());
-        out
-    }
-
     /// A v1 WRITE_ROWS body for table 42 with `n` rows (id, email, score), all columns present.
     fn write_rows_v1(n: i32) -> Vec<u8> {
         let mut b = Vec::new();
@@ -571,29 +572,12 @@ mod tests {
         let tme: TableMapEvent<'_> = reader.get_tme(42).unwrap().clone();
         let shape = TableShape::from_table_map(&tme).unwrap();
         let names = shape.names().unwrap();
-        let rules = Rules::compile(&[RuleConfig {
-            table: "shop.*".into(),
-            keys: vec!["u:{id}".into(), "e:{email}".into()],
-        }])
-        .unwrap();
-        let keys = rules
-            .for_table("shop", "users")
-            .unwrap()
-            .bind("shop.users", &names)
-            .unwrap();
+        let keys = bind_users(&["u:{id}", "e:{email}"], &names);
         let Some(EventData::RowsEvent(data)) = rows.read_data().unwrap() else {
             panic!("not a rows event")
         };
         assert!(matches!(data, RowsEventData::WriteRowsEventV1(_)));
-        let mut out = Vec::new();
-        for row in data.rows(&tme) {
-            let after = row.unwrap().1.unwrap();
-            keys.render(
-                |i| after.as_ref(i).and_then(|v| render(v, &shape.columns[i])),
-                |k| out.push(k),
-            );
-        }
-        out
+        inserted_keys(&data, &tme, &keys, &shape)
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use invalidation::{Operation, Record};
 use mysql_async::prelude::Queryable;
 
-use common::{config_text, has_key, Squeal, TestResult, TopicReader};
+use common::{config_text, Phases, Squeal, TestResult, TopicReader};
 use integration::{Stack, StackOptions};
 
 const RULES: &str = r#"
@@ -32,37 +32,17 @@ keys = ["post:{id}", "posts:user:{user_id}", "post:status:{status}:{score}"]
 "#;
 
 /// Reads one scenario's records: those after the previous marker up to marker `n`.
+/// Phases of the scenario, and the binlog position of the last marker's commit.
 struct Scenarios {
-    reader: TopicReader,
-    consumed: usize,
-    next_marker: u32,
+    phases: Phases,
     /// Binlog position of the last marker's transaction.
     last_marker: (String, u64),
 }
 
 impl Scenarios {
     async fn end(&mut self, conn: &mut mysql_async::Conn) -> Vec<Record> {
-        let n = self.next_marker;
-        self.next_marker += 1;
-        conn.query_drop(format!("INSERT INTO squeal_test.markers VALUES ({n})"))
-            .await
-            .expect("marker insert");
-        let marker = format!("marker:{n}");
-        let seen = self
-            .reader
-            .read_until(Duration::from_secs(60), |r| has_key(r, &marker))
-            .await;
-        assert!(seen, "marker {n} never reached the topic");
-        let at = self
-            .reader
-            .records
-            .iter()
-            .position(|r| r.keys().any(|k| k == marker))
-            .expect("marker record");
-        let source = &self.reader.records[at].source;
-        self.last_marker = (source.file.clone(), source.pos);
-        let out = self.reader.records[self.consumed..at].to_vec();
-        self.consumed = at + 1;
+        let (out, marker) = self.phases.end(conn).await;
+        self.last_marker = (marker.source.file.clone(), marker.source.pos);
         out
     }
 }
@@ -112,9 +92,10 @@ async fn every_kind_of_write_gives_exactly_its_keys() -> TestResult {
     let log = dir.path().join("squeal.log");
     let mut squeal = Squeal::run(&config, primary.password(), &log)?;
     let mut s = Scenarios {
-        reader: TopicReader::new(&stack.kafka().brokers(), topic)?,
-        consumed: 0,
-        next_marker: 1,
+        phases: Phases::new(
+            TopicReader::new(&stack.kafka().brokers(), topic)?,
+            "squeal_test.markers",
+        ),
         last_marker: (String::new(), 0),
     };
     // Everything before the first marker (schema creation) publishes nothing.

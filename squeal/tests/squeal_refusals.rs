@@ -37,11 +37,7 @@ async fn statement_format_is_refused_by_check_and_run() -> TestResult {
         .execute("SET GLOBAL binlog_format = 'STATEMENT'")
         .await?;
     let log = dir.path().join("check.log");
-    let mut check = Squeal::spawn("check", &config, primary.password(), &log)?;
-    let status = check
-        .wait_exit(Duration::from_secs(60))
-        .expect("check ends");
-    let text = check.log_text();
+    let (status, text) = Squeal::check(&config, primary.password(), &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("[FAIL] binlog_format = STATEMENT, squeal needs ROW"),
@@ -151,11 +147,7 @@ async fn least_privileged_user_passes_check_and_a_missing_grant_is_named() -> Te
             .replace("mysql://root@", "mysql://squeal@"),
     )?;
     let log = dir.path().join("check.log");
-    let mut check = Squeal::spawn("check", &config, "least-priv-pw", &log)?;
-    let status = check
-        .wait_exit(Duration::from_secs(60))
-        .expect("check ends");
-    let text = check.log_text();
+    let (status, text) = Squeal::check(&config, "least-priv-pw", &log)?;
     assert!(status.success(), "least-privileged user: {text}");
     assert!(
         text.contains("rules for squeal_demo.users: 1 template(s) bind"),
@@ -166,11 +158,7 @@ async fn least_privileged_user_passes_check_and_a_missing_grant_is_named() -> Te
         .execute("REVOKE REPLICATION SLAVE ON *.* FROM 'squeal'@'127.0.0.1'")
         .await?;
     let log = dir.path().join("check2.log");
-    let mut check = Squeal::spawn("check", &config, "least-priv-pw", &log)?;
-    let status = check
-        .wait_exit(Duration::from_secs(60))
-        .expect("check ends");
-    let text = check.log_text();
+    let (status, text) = Squeal::check(&config, "least-priv-pw", &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("missing privilege REPLICATION SLAVE"),

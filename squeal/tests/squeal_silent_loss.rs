@@ -13,7 +13,7 @@ use std::time::Duration;
 use invalidation::{Operation, Record};
 use mysql_async::prelude::Queryable;
 
-use common::{checkpoint_of, config_text, has_key, Squeal, TestResult, TopicReader};
+use common::{checkpoint_of, config_text, Phases, Squeal, TestResult, TopicReader};
 use integration::{MariaDb, Stack, StackOptions};
 
 const RULES: &str = r#"
@@ -64,38 +64,6 @@ const SETUP: &[&str] = &[
     "INSERT INTO sl.users VALUES (7)",
     "INSERT INTO sl.users_new VALUES (8)",
 ];
-
-struct Phases {
-    reader: TopicReader,
-    consumed: usize,
-    next_marker: u32,
-}
-
-impl Phases {
-    /// Writes marker `n` and returns the records published since the previous one.
-    async fn end(&mut self, conn: &mut mysql_async::Conn) -> Vec<Record> {
-        let n = self.next_marker;
-        self.next_marker += 1;
-        conn.query_drop(format!("INSERT INTO sl.markers VALUES ({n})"))
-            .await
-            .expect("marker insert");
-        let marker = format!("marker:{n}");
-        let seen = self
-            .reader
-            .read_until(Duration::from_secs(30), |r| has_key(r, &marker))
-            .await;
-        assert!(seen, "marker {n} never reached the topic");
-        let at = self
-            .reader
-            .records
-            .iter()
-            .position(|r| r.keys().any(|k| k == marker))
-            .expect("seen");
-        let out = self.reader.records[self.consumed..at].to_vec();
-        self.consumed = at + 1;
-        out
-    }
-}
 
 fn keys(records: &[Record]) -> BTreeSet<String> {
     records
@@ -182,11 +150,7 @@ async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_s
     // child table (warnings: it still passes).
     conn.query_drop("SET GLOBAL log_bin_compress = ON").await?;
     let log = dir.path().join("check.log");
-    let mut check = Squeal::spawn("check", &config, primary.password(), &log)?;
-    let status = check
-        .wait_exit(Duration::from_secs(60))
-        .expect("check ends");
-    let text = check.log_text();
+    let (status, text) = Squeal::check(&config, primary.password(), &log)?;
     assert!(status.success(), "{text}");
     assert!(text.contains("[WARN] log_bin_compress = ON"), "{text}");
     assert!(
@@ -200,11 +164,10 @@ async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_s
 
     let log = dir.path().join("squeal.log");
     let mut squeal = Squeal::run(&config, primary.password(), &log)?;
-    let mut phases = Phases {
-        reader: TopicReader::new(&stack.kafka().brokers(), topic)?,
-        consumed: 0,
-        next_marker: 1,
-    };
+    let mut phases = Phases::new(
+        TopicReader::new(&stack.kafka().brokers(), topic)?,
+        "sl.markers",
+    );
     phases.end(&mut conn).await; // the setup's rows
 
     // 1. MariaDB binlog compression: compressed row events (166-168) and a compressed query
@@ -232,7 +195,7 @@ async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_s
             "the server wrote no {kind} event: the phase would prove nothing"
         );
     }
-    let records = phases.end(&mut conn).await;
+    let (records, _) = phases.end(&mut conn).await;
     assert_eq!(
         keys(&records),
         set(&["t:1", "t:2", "t:3"]),
@@ -254,7 +217,7 @@ async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_s
         ),
     ] {
         conn.query_drop(sql).await?;
-        let records = phases.end(&mut conn).await;
+        let (records, _) = phases.end(&mut conn).await;
         assert_eq!(flushed(&records), set(want), "{sql}");
     }
 
@@ -270,7 +233,7 @@ async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_s
         ),
     ] {
         conn.query_drop(sql).await?;
-        let records = phases.end(&mut conn).await;
+        let (records, _) = phases.end(&mut conn).await;
         assert_eq!(flushed(&records), set(want), "{sql}");
     }
 

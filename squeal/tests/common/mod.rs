@@ -95,6 +95,19 @@ impl Squeal {
         })
     }
 
+    /// Runs `squeal check --config config` to its end (at most a minute); its exit status and log.
+    pub fn check(
+        config: &Path,
+        password: &str,
+        log: &Path,
+    ) -> std::io::Result<(ExitStatus, String)> {
+        let mut check = Self::spawn("check", config, password, log)?;
+        let status = check
+            .wait_exit(Duration::from_secs(60))
+            .expect("check ends");
+        Ok((status, check.log_text()))
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -208,6 +221,57 @@ impl TopicReader {
             .iter()
             .flat_map(|r| r.keys().map(str::to_owned))
             .collect()
+    }
+}
+
+/// Cuts what squeal publishes into phases: each ends with a row in a markers table whose rule gives the
+/// key `marker:{id}`; once that key is on the topic, everything committed before it has been published.
+pub struct Phases {
+    /// The topic, read from the start.
+    pub reader: TopicReader,
+    /// `db.table` of the markers.
+    markers: String,
+    /// Records of earlier phases (their markers included).
+    consumed: usize,
+    /// Id of the next marker row.
+    next_marker: u32,
+}
+
+impl Phases {
+    /// Phases over `reader`, with marker rows written to `markers` (`db.table`), ids from 1.
+    pub fn new(reader: TopicReader, markers: &str) -> Phases {
+        Phases {
+            reader,
+            markers: markers.to_owned(),
+            consumed: 0,
+            next_marker: 1,
+        }
+    }
+
+    /// Writes the next marker and returns the records published since the previous one, and the
+    /// marker's own record (its source position is the marker's commit).
+    pub async fn end(&mut self, conn: &mut mysql_async::Conn) -> (Vec<Record>, Record) {
+        use mysql_async::prelude::Queryable;
+        let n = self.next_marker;
+        self.next_marker += 1;
+        conn.query_drop(format!("INSERT INTO {} VALUES ({n})", self.markers))
+            .await
+            .expect("marker insert");
+        let marker = format!("marker:{n}");
+        let seen = self
+            .reader
+            .read_until(Duration::from_secs(60), |r| has_key(r, &marker))
+            .await;
+        assert!(seen, "marker {n} never reached the topic");
+        let at = self
+            .reader
+            .records
+            .iter()
+            .position(|r| r.keys().any(|k| k == marker))
+            .expect("marker record");
+        let out = self.reader.records[self.consumed..at].to_vec();
+        self.consumed = at + 1;
+        (out, self.reader.records[at].clone())
     }
 }
 
