@@ -5,10 +5,11 @@
 //! `lease-get`/`lease-set`). It does no I/O: the connection hands it requests and a reply buffer.
 //!
 //! Lease model (memcached 1.6's meta semantics): a lease is a placeholder item with an empty value, the
-//! `win_sent` bit and the placeholder mark; its CAS value is the lease token. Whoever sets with `C<token>` (or `lease-set` with the
-//! token) while the placeholder is there stores; any delete removes the placeholder and `md I` gives the item
-//! a new CAS, so a late set with the old token is refused (`NF`/`EX`/`NOT_STORED`). The placeholder's TTL
-//! is the lease window: when it expires the lease ends and the next miss gets a new one.
+//! `win_sent` bit and the placeholder mark; its CAS value is the lease token. Whoever sets with `C<token>`
+//! (or `lease-set` with the token) while the placeholder is there stores; any delete removes the
+//! placeholder and `md I` gives the item a new CAS, so a late set with the old token is refused
+//! (`NF`/`EX`/`NOT_STORED`). The placeholder's TTL is the lease window: when it expires the lease ends and
+//! the next miss gets a new one.
 //!
 //! For text-protocol commands a placeholder or a stale item counts as absent (a text client cannot see W/X/Z,
 //! and must never be served a value that was invalidated), except for `add`, which must not store over
@@ -365,17 +366,20 @@ impl<'n> Session<'n> {
             // add refuses over a lease placeholder or a stale item too (as memcached, which sees an item
             // there): the value it carries may have been read before the invalidation that made the item
             // stale or voided the lease, and a text client has no token to tell.
-            let occupied = e.item().is_some();
-            let current = e.item().and_then(|it| {
-                let meta = *it.meta();
-                live(&meta).then(|| {
-                    if matches!(mode, StoreMode::Append | StoreMode::Prepend) {
-                        scratch.clear();
-                        scratch.extend_from_slice(it.value());
-                    }
-                    meta
-                })
-            });
+            let (occupied, current) = match e.item() {
+                None => (false, None),
+                Some(it) => {
+                    let meta = *it.meta();
+                    let current = live(&meta).then(|| {
+                        if matches!(mode, StoreMode::Append | StoreMode::Prepend) {
+                            scratch.clear();
+                            scratch.extend_from_slice(it.value());
+                        }
+                        meta
+                    });
+                    (true, current)
+                }
+            };
             match (mode, current) {
                 (StoreMode::Add, _) if occupied => return StoreOutcome::NotStored,
                 (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {

@@ -1189,13 +1189,10 @@ fn parse_meta_flags(command: MetaCommand, raw: &[u8]) -> Result<MetaFlags<'_>, P
             }
             b'C' => f.compare_cas = Some(num()?),
             // E0 is refused: CAS 0 means "none" (a store would assign a fresh value and report 0).
-            b'E' => {
-                f.new_cas = Some(
-                    Some(num()?)
-                        .filter(|&c| c != 0)
-                        .ok_or(ProtocolError::BadToken)?,
-                )
-            }
+            b'E' => match num()? {
+                0 => return Err(ProtocolError::BadToken),
+                cas => f.new_cas = Some(cas),
+            },
             b'F' => {
                 f.client_flags = Some(
                     parse_u64(arg)

@@ -22,10 +22,9 @@ use std::collections::BTreeMap;
 
 /// Fixed header length: prev u32, next u32, cas u64, exptime u32, last_access u32 (its top bit is
 /// [`LAST_ACCESS_PLACEHOLDER`]), lengths u32 (value length in the low 24 bits, key length in the
-/// high 8), bits u8. When [`BIT_HAS_FLAGS`]
-/// is set the 32-bit client flags follow ([`FLAGS_LEN`] bytes at [`OFF_FLAGS`]); when clear the
-/// flags are 0 and not stored (memcached's `ITEM_CFLAGS`), so most items save 4 bytes. Then come
-/// the key and the value.
+/// high 8), bits u8. When [`BIT_HAS_FLAGS`] is set the 32-bit client flags follow ([`FLAGS_LEN`]
+/// bytes at [`OFF_FLAGS`]); when clear the flags are 0 and not stored (memcached's `ITEM_CFLAGS`),
+/// so most items save 4 bytes. Then come the key and the value.
 pub(crate) const HEADER: usize = 29;
 pub(crate) const OFF_PREV: usize = 0;
 pub(crate) const OFF_NEXT: usize = 4;
