@@ -286,6 +286,49 @@ fn room_held_for_arriving_values_counts_in_the_budget() {
     assert_eq!(s.stats().reserved_bytes, 0);
 }
 
+/// A store that fails for want of room (values in flight hold the rest of the budget) keeps the item it
+/// was to replace, as memcached keeps it when a cas, replace, append or prepend cannot allocate. Before,
+/// the old item was removed first and then the allocation failed, so the key was gone (found by an audit
+/// over TCP: `append` answered `SERVER_ERROR out of memory storing object` and `get` then missed).
+#[test]
+fn a_replacement_that_finds_no_room_keeps_the_old_item() {
+    let limit = 4 << 20;
+    let s = store_of(limit, 1);
+    let old = vec![1u8; 60_000];
+    insert(&s, b"victim", &old);
+    // Hold all but about 4 KB of the budget, without evicting anything.
+    let mut holds = Vec::new();
+    loop {
+        let free = limit as u64 - s.stats().bytes;
+        if free < 8_000 {
+            break;
+        }
+        let take = ((free - 4_000) as usize).min(1 << 20);
+        match s.reserve(format!("hold{}", holds.len()).as_bytes(), take) {
+            Ok(h) => holds.push(h),
+            Err(_) => break,
+        }
+    }
+    // (length, first byte) of the stored value.
+    let value = |s: &Store| {
+        s.with_entry(b"victim", |e| {
+            e.item().map(|i| (i.value().len(), i.value()[0]))
+        })
+    };
+    assert_eq!(value(&s), Some((60_000, 1)), "the holds evicted it");
+    // An append that needs a larger chunk: no room, refused, the old value still there.
+    let appended = s.with_entry(b"victim", |e| {
+        let current = e.item().expect("present").value().to_vec();
+        e.insert(NewItem::plain(&[&current, &[b'a'; 10_000]]))
+    });
+    assert_eq!(appended, Err(StoreError::OutOfMemory));
+    assert_eq!(value(&s), Some((60_000, 1)), "a failed append lost it");
+    // A replacement of the same size takes the old item's chunk: it needs no new room.
+    insert(&s, b"victim", &[2u8; 60_000]);
+    assert_eq!(value(&s), Some((60_000, 2)));
+    drop(holds);
+}
+
 /// Stores 1.5 x what fits in `limit` of 32-byte keys and values of 100-10,000 bytes (a size fixed per
 /// key) and returns the share of `limit` that the keys and values still stored make up.
 fn fill_with_mixed_sizes(s: &Store, limit: usize) -> f64 {

@@ -488,8 +488,9 @@ impl Entry<'_> {
 
     /// Stores `item`, replacing any existing one; evicts other items as the budget requires.
     /// `item.cas == 0` assigns a fresh CAS value. Errors: `BadKey`, `TooLarge` (the item cannot
-    /// fit a shard's share of the budget), `OutOfMemory`. On error any previous item is kept
-    /// unless the failure came after it was dropped (only `OutOfMemory` can).
+    /// fit a shard's share of the budget), `OutOfMemory` (values in flight, [`Store::reserve`],
+    /// hold so much of the shard that even an emptied arena has no room). On error the previous
+    /// item is kept, as memcached keeps it when a cas, replace, append or prepend cannot allocate.
     pub fn insert(&mut self, item: NewItem<'_>) -> Result<(), StoreError> {
         if self.key.is_empty() || self.key.len() > 250 {
             return Err(StoreError::BadKey(self.key.len()));

@@ -941,18 +941,30 @@ impl Shard {
                 max: max.min(item_size(key.len(), MAX_VALUE_LEN, meta.flags)),
             });
         }
-        // A replacement keeps the key's standing: it counts as an access, not as a miss.
-        let mut queue = None;
-        if let Some((slot, old)) = self.find(h, key) {
-            queue = Some(self.queue_of(old));
-            self.note_ghost_admitted_outcome(old, true);
-            self.remove_at(slot, old);
-        }
         if self.index.needs_rebuild() {
             let (slab, seed) = (&self.slab, self.seed);
             self.index.rebuild(|l| super::hash_key(seed, slab.key(l)));
         }
         self.maybe_resize_sketch();
+        // Values in flight (`reserve`) can hold so much of the budget that even an emptied arena
+        // would have no page for this item. Then fail before the old item is touched, so a failed
+        // cas, replace, append, prepend or incr keeps it, as memcached's do; past this check the
+        // allocation below succeeds, evicting what it must.
+        let old = self.find(h, key);
+        let page = self.slab.new_page_cost(size) + self.slab.spare_bytes();
+        if self.bytes() - self.slab.bytes + page > self.budget
+            && !self.slab.has_existing(size)
+            && !old.is_some_and(|(_, loc)| self.slab.chunk_serves(loc, size))
+        {
+            return Err(StoreError::OutOfMemory);
+        }
+        // A replacement keeps the key's standing: it counts as an access, not as a miss.
+        let mut queue = None;
+        if let Some((slot, old)) = old {
+            queue = Some(self.queue_of(old));
+            self.note_ghost_admitted_outcome(old, true);
+            self.remove_at(slot, old);
+        }
         let loc = self.allocate(size)?;
         self.slab.init_item(loc, key, parts, meta.flags);
         self.update_meta(loc, &MetaUpdate::from(meta));

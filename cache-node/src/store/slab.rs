@@ -429,6 +429,30 @@ impl Slab {
         self.alloc_existing_outside(size, NO_PAGE, CLASS_SLACK_PERCENT)
     }
 
+    /// Whether [`Slab::alloc_existing`] would find a chunk for `size` now (nothing is allocated).
+    pub(crate) fn has_existing(&self, size: usize) -> bool {
+        let c = self.chunk_for(size);
+        if c > self.max_slab_chunk() {
+            return false;
+        }
+        let largest = (c + c * CLASS_SLACK_PERCENT / 100) as u32;
+        self.class_of
+            .range(c as u32..=largest)
+            .any(|(_, &k)| !self.classes[k as usize].partial.is_empty())
+    }
+
+    /// Whether the chunk at `loc`, once freed, is one [`Slab::alloc_existing`] would take for `size`.
+    pub(crate) fn chunk_serves(&self, loc: u32, size: usize) -> bool {
+        let c = self.chunk_for(size);
+        let have = self.chunk_len(loc);
+        c <= self.max_slab_chunk() && have >= c && have <= c + c * CLASS_SLACK_PERCENT / 100
+    }
+
+    /// Bytes of the spare page kept mapped for the next new page (0 without one).
+    pub(crate) fn spare_bytes(&self) -> usize {
+        self.spare.map_or(0, |(_, bytes)| bytes)
+    }
+
     /// As [`Slab::alloc_existing`], but never from page `avoid` (the page being emptied by
     /// compaction; [`NO_PAGE`] for none).
     pub(crate) fn alloc_existing_outside(
