@@ -885,11 +885,7 @@ async fn late_set_after_invalidation_is_refused() -> R {
     reader.send(b"mg user:1 v c N30\r\n").await;
     let l = reader.line().await;
     assert!(l.ends_with(" W"), "{l}");
-    let token: u64 = l
-        .split(' ')
-        .find_map(|f| f.strip_prefix('c'))
-        .unwrap()
-        .parse()?;
+    let token = cas_of(&l);
     reader.expect_reply(b"\r\n").await;
     // 2. The row changes; the invalidation deletes the key (and with it the lease).
     invalidator.expect(b"md user:1\r\n", b"HD\r\n").await;
@@ -904,11 +900,7 @@ async fn late_set_after_invalidation_is_refused() -> R {
     // Same with a new lease already out: the old token no longer matches.
     reader.send(b"mg user:1 v c N30\r\n").await;
     let l = reader.line().await;
-    let token2: u64 = l
-        .split(' ')
-        .find_map(|f| f.strip_prefix('c'))
-        .unwrap()
-        .parse()?;
+    let token2 = cas_of(&l);
     reader.expect_reply(b"\r\n").await;
     assert_ne!(token, token2);
     reader
@@ -987,11 +979,7 @@ async fn stale_serving_with_x_w_z() -> R {
     a.send(b"mg feed v c\r\n").await;
     let l = a.line().await;
     assert!(l.ends_with(" X W"), "{l}");
-    let token: u64 = l
-        .split(' ')
-        .find_map(|f| f.strip_prefix('c'))
-        .unwrap()
-        .parse()?;
+    let token = cas_of(&l);
     a.expect_reply(b"v1\r\n").await;
     // Others: stale value, told someone else refills.
     b.expect(b"mg feed v\r\n", b"VA 2 Z X\r\nv1\r\n").await;

@@ -29,9 +29,8 @@ async fn statement_format_is_refused_by_check_and_run() -> TestResult {
 
     // Control: on the harness's ROW server, check passes (so the refusal below is the format's doing).
     let log = dir.path().join("check-ok.log");
-    let mut ok = Squeal::spawn("check", &config, primary.password(), &log)?;
-    let status = ok.wait_exit(Duration::from_secs(60)).expect("check ends");
-    assert!(status.success(), "check on a ROW server: {}", ok.log_text());
+    let (status, text) = Squeal::check(&config, primary.password(), &log)?;
+    assert!(status.success(), "check on a ROW server: {text}");
 
     primary
         .execute("SET GLOBAL binlog_format = 'STATEMENT'")

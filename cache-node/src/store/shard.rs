@@ -275,6 +275,12 @@ impl Shard {
         self.index.len()
     }
 
+    /// Whether `bytes` more would fit the budget once eviction had emptied the arena: beside the
+    /// tables and the room values in flight hold, which eviction does not free.
+    fn fits_beside_an_emptied_arena(&self, bytes: usize) -> bool {
+        self.bytes() - self.slab.bytes + bytes <= self.budget
+    }
+
     /// Bytes accounted against the budget.
     pub(crate) fn bytes(&self) -> usize {
         self.slab.bytes
@@ -891,7 +897,7 @@ impl Shard {
         }
         // Eviction frees arena pages and nothing else: when the tables and the other holds leave
         // no room even in an empty arena, refuse now instead of evicting every item for nothing.
-        if self.bytes() - self.slab.bytes + bytes > self.budget {
+        if !self.fits_beside_an_emptied_arena(bytes) {
             return Err(StoreError::OutOfMemory);
         }
         // Room comes from the spare page first, then from pages emptied by compaction (which
@@ -952,7 +958,7 @@ impl Shard {
         // allocation below succeeds, evicting what it must.
         let old = self.find(h, key);
         let page = self.slab.new_page_cost(size) + self.slab.spare_bytes();
-        if self.bytes() - self.slab.bytes + page > self.budget
+        if !self.fits_beside_an_emptied_arena(page)
             && !self.slab.has_existing(size)
             && !old.is_some_and(|(_, loc)| self.slab.chunk_serves(loc, size))
         {

@@ -19,6 +19,7 @@
 //! can hold from above. This module knows nothing about eviction policy or expiry.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
 /// Fixed header length: prev u32, next u32, cas u64, exptime u32, last_access u32 (its top bit is
 /// [`LAST_ACCESS_PLACEHOLDER`]), lengths u32 (value length in the low 24 bits, key length in the
@@ -408,7 +409,7 @@ impl Slab {
         } else {
             self.page_for(c)
         };
-        bytes.saturating_sub(self.spare.map_or(0, |(_, spare)| spare))
+        bytes.saturating_sub(self.spare_bytes())
     }
 
     /// Unmaps the spare page, if there is one. True if there was.
@@ -429,23 +430,27 @@ impl Slab {
         self.alloc_existing_outside(size, NO_PAGE, CLASS_SLACK_PERCENT)
     }
 
+    /// The chunk sizes an item of `size` bytes may take from existing pages: its own class's, up to
+    /// `slack_percent` larger; `None` for an item that gets a dedicated mapping.
+    fn chunk_range(&self, size: usize, slack_percent: usize) -> Option<RangeInclusive<u32>> {
+        let c = self.chunk_for(size);
+        (c <= self.max_slab_chunk()).then(|| c as u32..=(c + c * slack_percent / 100) as u32)
+    }
+
     /// Whether [`Slab::alloc_existing`] would find a chunk for `size` now (nothing is allocated).
     pub(crate) fn has_existing(&self, size: usize) -> bool {
-        let c = self.chunk_for(size);
-        if c > self.max_slab_chunk() {
-            return false;
-        }
-        let largest = (c + c * CLASS_SLACK_PERCENT / 100) as u32;
-        self.class_of
-            .range(c as u32..=largest)
-            .any(|(_, &k)| !self.classes[k as usize].partial.is_empty())
+        self.chunk_range(size, CLASS_SLACK_PERCENT)
+            .is_some_and(|range| {
+                self.class_of
+                    .range(range)
+                    .any(|(_, &k)| !self.classes[k as usize].partial.is_empty())
+            })
     }
 
     /// Whether the chunk at `loc`, once freed, is one [`Slab::alloc_existing`] would take for `size`.
     pub(crate) fn chunk_serves(&self, loc: u32, size: usize) -> bool {
-        let c = self.chunk_for(size);
-        let have = self.chunk_len(loc);
-        c <= self.max_slab_chunk() && have >= c && have <= c + c * CLASS_SLACK_PERCENT / 100
+        self.chunk_range(size, CLASS_SLACK_PERCENT)
+            .is_some_and(|range| range.contains(&(self.chunk_len(loc) as u32)))
     }
 
     /// Bytes of the spare page kept mapped for the next new page (0 without one).
@@ -461,20 +466,13 @@ impl Slab {
         avoid: u32,
         slack_percent: usize,
     ) -> Option<u32> {
-        let c = self.chunk_for(size);
-        if c > self.max_slab_chunk() {
-            return None;
-        }
-        // Its own class first, then the next larger ones up to CLASS_SLACK_PERCENT larger; within a
+        // Its own class first, then the next larger ones up to `slack_percent` larger; within a
         // class the page that last became partial (the end of its list).
-        let largest = (c + c * slack_percent / 100) as u32;
-        let (class, at) = self
-            .class_of
-            .range(c as u32..=largest)
-            .find_map(|(_, &k)| {
-                let partial = &self.classes[k as usize].partial;
-                partial.iter().rposition(|&p| p != avoid).map(|at| (k, at))
-            })?;
+        let range = self.chunk_range(size, slack_percent)?;
+        let (class, at) = self.class_of.range(range).find_map(|(_, &k)| {
+            let partial = &self.classes[k as usize].partial;
+            partial.iter().rposition(|&p| p != avoid).map(|at| (k, at))
+        })?;
         let partial = &mut self.classes[class as usize].partial;
         let pid = partial[at];
         let page = &mut self.pages[pid as usize];
