@@ -313,7 +313,7 @@ async fn request_during_blocked_write(s: TestServer) -> R {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_large_replies_are_written_in_bounded_batches() -> R {
-    // 100 gets of a 100 KB value in one write: 10 MB of replies, which the connection writes out in ~1 MiB
+    // 100 gets of a 100 KB value in one write: 10 MB of replies, which the connection writes out in
     // batches (MAX_BATCH_REPLY_BYTES) instead of building them all in memory first. The client reads them
     // all, in order.
     let s = TestServer::start().await;
