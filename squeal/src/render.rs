@@ -7,14 +7,14 @@
 //! | --- | --- |
 //! | TINYINT..BIGINT | decimal, `-` for negatives; UNSIGNED columns never negative (`18446744073709551615`) |
 //! | DECIMAL | fixed point with exactly the column's scale: `DECIMAL(10,2)` 1.5 → `1.50` |
-//! | FLOAT, DOUBLE | shortest text that reads back to the same value, no exponent: `0.1`, `1e20` → `100000000000000000000` |
-//! | CHAR, VARCHAR, TEXT (any non-binary charset) | the text as UTF-8, converted exactly as the server converts it for a utf8mb4 client ([`Charset`]) |
-//! | BINARY, VARBINARY, BLOB, GEOMETRY | lowercase hex, no prefix |
+//! | FLOAT, DOUBLE | shortest text that reads back to the same value (a FLOAT as a FLOAT), no exponent: `0.1`, `1e20` → `100000000000000000000` |
+//! | CHAR, VARCHAR, TEXT (any non-binary charset) | the text as UTF-8, converted exactly as the server converts it for a utf8mb4 client ([`Charset`]); CHAR without trailing spaces (the server logs and shows it so) |
+//! | BINARY, VARBINARY, BLOB, GEOMETRY | lowercase hex, no prefix; BINARY(n) all n bytes, zero padding included |
 //! | DATE | `YYYY-MM-DD` |
 //! | DATETIME | `YYYY-MM-DDTHH:MM:SS`, then `.` and exactly fsp digits when the column has fractional seconds |
-//! | TIMESTAMP | seconds since the Unix epoch (time-zone free), then `.` and fsp digits if any |
+//! | TIMESTAMP | seconds since the Unix epoch (time-zone free), then `.` and fsp digits if any; zero is `0` |
 //! | TIME | `[-]HH:MM:SS` (hours may exceed 24), fraction as DATETIME |
-//! | YEAR | four digits |
+//! | YEAR | four digits; the zero year `0000` |
 //! | BIT | the unsigned integer value in decimal |
 //! | ENUM | the member's name (its 1-based index when the server did not log names) |
 //! | SET | member names in definition order joined with `,` (the bitmask as a decimal integer without names) |
@@ -237,16 +237,24 @@ fn render_plain(v: &Value, col: &ColumnShape) -> Option<String> {
         }
     }
     Some(match (col.ty, v) {
+        (MYSQL_TYPE_INT24, Value::Int(i)) => {
+            // mysql_common reads MEDIUMINT's 3 bytes without sign extension, signed column or
+            // not (-1 arrives as 16777215): take the 24 bits and extend them as the column says.
+            let bits = (*i as u64) & 0xFF_FFFF;
+            if col.unsigned {
+                bits.to_string()
+            } else {
+                (((bits << 40) as i64) >> 40).to_string()
+            }
+        }
         (
-            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG
-            | MYSQL_TYPE_LONGLONG,
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG,
             Value::Int(i),
         ) => {
             if col.unsigned && *i < 0 {
                 let u = match col.ty {
                     MYSQL_TYPE_TINY => *i as u8 as u64,
                     MYSQL_TYPE_SHORT => *i as u16 as u64,
-                    MYSQL_TYPE_INT24 => (*i as u64) & 0xFF_FFFF,
                     MYSQL_TYPE_LONG => *i as u32 as u64,
                     _ => *i as u64,
                 };
@@ -289,6 +297,10 @@ fn render_plain(v: &Value, col: &ColumnShape) -> Option<String> {
             };
             format!("{secs}{}", fraction(micros, fsp_of(col)))
         }
+        // The binlog stores YEAR as one byte, year - 1900, with 0 for the zero year that the
+        // server shows as `0000`; mysql_common adds 1900 to every byte. 1900 itself is outside
+        // YEAR's range (1901–2155), so it can only be the zero year.
+        (MYSQL_TYPE_YEAR, Value::Bytes(b)) if b.as_slice() == b"1900" => "0000".to_owned(),
         (MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL | MYSQL_TYPE_YEAR, Value::Bytes(b)) => {
             String::from_utf8_lossy(b).into_owned()
         }
@@ -321,6 +333,18 @@ fn render_plain(v: &Value, col: &ColumnShape) -> Option<String> {
 }
 
 fn render_text(bytes: &[u8], col: &ColumnShape) -> Option<String> {
+    if col.ty == ColumnType::MYSQL_TYPE_STRING && col.charset == Some(BINARY_CHARSET) {
+        // BINARY(n): the server stores n bytes, padding with 0x00, and shows all n, but logs
+        // the value with its trailing 0x00 bytes cut (as it cuts CHAR's trailing spaces, which
+        // it does not show either): put them back.
+        let mut padded = bytes.to_vec();
+        if let Some(n) = string_length(&col.meta) {
+            if padded.len() < n {
+                padded.resize(n, 0);
+            }
+        }
+        return Some(hex(&padded));
+    }
     if col.charset == Some(BINARY_CHARSET)
         || (!col.ty.is_character_type() && !col.ty.is_enum_or_set_type())
     {
@@ -369,6 +393,15 @@ fn report_unrenderable(col: &ColumnShape, problem: &str) {
              give no key (its cache entries are not invalidated by squeal)"
         );
     }
+}
+
+/// The declared length in bytes of a CHAR/BINARY column (`MYSQL_TYPE_STRING`), from its two
+/// table-map metadata bytes: the real type, whose bits 4–5 (inverted) carry bits 8–9 of the
+/// length, then the low byte of the length.
+fn string_length(meta: &[u8]) -> Option<usize> {
+    let [b0, b1] = meta else { return None };
+    let (b0, b1) = (usize::from(*b0), usize::from(*b1));
+    Some(b1 | (((b0 & 0x30) ^ 0x30) << 4))
 }
 
 fn le_uint(bytes: &[u8]) -> u64 {
@@ -921,6 +954,48 @@ mod tests {
         let mut u = col(MYSQL_TYPE_INT24);
         u.unsigned = true;
         assert_eq!(r(Value::Int(-1), &u).unwrap(), "16777215");
+    }
+
+    #[test]
+    fn mediumint_is_sign_extended_as_the_column_says() {
+        // mysql_common hands a signed MEDIUMINT over as its 24 raw bits: -1 as 16777215.
+        let signed = col(MYSQL_TYPE_INT24);
+        assert_eq!(r(Value::Int(0xFF_FFFF), &signed).unwrap(), "-1");
+        assert_eq!(r(Value::Int(0x80_0000), &signed).unwrap(), "-8388608");
+        assert_eq!(r(Value::Int(0x7F_FFFF), &signed).unwrap(), "8388607");
+        assert_eq!(r(Value::Int(-5), &signed).unwrap(), "-5");
+        let mut unsigned = col(MYSQL_TYPE_INT24);
+        unsigned.unsigned = true;
+        assert_eq!(r(Value::Int(0xFF_FFFF), &unsigned).unwrap(), "16777215");
+        assert_eq!(r(Value::Int(0x80_0000), &unsigned).unwrap(), "8388608");
+    }
+
+    #[test]
+    fn zero_year_and_binary_padding() {
+        // mysql_common turns the zero year's byte 0 into 1900, a year YEAR cannot hold.
+        let year = col(MYSQL_TYPE_YEAR);
+        assert_eq!(r(Value::Bytes(b"1900".to_vec()), &year).unwrap(), "0000");
+        assert_eq!(r(Value::Bytes(b"1901".to_vec()), &year).unwrap(), "1901");
+        assert_eq!(r(Value::Bytes(b"2155".to_vec()), &year).unwrap(), "2155");
+        // BINARY(4) (real type 0xFE, length 4) logged without its trailing zero bytes.
+        let mut bin = col(MYSQL_TYPE_STRING);
+        bin.charset = Some(BINARY_CHARSET);
+        bin.meta = vec![0xFE, 4];
+        assert_eq!(r(Value::Bytes(vec![0x61]), &bin).unwrap(), "61000000");
+        assert_eq!(r(Value::Bytes(vec![]), &bin).unwrap(), "00000000");
+        assert_eq!(r(Value::Bytes(vec![1, 2, 3, 4]), &bin).unwrap(), "01020304");
+        // BINARY(255) and a long length whose bits 8-9 ride in the type byte.
+        bin.meta = vec![0xFE, 255];
+        assert_eq!(r(Value::Bytes(vec![]), &bin).unwrap(), "00".repeat(255));
+        assert_eq!(string_length(&[0xFE ^ 0x10, 0x2C]), Some(300));
+        // VARBINARY keeps its length; CHAR keeps the server's cut of trailing spaces.
+        let mut varbin = col(MYSQL_TYPE_VARCHAR);
+        varbin.charset = Some(BINARY_CHARSET);
+        assert_eq!(r(Value::Bytes(vec![0x61, 0]), &varbin).unwrap(), "6100");
+        let mut chr = col(MYSQL_TYPE_STRING);
+        chr.charset = Some(45);
+        chr.meta = vec![0xFE, 20];
+        assert_eq!(r(Value::Bytes(b"a".to_vec()), &chr).unwrap(), "a");
     }
 
     #[test]
