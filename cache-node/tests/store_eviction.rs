@@ -241,7 +241,11 @@ fn room_held_for_arriving_values_counts_in_the_budget() {
     let value_len = 900_000;
     let mut held = Vec::new();
     let refused = loop {
-        match s.reserve(format!("big{}", held.len()).as_bytes(), value_len) {
+        match s.reserve(
+            format!("big{}", held.len()).as_bytes(),
+            value_len,
+            value_len,
+        ) {
             Ok(r) => held.push(r),
             Err(e) => break e,
         }
@@ -268,14 +272,16 @@ fn room_held_for_arriving_values_counts_in_the_budget() {
     let beside = s.stats().curr_items;
     assert!(beside > 0);
     assert_eq!(
-        s.reserve(b"big-more", value_len).err(),
+        s.reserve(b"big-more", value_len, value_len).err(),
         Some(StoreError::OutOfMemory)
     );
     assert_eq!(s.stats().curr_items, beside, "a refused hold evicted items");
 
     // A dropped hold makes room for another, and for the value once it is in.
     held.pop();
-    let again = s.reserve(b"big-again", value_len).expect("room given back");
+    let again = s
+        .reserve(b"big-again", value_len, value_len)
+        .expect("room given back");
     drop(again);
     let value = vec![3u8; value_len];
     insert(&s, b"big-again", &value);
@@ -283,6 +289,66 @@ fn room_held_for_arriving_values_counts_in_the_budget() {
         .with_entry(b"big-again", |e| e.item().map(|i| i.value() == &value[..]))
         .unwrap());
     held.clear();
+    assert_eq!(s.stats().reserved_bytes, 0);
+}
+
+/// A hold grows with its value: started small it evicts only for what it holds, each `grow_to` evicts
+/// for the difference, it never passes the value's size, and a value that could not fit beside the
+/// other holds is refused at the start, evicting nothing. (A connection holds room as a large value
+/// arrives, so a client that stalls after the first line evicts nothing.)
+#[test]
+fn a_hold_grows_as_its_value_arrives() {
+    let limit = 4 << 20;
+    let s = store_of(limit, 1);
+    for i in 0..6000 {
+        insert(&s, format!("small{i}").as_bytes(), &[1u8; 900]);
+    }
+    let full = s.stats();
+    let mut hold = s.reserve(b"big", 1_000_000, 0).expect("a value that fits");
+    assert_eq!(
+        s.stats().curr_items,
+        full.curr_items,
+        "an empty hold evicted"
+    );
+    assert_eq!(s.stats().reserved_bytes, 0);
+    hold.grow_to(300_000).unwrap();
+    let grown = s.stats();
+    assert_eq!(grown.reserved_bytes, 300_000);
+    assert!(grown.bytes <= limit as u64);
+    let evicted = full.curr_items - grown.curr_items;
+    assert!(
+        evicted > 0 && evicted < 600,
+        "{evicted} items of 900 bytes evicted for a 300 KB hold"
+    );
+    hold.grow_to(200_000).unwrap();
+    assert_eq!(s.stats().reserved_bytes, 300_000, "a hold does not shrink");
+    hold.grow_to(5_000_000).unwrap();
+    assert_eq!(
+        (hold.bytes(), s.stats().reserved_bytes),
+        (1_000_000, 1_000_000)
+    );
+    // Three more 1 MB holds cannot all fit beside it in 4 MB: the one that would not fit is refused
+    // before it evicts anything, even if it starts empty.
+    let mut others = Vec::new();
+    let refused = loop {
+        match s.reserve(
+            format!("other{}", others.len()).as_bytes(),
+            1_000_000,
+            1_000_000,
+        ) {
+            Ok(h) => others.push(h),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(refused, StoreError::OutOfMemory);
+    let before = s.stats().curr_items;
+    assert_eq!(
+        s.reserve(b"one-more", 1_000_000, 0).err(),
+        Some(StoreError::OutOfMemory)
+    );
+    assert_eq!(s.stats().curr_items, before, "a refused hold evicted items");
+    drop(others);
+    drop(hold);
     assert_eq!(s.stats().reserved_bytes, 0);
 }
 
@@ -304,7 +370,7 @@ fn a_replacement_that_finds_no_room_keeps_the_old_item() {
             break;
         }
         let take = ((free - 4_000) as usize).min(1 << 20);
-        match s.reserve(format!("hold{}", holds.len()).as_bytes(), take) {
+        match s.reserve(format!("hold{}", holds.len()).as_bytes(), take, take) {
             Ok(h) => holds.push(h),
             Err(_) => break,
         }
@@ -425,7 +491,9 @@ fn a_hold_compacts_before_it_evicts() {
         s.with_entry(format!("key:{i}").as_bytes(), |e| e.remove());
     }
     let before = s.stats();
-    let hold = s.reserve(b"arriving", 100_000).expect("room for the value");
+    let hold = s
+        .reserve(b"arriving", 100_000, 100_000)
+        .expect("room for the value");
     let after = s.stats();
     assert!(
         after.slabs_moved > before.slabs_moved,

@@ -172,7 +172,8 @@ pub enum WindowAdaptation {
     Ghost,
 }
 
-/// Budget held by [`Store::reserve`] for a value still arriving; given back when dropped.
+/// Budget held by [`Store::reserve`] for a value still arriving, grown with
+/// [`Reservation::grow_to`] as its bytes come in; given back when dropped.
 #[must_use = "the room is given back as soon as the reservation is dropped"]
 pub struct Reservation<'s> {
     /// The store whose budget holds the bytes.
@@ -181,12 +182,34 @@ pub struct Reservation<'s> {
     shard: usize,
     /// Bytes held.
     bytes: usize,
+    /// The value's whole size: the hold never grows past it.
+    total: usize,
 }
 
 impl Reservation<'_> {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The size of the whole value the room is for.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Holds `bytes` (at most the value's size) instead of what is held now, evicting to make
+    /// room as [`Store::reserve`] does. Errors as `reserve`, and then the hold is unchanged.
+    pub fn grow_to(&mut self, bytes: usize) -> Result<(), StoreError> {
+        let bytes = bytes.min(self.total);
+        if bytes <= self.bytes {
+            return Ok(());
+        }
+        let now = self.store.clock.now();
+        self.store
+            .lock_shard(self.shard, now)
+            .reserve(bytes - self.bytes, self.total - self.bytes)?;
+        self.bytes = bytes;
+        Ok(())
     }
 }
 
@@ -201,6 +224,7 @@ impl std::fmt::Debug for Reservation<'_> {
         f.debug_struct("Reservation")
             .field("shard", &self.shard)
             .field("bytes", &self.bytes)
+            .field("total", &self.total)
             .finish()
     }
 }
@@ -641,18 +665,28 @@ impl Store {
         f(&mut entry)
     }
 
-    /// Holds `bytes` of `key`'s shard's budget for a value still arriving (a connection's read
-    /// buffer growing for a large data block), evicting to make room as an insert would, until the
-    /// returned guard is dropped. Drop it before inserting the value, so the insert can use the room.
-    /// Errors: `OutOfMemory` when other reservations hold the shard's room, `TooLarge` above the
-    /// largest item a shard takes.
-    pub fn reserve(&self, key: &[u8], bytes: usize) -> Result<Reservation<'_>, StoreError> {
+    /// Holds `bytes` of `key`'s shard's budget for a value of `total` bytes still arriving (a
+    /// connection's read buffer filling with a large data block), evicting to make room as an
+    /// insert would, until the returned guard is dropped; [`Reservation::grow_to`] holds more as
+    /// more arrives. Drop it before inserting the value, so the insert can use the room.
+    /// Errors, with nothing evicted: `OutOfMemory` when other reservations hold so much of the
+    /// shard's room that `total` would not fit, `TooLarge` when `total` is above the largest item a
+    /// shard takes.
+    pub fn reserve(
+        &self,
+        key: &[u8],
+        total: usize,
+        bytes: usize,
+    ) -> Result<Reservation<'_>, StoreError> {
         let shard = ((hash_key(self.config.hash_seed, key) >> 8) & self.shard_mask) as usize;
-        self.lock_shard(shard, self.clock.now()).reserve(bytes)?;
+        let bytes = bytes.min(total);
+        self.lock_shard(shard, self.clock.now())
+            .reserve(bytes, total)?;
         Ok(Reservation {
             store: self,
             shard,
             bytes,
+            total,
         })
     }
 

@@ -885,19 +885,21 @@ impl Shard {
         }
     }
 
-    /// Holds `bytes` of the budget for a value still arriving, compacting or else emptying the
-    /// policy's victim pages until they fit (memcached evicts to allocate the item before it reads
-    /// the value). `OutOfMemory` if nothing is left to evict, which happens only when other
-    /// reservations hold the room; `TooLarge` for more than an item may take. Give it back with
-    /// [`Shard::release`].
-    pub(crate) fn reserve(&mut self, bytes: usize) -> Result<(), StoreError> {
+    /// Holds `bytes` more of the budget for a value still arriving, compacting or else emptying the
+    /// policy's victim pages until they fit. `whole` (at least `bytes`) is what this hold may still
+    /// come to: when even that would not fit beside the tables and the other holds, it is refused
+    /// before anything is evicted. `OutOfMemory` if nothing is left to evict, which happens only
+    /// when other reservations hold the room; `TooLarge` for more than an item may take. Give it
+    /// back with [`Shard::release`].
+    pub(crate) fn reserve(&mut self, bytes: usize, whole: usize) -> Result<(), StoreError> {
+        debug_assert!(bytes <= whole);
         let max = self.max_item_size();
-        if bytes > max {
-            return Err(StoreError::TooLarge { size: bytes, max });
+        if whole > max {
+            return Err(StoreError::TooLarge { size: whole, max });
         }
         // Eviction frees arena pages and nothing else: when the tables and the other holds leave
         // no room even in an empty arena, refuse now instead of evicting every item for nothing.
-        if !self.fits_beside_an_emptied_arena(bytes) {
+        if !self.fits_beside_an_emptied_arena(whole) {
             return Err(StoreError::OutOfMemory);
         }
         // Room comes from the spare page first, then from pages emptied by compaction (which
