@@ -230,7 +230,10 @@ impl<'n> Session<'n> {
                     now
                 } else {
                     match self.expiry(delay) {
-                        Expiry::At(t) => t,
+                        // As memcached 1.6 (`oldest_live = realtime(exptime) - 1`): the flush takes
+                        // effect one clock second before the delay is over, so `flush_all 1` flushes
+                        // at once and `flush_all N` within N - 1 seconds.
+                        Expiry::At(t) => t.saturating_sub(1).max(now),
                         _ => now,
                     }
                 };
@@ -308,7 +311,6 @@ impl<'n> Session<'n> {
                 self.get_resume_at = i;
                 return Flow::Unfinished;
             }
-            self.counters.cmd_get += 1;
             let hit = self.node.store.with_entry(key, |e| {
                 let Some(it) = e.item() else {
                     return false;
@@ -330,18 +332,19 @@ impl<'n> Session<'n> {
                 }
                 true
             });
-            if exp.is_some() {
-                self.counters.cmd_touch += 1;
-                if hit {
-                    self.counters.touch_hits += 1;
-                } else {
-                    self.counters.touch_misses += 1;
-                }
+            // As memcached 1.6 (process_get_command): a gat/gats key counts as a touch only, not
+            // as a get, so cmd_get = get_hits + get_misses and cmd_touch = touch_hits + touch_misses.
+            let c = &mut self.counters;
+            match (exp.is_some(), hit) {
+                (true, true) => c.touch_hits += 1,
+                (true, false) => c.touch_misses += 1,
+                (false, true) => c.get_hits += 1,
+                (false, false) => c.get_misses += 1,
             }
-            if hit {
-                self.counters.get_hits += 1;
+            if exp.is_some() {
+                c.cmd_touch += 1;
             } else {
-                self.counters.get_misses += 1;
+                c.cmd_get += 1;
             }
         }
         out.put_slice(reply::END);
@@ -463,13 +466,7 @@ impl<'n> Session<'n> {
             let v = apply_arith(op, n, delta);
             store_counter(e, v, meta.flags, meta.exptime, 0)
         });
-        let hit = !matches!(result, ArithResult::NotFound);
-        match (op, hit) {
-            (ArithOp::Incr, true) => self.counters.incr_hits += 1,
-            (ArithOp::Incr, false) => self.counters.incr_misses += 1,
-            (ArithOp::Decr, true) => self.counters.decr_hits += 1,
-            (ArithOp::Decr, false) => self.counters.decr_misses += 1,
-        }
+        self.count_arith(op, &result, false);
         if noreply {
             return;
         }
@@ -494,7 +491,6 @@ impl<'n> Session<'n> {
         flags: &MetaFlags<'_>,
         out: &mut BytesMut,
     ) {
-        self.counters.cmd_get += 1;
         let now = self.node.clock.now();
         let touch = flags.ttl.map(|t| self.expiry(t));
         let lease_window = self.node.config.lease_window_secs;
@@ -627,8 +623,15 @@ impl<'n> Session<'n> {
             }
             MgOutcome::Hit { placeholder, win }
         });
-        if touch.is_some() {
+        // As memcached 1.6 (process_mget_command): an mg whose T touched an item counts as a touch
+        // (cmd_touch, touch_hits), not as a get; one that found nothing touched nothing and counts as
+        // a get miss, T or not.
+        let touched = touch.is_some() && matches!(outcome, MgOutcome::Hit { .. });
+        if touched {
             self.counters.cmd_touch += 1;
+            self.counters.touch_hits += 1;
+        } else {
+            self.counters.cmd_get += 1;
         }
         match outcome {
             MgOutcome::Miss => self.counters.get_misses += 1,
@@ -637,10 +640,12 @@ impl<'n> Session<'n> {
                 self.counters.lease_grants += 1;
             }
             MgOutcome::Hit { placeholder, win } => {
-                if placeholder {
-                    self.counters.get_misses += 1;
-                } else {
-                    self.counters.get_hits += 1;
+                if !touched {
+                    if placeholder {
+                        self.counters.get_misses += 1;
+                    } else {
+                        self.counters.get_hits += 1;
+                    }
                 }
                 if win.win {
                     self.counters.lease_grants += 1;
@@ -755,7 +760,10 @@ impl<'n> Session<'n> {
             } else {
                 self.counters.lease_sets_refused += 1;
             }
-        } else if compare_cas.is_some() {
+        }
+        // As memcached 1.6 (do_store_item): a C turns set and replace into a cas, counted as one
+        // whether or not it refills a lease; add, append and prepend with C are not counted as cas.
+        if compare_cas.is_some() && matches!(mode, MetaSetMode::Set | MetaSetMode::Replace) {
             match outcome {
                 StoreOutcome::Stored => self.counters.cas_hits += 1,
                 StoreOutcome::Exists => self.counters.cas_badval += 1,
@@ -850,15 +858,12 @@ impl<'n> Session<'n> {
             }
             MetaCode::Hd
         });
+        // As memcached 1.6 (process_mdelete_command): a CAS mismatch is a delete miss, and `I`, which
+        // keeps the item, is no delete hit.
         match code {
-            MetaCode::Hd => {
-                self.counters.delete_hits += 1;
-                if flags.invalidate {
-                    self.counters.lease_invalidations += 1;
-                }
-            }
-            MetaCode::Nf => self.counters.delete_misses += 1,
-            _ => {}
+            MetaCode::Hd if flags.invalidate => self.counters.lease_invalidations += 1,
+            MetaCode::Hd => self.counters.delete_hits += 1,
+            _ => self.counters.delete_misses += 1,
         }
         // As memcached 1.6: q hides only the success line.
         if flags.quiet && code == MetaCode::Hd {
@@ -927,13 +932,7 @@ impl<'n> Session<'n> {
                 }
             }
         });
-        let hit = !matches!(result, ArithResult::NotFound);
-        match (op, hit) {
-            (ArithOp::Incr, true) => self.counters.incr_hits += 1,
-            (ArithOp::Incr, false) => self.counters.incr_misses += 1,
-            (ArithOp::Decr, true) => self.counters.decr_hits += 1,
-            (ArithOp::Decr, false) => self.counters.decr_misses += 1,
-        }
+        self.count_arith(op, &result, created);
         match result {
             ArithResult::Value(v, exptime) => {
                 let mut digits = [0u8; 20];
@@ -981,6 +980,24 @@ impl<'n> Session<'n> {
             ),
             ArithResult::NonNumeric => out.put_slice(reply::NON_NUMERIC),
             ArithResult::TooLarge => out.put_slice(reply::OUT_OF_MEMORY),
+        }
+    }
+
+    /// Counts an incr/decr as memcached 1.6 does (do_add_delta, process_marithmetic_command): a hit
+    /// once the value was read as a number, a miss when there was no item; a non-numeric value, a CAS
+    /// mismatch and an item `ma N` created count as neither.
+    fn count_arith(&mut self, op: ArithOp, result: &ArithResult, created: bool) {
+        let hit = match result {
+            _ if created => return,
+            ArithResult::Value(..) | ArithResult::TooLarge => true,
+            ArithResult::NotFound => false,
+            ArithResult::NonNumeric | ArithResult::Exists => return,
+        };
+        match (op, hit) {
+            (ArithOp::Incr, true) => self.counters.incr_hits += 1,
+            (ArithOp::Incr, false) => self.counters.incr_misses += 1,
+            (ArithOp::Decr, true) => self.counters.decr_hits += 1,
+            (ArithOp::Decr, false) => self.counters.decr_misses += 1,
         }
     }
 
