@@ -73,9 +73,28 @@ pub struct TableShape {
 
 const BINARY_CHARSET: u16 = 63;
 
+/// Which server wrote the binlog, where the two write the same event differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    MySql,
+    MariaDb,
+}
+
+impl Flavor {
+    /// Whether a GEOMETRY column takes a place among the character columns of the table map's
+    /// DEFAULT_CHARSET/COLUMN_CHARSET metadata. MariaDB counts every column whose binlog type info
+    /// has a character set (`is_character_field` in sql/log_event_server.cc; GEOMETRY's is binary);
+    /// MySQL counts only the real types STRING, VAR_STRING, VARCHAR and BLOB (`is_character_type`
+    /// in sql/log_event.cc), as mysql_common does.
+    fn geometry_has_a_charset(self) -> bool {
+        self == Flavor::MariaDb
+    }
+}
+
 impl TableShape {
-    /// Reads the layout from a table map event, including optional metadata where present.
-    pub fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableShape> {
+    /// Reads the layout from a table map event, including optional metadata where present,
+    /// as the server `flavor` writes it.
+    pub fn from_table_map(tme: &TableMapEvent<'_>, flavor: Flavor) -> std::io::Result<TableShape> {
         let count = tme.columns_count() as usize;
         let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
         let mut signedness = extractor.iter_signedness();
@@ -117,6 +136,10 @@ impl TableShape {
             let unsigned = ty.is_numeric_type() && signedness.next().unwrap_or(false);
             let charset = if ty.is_character_type() {
                 charsets.next().transpose()?
+            } else if ty.is_geometry_type() && flavor.geometry_has_a_charset() {
+                // Its place in the charset list (binary); GEOMETRY renders as hex regardless.
+                charsets.next().transpose()?;
+                None
             } else if ty.is_enum_or_set_type() {
                 enum_set_charsets.next().transpose()?
             } else {
@@ -1329,5 +1352,48 @@ mod tests {
         assert_eq!(r(Value::Bytes(vec![1]), &s), None);
         s.set_values = None; // without names the bitmask is rendered, whatever the charset
         assert_eq!(r(Value::Bytes(vec![1]), &s).unwrap(), "1");
+    }
+
+    /// TIME2 as the server writes it (big-endian, 0x800000 offset, then the fraction), decoded by
+    /// mysql_common as the binlog reader does, rendered for a TIME(`dec`) column.
+    fn time2(disk: &[u8], dec: u8) -> String {
+        use mysql_common::binlog::misc::{my_time_packed_from_binary, time_from_packed};
+        let packed = my_time_packed_from_binary(disk, dec as u32).unwrap();
+        let mut c = col(MYSQL_TYPE_TIME2);
+        c.meta = vec![dec];
+        r(time_from_packed(packed), &c).unwrap()
+    }
+
+    #[test]
+    fn negative_time2_fractions_decode_as_the_server_wrote_them() {
+        // The disk values of MySQL's my_time.cc (my_time_packed_from_binary, FSP 1 and 2): a
+        // negative value's fraction byte counts down from 0x100. mysql_common 0.37.3 subtracted
+        // 0x100 from an unsigned byte (a debug build panicked on the negative ones with a
+        // non-zero fraction byte).
+        for (disk, want) in [
+            ([0x80, 0x00, 0x00, 0x00], "00:00:00.00"),
+            ([0x7F, 0xFF, 0xFF, 0xFF], "-00:00:00.01"),
+            ([0x7F, 0xFF, 0xFF, 0x9D], "-00:00:00.99"),
+            ([0x7F, 0xFF, 0xFF, 0x00], "-00:00:01.00"),
+            ([0x7F, 0xFF, 0xFE, 0xFF], "-00:00:01.01"),
+            ([0x7F, 0xFF, 0xFE, 0xF6], "-00:00:01.10"),
+        ] {
+            assert_eq!(time2(&disk, 2), want, "{disk:02X?}");
+        }
+        // TIME(1) stores hundredths in the same byte: '-00:00:00.5', '-01:00:00.1', '12:00:00.9'.
+        assert_eq!(time2(&[0x7F, 0xFF, 0xFF, 0xCE], 1), "-00:00:00.5");
+        assert_eq!(time2(&[0x7F, 0xEF, 0xFF, 0xF6], 1), "-01:00:00.1");
+        assert_eq!(time2(&[0x80, 0xC0, 0x00, 0x5A], 1), "12:00:00.9");
+        assert_eq!(time2(&[0x7F, 0xFF, 0xFE, 0xE7], 2), "-00:00:01.25");
+        // The other widths were right already: TIME(3)/(4) count down from 0x10000, TIME(5)/(6)
+        // store the packed value itself, TIME(0) has no fraction.
+        assert_eq!(time2(&[0x7F, 0xFF, 0xFF, 0xEC, 0x78], 3), "-00:00:00.500");
+        assert_eq!(time2(&[0x7F, 0xFF, 0xFF, 0xFF, 0xFF], 4), "-00:00:00.0001");
+        assert_eq!(
+            time2(&[0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], 6),
+            "-00:00:00.000001"
+        );
+        assert_eq!(time2(&[0x7F, 0xFF, 0xFF], 0), "-00:00:01");
+        assert_eq!(time2(&[0x4B, 0x91, 0x05], 0), "-838:59:59");
     }
 }

@@ -26,7 +26,7 @@ use crate::gtid_set::GtidSet;
 use crate::metrics::Metrics;
 use crate::progress::{valid_gtid_state, Progress};
 use crate::publish::{PublishError, Publisher};
-use crate::render::{self, TableShape};
+use crate::render::{self, Flavor, TableShape};
 use crate::rules::{Rules, TableKeys, TableRules};
 use crate::txn::{ChunkLimits, TxnBuffer};
 use crate::wire::{self, Decoded};
@@ -193,6 +193,8 @@ pub struct Source {
     server_checksums: bool,
     /// Tables already reported as unrenderable (log once).
     reported: std::collections::HashSet<String>,
+    /// The server of the current connection (table maps differ in their charset metadata).
+    flavor: Flavor,
 }
 
 impl Source {
@@ -232,6 +234,7 @@ impl Source {
             fde_seen: false,
             server_checksums: false,
             reported: Default::default(),
+            flavor: Flavor::MySql,
         })
     }
 
@@ -276,6 +279,12 @@ impl Source {
             .map_err(|e| SourceError::Fatal(e.to_string()))?;
         let mut conn = Conn::new(opts).await.map_err(classify_mysql)?;
         let mariadb = is_mariadb(&mut conn).await.map_err(classify_mysql)?;
+        // Table maps are read again on each connection (`bound` is cleared below).
+        self.flavor = if mariadb {
+            Flavor::MariaDb
+        } else {
+            Flavor::MySql
+        };
         let gtid_state = self
             .progress
             .boundary
@@ -611,7 +620,7 @@ impl Source {
             self.bound.insert(tme.table_id(), None);
             return Ok(());
         };
-        let mut shape = TableShape::from_table_map(tme).map_err(io_fatal)?;
+        let mut shape = TableShape::from_table_map(tme, self.flavor).map_err(io_fatal)?;
         let names = match shape.names() {
             Some(n) => n,
             None => {

@@ -291,7 +291,7 @@ mod tests {
 
     use crate::config::RuleConfig;
     use crate::events::tests::mariadb_compress;
-    use crate::render::{render, TableShape};
+    use crate::render::{render, Flavor, TableShape};
     use crate::rules::{Rules, TableKeys};
 
     fn frame(ty: u8, body: &[u8], log_pos: u32) -> Vec<u8> {
@@ -471,7 +471,7 @@ mod tests {
         let tm = read(&mut reader, &frame(19, &table_map(with_names), 300));
         assert_eq!(decode(&tm).unwrap(), Decoded::TableMap);
         let tme: TableMapEvent<'_> = tm.read_event().unwrap();
-        let mut shape = TableShape::from_table_map(&tme).unwrap();
+        let mut shape = TableShape::from_table_map(&tme, Flavor::MySql).unwrap();
         if unsigned_from_schema {
             // What Source does when the table map has no SIGNEDNESS: information_schema says so.
             shape.columns[2].unsigned = true;
@@ -570,7 +570,7 @@ mod tests {
         rows: &Event,
     ) -> Vec<String> {
         let tme: TableMapEvent<'_> = reader.get_tme(42).unwrap().clone();
-        let shape = TableShape::from_table_map(&tme).unwrap();
+        let shape = TableShape::from_table_map(&tme, Flavor::MariaDb).unwrap();
         let names = shape.names().unwrap();
         let keys = bind_users(&["u:{id}", "e:{email}"], &names);
         let Some(EventData::RowsEvent(data)) = rows.read_data().unwrap() else {
@@ -690,6 +690,134 @@ mod tests {
         let zstd = payload(&[0], garbage.len() as u8, 60, &garbage);
         let event = read(&mut reader, &frame(40, &zstd, 100));
         assert!(decode(&event).is_err());
+    }
+
+    /// A table map of `shop.users` (table 42): `(type, metadata)` per column, all nullable, then
+    /// the optional metadata fields `(type, value)`.
+    fn table_map_of(columns: &[(u8, &[u8])], optional: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(&[42, 0, 0, 0, 0, 0]);
+        b.extend(1u16.to_le_bytes());
+        b.push(4);
+        b.extend(b"shop\0");
+        b.push(5);
+        b.extend(b"users\0");
+        b.push(columns.len() as u8);
+        b.extend(columns.iter().map(|c| c.0));
+        let meta: Vec<u8> = columns.iter().flat_map(|c| c.1.iter().copied()).collect();
+        b.push(meta.len() as u8);
+        b.extend(meta);
+        b.extend(vec![0xFF; columns.len().div_ceil(8)]);
+        for (ty, value) in optional {
+            b.push(*ty);
+            b.push(value.len() as u8);
+            b.extend(*value);
+        }
+        b
+    }
+
+    /// A v2 WRITE_ROWS body for table 42 with one row: each column's binlog bytes, or NULL.
+    fn write_row_of(row: &[Option<&[u8]>]) -> Vec<u8> {
+        let bitmap = |set: &dyn Fn(usize) -> bool| {
+            let mut bits = vec![0u8; row.len().div_ceil(8)];
+            for i in (0..row.len()).filter(|i| set(*i)) {
+                bits[i / 8] |= 1 << (i % 8);
+            }
+            bits
+        };
+        let mut b = Vec::new();
+        b.extend(&[42, 0, 0, 0, 0, 0]);
+        b.extend(1u16.to_le_bytes()); // flags: STMT_END
+        b.extend(2u16.to_le_bytes()); // extra data length (just itself)
+        b.push(row.len() as u8);
+        b.extend(bitmap(&|_| true)); // all present
+        b.extend(bitmap(&|i| row[i].is_none())); // NULLs
+        for v in row.iter().flatten() {
+            b.extend(*v);
+        }
+        b
+    }
+
+    /// The keys `template` gives for `row` of a table shaped by `table_map` as `flavor` reads it.
+    fn keys_for_row(
+        flavor: Flavor,
+        table_map: &[u8],
+        names: &[&str],
+        template: &str,
+        row: &[Option<&[u8]>],
+    ) -> Vec<String> {
+        let mut reader = new_reader();
+        read(&mut reader, &frame(19, table_map, 300));
+        let tme = reader.get_tme(42).unwrap().clone();
+        let shape = TableShape::from_table_map(&tme, flavor).unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let keys = bind_users(&[template], &names);
+        let rows = read(&mut reader, &frame(30, &write_row_of(row), 400));
+        let Some(EventData::RowsEvent(data)) = rows.read_data().unwrap() else {
+            panic!("not a rows event")
+        };
+        inserted_keys(&data, &tme, &keys, &shape)
+    }
+
+    #[test]
+    fn text_after_geometry_takes_its_own_charset_in_both_servers_forms() {
+        // (id INT, g GEOMETRY, a VARCHAR(10) latin1, b VARCHAR(10) utf8mb4): 'é' in both.
+        // MariaDB lists GEOMETRY's charset (binary, 63) among the character columns, MySQL does
+        // not; with one charset each, both write COLUMN_CHARSET (3).
+        const LONG: u8 = 3;
+        const VARCHAR: u8 = 15;
+        const GEOMETRY: u8 = 255;
+        let (v10, v40) = (10u16.to_le_bytes(), 40u16.to_le_bytes());
+        let columns: &[(u8, &[u8])] = &[
+            (LONG, &[]),
+            (GEOMETRY, &[4]),
+            (VARCHAR, &v10),
+            (VARCHAR, &v40),
+        ];
+        let mariadb = table_map_of(columns, &[(3, &[63, 8, 45])]);
+        let mysql = table_map_of(columns, &[(3, &[8, 45])]);
+        let names = ["id", "g", "a", "b"];
+        let point: &[u8] = &[5, 0, 0, 0, 1, 2, 3, 4, 5]; // any GEOMETRY value: 4-byte length, bytes
+        for g in [None, Some(point)] {
+            let row = [
+                Some(&1i32.to_le_bytes()[..]),
+                g,
+                Some(&[1, 0xE9]),
+                Some(&[2, 0xC3, 0xA9]),
+            ];
+            let keys = |flavor, map: &[u8]| keys_for_row(flavor, map, &names, "k:{a}:{b}", &row);
+            assert_eq!(keys(Flavor::MariaDb, &mariadb), ["k:é:é"]);
+            assert_eq!(keys(Flavor::MySql, &mysql), ["k:é:é"]);
+            // The divergence this guards against: MariaDB's form read as MySQL's.
+            assert_eq!(keys(Flavor::MySql, &mariadb), ["k:e9:Ã©"]);
+        }
+
+        // (id, g, a, b, c latin1, d utf8mb4): 'é', 'Ä', 'é', 'é'. Mostly latin1, so both write
+        // DEFAULT_CHARSET (2): the default, then (index among the character columns, charset).
+        let columns: &[(u8, &[u8])] = &[
+            (LONG, &[]),
+            (GEOMETRY, &[4]),
+            (VARCHAR, &v10),
+            (VARCHAR, &v10),
+            (VARCHAR, &v10),
+            (VARCHAR, &v40),
+        ];
+        let mariadb = table_map_of(columns, &[(2, &[8, 0, 63, 4, 45])]);
+        let mysql = table_map_of(columns, &[(2, &[8, 3, 45])]);
+        let names = ["id", "g", "a", "b", "c", "d"];
+        let row = [
+            Some(&1i32.to_le_bytes()[..]),
+            None,
+            Some(&[1, 0xE9]),
+            Some(&[1, 0xC4]),
+            Some(&[1, 0xE9]),
+            Some(&[2, 0xC3, 0xA9]),
+        ];
+        let keys =
+            |flavor, map: &[u8]| keys_for_row(flavor, map, &names, "k:{a}:{b}:{c}:{d}", &row);
+        assert_eq!(keys(Flavor::MariaDb, &mariadb), ["k:é:Ä:é:é"]);
+        assert_eq!(keys(Flavor::MySql, &mysql), ["k:é:Ä:é:é"]);
+        assert_eq!(keys(Flavor::MySql, &mariadb), ["k:e9:Ä:é:Ã©"]);
     }
 
     fn new_reader() -> mysql_common::binlog::EventStreamReader {

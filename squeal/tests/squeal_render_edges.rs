@@ -442,12 +442,11 @@ async fn edge_values_render_as_documented_in_every_image() -> TestResult {
 }
 
 /// Text after a GEOMETRY column. MariaDB counts GEOMETRY among the character columns of the
-/// table map's charset metadata (its charset is binary); mysql_common and `TableShape` do not, so
-/// every later text column takes the charset of the column before it: `a` renders as hex, `b` as
-/// latin1. The fix needs the server's flavor (MySQL does not count GEOMETRY) in
-/// `TableShape::from_table_map`, which its caller in source.rs does not pass today.
+/// table map's charset metadata (its charset is binary); mysql_common does not, so unless
+/// `TableShape::from_table_map` is told the server is MariaDB every later text column takes the
+/// charset of the column before it: `a` rendered as hex, `b` as latin1. MySQL does not count
+/// GEOMETRY (its form is covered by wire.rs's unit tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known divergence: text after a GEOMETRY column gets the wrong charset on MariaDB"]
 async fn text_after_a_geometry_column() -> TestResult {
     run_specs(GEOMETRY_THEN_TEXT, "inv_render_geometry").await
 }
@@ -473,13 +472,12 @@ const GEOMETRY_THEN_TEXT: &[Spec] = &[
     },
 ];
 
-/// Negative TIME(1) and TIME(2) values with a fraction. mysql_common 0.37 decodes their one
+/// Negative TIME(1) and TIME(2) values with a fraction. mysql_common 0.37.3 decodes their one
 /// fraction byte with an unsigned subtraction (binlog/misc.rs, `my_time_packed_from_binary`):
-/// a debug build panics ("attempt to subtract with overflow") and squeal dies on the event; a
-/// release build renders garbage (`-00:00:00.5` as `624:63:63.1`). The value never reaches
-/// render.rs, so the fix belongs in the decoder.
+/// a debug build panicked ("attempt to subtract with overflow") and squeal died on the event; a
+/// release build rendered garbage (`-00:00:00.5` as `624:63:63.1`). The value never reaches
+/// render.rs: the fix is in the vendored decoder (squeal/vendor/mysql_common/VENDORED.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known divergence: mysql_common mis-decodes negative TIME(1)/TIME(2) with a fraction"]
 async fn negative_time_1_and_2_with_a_fraction() -> TestResult {
     run_specs(TIME_1_2, "inv_render_time").await
 }
