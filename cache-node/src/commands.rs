@@ -1175,6 +1175,7 @@ impl<'n> Session<'n> {
             }
             Some(b"reset") => {
                 self.node.counters.reset();
+                self.node.store.reset_counters();
                 out.put_slice(reply::RESET);
             }
             Some(b"slabs") => {

@@ -849,18 +849,22 @@ fn parse_command<'a>(
             }
         }
         b"flush_all" => {
-            let mut delay = 0;
-            let mut noreply = false;
-            for (i, t) in tokens.enumerate() {
-                match (i, t) {
-                    (_, b"noreply") => noreply = true,
-                    (0, t) => match parse_i64(t) {
-                        Some(d) => delay = d,
-                        None => return err(ProtocolError::BadExptime, line_len),
-                    },
-                    _ => return err(ProtocolError::UnknownCommand, line_len),
-                }
+            // As memcached 1.6 (process_flush_all_command): up to two arguments; `noreply` only as
+            // the last; the delay is the first argument unless that is the `noreply`, and a second
+            // argument that is not `noreply` is ignored (`flush_all 1 2` flushes in 1 s).
+            let (first, second) = (tokens.next(), tokens.next());
+            if tokens.next().is_some() {
+                return err(ProtocolError::UnknownCommand, line_len);
             }
+            let noreply = second.or(first) == Some(&b"noreply"[..]);
+            let delay = match first {
+                None => 0,
+                Some(b"noreply") if second.is_none() => 0,
+                Some(t) => match parse_i64(t) {
+                    Some(d) => d,
+                    None => return err(ProtocolError::BadExptime, line_len),
+                },
+            };
             Parsed::Request {
                 request: Request::FlushAll { delay, noreply },
                 consumed: line_len,
@@ -1927,6 +1931,40 @@ mod tests {
         match req(line) {
             Parsed::Error { error, noreply, .. } => Some((error, noreply)),
             _ => None,
+        }
+    }
+
+    /// `flush_all` takes its arguments as memcached 1.6.18 does (each form checked against it): up to
+    /// two, `noreply` only as the last, the delay first, a second argument that is not `noreply`
+    /// ignored. Before, `flush_all 1 2` and `flush_all noreply 5` answered ERROR.
+    #[test]
+    fn flush_all_arguments_as_memcached() {
+        let flush = |line: &[u8]| match req(line) {
+            Parsed::Request {
+                request: Request::FlushAll { delay, noreply },
+                ..
+            } => Ok((delay, noreply)),
+            Parsed::Error { error, noreply, .. } => Err((error, noreply)),
+            other => panic!("{other:?}"),
+        };
+        use ProtocolError::*;
+        for (line, expected) in [
+            (&b"flush_all\r\n"[..], Ok((0, false))),
+            (b"flush_all -1\r\n", Ok((-1, false))),
+            (b"flush_all noreply\r\n", Ok((0, true))),
+            (b"flush_all 5 noreply\r\n", Ok((5, true))),
+            (b"flush_all noreply noreply\r\n", Err((BadExptime, true))),
+            (b"flush_all 1 2\r\n", Ok((1, false))),
+            (b"flush_all noreply 5\r\n", Err((BadExptime, false))),
+            (b"flush_all abc def\r\n", Err((BadExptime, false))),
+            (b"flush_all abc noreply\r\n", Err((BadExptime, true))),
+            (b"flush_all 1 2 3\r\n", Err((UnknownCommand, false))),
+            (
+                b"flush_all 0 noreply extra\r\n",
+                Err((UnknownCommand, false)),
+            ),
+        ] {
+            assert_eq!(flush(line), expected, "{line:?}");
         }
     }
 

@@ -343,6 +343,9 @@ impl Node {
             ("maxbytes", c.memory_limit_bytes.to_string()),
             ("maxconns", c.max_connections.to_string()),
             ("tcpport", c.port.to_string()),
+            // No UDP listener, as memcached 1.6 by default; flush_all is always allowed.
+            ("udpport", "0".into()),
+            ("flush_enabled", "yes".into()),
             ("num_threads", c.threads.to_string()),
             ("cas_enabled", "yes".into()),
             ("evictions", "on".into()),

@@ -582,3 +582,52 @@ async fn flush_all_with_a_delay_takes_effect_when_memcacheds_does() -> R {
     s.stop().await;
     Ok(())
 }
+
+/// `stats reset` zeroes the store's counters too, as memcached 1.6.18 zeroes `total_items`,
+/// `evictions`, `reclaimed` and the rest, and leaves the gauges (`curr_items`, `bytes`). Before,
+/// only the connection counters (`cmd_get`, ...) went back to 0: `total_items` went from 5 to 0 on
+/// memcached and stayed at 3 here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_reset_zeroes_the_store_counters_and_keeps_the_gauges() -> R {
+    let s = TestServer::start_with(|c| {
+        c.memory_limit_bytes = 2 << 20;
+        c.store_shards = 1;
+    })
+    .await;
+    let mut c = s.client().await;
+    let mut flood = Vec::new();
+    for i in 0..4000 {
+        flood.extend_from_slice(format!("set k{i} 0 0 1000 noreply\r\n").as_bytes());
+        flood.extend_from_slice(&[b'v'; 1000]);
+        flood.extend_from_slice(b"\r\n");
+    }
+    c.send(&flood).await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+    let names = [
+        "total_items",
+        "evictions",
+        "evicted_unfetched",
+        "curr_items",
+    ];
+    let before = counters(&s, &names).await;
+    let items: u64 = before[3].1.parse()?;
+    assert!(
+        items > 0 && before[1].1 != "0",
+        "the flood evicted: {before:?}"
+    );
+    c.expect(b"stats reset\r\n", b"RESET\r\n").await;
+    assert_eq!(
+        counters(&s, &names).await,
+        expected(&[
+            ("total_items", 0),
+            ("evictions", 0),
+            ("evicted_unfetched", 0),
+            ("curr_items", items),
+        ])
+    );
+    // And they count on from 0.
+    c.expect(b"set again 0 0 1\r\nx\r\n", b"STORED\r\n").await;
+    assert_eq!(c.stat("total_items").await, "1");
+    s.stop().await;
+    Ok(())
+}

@@ -1830,6 +1830,8 @@ async fn stats_names_and_metrics_endpoint() -> R {
     };
     assert_eq!(setting("item_size_max"), Some("1048576"), "{settings:?}");
     assert_eq!(setting("lease_window_secs"), Some("10"), "{settings:?}");
+    assert_eq!(setting("udpport"), Some("0"), "{settings:?}");
+    assert_eq!(setting("flush_enabled"), Some("yes"), "{settings:?}");
     c.expect(b"stats nonsense\r\n", b"ERROR\r\n").await;
 
     // Prometheus text on the metrics port.

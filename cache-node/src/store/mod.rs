@@ -737,6 +737,14 @@ impl Store {
         removed
     }
 
+    /// Zeroes the counters (`total_items`, `evictions`, ...) for `stats reset`, as memcached's does;
+    /// the gauges (`curr_items`, `bytes`, ...) stay. The policy reads none of these.
+    pub fn reset_counters(&self) {
+        for s in self.shards.iter() {
+            s.lock().stats = Default::default();
+        }
+    }
+
     /// A snapshot of the counters, summed over shards.
     pub fn stats(&self) -> StoreStats {
         let mut t = StoreStats {
