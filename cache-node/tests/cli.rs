@@ -5,6 +5,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
+use common::noreply_sets;
+
 const BIN: &str = env!("CARGO_BIN_EXE_cache-node");
 
 #[test]
@@ -727,12 +731,7 @@ fn stat(addr: &str, name: &str) -> u64 {
 fn a_value_line_without_its_data_evicts_nothing() {
     let (_child, addr) = start(&["-m", "64"]);
     let items = 40_000;
-    let mut fill = Vec::with_capacity(items * 1_040);
-    for i in 0..items {
-        fill.extend_from_slice(format!("set item{i} 0 0 1000 noreply\r\n").as_bytes());
-        fill.extend_from_slice(&[b'i'; 1000]);
-        fill.extend_from_slice(b"\r\n");
-    }
+    let mut fill = noreply_sets("item", items, &[b'i'; 1000]);
     fill.extend_from_slice(b"quit\r\n");
     assert_eq!(exchange(&addr, &fill), "");
     assert_eq!(stat(&addr, "curr_items"), items as u64, "the items fit");

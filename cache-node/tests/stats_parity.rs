@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Client, Memcached, TestServer};
+use common::{noreply_sets, Client, Memcached, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -595,13 +595,7 @@ async fn stats_reset_zeroes_the_store_counters_and_keeps_the_gauges() -> R {
     })
     .await;
     let mut c = s.client().await;
-    let mut flood = Vec::new();
-    for i in 0..4000 {
-        flood.extend_from_slice(format!("set k{i} 0 0 1000 noreply\r\n").as_bytes());
-        flood.extend_from_slice(&[b'v'; 1000]);
-        flood.extend_from_slice(b"\r\n");
-    }
-    c.send(&flood).await;
+    c.send(&noreply_sets("k", 4000, &[b'v'; 1000])).await;
     c.expect(b"mn\r\n", b"MN\r\n").await;
     let names = [
         "total_items",

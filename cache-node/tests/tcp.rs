@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, START_UNIX};
+use common::{noreply_sets, Client, TestServer, START_UNIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -1566,14 +1566,7 @@ async fn write_flood_stays_within_memory_budget() -> R {
     })
     .await;
     let mut c = s.client().await;
-    let value = vec![b'v'; 1000];
-    let mut batch = Vec::new();
-    for i in 0..8000 {
-        batch.extend_from_slice(format!("set flood:{i} 0 0 1000 noreply\r\n").as_bytes());
-        batch.extend_from_slice(&value);
-        batch.extend_from_slice(b"\r\n");
-    }
-    c.send(&batch).await;
+    c.send(&noreply_sets("flood:", 8000, &[b'v'; 1000])).await;
     c.expect(b"mn\r\n", b"MN\r\n").await;
     let bytes: u64 = c.stat("bytes").await.parse()?;
     let limit: u64 = c.stat("limit_maxbytes").await.parse()?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
-use common::{has_key, Scenario, Squeal, TestResult, TopicReader};
+use common::{has_key, key_safe, Scenario, Squeal, TestResult, TopicReader};
 use integration::{Stack, StackOptions};
 
 /// The 8-bit character sets squeal converts (README, "Character sets"); each gets one column of
@@ -69,20 +69,6 @@ fn rules() -> String {
     rules.push_str(&sweep.join(", "));
     rules.push_str("]\n");
     rules
-}
-
-/// The README's key-safety rule, written out here rather than borrowed from squeal: the bytes
-/// 0x00–0x20, 0x7F and `%` become `%XX`.
-fn key_safe(text: &str) -> String {
-    let mut out = String::new();
-    for ch in text.chars() {
-        if ch.is_ascii() && (ch as u8 <= 0x20 || ch as u8 == 0x7F || ch == '%') {
-            out.push_str(&format!("%{:02X}", ch as u8));
-        } else {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 /// The rows of `sql` as the application reads them: UTF-8 text (the connection is utf8mb4).

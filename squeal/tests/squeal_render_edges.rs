@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use mysql_async::prelude::Queryable;
 
-use common::{config_text, Phases, Squeal, TestResult, TopicReader};
+use common::{config_text, key_safe, Phases, Squeal, TestResult, TopicReader};
 use integration::{Stack, StackOptions};
 
 /// One table `squeal_test.<name>` = `(id INT PRIMARY KEY, x INT, <columns>)`, whose rule is
@@ -390,19 +390,6 @@ fn rules(specs: &[Spec]) -> String {
         ));
     }
     rules
-}
-
-/// The README's key-safety rule, written out here: bytes 0x00–0x20, 0x7F and `%` become `%XX`.
-fn key_safe(text: &str) -> String {
-    let mut out = String::new();
-    for ch in text.chars() {
-        if ch.is_ascii() && (ch as u8 <= 0x20 || ch as u8 == 0x7F || ch == '%') {
-            out.push_str(&format!("%{:02X}", ch as u8));
-        } else {
-            out.push(ch);
-        }
-    }
-    out
 }
 
 fn keys(records: &[invalidation::Record]) -> BTreeSet<String> {

@@ -14,6 +14,20 @@ use tokio::sync::oneshot;
 /// Unix time the manual clock starts at.
 pub const START_UNIX: u64 = 1_700_000_000;
 
+/// `count` pipelined `set {prefix}{i} 0 0 LEN noreply` requests of `value`, as one write: a flood that
+/// fills (or overfills) a budget without a reply to read.
+pub fn noreply_sets(prefix: &str, count: usize, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(count * (value.len() + prefix.len() + 32));
+    for i in 0..count {
+        out.extend_from_slice(
+            format!("set {prefix}{i} 0 0 {} noreply\r\n", value.len()).as_bytes(),
+        );
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub node: Arc<Node>,

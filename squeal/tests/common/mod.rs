@@ -494,3 +494,18 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// The README's key-safety rule, written out here rather than borrowed from squeal, so a test of
+/// published keys checks squeal against the documentation: the bytes 0x00–0x20, 0x7F and `%`
+/// become `%XX`.
+pub fn key_safe(text: &str) -> String {
+    let mut out = String::new();
+    for ch in text.chars() {
+        if ch.is_ascii() && (ch as u8 <= 0x20 || ch as u8 == 0x7F || ch == '%') {
+            out.push_str(&format!("%{:02X}", ch as u8));
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
