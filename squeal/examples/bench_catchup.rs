@@ -90,13 +90,7 @@ async fn main() -> Result<(), BoxError> {
             let checkpoint = dir.path().join("cp.json");
             squeal::checkpoint::save(
                 &checkpoint,
-                &squeal::checkpoint::Position {
-                    file: start.0.clone(),
-                    pos: start.1,
-                    gtid: None,
-                    gtid_state: None,
-                    gtid_set: None,
-                },
+                &squeal::checkpoint::Position::at(start.0.clone(), start.1),
             )?;
             let topic = format!("bench_{}_{run}", table.replace('.', "_"));
             stack.create_topic(&topic, 1).await?;

@@ -33,6 +33,25 @@ pub struct Position {
     /// (`uuid:1-5:7-9,uuid2:1-3`), used to resume by GTID (`source.resume = "gtid"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_set: Option<String>,
+    /// When the server created `file` (the timestamp of its FORMAT_DESCRIPTION event), when
+    /// known: a file of that name created at another time is a new file (RESET MASTER, a
+    /// restored server) in which `pos` means nothing, and resuming there is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_created: Option<u32>,
+}
+
+impl Position {
+    /// `pos` in `file`, with nothing else known (no GTIDs, no file date).
+    pub fn at(file: impl Into<String>, pos: u64) -> Position {
+        Position {
+            file: file.into(),
+            pos,
+            gtid: None,
+            gtid_state: None,
+            gtid_set: None,
+            file_created: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -176,7 +195,15 @@ impl CheckpointWriter {
                     match save(&thread_path, &next) {
                         Ok(()) => on_written(&next),
                         Err(e) => {
-                            lock.lock().expect("checkpoint lock").error = Some(e.to_string());
+                            // Said now, though squeal stops only at its next submit: an idle
+                            // squeal would otherwise keep it to itself until the next commit.
+                            tracing::error!(error = %e, "checkpoint not written; squeal stops at the next transaction");
+                            // The path is added back when the error is reported (`error`).
+                            let reason = match e {
+                                CheckpointError::Io { source, .. } => source.to_string(),
+                                other => other.to_string(),
+                            };
+                            lock.lock().expect("checkpoint lock").error = Some(reason);
                             return;
                         }
                     }
@@ -246,13 +273,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
         assert_eq!(load(&path).unwrap(), None);
-        let a = Position {
-            file: "b.000001".into(),
-            pos: 4,
-            gtid: None,
-            gtid_state: None,
-            gtid_set: None,
-        };
+        let a = Position::at("b.000001", 4);
         save(&path, &a).unwrap();
         assert_eq!(load(&path).unwrap(), Some(a));
         let b = Position {
@@ -261,6 +282,7 @@ mod tests {
             gtid: Some("0-1-9".into()),
             gtid_state: Some("0-1-9,1-2-3".into()),
             gtid_set: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9".into()),
+            file_created: Some(1_764_489_600),
         };
         save(&path, &b).unwrap();
         assert_eq!(load(&path).unwrap(), Some(b));
@@ -277,15 +299,7 @@ mod tests {
         let writer =
             CheckpointWriter::spawn(path.clone(), move |p| seen.lock().unwrap().push(p.pos));
         for pos in 4..200 {
-            writer
-                .submit(Position {
-                    file: "b.000001".into(),
-                    pos,
-                    gtid: None,
-                    gtid_state: None,
-                    gtid_set: None,
-                })
-                .unwrap();
+            writer.submit(Position::at("b.000001", pos)).unwrap();
         }
         writer.finish().unwrap();
         assert_eq!(
@@ -299,17 +313,16 @@ mod tests {
             "never goes backwards: {order:?}"
         );
         let bad = CheckpointWriter::spawn(dir.path().join("missing-dir").join("cp.json"), |_| {});
-        let p = Position {
-            file: "b".into(),
-            pos: 4,
-            gtid: None,
-            gtid_state: None,
-            gtid_set: None,
-        };
+        let p = Position::at("b", 4);
         bad.submit(p.clone()).unwrap();
-        assert!(
-            bad.finish().is_err(),
-            "a failed write is reported, not swallowed"
+        let reported = bad
+            .finish()
+            .expect_err("a failed write is reported, not swallowed");
+        let text = reported.to_string();
+        assert_eq!(
+            text.matches("missing-dir").count(),
+            1,
+            "the path is said once: {text}"
         );
     }
 

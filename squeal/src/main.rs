@@ -110,14 +110,9 @@ async fn start_position(cfg: &Config) -> Result<Position, BoxError> {
         StartFrom::Earliest => {
             let logs = source::binary_logs(&mut conn).await?;
             let first = logs.first().ok_or("the server lists no binary logs")?;
-            Position {
-                file: first.clone(),
-                pos: 4,
-                gtid: None,
-                gtid_state: None,
-                // MySQL: filled from the first file's PREVIOUS_GTIDS event as it is read.
-                gtid_set: None,
-            }
+            // MySQL: the GTID set is filled from the first file's PREVIOUS_GTIDS event, and the
+            // file's date from its FORMAT_DESCRIPTION event, as they are read.
+            Position::at(first.clone(), 4)
         }
         StartFrom::Current => {
             let row: Option<Row> = match conn.query_first("SHOW MASTER STATUS").await {
@@ -137,6 +132,7 @@ async fn start_position(cfg: &Config) -> Result<Position, BoxError> {
                     .flatten()
                     .map(|s| s.split_whitespace().collect::<String>())
                     .filter(|s| !s.is_empty()),
+                file_created: None,
             }
         }
     };

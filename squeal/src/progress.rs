@@ -40,6 +40,10 @@ pub struct Progress {
     gtid_set: GtidSet,
     /// Prepared XA transactions with keys, oldest first.
     held: Vec<HeldXa>,
+    /// A binlog file read (or the checkpoint's) and when the server created it: positions in that
+    /// file carry the date ([`Position::file_created`]), and [`Progress::same_file`] refuses the
+    /// same name with another date.
+    file_created: Option<(String, u32)>,
 }
 
 impl Progress {
@@ -52,6 +56,7 @@ impl Progress {
         Ok(Progress {
             gtid_state: parse_gtid_state(start.gtid_state.as_deref()),
             gtid_set,
+            file_created: start.file_created.map(|t| (start.file.clone(), t)),
             boundary: start,
             gtid: None,
             gtid_tag: String::new(),
@@ -96,13 +101,34 @@ impl Progress {
     }
 
     fn position(&self, file: String, pos: u64, gtid: Option<String>) -> Position {
+        let file_created = match &self.file_created {
+            Some((f, t)) if *f == file => Some(*t),
+            _ => None,
+        };
         Position {
             file,
             pos,
             gtid,
             gtid_state: render_gtid_state(&self.gtid_state),
             gtid_set: (!self.gtid_set.is_empty()).then(|| self.gtid_set.to_string()),
+            file_created,
         }
+    }
+
+    /// The server says binlog `file` was created at `created` (its FORMAT_DESCRIPTION event's
+    /// timestamp; 0 = unknown). `Err(when squeal knew it created)` if a file of that name was
+    /// read before, or checkpointed, with another date: the server's binlogs were reset.
+    pub fn same_file(&mut self, file: &str, created: u32) -> Result<(), u32> {
+        if created == 0 {
+            return Ok(());
+        }
+        if let Some((known, was)) = &self.file_created {
+            if known == file && *was != created {
+                return Err(*was);
+            }
+        }
+        self.file_created = Some((file.to_owned(), created));
+        Ok(())
     }
 
     /// The group being read ends at `file`:`pos`: its GTID joins the state/set. Returns the
@@ -265,12 +291,49 @@ mod tests {
 
     fn start(gtid_set: Option<&str>) -> Position {
         Position {
-            file: "binlog.000001".into(),
-            pos: 4,
-            gtid: None,
-            gtid_state: None,
             gtid_set: gtid_set.map(str::to_owned),
+            ..Position::at("binlog.000001", 4)
         }
+    }
+
+    /// A file's creation date rides in the checkpoint of every position in that file, and a file
+    /// of the same name with another date (RESET MASTER) is refused, whether the first date came
+    /// from this run or from the checkpoint it resumed from.
+    #[test]
+    fn a_file_of_a_known_name_with_another_date_is_refused() {
+        let mut p = Progress::new(Position {
+            file_created: Some(100),
+            ..Position::at("binlog.000007", 900)
+        })
+        .unwrap();
+        assert_eq!(
+            p.same_file("binlog.000007", 0),
+            Ok(()),
+            "0: the date is unknown"
+        );
+        assert_eq!(
+            p.same_file("binlog.000007", 250),
+            Err(100),
+            "reset since the checkpoint"
+        );
+        assert_eq!(p.same_file("binlog.000007", 100), Ok(()));
+        assert_eq!(
+            p.end_group("binlog.000007".into(), 1200).file_created,
+            Some(100)
+        );
+        assert_eq!(p.rotation("binlog.000008".into(), 4).file_created, None);
+        assert_eq!(p.same_file("binlog.000008", 300), Ok(()), "a new file");
+        let next = p.end_group("binlog.000008".into(), 500);
+        assert_eq!(next.file_created, Some(300));
+        assert_eq!(
+            p.same_file("binlog.000008", 301),
+            Err(300),
+            "reset while running"
+        );
+        // Old checkpoints have no date: nothing to compare, the first date seen is kept.
+        let mut old = Progress::new(Position::at("binlog.000007", 900)).unwrap();
+        assert_eq!(old.same_file("binlog.000007", 250), Ok(()));
+        assert_eq!(old.same_file("binlog.000007", 251), Err(250));
     }
 
     #[test]

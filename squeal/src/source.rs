@@ -40,6 +40,11 @@ pub enum SourceError {
     /// The connection failed; squeal reconnects.
     #[error("source: {0}")]
     Transient(String),
+    /// The server ended the stream because another replica connected with squeal's server_id
+    /// (MariaDB error 4052). squeal reconnects, which takes the stream back, unless it keeps
+    /// happening ([`SAME_SERVER_ID_LIMIT`]): then two replicas share one id for good.
+    #[error("source: {0}")]
+    SameServerId(String),
     /// Publishing failed for good.
     #[error(transparent)]
     Publish(#[from] PublishError),
@@ -55,9 +60,22 @@ fn classify_mysql(e: mysql_async::Error) -> SourceError {
         mysql_async::Error::Server(se) if matches!(se.code, 1045 | 1227 | 1044 | 1142) => {
             SourceError::Fatal(format!("access denied: {} (run `squeal check`)", se.message))
         }
+        // ER_SLAVE_SAME_ID (MySQL reports the same with 1236, fatal above).
+        mysql_async::Error::Server(se) if se.code == 4052 => {
+            SourceError::SameServerId(e.to_string())
+        }
         _ => SourceError::Transient(e.to_string()),
     }
 }
+
+/// squeal stops when another replica takes its stream over (same server_id) this many times within
+/// [`SAME_SERVER_ID_WINDOW`]. Once can be squeal's own earlier connection still open on the server
+/// after a crash or a network cut: reconnecting takes the stream back. Two live replicas with one id
+/// take it from each other for good, and neither gets the binlog reliably; a MariaDB replica
+/// reconnects after `MASTER_CONNECT_RETRY` (60 s by default), hence the long window.
+const SAME_SERVER_ID_LIMIT: usize = 3;
+/// See [`SAME_SERVER_ID_LIMIT`].
+const SAME_SERVER_ID_WINDOW: Duration = Duration::from_secs(600);
 
 fn io_fatal(e: std::io::Error) -> SourceError {
     SourceError::Fatal(format!("cannot decode binlog event: {e}"))
@@ -247,11 +265,36 @@ impl Source {
         let initial = Duration::from_millis(self.cfg.source.reconnect_initial_backoff_ms);
         let max = Duration::from_millis(self.cfg.source.reconnect_max_backoff_ms);
         let mut backoff = initial;
+        // When other replicas with squeal's server_id took the stream over, latest last.
+        let mut taken_over: std::collections::VecDeque<tokio::time::Instant> = Default::default();
         loop {
             let before = self.metrics.events_read.load(Relaxed);
             let result = tokio::select! {
                 r = self.stream_once() => r,
                 _ = shutdown.changed() => return (self.publisher, Ok(())),
+            };
+            let result = match result {
+                Err(SourceError::SameServerId(msg)) => {
+                    let now = tokio::time::Instant::now();
+                    taken_over.retain(|at| now.duration_since(*at) < SAME_SERVER_ID_WINDOW);
+                    taken_over.push_back(now);
+                    if taken_over.len() >= SAME_SERVER_ID_LIMIT {
+                        Err(SourceError::Fatal(format!(
+                            "another replica uses server_id {} too: the server ended squeal's \
+                             stream for it {} times in {} minutes ({msg}). Replicas with one id \
+                             take the stream from each other, so neither reads the binlog \
+                             reliably; squeal stops, its checkpoint where it was. Set \
+                             source.server_id to an id no server or replica uses (SHOW SLAVE \
+                             HOSTS on the primary lists the connected ones) and start it again.",
+                            self.cfg.source.server_id,
+                            taken_over.len(),
+                            SAME_SERVER_ID_WINDOW.as_secs() / 60
+                        )))
+                    } else {
+                        Err(SourceError::Transient(msg))
+                    }
+                }
+                other => other,
             };
             match result {
                 Ok(()) => {}
@@ -402,7 +445,10 @@ impl Source {
                 .store((now - header.timestamp() as i64).max(0), Relaxed);
         }
         match decoded {
-            Decoded::FormatDescription => self.fde_seen = true,
+            Decoded::FormatDescription => {
+                self.fde_seen = true;
+                self.same_file(header.timestamp())?;
+            }
             Decoded::Rotate { raw_name, pos } => {
                 let mut name = raw_name.as_slice();
                 if !self.fde_seen && self.server_checksums && name.len() > 4 {
@@ -502,6 +548,23 @@ impl Source {
             Decoded::Other => {}
         }
         Ok(())
+    }
+
+    /// Checks that the current file is the one squeal read (or checkpointed) under that name,
+    /// by the date the server created it; fails if the server's binlogs were reset meanwhile.
+    fn same_file(&mut self, created: u32) -> Result<(), SourceError> {
+        let Err(was) = self.progress.same_file(&self.file, created) else {
+            return Ok(());
+        };
+        Err(SourceError::Fatal(format!(
+            "binlog {} was created anew on the server (its format description event is dated \
+             {created}, not {was} as when squeal read it): RESET MASTER, or a restored server? \
+             Positions in it no longer match the checkpoint ({}:{}), so reading on could skip \
+             transactions; squeal stops instead. To recover: (1) flush, or wait out the TTL of, \
+             every cache these tables feed in every region; (2) move the checkpoint file aside; \
+             (3) start squeal again with source.start_from = \"earliest\" (or \"current\").",
+            self.file, self.progress.boundary.file, self.progress.boundary.pos
+        )))
     }
 
     fn unreadable_rows(&self, event: &Event) -> SourceError {

@@ -76,13 +76,7 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
     )?;
     squeal::checkpoint::save(
         &checkpoint,
-        &squeal::checkpoint::Position {
-            file: first.clone(),
-            pos: 4,
-            gtid: None,
-            gtid_state: None,
-            gtid_set: None,
-        },
+        &squeal::checkpoint::Position::at(first.clone(), 4),
     )?;
     primary
         .execute("INSERT INTO squeal_demo.users (email, name) VALUES ('p@x', 'P')")

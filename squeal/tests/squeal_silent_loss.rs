@@ -261,13 +261,7 @@ async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_s
     let past = master_position(primary).await?;
     squeal::checkpoint::save(
         &checkpoint,
-        &squeal::checkpoint::Position {
-            file: past.0,
-            pos: past.1,
-            gtid: None,
-            gtid_state: None,
-            gtid_set: None,
-        },
+        &squeal::checkpoint::Position::at(past.0, past.1),
     )?;
     let mut third = Squeal::run(&config, primary.password(), &dir.path().join("third.log"))?;
     // Let it start and pass a marker, so the stop below is this statement's.

@@ -1,0 +1,460 @@
+//! Failure modes outside the outage, crash and restart tests, on the real stack (MariaDB + Kafka):
+//! - `RESET MASTER` while squeal runs, or while it is stopped: the binlog file squeal reads is
+//!   created anew under the same name, and the position squeal reconnects (or restarts) at may be a
+//!   transaction boundary in the new file. squeal used to resume there and skip every transaction
+//!   before it in silence (the tests fail without the check of the file's creation date,
+//!   `Progress::same_file`, and without that date in the checkpoint); now it stops.
+//! - Two squeals with one server_id: the server ends one's stream whenever the other connects;
+//!   both used to reconnect for ever, now one stops with the reason.
+//! - Kafka refusing for good (a record over the topic's `max.message.bytes`, the topic deleted):
+//!   squeal stops with the broker's reason, the checkpoint before the unacknowledged transaction,
+//!   and a restart refuses again rather than skip it.
+//! - A checkpoint that cannot be written (its folder made immutable): squeal stops; a checkpoint
+//!   that cannot be read (empty, truncated, incomplete): `run` refuses to start, the file untouched.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+
+use common::*;
+use integration::{MariaDb, Stack, StackOptions};
+
+/// `(file, position)` of the primary's binlog end.
+async fn master_status(primary: &MariaDb) -> Result<(String, u64), integration::StackError> {
+    let row = primary.query("SHOW MASTER STATUS").await?.remove(0);
+    let file = row[0].clone().unwrap_or_default();
+    let pos = row[1].clone().unwrap_or_default().parse().unwrap_or(0);
+    Ok((file, pos))
+}
+
+/// An admin client of the stack's broker.
+fn admin(stack: &Stack) -> AdminClient<DefaultClientContext> {
+    stack
+        .kafka()
+        .client_config()
+        .create()
+        .expect("admin client")
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
+}
+
+/// Waits until the checkpoint reaches `at`; false after `timeout`.
+async fn checkpoint_reaches(checkpoint: &Path, at: &(String, u64), timeout: Duration) -> bool {
+    eventually(timeout, || checkpoint_of(checkpoint).as_ref() == Some(at)).await
+}
+
+/// Inserts rows `ids` (same-width numbers) into the ledger one statement each.
+async fn insert_ids(
+    primary: &MariaDb,
+    ids: impl IntoIterator<Item = u32>,
+) -> Result<(), integration::StackError> {
+    for id in ids {
+        primary
+            .execute(&format!(
+                "INSERT INTO squeal_test.ledger (id, v) VALUES ({id}, 1)"
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+fn keys(ids: impl IntoIterator<Item = u32>) -> BTreeSet<String> {
+    ids.into_iter().map(|i| format!("ledger:{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_master_while_running_stops_instead_of_skipping() -> TestResult {
+    reset_master_under_squeal(false, "inv_reset_master").await
+}
+
+/// The same with squeal stopped across the RESET MASTER: the checkpoint carries its file's date
+/// (`Position::file_created`), so the restart is refused. Without the date in the checkpoint,
+/// the restarted squeal resumes in the new file at the old position and skips rows 201-220.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_master_while_stopped_is_refused_at_restart() -> TestResult {
+    reset_master_under_squeal(true, "inv_reset_master_restart").await
+}
+
+/// RESET MASTER, then the same statements, so that the new file reaches squeal's position at a
+/// transaction boundary; squeal runs throughout, or (`restart`) is stopped across the reset and
+/// started again from its checkpoint. Either way it must stop rather than read on from there.
+async fn reset_master_under_squeal(restart: bool, topic: &str) -> TestResult {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let scenario = Scenario::ledger(&stack, topic, 1).await?;
+    let primary = stack.primary();
+    let Scenario {
+        config,
+        checkpoint,
+        log,
+        ..
+    } = &scenario;
+    // A clean binlog.000001, so that the same statements after the second RESET MASTER lay out
+    // the new file byte for byte like the first one: squeal's position is then a boundary in it.
+    primary.execute("RESET MASTER").await?;
+    let mut squeal = Squeal::run(config, primary.password(), log)?;
+    insert_ids(primary, 101..121).await?;
+    let end = master_status(primary).await?;
+    assert!(
+        checkpoint_reaches(checkpoint, &end, Duration::from_secs(60)).await,
+        "squeal acknowledged the first rows: {:?} vs {end:?}\n{}",
+        checkpoint_of(checkpoint),
+        squeal.log_text()
+    );
+    // The new file's format description must be dated later than the first one's.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if restart {
+        assert!(squeal.terminate().is_some(), "squeal stops on SIGTERM");
+        assert_eq!(checkpoint_of(checkpoint), Some(end.clone()));
+    }
+    primary
+        .execute(
+            "SET sql_log_bin=0; DELETE FROM squeal_test.ledger; SET sql_log_bin=1; RESET MASTER",
+        )
+        .await?;
+    insert_ids(primary, 201..221).await?;
+    assert_eq!(
+        master_status(primary).await?,
+        end,
+        "the new file reached the same position"
+    );
+    // Past the old position: the server ends the old stream and squeal reconnects at `end`.
+    insert_ids(primary, 301..311).await?;
+    if restart {
+        squeal = Squeal::run(
+            config,
+            primary.password(),
+            &log.with_extension("restart.log"),
+        )?;
+    }
+
+    let after_reset = keys((201..221).chain(301..311));
+    let mut reader = TopicReader::new(&stack.kafka().brokers(), topic)?;
+    let mut exited = None;
+    for _ in 0..60 {
+        reader
+            .read_until(Duration::from_millis(500), |_| false)
+            .await;
+        exited = squeal.child.try_wait()?;
+        if exited.is_some() {
+            break;
+        }
+    }
+    let text = squeal.log_text();
+    let missing: Vec<_> = after_reset
+        .difference(&reader.all_keys())
+        .cloned()
+        .collect();
+    assert!(
+        exited.is_some() || missing.is_empty(),
+        "squeal runs on after RESET MASTER with {} committed rows never published (e.g. {:?}):\n{text}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let status = exited.expect("squeal stopped");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("was created anew on the server"), "{text}");
+    assert!(text.contains("RESET MASTER"), "{text}");
+    assert!(text.contains("move the checkpoint file aside"), "{text}");
+    assert_eq!(checkpoint_of(checkpoint), Some(end), "the checkpoint stays");
+    assert!(!text.contains(primary.password()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_over_the_topics_max_message_bytes_stops_and_holds_the_checkpoint() -> TestResult {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let topic = "inv_too_large";
+    let scenario = Scenario::ledger(&stack, topic, 1).await?;
+    let primary = stack.primary();
+    let Scenario {
+        config,
+        checkpoint,
+        log,
+        ..
+    } = &scenario;
+    let results = admin(&stack)
+        .alter_configs(
+            [&AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", "2000")],
+            &admin_options(),
+        )
+        .await?;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut squeal = Squeal::run(config, primary.password(), log)?;
+    insert_ids(primary, 1..3).await?;
+    let before = master_status(primary).await?;
+    assert!(
+        checkpoint_reaches(checkpoint, &before, Duration::from_secs(60)).await,
+        "small records go through: {}",
+        squeal.log_text()
+    );
+    // One transaction of 500 keys: one record of ~8 KB, over the topic's 2000 bytes.
+    let values: Vec<String> = (1..=500).map(|v| format!("({v})")).collect();
+    primary
+        .execute(&format!(
+            "INSERT INTO squeal_test.ledger (v) VALUES {}",
+            values.join(",")
+        ))
+        .await?;
+    insert_ids(primary, 1000..1003).await?;
+    let status = squeal
+        .wait_exit(Duration::from_secs(120))
+        .expect("squeal stops on a record Kafka refuses for good");
+    let text = squeal.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("Kafka (permanent)"), "{text}");
+    assert!(text.contains("Message size too large"), "{text}");
+    assert_eq!(
+        checkpoint_of(checkpoint),
+        Some(before.clone()),
+        "the checkpoint stays before the refused transaction"
+    );
+
+    // A restart meets the same record and stops again: nothing is skipped.
+    let mut again = Squeal::run(config, primary.password(), log)?;
+    let status = again
+        .wait_exit(Duration::from_secs(120))
+        .expect("the restart stops too");
+    assert_eq!(status.code(), Some(1), "{}", again.log_text());
+    assert_eq!(checkpoint_of(checkpoint), Some(before));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_deleted_while_running_stops_and_holds_the_checkpoint() -> TestResult {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let topic = "inv_deleted";
+    let scenario = Scenario::ledger(&stack, topic, 1).await?;
+    let primary = stack.primary();
+    let Scenario {
+        config,
+        checkpoint,
+        log,
+        ..
+    } = &scenario;
+    let mut squeal = Squeal::run(config, primary.password(), log)?;
+    insert_ids(primary, 1..3).await?;
+    let before = master_status(primary).await?;
+    assert!(
+        checkpoint_reaches(checkpoint, &before, Duration::from_secs(60)).await,
+        "{}",
+        squeal.log_text()
+    );
+    let results = admin(&stack)
+        .delete_topics(&[topic], &admin_options())
+        .await?;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    insert_ids(primary, 10..13).await?;
+    // librdkafka notices the deletion at its next metadata refresh (tens of seconds).
+    let status = squeal
+        .wait_exit(Duration::from_secs(180))
+        .expect("squeal stops when its topic is gone");
+    let text = squeal.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("Kafka (permanent)"), "{text}");
+    assert_eq!(
+        checkpoint_of(checkpoint),
+        Some(before),
+        "the checkpoint stays before the unpublished rows"
+    );
+    // A restart refuses the missing topic at once.
+    let mut again = Squeal::run(config, primary.password(), log)?;
+    let status = again
+        .wait_exit(Duration::from_secs(60))
+        .expect("the restart stops");
+    let text = again.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("does not exist on the brokers"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_checkpoint_folder_stops_squeal() -> TestResult {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let topic = "inv_cp_unwritable";
+    let scenario = Scenario::ledger(&stack, topic, 1).await?;
+    let primary = stack.primary();
+    let Scenario {
+        config,
+        checkpoint,
+        log,
+        dir,
+        ..
+    } = &scenario;
+    // squeal's own files go elsewhere, so that only the checkpoint's folder is made immutable.
+    let cp_dir = dir.path().join("cp");
+    std::fs::create_dir(&cp_dir)?;
+    let cp = cp_dir.join("cp.json");
+    let text = std::fs::read_to_string(config)?;
+    std::fs::write(
+        config,
+        text.replace(&checkpoint.display().to_string(), &cp.display().to_string()),
+    )?;
+    let mut squeal = Squeal::run(config, primary.password(), log)?;
+    insert_ids(primary, 1..3).await?;
+    let before = master_status(primary).await?;
+    assert!(
+        checkpoint_reaches(&cp, &before, Duration::from_secs(60)).await,
+        "{}",
+        squeal.log_text()
+    );
+    // Root ignores permission bits; the immutable attribute stops root too.
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&cp_dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !chattr("+i") {
+        eprintln!("chattr +i is not available here: skipping");
+        return Ok(());
+    }
+    let mut stopped = None;
+    for id in 10..40 {
+        insert_ids(primary, [id]).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stopped = squeal.child.try_wait()?;
+        if stopped.is_some() {
+            break;
+        }
+    }
+    chattr("-i");
+    let text = squeal.log_text();
+    let status = stopped.expect("squeal stops when it cannot write its checkpoint");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("checkpoint {}", cp.display())),
+        "{text}"
+    );
+    assert_eq!(checkpoint_of(&cp), Some(before));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_checkpoint_is_refused_and_left_alone() -> TestResult {
+    let stack = Stack::start(StackOptions::default().without_kafka()).await?;
+    let primary = stack.primary();
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("squeal.toml");
+    let checkpoint = dir.path().join("cp.json");
+    std::fs::write(
+        &config,
+        config_text(
+            primary.port(),
+            "127.0.0.1:1",
+            "t",
+            &checkpoint,
+            LEDGER_RULES,
+            "",
+        ),
+    )?;
+    let (file, pos) = master_status(primary).await?;
+    for (i, body) in [
+        String::new(),
+        format!("{{\"version\":1,\"file\":\"{file}\",\"po"),
+        format!("{{\"version\":1,\"file\":\"{file}\"}}"),
+        format!("{{\"version\":1,\"file\":\"{file}\",\"pos\":\"{pos}\"}}"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(&checkpoint, &body)?;
+        let log = dir.path().join(format!("run{i}.log"));
+        let mut run = Squeal::run(&config, primary.password(), &log)?;
+        let status = run
+            .wait_exit(Duration::from_secs(60))
+            .expect("run refuses and ends");
+        let text = run.log_text();
+        assert_eq!(status.code(), Some(1), "{body:?}: {text}");
+        assert!(text.contains("is unreadable"), "{body:?}: {text}");
+        assert!(text.contains("fix or remove it deliberately"), "{text}");
+        assert!(!text.contains("no checkpoint: starting here"), "{text}");
+        assert_eq!(
+            std::fs::read_to_string(&checkpoint)?,
+            body,
+            "left as it was"
+        );
+    }
+    Ok(())
+}
+
+/// Two squeals with one server_id (the helper's config gives every test 4242): the server ends one's
+/// stream whenever the other connects, and before, both reconnected for ever, each reading the
+/// binlog only now and then (in 10 s one published nothing). Now the one taken over
+/// `SAME_SERVER_ID_LIMIT` times stops with the reason and the way out, its checkpoint kept, and
+/// the other reads on alone and publishes every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_one_server_id_stop_one_with_the_reason() -> TestResult {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let first = Scenario::ledger(&stack, "inv_same_id_a", 1).await?;
+    let second = Scenario::new(&stack, "inv_same_id_b", 1, LEDGER_RULES).await?;
+    let primary = stack.primary();
+    let mut a = Squeal::run(&first.config, primary.password(), &first.log)?;
+    let mut b = Squeal::run(&second.config, primary.password(), &second.log)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut id = 1000;
+    let (stopped, running, running_topic) = loop {
+        insert_ids(primary, [id]).await?;
+        id += 1;
+        if a.child.try_wait()?.is_some() {
+            break (a, b, "inv_same_id_b");
+        }
+        if b.child.try_wait()?.is_some() {
+            break (b, a, "inv_same_id_a");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both still run after 90 s:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (mut stopped, mut running) = (stopped, running);
+    let text = stopped.log_text();
+    assert_eq!(
+        stopped.child.try_wait()?.and_then(|s| s.code()),
+        Some(1),
+        "{text}"
+    );
+    assert!(
+        text.contains("another replica uses server_id 4242"),
+        "{text}"
+    );
+    assert!(text.contains("SHOW SLAVE HOSTS"), "{text}");
+    // The other one reads on: every row, those written after the stop too, reaches its topic.
+    insert_ids(primary, 5000..5010).await?;
+    let want = keys((1000..id).chain(5000..5010));
+    let mut reader = TopicReader::new(&stack.kafka().brokers(), running_topic)?;
+    reader
+        .read_until(Duration::from_secs(60), |records| {
+            let got: BTreeSet<String> = records
+                .iter()
+                .flat_map(|r| r.keys().map(str::to_owned))
+                .collect();
+            want.is_subset(&got)
+        })
+        .await;
+    let missing: Vec<_> = want.difference(&reader.all_keys()).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?}:\n{}",
+        running.log_text()
+    );
+    assert!(
+        running.child.try_wait()?.is_none(),
+        "{}",
+        running.log_text()
+    );
+    running.terminate();
+    Ok(())
+}
