@@ -33,11 +33,21 @@ pub struct Position {
     /// (`uuid:1-5:7-9,uuid2:1-3`), used to resume by GTID (`source.resume = "gtid"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_set: Option<String>,
-    /// When the server created `file` (the timestamp of its FORMAT_DESCRIPTION event), when
-    /// known: a file of that name created at another time is a new file (RESET MASTER, a
-    /// restored server) in which `pos` means nothing, and resuming there is refused.
+    /// Which server created `file`, and when, when known: a file of that name created at another
+    /// time is a new file (RESET MASTER, a restored server) in which `pos` means nothing, and
+    /// resuming there is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file_created: Option<u32>,
+    pub file_created: Option<FileCreated>,
+}
+
+/// Who created a binlog file and when: the server id and the timestamp in the header of the
+/// file's FORMAT_DESCRIPTION event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCreated {
+    /// `server_id` of the server that wrote the file (a replica writes its own files).
+    pub server_id: u32,
+    /// Unix time of the file's creation.
+    pub at: u32,
 }
 
 impl Position {
@@ -282,7 +292,10 @@ mod tests {
             gtid: Some("0-1-9".into()),
             gtid_state: Some("0-1-9,1-2-3".into()),
             gtid_set: Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9".into()),
-            file_created: Some(1_764_489_600),
+            file_created: Some(FileCreated {
+                server_id: 1,
+                at: 1_764_489_600,
+            }),
         };
         save(&path, &b).unwrap();
         assert_eq!(load(&path).unwrap(), Some(b));

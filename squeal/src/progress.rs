@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use invalidation::Gtid;
 
-use crate::checkpoint::Position;
+use crate::checkpoint::{FileCreated, Position};
 use crate::events::Xid;
 use crate::gtid_set::{GtidSet, GtidSetError};
 use crate::txn::TxnBuffer;
@@ -40,10 +40,10 @@ pub struct Progress {
     gtid_set: GtidSet,
     /// Prepared XA transactions with keys, oldest first.
     held: Vec<HeldXa>,
-    /// A binlog file read (or the checkpoint's) and when the server created it: positions in that
-    /// file carry the date ([`Position::file_created`]), and [`Progress::same_file`] refuses the
-    /// same name with another date.
-    file_created: Option<(String, u32)>,
+    /// A binlog file read (or the checkpoint's) and who created it when: positions in that file
+    /// carry it ([`Position::file_created`]), and [`Progress::same_file`] refuses the same name
+    /// created anew.
+    file_created: Option<(String, FileCreated)>,
 }
 
 impl Progress {
@@ -56,7 +56,7 @@ impl Progress {
         Ok(Progress {
             gtid_state: parse_gtid_state(start.gtid_state.as_deref()),
             gtid_set,
-            file_created: start.file_created.map(|t| (start.file.clone(), t)),
+            file_created: start.file_created.map(|c| (start.file.clone(), c)),
             boundary: start,
             gtid: None,
             gtid_tag: String::new(),
@@ -115,15 +115,24 @@ impl Progress {
         }
     }
 
-    /// The server says binlog `file` was created at `created` (its FORMAT_DESCRIPTION event's
-    /// timestamp; 0 = unknown). `Err(when squeal knew it created)` if a file of that name was
-    /// read before, or checkpointed, with another date: the server's binlogs were reset.
-    pub fn same_file(&mut self, file: &str, created: u32) -> Result<(), u32> {
-        if created == 0 {
+    /// The server says binlog `file` was created by `created` (from its FORMAT_DESCRIPTION
+    /// event; a timestamp of 0 is unknown). `Err(what squeal knew)` if a file of that name was
+    /// read before, or checkpointed, with another date: the binlogs were reset (RESET MASTER, a
+    /// restored server). With `other_server_ok` (resuming by GTID, which may move to another
+    /// server of the topology) a file of that name written by another server is not refused: it
+    /// is another file, and the server found squeal's place in it by GTID, not by position.
+    pub fn same_file(
+        &mut self,
+        file: &str,
+        created: FileCreated,
+        other_server_ok: bool,
+    ) -> Result<(), FileCreated> {
+        if created.at == 0 {
             return Ok(());
         }
         if let Some((known, was)) = &self.file_created {
-            if known == file && *was != created {
+            let other_server = was.server_id != created.server_id;
+            if known == file && *was != created && !(other_server && other_server_ok) {
                 return Err(*was);
             }
         }
@@ -296,44 +305,67 @@ mod tests {
         }
     }
 
-    /// A file's creation date rides in the checkpoint of every position in that file, and a file
-    /// of the same name with another date (RESET MASTER) is refused, whether the first date came
-    /// from this run or from the checkpoint it resumed from.
+    /// A file's creator and date ride in the checkpoint of every position in that file, and a file
+    /// of the same name created anew (RESET MASTER) is refused, whether the first date came from
+    /// this run or from the checkpoint it resumed from; one written by another server is refused
+    /// too, unless squeal resumes by GTID (a failover to a replica that names its files alike).
     #[test]
-    fn a_file_of_a_known_name_with_another_date_is_refused() {
+    fn a_file_of_a_known_name_created_anew_is_refused() {
+        let primary = |at| FileCreated { server_id: 1, at };
+        let replica = |at| FileCreated { server_id: 100, at };
         let mut p = Progress::new(Position {
-            file_created: Some(100),
+            file_created: Some(primary(100)),
             ..Position::at("binlog.000007", 900)
         })
         .unwrap();
+        let (by_position, by_gtid) = (false, true);
         assert_eq!(
-            p.same_file("binlog.000007", 0),
+            p.same_file("binlog.000007", primary(0), by_position),
             Ok(()),
-            "0: the date is unknown"
+            "0: unknown"
         );
         assert_eq!(
-            p.same_file("binlog.000007", 250),
-            Err(100),
-            "reset since the checkpoint"
+            p.same_file("binlog.000007", primary(250), by_gtid),
+            Err(primary(100))
         );
-        assert_eq!(p.same_file("binlog.000007", 100), Ok(()));
         assert_eq!(
-            p.end_group("binlog.000007".into(), 1200).file_created,
-            Some(100)
+            p.same_file("binlog.000007", replica(100), by_position),
+            Err(primary(100))
         );
+        assert_eq!(
+            p.same_file("binlog.000007", primary(100), by_position),
+            Ok(())
+        );
+        let end = p.end_group("binlog.000007".into(), 1200);
+        assert_eq!(end.file_created, Some(primary(100)));
         assert_eq!(p.rotation("binlog.000008".into(), 4).file_created, None);
-        assert_eq!(p.same_file("binlog.000008", 300), Ok(()), "a new file");
-        let next = p.end_group("binlog.000008".into(), 500);
-        assert_eq!(next.file_created, Some(300));
         assert_eq!(
-            p.same_file("binlog.000008", 301),
-            Err(300),
-            "reset while running"
+            p.same_file("binlog.000008", primary(300), by_position),
+            Ok(()),
+            "a new file"
+        );
+        let next = p.end_group("binlog.000008".into(), 500);
+        assert_eq!(next.file_created, Some(primary(300)));
+        assert_eq!(
+            p.same_file("binlog.000008", primary(301), by_position),
+            Err(primary(300))
+        );
+        // Failover by GTID: the replica's file of the same name is taken, and is the one known now.
+        assert_eq!(p.same_file("binlog.000008", replica(280), by_gtid), Ok(()));
+        assert_eq!(
+            p.end_group("binlog.000008".into(), 700).file_created,
+            Some(replica(280))
         );
         // Old checkpoints have no date: nothing to compare, the first date seen is kept.
         let mut old = Progress::new(Position::at("binlog.000007", 900)).unwrap();
-        assert_eq!(old.same_file("binlog.000007", 250), Ok(()));
-        assert_eq!(old.same_file("binlog.000007", 251), Err(250));
+        assert_eq!(
+            old.same_file("binlog.000007", primary(250), by_position),
+            Ok(())
+        );
+        assert_eq!(
+            old.same_file("binlog.000007", primary(251), by_position),
+            Err(primary(250))
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use invalidation::{Operation, SourcePosition, TableRef};
 
-use crate::checkpoint::Position;
+use crate::checkpoint::{FileCreated, Position};
 use crate::config::{Config, ResumeBy};
 use crate::events::{self, Statement};
 use crate::gtid_set::GtidSet;
@@ -65,6 +65,24 @@ fn classify_mysql(e: mysql_async::Error) -> SourceError {
             SourceError::SameServerId(e.to_string())
         }
         _ => SourceError::Transient(e.to_string()),
+    }
+}
+
+/// Errors of the binlog request itself (COM_REGISTER_SLAVE, then COM_BINLOG_DUMP). MariaDB refuses
+/// COM_REGISTER_SLAVE to a user without REPLICATION SLAVE with error 1045, whose text ("Access denied
+/// for user ... (using password: YES)") reads like a wrong password; after a login that succeeded,
+/// it can only mean the missing grant, so the message names it.
+fn classify_dump_request(e: mysql_async::Error) -> SourceError {
+    match &e {
+        mysql_async::Error::Server(se) if matches!(se.code, 1045 | 1227) => {
+            SourceError::Fatal(format!(
+                "access denied: the server refused to send its binlog to squeal's user (error {}: \
+                 {}); reading the binlog needs the privilege REPLICATION SLAVE: GRANT REPLICATION \
+                 SLAVE ON *.* TO <squeal user> (run `squeal check`)",
+                se.code, se.message
+            ))
+        }
+        _ => classify_mysql(e),
     }
 }
 
@@ -188,12 +206,8 @@ pub struct Source {
     progress: Progress,
     /// Rules per (db, table), so unruled tables cost one hash lookup.
     table_rules: HashMap<(String, String), Option<TableRules>>,
-    /// Column names and UNSIGNED flags from information_schema, when the table map carries none.
-    schema_columns: HashMap<(String, String), Vec<(String, bool)>>,
     /// Table id → binding, for the current transaction (table maps precede rows in each one).
     bound: HashMap<u64, Option<Arc<BoundTable>>>,
-    /// Connection pool for information_schema lookups.
-    meta_pool: mysql_async::Pool,
     /// Current binlog file.
     file: String,
     /// Inside BEGIN..COMMIT (or a MariaDB non-standalone GTID group).
@@ -207,6 +221,9 @@ pub struct Source {
     /// A FORMAT_DESCRIPTION event was seen on this stream (before it, the reader does not know
     /// that events carry a CRC32 trailer, so the fake ROTATE's name would include it).
     fde_seen: bool,
+    /// This connection asked for the binlog by GTID, so it may read another server of the
+    /// topology than the checkpoint's (see [`Progress::same_file`]).
+    streaming_by_gtid: bool,
     /// The server writes CRC32 checksums (`@@global.binlog_checksum`).
     server_checksums: bool,
     /// Tables already reported as unrenderable (log once).
@@ -228,15 +245,11 @@ impl Source {
             SourceError::Fatal(format!("the checkpoint's gtid_set is unreadable: {e}"))
         })?;
         let rules = Rules::compile(&cfg.rules).map_err(|e| SourceError::Fatal(e.to_string()))?;
-        let opts = cfg
-            .mysql_opts()
-            .map_err(|e| SourceError::Fatal(e.to_string()))?;
         Ok(Source {
             buffer: TxnBuffer::new(
                 cfg.transactions.max_buffered_keys,
                 cfg.transactions.spill_dir.clone(),
             ),
-            meta_pool: mysql_async::Pool::new(opts),
             cfg,
             rules,
             metrics,
@@ -244,12 +257,12 @@ impl Source {
             file,
             progress,
             table_rules: HashMap::new(),
-            schema_columns: HashMap::new(),
             bound: HashMap::new(),
             in_txn: false,
             released: None,
             last_log_pos: 0,
             fde_seen: false,
+            streaming_by_gtid: false,
             server_checksums: false,
             reported: Default::default(),
             flavor: Flavor::MySql,
@@ -405,7 +418,8 @@ impl Source {
         let mut stream = conn
             .get_binlog_stream(request)
             .await
-            .map_err(classify_mysql)?;
+            .map_err(classify_dump_request)?;
+        self.streaming_by_gtid = by_gtid || by_gtid_set;
         if by_gtid {
             tracing::info!(gtid_state = %gtid_state.as_deref().unwrap_or_default(), "streaming binlog from GTID state");
         } else if let (true, Some(set)) = (by_gtid_set, &gtid_set) {
@@ -447,7 +461,10 @@ impl Source {
         match decoded {
             Decoded::FormatDescription => {
                 self.fde_seen = true;
-                self.same_file(header.timestamp())?;
+                self.same_file(FileCreated {
+                    server_id: header.server_id(),
+                    at: header.timestamp(),
+                })?;
             }
             Decoded::Rotate { raw_name, pos } => {
                 let mut name = raw_name.as_slice();
@@ -550,20 +567,31 @@ impl Source {
         Ok(())
     }
 
-    /// Checks that the current file is the one squeal read (or checkpointed) under that name,
-    /// by the date the server created it; fails if the server's binlogs were reset meanwhile.
-    fn same_file(&mut self, created: u32) -> Result<(), SourceError> {
-        let Err(was) = self.progress.same_file(&self.file, created) else {
+    /// Checks that the current file is the one squeal read (or checkpointed) under that name, by
+    /// who created it when; fails if the server's binlogs were reset meanwhile, or (resuming by
+    /// position) if this is another server's file of the same name.
+    fn same_file(&mut self, created: FileCreated) -> Result<(), SourceError> {
+        let Err(was) = self
+            .progress
+            .same_file(&self.file, created, self.streaming_by_gtid)
+        else {
             return Ok(());
         };
         Err(SourceError::Fatal(format!(
-            "binlog {} was created anew on the server (its format description event is dated \
-             {created}, not {was} as when squeal read it): RESET MASTER, or a restored server? \
-             Positions in it no longer match the checkpoint ({}:{}), so reading on could skip \
-             transactions; squeal stops instead. To recover: (1) flush, or wait out the TTL of, \
-             every cache these tables feed in every region; (2) move the checkpoint file aside; \
-             (3) start squeal again with source.start_from = \"earliest\" (or \"current\").",
-            self.file, self.progress.boundary.file, self.progress.boundary.pos
+            "binlog {} was created anew (its format description event is dated {} by server_id \
+             {}, not {} by server_id {} as when squeal read it): RESET MASTER, a restored server, \
+             or another server with binlogs of the same name? Positions in it no longer match the \
+             checkpoint ({}:{}), so reading on could skip transactions; squeal stops instead. To \
+             recover: (1) flush, or wait out the TTL of, every cache these tables feed in every \
+             region; (2) move the checkpoint file aside; (3) start squeal again with \
+             source.start_from = \"earliest\" (or \"current\").",
+            self.file,
+            created.at,
+            created.server_id,
+            was.at,
+            was.server_id,
+            self.progress.boundary.file,
+            self.progress.boundary.pos
         )))
     }
 
@@ -584,11 +612,6 @@ impl Source {
                 .map_err(|e| SourceError::Fatal(format!("transaction spill: {e}")))?;
         }
         Ok(())
-    }
-
-    fn forget_table(&mut self, db: &str, name: &str) {
-        self.schema_columns
-            .remove(&(db.to_owned(), name.to_owned()));
     }
 
     async fn handle_query(
@@ -631,7 +654,6 @@ impl Source {
             | Statement::RowsReplaced(tables) => {
                 for t in tables {
                     let db = t.db.unwrap_or_else(|| schema.clone());
-                    self.forget_table(&db, &t.name);
                     if self.rules.for_table(&db, &t.name).is_some() {
                         tracing::info!(table = %format!("{db}.{}", t.name), statement = %sql, "rows truncated, dropped, swapped or renamed without row events: publishing flush_table");
                         self.buffer.add_flush(TableRef::new(db, t.name));
@@ -639,17 +661,13 @@ impl Source {
                 }
             }
             Statement::DropDatabase(db) => {
-                self.schema_columns.retain(|(d, _), _| d != &db);
                 if self.rules.may_match_db(&db) {
                     self.buffer.add_flush(TableRef::new(db, "*"));
                 }
             }
-            Statement::SchemaChange(tables) => {
-                for t in tables {
-                    let db = t.db.unwrap_or_else(|| schema.clone());
-                    self.forget_table(&db, &t.name);
-                }
-            }
+            // Each table map carries its table's layout (binlog_row_metadata=FULL): nothing to
+            // forget.
+            Statement::SchemaChange(_) => {}
             Statement::Dml => {
                 return Err(SourceError::Fatal(format!(
                     "a data change was logged as a statement at {}:{} (binlog_format is not ROW for this session?): \
@@ -683,27 +701,19 @@ impl Source {
             self.bound.insert(tme.table_id(), None);
             return Ok(());
         };
-        let mut shape = TableShape::from_table_map(tme, self.flavor).map_err(io_fatal)?;
-        let names = match shape.names() {
-            Some(n) => n,
-            None => {
-                let columns = self.columns_from_information_schema(&db, &name).await?;
-                if columns.len() == shape.columns.len() {
-                    for (shape_col, (_, unsigned)) in shape.columns.iter_mut().zip(&columns) {
-                        // Without SIGNEDNESS metadata the row decoder reads UNSIGNED as signed.
-                        shape_col.unsigned |= *unsigned && shape_col.ty.is_numeric_type();
-                    }
-                }
-                columns.into_iter().map(|(n, _)| n).collect()
-            }
-        };
+        let shape = TableShape::from_table_map(tme, self.flavor).map_err(io_fatal)?;
         let full = format!("{db}.{name}");
+        // Without the column names in the table map (binlog_row_metadata=MINIMAL, set at runtime
+        // after `check`, or events written before it was FULL) the only other source is
+        // information_schema as it is when squeal reads the row, which after an ALTER that moves
+        // or renames a column names the wrong values: a wrong key, stale for good. A flush is
+        // safe.
+        let names = shape.names().unwrap_or_default();
         let keys = if names.len() != shape.columns.len() {
             Err(format!(
-                "table {full}: the binlog has {} columns but information_schema lists {} (schema changed since); \
-                 set binlog_row_metadata=FULL so column names travel with the rows",
-                shape.columns.len(),
-                names.len()
+                "table {full}: the binlog carries no column names for it (binlog_row_metadata is \
+                 not FULL), so squeal cannot tell which value is which; set \
+                 binlog_row_metadata=FULL"
             ))
         } else {
             rules
@@ -733,32 +743,6 @@ impl Source {
             })),
         );
         Ok(())
-    }
-
-    async fn columns_from_information_schema(
-        &mut self,
-        db: &str,
-        name: &str,
-    ) -> Result<Vec<(String, bool)>, SourceError> {
-        let key = (db.to_owned(), name.to_owned());
-        if let Some(c) = self.schema_columns.get(&key) {
-            return Ok(c.clone());
-        }
-        let mut conn = self.meta_pool.get_conn().await.map_err(classify_mysql)?;
-        let rows: Vec<(String, String)> = conn
-            .exec(
-                "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-                (db, name),
-            )
-            .await
-            .map_err(classify_mysql)?;
-        let cols: Vec<(String, bool)> = rows
-            .into_iter()
-            .map(|(n, t)| (n.to_lowercase(), t.to_lowercase().contains("unsigned")))
-            .collect();
-        self.schema_columns.insert(key, cols.clone());
-        Ok(cols)
     }
 
     fn handle_rows(

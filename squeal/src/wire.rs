@@ -473,7 +473,8 @@ mod tests {
         let tme: TableMapEvent<'_> = tm.read_event().unwrap();
         let mut shape = TableShape::from_table_map(&tme, Flavor::MySql).unwrap();
         if unsigned_from_schema {
-            // What Source does when the table map has no SIGNEDNESS: information_schema says so.
+            // A caller that knows the column is unsigned from elsewhere (Source does not: without
+            // the names it publishes flush_table).
             shape.columns[2].unsigned = true;
         }
         let names = shape
@@ -538,8 +539,8 @@ mod tests {
 
     #[test]
     fn v2_write_rows_without_metadata_use_given_names() {
-        // Without SIGNEDNESS mysql_common reads the unsigned BIGINT as signed (-1); the unsigned
-        // flag from information_schema restores u64::MAX.
+        // Without SIGNEDNESS mysql_common reads the unsigned BIGINT as signed (-1); an unsigned
+        // flag known from elsewhere restores u64::MAX.
         assert_eq!(keys_of(false, false)[2], "s:-1");
         assert_eq!(
             keys_of(false, true),
