@@ -404,7 +404,12 @@ impl<'n> Session<'n> {
                 }
             };
             if parts[0].len() + parts[1].len() > max {
-                return StoreOutcome::TooLarge;
+                // As memcached 1.6 (do_store_item): an append or prepend whose result cannot be
+                // allocated is NOT_STORED, the old item kept.
+                return match mode {
+                    StoreMode::Append | StoreMode::Prepend => StoreOutcome::NotStored,
+                    _ => StoreOutcome::TooLarge,
+                };
             }
             insert(
                 e,
@@ -735,7 +740,12 @@ impl<'n> Session<'n> {
                 }
             };
             if parts[0].len() + parts[1].len() > max {
-                return (StoreOutcome::TooLarge, lease_refill);
+                // As text append: NS (memcached's NOT_STORED), the old item kept.
+                let outcome = match mode {
+                    MetaSetMode::Append | MetaSetMode::Prepend => StoreOutcome::NotStored,
+                    _ => StoreOutcome::TooLarge,
+                };
+                return (outcome, lease_refill);
             }
             // As memcached 1.6 (do_store_item): a set-to-invalid keeps the replaced item's TTL and its
             // token-sent bit, so the reader that already won the refill stays the only winner.

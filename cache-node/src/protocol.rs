@@ -969,9 +969,8 @@ fn parse_command<'a>(
             let Some(len) = parse_data_len(len) else {
                 return err(ProtocolError::BadCommandLine, line_len);
             };
-            if len > limits.max_value_len {
-                return err_swallow(ProtocolError::TooLarge, line_len, len);
-            }
+            // As memcached 1.6 (process_mset_command): the flags and the key first, the size last (a
+            // too-large value is refused when its item cannot be allocated).
             let raw = tokens.remainder();
             let flags = match parse_meta_flags(MetaCommand::Set, raw) {
                 Ok(f) => f,
@@ -979,6 +978,9 @@ fn parse_command<'a>(
             };
             if !meta_key_ok(key, &flags, limits) {
                 return err_swallow(ProtocolError::BadKey, line_len, len);
+            }
+            if len > limits.max_value_len {
+                return err_swallow(ProtocolError::TooLarge, line_len, len);
             }
             match take_data(buf, line_len, len) {
                 Ok((data, consumed)) => Parsed::Request {
@@ -994,6 +996,30 @@ fn parse_command<'a>(
             }
         }
         _ => err(ProtocolError::UnknownCommand, line_len),
+    }
+}
+
+/// The key whose item a storage request refused as too large removes, and whether it is base64 (decode
+/// it with [`decode_key`]): a text `set`'s key, and an `ms`'s in every mode. `buf` starts with the
+/// request's line, for which [`parse_request`] gave [`ProtocolError::TooLarge`]. memcached 1.6 unlinks
+/// that item ("avoid stale data persisting in cache because we failed alloc"), so a client whose new
+/// value was refused does not go on reading the old one; `add`, `replace`, `cas`, `append` and
+/// `prepend` leave it.
+pub fn key_unlinked_when_too_large<'a>(buf: &'a [u8], limits: &Limits) -> Option<(&'a [u8], bool)> {
+    let (line, _) = split_line(buf, limits.max_line_len).ok()?;
+    let mut tokens = Tokens::new(line);
+    match tokens.next()? {
+        b"set" => {
+            let key = tokens.next()?;
+            valid_key(key, limits.max_key_len).then_some((key, false))
+        }
+        b"ms" => {
+            let key = tokens.next()?;
+            tokens.next()?;
+            let flags = parse_meta_flags(MetaCommand::Set, tokens.remainder()).ok()?;
+            meta_key_ok(key, &flags, limits).then_some((key, flags.base64_key))
+        }
+        _ => None,
     }
 }
 

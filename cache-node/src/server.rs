@@ -23,7 +23,10 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::clock::{Clock, SystemClock};
 use crate::commands::{Flow, Session, VERSION};
 use crate::maintainer::{self, Maintainer};
-use crate::protocol::{parse_request, reply, Limits, Parsed, ProtocolError, Swallow};
+use crate::protocol::{
+    decode_key, key_unlinked_when_too_large, parse_request, reply, Limits, Parsed, ProtocolError,
+    Swallow, MAX_KEY_LEN,
+};
 use crate::stats::CounterSlots;
 use crate::store::{Reservation, Store, StoreConfig, StoreError};
 
@@ -873,6 +876,17 @@ impl<'n> Connection<'n> {
                     swallow,
                     noreply,
                 } => {
+                    if error == ProtocolError::TooLarge {
+                        // As memcached: a refused set (or ms) removes the item it would have replaced.
+                        if let Some((key, base64)) =
+                            key_unlinked_when_too_large(&buf[pos..], &self.limits)
+                        {
+                            let mut decoded = [0u8; MAX_KEY_LEN];
+                            if let Some(key) = decode_key(key, base64, &mut decoded) {
+                                self.store.with_entry(key, |e| e.remove());
+                            }
+                        }
+                    }
                     pos += consumed;
                     self.session.counters.protocol_errors += 1;
                     if !noreply {
