@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogDumpFlags, BinlogStream, BinlogStreamRequest, Conn, Row};
 use tokio::sync::watch;
@@ -94,6 +95,15 @@ fn classify_dump_request(e: mysql_async::Error) -> SourceError {
 const SAME_SERVER_ID_LIMIT: usize = 3;
 /// See [`SAME_SERVER_ID_LIMIT`].
 const SAME_SERVER_ID_WINDOW: Duration = Duration::from_secs(600);
+
+/// MySQL's PARTIAL_UPDATE_ROWS_EVENT (`binlog_row_value_options=PARTIAL_JSON`) logs a JSON column's
+/// new value as a diff against the old one: a key over that column cannot be rendered from it (before,
+/// such a key went out as `...%JSONDIFF`, a key no application builds, and the real new key was never
+/// invalidated). The row then counts as a partial image: flush_table.
+fn key_over_a_json_diff(image: &mysql_async::binlog::row::BinlogRow, keys: &TableKeys) -> bool {
+    keys.columns()
+        .any(|i| matches!(image.as_ref(i), Some(BinlogValue::JsonDiff(_))))
+}
 
 fn io_fatal(e: std::io::Error) -> SourceError {
     SourceError::Fatal(format!("cannot decode binlog event: {e}"))
@@ -785,6 +795,10 @@ impl Source {
                     partial = true; // not a FULL image: keys over missing columns cannot be rendered
                     continue;
                 }
+                if key_over_a_json_diff(&image, keys) {
+                    partial = true;
+                    continue;
+                }
                 keys.render(
                     |i| image.as_ref(i).and_then(|v| render::render(v, &columns[i])),
                     |k| rendered.push(k),
@@ -798,7 +812,7 @@ impl Source {
         }
         if partial {
             if self.reported.insert(format!("image:{}", bound.table)) {
-                tracing::error!(table = %bound.table, "row image is not FULL (binlog_row_image); publishing flush_table");
+                tracing::error!(table = %bound.table, "row image is not FULL (binlog_row_image), or a key column is a partial JSON update (binlog_row_value_options); publishing flush_table");
             }
             self.buffer.add_flush(bound.table.clone());
         }
@@ -869,6 +883,42 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row whose key column's new value is a partial JSON update cannot give its key; one whose
+    /// JSON diff is in a column no key uses still can.
+    #[test]
+    fn a_key_over_a_partial_json_update_is_unrenderable() {
+        use crate::config::RuleConfig;
+        use mysql_async::binlog::row::BinlogRow;
+        use mysql_async::consts::ColumnType;
+        use mysql_async::{Column, Value};
+        let keys = |template: &str| {
+            Rules::compile(&[RuleConfig {
+                table: "shop.docs".into(),
+                keys: vec![template.into()],
+            }])
+            .unwrap()
+            .for_table("shop", "docs")
+            .unwrap()
+            .bind("shop.docs", &["id".into(), "doc".into()])
+            .unwrap()
+        };
+        let columns: Arc<[Column]> = vec![
+            Column::new(ColumnType::MYSQL_TYPE_LONG),
+            Column::new(ColumnType::MYSQL_TYPE_JSON),
+        ]
+        .into();
+        let row = |doc| {
+            BinlogRow::new(
+                vec![Some(BinlogValue::Value(Value::Int(1))), doc],
+                columns.clone(),
+            )
+        };
+        let diff = row(Some(BinlogValue::JsonDiff(Vec::new())));
+        assert!(key_over_a_json_diff(&diff, &keys("d:{doc}")));
+        assert!(!key_over_a_json_diff(&diff, &keys("d:{id}")));
+        assert!(!key_over_a_json_diff(&row(None), &keys("d:{doc}")));
+    }
 
     /// COM_BINLOG_DUMP_GTID as MySQL reads it (sql/rpl_source.cc, `com_binlog_dump_gtid`;
     /// Gtid_set::encode): command 0x1e, flags u16 (0x04 BINLOG_THROUGH_GTID), server id u32,
