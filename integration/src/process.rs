@@ -172,21 +172,39 @@ pub fn log_tail(path: &Path, max_bytes: u64) -> String {
     text
 }
 
-/// A loopback port that was free a moment ago (bound to port 0, then released).
+/// A loopback port for a service to listen on: free a moment ago (bound, then released), below the
+/// kernel's ephemeral range, and not handed out before by this process.
+///
+/// Port 0 would give a port from the ephemeral range, where every outgoing connection (a test's
+/// clients of MariaDB and Kafka, the services' own) also takes its local port: between this call and
+/// the service's bind, one could take it, and the service then failed to start ("Address already in
+/// use", seen with seven stacks starting at once in one test binary). Below the range only listeners
+/// compete, and within this process none is handed the same port twice.
 pub fn free_port() -> Result<u16, StackError> {
-    let listener =
-        std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|source| StackError::Io {
-            what: "find a free loopback port".into(),
-            source,
-        })?;
-    let port = listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|source| StackError::Io {
-            what: "read a bound port".into(),
-            source,
-        })?;
-    Ok(port)
+    use rand::Rng;
+    static HANDED_OUT: OnceLock<Mutex<std::collections::HashSet<u16>>> = OnceLock::new();
+    let handed_out = HANDED_OUT.get_or_init(Default::default);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(low..high);
+        let mut taken = handed_out.lock().expect("port set lock");
+        if taken.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(StackError::Io {
+        what: format!("find a free loopback port in {low}..{high}"),
+        source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+    })
 }
 
 /// True when a TCP connection to 127.0.0.1:`port` succeeds.
@@ -239,5 +257,24 @@ impl ProcessSlot {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ports for services come from below the ephemeral range (where outgoing connections take
+    /// theirs) and never twice in one process, even while the earlier ones are released.
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32768);
+        let ports: Vec<u16> = (0..300).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port handed out twice");
+        assert!(ports.iter().all(|&p| p < start), "{ports:?} vs {start}");
     }
 }
