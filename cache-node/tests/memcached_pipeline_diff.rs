@@ -17,9 +17,11 @@
 //! is not known before the batch is sent): a CAS sent is one no item has. Before each run both servers
 //! get `flush_all`, so the values of earlier cases do not make either evict.
 //!
-//! Replies are compared after the normalisation of `memcached_diff.rs`: each server's CAS values become
-//! `#0`, `#1`, ... in order of first appearance, remaining TTLs `t-1`/`t+`, and memcached's space-padded
-//! incr/decr results lose their padding. Data blocks over 80 bytes are compared as their length and hash.
+//! Replies are compared after the normalisation both tests share (`common/diff.rs`, with the small
+//! request generators and malformed requests; `GEN` below says what this test generates differently):
+//! each server's CAS values become `#0`, `#1`, ... in order of first appearance, remaining TTLs
+//! `t-1`/`t+`, and memcached's space-padded incr/decr results lose their padding. Data blocks over 80
+//! bytes are compared as their length and hash.
 //! After a `quit` one reply may be the other's cut short (but for its last two lines), and neither may
 //! answer an `mn` after the `quit`: a server that closes with requests after the `quit` unread, or still
 //! arriving, makes its kernel reset the connection and drop the replies not yet sent. Both servers do
@@ -43,26 +45,29 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::Hasher as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use common::diff::{
+    self, appended_key, key, lit, raw, text, text_key, with_noreply, CasMap, Data, Gen, Piece, Req,
+    Settings, NEVER_ISSUED_CAS,
+};
 use common::{Memcached, TestServer};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 
-const DEFAULT_CASES: u32 = 300;
-const DEFAULT_SEED: u64 = 0x91_9e_11_4e;
-const KEYS: u8 = 5;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// A CAS value no item has in a test run (both servers count CAS values up from 1).
-const NEVER_ISSUED_CAS: u64 = 1 << 40;
+const SETTINGS: Settings = Settings {
+    name: "memcached_pipeline_diff",
+    counted: "requests (each batch twice)",
+    cases_var: "PIPELINE_DIFF_CASES",
+    default_cases: 300,
+    default_seed: 0x91_9e_11_4e,
+    max_shrink_iters: 1_000,
+    max_shrink_time: 30_000,
+};
 /// `-I`, the same for both servers (memcached's default, `ServerConfig`'s default).
 const MAX_ITEM: usize = 1 << 20;
 /// The most a multi-get may return, about (see `case`).
@@ -70,489 +75,60 @@ const MAX_MULTI_GET_BYTES: usize = 3 << 20;
 /// Values of more than 16 KiB (cache-node reads them into room held in the store) per batch.
 const MAX_BIG_PER_BATCH: usize = 3;
 
-// ------------------------------------------------------------------------------------------------
-// Requests.
-
-#[derive(Debug, Clone)]
-enum Piece {
-    Text(String),
-    /// Key `i` of the case.
-    Key(u8),
-    /// A key of 251 bytes, one over the limit.
-    LongKey,
-    /// Key `i` of the case in base64, for the meta `b` flag.
-    Base64Key(u8),
-}
-
-/// A data block.
-#[derive(Debug, Clone)]
-enum Data {
-    /// Sent as is (the terminator included).
-    Raw(Vec<u8>),
-    /// `len` lower-case letters cycling from `start`, then `\r\n` (or `XY`, a bad data chunk, when `bad_end`).
-    Pattern {
-        len: usize,
-        start: u8,
-        bad_end: bool,
-    },
-}
-
-impl Data {
-    fn render(&self, out: &mut Vec<u8>) {
-        match self {
-            Data::Raw(d) => out.extend_from_slice(d),
-            Data::Pattern {
-                len,
-                start,
-                bad_end,
-            } => {
-                out.extend((0..*len).map(|i| b'a' + ((i + usize::from(*start)) % 26) as u8));
-                out.extend_from_slice(if *bad_end { b"XY" } else { b"\r\n" });
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Data::Raw(d) => format!("{:?}", String::from_utf8_lossy(d)),
-            Data::Pattern {
-                len,
-                start,
-                bad_end,
-            } => format!(
-                "<{len} letters from '{}'>{}",
-                (b'a' + start % 26) as char,
-                if *bad_end { "XY" } else { "\\r\\n" }
-            ),
-        }
-    }
-
-    /// A value of more than 16 KiB: cache-node holds room in the store for it while it arrives.
-    fn is_big(&self) -> bool {
-        matches!(self, Data::Pattern { len, .. } if *len > 16 * 1024)
-    }
-}
-
-/// One request: a line of space-separated pieces and an optional data block (with its terminator).
-#[derive(Debug, Clone)]
-struct Req {
-    line: Vec<Piece>,
-    data: Option<Data>,
-}
-
-fn text(s: impl Into<String>) -> Piece {
-    Piece::Text(s.into())
-}
-
-impl Req {
-    fn line(&self, prefix: &str) -> String {
-        let mut out = String::new();
-        for (i, piece) in self.line.iter().enumerate() {
-            if i > 0 {
-                out.push(' ');
-            }
-            match piece {
-                Piece::Text(s) => out.push_str(s),
-                Piece::Key(k) => write!(out, "{prefix}k{k}").unwrap(),
-                Piece::LongKey => out.push_str(&"L".repeat(251)),
-                Piece::Base64Key(k) => out.push_str(&STANDARD.encode(format!("{prefix}k{k}"))),
-            }
-        }
-        out
-    }
-
-    fn render(&self, prefix: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.line(prefix).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        if let Some(d) = &self.data {
-            d.render(out);
-        }
-    }
-
-    fn describe(&self, prefix: &str) -> String {
-        let mut line = self.line(prefix);
-        if line.len() > 200 {
-            let words = line.split(' ').count();
-            line = format!("{}... ({words} words)", &line[..160]);
-        }
-        match &self.data {
-            Some(d) => format!("{line:?} + {}", d.describe()),
-            None => format!("{line:?}"),
-        }
-    }
-
-    fn is(&self, command: &str) -> bool {
-        matches!(&self.line[..], [Piece::Text(t)] if t == command)
-    }
-}
-
-fn block(value: &[u8]) -> Option<Data> {
-    let mut d = value.to_vec();
-    d.extend_from_slice(b"\r\n");
-    Some(Data::Raw(d))
-}
+/// What this test generates where `memcached_diff.rs` generates more:
+/// - no CAS value from a reply (`never_issued_cas`): the whole batch is written before any reply is
+///   read, so a CAS sent is one no item has;
+/// - no flags 1, no exptimes -100 and 2592001, no delta 2^64 - 2: this test was written with the
+///   smaller set of values (the kinds they stand for, expired and huge, are here: -1, 1000000000,
+///   2^64 - 1), and adding them would widen what it sends;
+/// - `noreply` on three text commands in ten: more replies left out of the stream;
+/// - a bare `mn` more often (1 in 9 meta requests): it marks a point in the reply stream.
+///
+/// And no leases (`meta_request(false)`): text commands see them differently, and a batch mixes both.
+const GEN: Gen = Gen {
+    noreply: 0.3,
+    extra_flags: &[],
+    extra_exptimes: &[],
+    extra_deltas: &[],
+    cas_flag: never_issued_cas,
+    keyed_meta_weight: 8,
+};
 
 // ------------------------------------------------------------------------------------------------
-// Generation (the small requests as in memcached_diff.rs, without CAS values from replies and leases).
+// Generation (what only this test sends; the small requests are in `common::diff`).
 
-fn key() -> impl Strategy<Value = u8> {
-    0..KEYS
-}
-
-/// Keys 0 and 1 take incr/decr, 2 and 3 (and 4 for meta) append/prepend, never both (see
-/// memcached_diff.rs: memcached space-pads a counter that got shorter).
-fn counter_key() -> impl Strategy<Value = u8> {
-    0..2u8
-}
-
-fn appended_key(k: u8) -> u8 {
-    2 + k % (KEYS - 3)
-}
-
-/// Keys text storage commands use: not the last, which meta commands name in base64.
-fn text_key() -> impl Strategy<Value = u8> {
-    0..KEYS - 1
-}
-
-fn keys() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(key(), 1..4)
-}
-
-/// Small letters (never `MN`, the reply terminator), numbers for incr/decr, and empty.
-fn value() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        4 => "[a-z]{0,12}".prop_map(String::into_bytes),
-        3 => prop_oneof![
-            Just("0"), Just("1"), Just("9"), Just("10"), Just("42"), Just("100"),
-            Just("18446744073709551615"), Just("18446744073709551614"),
-            Just("18446744073709551616"), Just("007"), Just("12abc"), Just(""),
-        ]
-        .prop_map(|s| s.as_bytes().to_vec()),
-        1 => any::<u64>().prop_map(|n| n.to_string().into_bytes()),
-    ]
-}
-
-fn flags() -> impl Strategy<Value = String> {
-    prop_oneof![
-        3 => Just("0".to_string()),
-        1 => Just("4294967295".to_string()),
-        1 => any::<u32>().prop_map(|f| f.to_string()),
-    ]
-}
-
-/// Expiry times that need no wall time to pass.
-fn exptime() -> impl Strategy<Value = String> {
-    prop_oneof![
-        4 => Just("0"),
-        2 => Just("-1"),
-        2 => Just("3600"),
-        1 => Just("2592000"),
-        1 => Just("1000000000"),
-    ]
-    .prop_map(str::to_string)
-}
-
-fn delta() -> impl Strategy<Value = String> {
-    prop_oneof![
-        4 => (0u64..20).prop_map(|d| d.to_string()),
-        1 => Just("18446744073709551615".to_string()),
-        1 => any::<u64>().prop_map(|d| d.to_string()),
-    ]
-}
-
-fn noreply() -> impl Strategy<Value = bool> {
-    prop::bool::weighted(0.3)
-}
-
-fn with_noreply(mut line: Vec<Piece>, noreply: bool) -> Vec<Piece> {
-    if noreply {
-        line.push(text("noreply"));
-    }
-    line
-}
-
-fn text_request() -> impl Strategy<Value = Req> {
-    let retrieval = (prop_oneof![Just("get"), Just("gets")], keys()).prop_map(|(verb, ks)| {
-        let mut line = vec![text(verb)];
-        line.extend(ks.into_iter().map(Piece::Key));
-        Req { line, data: None }
-    });
-    let touch_retrieval =
-        (prop_oneof![Just("gat"), Just("gats")], exptime(), keys()).prop_map(|(verb, exp, ks)| {
-            let mut line = vec![text(verb), text(exp)];
-            line.extend(ks.into_iter().map(Piece::Key));
-            Req { line, data: None }
-        });
-    let storage = (
-        prop_oneof![
-            Just("set"),
-            Just("add"),
-            Just("replace"),
-            Just("append"),
-            Just("prepend"),
-            // A CAS no item has: EXISTS or NOT_FOUND.
-            Just("cas"),
-        ],
-        text_key(),
-        flags(),
-        exptime(),
-        value(),
-        noreply(),
-    )
-        .prop_map(|(verb, k, f, e, v, nr)| {
-            let k = if verb.ends_with("pend") {
-                appended_key(k)
-            } else {
-                k
-            };
-            let mut line = vec![
-                text(verb),
-                Piece::Key(k),
-                text(f),
-                text(e),
-                text(v.len().to_string()),
-            ];
-            if verb == "cas" {
-                line.push(text(NEVER_ISSUED_CAS.to_string()));
-            }
-            Req {
-                line: with_noreply(line, nr),
-                data: block(&v),
-            }
-        });
-    let delete = (key(), noreply()).prop_map(|(k, nr)| Req {
-        line: with_noreply(vec![text("delete"), Piece::Key(k)], nr),
-        data: None,
-    });
-    let arith = (
-        prop_oneof![Just("incr"), Just("decr")],
-        counter_key(),
-        delta(),
-        noreply(),
-    )
-        .prop_map(|(verb, k, d, nr)| Req {
-            line: with_noreply(vec![text(verb), Piece::Key(k), text(d)], nr),
-            data: None,
-        });
-    let touch = (key(), exptime(), noreply()).prop_map(|(k, e, nr)| Req {
-        line: with_noreply(vec![text("touch"), Piece::Key(k), text(e)], nr),
-        data: None,
-    });
-    prop_oneof![
-        4 => retrieval,
-        2 => touch_retrieval,
-        7 => storage,
-        2 => delete,
-        3 => arith,
-        1 => touch,
-    ]
-}
-
-/// A meta flag: a literal token.
-fn meta_flags(pool: Vec<BoxedStrategy<Piece>>) -> impl Strategy<Value = Vec<Piece>> {
-    let n = pool.len();
-    pool.prop_flat_map(move |all| prop::sample::subsequence(all, 0..=n.min(6)).prop_shuffle())
-}
-
-fn lit(s: &'static str) -> BoxedStrategy<Piece> {
-    Just(text(s)).boxed()
-}
-
-fn num_flag(p: &'static str, s: impl Strategy<Value = String> + 'static) -> BoxedStrategy<Piece> {
-    s.prop_map(move |v| text(format!("{p}{v}"))).boxed()
-}
-
-fn opaque() -> BoxedStrategy<Piece> {
-    num_flag("O", (0u32..1000).prop_map(|o| o.to_string()))
-}
-
+/// The meta `C` flag: a CAS value no item has.
 fn never_issued_cas() -> BoxedStrategy<Piece> {
-    lit_owned(format!("C{NEVER_ISSUED_CAS}"))
+    lit(format!("C{NEVER_ISSUED_CAS}"))
 }
 
-fn lit_owned(s: String) -> BoxedStrategy<Piece> {
-    Just(text(s)).boxed()
-}
-
-/// A T or N flag whose TTL expires the item at once.
-fn expires_now(flag: &str) -> bool {
-    flag.starts_with(['T', 'N']) && matches!(&flag[1..], "-1" | "1000000000")
-}
-
-fn meta_line(command: &str, key: u8, flags: Vec<Piece>) -> Req {
-    let mut line = vec![text(command), Piece::Key(key)];
-    line.extend(flags);
-    Req { line, data: None }
-}
-
-/// Meta requests without leases, flags ordered and filtered as memcached_diff.rs does (known
-/// differences in `t`, `R`, `N`/`T` and `ma q N`).
-fn meta_request() -> BoxedStrategy<Req> {
-    let mg_pool = vec![
-        lit("v"),
-        lit("k"),
-        lit("c"),
-        lit("f"),
-        lit("t"),
-        lit("q"),
-        lit("u"),
-        opaque(),
-        num_flag("T", exptime()),
-    ];
-    let mg = (key(), meta_flags(mg_pool)).prop_map(|(k, mut fl)| {
-        fl.sort_by_key(|p| match p {
-            Piece::Text(t) if t.starts_with('T') => 1,
-            _ => 2,
-        });
-        if fl
-            .iter()
-            .any(|p| matches!(p, Piece::Text(t) if expires_now(t)))
-        {
-            fl.retain(|p| !matches!(p, Piece::Text(t) if t == "t"));
-        }
-        meta_line("mg", k, fl)
-    });
-    let ms_pool = vec![
-        lit("c"),
-        lit("k"),
-        lit("q"),
-        lit("s"),
-        opaque(),
-        never_issued_cas(),
-        num_flag("T", exptime()),
-        num_flag("F", flags()),
-        num_flag(
-            "M",
-            prop_oneof![Just("E"), Just("A"), Just("P"), Just("R"), Just("S")]
-                .prop_map(str::to_string),
-        ),
-    ];
-    let ms = (key(), value(), meta_flags(ms_pool)).prop_map(|(k, v, fl)| {
-        let appends = fl
-            .iter()
-            .any(|p| matches!(p, Piece::Text(t) if t == "MA" || t == "MP"));
-        let k = if appends { appended_key(k) } else { k };
-        let mut line = vec![text("ms"), Piece::Key(k), text(v.len().to_string())];
-        line.extend(fl);
-        Req {
-            line,
-            data: block(&v),
-        }
-    });
-    let md_pool = vec![lit("q"), lit("k"), opaque(), never_issued_cas()];
-    let md = (key(), meta_flags(md_pool)).prop_map(|(k, fl)| meta_line("md", k, fl));
-    let ma_pool = vec![
-        lit("v"),
-        lit("c"),
-        lit("t"),
-        lit("k"),
-        lit("q"),
-        opaque(),
-        never_issued_cas(),
-        num_flag("N", exptime()),
-        num_flag("J", delta()),
-        num_flag("D", delta()),
-        num_flag(
-            "M",
-            prop_oneof![Just("I"), Just("+"), Just("D"), Just("-")].prop_map(str::to_string),
-        ),
-    ];
-    let ma = (counter_key(), meta_flags(ma_pool)).prop_map(|(k, mut fl)| {
-        fl.sort_by_key(|p| match p {
-            Piece::Text(t) if t.starts_with('N') => 0,
-            _ => 2,
-        });
-        if fl
-            .iter()
-            .any(|p| matches!(p, Piece::Text(t) if expires_now(t)))
-        {
-            fl.retain(|p| !matches!(p, Piece::Text(t) if t == "t"));
-        }
-        if fl
-            .iter()
-            .any(|p| matches!(p, Piece::Text(t) if t.starts_with('N')))
-        {
-            fl.retain(|p| !matches!(p, Piece::Text(t) if t == "q"));
-        }
-        meta_line("ma", k, fl)
-    });
-    let keyed = prop_oneof![4 => mg, 4 => ms, 2 => md, 2 => ma];
-    // The last key always in base64 with `b` (memcached's `k` returns a key as it was stored).
-    let keyed = keyed.prop_map(|mut req| {
-        if matches!(req.line[1], Piece::Key(k) if k == KEYS - 1) {
-            req.line[1] = Piece::Base64Key(KEYS - 1);
-            req.line
-                .retain(|p| !matches!(p, Piece::Text(t) if t.starts_with('N')));
-            req.line.push(text("b"));
-        }
-        req
-    });
-    prop_oneof![
-        8 => keyed,
-        1 => Just(Req { line: vec![text("mn")], data: None }),
-    ]
-    .boxed()
+/// Text commands without `flush_all` (each run starts with one) and with a `cas` among the storage
+/// commands, of a CAS no item has: EXISTS or NOT_FOUND.
+fn text_request() -> impl Strategy<Value = Req> {
+    // The six verbs alike likely.
+    let verb = prop_oneof![5 => Gen::storage_verb(), 1 => Just("cas")];
+    let storage = GEN.storage(verb, Just(text(NEVER_ISSUED_CAS.to_string())));
+    GEN.text_request(vec![(7, storage.boxed())])
 }
 
 /// Malformed requests both servers answer the same way, each whole (a data block that is swallowed is
-/// sent with it, so the next request starts where the batch says).
+/// sent with it, so the next request starts where the batch says): the shared ones and these. `q` does
+/// not hide an error.
 fn malformed_request() -> impl Strategy<Value = Req> {
-    let raw = |line: &[&str], data: Option<&[u8]>| Req {
-        line: line
-            .iter()
-            .map(|t| if *t == "KEY" { Piece::Key(0) } else { text(*t) })
-            .collect(),
-        data: data.map(|d| Data::Raw(d.to_vec())),
-    };
-    prop_oneof![
-        // The byte count does not parse: the block is read as a command.
-        Just(raw(&["set", "KEY", "0", "0", "abc"], Some(b"hello\r\n"))),
-        Just(raw(&["set", "KEY", "0", "0"], None)),
-        // Bad data chunks: `bytes + 2` consumed, the rest read as commands.
-        Just(raw(&["set", "KEY", "0", "0", "2"], Some(b"abcd\r\n"))),
-        Just(raw(
-            &["set", "KEY", "0", "0", "2", "noreply"],
-            Some(b"abcd\r\n")
-        )),
-        Just(raw(&["set", "KEY", "0", "0", "1"], Some(b"abcde\r\n"))),
-        Just(raw(&["ms", "KEY", "2"], Some(b"abcd\r\n"))),
-        Just(raw(&["ms", "KEY", "2", "q"], Some(b"abcd\r\n"))),
-        Just(raw(&["cas", "KEY", "0", "0", "1"], Some(b"x\r\n"))),
-        Just(raw(&["incr", "KEY"], None)),
-        Just(raw(&["incr", "KEY", "abc"], None)),
-        Just(raw(&["incr", "KEY", "abc", "noreply"], None)),
-        Just(raw(&["decr", "KEY", "-1", "noreply"], None)),
-        Just(raw(&["touch", "KEY", "abc", "noreply"], None)),
-        Just(raw(&["delete", "KEY", "5", "noreply"], None)),
-        Just(raw(&["delete", "KEY", "0", "0"], None)),
-        Just(raw(&["get"], None)),
-        Just(raw(&["bogus", "KEY"], None)),
-        Just(raw(&["mg"], None)),
-        Just(raw(&["ms", "KEY"], None)),
-        Just(raw(&["ms", "KEY", "abc"], None)),
-        Just(raw(&["mg", "KEY", "v", "v"], None)),
-        Just(raw(&["mg", "KEY", "!", "q"], None)),
-        Just(raw(&["md", "KEY", "q", "q"], None)),
-        Just(raw(&["ma", "KEY", "!", "q"], None)),
-        // Flag errors swallow the data block; `q` does not hide an error.
-        Just(raw(&["ms", "KEY", "1", "!"], Some(b"a\r\n"))),
-        Just(raw(&["ms", "KEY", "1", "c", "c", "q"], Some(b"a\r\n"))),
-        Just(raw(&["ms", "KEY", "1", "MZ", "q"], Some(b"a\r\n"))),
-        Just(raw(&["mg", "KEY", "Tabc"], None)),
-        Just(raw(&["verbosity", "x", "noreply"], None)),
-        Just(raw(&["verbosity", "1", "noreply"], None)),
-        Just(raw(&["set", "KEY", "0", "0", "1", "extra"], Some(b"7\r\n"))),
-        Just(raw(&["gats", "x", "KEY"], None)),
-        Just(raw(&[""], None)),
-        Just(Req {
-            line: vec![text("get"), Piece::LongKey],
-            data: None
-        }),
-        Just(Req {
+    diff::malformed_request(vec![
+        raw(&["set", "KEY", "0", "0", "1"], Some(b"abcde\r\n")),
+        raw(&["ms", "KEY", "2"], Some(b"abcd\r\n")),
+        raw(&["ms", "KEY", "2", "q"], Some(b"abcd\r\n")),
+        raw(&["mg", "KEY", "!", "q"], None),
+        raw(&["ma", "KEY", "!", "q"], None),
+        raw(&["ms", "KEY", "1", "c", "c", "q"], Some(b"a\r\n")),
+        raw(&["ms", "KEY", "1", "MZ", "q"], Some(b"a\r\n")),
+        raw(&["verbosity", "1", "noreply"], None),
+        Req {
             line: vec![text("mg"), Piece::LongKey, text("v"), text("q")],
-            data: None
-        }),
-    ]
+            data: None,
+        },
+    ])
 }
 
 /// A value of 20 KB to 900 KB, or one over `-I`, stored by a text command or `ms` (whose too-large
@@ -581,7 +157,7 @@ fn big_request() -> impl Strategy<Value = Req> {
         text_key(),
         size,
         any::<u8>(),
-        noreply(),
+        GEN.noreply(),
         prop::bool::weighted(0.1),
     )
         .prop_map(|(verb, k, size, start, nr, bad_end)| {
@@ -683,7 +259,7 @@ struct Case {
 fn case() -> impl Strategy<Value = Case> {
     let request = prop_oneof![
         16 => text_request().boxed(),
-        8 => meta_request(),
+        8 => GEN.meta_request(false),
         3 => malformed_request().boxed(),
         2 => big_request().boxed(),
         2 => medium_set().boxed(),
@@ -826,102 +402,6 @@ fn run_side(
     })
 }
 
-/// One server's CAS values in order of first appearance.
-#[derive(Default)]
-struct CasMap {
-    index: HashMap<u64, usize>,
-}
-
-impl CasMap {
-    fn placeholder(&mut self, token: u64) -> usize {
-        let next = self.index.len();
-        *self.index.entry(token).or_insert(next)
-    }
-}
-
-/// A data block: as is if short, else its length and hash.
-fn show_block(block: &[u8]) -> String {
-    if block.len() <= 80 {
-        return String::from_utf8_lossy(block).into_owned();
-    }
-    let mut hasher = std::hash::DefaultHasher::new();
-    hasher.write(block);
-    let hash = hasher.finish();
-    format!(
-        "<{} bytes {:?}... hash {hash:016x}>",
-        block.len(),
-        String::from_utf8_lossy(&block[..16])
-    )
-}
-
-/// Rewrites the reply stream into lines: CAS values to placeholders (`#n`), TTLs to `t-1`/`t+`, data
-/// blocks without memcached's padding of shorter incr/decr results, long blocks summarised.
-fn normalise(reply: &[u8]) -> Vec<String> {
-    let mut cas = CasMap::default();
-    let mut out = Vec::new();
-    let mut rest = reply;
-    while !rest.is_empty() {
-        let end = memchr::memmem::find(rest, b"\r\n").map_or(rest.len(), |p| p + 2);
-        let line = String::from_utf8_lossy(&rest[..end]).into_owned();
-        rest = &rest[end..];
-        let tokens: Vec<&str> = line.trim_end_matches("\r\n").split(' ').collect();
-        let mut data_len = None;
-        let mut normalised = Vec::with_capacity(tokens.len());
-        match tokens[0] {
-            "VALUE" => {
-                data_len = tokens.get(3).and_then(|t| t.parse::<usize>().ok());
-                for (i, t) in tokens.iter().enumerate() {
-                    match t.parse::<u64>() {
-                        Ok(c) if i == 4 => normalised.push(format!("#{}", cas.placeholder(c))),
-                        _ => normalised.push(t.to_string()),
-                    }
-                }
-            }
-            "VA" | "HD" | "EN" | "NF" | "NS" | "EX" => {
-                if tokens[0] == "VA" {
-                    data_len = tokens.get(1).and_then(|t| t.parse::<usize>().ok());
-                }
-                for (i, t) in tokens.iter().enumerate() {
-                    let flag = t.as_bytes().first().copied();
-                    let num = t.get(1..).and_then(|n| n.parse::<i64>().ok());
-                    match (i, flag, num) {
-                        (1.., Some(b'c'), Some(c)) => {
-                            normalised.push(format!("c#{}", cas.placeholder(c as u64)))
-                        }
-                        (1.., Some(b't'), Some(-1)) => normalised.push("t-1".to_string()),
-                        (1.., Some(b't'), Some(_)) => normalised.push("t+".to_string()),
-                        _ => normalised.push(t.to_string()),
-                    }
-                }
-            }
-            _ => normalised.extend(tokens.iter().map(|t| t.to_string())),
-        }
-        let mut data = None;
-        if let Some(n) = data_len {
-            let n = (n + 2).min(rest.len());
-            let block = &rest[..n];
-            rest = &rest[n..];
-            let block = block.strip_suffix(b"\r\n").unwrap_or(block);
-            // memcached's in-place incr/decr result padded with spaces (see memcached_diff.rs).
-            let unpadded: Vec<u8> = if block.len() <= 80 {
-                block.iter().copied().filter(|&b| b != b' ').collect()
-            } else {
-                block.to_vec()
-            };
-            if unpadded.len() < block.len() {
-                let len_token = if normalised[0] == "VALUE" { 3 } else { 1 };
-                normalised[len_token] = unpadded.len().to_string();
-            }
-            data = Some(show_block(&unpadded));
-        }
-        out.push(normalised.join(" "));
-        if let Some(d) = data {
-            out.push(format!("  {d}"));
-        }
-    }
-    out
-}
-
 /// The replies are the same or, after a `quit`, one is the other cut short: a prefix of it but for its
 /// last two lines (a header line cut in the middle, and what its cut length took for a data block). A server that closes its connection with requests after the `quit` unread
 /// (or arriving later) makes its kernel send a reset and drop the replies not yet sent, memcached and
@@ -948,7 +428,7 @@ static RUN_NUMBER: AtomicUsize = AtomicUsize::new(0);
 fn render_batch(reqs: &[Req], prefix: &str) -> (Vec<u8>, usize, bool) {
     let mut batch = Vec::new();
     for r in reqs {
-        r.render(prefix, &mut batch);
+        r.render(prefix, &CasMap::default(), &mut batch);
     }
     batch.extend_from_slice(b"mn\r\n");
     let mut mn = 0;
@@ -998,7 +478,10 @@ fn run_case(ours: SocketAddr, memcached: SocketAddr, case: &Case) -> Result<(), 
             let b = run_side(memcached, &batch, &cuts, pause, mn_wanted);
             (a.join().unwrap(), b)
         });
-        let (norm_a, norm_b) = (normalise(&a.0), normalise(&b.0));
+        let (norm_a, norm_b) = (
+            diff::normalise(&a.0, &mut CasMap::default()),
+            diff::normalise(&b.0, &mut CasMap::default()),
+        );
         let ended_well = |end: &End| match mn_wanted {
             Some(_) => *end == End::AllMn,
             None => matches!(end, End::Closed | End::Reset),
@@ -1012,7 +495,12 @@ fn run_case(ours: SocketAddr, memcached: SocketAddr, case: &Case) -> Result<(), 
         let mut report = String::new();
         writeln!(report, "batch ({} bytes, prefix {prefix}):", batch.len()).unwrap();
         for (i, r) in case.reqs.iter().enumerate() {
-            writeln!(report, "  {i:>3} {}", r.describe(&prefix)).unwrap();
+            writeln!(
+                report,
+                "  {i:>3} {}",
+                r.describe(&prefix, &CasMap::default())
+            )
+            .unwrap();
         }
         writeln!(report, "      \"mn\" (added)").unwrap();
         if quit {
@@ -1074,48 +562,12 @@ fn run_case(ours: SocketAddr, memcached: SocketAddr, case: &Case) -> Result<(), 
 
 #[test]
 fn pipelined_batches_get_the_same_replies_as_memcached() {
-    let memcached = Memcached::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = runtime.block_on(TestServer::start_with(|c| c.first_cas = 0));
-    let memcached_addr: SocketAddr = ([127, 0, 0, 1], memcached.port).into();
-
-    let mut config = Config {
-        cases: std::env::var("PIPELINE_DIFF_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(DEFAULT_CASES),
-        max_shrink_iters: 1_000,
-        max_shrink_time: 30_000,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    if matches!(config.rng_seed, RngSeed::Random) {
-        config.rng_seed = RngSeed::Fixed(DEFAULT_SEED);
-    }
-    let seed = config.rng_seed;
-    let started = Instant::now();
-    let requests = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(config);
-    let result = runner.run(&case(), |case| {
-        requests.fetch_add(case.reqs.len(), Ordering::Relaxed);
-        run_case(server.addr, memcached_addr, &case).map_err(TestCaseError::fail)
-    });
-    match result {
-        Ok(()) => eprintln!(
-            "memcached_pipeline_diff: {} requests (each batch twice) in {:.1?}, identical",
-            requests.load(Ordering::Relaxed),
-            started.elapsed()
-        ),
-        Err(TestError::Fail(reason, _)) => {
-            panic!("cache-node and memcached differ (seed {seed:?}; shrunk case):\n{reason}")
-        }
-        Err(TestError::Abort(reason)) => panic!("aborted: {reason}"),
-    }
-    runtime.block_on(server.stop());
+    diff::check(
+        &SETTINGS,
+        &case(),
+        |case| case.reqs.len(),
+        |ours, memcached, case| run_case(ours, memcached, &case),
+    );
 }
 
 /// Sends `request` in one write and reads until `want.len()` bytes arrived (or 5 s passed).
@@ -1146,11 +598,7 @@ fn exchange_bytes(addr: SocketAddr, request: &[u8], want: usize) -> Vec<u8> {
 #[test]
 fn a_refused_too_large_set_removes_the_old_value_as_memcached_does() {
     let memcached = Memcached::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = diff::runtime();
     let server = runtime.block_on(TestServer::start());
     let too_large = vec![b'x'; MAX_ITEM + 1];
     let mut request = Vec::new();
@@ -1200,11 +648,7 @@ fn a_refused_too_large_set_removes_the_old_value_as_memcached_does() {
 #[test]
 fn an_append_past_the_item_size_limit_is_not_stored_as_memcached() {
     let memcached = Memcached::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = diff::runtime();
     let server = runtime.block_on(TestServer::start());
     let half = vec![b'h'; 600_000];
     let mut request = Vec::new();

@@ -2,6 +2,8 @@
 //! memcached to compare with.
 #![allow(dead_code)]
 
+pub mod diff;
+
 use std::sync::Arc;
 use std::time::Duration;
 
