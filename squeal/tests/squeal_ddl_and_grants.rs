@@ -275,38 +275,20 @@ async fn grant_change_under_squeal(
         config.replace("mysql://root@", "mysql://squeal@"),
     )?;
     let mut squeal = Squeal::run(&scenario.config, "squeal-pw-1", &scenario.log)?;
-    for id in 1..=5 {
-        primary
-            .execute(&format!(
-                "INSERT INTO squeal_test.ledger (id, v) VALUES ({id}, 1)"
-            ))
-            .await?;
-    }
+    insert_ledger_ids(primary, 1..=5).await?;
     let mut reader = TopicReader::new(&stack.kafka().brokers(), topic)?;
-    let first: BTreeSet<String> = (1..=5).map(|i| format!("ledger:{i}")).collect();
+    let first = ledger_keys_of(1..=5);
     let missing = missing_after(&mut reader, &first, Duration::from_secs(60)).await;
     assert!(missing.is_empty(), "{missing:?}\n{}", squeal.log_text());
 
     primary.execute(change).await?;
-    for id in 6..=8 {
-        primary
-            .execute(&format!(
-                "INSERT INTO squeal_test.ledger (id, v) VALUES ({id}, 1)"
-            ))
-            .await?;
-    }
+    insert_ledger_ids(primary, 6..=8).await?;
     // The open stream is not affected by the change; a new connection is.
     let id = dump_connection(primary, "squeal")
         .await
         .expect("squeal's dump connection");
     primary.execute(&format!("KILL {id}")).await?;
-    for id in 9..=10 {
-        primary
-            .execute(&format!(
-                "INSERT INTO squeal_test.ledger (id, v) VALUES ({id}, 1)"
-            ))
-            .await?;
-    }
+    insert_ledger_ids(primary, 9..=10).await?;
     let status = squeal.wait_exit(Duration::from_secs(60));
     let text = squeal.log_text();
     let status = status.unwrap_or_else(|| panic!("squeal runs on after `{change}`:\n{text}"));
@@ -327,7 +309,7 @@ async fn grant_change_under_squeal(
         "squeal-pw-1",
         &scenario.log.with_extension("restart.log"),
     )?;
-    let all: BTreeSet<String> = (1..=10).map(|i| format!("ledger:{i}")).collect();
+    let all = ledger_keys_of(1..=10);
     let missing = missing_after(&mut reader, &all, Duration::from_secs(60)).await;
     assert!(
         missing.is_empty(),
@@ -472,25 +454,12 @@ async fn squeal_on_the_replica_publishes_what_it_applies_once_its_sql_thread_run
         .await?;
     let mut squeal = Squeal::run(&scenario.config, replica.password(), &scenario.log)?;
     let mut reader = TopicReader::new(&stack.kafka().brokers(), topic)?;
-    let insert = |ids: std::ops::RangeInclusive<u32>| async move {
-        for id in ids {
-            primary
-                .execute(&format!(
-                    "INSERT INTO squeal_test.ledger (id, v) VALUES ({id}, 1)"
-                ))
-                .await?;
-        }
-        Ok::<_, integration::StackError>(())
-    };
-    let keys = |ids: std::ops::RangeInclusive<u32>| -> BTreeSet<String> {
-        ids.map(|i| format!("ledger:{i}")).collect()
-    };
-    insert(1..=5).await?;
-    let missing = missing_after(&mut reader, &keys(1..=5), Duration::from_secs(60)).await;
+    insert_ledger_ids(primary, 1..=5).await?;
+    let missing = missing_after(&mut reader, &ledger_keys_of(1..=5), Duration::from_secs(60)).await;
     assert!(missing.is_empty(), "{missing:?}\n{}", squeal.log_text());
 
     replica.execute("STOP SLAVE SQL_THREAD").await?;
-    insert(6..=20).await?;
+    insert_ledger_ids(primary, 6..=20).await?;
     // Not applied, so not in the replica's binlog: nothing of it yet.
     reader
         .read_until(Duration::from_secs(3), |r| has_key(r, "ledger:6"))
@@ -503,8 +472,13 @@ async fn squeal_on_the_replica_publishes_what_it_applies_once_its_sql_thread_run
     squeal.kill9();
     let mut squeal = Squeal::run(&scenario.config, replica.password(), &scenario.log)?;
     replica.execute("START SLAVE SQL_THREAD").await?;
-    insert(21..=25).await?;
-    let missing = missing_after(&mut reader, &keys(1..=25), Duration::from_secs(60)).await;
+    insert_ledger_ids(primary, 21..=25).await?;
+    let missing = missing_after(
+        &mut reader,
+        &ledger_keys_of(1..=25),
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(missing.is_empty(), "{missing:?}\n{}", squeal.log_text());
     // Each transaction once, carrying the primary's server id and GTID.
     let mut per_gtid: BTreeMap<String, usize> = BTreeMap::new();
@@ -537,21 +511,13 @@ async fn gtid_resume_moves_to_the_replica_of_the_same_topology() -> TestResult {
     scenario.write_config("resume = \"gtid\"")?;
     let mut squeal = Squeal::run(&scenario.config, primary.password(), &scenario.log)?;
     let mut reader = TopicReader::new(&stack.kafka().brokers(), topic)?;
-    let insert = |ids: std::ops::RangeInclusive<u32>| async move {
-        for id in ids {
-            primary
-                .execute(&format!(
-                    "INSERT INTO squeal_test.ledger (id, v) VALUES ({id}, 1)"
-                ))
-                .await?;
-        }
-        Ok::<_, integration::StackError>(())
-    };
-    let keys = |ids: std::ops::RangeInclusive<u32>| -> BTreeSet<String> {
-        ids.map(|i| format!("ledger:{i}")).collect()
-    };
-    insert(1..=10).await?;
-    let missing = missing_after(&mut reader, &keys(1..=10), Duration::from_secs(60)).await;
+    insert_ledger_ids(primary, 1..=10).await?;
+    let missing = missing_after(
+        &mut reader,
+        &ledger_keys_of(1..=10),
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(missing.is_empty(), "{missing:?}\n{}", squeal.log_text());
     assert_eq!(squeal.terminate().and_then(|s| s.code()), Some(0));
     let saved = squeal::checkpoint::load(&scenario.checkpoint)?.expect("checkpoint");
@@ -561,7 +527,7 @@ async fn gtid_resume_moves_to_the_replica_of_the_same_topology() -> TestResult {
     );
 
     // The primary goes on without squeal; then squeal is moved to the replica.
-    insert(11..=20).await?;
+    insert_ledger_ids(primary, 11..=20).await?;
     stack
         .wait_replica_caught_up("eu", Duration::from_secs(30))
         .await?;
@@ -585,14 +551,19 @@ async fn gtid_resume_moves_to_the_replica_of_the_same_topology() -> TestResult {
         replica.password(),
         &scenario.log.with_extension("replica.log"),
     )?;
-    insert(21..=25).await?;
+    insert_ledger_ids(primary, 21..=25).await?;
     if let Some(status) = moved.wait_exit(Duration::from_secs(5)) {
         panic!(
             "squeal stopped ({status}) on the replica:\n{}",
             moved.log_text()
         );
     }
-    let missing = missing_after(&mut reader, &keys(1..=25), Duration::from_secs(60)).await;
+    let missing = missing_after(
+        &mut reader,
+        &ledger_keys_of(1..=25),
+        Duration::from_secs(60),
+    )
+    .await;
     let text = moved.log_text();
     assert!(
         missing.is_empty(),

@@ -22,15 +22,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 
 use common::*;
-use integration::{MariaDb, Stack, StackOptions};
-
-/// `(file, position)` of the primary's binlog end.
-async fn master_status(primary: &MariaDb) -> Result<(String, u64), integration::StackError> {
-    let row = primary.query("SHOW MASTER STATUS").await?.remove(0);
-    let file = row[0].clone().unwrap_or_default();
-    let pos = row[1].clone().unwrap_or_default().parse().unwrap_or(0);
-    Ok((file, pos))
-}
+use integration::{Stack, StackOptions};
 
 /// An admin client of the stack's broker.
 fn admin(stack: &Stack) -> AdminClient<DefaultClientContext> {
@@ -48,25 +40,6 @@ fn admin_options() -> AdminOptions {
 /// Waits until the checkpoint reaches `at`; false after `timeout`.
 async fn checkpoint_reaches(checkpoint: &Path, at: &(String, u64), timeout: Duration) -> bool {
     eventually(timeout, || checkpoint_of(checkpoint).as_ref() == Some(at)).await
-}
-
-/// Inserts rows `ids` (same-width numbers) into the ledger one statement each.
-async fn insert_ids(
-    primary: &MariaDb,
-    ids: impl IntoIterator<Item = u32>,
-) -> Result<(), integration::StackError> {
-    for id in ids {
-        primary
-            .execute(&format!(
-                "INSERT INTO squeal_test.ledger (id, v) VALUES ({id}, 1)"
-            ))
-            .await?;
-    }
-    Ok(())
-}
-
-fn keys(ids: impl IntoIterator<Item = u32>) -> BTreeSet<String> {
-    ids.into_iter().map(|i| format!("ledger:{i}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,8 +72,8 @@ async fn reset_master_under_squeal(restart: bool, topic: &str) -> TestResult {
     // the new file byte for byte like the first one: squeal's position is then a boundary in it.
     primary.execute("RESET MASTER").await?;
     let mut squeal = Squeal::run(config, primary.password(), log)?;
-    insert_ids(primary, 101..121).await?;
-    let end = master_status(primary).await?;
+    insert_ledger_ids(primary, 101..121).await?;
+    let end = master_position(primary).await?;
     assert!(
         checkpoint_reaches(checkpoint, &end, Duration::from_secs(60)).await,
         "squeal acknowledged the first rows: {:?} vs {end:?}\n{}",
@@ -118,14 +91,14 @@ async fn reset_master_under_squeal(restart: bool, topic: &str) -> TestResult {
             "SET sql_log_bin=0; DELETE FROM squeal_test.ledger; SET sql_log_bin=1; RESET MASTER",
         )
         .await?;
-    insert_ids(primary, 201..221).await?;
+    insert_ledger_ids(primary, 201..221).await?;
     assert_eq!(
-        master_status(primary).await?,
+        master_position(primary).await?,
         end,
         "the new file reached the same position"
     );
     // Past the old position: the server ends the old stream and squeal reconnects at `end`.
-    insert_ids(primary, 301..311).await?;
+    insert_ledger_ids(primary, 301..311).await?;
     if restart {
         squeal = Squeal::run(
             config,
@@ -134,7 +107,7 @@ async fn reset_master_under_squeal(restart: bool, topic: &str) -> TestResult {
         )?;
     }
 
-    let after_reset = keys((201..221).chain(301..311));
+    let after_reset = ledger_keys_of((201..221).chain(301..311));
     let mut reader = TopicReader::new(&stack.kafka().brokers(), topic)?;
     let mut exited = None;
     for _ in 0..60 {
@@ -187,8 +160,8 @@ async fn record_over_the_topics_max_message_bytes_stops_and_holds_the_checkpoint
         .await?;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let mut squeal = Squeal::run(config, primary.password(), log)?;
-    insert_ids(primary, 1..3).await?;
-    let before = master_status(primary).await?;
+    insert_ledger_ids(primary, 1..3).await?;
+    let before = master_position(primary).await?;
     assert!(
         checkpoint_reaches(checkpoint, &before, Duration::from_secs(60)).await,
         "small records go through: {}",
@@ -202,7 +175,7 @@ async fn record_over_the_topics_max_message_bytes_stops_and_holds_the_checkpoint
             values.join(",")
         ))
         .await?;
-    insert_ids(primary, 1000..1003).await?;
+    insert_ledger_ids(primary, 1000..1003).await?;
     let status = squeal
         .wait_exit(Duration::from_secs(120))
         .expect("squeal stops on a record Kafka refuses for good");
@@ -239,8 +212,8 @@ async fn topic_deleted_while_running_stops_and_holds_the_checkpoint() -> TestRes
         ..
     } = &scenario;
     let mut squeal = Squeal::run(config, primary.password(), log)?;
-    insert_ids(primary, 1..3).await?;
-    let before = master_status(primary).await?;
+    insert_ledger_ids(primary, 1..3).await?;
+    let before = master_position(primary).await?;
     assert!(
         checkpoint_reaches(checkpoint, &before, Duration::from_secs(60)).await,
         "{}",
@@ -251,7 +224,7 @@ async fn topic_deleted_while_running_stops_and_holds_the_checkpoint() -> TestRes
         .await?;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    insert_ids(primary, 10..13).await?;
+    insert_ledger_ids(primary, 10..13).await?;
     // librdkafka notices the deletion at its next metadata refresh (tens of seconds).
     let status = squeal
         .wait_exit(Duration::from_secs(180))
@@ -298,8 +271,8 @@ async fn unwritable_checkpoint_folder_stops_squeal() -> TestResult {
         text.replace(&checkpoint.display().to_string(), &cp.display().to_string()),
     )?;
     let mut squeal = Squeal::run(config, primary.password(), log)?;
-    insert_ids(primary, 1..3).await?;
-    let before = master_status(primary).await?;
+    insert_ledger_ids(primary, 1..3).await?;
+    let before = master_position(primary).await?;
     assert!(
         checkpoint_reaches(&cp, &before, Duration::from_secs(60)).await,
         "{}",
@@ -320,7 +293,7 @@ async fn unwritable_checkpoint_folder_stops_squeal() -> TestResult {
     }
     let mut stopped = None;
     for id in 10..40 {
-        insert_ids(primary, [id]).await?;
+        insert_ledger_ids(primary, [id]).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         stopped = squeal.child.try_wait()?;
         if stopped.is_some() {
@@ -357,7 +330,7 @@ async fn unreadable_checkpoint_is_refused_and_left_alone() -> TestResult {
             "",
         ),
     )?;
-    let (file, pos) = master_status(primary).await?;
+    let (file, pos) = master_position(primary).await?;
     for (i, body) in [
         String::new(),
         format!("{{\"version\":1,\"file\":\"{file}\",\"po"),
@@ -403,7 +376,7 @@ async fn two_replicas_with_one_server_id_stop_one_with_the_reason() -> TestResul
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let mut id = 1000;
     let (stopped, running, running_topic) = loop {
-        insert_ids(primary, [id]).await?;
+        insert_ledger_ids(primary, [id]).await?;
         id += 1;
         if a.child.try_wait()?.is_some() {
             break (a, b, "inv_same_id_b");
@@ -432,8 +405,8 @@ async fn two_replicas_with_one_server_id_stop_one_with_the_reason() -> TestResul
     );
     assert!(text.contains("SHOW SLAVE HOSTS"), "{text}");
     // The other one reads on: every row, those written after the stop too, reaches its topic.
-    insert_ids(primary, 5000..5010).await?;
-    let want = keys((1000..id).chain(5000..5010));
+    insert_ledger_ids(primary, 5000..5010).await?;
+    let want = ledger_keys_of((1000..id).chain(5000..5010));
     let mut reader = TopicReader::new(&stack.kafka().brokers(), running_topic)?;
     reader
         .read_until(Duration::from_secs(60), |records| {

@@ -13,7 +13,9 @@ use std::time::Duration;
 use invalidation::{Operation, Record};
 use mysql_async::prelude::Queryable;
 
-use common::{checkpoint_of, config_text, Phases, Squeal, TestResult, TopicReader};
+use common::{
+    checkpoint_of, config_text, master_position, Phases, Squeal, TestResult, TopicReader,
+};
 use integration::{MariaDb, Stack, StackOptions};
 
 const RULES: &str = r#"
@@ -83,13 +85,6 @@ fn flushed(records: &[Record]) -> BTreeSet<String> {
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-async fn master_position(primary: &MariaDb) -> Result<(String, u64), integration::StackError> {
-    let row = primary.query("SHOW MASTER STATUS").await?.remove(0);
-    let file = row[0].clone().unwrap_or_default();
-    let pos = row[1].clone().unwrap_or_default().parse().unwrap_or(0);
-    Ok((file, pos))
 }
 
 /// Runs `sql` in a session with `binlog_format=STATEMENT` and expects squeal to stop on it with

@@ -509,3 +509,33 @@ pub fn key_safe(text: &str) -> String {
     }
     out
 }
+
+/// `(file, position)` of `server`'s binlog end (`SHOW MASTER STATUS`).
+pub async fn master_position(
+    server: &integration::MariaDb,
+) -> Result<(String, u64), integration::StackError> {
+    let row = server.query("SHOW MASTER STATUS").await?.remove(0);
+    let file = row[0].clone().unwrap_or_default();
+    let pos = row[1].clone().unwrap_or_default().parse().unwrap_or(0);
+    Ok((file, pos))
+}
+
+/// Inserts ledger rows `ids` (see [`LEDGER_SETUP`]) one statement, and so one transaction, each.
+pub async fn insert_ledger_ids(
+    primary: &integration::MariaDb,
+    ids: impl IntoIterator<Item = u32>,
+) -> Result<(), integration::StackError> {
+    for id in ids {
+        primary
+            .execute(&format!(
+                "INSERT INTO squeal_test.ledger (id, v) VALUES ({id}, 1)"
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The keys [`LEDGER_RULES`] give ledger rows `ids`.
+pub fn ledger_keys_of(ids: impl IntoIterator<Item = u32>) -> BTreeSet<String> {
+    ids.into_iter().map(|i| format!("ledger:{i}")).collect()
+}
