@@ -3,6 +3,11 @@
 //! Saved atomically: write a temporary file beside the target, fsync it, rename it over the
 //! target, fsync the directory. A crash leaves either the old or the new checkpoint, never a torn
 //! one. Loading a file that is not a checkpoint is an error (never "start from scratch").
+//!
+//! One squeal per checkpoint: [`CheckpointLock`] holds an exclusive `flock` on a lock file beside
+//! it for the life of the process, so a second squeal started on the same checkpoint stops at once
+//! instead of interleaving its positions with the first's. The lock does not cover checkpoints on
+//! file systems without `flock` (some network file systems accept it without enforcing it).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -82,6 +87,16 @@ pub enum CheckpointError {
         /// The I/O error.
         source: io::Error,
     },
+    /// Another process holds the checkpoint's lock.
+    #[error("checkpoint {path} is in use by another squeal{holder} (lock {lock}); stop it first, or give this one its own checkpoint.path")]
+    InUse {
+        /// The checkpoint path.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock: PathBuf,
+        /// `" (pid N)"` when the holder wrote its pid into the lock file, else empty.
+        holder: String,
+    },
     /// The file exists but is not a checkpoint squeal can read.
     #[error("checkpoint {path} is unreadable ({reason}); fix or remove it deliberately (see README, Operations)")]
     Corrupt {
@@ -90,6 +105,75 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// An exclusive lock on a checkpoint, held until dropped (or the process ends, even by SIGKILL:
+/// the kernel releases a `flock` with the last descriptor, so a crash leaves no stale lock).
+///
+/// The lock is on `<checkpoint>.lock`, not on the checkpoint itself, because [`save`] replaces the
+/// checkpoint by renaming a new file over it, and a lock on the old file would not cover the new one.
+#[derive(Debug)]
+pub struct CheckpointLock {
+    /// Held open for the lock's life: closing it releases the lock.
+    _file: File,
+}
+
+impl CheckpointLock {
+    /// Takes the lock on `checkpoint`'s lock file without waiting; [`CheckpointError::InUse`] if
+    /// another process (or another open of it in this one) holds it.
+    pub fn acquire(checkpoint: &Path) -> Result<CheckpointLock, CheckpointError> {
+        let mut name = checkpoint.as_os_str().to_owned();
+        name.push(".lock");
+        let lock = PathBuf::from(name);
+        let io_err = |source| CheckpointError::Io {
+            path: lock.clone(),
+            source,
+        };
+        // Not truncated on open: the holder's pid stays readable for the refusal's message.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+            .map_err(io_err)?;
+        match try_flock_exclusive(&file) {
+            Ok(true) => {}
+            Ok(false) => {
+                let holder = fs::read_to_string(&lock)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                return Err(CheckpointError::InUse {
+                    path: checkpoint.to_owned(),
+                    lock,
+                    holder,
+                });
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+        // Who holds it, for the message a second squeal prints; the lock works without it.
+        file.set_len(0).map_err(io_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+        Ok(CheckpointLock { _file: file })
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file description holds a lock on it.
+/// (`File::try_lock` does the same from Rust 1.89, above the workspace's rust-version.)
+fn try_flock_exclusive(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor `file` owns and keeps open for the call; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
 }
 
 /// Loads the checkpoint; `Ok(None)` when the file does not exist.
@@ -277,6 +361,28 @@ impl Drop for CheckpointWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_lock_on_one_checkpoint_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        let first = CheckpointLock::acquire(&path).unwrap();
+        match CheckpointLock::acquire(&path) {
+            Err(e @ CheckpointError::InUse { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("(pid {})", std::process::id())),
+                    "the message names the holder: {text}"
+                );
+                assert!(text.contains("cp.json.lock"), "{text}");
+            }
+            other => panic!("a second lock while the first is held: {other:?}"),
+        }
+        // Another checkpoint in the same directory is not affected.
+        let _other = CheckpointLock::acquire(&dir.path().join("other.json")).unwrap();
+        drop(first);
+        CheckpointLock::acquire(&path).expect("free again once the holder is gone");
+    }
 
     #[test]
     fn save_then_load_round_trips_and_replaces() {

@@ -162,6 +162,8 @@ async fn run(cfg: Arc<Config>) -> Result<(), BoxError> {
         rules = cfg.rules.len(),
         "squeal starting"
     );
+    // Before anything else, so a second squeal on this checkpoint stops without reading or writing it.
+    let _checkpoint_lock = checkpoint::CheckpointLock::acquire(&cfg.checkpoint.path)?;
     let report = squeal::check::run_checks(&cfg).await;
     if !report.passed() {
         eprintln!("{report}");

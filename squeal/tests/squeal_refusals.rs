@@ -60,6 +60,59 @@ async fn statement_format_is_refused_by_check_and_run() -> TestResult {
     Ok(())
 }
 
+/// A second squeal on a checkpoint another holds stops at once with exit 1, names the holder and
+/// leaves the checkpoint alone. Here the test process holds the lock (as a running squeal does); no
+/// database is needed, since the lock comes before every connection.
+#[test]
+fn a_checkpoint_in_use_is_refused_and_left_alone() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("squeal.toml");
+    let checkpoint = dir.path().join("cp.json");
+    // Port 1: nothing listens there, so a run that gets past the lock fails its checks instead.
+    std::fs::write(
+        &config,
+        config_text(1, "127.0.0.1:1", "t", &checkpoint, RULES, ""),
+    )?;
+    let written = squeal::checkpoint::Position::at("binlog.000007", 1234);
+    squeal::checkpoint::save(&checkpoint, &written)?;
+    let before = std::fs::read(&checkpoint)?;
+
+    let lock = squeal::checkpoint::CheckpointLock::acquire(&checkpoint)?;
+    let log = dir.path().join("held.log");
+    let mut run = Squeal::run(&config, "unused", &log)?;
+    let status = run
+        .wait_exit(Duration::from_secs(60))
+        .expect("run refuses and ends");
+    let text = run.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "checkpoint {} is in use by another squeal (pid {})",
+            checkpoint.display(),
+            std::process::id()
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("refusing to start"),
+        "stopped before the checks: {text}"
+    );
+    assert_eq!(std::fs::read(&checkpoint)?, before, "left as it was");
+
+    // Control: with the lock released, the same run gets past it (and fails at the database).
+    drop(lock);
+    let log = dir.path().join("free.log");
+    let mut run = Squeal::run(&config, "unused", &log)?;
+    let status = run
+        .wait_exit(Duration::from_secs(60))
+        .expect("run ends at the unreachable database");
+    let text = run.log_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(!text.contains("in use by another squeal"), "{text}");
+    assert!(text.contains("refusing to start"), "{text}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
     let stack = Stack::start(StackOptions::default().without_kafka()).await?;
