@@ -48,10 +48,12 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('rounds', nargs='?', type=int, default=6)
     parser.add_argument('seconds', nargs='?', type=float, default=4)
+    parser.add_argument('--cache-node', default=os.path.join(RELEASE, 'cache-node'),
+                        help='the cache-node binary (default: the release build)')
     parser.add_argument('--memcached', default='/usr/bin/memcached')
     args = parser.parse_args()
     ports = {'cache-node': free_port(), 'memcached': free_port()}
-    servers = [subprocess.Popen([os.path.join(RELEASE, 'cache-node'), '-p', str(ports['cache-node']),
+    servers = [subprocess.Popen([args.cache_node, '-p', str(ports['cache-node']),
                                  '-l', '127.0.0.1', *SERVER_FLAGS],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     # memcached refuses to run as root without -u.
