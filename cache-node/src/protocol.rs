@@ -183,6 +183,12 @@ pub enum Parsed<'a> {
         swallow: Swallow,
         /// The line ended in `noreply`: send no error line (see `parse_request`).
         noreply: bool,
+        /// A `set` or an `ms` (any mode) refused as too large: its key as sent, and whether that is
+        /// base64 (decode it with [`decode_key`]). memcached 1.6 removes the item stored under it
+        /// ("avoid stale data persisting in cache because we failed alloc"), so a client whose new
+        /// value was refused does not go on reading the old one; `add`, `replace`, `cas`, `append`,
+        /// `prepend` and `lease-set` leave it, and every other error is `None`.
+        unlinks: Option<(&'a [u8], bool)>,
     },
 }
 
@@ -619,6 +625,7 @@ fn err(error: ProtocolError, consumed: usize) -> Parsed<'static> {
         consumed,
         swallow: Swallow::Nothing,
         noreply: false,
+        unlinks: None,
     }
 }
 
@@ -628,6 +635,19 @@ fn err_swallow(error: ProtocolError, consumed: usize, data_len: usize) -> Parsed
         consumed,
         swallow: Swallow::Bytes(data_len.saturating_add(2)),
         noreply: false,
+        unlinks: None,
+    }
+}
+
+/// [`ProtocolError::TooLarge`] for a request whose line and data block are `line_len` and `data_len`
+/// bytes, removing `unlinks` (see [`Parsed::Error`]).
+fn too_large(line_len: usize, data_len: usize, unlinks: Option<(&[u8], bool)>) -> Parsed<'_> {
+    Parsed::Error {
+        error: ProtocolError::TooLarge,
+        consumed: line_len,
+        swallow: Swallow::Bytes(data_len.saturating_add(2)),
+        noreply: false,
+        unlinks,
     }
 }
 
@@ -657,6 +677,7 @@ fn split_line(buf: &[u8], max_line_len: usize) -> Result<(&[u8], usize), Parsed<
                 consumed: buf.len(),
                 swallow: Swallow::ThroughNewline,
                 noreply: false,
+                unlinks: None,
             })
         }
         None => Err(Parsed::Incomplete),
@@ -696,6 +717,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             consumed,
             swallow,
             noreply: false,
+            unlinks,
         } if error != ProtocolError::UnknownCommand
             && TEXT_NOREPLY_COMMANDS.contains(&command)
             && Tokens::new(line).last() == Some(&b"noreply"[..]) =>
@@ -705,6 +727,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 consumed,
                 swallow,
                 noreply: true,
+                unlinks,
             }
         }
         outcome => outcome,
@@ -980,7 +1003,7 @@ fn parse_command<'a>(
                 return err_swallow(ProtocolError::BadKey, line_len, len);
             }
             if len > limits.max_value_len {
-                return err_swallow(ProtocolError::TooLarge, line_len, len);
+                return too_large(line_len, len, Some((key, flags.base64_key)));
             }
             match take_data(buf, line_len, len) {
                 Ok((data, consumed)) => Parsed::Request {
@@ -996,30 +1019,6 @@ fn parse_command<'a>(
             }
         }
         _ => err(ProtocolError::UnknownCommand, line_len),
-    }
-}
-
-/// The key whose item a storage request refused as too large removes, and whether it is base64 (decode
-/// it with [`decode_key`]): a text `set`'s key, and an `ms`'s in every mode. `buf` starts with the
-/// request's line, for which [`parse_request`] gave [`ProtocolError::TooLarge`]. memcached 1.6 unlinks
-/// that item ("avoid stale data persisting in cache because we failed alloc"), so a client whose new
-/// value was refused does not go on reading the old one; `add`, `replace`, `cas`, `append` and
-/// `prepend` leave it.
-pub fn key_unlinked_when_too_large<'a>(buf: &'a [u8], limits: &Limits) -> Option<(&'a [u8], bool)> {
-    let (line, _) = split_line(buf, limits.max_line_len).ok()?;
-    let mut tokens = Tokens::new(line);
-    match tokens.next()? {
-        b"set" => {
-            let key = tokens.next()?;
-            valid_key(key, limits.max_key_len).then_some((key, false))
-        }
-        b"ms" => {
-            let key = tokens.next()?;
-            tokens.next()?;
-            let flags = parse_meta_flags(MetaCommand::Set, tokens.remainder()).ok()?;
-            meta_key_ok(key, &flags, limits).then_some((key, flags.base64_key))
-        }
-        _ => None,
     }
 }
 
@@ -1084,7 +1083,10 @@ fn parse_store<'a>(
         return err_swallow(ProtocolError::UnknownCommand, line_len, len);
     };
     if len > limits.max_value_len {
-        return err_swallow(ProtocolError::TooLarge, line_len, len);
+        // Judged before the key is checked: only a valid key names an item to remove.
+        let unlinks =
+            (mode == StoreMode::Set && valid_key(key, limits.max_key_len)).then_some((key, false));
+        return too_large(line_len, len, unlinks);
     }
     if !valid_key(key, limits.max_key_len) {
         return err_swallow(ProtocolError::BadKey, line_len, len);
@@ -2091,8 +2093,52 @@ mod tests {
                 consumed: 13,
                 swallow: Swallow::Bytes(7),
                 noreply: false,
+                unlinks: Some((b"k", false)),
             }
         );
+    }
+
+    #[test]
+    fn only_a_too_large_set_or_ms_names_a_key_to_unlink() {
+        let l = Limits {
+            max_value_len: 4,
+            ..Limits::default()
+        };
+        fn unlinks_of<'a>(line: &'a [u8], l: &Limits) -> Option<(&'a [u8], bool)> {
+            match parse_request(line, l) {
+                Parsed::Error {
+                    error: ProtocolError::TooLarge,
+                    unlinks,
+                    ..
+                } => unlinks,
+                other => panic!("{line:?}: {other:?}"),
+            }
+        }
+        let unlinks = |line| unlinks_of(line, &l);
+        assert_eq!(
+            unlinks(b"set k 0 0 5 noreply\r\n"),
+            Some((&b"k"[..], false))
+        );
+        assert_eq!(unlinks(b"ms k 5\r\n"), Some((&b"k"[..], false)));
+        assert_eq!(unlinks(b"ms aw== 5 b MA\r\n"), Some((&b"aw=="[..], true)));
+        // memcached's other storage commands leave the item; so does mcrouter's lease-set.
+        for line in [
+            &b"add k 0 0 5\r\n"[..],
+            b"replace k 0 0 5\r\n",
+            b"append k 0 0 5\r\n",
+            b"prepend k 0 0 5\r\n",
+            b"cas k 0 0 5 1\r\n",
+            b"lease-set k 7 0 0 5\r\n",
+        ] {
+            assert_eq!(unlinks(line), None, "{line:?}");
+        }
+        // A bad key with too large a value is still refused as too large, and names nothing.
+        assert_eq!(unlinks(b"set k\x01 0 0 5\r\n"), None);
+        // Every other refusal names nothing either.
+        assert!(matches!(
+            parse_request(b"set k 0 0 x\r\n", &l),
+            Parsed::Error { unlinks: None, .. }
+        ));
     }
 
     #[test]
@@ -2178,6 +2224,7 @@ mod tests {
                 consumed: 32,
                 swallow: Swallow::Nothing,
                 noreply: false,
+                unlinks: None,
             }
         );
         assert!(matches!(

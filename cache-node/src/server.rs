@@ -24,8 +24,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::commands::{Flow, Session, VERSION};
 use crate::maintainer::{self, Maintainer};
 use crate::protocol::{
-    decode_key, key_unlinked_when_too_large, parse_request, reply, Limits, Parsed, ProtocolError,
-    Swallow, MAX_KEY_LEN,
+    decode_key, parse_request, reply, Limits, Parsed, ProtocolError, Swallow, MAX_KEY_LEN,
 };
 use crate::stats::CounterSlots;
 use crate::store::{Reservation, Store, StoreConfig, StoreError};
@@ -875,16 +874,14 @@ impl<'n> Connection<'n> {
                     consumed,
                     swallow,
                     noreply,
+                    unlinks,
                 } => {
-                    if error == ProtocolError::TooLarge {
-                        // As memcached: a refused set (or ms) removes the item it would have replaced.
-                        if let Some((key, base64)) =
-                            key_unlinked_when_too_large(&buf[pos..], &self.limits)
-                        {
-                            let mut decoded = [0u8; MAX_KEY_LEN];
-                            if let Some(key) = decode_key(key, base64, &mut decoded) {
-                                self.store.with_entry(key, |e| e.remove());
-                            }
+                    // As memcached: a set (or ms) refused as too large removes the item it would
+                    // have replaced.
+                    if let Some((key, base64)) = unlinks {
+                        let mut decoded = [0u8; MAX_KEY_LEN];
+                        if let Some(key) = decode_key(key, base64, &mut decoded) {
+                            self.store.with_entry(key, |e| e.remove());
                         }
                     }
                     pos += consumed;
