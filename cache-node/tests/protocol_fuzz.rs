@@ -9,8 +9,8 @@
 
 use bytes::BytesMut;
 use cache_node::protocol::{
-    parse_request, parse_response, valid_key, Keys, Limits, Parsed, ParsedResponse, Request,
-    StoreMode, Swallow,
+    decode_key, parse_request, parse_response, valid_key, Keys, Limits, Parsed, ParsedResponse,
+    ProtocolError, Request, StoreMode, Swallow, MAX_KEY_LEN,
 };
 use proptest::prelude::*;
 
@@ -52,9 +52,28 @@ fn check_request(input: &[u8], limits: &Limits) {
             check_limits(&request, limits);
         }
         Parsed::Error {
-            consumed, swallow, ..
+            error,
+            consumed,
+            swallow,
+            unlinks,
+            ..
         } => {
             assert!(consumed > 0 && consumed <= input.len());
+            if let Some((key, base64)) = unlinks {
+                // Only a too-large set or ms removes an item, and then under a key within the limits.
+                assert_eq!(error, ProtocolError::TooLarge);
+                let mut decoded = [0u8; MAX_KEY_LEN];
+                let raw = decode_key(key, base64, &mut decoded).expect("decodes");
+                // A base64 key may decode to any bytes (that is what it is for), within the length.
+                assert!(
+                    if base64 {
+                        !raw.is_empty() && raw.len() <= limits.max_key_len
+                    } else {
+                        valid_key(raw, limits.max_key_len)
+                    },
+                    "unlinks {key:?}"
+                );
+            }
             if let Swallow::Bytes(n) = swallow {
                 // A swallow is the refused data block: the byte count the client sent, plus "\r\n", and
                 // never more than memcached's bound on that count.
@@ -233,6 +252,48 @@ proptest! {
             parse_request(&out, &small_limits()),
             Parsed::Request { request, consumed: out.len() }
         );
+    }
+
+    #[test]
+    fn only_a_too_large_set_or_ms_with_a_good_key_unlinks(
+        command in 0usize..8,
+        key in prop_oneof![
+            "[a-zA-Z0-9:_]{1,16}",
+            "[a-z]{17,20}",
+            "[a-z]{1,4}\x01[a-z]{0,4}",
+        ],
+        len in 60usize..70,
+        noreply in any::<bool>(),
+        base64 in any::<bool>(),
+    ) {
+        let limits = small_limits();
+        let commands = ["set", "add", "replace", "append", "prepend", "cas", "ms", "lease-set"];
+        let noreply = if noreply { " noreply" } else { "" };
+        let line = match commands[command] {
+            "cas" => format!("cas {key} 0 0 {len} 1{noreply}\r\n"),
+            "lease-set" => format!("lease-set {key} 7 0 0 {len}\r\n"),
+            "ms" if base64 => {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&key);
+                format!("ms {encoded} {len} b\r\n")
+            }
+            "ms" => format!("ms {key} {len}\r\n"),
+            mode => format!("{mode} {key} 0 0 {len}{noreply}\r\n"),
+        };
+        let outcome = parse_request(line.as_bytes(), &limits);
+        parse_stream(line.as_bytes(), &limits);
+        let key_ok = valid_key(key.as_bytes(), limits.max_key_len)
+            || (commands[command] == "ms" && base64 && key.len() <= limits.max_key_len);
+        let unlinks = matches!(commands[command], "set" | "ms") && key_ok && len > limits.max_value_len;
+        match outcome {
+            Parsed::Error { error: ProtocolError::TooLarge, unlinks: Some(_), .. } => {
+                prop_assert!(unlinks, "{}", line)
+            }
+            Parsed::Error { unlinks: None, .. } | Parsed::IncompleteData { .. } => {
+                prop_assert!(!unlinks, "{}", line)
+            }
+            other => prop_assert!(false, "{}: {:?}", line, other),
+        }
     }
 
     #[test]
