@@ -16,15 +16,13 @@ A flag for one server only, to compare settings of one build (the same binary ma
 """
 import argparse
 import math
-import os
 import re
 import socket
 import statistics
 import subprocess
 
-from loopback import free_port, wait_listening
+from loopback import MCLOAD, prepopulated_servers
 
-MCLOAD = os.path.join(os.path.dirname(__file__), '..', '..', 'target', 'release', 'mcload')
 SERVER_FLAGS = ['-t', '2', '-m', '256', '-c', '4096']
 
 
@@ -66,15 +64,8 @@ def main():
     args = parser.parse_args()
     rounds, seconds = args.rounds, args.seconds
     runs = [(args.a_binary, args.a_args.split()), (args.b_binary, args.b_args.split())]
-    ports = [free_port(), free_port()]
-    servers = [subprocess.Popen([b, '-p', str(p), *SERVER_FLAGS, *extra], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for (b, extra), p in zip(runs, ports)]
-    try:
-        for p in ports:
-            wait_listening(p, timeout_s=10)
-            subprocess.run([MCLOAD, '--addr', f'127.0.0.1:{p}', '--prepopulate',
-                            '--duration-secs', '1', '--warmup-secs', '0'],
-                           capture_output=True, check=True)
+    commands = [[b, '-p', '{port}', *SERVER_FLAGS, *extra] for b, extra in runs]
+    with prepopulated_servers(commands) as ports:
         ratios, p99 = [], ([], [])
         for r in range(rounds):
             order = (0, 1) if r % 2 else (1, 0)
@@ -92,10 +83,6 @@ def main():
         print(f'p99 median: A {statistics.median(p99[0]):.0f} us, B {statistics.median(p99[1]):.0f} us')
         for name, p in zip('AB', ports):
             print(f'{name}: maintainer_wakeups {stat(p, "maintainer_wakeups")}, uptime {stat(p, "uptime")} s')
-    finally:
-        for s in servers:
-            s.terminate()
-            s.wait()
 
 
 if __name__ == '__main__':

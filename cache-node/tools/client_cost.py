@@ -15,10 +15,9 @@ import re
 import statistics
 import subprocess
 
-from loopback import free_port, wait_listening
+from loopback import MCLOAD, prepopulated_servers
 
 RELEASE = os.path.join(os.path.dirname(__file__), '..', '..', 'target', 'release')
-MCLOAD = os.path.join(RELEASE, 'mcload')
 SERVER_FLAGS = ['-t', '2', '-m', '256', '-c', '4096']
 WARMUP_S = 0.3
 EVENTS = 'syscalls:sys_enter_epoll_wait,context-switches'
@@ -52,34 +51,20 @@ def main():
                         help='the cache-node binary (default: the release build)')
     parser.add_argument('--memcached', default='/usr/bin/memcached')
     args = parser.parse_args()
-    ports = {'cache-node': free_port(), 'memcached': free_port()}
-    servers = [subprocess.Popen([args.cache_node, '-p', str(ports['cache-node']),
-                                 '-l', '127.0.0.1', *SERVER_FLAGS],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     # memcached refuses to run as root without -u.
     user = ['-u', 'root'] if os.geteuid() == 0 else []
-    servers.append(subprocess.Popen([args.memcached, '-p', str(ports['memcached']), '-l', '127.0.0.1',
-                                     '-U', '0', *user, *SERVER_FLAGS],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    try:
-        for port in ports.values():
-            wait_listening(port, timeout_s=10)
-            subprocess.run([MCLOAD, '--addr', f'127.0.0.1:{port}', '--prepopulate',
-                            '--duration-secs', '1', '--warmup-secs', '0'],
-                           capture_output=True, check=True)
-        runs = {name: [] for name in ports}
+    commands = [[args.cache_node, '-p', '{port}', '-l', '127.0.0.1', *SERVER_FLAGS],
+                [args.memcached, '-p', '{port}', '-l', '127.0.0.1', '-U', '0', *user, *SERVER_FLAGS]]
+    names = ['cache-node', 'memcached']
+    with prepopulated_servers(commands) as ports:
+        runs = {name: [] for name in names}
         for r in range(args.rounds):
-            order = list(ports) if r % 2 == 0 else list(reversed(list(ports)))
-            for name in order:
-                runs[name].append(measured_run(ports[name], args.seconds))
-        for name, rs in runs.items():
-            med = [statistics.median(x[i] for x in rs) for i in range(5)]
-            print(f'{name:10} rounds {len(rs)}: {med[0]:.0f} ops/s, per request {med[1]:.3f} epoll_wait, '
-                  f'{med[2]:.3f} context switches, {med[3]:.2f} us client CPU; p50 {med[4]:.0f} us')
-    finally:
-        for s in servers:
-            s.terminate()
-            s.wait()
+            for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+                runs[names[i]].append(measured_run(ports[i], args.seconds))
+    for name, rs in runs.items():
+        med = [statistics.median(x[i] for x in rs) for i in range(5)]
+        print(f'{name:10} rounds {len(rs)}: {med[0]:.0f} ops/s, per request {med[1]:.3f} epoll_wait, '
+              f'{med[2]:.3f} context switches, {med[3]:.2f} us client CPU; p50 {med[4]:.0f} us')
 
 
 if __name__ == '__main__':

@@ -1,8 +1,13 @@
-"""Helpers the cache-node tools share for servers they start on loopback: a free port, and waiting
-until something listens on it. No server logic; imported by ab_servers.py and conn_memory.py (run
-from any directory: Python puts the script's own folder on its path)."""
+"""Helpers the cache-node tools share for servers they start on loopback: a free port, waiting until
+something listens on it, and a set of prepopulated servers for `mcload` runs. No server logic; imported
+by the other tools (run from any directory: Python puts the script's own folder on its path)."""
+import contextlib
+import os
 import socket
+import subprocess
 import time
+
+MCLOAD = os.path.join(os.path.dirname(__file__), '..', '..', 'target', 'release', 'mcload')
 
 
 def free_port():
@@ -22,3 +27,25 @@ def wait_listening(port, timeout_s):
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f'nothing listens on port {port} after {timeout_s} s')
+
+
+@contextlib.contextmanager
+def prepopulated_servers(commands):
+    """Starts each command (an argv list, `{port}` standing for a free port) at once, waits until each
+    listens, stores `mcload`'s key space in each, and yields their ports in order; stops them all at
+    the end."""
+    ports = [free_port() for _ in commands]
+    servers = [subprocess.Popen([arg.replace('{port}', str(p)) for arg in argv],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for argv, p in zip(commands, ports)]
+    try:
+        for p in ports:
+            wait_listening(p, timeout_s=10)
+            subprocess.run([MCLOAD, '--addr', f'127.0.0.1:{p}', '--prepopulate',
+                            '--duration-secs', '1', '--warmup-secs', '0'],
+                           capture_output=True, check=True)
+        yield ports
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait()
