@@ -238,11 +238,7 @@ async fn topic_deleted_while_running_stops_and_holds_the_checkpoint() -> TestRes
         "the checkpoint stays before the unpublished rows"
     );
     // A restart refuses the missing topic at once.
-    let mut again = Squeal::run(config, primary.password(), log)?;
-    let status = again
-        .wait_exit(Duration::from_secs(60))
-        .expect("the restart stops");
-    let text = again.log_text();
+    let (status, text) = Squeal::run_to_end(config, primary.password(), log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("does not exist on the brokers"), "{text}");
     Ok(())
@@ -342,11 +338,7 @@ async fn unreadable_checkpoint_is_refused_and_left_alone() -> TestResult {
     {
         std::fs::write(&checkpoint, &body)?;
         let log = dir.path().join(format!("run{i}.log"));
-        let mut run = Squeal::run(&config, primary.password(), &log)?;
-        let status = run
-            .wait_exit(Duration::from_secs(60))
-            .expect("run refuses and ends");
-        let text = run.log_text();
+        let (status, text) = Squeal::run_to_end(&config, primary.password(), &log)?;
         assert_eq!(status.code(), Some(1), "{body:?}: {text}");
         assert!(text.contains("is unreadable"), "{body:?}: {text}");
         assert!(text.contains("fix or remove it deliberately"), "{text}");

@@ -45,11 +45,7 @@ async fn statement_format_is_refused_by_check_and_run() -> TestResult {
     assert!(text.contains("fix: SET GLOBAL binlog_format=ROW"), "{text}");
 
     let log = dir.path().join("run.log");
-    let mut run = Squeal::run(&config, primary.password(), &log)?;
-    let status = run
-        .wait_exit(Duration::from_secs(60))
-        .expect("run refuses and ends");
-    let text = run.log_text();
+    let (status, text) = Squeal::run_to_end(&config, primary.password(), &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("refusing to start"), "{text}");
     assert!(!checkpoint.exists(), "a refused run writes no checkpoint");
@@ -79,11 +75,7 @@ fn a_checkpoint_in_use_is_refused_and_left_alone() -> TestResult {
 
     let lock = squeal::checkpoint::CheckpointLock::acquire(&checkpoint)?;
     let log = dir.path().join("held.log");
-    let mut run = Squeal::run(&config, "unused", &log)?;
-    let status = run
-        .wait_exit(Duration::from_secs(60))
-        .expect("run refuses and ends");
-    let text = run.log_text();
+    let (status, text) = Squeal::run_to_end(&config, "unused", &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!(
@@ -102,11 +94,7 @@ fn a_checkpoint_in_use_is_refused_and_left_alone() -> TestResult {
     // Control: with the lock released, the same run gets past it (and fails at the database).
     drop(lock);
     let log = dir.path().join("free.log");
-    let mut run = Squeal::run(&config, "unused", &log)?;
-    let status = run
-        .wait_exit(Duration::from_secs(60))
-        .expect("run ends at the unreachable database");
-    let text = run.log_text();
+    let (status, text) = Squeal::run_to_end(&config, "unused", &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(!text.contains("in use by another squeal"), "{text}");
     assert!(text.contains("refusing to start"), "{text}");
@@ -154,11 +142,7 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
     assert!(gone, "could not purge {first}");
 
     let log = dir.path().join("run.log");
-    let mut run = Squeal::run(&config, primary.password(), &log)?;
-    let status = run
-        .wait_exit(Duration::from_secs(60))
-        .expect("run stops by itself");
-    let text = run.log_text();
+    let (status, text) = Squeal::run_to_end(&config, primary.password(), &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!("the server no longer has {first}")),

@@ -101,11 +101,31 @@ impl Squeal {
         password: &str,
         log: &Path,
     ) -> std::io::Result<(ExitStatus, String)> {
-        let mut check = Self::spawn("check", config, password, log)?;
-        let status = check
-            .wait_exit(Duration::from_secs(60))
-            .expect("check ends");
-        Ok((status, check.log_text()))
+        Self::to_end("check", config, password, log)
+    }
+
+    /// Runs `squeal run --config config`, which the test expects to stop by itself, to its end (at
+    /// most a minute); its exit status and log.
+    pub fn run_to_end(
+        config: &Path,
+        password: &str,
+        log: &Path,
+    ) -> std::io::Result<(ExitStatus, String)> {
+        Self::to_end("run", config, password, log)
+    }
+
+    fn to_end(
+        command: &str,
+        config: &Path,
+        password: &str,
+        log: &Path,
+    ) -> std::io::Result<(ExitStatus, String)> {
+        let mut squeal = Self::spawn(command, config, password, log)?;
+        let status = squeal.wait_exit(Duration::from_secs(60));
+        let text = squeal.log_text();
+        let status =
+            status.unwrap_or_else(|| panic!("squeal {command} still runs after 60 s:\n{text}"));
+        Ok((status, text))
     }
 
     /// SIGKILL, as a crash.
