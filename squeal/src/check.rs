@@ -3,7 +3,8 @@
 //! Checks the binlog settings (log_bin, binlog_format=ROW, binlog_row_image=FULL,
 //! binlog_row_metadata=FULL, statement annotations for embedded keys), the replication
 //! privileges, the server id, and every rule against the live schema. `squeal run` runs the same
-//! checks and refuses to start when one fails.
+//! checks and refuses to start when one fails. `squeal check` also says whether the checkpoint's
+//! lock can be taken ([`check_checkpoint_lock`]; `run` takes it itself, first).
 
 use std::fmt;
 
@@ -246,6 +247,30 @@ pub fn check_cascade(
 }
 
 /// Runs every check against the configured server.
+/// Whether a `squeal run` could take the checkpoint's lock now: `Ok` when it is free, `Warn` when
+/// another squeal holds it (a second `run` would refuse; normal while the daemon runs), `Fail` when
+/// the lock file cannot be opened (a missing or read-only directory, which `run` would meet too).
+pub fn check_checkpoint_lock(report: &mut Report, path: &std::path::Path) {
+    use crate::checkpoint::{CheckpointError, CheckpointLock};
+    match CheckpointLock::acquire(path) {
+        Ok(_released_at_once) => report.push(
+            Severity::Ok,
+            format!("checkpoint {}: no other squeal uses it", path.display()),
+            None,
+        ),
+        Err(e @ CheckpointError::InUse { .. }) => report.push(
+            Severity::Warn,
+            format!("{e}"),
+            Some("a second `squeal run` on this checkpoint refuses to start".into()),
+        ),
+        Err(e) => report.push(
+            Severity::Fail,
+            e.to_string(),
+            Some("checkpoint.path must be in an existing directory squeal can write".into()),
+        ),
+    }
+}
+
 pub async fn run_checks(cfg: &Config) -> Report {
     let mut report = Report::default();
     let opts = match cfg.mysql_opts() {
@@ -538,6 +563,32 @@ mod tests {
         let mut r = Report::default();
         check_mysql_gtid(&mut r, mode, enforce, Some(purged), saved);
         r
+    }
+
+    #[test]
+    fn the_checkpoint_lock_is_reported_free_held_or_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        let severity_of = |path: &std::path::Path| {
+            let mut report = Report::default();
+            check_checkpoint_lock(&mut report, path);
+            assert_eq!(report.findings.len(), 1);
+            report.findings.remove(0)
+        };
+        assert_eq!(severity_of(&path).severity, Severity::Ok);
+        // Free again after the check: it only tries the lock.
+        let held = crate::checkpoint::CheckpointLock::acquire(&path).unwrap();
+        let finding = severity_of(&path);
+        assert_eq!(finding.severity, Severity::Warn, "{finding:?}");
+        assert!(
+            finding
+                .what
+                .contains(&format!("(pid {})", std::process::id())),
+            "{finding:?}"
+        );
+        drop(held);
+        let missing = dir.path().join("no-such-dir").join("cp.json");
+        assert_eq!(severity_of(&missing).severity, Severity::Fail);
     }
 
     #[test]

@@ -78,7 +78,9 @@ fn main() {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Check { .. } => {
-                let report = squeal::check::run_checks(&cfg).await;
+                let mut report = squeal::check::run_checks(&cfg).await;
+                // Here only: `run` takes the lock itself before its checks.
+                squeal::check::check_checkpoint_lock(&mut report, &cfg.checkpoint.path);
                 println!("{report}");
                 if report.passed() {
                     0

@@ -90,6 +90,17 @@ fn a_checkpoint_in_use_is_refused_and_left_alone() -> TestResult {
         "stopped before the checks: {text}"
     );
     assert_eq!(std::fs::read(&checkpoint)?, before, "left as it was");
+    // `check` says so too (a warning: it is what an operator sees while the daemon runs).
+    let log = dir.path().join("check-held.log");
+    let (_, text) = Squeal::check(&config, "unused", &log)?;
+    assert!(
+        text.contains(&format!(
+            "[WARN] checkpoint {} is in use by another squeal (pid {})",
+            checkpoint.display(),
+            std::process::id()
+        )),
+        "{text}"
+    );
 
     // Control: with the lock released, the same run gets past it (and fails at the database).
     drop(lock);
@@ -98,6 +109,15 @@ fn a_checkpoint_in_use_is_refused_and_left_alone() -> TestResult {
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(!text.contains("in use by another squeal"), "{text}");
     assert!(text.contains("refusing to start"), "{text}");
+    let log = dir.path().join("check-free.log");
+    let (_, text) = Squeal::check(&config, "unused", &log)?;
+    assert!(
+        text.contains(&format!(
+            "[ok  ] checkpoint {}: no other squeal uses it",
+            checkpoint.display()
+        )),
+        "{text}"
+    );
     Ok(())
 }
 
