@@ -246,7 +246,6 @@ pub fn check_cascade(
     );
 }
 
-/// Runs every check against the configured server.
 /// Whether a `squeal run` could take the checkpoint's lock now: `Ok` when it is free, `Warn` when
 /// another squeal holds it (a second `run` would refuse; normal while the daemon runs), `Fail` when
 /// the lock file cannot be opened (a missing or read-only directory, which `run` would meet too).
@@ -271,6 +270,7 @@ pub fn check_checkpoint_lock(report: &mut Report, path: &std::path::Path) {
     }
 }
 
+/// Runs every check against the configured server.
 pub async fn run_checks(cfg: &Config) -> Report {
     let mut report = Report::default();
     let opts = match cfg.mysql_opts() {
@@ -569,16 +569,16 @@ mod tests {
     fn the_checkpoint_lock_is_reported_free_held_or_unusable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
-        let severity_of = |path: &std::path::Path| {
+        let finding_for = |path: &std::path::Path| {
             let mut report = Report::default();
             check_checkpoint_lock(&mut report, path);
             assert_eq!(report.findings.len(), 1);
             report.findings.remove(0)
         };
-        assert_eq!(severity_of(&path).severity, Severity::Ok);
+        assert_eq!(finding_for(&path).severity, Severity::Ok);
         // Free again after the check: it only tries the lock.
         let held = crate::checkpoint::CheckpointLock::acquire(&path).unwrap();
-        let finding = severity_of(&path);
+        let finding = finding_for(&path);
         assert_eq!(finding.severity, Severity::Warn, "{finding:?}");
         assert!(
             finding
@@ -588,7 +588,7 @@ mod tests {
         );
         drop(held);
         let missing = dir.path().join("no-such-dir").join("cp.json");
-        assert_eq!(severity_of(&missing).severity, Severity::Fail);
+        assert_eq!(finding_for(&missing).severity, Severity::Fail);
     }
 
     #[test]
