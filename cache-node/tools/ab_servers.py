@@ -4,7 +4,9 @@ smaller than this machine's drift between runs (cache-node/SERVER.md, "Wake-ups 
 Both servers run at once on free loopback ports with the same flags; each round runs `mcload` (the
 benchmark's load generator, 32 connections, 90% get / 10% set, 1 KB values) against one and then the
 other, the order alternating, so drift hits both alike. Prints each round and then the median ratio
-B/A, the rounds B won, a one-sided sign test, and each server's `maintainer_wakeups`.
+B/A, the rounds B won, a one-sided sign test, the per-round ratios of each server's own user and system CPU
+time per request (`/proc/PID/stat`; steadier than throughput for a change to the server's code), and each
+server's `maintainer_wakeups`.
 Not part of the tests; `mcbench` is the benchmark against memcached.
 
     cargo build --release -p cache-node        # the B build; copy the A build aside first
@@ -16,12 +18,13 @@ A flag for one server only, to compare settings of one build (the same binary ma
 """
 import argparse
 import math
+import os
 import re
 import socket
 import statistics
 import subprocess
 
-from loopback import MCLOAD, prepopulated_servers
+from loopback import MCLOAD, cpu_ticks, prepopulated_servers
 
 SERVER_FLAGS = ['-t', '2', '-m', '256', '-c', '4096']
 
@@ -39,12 +42,22 @@ def stat(port, name):
     return int(m.group(1)) if m else None
 
 
-def load(port, seconds):
-    out = subprocess.run([MCLOAD, '--addr', f'127.0.0.1:{port}',
-                          '--duration-secs', str(seconds), '--warmup-secs', '0.3'],
+WARMUP_S = 0.3
+
+
+def load(server, seconds):
+    """One closed-loop run: (ops/s, p99 us, server user CPU us per request, server system CPU us per
+    request). The CPU time covers the warm-up too, so the requests are scaled up to match."""
+    before = cpu_ticks(server.pid)
+    out = subprocess.run([MCLOAD, '--addr', f'127.0.0.1:{server.port}',
+                          '--duration-secs', str(seconds), '--warmup-secs', str(WARMUP_S)],
                          capture_output=True, text=True, check=True).stdout
+    after = cpu_ticks(server.pid)
     fields = dict(re.findall(r'(\w+)=([\d.]+)', out))
-    return float(fields['ops_per_sec']), float(fields['p99_us'])
+    requests = float(fields['ops']) * (float(seconds) + WARMUP_S) / float(seconds)
+    us_per_tick = 1e6 / os.sysconf('SC_CLK_TCK')
+    user, system = ((a - b) * us_per_tick / requests for a, b in zip(after, before))
+    return float(fields['ops_per_sec']), float(fields['p99_us']), user, system
 
 
 def sign_test_p(wins, n):
@@ -65,24 +78,32 @@ def main():
     rounds, seconds = args.rounds, args.seconds
     runs = [(args.a_binary, args.a_args.split()), (args.b_binary, args.b_args.split())]
     commands = [[b, '-p', '{port}', *SERVER_FLAGS, *extra] for b, extra in runs]
-    with prepopulated_servers(commands) as ports:
-        ratios, p99 = [], ([], [])
+    with prepopulated_servers(commands) as servers:
+        ratios, p99, user, system = [], ([], []), [], []
         for r in range(rounds):
             order = (0, 1) if r % 2 else (1, 0)
             got = {}
             for i in order:
-                got[i] = load(ports[i], seconds)
+                got[i] = load(servers[i], seconds)
             ratios.append(got[1][0] / got[0][0])
             p99[0].append(got[0][1])
             p99[1].append(got[1][1])
-            print(f'round {r + 1}: A {got[0][0]:.0f} ops/s p99 {got[0][1]:.0f} us, '
-                  f'B {got[1][0]:.0f} ops/s p99 {got[1][1]:.0f} us, B/A {ratios[-1]:.3f}', flush=True)
+            user.append(got[1][2] / got[0][2])
+            system.append(got[1][3] / got[0][3])
+            print(f'round {r + 1}: A {got[0][0]:.0f} ops/s p99 {got[0][1]:.0f} us user {got[0][2]:.2f} us/req, '
+                  f'B {got[1][0]:.0f} ops/s p99 {got[1][1]:.0f} us user {got[1][2]:.2f} us/req, '
+                  f'B/A {ratios[-1]:.3f}', flush=True)
         wins = sum(x > 1 for x in ratios)
         print(f'throughput B/A: median {statistics.median(ratios):.4f}, B higher in {wins} of {rounds} '
               f'rounds (one-sided sign test p {sign_test_p(wins, rounds):.3f})')
         print(f'p99 median: A {statistics.median(p99[0]):.0f} us, B {statistics.median(p99[1]):.0f} us')
-        for name, p in zip('AB', ports):
-            print(f'{name}: maintainer_wakeups {stat(p, "maintainer_wakeups")}, uptime {stat(p, "uptime")} s')
+        lower = sum(x < 1 for x in user)
+        print(f'server CPU per request B/A: user median {statistics.median(user):.3f} (B lower in {lower} of '
+              f'{rounds} rounds, sign test p {sign_test_p(lower, rounds):.3f}), system median '
+              f'{statistics.median(system):.3f}')
+        for name, server in zip('AB', servers):
+            print(f'{name}: maintainer_wakeups {stat(server.port, "maintainer_wakeups")}, '
+                  f'uptime {stat(server.port, "uptime")} s')
 
 
 if __name__ == '__main__':

@@ -56,11 +56,11 @@ def main():
     commands = [[args.cache_node, '-p', '{port}', '-l', '127.0.0.1', *SERVER_FLAGS],
                 [args.memcached, '-p', '{port}', '-l', '127.0.0.1', '-U', '0', *user, *SERVER_FLAGS]]
     names = ['cache-node', 'memcached']
-    with prepopulated_servers(commands) as ports:
+    with prepopulated_servers(commands) as servers:
         runs = {name: [] for name in names}
         for r in range(args.rounds):
             for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-                runs[names[i]].append(measured_run(ports[i], args.seconds))
+                runs[names[i]].append(measured_run(servers[i].port, args.seconds))
     for name, rs in runs.items():
         med = [statistics.median(x[i] for x in rs) for i in range(5)]
         print(f'{name:10} rounds {len(rs)}: {med[0]:.0f} ops/s, per request {med[1]:.3f} epoll_wait, '
