@@ -589,6 +589,29 @@ fn exchange_bytes(addr: SocketAddr, request: &[u8], want: usize) -> Vec<u8> {
     })
 }
 
+/// Sends `request` in one write to a fresh memcached and a fresh cache-node, and asserts both answer
+/// exactly `want`.
+fn both_answer(request: &[u8], want: &[u8]) {
+    let memcached = Memcached::start();
+    let runtime = diff::runtime();
+    let server = runtime.block_on(TestServer::start());
+    for (name, addr) in [
+        (
+            "memcached",
+            SocketAddr::from(([127, 0, 0, 1], memcached.port)),
+        ),
+        ("cache-node", server.addr),
+    ] {
+        let got = exchange_bytes(addr, request, want.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want),
+            "{name}"
+        );
+    }
+    runtime.block_on(server.stop());
+}
+
 /// Found by the property test: a `set` (or an `ms`, in any mode) refused as too large removes the item
 /// it would have replaced, as memcached 1.6 does ("avoid stale data persisting in cache because we
 /// failed alloc"), so the client that failed to write its new value does not go on reading the old one;
@@ -597,9 +620,6 @@ fn exchange_bytes(addr: SocketAddr, request: &[u8], want: usize) -> Vec<u8> {
 /// answered the bad flag with `SERVER_ERROR object too large for cache`. The same bytes go to memcached.
 #[test]
 fn a_refused_too_large_set_removes_the_old_value_as_memcached_does() {
-    let memcached = Memcached::start();
-    let runtime = diff::runtime();
-    let server = runtime.block_on(TestServer::start());
     let too_large = vec![b'x'; MAX_ITEM + 1];
     let mut request = Vec::new();
     let mut refused = |line: &str| {
@@ -624,21 +644,7 @@ fn a_refused_too_large_set_removes_the_old_value_as_memcached_does() {
         HD\r\nCLIENT_ERROR invalid flag\r\n\
         HD\r\nSERVER_ERROR object too large for cache\r\n\
         END\r\nEN\r\nEN\r\nVA 1\r\ne\r\nVA 1\r\nf\r\nMN\r\n";
-    for (name, addr) in [
-        (
-            "memcached",
-            SocketAddr::from(([127, 0, 0, 1], memcached.port)),
-        ),
-        ("cache-node", server.addr),
-    ] {
-        let got = exchange_bytes(addr, &request, want.len());
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(want),
-            "{name}"
-        );
-    }
-    runtime.block_on(server.stop());
+    both_answer(&request, want);
 }
 
 /// An append or prepend whose result would pass `-I` is `NOT_STORED` (meta: `NS`), the old value kept,
@@ -647,9 +653,6 @@ fn a_refused_too_large_set_removes_the_old_value_as_memcached_does() {
 /// a refused append. The same bytes go to memcached.
 #[test]
 fn an_append_past_the_item_size_limit_is_not_stored_as_memcached() {
-    let memcached = Memcached::start();
-    let runtime = diff::runtime();
-    let server = runtime.block_on(TestServer::start());
     let half = vec![b'h'; 600_000];
     let mut request = Vec::new();
     let mut with_half = |line: &str| {
@@ -664,19 +667,5 @@ fn an_append_past_the_item_size_limit_is_not_stored_as_memcached() {
     with_half("ms ap 600000 MP q\r\n");
     request.extend_from_slice(b"mg ap s\r\nmn\r\n");
     let want: &[u8] = b"STORED\r\nNOT_STORED\r\nNOT_STORED\r\nNS\r\nNS\r\nHD s600000\r\nMN\r\n";
-    for (name, addr) in [
-        (
-            "memcached",
-            SocketAddr::from(([127, 0, 0, 1], memcached.port)),
-        ),
-        ("cache-node", server.addr),
-    ] {
-        let got = exchange_bytes(addr, &request, want.len());
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(want),
-            "{name}"
-        );
-    }
-    runtime.block_on(server.stop());
+    both_answer(&request, want);
 }
