@@ -42,6 +42,25 @@ async fn checkpoint_reaches(checkpoint: &Path, at: &(String, u64), timeout: Dura
     eventually(timeout, || checkpoint_of(checkpoint).as_ref() == Some(at)).await
 }
 
+/// Starts squeal on `config`, writes ledger rows 1 and 2, and returns it once `checkpoint` is past
+/// them (failing the test after 60 s), with the binlog position after them.
+async fn run_past_two_rows(
+    primary: &integration::MariaDb,
+    config: &Path,
+    checkpoint: &Path,
+    log: &Path,
+) -> Result<(Squeal, (String, u64)), Box<dyn std::error::Error + Send + Sync>> {
+    let squeal = Squeal::run(config, primary.password(), log)?;
+    insert_ledger_ids(primary, 1..3).await?;
+    let after = master_position(primary).await?;
+    assert!(
+        checkpoint_reaches(checkpoint, &after, Duration::from_secs(60)).await,
+        "two small rows are published and checkpointed: {}",
+        squeal.log_text()
+    );
+    Ok((squeal, after))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_master_while_running_stops_instead_of_skipping() -> TestResult {
     reset_master_under_squeal(false, "inv_reset_master").await
@@ -159,14 +178,7 @@ async fn record_over_the_topics_max_message_bytes_stops_and_holds_the_checkpoint
         )
         .await?;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let mut squeal = Squeal::run(config, primary.password(), log)?;
-    insert_ledger_ids(primary, 1..3).await?;
-    let before = master_position(primary).await?;
-    assert!(
-        checkpoint_reaches(checkpoint, &before, Duration::from_secs(60)).await,
-        "small records go through: {}",
-        squeal.log_text()
-    );
+    let (mut squeal, before) = run_past_two_rows(primary, config, checkpoint, log).await?;
     // One transaction of 500 keys: one record of ~8 KB, over the topic's 2000 bytes.
     let values: Vec<String> = (1..=500).map(|v| format!("({v})")).collect();
     primary
@@ -211,14 +223,7 @@ async fn topic_deleted_while_running_stops_and_holds_the_checkpoint() -> TestRes
         log,
         ..
     } = &scenario;
-    let mut squeal = Squeal::run(config, primary.password(), log)?;
-    insert_ledger_ids(primary, 1..3).await?;
-    let before = master_position(primary).await?;
-    assert!(
-        checkpoint_reaches(checkpoint, &before, Duration::from_secs(60)).await,
-        "{}",
-        squeal.log_text()
-    );
+    let (mut squeal, before) = run_past_two_rows(primary, config, checkpoint, log).await?;
     let results = admin(&stack)
         .delete_topics(&[topic], &admin_options())
         .await?;
@@ -261,19 +266,8 @@ async fn unwritable_checkpoint_folder_stops_squeal() -> TestResult {
     let cp_dir = dir.path().join("cp");
     std::fs::create_dir(&cp_dir)?;
     let cp = cp_dir.join("cp.json");
-    let text = std::fs::read_to_string(config)?;
-    std::fs::write(
-        config,
-        text.replace(&checkpoint.display().to_string(), &cp.display().to_string()),
-    )?;
-    let mut squeal = Squeal::run(config, primary.password(), log)?;
-    insert_ledger_ids(primary, 1..3).await?;
-    let before = master_position(primary).await?;
-    assert!(
-        checkpoint_reaches(&cp, &before, Duration::from_secs(60)).await,
-        "{}",
-        squeal.log_text()
-    );
+    scenario.edit_config(&checkpoint.display().to_string(), &cp.display().to_string())?;
+    let (mut squeal, before) = run_past_two_rows(primary, config, &cp, log).await?;
     // Root ignores permission bits; the immutable attribute stops root too.
     let chattr = |flag: &str| {
         std::process::Command::new("chattr")
@@ -312,20 +306,13 @@ async fn unwritable_checkpoint_folder_stops_squeal() -> TestResult {
 async fn unreadable_checkpoint_is_refused_and_left_alone() -> TestResult {
     let stack = Stack::start(StackOptions::default().without_kafka()).await?;
     let primary = stack.primary();
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("squeal.toml");
-    let checkpoint = dir.path().join("cp.json");
-    std::fs::write(
-        &config,
-        config_text(
-            primary.port(),
-            "127.0.0.1:1",
-            "t",
-            &checkpoint,
-            LEDGER_RULES,
-            "",
-        ),
-    )?;
+    let scenario = Scenario::offline(primary.port(), LEDGER_RULES)?;
+    let Scenario {
+        config,
+        checkpoint,
+        dir,
+        ..
+    } = &scenario;
     let (file, pos) = master_position(primary).await?;
     for (i, body) in [
         String::new(),
@@ -336,18 +323,14 @@ async fn unreadable_checkpoint_is_refused_and_left_alone() -> TestResult {
     .into_iter()
     .enumerate()
     {
-        std::fs::write(&checkpoint, &body)?;
+        std::fs::write(checkpoint, &body)?;
         let log = dir.path().join(format!("run{i}.log"));
-        let (status, text) = Squeal::run_to_end(&config, primary.password(), &log)?;
+        let (status, text) = Squeal::run_to_end(config, primary.password(), &log)?;
         assert_eq!(status.code(), Some(1), "{body:?}: {text}");
         assert!(text.contains("is unreadable"), "{body:?}: {text}");
         assert!(text.contains("fix or remove it deliberately"), "{text}");
         assert!(!text.contains("no checkpoint: starting here"), "{text}");
-        assert_eq!(
-            std::fs::read_to_string(&checkpoint)?,
-            body,
-            "left as it was"
-        );
+        assert_eq!(std::fs::read_to_string(checkpoint)?, body, "left as it was");
     }
     Ok(())
 }

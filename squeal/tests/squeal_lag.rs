@@ -17,16 +17,14 @@ async fn lag_after_idle(
     polls: usize,
 ) -> Result<f64, Box<dyn std::error::Error + Send + Sync>> {
     let primary = stack.primary();
-    let dir = tempfile::tempdir()?;
-    let checkpoint = dir.path().join("cp.json");
-    let config = dir.path().join("squeal.toml");
-    let text = config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, "", "").replace(
+    let scenario = Scenario::offline(primary.port(), "")?;
+    scenario.edit_config(
         "heartbeat_ms = 500",
         &format!("heartbeat_ms = {heartbeat_ms}"),
-    );
-    std::fs::write(&config, text)?;
+    )?;
+    let Scenario { config, dir, .. } = &scenario;
     let log = dir.path().join(format!("{name}.log"));
-    let squeal = Squeal::run(&config, primary.password(), &log)?;
+    let squeal = Squeal::run(config, primary.password(), &log)?;
     let mut last = f64::NAN;
     for _ in 0..polls {
         tokio::time::sleep(Duration::from_millis(500)).await;

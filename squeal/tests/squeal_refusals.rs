@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config_text, Squeal, TestResult};
+use common::{Scenario, Squeal, TestResult};
 use integration::{Stack, StackOptions};
 
 const RULES: &str = r#"
@@ -19,24 +19,24 @@ keys = ["user:{id}"]
 async fn statement_format_is_refused_by_check_and_run() -> TestResult {
     let stack = Stack::start(StackOptions::default().without_kafka()).await?;
     let primary = stack.primary();
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("squeal.toml");
-    let checkpoint = dir.path().join("cp.json");
-    std::fs::write(
-        &config,
-        config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, ""),
-    )?;
+    let scenario = Scenario::offline(primary.port(), RULES)?;
+    let Scenario {
+        config,
+        checkpoint,
+        dir,
+        ..
+    } = &scenario;
 
     // Control: on the harness's ROW server, check passes (so the refusal below is the format's doing).
     let log = dir.path().join("check-ok.log");
-    let (status, text) = Squeal::check(&config, primary.password(), &log)?;
+    let (status, text) = Squeal::check(config, primary.password(), &log)?;
     assert!(status.success(), "check on a ROW server: {text}");
 
     primary
         .execute("SET GLOBAL binlog_format = 'STATEMENT'")
         .await?;
     let log = dir.path().join("check.log");
-    let (status, text) = Squeal::check(&config, primary.password(), &log)?;
+    let (status, text) = Squeal::check(config, primary.password(), &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("[FAIL] binlog_format = STATEMENT, squeal needs ROW"),
@@ -45,7 +45,7 @@ async fn statement_format_is_refused_by_check_and_run() -> TestResult {
     assert!(text.contains("fix: SET GLOBAL binlog_format=ROW"), "{text}");
 
     let log = dir.path().join("run.log");
-    let (status, text) = Squeal::run_to_end(&config, primary.password(), &log)?;
+    let (status, text) = Squeal::run_to_end(config, primary.password(), &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("refusing to start"), "{text}");
     assert!(!checkpoint.exists(), "a refused run writes no checkpoint");
@@ -61,21 +61,21 @@ async fn statement_format_is_refused_by_check_and_run() -> TestResult {
 /// database is needed, since the lock comes before every connection.
 #[test]
 fn a_checkpoint_in_use_is_refused_and_left_alone() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("squeal.toml");
-    let checkpoint = dir.path().join("cp.json");
     // Port 1: nothing listens there, so a run that gets past the lock fails its checks instead.
-    std::fs::write(
-        &config,
-        config_text(1, "127.0.0.1:1", "t", &checkpoint, RULES, ""),
-    )?;
+    let scenario = Scenario::offline(1, RULES)?;
+    let Scenario {
+        config,
+        checkpoint,
+        dir,
+        ..
+    } = &scenario;
     let written = squeal::checkpoint::Position::at("binlog.000007", 1234);
-    squeal::checkpoint::save(&checkpoint, &written)?;
-    let before = std::fs::read(&checkpoint)?;
+    squeal::checkpoint::save(checkpoint, &written)?;
+    let before = std::fs::read(checkpoint)?;
 
-    let lock = squeal::checkpoint::CheckpointLock::acquire(&checkpoint)?;
+    let lock = squeal::checkpoint::CheckpointLock::acquire(checkpoint)?;
     let log = dir.path().join("held.log");
-    let (status, text) = Squeal::run_to_end(&config, "unused", &log)?;
+    let (status, text) = Squeal::run_to_end(config, "unused", &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!(
@@ -89,10 +89,10 @@ fn a_checkpoint_in_use_is_refused_and_left_alone() -> TestResult {
         !text.contains("refusing to start"),
         "stopped before the checks: {text}"
     );
-    assert_eq!(std::fs::read(&checkpoint)?, before, "left as it was");
+    assert_eq!(std::fs::read(checkpoint)?, before, "left as it was");
     // `check` says so too (a warning: it is what an operator sees while the daemon runs).
     let log = dir.path().join("check-held.log");
-    let (_, text) = Squeal::check(&config, "unused", &log)?;
+    let (_, text) = Squeal::check(config, "unused", &log)?;
     assert!(
         text.contains(&format!(
             "[WARN] checkpoint {} is in use by another squeal (pid {})",
@@ -105,12 +105,12 @@ fn a_checkpoint_in_use_is_refused_and_left_alone() -> TestResult {
     // Control: with the lock released, the same run gets past it (and fails at the database).
     drop(lock);
     let log = dir.path().join("free.log");
-    let (status, text) = Squeal::run_to_end(&config, "unused", &log)?;
+    let (status, text) = Squeal::run_to_end(config, "unused", &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(!text.contains("in use by another squeal"), "{text}");
     assert!(text.contains("refusing to start"), "{text}");
     let log = dir.path().join("check-free.log");
-    let (_, text) = Squeal::check(&config, "unused", &log)?;
+    let (_, text) = Squeal::check(config, "unused", &log)?;
     assert!(
         text.contains(&format!(
             "[ok  ] checkpoint {}: no other squeal uses it",
@@ -128,15 +128,15 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
     let first = primary.query("SHOW BINARY LOGS").await?[0][0]
         .clone()
         .expect("a binlog");
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("squeal.toml");
-    let checkpoint = dir.path().join("cp.json");
-    std::fs::write(
-        &config,
-        config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, ""),
-    )?;
+    let scenario = Scenario::offline(primary.port(), RULES)?;
+    let Scenario {
+        config,
+        checkpoint,
+        dir,
+        ..
+    } = &scenario;
     squeal::checkpoint::save(
-        &checkpoint,
+        checkpoint,
         &squeal::checkpoint::Position::at(first.clone(), 4),
     )?;
     primary
@@ -162,7 +162,7 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
     assert!(gone, "could not purge {first}");
 
     let log = dir.path().join("run.log");
-    let (status, text) = Squeal::run_to_end(&config, primary.password(), &log)?;
+    let (status, text) = Squeal::run_to_end(config, primary.password(), &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!("the server no longer has {first}")),
@@ -172,7 +172,7 @@ async fn purged_checkpoint_stops_with_the_way_out() -> TestResult {
     assert!(text.contains("move the checkpoint file aside"), "{text}");
     assert!(text.contains("start_from"), "{text}");
     // The checkpoint is left as it was: nothing was skipped.
-    let kept = squeal::checkpoint::load(&checkpoint)?.expect("checkpoint kept");
+    let kept = squeal::checkpoint::load(checkpoint)?.expect("checkpoint kept");
     assert_eq!((kept.file.as_str(), kept.pos), (first.as_str(), 4));
     Ok(())
 }
@@ -188,16 +188,11 @@ async fn least_privileged_user_passes_check_and_a_missing_grant_is_named() -> Te
     ] {
         primary.execute(sql).await?;
     }
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("squeal.toml");
-    let checkpoint = dir.path().join("cp.json");
-    std::fs::write(
-        &config,
-        config_text(primary.port(), "127.0.0.1:1", "t", &checkpoint, RULES, "")
-            .replace("mysql://root@", "mysql://squeal@"),
-    )?;
+    let scenario = Scenario::offline(primary.port(), RULES)?;
+    let Scenario { config, dir, .. } = &scenario;
+    scenario.edit_config("mysql://root@", "mysql://squeal@")?;
     let log = dir.path().join("check.log");
-    let (status, text) = Squeal::check(&config, "least-priv-pw", &log)?;
+    let (status, text) = Squeal::check(config, "least-priv-pw", &log)?;
     assert!(status.success(), "least-privileged user: {text}");
     assert!(
         text.contains("rules for squeal_demo.users: 1 template(s) bind"),
@@ -208,7 +203,7 @@ async fn least_privileged_user_passes_check_and_a_missing_grant_is_named() -> Te
         .execute("REVOKE REPLICATION SLAVE ON *.* FROM 'squeal'@'127.0.0.1'")
         .await?;
     let log = dir.path().join("check2.log");
-    let (status, text) = Squeal::check(&config, "least-priv-pw", &log)?;
+    let (status, text) = Squeal::check(config, "least-priv-pw", &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("missing privilege REPLICATION SLAVE"),

@@ -369,6 +369,31 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// A config for the database on `port` whose Kafka is unreachable (`127.0.0.1:1`), for runs and
+    /// checks that stop before anything is published.
+    pub fn offline(port: u16, rules: &str) -> std::io::Result<Scenario> {
+        let dir = tempfile::tempdir()?;
+        let scenario = Scenario {
+            config: dir.path().join("squeal.toml"),
+            checkpoint: dir.path().join("cp.json"),
+            log: dir.path().join("squeal.log"),
+            dir,
+            port,
+            brokers: "127.0.0.1:1".to_string(),
+            topic: "t".to_string(),
+            rules: rules.to_string(),
+        };
+        scenario.write_config("")?;
+        Ok(scenario)
+    }
+
+    /// The config text with `from` replaced by `to` (a setting `write_config` cannot override).
+    pub fn edit_config(&self, from: &str, to: &str) -> std::io::Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        assert!(text.contains(from), "{from:?} is not in the config");
+        std::fs::write(&self.config, text.replace(from, to))
+    }
+
     /// The ledger table on `stack`'s primary, and a scenario ruling it.
     pub async fn ledger(
         stack: &integration::Stack,
