@@ -36,7 +36,7 @@ struct Args {
     #[arg(long, default_value_t = 256)]
     memory_mb: usize,
     /// Rounds (each runs both servers once per offered load). Even, so that each server runs first in
-    /// half of the pairs: the second server of a pair gains about 4% here (SERVER.md).
+    /// half of the pairs: the second server of a pair often gains a few percent here (SERVER.md).
     #[arg(long, default_value_t = 16)]
     rounds: usize,
     /// Measured seconds per run.
