@@ -234,6 +234,11 @@ fn run_load(
     })
 }
 
+/// Whether cache-node runs before memcached in `round`: the order alternates, starting with ours.
+fn ours_runs_first(round: usize) -> bool {
+    round % 2 == 0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
@@ -330,7 +335,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // pairs[rate index] = (ours, memcached) per round.
     let mut pairs: Vec<Vec<(Run, Run)>> = vec![Vec::new(); args.rates.len()];
     for round in 0..args.rounds {
-        let ours_first = round % 2 == 0;
+        let ours_first = ours_runs_first(round);
         for (i, &rate) in args.rates.iter().enumerate() {
             let order = if ours_first {
                 [&ours, &theirs]
@@ -393,10 +398,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         if *rate == 0.0 {
             // The spread of the per-pair ratios, so a median near 1.0 can be told from noise.
-            let mut ratios: Vec<f64> = pairs
+            let by_round: Vec<f64> = pairs
                 .iter()
                 .map(|(o, m)| o.ops_per_sec / m.ops_per_sec)
                 .collect();
+            let mut ratios = by_round.clone();
             ratios.sort_by(|a, b| a.total_cmp(b));
             let wins = ratios.iter().filter(|r| **r >= 1.0).count();
             let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
@@ -413,11 +419,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // rounds alternate the order so it cancels, and this shows how large it was in this run.
             let ratio_where = |ours_first: bool| {
                 median(
-                    pairs
-                        .iter()
-                        .enumerate()
-                        .filter(|(round, _)| (round % 2 == 0) == ours_first)
-                        .map(|(_, (o, m))| o.ops_per_sec / m.ops_per_sec)
+                    (0..by_round.len())
+                        .filter(|&round| ours_runs_first(round) == ours_first)
+                        .map(|round| by_round[round])
                         .collect(),
                 )
             };
