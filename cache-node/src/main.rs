@@ -44,7 +44,8 @@ struct Cli {
     /// and no more than -m can hold.
     #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
     max_item_size: usize,
-    /// Worker threads serving connections (memcached -t), 1 to 1024.
+    /// Threads serving connections (memcached -t), 1 to 1024. Each owns the connections handed to it, as
+    /// memcached's worker threads do, unless --work-stealing.
     #[arg(short = 't', long = "threads", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: u16,
@@ -65,7 +66,7 @@ struct Cli {
     /// arrive, counting the kernel's ticks as wake-ups (4 ms ticks and 2000: one wake-up mid-tick); idle,
     /// it backs off to once a second. Its wake-ups let the kernel reschedule when clients share the
     /// server's cores (see SERVER.md); 100 to 1000000 (memcached's maintainer: 1000 to 1000000).
-    /// Default: 2000, or 1000 when -t is above the cores this process may run on.
+    /// Default: 1000; with --work-stealing 2000, or 1000 when -t is above the cores this process may run on.
     #[arg(long = "maintainer-sleep-us",
           value_parser = clap::value_parser!(u64).range(micros(maintainer::MIN_SLEEP)..=1_000_000))]
     maintainer_sleep_us: Option<u64>,
@@ -74,6 +75,12 @@ struct Cli {
     /// at saturation to about a quarter and cost 1-4% of throughput (SERVER.md). Off by default.
     #[arg(long = "yield-when-idle")]
     yield_when_idle: bool,
+    /// Serve all connections on one work-stealing runtime with -t workers, where a ready connection is
+    /// served by whichever worker runs, instead of -t threads that each own their connections. Where
+    /// clients share the server's cores this serves every connection at the same rate (owned
+    /// connections here: up to 4x apart, as memcached's) at about 5% less throughput (SERVER.md).
+    #[arg(long = "work-stealing")]
+    work_stealing: bool,
     /// UDP port (memcached -U). cache-node serves TCP only, so only 0, off (memcached's default since
     /// 1.5.6), is accepted: configurations written for memcached often say -U 0.
     #[arg(short = 'U', long = "udp-port", default_value_t = 0, value_parser = parse_udp_port)]
@@ -324,19 +331,27 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             .maintainer_sleep_us
             .map(std::time::Duration::from_micros),
         yield_when_idle: cli.yield_when_idle,
-        // Connections run on this runtime's workers, not on per-thread runtimes (see SERVER.md).
-        connection_threads: 0,
+        // memcached's model unless --work-stealing: `-t` connection threads, each with its own runtime and
+        // epoll, connections handed to them round-robin (SERVER.md, "Threading").
+        connection_threads: if cli.work_stealing { 0 } else { threads },
         ..ServerConfig::default()
     };
-    // `-t` workers serve the connections, the expiry task and metrics; a ready connection is served by
-    // whichever worker runs, so a worker the kernel has descheduled does not hold up its connections.
-    // The main thread only accepts (the accept loop runs inside block_on).
-    let runtime = config
-        .configure_runtime(&mut tokio::runtime::Builder::new_multi_thread())
-        .worker_threads(threads)
-        .thread_name("cache-node-worker")
-        .enable_all()
-        .build()?;
+    let runtime = if cli.work_stealing {
+        // `-t` workers serve the connections and metrics; a ready connection is served by whichever
+        // worker runs, so a worker the kernel has descheduled does not hold up its connections. The main
+        // thread only accepts (the accept loop runs inside block_on).
+        config
+            .configure_runtime(&mut tokio::runtime::Builder::new_multi_thread())
+            .worker_threads(threads)
+            .thread_name("cache-node-worker")
+            .enable_all()
+            .build()?
+    } else {
+        // The main thread accepts and serves metrics; the connection threads are started by the server.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async move {
         let node = Node::new(config);
         // memcached refuses an -I above half of -m; the store's own bound is tighter (an item may take a

@@ -36,13 +36,16 @@ pub fn default_busy_sleep() -> Duration {
     Duration::from_micros(2000)
 }
 
-/// The default busy sleep for `workers` worker threads on `cores` cores: [`default_busy_sleep`], halved
-/// when the workers outnumber the cores. The kernel then also switches among the server's own workers,
-/// and a request waits for a descheduled worker as a reply waits for its client; scheduling points twice
-/// as often kept p99 under memcached's at `-t 4` on 2 cores (0.87-0.96 in three runs against 0.97-1.15;
-/// SERVER.md). Measured only at twice as many workers as cores, so it is not halved again beyond.
-pub fn default_busy_sleep_for(workers: usize, cores: usize) -> Duration {
-    if workers > cores {
+/// The default busy sleep for `workers` threads serving connections on `cores` cores, `owned` when each
+/// connection belongs to one thread (memcached's model, `ServerConfig::connection_threads`):
+/// [`default_busy_sleep`], halved when the workers outnumber the cores or own their connections. In both
+/// cases a request waits for a descheduled server thread as a reply waits for its client, and scheduling
+/// points twice as often kept p99 under memcached's: at `-t 4` on 2 cores (0.87-0.96 in three runs
+/// against 0.97-1.15), and with owned connections at `-t 2` (saturation 0.71-0.79 in three runs and
+/// 60,000/s 0.94, against 1.00 and 1.25 at 2 ms; SERVER.md). Measured only at twice as many workers as
+/// cores, so it is not halved again beyond.
+pub fn default_busy_sleep_for(workers: usize, cores: usize, owned: bool) -> Duration {
+    if owned || workers > cores {
         default_busy_sleep() / 2
     } else {
         default_busy_sleep()
@@ -500,11 +503,25 @@ mod tests {
     }
 
     #[test]
-    fn the_default_busy_sleep_halves_when_workers_outnumber_cores() {
-        assert_eq!(default_busy_sleep_for(2, 2), Duration::from_millis(2));
-        assert_eq!(default_busy_sleep_for(4, 8), Duration::from_millis(2));
-        assert_eq!(default_busy_sleep_for(4, 2), Duration::from_millis(1));
-        assert_eq!(default_busy_sleep_for(64, 2), Duration::from_millis(1));
+    fn the_default_busy_sleep_halves_when_workers_outnumber_cores_or_own_connections() {
+        assert_eq!(
+            default_busy_sleep_for(2, 2, false),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            default_busy_sleep_for(4, 8, false),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            default_busy_sleep_for(4, 2, false),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            default_busy_sleep_for(64, 2, false),
+            Duration::from_millis(1)
+        );
+        assert_eq!(default_busy_sleep_for(2, 2, true), Duration::from_millis(1));
+        assert_eq!(default_busy_sleep_for(4, 8, true), Duration::from_millis(1));
     }
 
     #[test]

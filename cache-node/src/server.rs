@@ -128,8 +128,8 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// The maintainer's busy sleep: the one set, or [`maintainer::default_busy_sleep_for`] the threads
-    /// that serve connections (`connection_threads`, or `threads` when those are 0) and the cores this
-    /// process may run on.
+    /// that serve connections (`connection_threads`, which own them, or `threads` when those are 0) and
+    /// the cores this process may run on.
     pub fn effective_maintainer_busy_sleep(&self) -> Duration {
         self.maintainer_busy_sleep.unwrap_or_else(|| {
             let workers = if self.connection_threads > 0 {
@@ -138,7 +138,7 @@ impl ServerConfig {
                 self.threads
             };
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            maintainer::default_busy_sleep_for(workers, cores)
+            maintainer::default_busy_sleep_for(workers, cores, self.connection_threads > 0)
         })
     }
 
@@ -349,6 +349,9 @@ impl Node {
             ("udpport", "0".into()),
             ("flush_enabled", "yes".into()),
             ("num_threads", c.threads.to_string()),
+            // The threads that own connections (memcached's model); 0: connections run on the embedding
+            // runtime (the binary's `--work-stealing` one).
+            ("connection_threads", c.connection_threads.to_string()),
             ("cas_enabled", "yes".into()),
             ("evictions", "on".into()),
             ("item_size_max", c.limits.max_value_len.to_string()),
@@ -458,15 +461,14 @@ pub async fn run_listeners(
                 tracing::trace!("new connection from {peer}");
                 next = next.wrapping_add(1);
                 match &pool {
-                    Some(pool) => pool.hand_over(socket, next)?,
+                    Some(pool) => {
+                        // One connection that cannot move to its thread is dropped; the node serves on.
+                        if let Err(e) = pool.hand_over(socket, peer, next) {
+                            tracing::debug!("connection from {peer} dropped: {e}");
+                        }
+                    }
                     None => {
-                        let node = node.clone();
-                        connections.spawn(async move {
-                            match serve_socket(socket, node).await {
-                                Ok(()) => tracing::trace!("connection from {peer} closed"),
-                                Err(e) => tracing::debug!("connection from {peer} ended: {e}"),
-                            }
-                        });
+                        connections.spawn(serve_and_log(socket, peer, node.clone()));
                         // Reap finished connections so the set stays as small as the open ones.
                         while connections.try_join_next().is_some() {}
                     }
@@ -481,6 +483,14 @@ pub async fn run_listeners(
         pool.join();
     }
     result
+}
+
+/// Serves one accepted connection to its end and logs how it ended (`-vv` shows the close, `-v` an error).
+async fn serve_and_log(socket: TcpStream, peer: std::net::SocketAddr, node: Arc<Node>) {
+    match serve_socket(socket, node).await {
+        Ok(()) => tracing::trace!("connection from {peer} closed"),
+        Err(e) => tracing::debug!("connection from {peer} ended: {e}"),
+    }
 }
 
 /// The next connection on any of `listeners`, asking them in turn from the one after the listener of the
@@ -504,8 +514,9 @@ async fn accept_any(
 
 /// Connection threads, each running a single-threaded tokio runtime.
 struct WorkerPool {
-    /// One channel per thread; accepted sockets travel as std sockets and are registered on arrival.
-    senders: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
+    /// One channel per thread; accepted sockets travel as std sockets (with the peer, for the log) and
+    /// are registered on arrival.
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, std::net::SocketAddr)>>,
     /// The threads, joined at shutdown.
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -515,7 +526,7 @@ impl WorkerPool {
         let mut senders = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let node = node.clone();
             let runtime = node
                 .config
@@ -529,16 +540,13 @@ impl WorkerPool {
                     crate::stats::set_thread_slot(i);
                     runtime.block_on(async move {
                         // Ends when the pool drops its senders (shutdown).
-                        while let Some(socket) = rx.recv().await {
-                            let Ok(socket) = TcpStream::from_std(socket) else {
-                                continue;
-                            };
-                            let node = node.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = serve_socket(socket, node).await {
-                                    tracing::debug!("connection ended: {e}");
+                        while let Some((socket, peer)) = rx.recv().await {
+                            match TcpStream::from_std(socket) {
+                                Ok(socket) => {
+                                    tokio::spawn(serve_and_log(socket, peer, node.clone()));
                                 }
-                            });
+                                Err(e) => tracing::debug!("connection from {peer} dropped: {e}"),
+                            }
                         }
                     });
                     // Dropping the runtime here cancels the connections still open.
@@ -549,9 +557,9 @@ impl WorkerPool {
         Ok(WorkerPool { senders, threads })
     }
 
-    fn hand_over(&self, socket: TcpStream, n: usize) -> io::Result<()> {
+    fn hand_over(&self, socket: TcpStream, peer: std::net::SocketAddr, n: usize) -> io::Result<()> {
         let socket = socket.into_std()?;
-        let _ = self.senders[n % self.senders.len()].send(socket);
+        let _ = self.senders[n % self.senders.len()].send((socket, peer));
         Ok(())
     }
 
@@ -980,11 +988,12 @@ mod tests {
             connection_threads,
             ..ServerConfig::default()
         };
-        // More workers than cores: half the spacing, whether they are runtime workers or threads of
-        // their own.
-        let many = with(2 * cores, 0).effective_maintainer_busy_sleep();
-        assert_eq!(many, default_busy_sleep() / 2);
-        assert_eq!(with(1, 2 * cores).effective_maintainer_busy_sleep(), many);
+        // More runtime workers than cores, or threads that own their connections, however many: half
+        // the spacing.
+        let half = with(2 * cores, 0).effective_maintainer_busy_sleep();
+        assert_eq!(half, default_busy_sleep() / 2);
+        assert_eq!(with(1, 2 * cores).effective_maintainer_busy_sleep(), half);
+        assert_eq!(with(cores, cores).effective_maintainer_busy_sleep(), half);
         assert_eq!(
             with(cores, 0).effective_maintainer_busy_sleep(),
             default_busy_sleep()

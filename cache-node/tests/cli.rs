@@ -27,6 +27,7 @@ fn help_explains_every_flag() {
         "--lease-window-secs",
         "--maintainer-sleep-us",
         "--yield-when-idle",
+        "--work-stealing",
         "-U, --udp-port",
         "-u, --user",
         "-P, --pidfile",
@@ -147,17 +148,64 @@ fn binary_serves_with_memcached_flags() {
     );
 }
 
-/// Without `--maintainer-sleep-us`, the maintainer's busy spacing is 2 ms while the workers fit the cores
-/// and 1 ms once they outnumber them (SERVER.md: at `-t 4` on 2 cores that kept p99 under memcached's).
+/// Without `--maintainer-sleep-us`, the maintainer's busy spacing is 1 ms when the threads own their
+/// connections (the default) and, with `--work-stealing`, 2 ms while the workers fit the cores and 1 ms once
+/// they outnumber them (SERVER.md: each kept p99 under memcached's where it was measured).
 #[test]
-fn the_maintainer_default_follows_workers_per_core() {
+fn the_maintainer_default_follows_the_threading() {
     let cores = std::thread::available_parallelism().unwrap().get();
-    for (threads, expect_us) in [(cores, 2000), (cores + 1, 1000)] {
-        let (_server, addr) = start(&["-t", &threads.to_string()]);
+    for (threads, work_stealing, expect_us) in [
+        (cores, false, 1000),
+        (1, false, 1000),
+        (cores, true, 2000),
+        (cores + 1, true, 1000),
+    ] {
+        let threads = threads.to_string();
+        let mut args = vec!["-t", &threads];
+        if work_stealing {
+            args.push("--work-stealing");
+        }
+        let (_server, addr) = start(&args);
         let reply = exchange(&addr, b"stats settings\r\nquit\r\n");
         assert!(
             reply.contains(&format!("STAT maintainer_sleep_us {expect_us}\r\n")),
-            "-t {threads} on {cores} cores: {reply}"
+            "{args:?} on {cores} cores: {reply}"
+        );
+    }
+}
+
+/// `-t N` starts N connection threads that each own the connections handed to them (memcached's model),
+/// and `--work-stealing` serves every connection on N workers of one runtime instead: read from the
+/// process's thread names (cut to 15 bytes by the kernel) and `stats settings`, with a request served
+/// either way.
+#[test]
+fn threads_own_their_connections_unless_work_stealing() {
+    for (args, connection_threads, workers) in [
+        (&["-t", "3"][..], 3, 0),
+        (&["-t", "3", "--work-stealing"][..], 0, 3),
+    ] {
+        let (server, addr) = start(args);
+        let reply = exchange(
+            &addr,
+            b"stats settings\r\nset k 0 0 1\r\nv\r\nget k\r\nquit\r\n",
+        );
+        assert!(
+            reply.contains(&format!("STAT connection_threads {connection_threads}\r\n")),
+            "{args:?}: {reply}"
+        );
+        assert!(
+            reply.ends_with("END\r\nSTORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"),
+            "{args:?}: {reply}"
+        );
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
+            .unwrap()
+            .map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap())
+            .collect();
+        let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+        assert_eq!(
+            (count("cache-node-conn"), count("cache-node-work")),
+            (connection_threads, workers),
+            "{args:?}: threads {names:?}"
         );
     }
 }
