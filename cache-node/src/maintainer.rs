@@ -504,24 +504,21 @@ mod tests {
 
     #[test]
     fn the_default_busy_sleep_halves_when_workers_outnumber_cores_or_own_connections() {
-        assert_eq!(
-            default_busy_sleep_for(2, 2, false),
-            Duration::from_millis(2)
-        );
-        assert_eq!(
-            default_busy_sleep_for(4, 8, false),
-            Duration::from_millis(2)
-        );
-        assert_eq!(
-            default_busy_sleep_for(4, 2, false),
-            Duration::from_millis(1)
-        );
-        assert_eq!(
-            default_busy_sleep_for(64, 2, false),
-            Duration::from_millis(1)
-        );
-        assert_eq!(default_busy_sleep_for(2, 2, true), Duration::from_millis(1));
-        assert_eq!(default_busy_sleep_for(4, 8, true), Duration::from_millis(1));
+        let ms = Duration::from_millis;
+        for (workers, cores, owned, expect) in [
+            (2, 2, false, ms(2)),
+            (4, 8, false, ms(2)),
+            (4, 2, false, ms(1)),
+            (64, 2, false, ms(1)),
+            (2, 2, true, ms(1)),
+            (4, 8, true, ms(1)),
+        ] {
+            assert_eq!(
+                default_busy_sleep_for(workers, cores, owned),
+                expect,
+                "{workers} workers on {cores} cores, owned {owned}"
+            );
+        }
     }
 
     #[test]

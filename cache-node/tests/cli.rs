@@ -184,17 +184,9 @@ fn threads_own_their_connections_unless_work_stealing() {
         (&["-t", "3"][..], 3, 0),
         (&["-t", "3", "--work-stealing"][..], 0, 3),
     ] {
-        let (server, addr) = start(args);
-        let reply = exchange(
-            &addr,
-            b"stats settings\r\nset k 0 0 1\r\nv\r\nget k\r\nquit\r\n",
-        );
+        let (server, reply) = settings_of_a_serving_node(args);
         assert!(
             reply.contains(&format!("STAT connection_threads {connection_threads}\r\n")),
-            "{args:?}: {reply}"
-        );
-        assert!(
-            reply.ends_with("END\r\nSTORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"),
             "{args:?}: {reply}"
         );
         let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
@@ -215,20 +207,27 @@ fn threads_own_their_connections_unless_work_stealing() {
 #[test]
 fn yield_when_idle_is_off_unless_asked_for() {
     for (args, expect) in [(&[][..], "no"), (&["--yield-when-idle"][..], "yes")] {
-        let (_server, addr) = start(args);
-        let reply = exchange(
-            &addr,
-            b"stats settings\r\nset k 0 0 1\r\nv\r\nget k\r\nquit\r\n",
-        );
+        let (_server, reply) = settings_of_a_serving_node(args);
         assert!(
             reply.contains(&format!("STAT yield_when_idle {expect}\r\n")),
             "{args:?}: {reply}"
         );
-        assert!(
-            reply.ends_with("END\r\nSTORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"),
-            "{args:?}: {reply}"
-        );
     }
+}
+
+/// Starts the binary with `args`, asserts that it serves a set and a get, and returns it with its `stats
+/// settings` reply.
+fn settings_of_a_serving_node(args: &[&str]) -> (KillOnDrop, String) {
+    let (server, addr) = start(args);
+    let reply = exchange(
+        &addr,
+        b"stats settings\r\nset k 0 0 1\r\nv\r\nget k\r\nquit\r\n",
+    );
+    assert!(
+        reply.ends_with("END\r\nSTORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"),
+        "{args:?}: {reply}"
+    );
+    (server, reply)
 }
 
 /// `-l` takes memcached's forms (SERVER.md, "Running"): a list, host names (every address bound), IPv6 in
