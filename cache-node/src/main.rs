@@ -78,7 +78,7 @@ struct Cli {
     /// Serve all connections on one work-stealing runtime with -t workers, where a ready connection is
     /// served by whichever worker runs, instead of -t threads that each own their connections. Where
     /// clients share the server's cores this serves every connection at the same rate (owned
-    /// connections here: up to 4x apart, as memcached's) at about 5% less throughput (SERVER.md).
+    /// connections here: up to 4x apart, as memcached's) at 5-9% less throughput (SERVER.md).
     #[arg(long = "work-stealing")]
     work_stealing: bool,
     /// UDP port (memcached -U). cache-node serves TCP only, so only 0, off (memcached's default since
