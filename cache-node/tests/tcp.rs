@@ -213,9 +213,9 @@ async fn noreply_silences_argument_errors() -> R {
     Ok(())
 }
 
-/// With dedicated connection threads, connections are handed to them round-robin, as memcached does with
-/// its `-t` threads: 32 connections on 2 threads are 16 and 16 (each thread counts the connections it
-/// serves in its own counter slot). If the hand-over always picked one thread this would read 32 and 0.
+/// Connections are handed to the connection threads round-robin, as memcached does with its `-t` threads:
+/// 32 connections on 2 threads are 16 and 16 (each thread counts the connections it serves in its own
+/// counter slot). If the hand-over always picked one thread this would read 32 and 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_spread_evenly_over_connection_threads() -> R {
     let s = TestServer::start_with(|c| c.connection_threads = 2).await;
@@ -282,11 +282,13 @@ async fn request_arriving_during_a_blocked_write_is_answered() -> R {
     request_during_blocked_write(TestServer::start().await).await
 }
 
-/// The same with dedicated single-threaded connection runtimes (`connection_threads: 2`), where the
-/// I/O driver only runs while the connection's task is suspended (here: in the blocked write).
+/// The same with work stealing (`connection_threads: 0`, connections on the test's multi-threaded
+/// runtime, as the binary's `--work-stealing`), where another worker may poll the I/O driver while the
+/// connection's task is blocked in its write. (The default, above, has single-threaded connection
+/// runtimes, whose I/O driver runs only while the connection's task is suspended.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_arriving_during_a_blocked_write_is_answered_on_connection_threads() -> R {
-    request_during_blocked_write(TestServer::start_with(|c| c.connection_threads = 2).await).await
+async fn request_arriving_during_a_blocked_write_is_answered_with_work_stealing() -> R {
+    request_during_blocked_write(TestServer::start_with(|c| c.connection_threads = 0).await).await
 }
 
 async fn request_during_blocked_write(s: TestServer) -> R {

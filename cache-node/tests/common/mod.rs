@@ -48,9 +48,9 @@ impl TestServer {
         let mut config = ServerConfig {
             clock: clock.clone(),
             threads: 2,
-            // The production model: connections on the caller's multi-threaded runtime (the tests run
-            // on one with two workers, as the binary does with `-t 2`).
-            connection_threads: 0,
+            // The binary's model at `-t 2`: two connection threads that own their connections. Tests of
+            // `--work-stealing` set 0 (connections on the test's own multi-threaded runtime).
+            connection_threads: 2,
             ..ServerConfig::default()
         };
         adjust(&mut config);
