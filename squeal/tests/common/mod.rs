@@ -354,24 +354,22 @@ impl Scenario {
         rules: &str,
     ) -> Result<Scenario, Box<dyn std::error::Error + Send + Sync>> {
         stack.create_topic(topic, partitions).await?;
-        let dir = tempfile::tempdir()?;
-        let scenario = Scenario {
-            config: dir.path().join("squeal.toml"),
-            checkpoint: dir.path().join("cp.json"),
-            log: dir.path().join("squeal.log"),
-            dir,
-            port: stack.primary().port(),
-            brokers: stack.kafka().brokers(),
-            topic: topic.to_string(),
-            rules: rules.to_string(),
-        };
-        scenario.write_config("")?;
-        Ok(scenario)
+        Ok(Scenario::written(
+            stack.primary().port(),
+            stack.kafka().brokers(),
+            topic,
+            rules,
+        )?)
     }
 
     /// A config for the database on `port` whose Kafka is unreachable (`127.0.0.1:1`), for runs and
     /// checks that stop before anything is published.
     pub fn offline(port: u16, rules: &str) -> std::io::Result<Scenario> {
+        Scenario::written(port, "127.0.0.1:1".to_string(), "t", rules)
+    }
+
+    /// The files in a new temporary folder, with the config written for these settings.
+    fn written(port: u16, brokers: String, topic: &str, rules: &str) -> std::io::Result<Scenario> {
         let dir = tempfile::tempdir()?;
         let scenario = Scenario {
             config: dir.path().join("squeal.toml"),
@@ -379,8 +377,8 @@ impl Scenario {
             log: dir.path().join("squeal.log"),
             dir,
             port,
-            brokers: "127.0.0.1:1".to_string(),
-            topic: "t".to_string(),
+            brokers,
+            topic: topic.to_string(),
             rules: rules.to_string(),
         };
         scenario.write_config("")?;
