@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 
@@ -189,16 +189,26 @@ fn threads_own_their_connections_unless_work_stealing() {
             reply.contains(&format!("STAT connection_threads {connection_threads}\r\n")),
             "{args:?}: {reply}"
         );
-        let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
-            .unwrap()
-            .map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap())
-            .collect();
-        let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
-        assert_eq!(
-            (count("cache-node-conn"), count("cache-node-work")),
-            (connection_threads, workers),
-            "{args:?}: threads {names:?}"
-        );
+        // A new thread names itself once it runs, so a thread that has not been scheduled yet still
+        // carries the process's name: read until the names settle, for at most five seconds.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
+                .unwrap()
+                .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+                .collect();
+            let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+            let counted = (count("cache-node-conn"), count("cache-node-work"));
+            if counted == (connection_threads, workers) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{args:?}: expected {connection_threads} connection threads and {workers} workers, \
+                 threads {names:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
