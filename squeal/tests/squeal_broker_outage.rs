@@ -28,12 +28,15 @@ async fn broker_down_20s_drops_nothing_and_holds_the_checkpoint() -> TestResult 
     let mut squeal = Squeal::run(config, primary.password(), log)?;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_ledger_writer(primary.url(), stop.clone(), Duration::from_millis(5));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before_outage = checkpoint_of(checkpoint);
+    // The first checkpoint comes after start-up checks against the primary and the first acks.
     assert!(
-        before_outage.is_some(),
+        eventually(Duration::from_secs(30), || checkpoint_of(checkpoint)
+            .is_some())
+        .await,
         "squeal checkpoints while Kafka is up"
     );
+    // A moment of steady load, so records are in flight when the broker goes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     stack.kafka().stop();
     tokio::time::sleep(Duration::from_secs(3)).await;

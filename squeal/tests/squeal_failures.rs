@@ -282,7 +282,12 @@ async fn unwritable_checkpoint_folder_stops_squeal() -> TestResult {
         return Ok(());
     }
     let mut stopped = None;
-    for id in 10..40 {
+    // A row every 300 ms until squeal stops, for up to a minute.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for id in 10.. {
+        if std::time::Instant::now() > deadline {
+            break;
+        }
         insert_ledger_ids(primary, [id]).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         stopped = squeal.child.try_wait()?;

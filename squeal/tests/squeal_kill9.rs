@@ -27,7 +27,14 @@ async fn kill_9_at_20_random_moments_loses_no_committed_transaction() -> TestRes
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_ledger_writer(primary.url(), stop.clone(), Duration::from_millis(3));
     let mut kills = 0;
-    for _ in 0..20 {
+    for runs in 1..=20 {
+        // Each moment is counted from the run's first log line, so every kill lands in a run that
+        // started (a loaded machine can take longer than the shortest wait to get there).
+        let started = eventually(Duration::from_secs(30), || {
+            squeal.log_text().matches("squeal starting").count() == runs
+        })
+        .await;
+        assert!(started, "run {runs} never started: {}", squeal.log_text());
         let wait = rand::rng().random_range(150..900);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         assert!(
