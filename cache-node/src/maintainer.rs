@@ -437,7 +437,7 @@ mod tests {
     }
 
     /// The tests that watch the tick take turns: the one under load spins more threads than there are
-    /// cores, which would keep the other's observations from seeing a tick for its whole run.
+    /// cores, and the other's observations should not have to see a tick through them.
     static TICK_WATCHERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn watch_the_tick_alone() -> std::sync::MutexGuard<'static, ()> {
