@@ -191,24 +191,22 @@ fn threads_own_their_connections_unless_work_stealing() {
         );
         // A new thread names itself once it runs, so a thread that has not been scheduled yet still
         // carries the process's name: read until the names settle, for at most five seconds.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        poll_for(Duration::from_secs(5), || {
             let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
                 .unwrap()
                 .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
                 .collect();
             let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
             let counted = (count("cache-node-conn"), count("cache-node-work"));
-            if counted == (connection_threads, workers) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{args:?}: expected {connection_threads} connection threads and {workers} workers, \
-                 threads {names:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            (counted == (connection_threads, workers))
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "{args:?}: expected {connection_threads} connection threads and {workers} \
+                         workers, threads {names:?}"
+                    )
+                })
+        });
     }
 }
 
@@ -477,17 +475,13 @@ fn bad_setups_are_refused_at_start_with_a_clear_error() {
                 .spawn()
                 .unwrap(),
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{args:?} started instead of being refused"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = poll_for(Duration::from_secs(10), || {
+            child
+                .0
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| format!("{args:?} started instead of being refused"))
+        });
         let mut err = String::new();
         child
             .0
@@ -702,14 +696,12 @@ fn values_still_arriving_are_held_within_the_memory_limit() {
     }
     // The halves fit in the sockets' buffers, so the writes above return before the server has read
     // them: wait until it has.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stat(&addr, "bytes_read") < 200 * half.len() as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not read the halves"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_for(Duration::from_secs(20), || {
+        let read = stat(&addr, "bytes_read");
+        (read >= 200 * half.len() as u64)
+            .then_some(())
+            .ok_or_else(|| format!("the server did not read the halves: {read} bytes read"))
+    });
     let rss_kb = proc_status_kb(child.0.id(), "VmRSS");
     assert!(
         rss_kb / 1024 < 64,
@@ -776,6 +768,19 @@ fn values_still_arriving_are_held_within_the_memory_limit() {
 }
 
 const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+
+/// Calls `attempt` every 20 ms until it gives a value, for at most `within`; then fails with the reason
+/// the last attempt gave.
+fn poll_for<T>(within: Duration, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// A `stats` figure, read over a new connection.
 fn stat(addr: &str, name: &str) -> u64 {
@@ -899,14 +904,12 @@ fn idle_connections_hold_no_buffers() {
         .map(|_| TcpStream::connect(&addr).unwrap())
         .collect();
     // Measured once the server has taken every connection (and the one asking).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stat(&addr, "curr_connections") < connections + 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not take every connection"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_for(Duration::from_secs(20), || {
+        let taken = stat(&addr, "curr_connections");
+        (taken > connections)
+            .then_some(())
+            .ok_or_else(|| format!("the server did not take every connection: {taken} open"))
+    });
     let idle_kb = proc_status_kb(child.0.id(), "VmRSS");
     for (i, s) in open.iter_mut().enumerate() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
