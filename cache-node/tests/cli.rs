@@ -3,11 +3,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
-use common::noreply_sets;
+use common::{noreply_sets, poll_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cache-node");
 
@@ -768,19 +768,6 @@ fn values_still_arriving_are_held_within_the_memory_limit() {
 }
 
 const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
-
-/// Calls `attempt` every 20 ms until it gives a value, for at most `within`; then fails with the reason
-/// the last attempt gave.
-fn poll_for<T>(within: Duration, mut attempt: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match attempt() {
-            Ok(value) => return value,
-            Err(why) => assert!(Instant::now() < deadline, "{why}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A `stats` figure, read over a new connection.
 fn stat(addr: &str, name: &str) -> u64 {

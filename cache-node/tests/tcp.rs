@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{noreply_sets, Client, TestServer, START_UNIX};
+use common::{noreply_sets, poll_for_async, Client, TestServer, START_UNIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -1218,15 +1218,16 @@ async fn background_expiry_reclaims_items_nobody_reads() -> R {
         s.clock.advance(6);
     }
     // No client touches the expired keys from here on.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while walking.node.store.stats().curr_items > 1 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let st = walking.node.store.stats();
-    assert_eq!(
-        st.curr_items, 1,
-        "the live item stays, the 100 expired ones go"
-    );
+    let st = poll_for_async(Duration::from_secs(10), async || {
+        let st = walking.node.store.stats();
+        match st.curr_items {
+            1 => Ok(st),
+            n => Err(format!(
+                "{n} items: the live item stays, the 100 expired ones go"
+            )),
+        }
+    })
+    .await;
     assert_eq!(st.crawler_reclaimed, 100);
     assert_eq!(still.node.store.stats().curr_items, 101);
     assert_eq!(still.node.store.stats().crawler_reclaimed, 0);
@@ -1272,12 +1273,14 @@ async fn maintainer_backs_off_when_idle_and_wakes_often_under_load() -> R {
     let tick_us = cache_node::clock::coarse_resolution()
         .expect("a coarse clock")
         .as_micros() as u64;
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    let mut reported_tick: u64 = c.stat("maintainer_tick_us").await.parse()?;
-    while reported_tick == 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        reported_tick = c.stat("maintainer_tick_us").await.parse()?;
-    }
+    let reported_tick = poll_for_async(Duration::from_secs(40), async || {
+        match c.stat("maintainer_tick_us").await.parse::<u64>() {
+            Ok(0) => Err("maintainer_tick_us still 0".to_string()),
+            Ok(tick) => Ok(tick),
+            Err(e) => panic!("maintainer_tick_us: {e}"),
+        }
+    })
+    .await;
     assert_eq!(reported_tick, tick_us, "the tick the maintainer knows");
     s.stop().await;
     Ok(())
@@ -1472,19 +1475,15 @@ async fn connections_over_the_limit_are_refused_politely() -> R {
     assert!(extra.closed().await);
     drop(open.pop());
     // The slot frees up once the server sees the close (its thread may wait for a core first).
-    let mut ok = false;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
+    poll_for_async(Duration::from_secs(10), async || {
         let mut c = s.client().await;
         c.send(b"mn\r\n").await;
-        let l = c.line().await;
-        if l == "MN" {
-            ok = true;
-            break;
+        match c.line().await.as_str() {
+            "MN" => Ok(()),
+            other => Err(format!("a new connection still gets {other:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(ok);
+    })
+    .await;
     assert!(open[0].stat("rejected_connections").await.parse::<u64>()? >= 1);
     s.stop().await;
     Ok(())
@@ -1679,18 +1678,15 @@ async fn room_for_values_in_flight_is_given_back_however_the_request_ends() -> R
         "{stored} kept, {refused} refused"
     );
     // The hung-up connections end on the server shortly after the clients close them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let held = s.node.store.stats().reserved_bytes;
-        if held == 0 {
-            break;
+    poll_for_async(Duration::from_secs(10), async || {
+        match s.node.store.stats().reserved_bytes {
+            0 => Ok(()),
+            held => Err(format!(
+                "{held} bytes still held for values nobody is sending"
+            )),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{held} bytes still held for values nobody is sending"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     s.stop().await;
     Ok(())
 }
@@ -1907,21 +1903,23 @@ async fn metrics_port_caps_concurrent_requests() -> R {
     assert_eq!(n, 0, "closed without a reply");
     drop(idle);
     // The slots come back as the idle connections' reads end.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut http = tokio::net::TcpStream::connect(maddr).await?;
-        http.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await?;
+    poll_for_async(Duration::from_secs(5), async || {
+        // A connection past the cap may be closed before the request is written: that is a "not yet".
+        let mut http = tokio::net::TcpStream::connect(maddr)
+            .await
+            .map_err(|e| format!("connect to the metrics port: {e}"))?;
+        http.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .map_err(|e| format!("no scrape served after the idle connections closed: {e}"))?;
         let mut body = String::new();
         let _ = http.read_to_string(&mut body).await;
         if body.starts_with("HTTP/1.1 200 OK") {
-            break;
+            Ok(())
+        } else {
+            Err("no scrape served after the idle connections closed".to_string())
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no scrape served after the idle connections closed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     metrics.abort();
     s.stop().await;
     Ok(())

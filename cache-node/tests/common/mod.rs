@@ -30,6 +30,40 @@ pub fn noreply_sets(prefix: &str, count: usize, value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Calls `attempt` every 20 ms until it gives a value, for at most `within`; then fails with the reason
+/// the last attempt gave. For tests that wait on another thread or process to reach a state: the wait
+/// ends as soon as it is reached, and a busy machine gets the whole of `within`.
+#[track_caller]
+pub fn poll_for<T>(within: Duration, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(why) => assert!(std::time::Instant::now() < deadline, "{why}"),
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// `poll_for` for async tests: the attempt may await (a request over a client, a new connection), and
+/// the wait sleeps on the runtime's timer rather than blocking its thread.
+pub async fn poll_for_async<T>(
+    within: Duration,
+    mut attempt: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(why) => assert!(std::time::Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// How often `poll_for` tries again: short beside the deadlines (5-40 s), long beside an attempt.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub node: Arc<Node>,
