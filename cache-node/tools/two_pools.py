@@ -95,7 +95,8 @@ def main():
           f'{cold_keys} cold keys ({len(cold)} accesses); capacity {cap}')
 
     dist = cold_stack_distances(cold)
-    per_bucket = [sum(1 for d in dist if b * BUCKET <= d < (b + 1) * BUCKET) for b in range(BUCKETS)]
+    by_bucket = Counter(d // BUCKET for d in dist)
+    per_bucket = [by_bucket[b] for b in range(BUCKETS)]
     mean = sum(per_bucket) / BUCKETS
     if mean == 0:
         sys.exit(f'no cold reuses within a stack distance of {BUCKET * BUCKETS}: not a two-pool trace')
