@@ -2034,3 +2034,126 @@ async fn concurrent_pipelined_mix_keeps_every_reply_in_sync() -> R {
     s.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_read_modify_writes_lose_no_update() -> R {
+    // memcached's read-modify-write commands are atomic per key: 16 connections at once, over both
+    // connection threads, each send `incr`, `ma` and `append` to the same three keys in pipelined
+    // batches, and run a gets/cas retry loop on a fourth. Nothing may be lost or applied twice: the incr
+    // replies are exactly 1..=N (each value handed out once), `ma` likewise, every appended piece is in
+    // the value once, and the cas counter ends at the number of successful cas. Shown to fail: with incr
+    // done as a read and a later write (two `with_entry` calls), the incr replies repeat in every run;
+    // with cas checking the token in one `with_entry` and storing in another, two cas with the same
+    // token both store and the counter ends short, in every run at 200 rounds (about half at 30).
+    const CONNECTIONS: usize = 16;
+    const BATCHES: usize = 10;
+    const PER_BATCH: usize = 25;
+    const CAS_ROUNDS: usize = 200;
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"set rmw:incr 0 0 1\r\n0\r\n", b"STORED\r\n")
+        .await;
+    c.expect(b"set rmw:ma 0 0 1\r\n0\r\n", b"STORED\r\n").await;
+    c.expect(b"set rmw:log 0 0 0\r\n\r\n", b"STORED\r\n").await;
+    c.expect(b"set rmw:cas 0 0 1\r\n0\r\n", b"STORED\r\n").await;
+    let mut tasks = Vec::new();
+    for conn in 0..CONNECTIONS {
+        let addr = s.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let (mut incrs, mut mas) = (Vec::new(), Vec::new());
+            for batch in 0..BATCHES {
+                let mut req = Vec::new();
+                for i in 0..PER_BATCH {
+                    let piece = format!("c{conn:02}-{:03};", batch * PER_BATCH + i);
+                    req.extend_from_slice(b"incr rmw:incr 1\r\nma rmw:ma v\r\n");
+                    req.extend_from_slice(
+                        format!("append rmw:log 0 0 {}\r\n{piece}\r\n", piece.len()).as_bytes(),
+                    );
+                }
+                c.send(&req).await;
+                for _ in 0..PER_BATCH {
+                    let incr = c.line().await;
+                    incrs.push(
+                        incr.parse::<u64>()
+                            .unwrap_or_else(|_| panic!("incr: {incr}")),
+                    );
+                    let va = c.line().await;
+                    assert!(va.starts_with("VA "), "ma: {va}");
+                    let value = c.line().await;
+                    mas.push(
+                        value
+                            .parse::<u64>()
+                            .unwrap_or_else(|_| panic!("ma: {value}")),
+                    );
+                    assert_eq!(c.line().await, "STORED");
+                }
+            }
+            let (mut stored, mut refused) = (0u64, 0u64);
+            while stored < CAS_ROUNDS as u64 {
+                c.send(b"gets rmw:cas\r\n").await;
+                let header = c.line().await;
+                let fields: Vec<&str> = header.split(' ').collect();
+                assert_eq!(fields.len(), 5, "gets: {header}");
+                let token: u64 = fields[4].parse()?;
+                let n: u64 = c.line().await.parse()?;
+                assert_eq!(c.line().await, "END");
+                let next = (n + 1).to_string();
+                c.send(format!("cas rmw:cas 0 0 {} {token}\r\n{next}\r\n", next.len()).as_bytes())
+                    .await;
+                match c.line().await.as_str() {
+                    "STORED" => stored += 1,
+                    "EXISTS" => refused += 1,
+                    other => panic!("cas: {other}"),
+                }
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((incrs, mas, refused))
+        }));
+    }
+    let (mut incrs, mut mas, mut cas_refused) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        let (i, m, r) = t.await?.map_err(|e| e.to_string())?;
+        incrs.extend(i);
+        mas.extend(m);
+        cas_refused += r;
+    }
+    let total = (CONNECTIONS * BATCHES * PER_BATCH) as u64;
+    incrs.sort_unstable();
+    mas.sort_unstable();
+    let each_once: Vec<u64> = (1..=total).collect();
+    let distinct = |v: &[u64]| v.windows(2).filter(|w| w[0] != w[1]).count() + 1;
+    assert!(
+        incrs == each_once,
+        "incr replies are not 1..={total} each once: {} distinct, highest {:?}",
+        distinct(&incrs),
+        incrs.last()
+    );
+    assert!(
+        mas == each_once,
+        "ma replies are not 1..={total} each once: {} distinct, highest {:?}",
+        distinct(&mas),
+        mas.last()
+    );
+    c.send(b"get rmw:incr rmw:ma rmw:cas rmw:log\r\n").await;
+    let mut values = Vec::new();
+    for _ in 0..4 {
+        let header = c.line().await;
+        assert!(header.starts_with("VALUE "), "get: {header}");
+        values.push(c.line().await);
+    }
+    assert_eq!(c.line().await, "END");
+    assert_eq!(values[0], total.to_string());
+    assert_eq!(values[1], total.to_string());
+    assert_eq!(
+        values[2],
+        (CONNECTIONS * CAS_ROUNDS).to_string(),
+        "{cas_refused} cas refused"
+    );
+    let mut pieces: Vec<&str> = values[3].split_terminator(';').collect();
+    assert_eq!(pieces.len() as u64, total, "appended pieces");
+    pieces.sort_unstable();
+    pieces.dedup();
+    assert_eq!(pieces.len() as u64, total, "each appended piece once");
+    s.stop().await;
+    Ok(())
+}
