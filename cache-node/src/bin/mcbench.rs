@@ -405,7 +405,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut ratios = by_round.clone();
             ratios.sort_by(|a, b| a.total_cmp(b));
             let wins = ratios.iter().filter(|r| **r >= 1.0).count();
-            let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+            // Interpolated between neighbours, so the middle quartile is the median the table shows
+            // (the nearest rank gave the upper of the two middle pairs of an even count).
+            let at = |q: f64| {
+                let position = (ratios.len() - 1) as f64 * q;
+                let (below, above) = (position.floor() as usize, position.ceil() as usize);
+                ratios[below] + (ratios[above] - ratios[below]) * (position - below as f64)
+            };
             println!(
                 "ours throughput >= memcached in {wins} of {} pairs; per-pair ratio min {:.3}, quartiles {:.3} {:.3} {:.3}, max {:.3}",
                 ratios.len(),
