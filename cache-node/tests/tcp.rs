@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{noreply_sets, poll_for_async, Client, TestServer, START_UNIX};
+use common::{noreply_sets, poll_for_async, xorshift, Client, TestServer, START_UNIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -1220,17 +1220,6 @@ async fn cache_aside_with_leases_serves_nothing_older_than_an_answered_invalidat
         floor: Default::default(),
         writers_done: AtomicBool::new(false),
     });
-    // A small xorshift per task. The interleavings differ from run to run whatever the seed; what the
-    // test checks does not depend on them.
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        }
-    }
     /// What one lease read got.
     enum Read {
         Hit {
@@ -1312,7 +1301,7 @@ async fn cache_aside_with_leases_serves_nothing_older_than_an_answered_invalidat
         let (addr, shared) = (s.addr, shared.clone());
         writers.push(tokio::spawn(async move {
             let mut c = Client::connect(addr).await;
-            let mut next = rng(1_000 + w);
+            let mut next = xorshift(1_000 + w);
             for _ in 0..INVALIDATIONS_PER_WRITER {
                 let k = (next() % KEYS as u64) as usize;
                 let committed = shared.database[k].fetch_add(1, SeqCst) + 1;
@@ -1340,7 +1329,7 @@ async fn cache_aside_with_leases_serves_nothing_older_than_an_answered_invalidat
         readers.push(tokio::spawn(async move {
             let mut c = Client::connect(addr).await;
             let meta = r % 2 == 0;
-            let mut next = rng(r + 1);
+            let mut next = xorshift(r + 1);
             let mut seen = Seen::default();
             let mut last_round = false;
             while !last_round {
@@ -1843,13 +1832,7 @@ async fn room_for_values_in_flight_is_given_back_however_the_request_ends() -> R
         .map(|client| {
             let addr = s.addr;
             tokio::spawn(async move {
-                let mut rng = (client + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                let mut next = move || {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    rng
-                };
+                let mut next = xorshift(client + 1);
                 let (mut stored, mut refused) = (Vec::new(), 0);
                 let mut c = common::Client::connect(addr).await;
                 for i in 0..15 {
@@ -2173,13 +2156,7 @@ async fn concurrent_pipelined_mix_keeps_every_reply_in_sync() -> R {
         let addr = s.addr;
         tasks.push(tokio::spawn(async move {
             let mut c = Client::connect(addr).await;
-            let mut rng = conn.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-            let mut next = move || {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
-            };
+            let mut next = xorshift(conn);
             for _ in 0..25 {
                 let mut batch = Vec::new();
                 let mut expect = Vec::new(); // (kind, key)

@@ -30,6 +30,18 @@ pub fn noreply_sets(prefix: &str, count: usize, value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A xorshift64 generator from `seed` (any value, 0 included): the request mixes of the concurrency
+/// tests, which need variety between tasks, not statistical quality.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 /// Calls `attempt` every 20 ms until it gives a value, for at most `within`; then fails with the reason
 /// the last attempt gave. For tests that wait on another thread or process to reach a state: the wait
 /// ends as soon as it is reached, and a busy machine gets the whole of `within`.
