@@ -1,0 +1,140 @@
+//! Cache-aside with mixed value sizes through a real store (byte budget): access a key (uniform or Zipf
+//! popularity), read it, and on a miss set it with a size fixed per key (log-uniform 100..10,000 B by
+//! default). Prints the hit rate over the second half, the items kept, the bytes of keys and values
+//! kept and where evictions came from. A check of how the store spends a byte budget when sizes vary,
+//! not a benchmark of speed.
+//!
+//! `cargo run --release -p cache-node --example mixed_sizes -- [--mb 64] [--shards 8] [--keys 200000]
+//! [--zipf 0.9] [--accesses 4000000] [--sizes loguniform|uniform|N]`
+
+use std::sync::Arc;
+
+use cache_node::clock::{Clock, ManualClock};
+use cache_node::store::{NewItem, Store, StoreConfig};
+
+fn main() {
+    let mut mb = 64usize;
+    let mut shards = 8usize;
+    let mut keys = 200_000u64;
+    let mut zipf = 0.0f64;
+    let mut accesses = 4_000_000u64;
+    let mut sizes = "loguniform".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let v = args.next().expect("a value after each flag");
+        match flag.as_str() {
+            "--mb" => mb = v.parse().expect("--mb"),
+            "--shards" => shards = v.parse().expect("--shards"),
+            "--keys" => keys = v.parse().expect("--keys"),
+            "--zipf" => zipf = v.parse().expect("--zipf"),
+            "--accesses" => accesses = v.parse().expect("--accesses"),
+            "--sizes" => sizes = v,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    let size_of = |k: u64| -> usize {
+        let h = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+        match sizes.as_str() {
+            "loguniform" => (100.0 * 100f64.powf(h)) as usize,
+            "uniform" => 100 + (9_900.0 * h) as usize,
+            n => n.parse().expect("--sizes"),
+        }
+    };
+    let cdf: Vec<f64> = if zipf > 0.0 {
+        let mut total = 0.0;
+        (0..keys)
+            .map(|i| {
+                total += 1.0 / ((i + 1) as f64).powf(zipf);
+                total
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let draw = |next: &mut dyn FnMut() -> u64| -> u64 {
+        if cdf.is_empty() {
+            next() % keys
+        } else {
+            let r = (next() >> 11) as f64 / (1u64 << 53) as f64 * cdf[cdf.len() - 1];
+            cdf.partition_point(|&c| c < r) as u64
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_700_000_000));
+    let store = Store::new(
+        StoreConfig {
+            memory_limit_bytes: mb << 20,
+            shards,
+            ..Default::default()
+        },
+        clock,
+    );
+    let value = vec![b'x'; 1 << 16];
+    let (mut hits, mut reads) = (0u64, 0u64);
+    for i in 0..accesses {
+        let k = draw(&mut next);
+        let key = format!("k{k}");
+        let hit = store.with_entry(key.as_bytes(), |e| {
+            if e.item().is_some() {
+                e.record_read();
+                true
+            } else {
+                let n = size_of(k);
+                e.insert(NewItem::plain(&[&value[..n]])).expect("insert");
+                false
+            }
+        });
+        if i >= accesses / 2 {
+            reads += 1;
+            hits += hit as u64;
+        }
+    }
+    // Keys and values kept: walk the key space once (a read that finds nothing changes nothing).
+    // And by size: the share of each size band's keys that are kept (bands of 10% of the keys by size).
+    let (mut items, mut data) = (0u64, 0u64);
+    let mut by_size: Vec<(usize, bool)> = Vec::with_capacity(keys as usize);
+    for k in 0..keys {
+        let key = format!("k{k}");
+        let kept = store.with_entry(key.as_bytes(), |e| match e.item() {
+            Some(it) => {
+                items += 1;
+                data += (key.len() + it.value().len()) as u64;
+                true
+            }
+            None => false,
+        });
+        by_size.push((size_of(k), kept));
+    }
+    by_size.sort_unstable();
+    let bands: Vec<String> = by_size
+        .chunks(by_size.len().div_ceil(10))
+        .map(|band| {
+            let kept = band.iter().filter(|(_, kept)| *kept).count();
+            format!(
+                "{}-{} B {:.1}%",
+                band[0].0,
+                band[band.len() - 1].0,
+                100.0 * kept as f64 / band.len() as f64
+            )
+        })
+        .collect();
+    let st = store.stats();
+    println!(
+        "hit rate {:.2}%  items {items}  keys+values {:.1} MiB (mean {} B)  arena {:.1} MiB  evictions {}  pages emptied {}  slabs_moved {}  shards {}",
+        100.0 * hits as f64 / reads as f64,
+        data as f64 / (1 << 20) as f64,
+        data / items.max(1),
+        st.arena_bytes as f64 / (1 << 20) as f64,
+        st.evictions,
+        st.slab_page_evictions,
+        st.slabs_moved,
+        store.shard_count(),
+    );
+    println!("kept by size: {}", bands.join(", "));
+}
