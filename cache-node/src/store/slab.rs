@@ -634,6 +634,11 @@ impl Slab {
         self.pages.len()
     }
 
+    /// Items living in page `pid` (0 for an unused id).
+    pub(crate) fn live_count(&self, pid: usize) -> u32 {
+        self.pages[pid].live
+    }
+
     /// Locators of the live items in page `pid` (empty for an unused id).
     pub(crate) fn live_in_page(&self, pid: usize, out: &mut Vec<u32>) {
         self.live_in_range(pid, 0, usize::MAX, out);
