@@ -4,7 +4,7 @@ sizes under churn"). Each server is started on a free loopback port with the sam
 THREADS connections each run ACCESSES accesses: `get k`, and on a miss `set k` with a size fixed per key
 (log-uniform 100..10,000 B, uniform 100..10,000 B, or N bytes). Popularity is uniform over KEYS keys or
 Zipf. Prints each server's hit rate over the second half of every connection's accesses, the items it
-keeps and, by `mg k s q` over every key after the load, the share of each size band's keys it keeps
+keeps and, by `mg KEY k q` over every key after the load, the share of each size band's keys it keeps
 (bands of a tenth of the keys by size). `cargo run --release -p cache-node --example mixed_sizes`
 replays the same load in process, without memcached.
 
@@ -87,7 +87,7 @@ def load(port, seed, out):
 
 
 def kept_keys(port):
-    """The keys the server holds, by `mg k s q` in pipelined batches closed by `mn`."""
+    """The keys the server holds, by `mg KEY k q` in pipelined batches closed by `mn`."""
     s = connect(port)
     f = s.makefile('rb')
     kept = set()

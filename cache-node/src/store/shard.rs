@@ -720,20 +720,15 @@ impl Shard {
             .map(|&q| self.queues[q as usize].head)
             .find(|&l| l != NIL);
         let Some(victim) = victim else { return false };
-        let mut page = Slab::page_of(victim);
-        let mut fewest = self.slab.live_count(page);
-        let mut next = self.slab.get_u32(victim, OFF_NEXT);
-        for _ in 1..PAGE_VICTIM_LOOKAHEAD {
-            if next == NIL {
-                break;
-            }
-            let candidate = Slab::page_of(next);
-            let live = self.slab.live_count(candidate);
-            if live < fewest {
-                (page, fewest) = (candidate, live);
-            }
-            next = self.slab.get_u32(next, OFF_NEXT);
-        }
+        let next_victims = std::iter::successors(Some(victim), |&loc| {
+            Some(self.slab.get_u32(loc, OFF_NEXT)).filter(|&next| next != NIL)
+        });
+        // The first of the pages with the fewest items, so the next victim's page wins a tie.
+        let page = next_victims
+            .take(PAGE_VICTIM_LOOKAHEAD)
+            .map(Slab::page_of)
+            .min_by_key(|&page| self.slab.live_count(page))
+            .expect("the victim itself");
         let mut locs = std::mem::take(&mut self.scratch);
         self.slab.live_in_page(page, &mut locs);
         for &loc in &locs {
