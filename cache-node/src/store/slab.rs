@@ -639,6 +639,11 @@ impl Slab {
         self.pages[pid].live
     }
 
+    /// Bytes mapped for page `pid`, a page in use (an unused id keeps its last mapping's length).
+    pub(crate) fn page_len(&self, pid: usize) -> usize {
+        self.pages[pid].bytes
+    }
+
     /// Locators of the live items in page `pid` (empty for an unused id).
     pub(crate) fn live_in_page(&self, pid: usize, out: &mut Vec<u32>) {
         self.live_in_range(pid, 0, usize::MAX, out);
