@@ -341,7 +341,7 @@ impl<'a> NewItem<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SlabClass {
     /// Bytes per chunk: an item takes one of its own size class, or a larger one when its class has
-    /// none free (up to 25% larger; compaction may move it into one up to 4 x its size).
+    /// none free (up to 25% larger; compaction may move it into one up to twice its size).
     pub chunk_size: u32,
     /// Chunks a page of this class holds.
     pub chunks_per_page: u32,
