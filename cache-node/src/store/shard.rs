@@ -96,10 +96,11 @@ const PAGE_VICTIM_LOOKAHEAD: usize = 16;
 /// blind to size, loses small and large items alike. Emptying a page loses the fewest items per
 /// byte of the pages in view ([`PAGE_VICTIM_LOOKAHEAD`]), so sooner means more small items kept.
 /// Cache-aside, 64 MiB, 8 shards, values log-uniform in 100-10,000 B (`examples/mixed_sizes.rs`,
-/// hit rates uniform / Zipf 0.9, compaction then up to 4 x): 64: 19.01 / 71.17; 48: 21.81 / 71.72; 32: 24.31 / 72.18; 24:
-/// 25.49 / 72.27; 16: 27.87 / 71.95; 8: 21.02 / 66.86; 0: 11.84 / 59.81. Below 16 pages go so
-/// often that the partly used pages they leave take the room (every class a fresh page with a few
-/// items); 32 keeps clear of that. Fixed 1,000 B values: 82.14% at any setting.
+/// hit rates uniform / Zipf 0.9, compaction then up to 4 x): 64: 19.01 / 71.17; 48: 21.81 /
+/// 71.72; 32: 24.31 / 72.18; 24: 25.49 / 72.27; 16: 27.87 / 71.95; 8: 21.02 / 66.86; 0: 11.84 /
+/// 59.81. Below 16 pages go so often that the partly used pages they leave take the room (every
+/// class a fresh page with a few items); 32 keeps clear of that. Fixed 1,000 B values: 82.14% at
+/// any setting.
 const POLICY_EVICTIONS_BEFORE_PAGE: usize = 32;
 
 /// Policy tuning, fixed at construction (defaults and meaning: [`super::StoreConfig`]).
