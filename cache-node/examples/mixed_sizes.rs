@@ -1,8 +1,8 @@
 //! Cache-aside with mixed value sizes through a real store (byte budget): access a key (uniform or Zipf
 //! popularity), read it, and on a miss set it with a size fixed per key (log-uniform 100..10,000 B by
 //! default). Prints the hit rate over the second half, the items kept, the bytes of keys and values
-//! kept and where evictions came from. A check of how the store spends a byte budget when sizes vary,
-//! not a benchmark of speed.
+//! kept, where evictions came from and where the budget goes (chunks, idle chunks, page tails,
+//! tables). A check of how the store spends a byte budget when sizes vary, not a benchmark of speed.
 //!
 //! `cargo run --release -p cache-node --example mixed_sizes -- [--mb 64] [--shards 8] [--keys 200000]
 //! [--zipf 0.9] [--accesses 4000000] [--sizes loguniform|uniform|N]`
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use cache_node::clock::{Clock, ManualClock};
-use cache_node::store::{NewItem, Store, StoreConfig};
+use cache_node::store::{NewItem, SlabClass, Store, StoreConfig};
 
 fn main() {
     let mut mb = 64usize;
@@ -137,4 +137,28 @@ fn main() {
         store.shard_count(),
     );
     println!("kept by size: {}", bands.join(", "));
+    // Where the budget goes: memcached's `stats slabs` figures summed, beside the keys and values.
+    let (classes, mapped) = store.slab_classes();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let chunk_bytes = |count: fn(&SlabClass) -> u64| -> u64 {
+        classes
+            .iter()
+            .map(|c| count(c) * u64::from(c.chunk_size))
+            .sum()
+    };
+    let in_use = chunk_bytes(|c| c.used_chunks);
+    let all_chunks = chunk_bytes(|c| c.total_chunks);
+    println!(
+        "budget: chunks in use {:.1} MiB (keys+values {:.1}, the rest headers and rounding), freed {:.1}, \
+         never handed out {:.1}, page tails and the spare pages {:.1}, tables {:.1}, unmapped {:.1}; \
+         {} size classes",
+        mib(in_use),
+        mib(data),
+        mib(chunk_bytes(|c| c.free_chunks)),
+        mib(chunk_bytes(|c| c.free_chunks_end)),
+        mib(mapped - all_chunks),
+        mib(st.index_bytes + st.policy_bytes),
+        mib((st.limit_maxbytes).saturating_sub(mapped + st.index_bytes + st.policy_bytes)),
+        classes.len(),
+    );
 }

@@ -4,13 +4,15 @@ sizes under churn"). Each server is started on a free loopback port with the sam
 THREADS connections each run ACCESSES accesses: `get k`, and on a miss `set k` with a size fixed per key
 (log-uniform 100..10,000 B, uniform 100..10,000 B, or N bytes). Popularity is uniform over KEYS keys or
 Zipf. Prints each server's hit rate over the second half of every connection's accesses, the items it
-keeps and, by `mg KEY k q` over every key after the load, the share of each size band's keys it keeps
-(bands of a tenth of the keys by size). `cargo run --release -p cache-node --example mixed_sizes`
-replays the same load in process, without memcached.
+keeps, its resident set after the load and, by `mg KEY k q` over every key, the share of each size
+band's keys it keeps (bands of a tenth of the keys by size). The same `-m` does not give the same RSS:
+cache-node counts its index and policy tables in its budget, memcached's `-m` bounds only its slab
+pages; `--ours-mb` gives cache-node another `-m`, to compare the two at equal RSS. `cargo run
+--release -p cache-node --example mixed_sizes` replays the same load in process, without memcached.
 
     cargo build --release -p cache-node
     python3 cache-node/tools/mixed_sizes.py [--zipf 0.9] [--sizes loguniform|uniform|N] [--mb 64]
-        [--keys 200000] [--accesses 300000] [--threads 3]
+        [--ours-mb MB] [--keys 200000] [--accesses 300000] [--threads 3]
 
 Needs `memcached` (scripts/setup installs it). About a minute per server at the defaults.
 """
@@ -31,6 +33,7 @@ ap.add_argument('--sizes', default='loguniform')
 ap.add_argument('--accesses', type=int, default=300000, help='per connection')
 ap.add_argument('--threads', type=int, default=3)
 ap.add_argument('--mb', type=int, default=64)
+ap.add_argument('--ours-mb', type=int, help="cache-node's -m, if not --mb (to compare at equal RSS)")
 args = ap.parse_args()
 
 
@@ -99,8 +102,15 @@ def kept_keys(port):
     return kept
 
 
+def rss_mib(pid):
+    """The server's resident set now and at its peak (VmRSS, VmHWM), in MiB."""
+    with open(f'/proc/{pid}/status') as status:
+        fields = dict(line.split(':', 1) for line in status)
+    return tuple(int(fields[f].split()[0]) / 1024 for f in ('VmRSS', 'VmHWM'))
+
+
 SERVERS = {
-    'cache-node': ['target/release/cache-node', '-m', str(args.mb), '-t', '2'],
+    'cache-node': ['target/release/cache-node', '-m', str(args.ours_mb or args.mb), '-t', '2'],
     'memcached': ['memcached', '-u', 'nobody', '-m', str(args.mb), '-t', '2', '-l', '127.0.0.1'],
 }
 by_size = sorted(range(args.keys), key=size_of)
@@ -121,7 +131,9 @@ for name, cmd in SERVERS.items():
         shares = ', '.join(f'{size_of(b[0])}-{size_of(b[-1])} B {100 * sum(k in kept for k in b) / len(b):.1f}%'
                            for b in bands)
         data = sum(size_of(k) + len(f'k{k}') for k in kept)
-        print(f'{name:10s} hit rate {100 * hits / reads:6.2f}%  items {len(kept)}  keys+values {data / 2**20:.1f} MiB')
+        rss = rss_mib(server.pid)
+        print(f'{name:10s} hit rate {100 * hits / reads:6.2f}%  items {len(kept)}  keys+values {data / 2**20:.1f} MiB'
+              f'  RSS {rss[0]:.1f} MiB (peak {rss[1]:.1f})')
         print(f'{"":10s} kept by size: {shares}', flush=True)
     finally:
         server.kill()
