@@ -138,7 +138,10 @@ fn main() {
     );
     println!("kept by size: {}", bands.join(", "));
     // Where the budget goes: memcached's `stats slabs` figures summed, beside the keys and values.
-    let (classes, mapped) = store.slab_classes();
+    // The arena counts the touched part of each page (`mapped` here): the chunks in use, those freed,
+    // and the rest (touched ends of pages short of a whole OS page, the spare pages); chunks never
+    // handed out cost no budget unless they share an OS page with a touched one.
+    let (classes, counted) = store.slab_classes();
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let chunk_bytes = |count: fn(&SlabClass) -> u64| -> u64 {
         classes
@@ -146,19 +149,22 @@ fn main() {
             .map(|c| count(c) * u64::from(c.chunk_size))
             .sum()
     };
-    let in_use = chunk_bytes(|c| c.used_chunks);
-    let all_chunks = chunk_bytes(|c| c.total_chunks);
+    let (in_use, freed) = (
+        chunk_bytes(|c| c.used_chunks),
+        chunk_bytes(|c| c.free_chunks),
+    );
+    let tables = st.index_bytes + st.policy_bytes;
     println!(
         "budget: chunks in use {:.1} MiB (keys+values {:.1}, the rest headers and rounding), freed {:.1}, \
-         never handed out {:.1}, page tails and the spare pages {:.1}, tables {:.1}, unmapped {:.1}; \
-         {} size classes",
+         page ends and spare pages {:.1}, tables {:.1}, left {:.1}; never handed out {:.1} MiB (not \
+         counted); {} size classes",
         mib(in_use),
         mib(data),
-        mib(chunk_bytes(|c| c.free_chunks)),
+        mib(freed),
+        mib(counted.saturating_sub(in_use + freed)),
+        mib(tables),
+        mib(st.limit_maxbytes.saturating_sub(counted + tables)),
         mib(chunk_bytes(|c| c.free_chunks_end)),
-        mib(mapped - all_chunks),
-        mib(st.index_bytes + st.policy_bytes),
-        mib((st.limit_maxbytes).saturating_sub(mapped + st.index_bytes + st.policy_bytes)),
         classes.len(),
     );
 }

@@ -783,18 +783,18 @@ impl Store {
         t
     }
 
-    /// The size classes in use, by chunk size, summed over the shards, and the bytes mapped for items
-    /// (pages, the spare page and the mappings of items too large for a page: memcached's
-    /// `total_malloced`).
+    /// The size classes in use, by chunk size, summed over the shards, and the bytes the item pages
+    /// count against the budget (memcached's `total_malloced`): what the pages and the spare pages
+    /// have touched, in whole OS pages, and the mappings of items too large for a page.
     pub fn slab_classes(&self) -> (Vec<SlabClass>, u64) {
         let mut classes = std::collections::BTreeMap::new();
-        let mut mapped = 0;
+        let mut counted = 0;
         for s in self.shards.iter() {
             let s = s.lock();
             s.slab.add_class_usage(&mut classes);
-            mapped += s.slab.bytes as u64;
+            counted += s.slab.bytes as u64;
         }
-        (classes.into_values().collect(), mapped)
+        (classes.into_values().collect(), counted)
     }
 
     /// Current window share per shard (for tests and tuning output).

@@ -782,11 +782,15 @@ impl Shard {
         // Chunks for every item first: a page that cannot be emptied is left as it was, rather than
         // having some of its items moved into larger chunks for nothing.
         let mut chunks = Vec::with_capacity(locs.len());
+        // Chunks never handed out may be touched for up to what emptying the page gives back.
+        let limit = self.budget + self.slab.page_len(pid as usize);
         for &from in &locs {
+            let room = limit.saturating_sub(self.bytes());
             match self.slab.alloc_existing_outside(
                 self.slab.item_len(from),
                 pid,
                 COMPACTION_SLACK_PERCENT,
+                room,
             ) {
                 Some(to) => chunks.push(to),
                 None => break,
@@ -887,6 +891,9 @@ impl Shard {
         let (idle, lists_agree) = self.slab.recount_idle();
         assert_eq!(self.slab.idle_bytes(), idle, "idle bytes");
         assert!(lists_agree, "partial lists");
+        let (bytes, covered) = self.slab.recount_bytes();
+        assert_eq!(self.slab.bytes, bytes, "arena bytes");
+        assert!(covered, "every touched chunk is counted");
     }
 
     /// Gets a chunk for `size` bytes within the budget, evicting as needed.
@@ -905,7 +912,7 @@ impl Shard {
             }
             let within = bytes <= self.budget;
             if within {
-                if let Some(loc) = self.slab.alloc_existing(size) {
+                if let Some(loc) = self.slab.alloc_existing(size, self.budget - bytes) {
                     return Ok(loc);
                 }
             }
