@@ -732,10 +732,11 @@ impl Shard {
 
     /// Frees a page by evicting everything in it, the way memory moves between size classes once
     /// the budget is full: of the pages holding the policy's next [`PAGE_VICTIM_LOOKAHEAD`] victims
-    /// (in its first non-empty queue, from the LRU end), the one with the fewest items per byte
-    /// mapped (pages of small chunks are smaller: by count alone, a 16 KiB page of 5 items would go
-    /// before a 128 KiB page of 6, which frees eight times the room; 16.92% -> 19.01% of hits
-    /// with log-uniform 100-10,000 B values, uniform popularity, 70.29% -> 71.17% at Zipf 0.9).
+    /// (in its first non-empty queue, from the LRU end), the one with the fewest items per byte it
+    /// gives back to the budget (pages of small chunks are smaller: by count alone, a 16 KiB page
+    /// of 5 items would go before a 128 KiB page of 6, which frees eight times the room; 16.92% ->
+    /// 19.01% of hits with log-uniform 100-10,000 B values, uniform popularity, 70.29% -> 71.17% at
+    /// Zipf 0.9).
     fn evict_page(&mut self) -> bool {
         let victim = [PROBATION, PROTECTED, WINDOW]
             .iter()

@@ -468,8 +468,8 @@ impl Slab {
         self.alloc_existing_outside(size, NO_PAGE, CLASS_SLACK_PERCENT, room)
     }
 
-    /// Whether page `pid` can hand out a chunk for what it adds to [`Slab::bytes`] being at most
-    /// `room`: a freed one, or the next untouched one if its first touch costs that little.
+    /// Whether page `pid` can hand out a chunk that adds at most `room` to [`Slab::bytes`]: a freed
+    /// one (it adds nothing), or its next untouched one if that one's first touch adds no more.
     fn can_hand_out(&self, pid: u32, room: usize) -> bool {
         let page = &self.pages[pid as usize];
         page.free_head != NIL
