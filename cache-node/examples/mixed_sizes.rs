@@ -138,7 +138,7 @@ fn main() {
     );
     println!("kept by size: {}", bands.join(", "));
     // Where the budget goes: memcached's `stats slabs` figures summed, beside the keys and values.
-    // The arena counts the touched part of each page (`mapped` here): the chunks in use, those freed,
+    // The arena counts the touched part of each page (`counted` here): the chunks in use, those freed,
     // and the rest (touched ends of pages short of a whole OS page, the spare pages); chunks never
     // handed out cost no budget unless they share an OS page with a touched one.
     let (classes, counted) = store.slab_classes();

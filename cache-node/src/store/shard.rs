@@ -783,7 +783,8 @@ impl Shard {
         // Chunks for every item first: a page that cannot be emptied is left as it was, rather than
         // having some of its items moved into larger chunks for nothing.
         let mut chunks = Vec::with_capacity(locs.len());
-        // Chunks never handed out may be touched for up to what emptying the page gives back.
+        // Chunks never handed out may be touched for up to what emptying the page gives back (if it
+        // cannot be emptied after all, they stay counted, as freed chunks the next items can take).
         let limit = self.budget + self.slab.page_len(pid as usize);
         for &from in &locs {
             let room = limit.saturating_sub(self.bytes());
