@@ -919,3 +919,65 @@ fn idle_connections_hold_no_buffers() {
         );
     }
 }
+
+/// The load generator's cache-aside mode (`mcload --read-through --sizes MIN:MAX`, what `mcbench
+/// --read-through-sizes` runs): every request a get, a miss followed by a set of the key's own size.
+/// With 300 keys in 64 MiB and one connection (two could both miss a key before either sets it)
+/// each key misses at most once, the keys it set hold values of sizes that differ and lie in the
+/// range, and a range upside down is refused.
+#[test]
+fn mcload_reads_through_with_sizes_per_key() {
+    const MCLOAD: &str = env!("CARGO_BIN_EXE_mcload");
+    let (_child, addr) = start(&["-m", "64"]);
+    let out = Command::new(MCLOAD)
+        .args([
+            "--addr",
+            &addr,
+            "--connections",
+            "1",
+            "--threads",
+            "1",
+            "--keys",
+            "300",
+        ])
+        .args(["--read-through", "--sizes", "100:2000"])
+        .args(["--warmup-secs", "0", "--duration-secs", "0.5"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("errors"), 0, "{line}");
+    assert!(field("misses") > 0 && field("misses") <= 300, "{line}");
+    assert!(field("hits") > field("misses"), "{line}");
+    // mcload's keys: "key:" padded with zeros to 32 bytes, then the index.
+    let mut request = Vec::new();
+    for i in 0..20 {
+        request.extend_from_slice(format!("get key:{i:0>28}\r\n").as_bytes());
+    }
+    request.extend_from_slice(b"quit\r\n");
+    let reply = exchange(&addr, &request);
+    let sizes: Vec<usize> = reply
+        .lines()
+        .filter_map(|l| l.strip_prefix("VALUE ")?.split(' ').nth(2)?.parse().ok())
+        .collect();
+    assert!(sizes.len() >= 15, "{reply}");
+    assert!(sizes.iter().all(|s| (100..=2000).contains(s)), "{sizes:?}");
+    assert!(sizes.iter().any(|&s| s != sizes[0]), "{sizes:?}");
+    let refused = Command::new(MCLOAD)
+        .args(["--addr", &addr, "--read-through", "--sizes", "2000:100"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("MIN <= MAX"));
+}

@@ -8,6 +8,12 @@
 //! `ops=N ops_per_sec=X p50_us=A p99_us=B p999_us=C hits=H misses=M errors=E conn_ops_min=.. conn_ops_max=..
 //! client_cpu_us_per_op=.. slow_pct=..`.
 //!
+//! `--read-through` turns every request into a cache-aside access: a `get`, and on a miss a `set` of
+//! the key's value on the same connection, awaited, both timed as one request. With `--sizes MIN:MAX`
+//! each key's value has a size of its own, log-uniform in MIN..=MAX (fixed per key, the same in every
+//! run), instead of `--value-size`: with more keys than fit, the server keeps turning memory over
+//! between size classes.
+//!
 //! Two modes:
 //! - closed loop (`--rate 0`, the default): each connection sends its next request as soon as the reply
 //!   arrives, so the offered load is whatever the server sustains (saturation); latency is measured from
@@ -76,6 +82,12 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Every request a `get`, followed on a miss by a `set` of the key (cache-aside).
+    #[arg(long)]
+    read_through: bool,
+    /// Value sizes per key, log-uniform in MIN..=MAX bytes (`MIN:MAX`), instead of `--value-size`.
+    #[arg(long, value_parser = parse_sizes)]
+    sizes: Option<(usize, usize)>,
     /// Requests per second over all connections (open loop, latency from the intended send time);
     /// 0 = closed loop (each connection sends as soon as its reply arrives).
     #[arg(long, default_value_t = 0.0)]
@@ -84,6 +96,40 @@ struct Args {
     /// one 4 ms tick of a 250 Hz kernel).
     #[arg(long, default_value_t = 3_900)]
     slow_us: u64,
+}
+
+/// `MIN:MAX` with 1 <= MIN <= MAX.
+fn parse_sizes(s: &str) -> Result<(usize, usize), String> {
+    let (min, max) = s.split_once(':').ok_or("expected MIN:MAX")?;
+    let (min, max) = (
+        min.parse::<usize>().map_err(|e| e.to_string())?,
+        max.parse::<usize>().map_err(|e| e.to_string())?,
+    );
+    if min == 0 || min > max {
+        return Err(format!("need 1 <= MIN <= MAX, got {min}:{max}"));
+    }
+    Ok((min, max))
+}
+
+/// Value size of key `i`: `--value-size`, or with `--sizes MIN:MAX` log-uniform in MIN..=MAX from a
+/// hash of `i` (so every connection and every run gives a key the same size).
+fn value_size(args: &Args, i: usize) -> usize {
+    match args.sizes {
+        None => args.value_size,
+        Some((min, max)) => {
+            let mut h = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+            h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let unit = (h ^ (h >> 31)) as f64 / u64::MAX as f64;
+            ((min as f64) * (max as f64 / min as f64).powf(unit)) as usize
+        }
+    }
+    .clamp(args.sizes.map_or(0, |(min, _)| min), max_value_size(args))
+}
+
+/// The largest value this run sends.
+fn max_value_size(args: &Args) -> usize {
+    args.sizes.map_or(args.value_size, |(_, max)| max)
 }
 
 fn key(i: usize, size: usize) -> Vec<u8> {
@@ -269,13 +315,14 @@ async fn read_reply(
 
 async fn prepopulate(args: &Args) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(args.addr).await?;
-    let value = vec![b'v'; args.value_size];
+    let value = vec![b'v'; max_value_size(args)];
     let mut out = Vec::new();
     for i in 0..args.keys {
+        let size = value_size(args, i);
         out.extend_from_slice(b"set ");
         out.extend_from_slice(&key(i, args.key_size));
-        out.extend_from_slice(format!(" 0 0 {} noreply\r\n", args.value_size).as_bytes());
-        out.extend_from_slice(&value);
+        out.extend_from_slice(format!(" 0 0 {size} noreply\r\n").as_bytes());
+        out.extend_from_slice(&value[..size]);
         out.extend_from_slice(b"\r\n");
         if out.len() > 256 * 1024 {
             stream.write_all(&out).await?;
@@ -303,15 +350,14 @@ async fn run_connection(
 ) -> std::io::Result<ConnResult> {
     let mut stream = TcpStream::from_std(stream)?;
     let limits = Limits {
-        max_value_len: args.value_size.max(1 << 20),
+        max_value_len: max_value_size(&args).max(1 << 20),
         ..Limits::default()
     };
     let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (id as u64 + 1));
     let keys: Vec<Vec<u8>> = (0..args.keys).map(|i| key(i, args.key_size)).collect();
-    let value = vec![b'x'; args.value_size];
-    let set_tail = format!(" 0 0 {}\r\n", args.value_size);
+    let value = vec![b'x'; max_value_size(&args)];
     let get_threshold = (args.get_ratio * u64::MAX as f64) as u64;
-    let mut out = Vec::with_capacity(args.value_size + 128);
+    let mut out = Vec::with_capacity(max_value_size(&args) + 128);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut r = ConnResult {
         hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
@@ -333,19 +379,24 @@ async fn run_connection(
     };
     let mut next_send = pacing.map(|(_, first)| first);
     while !stop.load(Ordering::Relaxed) {
-        let k = &keys[(rng.next() % args.keys as u64) as usize];
-        let is_get = rng.next() < get_threshold;
+        let i = (rng.next() % args.keys as u64) as usize;
+        let k = &keys[i];
+        let is_get = args.read_through || rng.next() < get_threshold;
+        let set = |out: &mut Vec<u8>| {
+            let size = value_size(&args, i);
+            out.extend_from_slice(b"set ");
+            out.extend_from_slice(k);
+            out.extend_from_slice(format!(" 0 0 {size}\r\n").as_bytes());
+            out.extend_from_slice(&value[..size]);
+            out.extend_from_slice(b"\r\n");
+        };
         out.clear();
         if is_get {
             out.extend_from_slice(b"get ");
             out.extend_from_slice(k);
             out.extend_from_slice(b"\r\n");
         } else {
-            out.extend_from_slice(b"set ");
-            out.extend_from_slice(k);
-            out.extend_from_slice(set_tail.as_bytes());
-            out.extend_from_slice(&value);
-            out.extend_from_slice(b"\r\n");
+            set(&mut out);
         }
         let start = match (&pacer, next_send) {
             (Some(pacer), Some(at)) => {
@@ -360,7 +411,13 @@ async fn run_connection(
             *at += interval;
         }
         stream.write_all(&out).await?;
-        let (hit, error) = read_reply(&mut stream, &mut buf, &limits, is_get).await?;
+        let (hit, mut error) = read_reply(&mut stream, &mut buf, &limits, is_get).await?;
+        if args.read_through && !hit && !error {
+            out.clear();
+            set(&mut out);
+            stream.write_all(&out).await?;
+            error = read_reply(&mut stream, &mut buf, &limits, false).await?.1;
+        }
         let micros = start.elapsed().as_micros() as u64;
         if measuring.load(Ordering::Relaxed) {
             r.ops += 1;
