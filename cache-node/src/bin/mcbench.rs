@@ -426,10 +426,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if args.read_through_sizes.is_some() {
             let ours = median(pairs.iter().map(|(o, _)| o.hit_percent).collect());
             let theirs = median(pairs.iter().map(|(_, m)| m.hit_percent).collect());
-            println!(
-                "| hit rate (%) | {ours:.2} | {theirs:.2} | {:.3} |",
-                ours / theirs
+            let ratio = median(
+                pairs
+                    .iter()
+                    .map(|(o, m)| o.hit_percent / m.hit_percent)
+                    .collect(),
             );
+            println!("| hit rate (%) | {ours:.2} | {theirs:.2} | {ratio:.3} |");
             let ours: f64 = pairs.iter().map(|(o, _)| o.errors).sum();
             let theirs: f64 = pairs.iter().map(|(_, m)| m.errors).sum();
             println!("| errors (all runs) | {ours:.0} | {theirs:.0} | |");
