@@ -298,8 +298,9 @@ impl Node {
 
     /// `stats slabs` as (memcached name, value): per size class in use, numbered from 1 by chunk size,
     /// its chunk size and pages and how many chunks hold items, were freed, or were never handed out;
-    /// then the count of classes and the bytes the item pages count against the budget. memcached's per-class command
-    /// counters (`get_hits`, `cmd_set`, ...) are not kept per class here and are left out.
+    /// then the count of classes and the bytes the item pages count against the budget. memcached's
+    /// per-class command counters (`get_hits`, `cmd_set`, ...) are not kept per class here and are
+    /// left out.
     pub fn slabs_lines(&self) -> Vec<(String, String)> {
         let (classes, counted) = self.store.slab_classes();
         let mut v = Vec::with_capacity(classes.len() * 7 + 2);

@@ -750,7 +750,7 @@ impl Shard {
         // first such page, so the next victim's page wins a tie.
         let items_per_byte = |a: usize, b: usize| {
             let cost = |lost: usize, freed: usize| {
-                self.slab.live_count(lost) as usize * self.slab.page_len(freed)
+                self.slab.live_count(lost) as usize * self.slab.page_charged(freed)
             };
             cost(a, b).cmp(&cost(b, a))
         };
@@ -785,7 +785,7 @@ impl Shard {
         let mut chunks = Vec::with_capacity(locs.len());
         // Chunks never handed out may be touched for up to what emptying the page gives back (if it
         // cannot be emptied after all, they stay counted, as freed chunks the next items can take).
-        let limit = self.budget + self.slab.page_len(pid as usize);
+        let limit = self.budget + self.slab.page_charged(pid as usize);
         for &from in &locs {
             let room = limit.saturating_sub(self.bytes());
             match self.slab.alloc_existing_outside(

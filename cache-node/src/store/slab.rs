@@ -158,6 +158,14 @@ fn touched(bytes: usize, chunk: u32, hwm: u32) -> usize {
         .min(bytes)
 }
 
+impl Page {
+    /// What handing out the next untouched chunk (index `hwm`) adds to the page's `charged`: the OS
+    /// pages it reaches that no earlier chunk (or an earlier use of the mapping) touched.
+    fn next_touch_cost(&self) -> usize {
+        touched(self.bytes, self.chunk, self.hwm + 1).saturating_sub(self.charged)
+    }
+}
+
 /// A size class: pages of one chunk size.
 struct Class {
     chunk: u32,
@@ -440,12 +448,12 @@ impl Slab {
     /// spare page or unmaps it, so its bytes count as given back).
     pub(crate) fn new_page_cost(&self, size: usize) -> usize {
         let c = self.chunk_for(size);
-        let bytes = if c > self.max_slab_chunk() {
+        let mapping = if c > self.max_slab_chunk() {
             c
         } else {
-            touched(self.page_for(c), c as u32, 1)
+            self.page_for(c)
         };
-        bytes.saturating_sub(self.spare_bytes())
+        touched(mapping, c as u32, 1).saturating_sub(self.spare_bytes())
     }
 
     /// Unmaps the spare page, if there is one. True if there was.
@@ -472,8 +480,7 @@ impl Slab {
     /// one (it adds nothing), or its next untouched one if that one's first touch adds no more.
     fn can_hand_out(&self, pid: u32, room: usize) -> bool {
         let page = &self.pages[pid as usize];
-        page.free_head != NIL
-            || touched(page.bytes, page.chunk, page.hwm + 1).saturating_sub(page.charged) <= room
+        page.free_head != NIL || page.next_touch_cost() <= room
     }
 
     /// The chunk sizes an item of `size` bytes may take from existing pages: its own class's, up to
@@ -542,10 +549,10 @@ impl Slab {
         } else {
             // A page is in its class's partial list only while it has a free or untouched chunk.
             debug_assert!(page.hwm < page.cap);
+            let added = page.next_touch_cost();
+            page.charged += added;
+            self.bytes += added;
             page.hwm += 1;
-            let charged = touched(page.bytes, page.chunk, page.hwm).max(page.charged);
-            self.bytes += charged - page.charged;
-            page.charged = charged;
             page.hwm - 1
         };
         if page.free_head == NIL && page.hwm == page.cap {
@@ -600,11 +607,8 @@ impl Slab {
                 (self.pages.len() - 1) as u32
             }
         };
-        let first = if class == DEDICATED {
-            bytes
-        } else {
-            touched(bytes, chunk, 1)
-        };
+        // A dedicated mapping is a whole number of OS pages, so this is all of it.
+        let first = touched(bytes, chunk, 1);
         let reused = match self.spare {
             Some(spare) if spare.bytes == bytes => {
                 self.spare = None;
@@ -717,7 +721,7 @@ impl Slab {
 
     /// Bytes page `pid` counts against the budget, which emptying it gives back (an unused id keeps
     /// its last mapping's count).
-    pub(crate) fn page_len(&self, pid: usize) -> usize {
+    pub(crate) fn page_charged(&self, pid: usize) -> usize {
         self.pages[pid].charged
     }
 
