@@ -16,6 +16,11 @@ Not part of the tests; `mcbench` is the benchmark against memcached.
 A flag for one server only, to compare settings of one build (the same binary may be A and B):
 
     python3 cache-node/tools/ab_servers.py --b-args=--yield-when-idle target/release/cache-node target/release/cache-node
+
+Another load, with flags for every `mcload` run (the cache-aside churn of `mcbench --read-through-sizes`):
+
+    python3 cache-node/tools/ab_servers.py --memory-mb 64 \
+        --load-args="--read-through --sizes 100:10000 --keys 200000" A_BINARY B_BINARY 20 3
 """
 import argparse
 import math
@@ -27,7 +32,7 @@ import subprocess
 
 from loopback import MCLOAD, cpu_ticks, prepopulated_servers
 
-SERVER_FLAGS = ['-t', '2', '-m', '256', '-c', '4096']
+SERVER_FLAGS = ['-t', '2', '-c', '4096']
 
 
 def stat(port, name):
@@ -46,12 +51,12 @@ def stat(port, name):
 WARMUP_S = 0.3
 
 
-def load(server, seconds):
+def load(server, seconds, extra):
     """One closed-loop run: (ops/s, p99 us, server user CPU us per request, server system CPU us per
     request). The CPU time covers the warm-up too, so the requests are scaled up to match."""
     before = cpu_ticks(server.pid)
     out = subprocess.run([MCLOAD, '--addr', f'127.0.0.1:{server.port}',
-                          '--duration-secs', str(seconds), '--warmup-secs', str(WARMUP_S)],
+                          '--duration-secs', str(seconds), '--warmup-secs', str(WARMUP_S), *extra],
                          capture_output=True, text=True, check=True).stdout
     after = cpu_ticks(server.pid)
     fields = dict(re.findall(r'(\w+)=([\d.]+)', out))
@@ -75,17 +80,20 @@ def main():
     parser.add_argument('seconds', nargs='?', default='2')
     parser.add_argument('--a-args', default='', help='extra flags for A only, space-separated')
     parser.add_argument('--b-args', default='', help='extra flags for B only, space-separated')
+    parser.add_argument('--memory-mb', type=int, default=256, help="both servers' -m")
+    parser.add_argument('--load-args', default='', help='extra flags for every mcload run, space-separated')
     args = parser.parse_args()
     rounds, seconds = args.rounds, args.seconds
     runs = [(args.a_binary, args.a_args.split()), (args.b_binary, args.b_args.split())]
-    commands = [[b, '-p', '{port}', *SERVER_FLAGS, *extra] for b, extra in runs]
+    commands = [[b, '-p', '{port}', *SERVER_FLAGS, '-m', str(args.memory_mb), *extra] for b, extra in runs]
+    load_args = args.load_args.split()
     with prepopulated_servers(commands) as servers:
         ratios, p99, user, system = [], ([], []), [], []
         for r in range(rounds):
             order = (0, 1) if r % 2 else (1, 0)
             got = {}
             for i in order:
-                got[i] = load(servers[i], seconds)
+                got[i] = load(servers[i], seconds, load_args)
             ratios.append(got[1][0] / got[0][0])
             p99[0].append(got[0][1])
             p99[1].append(got[1][1])
