@@ -188,7 +188,7 @@ pub(crate) struct Slab {
     /// allocation looks at up to [`CLASS_SLACK_PERCENT`] larger sizes, which at fine resolutions
     /// is dozens of ordinals and mostly classes with nothing to hand out; the bits skip those 64 at
     /// a time. (A `BTreeMap` by chunk size, walked over the same range, visited 15 classes per
-    /// allocation under churn and was 4.9% of the server's CPU samples.)
+    /// allocation under churn; `BTreeMap::range` alone was 2.3% of the server's CPU samples.)
     with_partial: Vec<u64>,
     /// Entries the classes' partial lists have room for, summed (for [`Slab::table_bytes`], which
     /// runs on every allocation and so does not walk the classes). Lists only grow.
@@ -505,20 +505,18 @@ impl Slab {
     /// Indexes of the classes with a page in their partial list whose chunk size is in `range`,
     /// smallest first.
     fn classes_with_partial(&self, range: RangeInclusive<u32>) -> impl Iterator<Item = u32> + '_ {
-        let first = self.ordinal(*range.start());
-        let last = self
-            .ordinal(*range.end())
-            .min((self.with_partial.len() * 64).saturating_sub(1));
-        let mut at = first;
+        // Ordinals past the bitset have no class yet.
+        let end = (self.ordinal(*range.end()) + 1).min(self.with_partial.len() * 64);
+        let mut at = self.ordinal(*range.start());
         std::iter::from_fn(move || {
-            while at <= last {
+            while at < end {
                 let word = self.with_partial[at / 64] >> (at % 64);
                 if word == 0 {
                     at = (at / 64 + 1) * 64;
                     continue;
                 }
                 let found = at + word.trailing_zeros() as usize;
-                if found > last {
+                if found >= end {
                     return None;
                 }
                 at = found + 1;
@@ -1027,6 +1025,7 @@ mod tests {
     #[test]
     fn alloc_free_reuses_and_unmaps() {
         let mut s = Slab::new(MIN_PAGE_BYTES);
+        assert_eq!(s.alloc_existing(100, usize::MAX), None, "no class yet");
         let a = s.alloc_new_page(100).unwrap();
         assert_eq!(
             s.bytes, OS_PAGE,
