@@ -416,23 +416,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pairs.len()
         );
         println!("| --- | ---: | ---: | ---: |");
-        for (name, f) in FIGURES {
+        // One row: each server's median and the median of the per-pair ratios.
+        let row = |name: &str, f: fn(&Run) -> f64, decimals: usize| {
             let ours = median(pairs.iter().map(|(o, _)| f(o)).collect());
             let theirs = median(pairs.iter().map(|(_, m)| f(m)).collect());
             let ratio = median(pairs.iter().map(|(o, m)| f(o) / f(m)).collect());
-            let decimals = if name.contains("CPU") { 2 } else { 0 };
             println!("| {name} | {ours:.decimals$} | {theirs:.decimals$} | {ratio:.3} |");
+        };
+        for (name, f) in FIGURES {
+            row(name, f, if name.contains("CPU") { 2 } else { 0 });
         }
         if args.read_through_sizes.is_some() {
-            let ours = median(pairs.iter().map(|(o, _)| o.hit_percent).collect());
-            let theirs = median(pairs.iter().map(|(_, m)| m.hit_percent).collect());
-            let ratio = median(
-                pairs
-                    .iter()
-                    .map(|(o, m)| o.hit_percent / m.hit_percent)
-                    .collect(),
-            );
-            println!("| hit rate (%) | {ours:.2} | {theirs:.2} | {ratio:.3} |");
+            row("hit rate (%)", |r| r.hit_percent, 2);
             let ours: f64 = pairs.iter().map(|(o, _)| o.errors).sum();
             let theirs: f64 = pairs.iter().map(|(_, m)| m.errors).sum();
             println!("| errors (all runs) | {ours:.0} | {theirs:.0} | |");
