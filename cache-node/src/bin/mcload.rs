@@ -32,7 +32,6 @@
 //! 250 Hz kernel tick: the requests that waited for the scheduler, which is what sets p99 at saturation
 //! on a machine whose client and server share the cores (cache-node/SERVER.md).
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,7 +44,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use cache_node::protocol::{parse_response, Limits, ParsedResponse, Response};
+use cache_node::protocol::{
+    parse_response, Keys, Limits, ParsedResponse, Request, Response, StoreMode,
+};
 
 /// memcached load generator: get/set mix over many connections, closed loop or at a fixed rate.
 #[derive(Parser, Debug, Clone)]
@@ -131,6 +132,21 @@ fn value_size(args: &Args, i: usize) -> usize {
 /// The largest value this run sends.
 fn max_value_size(args: &Args) -> usize {
     args.sizes.map_or(args.value_size, |(_, max)| max)
+}
+
+/// Appends `set KEY 0 0 LEN [noreply]` and `value`, composed by the protocol module the server
+/// parses with.
+fn compose_set(out: &mut BytesMut, key: &[u8], value: &[u8], noreply: bool) {
+    Request::Store {
+        mode: StoreMode::Set,
+        key,
+        flags: 0,
+        exptime: 0,
+        cas_unique: 0,
+        data: value,
+        noreply,
+    }
+    .compose(out);
 }
 
 fn key(i: usize, size: usize) -> Vec<u8> {
@@ -317,14 +333,14 @@ async fn read_reply(
 async fn prepopulate(args: &Args) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(args.addr).await?;
     let value = vec![b'v'; max_value_size(args)];
-    let mut out = Vec::new();
+    let mut out = BytesMut::new();
     for i in 0..args.keys {
-        let size = value_size(args, i);
-        out.extend_from_slice(b"set ");
-        out.extend_from_slice(&key(i, args.key_size));
-        out.extend_from_slice(format!(" 0 0 {size} noreply\r\n").as_bytes());
-        out.extend_from_slice(&value[..size]);
-        out.extend_from_slice(b"\r\n");
+        compose_set(
+            &mut out,
+            &key(i, args.key_size),
+            &value[..value_size(args, i)],
+            true,
+        );
         if out.len() > 256 * 1024 {
             stream.write_all(&out).await?;
             out.clear();
@@ -358,7 +374,7 @@ async fn run_connection(
     let keys: Vec<Vec<u8>> = (0..args.keys).map(|i| key(i, args.key_size)).collect();
     let value = vec![b'x'; max_value_size(&args)];
     let get_threshold = (args.get_ratio * u64::MAX as f64) as u64;
-    let mut out = Vec::with_capacity(max_value_size(&args) + 128);
+    let mut out = BytesMut::with_capacity(max_value_size(&args) + 128);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut r = ConnResult {
         hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
@@ -383,20 +399,16 @@ async fn run_connection(
         let i = (rng.next() % args.keys as u64) as usize;
         let k = &keys[i];
         let is_get = args.read_through || rng.next() < get_threshold;
-        let set = |out: &mut Vec<u8>| {
-            let size = value_size(&args, i);
-            out.extend_from_slice(b"set ");
-            out.extend_from_slice(k);
-            // Into the buffer, no allocation per request (the load generator shares the cores).
-            write!(out, " 0 0 {size}\r\n").expect("writing to a Vec");
-            out.extend_from_slice(&value[..size]);
-            out.extend_from_slice(b"\r\n");
-        };
+        // Into the buffer, no allocation per request (the load generator shares the cores).
+        let set = |out: &mut BytesMut| compose_set(out, k, &value[..value_size(&args, i)], false);
         out.clear();
         if is_get {
-            out.extend_from_slice(b"get ");
-            out.extend_from_slice(k);
-            out.extend_from_slice(b"\r\n");
+            Request::Get {
+                with_cas: false,
+                touch: None,
+                keys: Keys::from_raw(k),
+            }
+            .compose(&mut out);
         } else {
             set(&mut out);
         }
