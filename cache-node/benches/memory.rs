@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use cache_node::clock::SystemClock;
-use cache_node::protocol::{Limits, Request, StoreMode};
+use cache_node::protocol::{Limits, Request};
 use cache_node::server::effective_shards;
 use cache_node::store::{NewItem, Store, StoreConfig};
 
@@ -213,7 +213,7 @@ fn measure_memcached(bin: &str, w: &Workload, fill: Fill) -> (f64, usize) {
     for batch in (0..fill.keys(w)).collect::<Vec<_>>().chunks(1000) {
         buf.clear();
         for &i in batch {
-            compose_set(&mut buf, &key(i, w.key_len), &v, false);
+            Request::set(&key(i, w.key_len), &v, false).compose(&mut buf);
         }
         conn.write_all(&buf).expect("write");
         for _ in batch {
@@ -326,7 +326,7 @@ fn mixed_memcached(bin: &str, min: usize, max: usize) -> (u64, u64) {
     let keys = mixed_keys(min, max);
     for i in 0..keys {
         let len = mixed_len(i, min, max);
-        compose_set(&mut buf, &key(i, MIXED_KEY_LEN), &v[..len], true);
+        Request::set(&key(i, MIXED_KEY_LEN), &v[..len], true).compose(&mut buf);
         if buf.len() > (2 << 20) || i + 1 == keys {
             conn.write_all(&buf).expect("write");
             buf.clear();
@@ -358,21 +358,6 @@ fn mixed_memcached(bin: &str, min: usize, max: usize) -> (u64, u64) {
     }
     assert_eq!(found, items as u64, "every counted item answers mg");
     (items as u64, data)
-}
-
-/// Appends `set KEY 0 0 LEN [noreply]` and the value, composed by the protocol module the server
-/// parses with.
-fn compose_set(buf: &mut BytesMut, key: &[u8], value: &[u8], noreply: bool) {
-    Request::Store {
-        mode: StoreMode::Set,
-        key,
-        flags: 0,
-        exptime: 0,
-        cas_unique: 0,
-        data: value,
-        noreply,
-    }
-    .compose(buf);
 }
 
 /// Reads a `stats` reply up to `END`: (curr_items, evictions). Any line before it that is not a

@@ -1336,7 +1336,21 @@ impl<'a> Request<'a> {
     }
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// `set KEY 0 0 LEN [noreply]` with `data`: a plain store, no flags, no expiry (what load
+    /// generators and benchmarks send).
+    pub fn set(key: &'a [u8], data: &'a [u8], noreply: bool) -> Self {
+        Request::Store {
+            mode: StoreMode::Set,
+            key,
+            flags: 0,
+            exptime: 0,
+            cas_unique: 0,
+            data,
+            noreply,
+        }
+    }
+
     /// Writes this request in its canonical wire form. Parsing the output yields an equal request.
     pub fn compose(&self, out: &mut BytesMut) {
         let noreply = |out: &mut BytesMut, nr: bool| {
@@ -2235,6 +2249,21 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// `Request::set` is the plain store load generators send, and parses back to itself.
+    #[test]
+    fn a_plain_set_composes_and_parses_back() {
+        let mut out = BytesMut::new();
+        Request::set(b"k", b"abc", true).compose(&mut out);
+        assert_eq!(&out[..], b"set k 0 0 3 noreply\r\nabc\r\n");
+        match parse_request(&out, &Limits::default()) {
+            Parsed::Request { request, consumed } => {
+                assert_eq!(request, Request::set(b"k", b"abc", true));
+                assert_eq!(consumed, out.len());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -44,9 +44,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use cache_node::protocol::{
-    parse_response, Keys, Limits, ParsedResponse, Request, Response, StoreMode,
-};
+use cache_node::protocol::{parse_response, Keys, Limits, ParsedResponse, Request, Response};
 
 /// memcached load generator: get/set mix over many connections, closed loop or at a fixed rate.
 #[derive(Parser, Debug, Clone)]
@@ -132,21 +130,6 @@ fn value_size(args: &Args, i: usize) -> usize {
 /// The largest value this run sends.
 fn max_value_size(args: &Args) -> usize {
     args.sizes.map_or(args.value_size, |(_, max)| max)
-}
-
-/// Appends `set KEY 0 0 LEN [noreply]` and `value`, composed by the protocol module the server
-/// parses with.
-fn compose_set(out: &mut BytesMut, key: &[u8], value: &[u8], noreply: bool) {
-    Request::Store {
-        mode: StoreMode::Set,
-        key,
-        flags: 0,
-        exptime: 0,
-        cas_unique: 0,
-        data: value,
-        noreply,
-    }
-    .compose(out);
 }
 
 fn key(i: usize, size: usize) -> Vec<u8> {
@@ -335,12 +318,7 @@ async fn prepopulate(args: &Args) -> std::io::Result<()> {
     let value = vec![b'v'; max_value_size(args)];
     let mut out = BytesMut::new();
     for i in 0..args.keys {
-        compose_set(
-            &mut out,
-            &key(i, args.key_size),
-            &value[..value_size(args, i)],
-            true,
-        );
+        Request::set(&key(i, args.key_size), &value[..value_size(args, i)], true).compose(&mut out);
         if out.len() > 256 * 1024 {
             stream.write_all(&out).await?;
             out.clear();
@@ -400,7 +378,9 @@ async fn run_connection(
         let k = &keys[i];
         let is_get = args.read_through || rng.next() < get_threshold;
         // Into the buffer, no allocation per request (the load generator shares the cores).
-        let set = |out: &mut BytesMut| compose_set(out, k, &value[..value_size(&args, i)], false);
+        let set = |out: &mut BytesMut| {
+            Request::set(k, &value[..value_size(&args, i)], false).compose(out)
+        };
         out.clear();
         if is_get {
             Request::Get {
