@@ -1343,3 +1343,41 @@ fn removed_if_expired(e: &mut Entry<'_>, exp: Expiry, result: ArithResult) -> Ar
 pub fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clock second and the Unix second it matches, as a node some time after its start sees them.
+    const NOW: u32 = 1000;
+    const UNIX_NOW: u64 = 1_700_000_000;
+
+    fn at_now(exptime: i64) -> Expiry {
+        convert_exptime(exptime, NOW, UNIX_NOW)
+    }
+
+    /// memcached's rule (`realtime()` in memcached.c): 0 never expires, a negative exptime is already
+    /// expired, up to 30 days (2,592,000 s, `REALTIME_MAXDELTA`) is seconds from now on the node's clock,
+    /// and anything above is a Unix time. A boundary moved by one (`>=` for `>`) turns 30 days into a
+    /// second of 1970, expired; a relative time not added to the clock's second (`At(relative)`) expires
+    /// NOW seconds early.
+    #[test]
+    fn exptime_is_relative_up_to_30_days_and_a_unix_time_above() {
+        assert_eq!(REALTIME_MAXDELTA, 2_592_000);
+        assert_eq!(at_now(0), Expiry::Never);
+        assert_eq!(at_now(1), Expiry::At(NOW + 1));
+        assert_eq!(at_now(2_592_000), Expiry::At(NOW + 2_592_000));
+        // One second more is a Unix time: 1970-01-31, long past.
+        assert_eq!(at_now(2_592_001), Expiry::Expired);
+        // A Unix time ahead is that many seconds from now; the present and the past are expired.
+        assert_eq!(at_now(UNIX_NOW as i64 + 100), Expiry::At(NOW + 100));
+        assert_eq!(
+            at_now(UNIX_NOW as i64 + 2_592_001),
+            Expiry::At(NOW + 2_592_001)
+        );
+        assert_eq!(at_now(UNIX_NOW as i64), Expiry::Expired);
+        assert_eq!(at_now(UNIX_NOW as i64 - 5), Expiry::Expired);
+        assert_eq!(at_now(-1), Expiry::Expired);
+        assert_eq!(at_now(i64::MIN), Expiry::Expired);
+    }
+}

@@ -11,6 +11,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::{noreply_sets, Client, Memcached, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -624,4 +625,64 @@ async fn stats_reset_zeroes_the_store_counters_and_keeps_the_gauges() -> R {
     assert_eq!(c.stat("total_items").await, "1");
     s.stop().await;
     Ok(())
+}
+
+/// Connection figures as memcached 1.6.18 reports them, checked on both servers: a connection alone on a
+/// fresh server reads `curr_connections 1` (memcached leaves its listening socket out of it), 5 more open
+/// connections make it 6 and move `total_connections` by exactly 5, and once they close it comes back
+/// to 1 with `total_connections` where it was. `total_connections` is compared by how far it moves:
+/// memcached also counts its listening socket in it (a first client reads 2 there with one `-l`, 1 on
+/// cache-node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_counts_move_as_memcacheds() -> R {
+    let memcached = Memcached::start();
+    let s = TestServer::start().await;
+    let mc_addr: std::net::SocketAddr = ([127, 0, 0, 1], memcached.port).into();
+    for (server, addr) in [("memcached", mc_addr), ("cache-node", s.addr)] {
+        connections_counted_exactly(server, addr, 5).await;
+    }
+    s.stop().await;
+    Ok(())
+}
+
+/// Opens `extra` connections beside one that reads `stats`, closes them, and checks `curr_connections`
+/// and `total_connections` at each step.
+async fn connections_counted_exactly(server: &str, addr: std::net::SocketAddr, extra: u64) {
+    let connections = async |c: &mut Client| -> (u64, u64) {
+        let stats: HashMap<String, String> = c.stats("").await.into_iter().collect();
+        let figure = |name: &str| -> u64 { stats[name].parse().unwrap() };
+        (figure("curr_connections"), figure("total_connections"))
+    };
+    let mut watcher = Client::connect(addr).await;
+    // memcached::start's probes for its port may not be closed on the server's side yet.
+    let (_, total_before) = common::poll_for_async(Duration::from_secs(10), async || {
+        match connections(&mut watcher).await {
+            (1, total) => Ok((1, total)),
+            other => Err(format!("{server}: (curr, total) {other:?} with one client")),
+        }
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..extra {
+        let mut c = Client::connect(addr).await;
+        // Answered, so the server has taken (and counted) the connection.
+        c.expect(b"mn\r\n", b"MN\r\n").await;
+        open.push(c);
+    }
+    assert_eq!(
+        connections(&mut watcher).await,
+        (1 + extra, total_before + extra),
+        "{server}: (curr, total) with {extra} more open"
+    );
+    drop(open);
+    // The server sees the closes a moment later.
+    common::poll_for_async(Duration::from_secs(10), async || {
+        match connections(&mut watcher).await {
+            (1, total) if total == total_before + extra => Ok(()),
+            other => Err(format!(
+                "{server}: (curr, total) {other:?} after the {extra} closed"
+            )),
+        }
+    })
+    .await;
 }

@@ -111,3 +111,49 @@ fn bad_traces_get_clear_errors() {
         Err(ReplayError::Format { .. })
     ));
 }
+
+/// The u64 format is read as big-endian 64-bit keys, all 64 bits of them. The keys of the test above are
+/// all below 2^32, so a reader that dropped the high half or read little-endian would pass it; here the
+/// first three keys differ only in their high 32 bits, and the file's bytes are written out by hand
+/// (not with `to_be_bytes`, which a wrong reader might mirror), none of them a palindrome. Dropping the
+/// high half makes the first three keys one; reading little-endian gives 0x0807060504030201 for the
+/// fourth; a u32 reader gives twice as many keys.
+#[test]
+fn xz_u64_keys_are_read_big_endian_with_every_bit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("high-u64.trace.xz");
+    let bytes: [[u8; 8]; 5] = [
+        [0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x07],
+        [0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x07],
+        [0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07],
+        [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08],
+        [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe],
+    ];
+    let f = std::fs::File::create(&path).expect("create");
+    let mut xz = xz2::write::XzEncoder::new(f, 1);
+    xz.write_all(bytes.as_flattened()).expect("write");
+    xz.finish().expect("finish");
+    assert_eq!(TraceFormat::detect(&path), Some(TraceFormat::XzU64));
+    assert_eq!(
+        read_trace(&path, TraceFormat::XzU64).expect("xz64"),
+        vec![
+            0x0000_0001_0000_0007,
+            0x0000_0002_0000_0007,
+            0x8000_0000_0000_0007,
+            0x0102_0304_0506_0708,
+            0xffff_ffff_ffff_fffe,
+        ]
+    );
+    // The replay keeps them apart too: at a capacity that holds all five, each key misses once and the
+    // three that share their low half hit when they come again (with the high half dropped those three
+    // would be one key: 3 misses and 8 hits).
+    let mut again = bytes.to_vec();
+    again.extend_from_slice(&bytes[..3]);
+    again.extend_from_slice(&bytes[..3]);
+    let f = std::fs::File::create(&path).expect("create");
+    let mut xz = xz2::write::XzEncoder::new(f, 1);
+    xz.write_all(again.as_flattened()).expect("write");
+    xz.finish().expect("finish");
+    let report = run_replay(&path, 8).expect("replay");
+    assert_eq!((report.accesses, report.hits), (11, 6));
+}

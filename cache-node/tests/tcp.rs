@@ -121,10 +121,32 @@ async fn incr_decr_touch_and_misc() -> R {
     Ok(())
 }
 
+/// Every command that takes `noreply` answers nothing with it, whether it stored or not, and still does
+/// its work. That includes mcrouter's `lease-set`: with its lease's token it stores, with another key's
+/// token it is refused (the lease stays held), and neither writes `STORED` or `NOT_STORED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noreply_is_silent_for_every_command() -> R {
     let s = TestServer::start().await;
     let mut c = s.client().await;
+    let mut lease_token = async |key: &str| -> Result<u64, Box<dyn std::error::Error>> {
+        c.send(format!("lease-get {key}\r\n").as_bytes()).await;
+        let l = c.line().await;
+        let token: u64 = l
+            .strip_prefix(&format!("LVALUE {key} "))
+            .and_then(|rest| rest.strip_suffix(" 0 0"))
+            .unwrap_or_else(|| panic!("lease-get {key}: {l}"))
+            .parse()?;
+        assert!(token > 1, "{l}");
+        c.expect_reply(b"\r\nEND\r\n").await;
+        Ok(token)
+    };
+    let leased = lease_token("leased").await?;
+    let refused = lease_token("refused").await?;
+    let lease_sets = [
+        format!("lease-set leased {leased} 3 0 1 noreply\r\nL\r\n"),
+        // A valid token, but of another key's lease.
+        format!("lease-set refused {leased} 3 0 1 noreply\r\nR\r\n"),
+    ];
     for req in [
         &b"set a 0 0 1 noreply\r\n1\r\n"[..],
         b"add b 0 0 1 noreply\r\n2\r\n",
@@ -138,6 +160,8 @@ async fn noreply_is_silent_for_every_command() -> R {
         b"touch a 0 noreply\r\n",
         b"delete nope noreply\r\n",
         b"verbosity 1 noreply\r\n",
+        lease_sets[0].as_bytes(),
+        lease_sets[1].as_bytes(),
         b"mn\r\n",
     ] {
         c.send(req).await;
@@ -150,8 +174,26 @@ async fn noreply_is_silent_for_every_command() -> R {
         b"VALUE a 0 2\r\n10\r\nVALUE b 0 3\r\n534\r\nEND\r\n",
     )
     .await;
+    c.expect(
+        b"get leased refused\r\n",
+        b"VALUE leased 3 1\r\nL\r\nEND\r\n",
+    )
+    .await;
+    // The refused set left the placeholder: its lease is still out, and its own token stores.
+    c.expect(
+        b"lease-get refused\r\n",
+        b"LVALUE refused 1 0 0\r\n\r\nEND\r\n",
+    )
+    .await;
+    assert_eq!(c.stat("lease_sets_stored").await, "1");
+    assert_eq!(c.stat("lease_sets_refused").await, "1");
+    c.send(format!("lease-set refused {refused} 3 0 1 noreply\r\nr\r\n").as_bytes())
+        .await;
+    c.expect(b"get refused\r\n", b"VALUE refused 3 1\r\nr\r\nEND\r\n")
+        .await;
     c.send(b"flush_all noreply\r\n").await;
     c.expect(b"get a\r\n", b"END\r\n").await;
+    c.expect_nothing_more().await;
     s.stop().await;
     Ok(())
 }
@@ -209,6 +251,7 @@ async fn noreply_silences_argument_errors() -> R {
         b"CLIENT_ERROR bad command line format\r\n",
     )
     .await;
+    c.expect_nothing_more().await;
     s.stop().await;
     Ok(())
 }
@@ -878,6 +921,61 @@ async fn hundreds_of_concurrent_misses_give_one_winner() -> R {
     let mut c = s.client().await;
     assert_eq!(c.stat("lease_grants").await, "1");
     assert_eq!(c.stat("lease_hot_misses").await, "299");
+    s.stop().await;
+    Ok(())
+}
+
+/// The same race in mcrouter's dialect: 200 clients that `lease-get` one missing key at once get one
+/// lease between them. A miss answers `LVALUE KEY TOKEN FLAGS BYTES`, where the token 1 means another
+/// client holds the lease; exactly one reply carries a real token, and it is the one that stores. If
+/// each miss made its own placeholder (no check of `win_sent` under the entry's lock), every client
+/// would get a token and this would count ~200 winners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundreds_of_concurrent_lease_gets_give_one_token() -> R {
+    let s = TestServer::start().await;
+    let clients: usize = 200;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let addr = s.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.send(b"lease-get hot\r\n").await;
+            let l = c.line().await;
+            c.expect_reply(b"\r\nEND\r\n").await; // empty value, then END
+            l
+        }));
+    }
+    let mut tokens = Vec::new();
+    let mut waiters = 0;
+    for t in tasks {
+        let l = t.await?;
+        let token: u64 = l
+            .strip_prefix("LVALUE hot ")
+            .and_then(|rest| rest.strip_suffix(" 0 0"))
+            .unwrap_or_else(|| panic!("not a lease miss: {l}"))
+            .parse()?;
+        if token == 1 {
+            waiters += 1;
+        } else {
+            tokens.push(token);
+        }
+    }
+    assert_eq!(
+        (tokens.len(), waiters),
+        (1, clients - 1),
+        "first tokens {:?}",
+        &tokens[..tokens.len().min(3)]
+    );
+    let mut c = s.client().await;
+    assert_eq!(c.stat("lease_grants").await, "1");
+    assert_eq!(c.stat("lease_hot_misses").await, (clients - 1).to_string());
+    c.expect(
+        format!("lease-set hot {} 0 0 3\r\nnew\r\n", tokens[0]).as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    c.expect(b"lease-get hot\r\n", b"VALUE hot 0 3\r\nnew\r\nEND\r\n")
+        .await;
     s.stop().await;
     Ok(())
 }
@@ -1778,6 +1876,43 @@ async fn ttl_semantics_with_manual_clock() -> R {
     s.clock.advance(1);
     c.expect(b"mg m v\r\n", b"EN\r\n").await;
     assert!(c.stat("get_expired").await.parse::<u64>()? >= 1);
+    s.stop().await;
+    Ok(())
+}
+
+/// Meta `T` reads its TTL as the text commands read exptime (memcached 1.6.18 too, checked by hand:
+/// `ms k 1 T<now+1000>` then `mg k t` answers `t1001` on its lagging clock, `T2592001` stores an item
+/// that is gone at once): up to 30 days (2,592,000 s) it is relative, above it a Unix time. So `T` with
+/// this clock's Unix time plus 100 lives 100 s, and `T2592001` is a second of 1970, long past. Were `T`
+/// taken as relative whatever its size, the first would live 54 years and the last 30 days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_ttl_above_30_days_is_a_unix_time() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(
+        format!("ms abs 1 T{}\r\na\r\n", START_UNIX + 100).as_bytes(),
+        b"HD\r\n",
+    )
+    .await;
+    c.expect(b"mg abs t v\r\n", b"VA 1 t100\r\na\r\n").await;
+    c.expect(b"ms month 1 T2592000\r\nm\r\n", b"HD\r\n").await;
+    c.expect(b"mg month t\r\n", b"HD t2592000\r\n").await;
+    c.expect(b"ms past 1 T2592001\r\np\r\n", b"HD\r\n").await;
+    c.expect(b"mg past v\r\n", b"EN\r\n").await;
+    // mg's T (a touch) converts the same way.
+    c.expect(
+        format!("mg month T{} t\r\n", START_UNIX + 50).as_bytes(),
+        b"HD t50\r\n",
+    )
+    .await;
+    s.clock.advance(49);
+    c.expect(b"mg abs t\r\nmg month t\r\n", b"HD t51\r\nHD t1\r\n")
+        .await;
+    s.clock.advance(1);
+    c.expect(b"mg abs t\r\nmg month t\r\n", b"HD t50\r\nEN\r\n")
+        .await;
+    s.clock.advance(50);
+    c.expect(b"mg abs v\r\n", b"EN\r\n").await;
     s.stop().await;
     Ok(())
 }

@@ -251,6 +251,25 @@ impl Client {
         }
     }
 
+    /// Asserts that nothing is left to arrive from the requests sent so far: sends `mn` and expects
+    /// exactly `MN` as the next bytes, with nothing after it. The server answers in order, so a stray
+    /// reply (to a noreply request, or a second line after an expected one) comes before the `MN` and
+    /// fails the comparison, however late it is written; unlike [`Client::expect_silence`] this does not
+    /// depend on a timeout.
+    pub async fn expect_nothing_more(&mut self) {
+        assert!(
+            self.buf.is_empty(),
+            "unexpected {:?} before mn",
+            String::from_utf8_lossy(&self.buf)
+        );
+        self.expect(b"mn\r\n", b"MN\r\n").await;
+        assert!(
+            self.buf.is_empty(),
+            "unexpected {:?} after MN",
+            String::from_utf8_lossy(&self.buf)
+        );
+    }
+
     /// True if the server closed the connection.
     pub async fn closed(&mut self) -> bool {
         let mut chunk = [0u8; 256];
