@@ -20,9 +20,10 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, BytesMut};
 
 use crate::protocol::{
-    compose_lease_value, compose_meta, compose_meta_subset, compose_number, compose_stat,
-    compose_value, decode_key, format_u64, reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags,
-    MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN, REALTIME_MAXDELTA,
+    compose_lease_value, compose_meta, compose_meta_subset, compose_meta_value_subset,
+    compose_number, compose_stat, compose_value, decode_key, format_u64, reply, ArithOp, Keys,
+    MetaCode, MetaCommand, MetaFlags, MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags,
+    MAX_KEY_LEN, REALTIME_MAXDELTA,
 };
 use crate::server::{Node, MAX_BATCH_REPLY_BYTES, MAX_KEPT_BUFFER_BYTES};
 use crate::stats::Counters;
@@ -958,18 +959,12 @@ impl<'n> Session<'n> {
                 if flags.quiet && !created {
                     return;
                 }
+                // ma returns only c, t, k, O and b (memcached ignores the other flags it takes).
+                let returns = b"ctkOb";
                 if flags.return_value {
-                    compose_meta(
-                        out,
-                        MetaCode::Va,
-                        key_as_sent,
-                        flags,
-                        Some(&info),
-                        WinFlags::default(),
-                        Some(&[text]),
-                    );
+                    compose_meta_value_subset(out, key_as_sent, flags, &info, returns, text);
                 } else {
-                    compose_meta_subset(out, MetaCode::Hd, key_as_sent, flags, &info, b"ctkOb");
+                    compose_meta_subset(out, MetaCode::Hd, key_as_sent, flags, &info, returns);
                 }
             }
             ArithResult::NotFound => compose_meta_subset(

@@ -21,7 +21,6 @@
 
 use std::fmt;
 
-use base64::Engine as _;
 use bytes::{BufMut, BytesMut};
 
 /// memcached's key length limit, in bytes.
@@ -33,15 +32,25 @@ pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
 /// 16 KiB (room for 64 keys of 250 bytes) and answer a longer one with `CLIENT_ERROR line too long`,
 /// dropping input through its newline, so the connection survives and memory stays bounded.
 pub const DEFAULT_MAX_LINE_LEN: usize = 16 * 1024;
-/// Longest opaque token (`O` flag) accepted, as memcached.
+/// Longest opaque token accepted, its `O` included, as memcached 1.6.18 (`MFLAG_MAX_OPAQUE_LENGTH`):
+/// `O` and 31 bytes.
 pub const MAX_OPAQUE_LEN: usize = 32;
+/// Most tokens a meta request line may have, the command, the key and `ms`'s length included: memcached
+/// 1.6.18's `MFLAG_MAX_OPT_LENGTH` (20), which also counts its tokenizer's end marker. So at most 17 flags
+/// on `mg`/`md`/`ma`, 16 on `ms`.
+pub const MAX_META_TOKENS: usize = 19;
+/// The meta flags memcached 1.6.18 knows (`_meta_flag_preparse`). One parser reads them for every meta
+/// command, so each command takes all of them and ignores those it has no use for (`md k v` is a delete,
+/// `mg k C5` a get); `P` and `L` are undocumented and do nothing. Any other flag is refused, except the
+/// two cache-node takes from later memcached: `E` (every command) and `x` (md).
+pub const META_FLAGS: &[u8] = b"bcfhklqstuvCDFIJLMNOPRT";
 /// Relative expiry times above this many seconds are Unix timestamps (memcached's REALTIME_MAXDELTA).
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 
 /// Limits the parser enforces. Each is a parser option so that tests and `-I` can change them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest key, in bytes (after base64 decoding for meta `b` keys). memcached: 250.
+    /// Longest key, in bytes, as sent (a meta `b` key before it is decoded, as memcached). memcached: 250.
     pub max_key_len: usize,
     /// Largest value (data block) accepted, in bytes; larger ones get `SERVER_ERROR object too large for cache`.
     pub max_value_len: usize,
@@ -83,24 +92,46 @@ pub enum ProtocolError {
     /// `incr`/`decr` with a delta that is not a 64-bit unsigned number.
     #[error("CLIENT_ERROR invalid numeric delta argument")]
     BadDelta,
-    /// A meta flag that the command does not know.
+    /// A meta flag memcached 1.6.18 does not know (see [`META_FLAGS`]), on `mg` or `ms`.
     #[error("CLIENT_ERROR invalid flag")]
     InvalidFlag,
-    /// The same meta flag twice.
+    /// The same meta flag twice, or a flag whose first byte is 127 or above, on `mg` or `ms`.
     #[error("CLIENT_ERROR duplicate flag")]
     DuplicateFlag,
-    /// An unknown or repeated flag of `md`/`ma`, which memcached 1.6 answers with one line for both.
+    /// Any flag error of `md`/`ma` (unknown, repeated, or a token that does not parse), which memcached
+    /// 1.6.18 answers with this one line.
     #[error("CLIENT_ERROR invalid or duplicate flag")]
     InvalidOrDuplicateFlag,
-    /// A meta flag's token that does not parse (e.g. `Tabc`).
+    /// A meta flag's token that does not parse (`N`, `T`, `R`, `C`; e.g. `Tabc`).
     #[error("CLIENT_ERROR bad token in command line format")]
     BadToken,
-    /// An opaque (`O`) over 32 bytes.
+    /// A `D` token that does not parse.
+    #[error("CLIENT_ERROR invalid numeric delta value")]
+    BadDeltaToken,
+    /// A `J` token that does not parse.
+    #[error("CLIENT_ERROR invalid numeric initial value")]
+    BadInitialToken,
+    /// An `M` token that is not one character.
+    #[error("CLIENT_ERROR incorrect length for M token")]
+    ModeLength,
+    /// A meta key with `b` that does not decode.
+    #[error("CLIENT_ERROR error decoding key")]
+    KeyDecoding,
+    /// An opaque token (`O` included) over [`MAX_OPAQUE_LEN`] bytes.
     #[error("CLIENT_ERROR opaque token too long")]
     OpaqueTooLong,
-    /// An `M` flag naming no mode of the command.
+    /// An `M` flag of `ms` naming none of its modes.
     #[error("CLIENT_ERROR invalid mode for ms M token")]
     InvalidMode,
+    /// An `M` flag of `ma` naming none of its modes.
+    #[error("CLIENT_ERROR invalid mode for ma M token")]
+    InvalidArithMode,
+    /// More meta flags than [`MAX_META_TOKENS`] allows, on `ms`, `md` or `ma`.
+    #[error("CLIENT_ERROR options flags too long")]
+    FlagsTooLong,
+    /// More meta flags than [`MAX_META_TOKENS`] allows, on `mg` (memcached words it differently).
+    #[error("CLIENT_ERROR options flags are too long")]
+    MgFlagsTooLong,
     /// `delete` with arguments other than `0` or `noreply`.
     #[error("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]")]
     DeleteUsage,
@@ -125,8 +156,15 @@ impl ProtocolError {
             ProtocolError::DuplicateFlag => b"CLIENT_ERROR duplicate flag\r\n",
             ProtocolError::InvalidOrDuplicateFlag => b"CLIENT_ERROR invalid or duplicate flag\r\n",
             ProtocolError::BadToken => b"CLIENT_ERROR bad token in command line format\r\n",
+            ProtocolError::BadDeltaToken => b"CLIENT_ERROR invalid numeric delta value\r\n",
+            ProtocolError::BadInitialToken => b"CLIENT_ERROR invalid numeric initial value\r\n",
+            ProtocolError::ModeLength => b"CLIENT_ERROR incorrect length for M token\r\n",
+            ProtocolError::KeyDecoding => b"CLIENT_ERROR error decoding key\r\n",
             ProtocolError::OpaqueTooLong => b"CLIENT_ERROR opaque token too long\r\n",
             ProtocolError::InvalidMode => b"CLIENT_ERROR invalid mode for ms M token\r\n",
+            ProtocolError::InvalidArithMode => b"CLIENT_ERROR invalid mode for ma M token\r\n",
+            ProtocolError::FlagsTooLong => b"CLIENT_ERROR options flags too long\r\n",
+            ProtocolError::MgFlagsTooLong => b"CLIENT_ERROR options flags are too long\r\n",
             ProtocolError::DeleteUsage => {
                 b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
             }
@@ -485,7 +523,7 @@ pub enum Request<'a> {
 }
 
 /// Decodes a meta request's key into `out` if it is base64 (`b` flag), else returns it unchanged.
-/// The parser has already checked that decoding succeeds within [`MAX_KEY_LEN`].
+/// The parser has already checked that decoding succeeds (see [`base64_decode`]).
 pub fn decode_key<'k>(
     key: &'k [u8],
     base64_key: bool,
@@ -494,9 +532,7 @@ pub fn decode_key<'k>(
     if !base64_key {
         return Some(key);
     }
-    let n = base64::engine::general_purpose::STANDARD
-        .decode_slice(key, out)
-        .ok()?;
+    let n = base64_decode(key, out)?;
     Some(&out[..n])
 }
 
@@ -505,15 +541,51 @@ pub fn valid_key(key: &[u8], max_key_len: usize) -> bool {
     !key.is_empty() && key.len() <= max_key_len && key.iter().all(|&b| b > b' ' && b != 0x7f)
 }
 
-fn valid_base64_key(key: &[u8], max_key_len: usize) -> bool {
-    if key.is_empty() || key.len() > max_key_len.min(MAX_KEY_LEN).div_ceil(3) * 4 {
-        return false;
+/// Decodes base64 into `out` as memcached 1.6.18 decodes a `b` key (`base64_decode`, after Jouni
+/// Malinen's): bytes outside the alphabet are skipped, the rest (`=` included) must make whole groups of
+/// four, and the first group with padding ends the key, so `YWJj!` is `abc`, and `YQ==YWJj` and `YR==`
+/// are `a`. None where memcached fails: no group, a partial one, three or four `=` in a group, or more
+/// than `out` holds. Returns the decoded length, at least 1.
+fn base64_decode(src: &[u8], out: &mut [u8]) -> Option<usize> {
+    fn sextet(b: u8) -> Option<u8> {
+        match b {
+            b'A'..=b'Z' => Some(b - b'A'),
+            b'a'..=b'z' => Some(b - b'a' + 26),
+            b'0'..=b'9' => Some(b - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            b'=' => Some(0),
+            _ => None,
+        }
     }
-    let mut out = [0u8; MAX_KEY_LEN];
-    match base64::engine::general_purpose::STANDARD.decode_slice(key, &mut out) {
-        Ok(n) => n > 0 && n <= max_key_len,
-        Err(_) => false,
+    let count = src.iter().filter(|&&b| sextet(b).is_some()).count();
+    if count == 0 || count % 4 != 0 || count / 4 * 3 > out.len() {
+        return None;
     }
+    let (mut block, mut filled, mut pad, mut pos) = ([0u8; 4], 0, 0, 0);
+    for &b in src {
+        let Some(v) = sextet(b) else { continue };
+        if b == b'=' {
+            pad += 1;
+        }
+        block[filled] = v;
+        filled += 1;
+        if filled == 4 {
+            out[pos] = (block[0] << 2) | (block[1] >> 4);
+            out[pos + 1] = (block[1] << 4) | (block[2] >> 2);
+            out[pos + 2] = (block[2] << 6) | block[3];
+            pos += 3;
+            filled = 0;
+            if pad > 0 {
+                if pad > 2 {
+                    return None;
+                }
+                pos -= pad;
+                break;
+            }
+        }
+    }
+    (pos > 0).then_some(pos)
 }
 
 /// Parses a decimal unsigned number (digits only, no sign), as memcached's safe_strtoull.
@@ -959,18 +1031,12 @@ fn parse_command<'a>(
                 return err(error, line_len);
             };
             let raw = tokens.remainder();
-            let flags = match parse_meta_flags(command, raw) {
+            let flags = match meta_line_checks(command, key, raw, limits)
+                .and_then(|()| parse_meta_flags(command, key, raw, limits))
+            {
                 Ok(f) => f,
-                Err(ProtocolError::InvalidFlag | ProtocolError::DuplicateFlag)
-                    if matches!(command, MetaCommand::Delete | MetaCommand::Arith) =>
-                {
-                    return err(ProtocolError::InvalidOrDuplicateFlag, line_len)
-                }
                 Err(e) => return err(e, line_len),
             };
-            if !meta_key_ok(key, &flags, limits) {
-                return err(ProtocolError::BadKey, line_len);
-            }
             Parsed::Request {
                 request: Request::Meta {
                     command,
@@ -989,19 +1055,25 @@ fn parse_command<'a>(
             let Some(len) = tokens.next() else {
                 return err(ProtocolError::BadCommandLine, line_len);
             };
-            let Some(len) = parse_data_len(len) else {
+            let len = parse_data_len(len);
+            let raw = tokens.remainder();
+            // As memcached 1.6.18 (process_mset_command): the key's length and the number of flags, then
+            // the length, then the flags and the key, the size last (a too-large value is refused when its
+            // item cannot be allocated). memcached swallows the data block from the flags on; cache-node
+            // whenever the length parses, so the block is never read as a command.
+            if let Err(e) = meta_line_checks(MetaCommand::Set, key, raw, limits) {
+                return match len {
+                    Some(len) => err_swallow(e, line_len, len),
+                    None => err(e, line_len),
+                };
+            }
+            let Some(len) = len else {
                 return err(ProtocolError::BadCommandLine, line_len);
             };
-            // As memcached 1.6 (process_mset_command): the flags and the key first, the size last (a
-            // too-large value is refused when its item cannot be allocated).
-            let raw = tokens.remainder();
-            let flags = match parse_meta_flags(MetaCommand::Set, raw) {
+            let flags = match parse_meta_flags(MetaCommand::Set, key, raw, limits) {
                 Ok(f) => f,
                 Err(e) => return err_swallow(e, line_len, len),
             };
-            if !meta_key_ok(key, &flags, limits) {
-                return err_swallow(ProtocolError::BadKey, line_len, len);
-            }
             if len > limits.max_value_len {
                 return too_large(line_len, len, Some((key, flags.base64_key)));
             }
@@ -1019,14 +1091,6 @@ fn parse_command<'a>(
             }
         }
         _ => err(ProtocolError::UnknownCommand, line_len),
-    }
-}
-
-fn meta_key_ok(key: &[u8], flags: &MetaFlags<'_>, limits: &Limits) -> bool {
-    if flags.base64_key {
-        valid_base64_key(key, limits.max_key_len)
-    } else {
-        valid_key(key, limits.max_key_len)
     }
 }
 
@@ -1166,39 +1230,160 @@ fn parse_lease_set<'a>(
     }
 }
 
-/// Which flags each meta command accepts (as memcached 1.6's protocol.txt lists them).
-fn meta_flag_allowed(command: MetaCommand, flag: u8) -> bool {
-    let allowed: &[u8] = match command {
-        MetaCommand::Get => b"bcfhklOqstuvENRT",
-        MetaCommand::Set => b"bcCEFIkOqsSTMN",
-        MetaCommand::Delete => b"bCEIkOqTx",
-        MetaCommand::Arith => b"bCENJDTMOqtcvk",
-        MetaCommand::Debug => b"b",
-    };
-    allowed.contains(&flag)
+/// What memcached 1.6.18 checks of a meta line before its flags: a key (as sent) within the length
+/// limit, and at most [`MAX_META_TOKENS`] tokens.
+fn meta_line_checks(
+    command: MetaCommand,
+    key: &[u8],
+    raw: &[u8],
+    limits: &Limits,
+) -> Result<(), ProtocolError> {
+    if key.len() > limits.max_key_len {
+        return Err(ProtocolError::BadKey);
+    }
+    let fixed = if command == MetaCommand::Set { 3 } else { 2 };
+    if command != MetaCommand::Debug && fixed + Tokens::new(raw).count() > MAX_META_TOKENS {
+        return Err(match command {
+            MetaCommand::Get => ProtocolError::MgFlagsTooLong,
+            _ => ProtocolError::FlagsTooLong,
+        });
+    }
+    Ok(())
 }
 
-fn parse_meta_flags(command: MetaCommand, raw: &[u8]) -> Result<MetaFlags<'_>, ProtocolError> {
+/// Parses the flags of a meta request whose line passed [`meta_line_checks`], and checks its key, as
+/// memcached 1.6.18 (`_meta_flag_preparse` and the command after it): every flag in [`META_FLAGS`] is
+/// taken by every command (and ignored where it means nothing); an unknown flag or a repeated one ends
+/// the parse at once; a token that does not parse does not, and the last such error is the answer (an
+/// `F` that does not parse has none of its own: `CLIENT_ERROR bad command line format`, unless another
+/// token failed). `md` and `ma` answer every flag error with one line. Then the mode (`ms`, `ma`), then
+/// the opaque's length. (memcached 1.6.18 checks an `mg`'s or `ma`'s opaque only as it composes the
+/// reply, after the command ran; cache-node refuses it before: SERVER.md, "Known differences".)
+fn parse_meta_flags<'a>(
+    command: MetaCommand,
+    key: &[u8],
+    raw: &'a [u8],
+    limits: &Limits,
+) -> Result<MetaFlags<'a>, ProtocolError> {
     let mut f = MetaFlags {
         raw,
         ..MetaFlags::default()
     };
-    let mut seen: u64 = 0;
-    for token in Tokens::new(raw) {
+    if command == MetaCommand::Debug {
+        // memcached's `me` reads no flags: the key is base64 when the first token is `b`, the rest is
+        // ignored.
+        f.base64_key = Tokens::new(raw).next() == Some(&b"b"[..]);
+        let mut decoded = [0u8; MAX_KEY_LEN];
+        if f.base64_key && base64_decode(key, &mut decoded).is_none() {
+            return Err(ProtocolError::BadCommandLine);
+        }
+    } else {
+        let mode = match parse_flag_tokens(command, key, &mut f) {
+            Ok(mode) => mode,
+            Err(_) if matches!(command, MetaCommand::Delete | MetaCommand::Arith) => {
+                return Err(ProtocolError::InvalidOrDuplicateFlag)
+            }
+            Err(e) => return Err(e),
+        };
+        // The mode, as memcached 1.6.18: case-sensitive; mg and md ignore it.
+        match (command, mode) {
+            (MetaCommand::Set, Some(m)) => {
+                f.set_mode = Some(match m {
+                    b'S' => MetaSetMode::Set,
+                    b'E' => MetaSetMode::Add,
+                    b'R' => MetaSetMode::Replace,
+                    b'A' => MetaSetMode::Append,
+                    b'P' => MetaSetMode::Prepend,
+                    _ => return Err(ProtocolError::InvalidMode),
+                })
+            }
+            (MetaCommand::Arith, Some(m)) => {
+                f.arith_mode = Some(match m {
+                    b'I' | b'+' => ArithOp::Incr,
+                    b'D' | b'-' => ArithOp::Decr,
+                    _ => return Err(ProtocolError::InvalidArithMode),
+                })
+            }
+            _ => {}
+        }
+    }
+    // Not memcached's (it takes any bytes but a space): a plain key with a control character, DEL or a
+    // tab is refused, as protocol.txt says (SERVER.md, "Known differences").
+    if !f.base64_key && !valid_key(key, limits.max_key_len) {
+        return Err(ProtocolError::BadKey);
+    }
+    if f.opaque.is_some_and(|o| 1 + o.len() > MAX_OPAQUE_LEN) {
+        return Err(ProtocolError::OpaqueTooLong);
+    }
+    Ok(f)
+}
+
+/// memcached 1.6.18's `_meta_flag_preparse` over `f.raw` (see [`parse_meta_flags`]): sets `f` and
+/// returns the `M` token's mode character, if any.
+fn parse_flag_tokens(
+    command: MetaCommand,
+    key: &[u8],
+    f: &mut MetaFlags<'_>,
+) -> Result<Option<u8>, ProtocolError> {
+    let mut seen = [false; 127];
+    let mut mode = None;
+    // memcached's `has_error` and `errstr`: a token that does not parse is noted and the parse goes on.
+    let mut failed: Option<Option<ProtocolError>> = None;
+    for token in Tokens::new(f.raw) {
         let flag = token[0];
         let arg = &token[1..];
-        if !flag.is_ascii_alphabetic() || !meta_flag_allowed(command, flag) {
-            return Err(ProtocolError::InvalidFlag);
+        match seen.get_mut(usize::from(flag)) {
+            Some(seen) if !*seen => *seen = true,
+            _ => return Err(ProtocolError::DuplicateFlag),
         }
-        let bit = 1u64 << (flag - b'A');
-        if seen & bit != 0 {
-            return Err(ProtocolError::DuplicateFlag);
-        }
-        seen |= bit;
-        let num = || parse_u64(arg).ok_or(ProtocolError::BadToken);
-        let signed = || parse_i64(arg).ok_or(ProtocolError::BadToken);
+        let mut fail = |error: Option<ProtocolError>| {
+            if failed.is_none() || error.is_some() {
+                failed = Some(error);
+            }
+        };
+        let signed = || parse_i64(arg);
         match flag {
-            b'b' => f.base64_key = true,
+            b'b' => {
+                f.base64_key = true;
+                if base64_decode(key, &mut [0u8; MAX_KEY_LEN]).is_none() {
+                    fail(Some(ProtocolError::KeyDecoding));
+                }
+            }
+            b'N' => match signed() {
+                Some(n) => f.vivify_ttl = Some(n),
+                None => fail(Some(ProtocolError::BadToken)),
+            },
+            b'T' => match signed() {
+                Some(t) => f.ttl = Some(t),
+                None => fail(Some(ProtocolError::BadToken)),
+            },
+            b'R' => match signed() {
+                Some(r) => f.recache_ttl = Some(r),
+                None => fail(Some(ProtocolError::BadToken)),
+            },
+            b'C' => match parse_u64(arg) {
+                Some(c) => f.compare_cas = Some(c),
+                None => fail(Some(ProtocolError::BadToken)),
+            },
+            // Client flags over 2^32 - 1 are refused (memcached keeps their low 32 bits; SERVER.md,
+            // "Known differences"), as in a text set.
+            b'F' => match parse_u32(arg) {
+                Some(v) => f.client_flags = Some(v),
+                None => fail(None),
+            },
+            b'D' => match parse_u64(arg) {
+                Some(d) => f.delta = Some(d),
+                None => fail(Some(ProtocolError::BadDeltaToken)),
+            },
+            b'J' => match parse_u64(arg) {
+                Some(j) => f.initial = Some(j),
+                None => fail(Some(ProtocolError::BadInitialToken)),
+            },
+            b'M' => match arg {
+                [m] => mode = Some(*m),
+                _ => fail(Some(ProtocolError::ModeLength)),
+            },
+            b'O' => f.opaque = Some(arg),
             b'c' => f.return_cas = true,
             b'f' => f.return_flags = true,
             b'h' => f.return_hit = true,
@@ -1210,58 +1395,22 @@ fn parse_meta_flags(command: MetaCommand, raw: &[u8]) -> Result<MetaFlags<'_>, P
             b'q' => f.quiet = true,
             b'u' => f.no_bump = true,
             b'I' => f.invalidate = true,
-            b'x' => f.remove_value = true,
-            // `S` (item size) is obsolete in ms; accepted and ignored as memcached does.
-            b'S' => {}
-            b'O' => {
-                if arg.len() > MAX_OPAQUE_LEN {
-                    return Err(ProtocolError::OpaqueTooLong);
-                }
-                f.opaque = Some(arg);
-            }
-            b'C' => f.compare_cas = Some(num()?),
-            // E0 is refused: CAS 0 means "none" (a store would assign a fresh value and report 0).
-            b'E' => match num()? {
-                0 => return Err(ProtocolError::BadToken),
-                cas => f.new_cas = Some(cas),
+            // Undocumented in memcached 1.6.18, taken and ignored.
+            b'P' | b'L' => {}
+            // From later memcached (1.6.18 refuses them). E0 is refused: CAS 0 means "none" (a store
+            // would assign a fresh value and report 0).
+            b'E' => match parse_u64(arg) {
+                Some(c) if c != 0 => f.new_cas = Some(c),
+                _ => fail(Some(ProtocolError::BadToken)),
             },
-            b'F' => {
-                f.client_flags = Some(
-                    parse_u64(arg)
-                        .and_then(|v| u32::try_from(v).ok())
-                        .ok_or(ProtocolError::BadToken)?,
-                )
-            }
-            b'N' => f.vivify_ttl = Some(signed()?),
-            b'R' => f.recache_ttl = Some(signed()?),
-            b'T' => f.ttl = Some(signed()?),
-            b'D' => f.delta = Some(num()?),
-            b'J' => f.initial = Some(num()?),
-            b'M' => {
-                let [mode] = arg else {
-                    return Err(ProtocolError::BadToken);
-                };
-                if command == MetaCommand::Set {
-                    f.set_mode = Some(match mode.to_ascii_uppercase() {
-                        b'S' => MetaSetMode::Set,
-                        b'E' => MetaSetMode::Add,
-                        b'R' => MetaSetMode::Replace,
-                        b'A' => MetaSetMode::Append,
-                        b'P' => MetaSetMode::Prepend,
-                        _ => return Err(ProtocolError::InvalidMode),
-                    });
-                } else {
-                    f.arith_mode = Some(match mode {
-                        b'I' | b'i' | b'+' => ArithOp::Incr,
-                        b'D' | b'd' | b'-' => ArithOp::Decr,
-                        _ => return Err(ProtocolError::InvalidMode),
-                    });
-                }
-            }
+            b'x' if command == MetaCommand::Delete => f.remove_value = true,
             _ => return Err(ProtocolError::InvalidFlag),
         }
     }
-    Ok(f)
+    if let Some(error) = failed {
+        return Err(error.unwrap_or(ProtocolError::BadCommandLine));
+    }
+    Ok(mode)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1720,6 +1869,25 @@ pub fn compose_meta_subset(
 ) {
     out.put_slice(code.as_bytes());
     put_meta_flags(out, key, flags, Some(info), Some(keep));
+    out.put_slice(b"\r\n");
+}
+
+/// Writes a `VA` reply with those of the requested flags whose letter is in `keep` (`ma` returns fewer than
+/// `mg`), then the value.
+pub fn compose_meta_value_subset(
+    out: &mut BytesMut,
+    key: &[u8],
+    flags: &MetaFlags<'_>,
+    info: &MetaItemInfo,
+    keep: &[u8],
+    value: &[u8],
+) {
+    out.reserve(value.len() + 64);
+    out.put_slice(b"VA ");
+    put_num(out, value.len() as u64);
+    put_meta_flags(out, key, flags, Some(info), Some(keep));
+    out.put_slice(b"\r\n");
+    out.put_slice(value);
     out.put_slice(b"\r\n");
 }
 
@@ -2337,5 +2505,163 @@ mod tests {
                 consumed: 5
             }
         );
+    }
+
+    fn meta_outcome(line: &[u8]) -> Result<MetaFlags<'_>, ProtocolError> {
+        match req(line) {
+            Parsed::Request {
+                request: Request::Meta { flags, .. },
+                ..
+            } => Ok(flags),
+            Parsed::Error { error, .. } => Err(error),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every meta command takes the flags memcached 1.6.18 knows, [`META_FLAGS`], and no other byte
+    /// (but cache-node's `E`, and `x` on md), as memcached (checked by hand against it, per command,
+    /// each letter and digit alone and with a token). Before, each command took only the flags
+    /// protocol.txt lists for it: `md k v` was refused, memcached answers `NF`.
+    #[test]
+    fn every_meta_command_takes_memcacheds_flags() {
+        for command in ["mg", "ms", "md", "ma"] {
+            for byte in 1..=255u8 {
+                if byte == b' ' || byte == b'\r' || byte == b'\n' {
+                    continue;
+                }
+                // A key that is base64 too, for `b`.
+                let length = if command == "ms" { " 1" } else { "" };
+                let mut line = format!("{command} azE={length} ").into_bytes();
+                // A token every flag that takes one parses (M: one character, a mode of ms and ma).
+                line.extend_from_slice(&[byte]);
+                line.extend_from_slice(if byte == b'M' { b"S" } else { b"5" });
+                line.extend_from_slice(b"\r\n");
+                if command == "ms" {
+                    line.extend_from_slice(b"a\r\n");
+                }
+                let ours = byte == b'E' || (byte == b'x' && command == "md");
+                let taken = META_FLAGS.contains(&byte) || ours;
+                let outcome = meta_outcome(&line);
+                let refused = match (command, byte) {
+                    ("md" | "ma", _) => Err(ProtocolError::InvalidOrDuplicateFlag),
+                    (_, 127..) => Err(ProtocolError::DuplicateFlag),
+                    _ => Err(ProtocolError::InvalidFlag),
+                };
+                match (command, byte) {
+                    ("ma", b'M') => assert_eq!(
+                        outcome.map(|_| ()),
+                        Err(ProtocolError::InvalidArithMode),
+                        "{line:?}"
+                    ),
+                    _ if taken => assert!(outcome.is_ok(), "{line:?}: {outcome:?}"),
+                    _ => assert_eq!(outcome.map(|_| ()), refused, "{line:?}"),
+                }
+            }
+        }
+    }
+
+    /// A flag token that does not parse does not stop memcached 1.6.18's parse: the last one's line
+    /// is the answer, an unknown or repeated flag wins at once, an `F` has no line of its own, md and
+    /// ma say one thing for all; the mode is checked after the flags, the opaque after the mode. Each
+    /// pair checked by hand against memcached.
+    #[test]
+    fn meta_flag_errors_answer_as_memcached() {
+        use ProtocolError::*;
+        for (line, expected) in [
+            (&b"mg k Tabc Dabc\r\n"[..], BadDeltaToken),
+            (b"mg k Dabc Tabc\r\n", BadToken),
+            (b"mg k Jabc Fabc\r\n", BadInitialToken),
+            (b"mg k Fabc\r\n", BadCommandLine),
+            (b"mg k Fabc Tabc\r\n", BadToken),
+            (b"mg k Tabc !\r\n", InvalidFlag),
+            (b"mg k Tabc c c\r\n", DuplicateFlag),
+            (b"mg k Tabc b\r\n", KeyDecoding),
+            (b"mg k b Tabc\r\n", BadToken),
+            (b"mg k MII\r\n", ModeLength),
+            (b"mg k \x80\r\n", DuplicateFlag),
+            (b"md k Cabc\r\n", InvalidOrDuplicateFlag),
+            (b"md fd1 b\r\n", InvalidOrDuplicateFlag),
+            (b"ma k M\r\n", InvalidOrDuplicateFlag),
+            (b"ma k MZ\r\n", InvalidArithMode),
+            (b"ma k Mi\r\n", InvalidArithMode),
+            (b"ms k 1 M\r\na\r\n", ModeLength),
+            (b"ms k 1 Ms\r\na\r\n", InvalidMode),
+            (b"ms k 1 Tabc MSS\r\na\r\n", ModeLength),
+            (b"ms k 1 S5\r\na\r\n", InvalidFlag),
+            (b"ms k 1 F4294967296\r\na\r\n", BadCommandLine),
+            (
+                b"ms k 1 MZ Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\na\r\n",
+                InvalidMode,
+            ),
+            (
+                b"ms k 1 Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\na\r\n",
+                OpaqueTooLong,
+            ),
+            (b"md k Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", OpaqueTooLong),
+            (
+                b"mg k c f k q t u v C5 D5 F5 I J5 L MZ O1 P R5 s\r\n",
+                MgFlagsTooLong,
+            ),
+            (
+                b"ma k c f k q t u v C5 D5 F5 I J5 L MI O1 P R5 s\r\n",
+                FlagsTooLong,
+            ),
+            (
+                b"ms k 1 c f k q t u v C5 D5 F5 I J5 L MS O1 P R5\r\na\r\n",
+                FlagsTooLong,
+            ),
+        ] {
+            assert_eq!(meta_outcome(line).map(|_| ()), Err(expected), "{line:?}");
+        }
+        // 17 flags are taken; an opaque of 31 bytes after its O is taken on every command, 32 on none.
+        assert!(meta_outcome(b"mg k c f k q t u v C5 D5 F5 I J5 L MZ O1 P R5\r\n").is_ok());
+        for command in ["mg k", "md k", "ma k", "ms k 1"] {
+            let data = if command.starts_with("ms") {
+                "a\r\n"
+            } else {
+                ""
+            };
+            let line = |len| format!("{command} O{}\r\n{data}", "a".repeat(len));
+            assert_eq!(
+                meta_outcome(line(31).as_bytes()).map(|f| f.opaque.map(<[u8]>::len)),
+                Ok(Some(31))
+            );
+            assert_eq!(
+                meta_outcome(line(32).as_bytes()).map(|_| ()),
+                Err(ProtocolError::OpaqueTooLong)
+            );
+        }
+    }
+
+    /// Base64 keys decode as memcached 1.6.18 decodes them (each checked by hand against it: the key
+    /// `mg ... b k` returns as memcached re-encodes it), and are bounded as sent.
+    #[test]
+    fn base64_keys_decode_as_memcached() {
+        let decode = |key: &[u8]| {
+            let mut out = [0u8; MAX_KEY_LEN];
+            decode_key(key, true, &mut out).map(<[u8]>::to_vec)
+        };
+        assert_eq!(decode(b"YWJj").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(decode(b"YWJj!").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(decode(b"!YWJj").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(decode(b"YQ==YWJj").as_deref(), Some(&b"a"[..]));
+        assert_eq!(decode(b"YR==").as_deref(), Some(&b"a"[..]));
+        assert_eq!(decode(b"AA=A").as_deref(), Some(&[0u8, 0][..]));
+        for bad in [&b"ab!"[..], b"YWJ", b"YWJj=", b"====", b"A==="] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+            let line = [&b"mg "[..], bad, b" b\r\n"].concat();
+            assert_eq!(
+                meta_outcome(&line).map(|_| ()),
+                Err(ProtocolError::KeyDecoding)
+            );
+        }
+        // 252 characters (189 bytes decoded) are over the bound, 248 (186) within it.
+        let key = |n: usize| "QkJC".repeat(n / 3);
+        let line = |n| format!("mg {} b v\r\n", key(n));
+        assert_eq!(
+            meta_outcome(line(189).as_bytes()).map(|_| ()),
+            Err(ProtocolError::BadKey)
+        );
+        assert!(meta_outcome(line(186).as_bytes()).is_ok());
     }
 }

@@ -608,11 +608,10 @@ async fn meta_commands() -> R {
         b"CLIENT_ERROR bad token in command line format\r\n",
     )
     .await;
-    c.expect(
-        b"mg Zm9v! b\r\n",
-        b"CLIENT_ERROR bad command line format\r\n",
-    )
-    .await;
+    // Five base64 characters make no whole group: memcached 1.6.18's own line (a byte outside the
+    // alphabet it skips, as `Zm9v!` is `foo`).
+    c.expect(b"mg Zm9v= b\r\n", b"CLIENT_ERROR error decoding key\r\n")
+        .await;
     s.stop().await;
     Ok(())
 }

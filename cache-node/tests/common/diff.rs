@@ -46,6 +46,9 @@ pub enum Piece {
     LongKey,
     /// Key `i` of the case in base64, for the meta `b` flag.
     Base64Key(u8),
+    /// `n` bytes in base64, for the meta `b` flag: 186 are 248 characters, within memcached's 250-byte
+    /// bound on the key as sent, 189 are 252, over it (both decode to under 250).
+    LongBase64Key(usize),
     /// `prefix` followed by a CAS value, resolved per server when sent (see `CasMap::resolve`).
     Cas(&'static str, Cas),
 }
@@ -123,6 +126,7 @@ impl Req {
                 Piece::Key(k) => write!(out, "{prefix}k{k}").unwrap(),
                 Piece::LongKey => out.push_str(&"L".repeat(251)),
                 Piece::Base64Key(k) => out.push_str(&STANDARD.encode(format!("{prefix}k{k}"))),
+                Piece::LongBase64Key(n) => out.push_str(&STANDARD.encode(vec![b'B'; *n])),
                 Piece::Cas(p, c) => write!(out, "{p}{}", cas.resolve(c)).unwrap(),
             }
         }
@@ -237,8 +241,35 @@ pub fn num_flag(
     s.prop_map(move |v| text(format!("{p}{v}"))).boxed()
 }
 
-pub fn opaque() -> BoxedStrategy<Piece> {
-    num_flag("O", (0u32..1000).prop_map(|o| o.to_string()))
+/// The `O` flag: a short number, and with `long` now and then 30 to 32 characters around memcached's
+/// bound (32 bytes with the `O`: one more is `CLIENT_ERROR opaque token too long`). Only for ms and md:
+/// memcached 1.6.18 runs an mg or ma before it refuses its long opaque, cache-node does not (a known
+/// difference), so later replies would differ.
+pub fn opaque(long: bool) -> BoxedStrategy<Piece> {
+    let max = cache_node::protocol::MAX_OPAQUE_LEN;
+    let short = (0u32..1000).prop_map(|o| o.to_string()).boxed();
+    if !long {
+        return num_flag("O", short);
+    }
+    let value = prop_oneof![
+        4 => short,
+        1 => proptest::string::string_regex(&format!("[a-z0-9]{{{},{}}}", max - 2, max))
+            .unwrap()
+            .boxed(),
+    ];
+    num_flag("O", value)
+}
+
+/// One of `flags`: a flag memcached 1.6.18 takes on every meta command and that this command ignores
+/// (`protocol::META_FLAGS` less the command's own), with its token when it has one.
+pub fn foreign(flags: &[&'static str]) -> BoxedStrategy<Piece> {
+    for f in flags {
+        assert!(
+            cache_node::protocol::META_FLAGS.contains(&f.as_bytes()[0]),
+            "{f}"
+        );
+    }
+    prop::sample::select(flags.to_vec()).prop_map(text).boxed()
 }
 
 /// A meta command without a data block: `command key flags...`.
@@ -445,8 +476,9 @@ impl Gen {
             lit("t"),
             lit("q"),
             lit("u"),
-            opaque(),
+            opaque(false),
             num_flag("T", self.exptime()),
+            foreign(&["C5", "D5", "F5", "I", "J5", "L", "MZ", "P"]),
         ];
         if leases {
             // s and h only where there is no incr/decr: memcached's size counts the spaces that pad a
@@ -496,27 +528,40 @@ impl Gen {
             lit("k"),
             lit("q"),
             lit("s"),
-            opaque(),
+            opaque(true),
             (self.cas_flag)(),
             num_flag("T", self.exptime()),
             num_flag("F", self.flags()),
+            foreign(&[
+                "f", "h", "l", "t", "u", "v", "D5", "J5", "L", "N30", "P", "R30",
+            ]),
         ];
         // Known difference: the ms modes other than set treat a placeholder or stale item as missing
         // (memcached: as an item), so the lease cases only set.
         if leases {
             ms_pool.push(lit("I"));
         } else {
+            // The modes, and now and then one memcached refuses: lower case (`invalid mode for ms M
+            // token`), or not one character (`incorrect length for M token`).
             ms_pool.push(num_flag(
                 "M",
-                prop_oneof![Just("E"), Just("A"), Just("P"), Just("R"), Just("S")]
-                    .prop_map(str::to_string),
+                prop_oneof![
+                    5 => prop_oneof![Just("E"), Just("A"), Just("P"), Just("R"), Just("S")],
+                    1 => prop_oneof![Just("s"), Just("e"), Just("SS"), Just("")],
+                ]
+                .prop_map(str::to_string),
             ));
         }
-        let ms = (key(), value(), meta_flags(ms_pool)).prop_map(|(k, v, fl)| {
+        let ms = (key(), value(), meta_flags(ms_pool)).prop_map(|(k, v, mut fl)| {
             let appends = fl
                 .iter()
                 .any(|p| matches!(p, Piece::Text(t) if t == "MA" || t == "MP"));
             let k = if appends { appended_key(k) } else { k };
+            // Known difference: an append or prepend with N creates a missing item (later memcached;
+            // 1.6.18 ignores N in ms), so N only in the other modes, where both ignore it.
+            if appends {
+                fl.retain(|p| !matches!(p, Piece::Text(t) if t.starts_with('N')));
+            }
             let mut line = vec![text("ms"), Piece::Key(k), text(v.len().to_string())];
             line.extend(fl);
             Req {
@@ -525,13 +570,21 @@ impl Gen {
             }
         });
 
-        let mut md_pool = vec![lit("q"), lit("k"), opaque(), (self.cas_flag)()];
+        let mut md_pool = vec![lit("q"), lit("k"), opaque(true), (self.cas_flag)()];
+        // md ignores T without I.
+        let md_foreign = [
+            "c", "f", "h", "l", "s", "t", "u", "v", "D5", "F5", "J5", "L", "MZ", "N30", "P", "R30",
+            "T30",
+        ];
         if leases {
             md_pool.push(lit("I"));
             md_pool.push(num_flag(
                 "T",
                 prop_oneof![Just("0"), Just("30")].prop_map(str::to_string),
             ));
+            md_pool.push(foreign(&md_foreign[..md_foreign.len() - 1]));
+        } else {
+            md_pool.push(foreign(&md_foreign));
         }
         let md = (key(), meta_flags(md_pool)).prop_map(|(k, fl)| meta_line("md", k, fl));
 
@@ -541,17 +594,24 @@ impl Gen {
             lit("t"),
             lit("k"),
             lit("q"),
-            opaque(),
+            opaque(false),
             (self.cas_flag)(),
             num_flag("N", self.exptime()),
             num_flag("J", self.delta()),
             num_flag("D", self.delta()),
             // No T: memcached 1.6.18 drops it when the result is longer than the old value (a new item
             // replaces the old, the TTL goes to the old one), a known difference.
+            // Now and then a mode memcached refuses (`invalid mode for ma M token`; lower case too), or
+            // an M that is not one character (`invalid or duplicate flag`).
             num_flag(
                 "M",
-                prop_oneof![Just("I"), Just("+"), Just("D"), Just("-")].prop_map(str::to_string),
+                prop_oneof![
+                    4 => prop_oneof![Just("I"), Just("+"), Just("D"), Just("-")],
+                    1 => prop_oneof![Just("i"), Just("d"), Just("Z"), Just(""), Just("II")],
+                ]
+                .prop_map(str::to_string),
             ),
+            foreign(&["f", "h", "l", "s", "u", "F5", "I", "L", "P", "R30"]),
         ];
         let ma = (counter_key(), meta_flags(ma_pool)).prop_map(|(k, mut fl)| {
             // As for mg: memcached's t depends on the flag order and wraps for an item expired at once. And
@@ -654,6 +714,97 @@ pub fn malformed_requests() -> Vec<Req> {
         raw(&[""], None),
         Req {
             line: vec![text("get"), Piece::LongKey],
+            data: None,
+        },
+        // memcached 1.6.18 parses the flags of every meta command alike (protocol::parse_meta_flags):
+        // a token that does not parse is answered with its own line, the last one's; an unknown or
+        // repeated flag (or a first byte over 126) at once; md and ma answer all with one line.
+        raw(&["mg", "KEY", "Fabc"], None),
+        raw(&["mg", "KEY", "Dabc"], None),
+        raw(&["mg", "KEY", "Jabc"], None),
+        raw(&["mg", "KEY", "M"], None),
+        raw(&["mg", "KEY", "MII"], None),
+        raw(&["mg", "KEY", "Tabc", "Dabc"], None),
+        raw(&["mg", "KEY", "Dabc", "Tabc"], None),
+        raw(&["mg", "KEY", "Fabc", "Jabc"], None),
+        raw(&["mg", "KEY", "Tabc", "!"], None),
+        raw(&["mg", "KEY", "Tabc", "v", "v"], None),
+        raw(&["mg", "KEY", "\u{80}"], None),
+        raw(&["md", "KEY", "Cabc"], None),
+        raw(&["md", "KEY", "Tabc", "I"], None),
+        raw(&["md", "KEY", "MII"], None),
+        raw(&["ma", "KEY", "Dabc"], None),
+        raw(&["ma", "KEY", "Jabc"], None),
+        raw(&["ma", "KEY", "Cabc"], None),
+        raw(&["ma", "KEY", "M"], None),
+        raw(&["ma", "KEY", "MZ"], None),
+        raw(&["ma", "KEY", "Mi"], None),
+        // ms: the same, its data block swallowed. `S` (the size, in early meta drafts) is no flag.
+        raw(&["ms", "KEY", "1", "S1"], Some(b"a\r\n")),
+        raw(&["ms", "KEY", "1", "S"], Some(b"a\r\n")),
+        raw(&["ms", "KEY", "1", "Fabc"], Some(b"a\r\n")),
+        raw(&["ms", "KEY", "1", "F-1"], Some(b"a\r\n")),
+        raw(&["ms", "KEY", "1", "Tabc", "Fabc"], Some(b"a\r\n")),
+        raw(&["ms", "KEY", "1", "M"], Some(b"a\r\n")),
+        raw(&["ms", "KEY", "1", "MSS"], Some(b"a\r\n")),
+        raw(&["ms", "KEY", "1", "Ms"], Some(b"a\r\n")),
+        raw(&["ms", "KEY", "1", "Tabc", "MSS"], Some(b"a\r\n")),
+        // 17 flags are the most memcached takes on mg, md and ma (protocol::MAX_META_TOKENS); 18 are
+        // refused. (Not on ms, whose data block memcached then reads as a command: SERVER.md.)
+        raw(
+            &[
+                "mg", "KEY", "c", "f", "k", "q", "t", "u", "v", "C5", "D5", "F5", "I", "J5", "L",
+                "MZ", "O1", "P", "R5",
+            ],
+            None,
+        ),
+        raw(
+            &[
+                "mg", "KEY", "c", "f", "k", "q", "t", "u", "v", "C5", "D5", "F5", "I", "J5", "L",
+                "MZ", "O1", "P", "R5", "s",
+            ],
+            None,
+        ),
+        raw(
+            &[
+                "md", "KEY", "c", "f", "h", "k", "l", "q", "s", "t", "u", "v", "D5", "F5", "J5",
+                "L", "MZ", "N30", "P", "R30",
+            ],
+            None,
+        ),
+        raw(
+            &[
+                "ma", "KEY", "f", "h", "k", "l", "q", "s", "t", "u", "v", "F5", "I", "L", "P",
+                "R5", "O1", "c", "C5", "T30",
+            ],
+            None,
+        ),
+        // Base64 keys (`b`) as memcached decodes them (protocol::base64_decode): bytes outside the
+        // alphabet skipped (`YWJj!` is `abc`), an incomplete group refused (`CLIENT_ERROR error decoding
+        // key`; md and ma: their one line). And bounded as sent, before decoding: 252 characters are
+        // refused (`CLIENT_ERROR bad command line format`), 248 taken.
+        raw(&["mg", "YWJj!", "b", "v"], None),
+        raw(&["mg", "ab!", "b"], None),
+        raw(&["mg", "Zm9v=", "b", "v"], None),
+        raw(&["mg", "====", "b"], None),
+        raw(&["mg", "ab!", "Tabc", "b"], None),
+        raw(&["md", "ab!", "b"], None),
+        raw(&["ma", "ab!", "b"], None),
+        raw(&["ms", "ab!", "1", "b"], Some(b"a\r\n")),
+        Req {
+            line: vec![text("mg"), Piece::LongBase64Key(189), text("b"), text("v")],
+            data: None,
+        },
+        Req {
+            line: vec![text("md"), Piece::LongBase64Key(189), text("b")],
+            data: None,
+        },
+        Req {
+            line: vec![text("ms"), Piece::LongBase64Key(186), text("1"), text("b")],
+            data: block(b"z"),
+        },
+        Req {
+            line: vec![text("mg"), Piece::LongBase64Key(186), text("b"), text("v")],
             data: None,
         },
     ]
