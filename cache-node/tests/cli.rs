@@ -49,11 +49,27 @@ fn help_explains_every_flag() {
     );
 }
 
+/// What `cache-node replay --trace PATH --capacity 2` prints, asserting it succeeded.
+fn replay_at_capacity_2(path: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .args(["replay", "--trace"])
+        .arg(path)
+        .args(["--capacity", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn replay_prints_hit_rate_with_two_decimals() {
-    let dir = std::env::temp_dir().join(format!("cache-node-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tiny.trace.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.trace.gz");
     let mut gz = flate2::write::GzEncoder::new(
         std::fs::File::create(&path).unwrap(),
         flate2::Compression::fast(),
@@ -61,22 +77,7 @@ fn replay_prints_hit_rate_with_two_decimals() {
     // 1 2 1 2 1 2 at capacity 2: the first two miss, the other four hit.
     gz.write_all(b"1\n2\n1\n2\n1\n2\n").unwrap();
     gz.finish().unwrap();
-    let out = Command::new(BIN)
-        .args(["replay", "--trace"])
-        .arg(&path)
-        .args(["--capacity", "2"])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
-        "hit_rate=66.67"
-    );
+    assert_eq!(replay_at_capacity_2(&path), "hit_rate=66.67\n");
 }
 
 /// `replay` reads the xz formats too, telling them apart by name (`u64` in it: 64-bit keys), and prints
@@ -103,19 +104,8 @@ fn replay_reads_both_xz_formats() {
         let mut xz = xz2::write::XzEncoder::new(std::fs::File::create(&path).unwrap(), 1);
         xz.write_all(&bytes).unwrap();
         xz.finish().unwrap();
-        let out = Command::new(BIN)
-            .args(["replay", "--trace"])
-            .arg(&path)
-            .args(["--capacity", "2"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         assert_eq!(
-            String::from_utf8(out.stdout).unwrap(),
+            replay_at_capacity_2(&path),
             format!("{hit_rate}\n"),
             "{name}"
         );
