@@ -438,15 +438,87 @@ async fn a_multi_get_larger_than_a_batch_carries_on_where_it_stopped() -> R {
 }
 
 /// A script of requests covering every parser path with a data block; sent split at every byte boundary.
-const SCRIPT: &[u8] = b"set a 1 0 3\r\nabc\r\nget a b\r\nms m 2 T0 F5\r\nhi\r\nmg m v f\r\n\
-lease-get L\r\nincr a 1\r\nappend a 0 0 1\r\nd\r\ngets a\r\nmn\r\n";
+/// Every command of the text, meta and lease dialects once, with `noreply`, a wrong CAS, a wrong
+/// lease token, an unknown command, a malformed line and a bad key with a data block to swallow; `mn`
+/// last. Sent whole, split at every byte and one byte per write, it must get the same replies.
+fn split_script() -> Vec<u8> {
+    let long_key = "k".repeat(251);
+    [
+        "set a 1 0 3\r\nabc\r\n",
+        "add a 0 0 1\r\nx\r\n",
+        "add b 2 0 2\r\nbb\r\n",
+        "replace b 3 0 3\r\nBBB\r\n",
+        "prepend a 0 0 2\r\n<<\r\n",
+        "append a 0 0 2\r\n>>\r\n",
+        "get a b\r\n",
+        "gets a\r\n",
+        "cas a 0 0 1 1\r\nz\r\n",
+        "set n 0 0 2 noreply\r\n10\r\n",
+        "incr n 5\r\n",
+        "decr n 20\r\n",
+        "touch a 100\r\n",
+        "gat 200 a\r\n",
+        "gats 300 b\r\n",
+        "delete b\r\n",
+        "delete b noreply\r\n",
+        "ms m 2 T0 F5\r\nhi\r\n",
+        "mg m v f c t\r\n",
+        "ma n MI D3 v\r\n",
+        "md m q\r\n",
+        "mg m k\r\n",
+        "lease-get L\r\n",
+        "lease-set L 1 0 0 1\r\nx\r\n",
+        "verbosity 1\r\n",
+        "bogus\r\n",
+        "set k 0 0 x\r\n",
+        &format!("set {long_key} 0 0 1\r\nv\r\n"),
+        "flush_all\r\n",
+        "get a\r\n",
+        "mn\r\n",
+    ]
+    .concat()
+    .into_bytes()
+}
 
-async fn script_reply(s: &TestServer) -> Vec<u8> {
-    // Reference: the whole script in one write to a fresh key space.
+/// The script's replies, with what differs from run to run masked: CAS values (`gets`/`gats`' fifth
+/// field, meta `c`) and lease tokens (`LVALUE`'s third). Everything else, flags and lengths included,
+/// must match exactly.
+fn masked_lines(reply: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(reply)
+        .split("\r\n")
+        .map(|line| {
+            let mut tokens: Vec<String> = line.split(' ').map(str::to_string).collect();
+            match tokens[0].as_str() {
+                "VALUE" if tokens.len() == 5 => tokens[4] = "#".into(),
+                "LVALUE" if tokens.len() == 5 => tokens[2] = "#".into(),
+                "VA" | "HD" | "EN" | "NS" | "EX" | "NF" => {
+                    for t in tokens.iter_mut().skip(1) {
+                        if t.len() > 1
+                            && t.starts_with('c')
+                            && t[1..].bytes().all(|b| b.is_ascii_digit())
+                        {
+                            *t = "c#".into();
+                        }
+                    }
+                }
+                _ => {}
+            }
+            tokens.join(" ")
+        })
+        .collect()
+}
+
+/// Sends `script` to a fresh key space in the given pieces and reads the replies through `MN`.
+async fn script_reply(s: &TestServer, pieces: &[&[u8]]) -> Vec<u8> {
     let mut c = s.client().await;
     c.send(b"flush_all\r\n").await;
     c.expect_reply(b"OK\r\n").await;
-    c.send(SCRIPT).await;
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        c.send(piece).await;
+    }
     let mut reply = Vec::new();
     loop {
         let l = c.line().await;
@@ -461,67 +533,65 @@ async fn script_reply(s: &TestServer) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_split_at_every_byte_boundary() -> R {
     let s = TestServer::start().await;
-    let reference = script_reply(&s).await;
-    assert!(
-        String::from_utf8_lossy(&reference).contains("VA 2 f5"),
-        "{}",
-        String::from_utf8_lossy(&reference)
-    );
-    // The lease token and CAS values differ run to run; compare lengths and shape line by line.
-    let shape = |r: &[u8]| -> Vec<String> {
-        String::from_utf8_lossy(r)
-            .split("\r\n")
-            .map(|l| {
-                // Collapse each run of digits to one '#': CAS values and tokens grow run to run.
-                let mut out = String::new();
-                for ch in l.chars() {
-                    if ch.is_ascii_digit() {
-                        if !out.ends_with('#') {
-                            out.push('#');
-                        }
-                    } else {
-                        out.push(ch);
-                    }
-                }
-                out
-            })
-            .collect()
-    };
-    for split in 1..SCRIPT.len() {
-        let mut c = s.client().await;
-        c.send(b"flush_all\r\n").await;
-        c.expect_reply(b"OK\r\n").await;
-        c.send(&SCRIPT[..split]).await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        c.send(&SCRIPT[split..]).await;
-        let mut reply = Vec::new();
-        loop {
-            let l = c.line().await;
-            reply.extend_from_slice(l.as_bytes());
-            reply.extend_from_slice(b"\r\n");
-            if l == "MN" {
-                break;
-            }
-        }
-        assert_eq!(shape(&reply), shape(&reference), "split at byte {split}");
+    let script = split_script();
+    let reference = masked_lines(&script_reply(&s, &[&script]).await);
+    // The replies the script must get, so that a reply wrong in the same way whole and split does not
+    // pass: memcached 1.6.18's (checked by hand, 2026-12-01), CAS values and the lease token masked,
+    // but for mcrouter's lease-get/lease-set, which it lacks, and the bad key's data block, which
+    // memcached reads as a command (`ERROR`) and cache-node swallows (SERVER.md, "Known differences").
+    let expected = [
+        "STORED",
+        "NOT_STORED",
+        "STORED",
+        "STORED",
+        "STORED",
+        "STORED",
+        "VALUE a 1 7",
+        "<<abc>>",
+        "VALUE b 3 3",
+        "BBB",
+        "END",
+        "VALUE a 1 7 #",
+        "<<abc>>",
+        "END",
+        "EXISTS",
+        "15",
+        "0",
+        "TOUCHED",
+        "VALUE a 1 7",
+        "<<abc>>",
+        "END",
+        "VALUE b 3 3 #",
+        "BBB",
+        "END",
+        "DELETED",
+        "HD",
+        "VA 2 f5 c# t-1",
+        "hi",
+        "VA 1",
+        "3",
+        "EN km",
+        "LVALUE L # 0 0",
+        "",
+        "END",
+        "NOT_STORED",
+        "OK",
+        "ERROR",
+        "CLIENT_ERROR bad command line format",
+        "CLIENT_ERROR bad command line format",
+        "OK",
+        "END",
+        "MN",
+        "",
+    ];
+    assert_eq!(reference, expected);
+    for split in 1..script.len() {
+        let reply = script_reply(&s, &[&script[..split], &script[split..]]).await;
+        assert_eq!(masked_lines(&reply), reference, "split at byte {split}");
     }
-    // And one byte per write.
-    let mut c = s.client().await;
-    c.send(b"flush_all\r\n").await;
-    c.expect_reply(b"OK\r\n").await;
-    for b in SCRIPT {
-        c.send(&[*b]).await;
-    }
-    let mut reply = Vec::new();
-    loop {
-        let l = c.line().await;
-        reply.extend_from_slice(l.as_bytes());
-        reply.extend_from_slice(b"\r\n");
-        if l == "MN" {
-            break;
-        }
-    }
-    assert_eq!(shape(&reply), shape(&reference));
+    let bytes: Vec<&[u8]> = script.chunks(1).collect();
+    let reply = script_reply(&s, &bytes).await;
+    assert_eq!(masked_lines(&reply), reference, "one byte per write");
     s.stop().await;
     Ok(())
 }
