@@ -882,6 +882,76 @@ fn stat(addr: &str, name: &str) -> u64 {
         .unwrap()
 }
 
+/// A write flood over TCP stays within `-m`: four connections send 160 MB of `noreply` sets of 100 B to
+/// 10 KB into `-m 16`, ten times the budget, while a fifth samples `stats`. `bytes` never exceeds
+/// `limit_maxbytes` (peak 16,774,902 of 16,777,216), the node evicts (about 71,000 items), and its
+/// resident size ends under the budget plus 16 MB (measured 24.4 MB). With `-m 1024`, where nothing
+/// needs evicting, the same flood leaves 195 MB resident and the last check fails.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_write_flood_stays_within_the_memory_limit() {
+    let (child, addr) = start(&["-m", "16"]);
+    let limit = stat(&addr, "limit_maxbytes");
+    assert_eq!(limit, 16 << 20);
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                let mut next = common::xorshift(w + 1);
+                let mut sent = 0usize;
+                let mut batch = Vec::new();
+                let mut i = 0u64;
+                while sent < 40 << 20 {
+                    // Log-uniform sizes, 100 B to 10 KB.
+                    let len = (100.0 * 100f64.powf((next() % 1000) as f64 / 1000.0)) as usize;
+                    batch.extend_from_slice(
+                        format!("set w{w}k{i} 0 0 {len} noreply\r\n").as_bytes(),
+                    );
+                    batch.resize(batch.len() + len, b'v');
+                    batch.extend_from_slice(b"\r\n");
+                    sent += len;
+                    i += 1;
+                    if batch.len() > 256 << 10 {
+                        s.write_all(&batch).unwrap();
+                        batch.clear();
+                    }
+                }
+                batch.extend_from_slice(b"mn\r\n");
+                s.write_all(&batch).unwrap();
+                let mut done = [0u8; 4];
+                s.read_exact(&mut done).unwrap();
+                assert_eq!(
+                    &done, b"MN\r\n",
+                    "writer {w}: the connection answers after its flood"
+                );
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    while !writers.iter().all(|w| w.is_finished()) {
+        peak = peak.max(stat(&addr, "bytes"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(
+        peak <= limit,
+        "bytes reached {peak} during the flood, over limit_maxbytes {limit}"
+    );
+    assert!(
+        stat(&addr, "evictions") > 0,
+        "a flood ten times the budget evicts"
+    );
+    let rss_kb = proc_status_kb(child.0.id(), "VmRSS");
+    assert!(
+        rss_kb / 1024 < 16 + 16,
+        "{} MB resident after 160 MB of sets into -m 16",
+        rss_kb / 1024
+    );
+}
+
 /// Room for a large value is held as its bytes arrive, not from its first line: 70 clients that send
 /// `set bN 0 0 1000000` and nothing more evict none of 40,000 stored items of 1 KB with `-m 64`, as with
 /// memcached 1.6.18. Each value is stored once the rest of it comes. When the whole value's room was held
