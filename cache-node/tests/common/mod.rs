@@ -328,49 +328,81 @@ impl Memcached {
             "{bin} not found: the comparison needs memcached 1.6; run scripts/setup \
              (or set MEMCACHED to a memcached binary)"
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let port_arg = port.to_string();
-        let mut args = vec![
-            "-p",
-            &port_arg,
-            "-l",
-            "127.0.0.1",
-            "-U",
-            "0",
-            "-t",
-            "1",
-            "-m",
-            "64",
-        ];
-        // memcached refuses to run as root unless told which user to be.
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            args.extend(["-u", "root"]);
-        }
-        let child = std::process::Command::new(&bin)
-            .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}; run scripts/setup"));
-        let mut mc = Memcached { child, port };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = mc.child.try_wait() {
-                panic!("{bin} exited at start-up ({status})");
+        // The port is free when picked but not held, so another test's server may take it first; the
+        // memcached answering must be this one (its `stats` pid), or it is started again on another.
+        for _attempt in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .expect("bind")
+                .local_addr()
+                .expect("addr")
+                .port();
+            let port_arg = port.to_string();
+            let mut args = vec![
+                "-p",
+                &port_arg,
+                "-l",
+                "127.0.0.1",
+                "-U",
+                "0",
+                "-t",
+                "1",
+                "-m",
+                "64",
+            ];
+            // memcached refuses to run as root unless told which user to be.
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                args.extend(["-u", "root"]);
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{bin} did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            let child = std::process::Command::new(&bin)
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {bin}: {e}; run scripts/setup"));
+            let mut mc = Memcached { child, port };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let pid = loop {
+                if let Some(pid) = listening_pid(port) {
+                    break pid;
+                }
+                if let Ok(Some(status)) = mc.child.try_wait() {
+                    panic!("{bin} exited at start-up ({status})");
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{bin} did not start listening"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if pid == mc.child.id() {
+                return mc;
+            }
+            // Dropping `mc` kills this child, which could not listen.
         }
-        mc
+        panic!("no free port for {bin} in 5 attempts");
     }
+}
+
+/// The pid of the memcached-protocol server listening on `port`, from its `stats`; None if nothing
+/// answers there yet.
+fn listening_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"stats\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !reply.ends_with(b"END\r\n") {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .find_map(|l| l.strip_prefix("STAT pid ")?.trim().parse().ok())
 }
 
 impl Drop for Memcached {
