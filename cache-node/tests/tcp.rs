@@ -599,6 +599,51 @@ async fn requests_split_at_every_byte_boundary() -> R {
 // ------------------------------------------------------------------------------------------------
 // Meta protocol.
 
+/// The meta `E` flag (later memcached's "use this as the new CAS") on every path that makes a CAS, not
+/// only `ms`: an `mg N` placeholder (the winner's token, which its `ms C` then matches), `md I` (the stale
+/// item's new CAS), `md x` (the emptied item), and `ma` creating and changing a counter. `E0` is refused
+/// everywhere (CAS 0 means none), in each command's words. A path that ignored `E` would show a CAS of
+/// its own here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_e_sets_the_cas_on_every_path() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"mg e1 N30 E77 c v\r\n", b"VA 0 c77 W\r\n\r\n")
+        .await;
+    c.expect(b"mg e1 c v\r\n", b"VA 0 c77 Z\r\n\r\n").await;
+    c.expect(b"ms e1 1 C77 E78 c\r\nx\r\n", b"HD c78\r\n").await;
+    c.expect(b"set e2 0 0 1\r\nv\r\n", b"STORED\r\n").await;
+    c.expect(b"md e2 I E88\r\n", b"HD\r\n").await;
+    c.expect(b"mg e2 c v\r\n", b"VA 1 c88 X W\r\nv\r\n").await;
+    c.expect(b"set e3 0 0 1\r\nv\r\n", b"STORED\r\n").await;
+    c.expect(b"md e3 x E99\r\n", b"HD\r\n").await;
+    c.expect(b"mg e3 c v\r\n", b"VA 0 c99\r\n\r\n").await;
+    c.expect(b"ma e4 N0 J5 E55 c v\r\n", b"VA 1 c55\r\n5\r\n")
+        .await;
+    c.expect(b"ma e4 E56 c\r\n", b"HD c56\r\n").await;
+    c.expect(b"mg e4 c v\r\n", b"VA 1 c56\r\n6\r\n").await;
+    for (request, refused) in [
+        (
+            &b"md e4 E0\r\n"[..],
+            &b"CLIENT_ERROR invalid or duplicate flag\r\n"[..],
+        ),
+        (
+            b"ma e4 E0\r\n",
+            b"CLIENT_ERROR invalid or duplicate flag\r\n",
+        ),
+        (
+            b"mg e4 E0\r\n",
+            b"CLIENT_ERROR bad token in command line format\r\n",
+        ),
+    ] {
+        c.expect(request, refused).await;
+    }
+    c.expect(b"mg e4 c v\r\n", b"VA 1 c56\r\n6\r\n").await;
+    c.expect_nothing_more().await;
+    s.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta_commands() -> R {
     let s = TestServer::start().await;
