@@ -186,39 +186,48 @@ fn binary_serves_with_memcached_flags() {
 /// reads exactly those counts. A metrics listener on another node, or on none, fails this.
 #[test]
 fn metrics_port_serves_the_nodes_figures() {
-    // A port that was free a moment ago: the metrics port has no `0` (that means off).
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let port_arg = metrics_port.to_string();
-    let mut child = KillOnDrop(
-        server_command(&["--metrics-port", &port_arg])
-            .spawn()
-            .unwrap(),
-    );
-    // The log is read on a thread of its own, so a start-up line that never comes fails the test after
-    // 10 s instead of blocking it on the pipe.
-    let stderr = child.0.stderr.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let (mut addr, mut metrics_url) = (None, None);
-    while addr.is_none() || metrics_url.is_none() {
-        let line = lines.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
-            panic!("no start-up line for the cache port and the metrics port: {addr:?} {metrics_url:?}")
-        });
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            addr = Some(rest.trim().to_string());
-        }
-        if let Some(rest) = line.split("metrics on ").nth(1) {
-            metrics_url = Some(rest.trim().to_string());
-        }
-    }
+    // A port that was free a moment ago: the metrics port has no `0` (that means off). Another process
+    // may take it first, and the node then refuses to start: try again on another.
+    let (_child, metrics_port, addr, metrics_url) = (0..5)
+        .find_map(|_| {
+            let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let port_arg = metrics_port.to_string();
+            let mut child = KillOnDrop(
+                server_command(&["--metrics-port", &port_arg])
+                    .spawn()
+                    .unwrap(),
+            );
+            // The log is read on a thread of its own, so a start-up line that never comes fails the
+            // test after 10 s instead of blocking it on the pipe.
+            let stderr = child.0.stderr.take().unwrap();
+            let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = lines_tx.send(line);
+                }
+            });
+            let (mut addr, mut metrics_url) = (None, None);
+            while addr.is_none() || metrics_url.is_none() {
+                let line = lines.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
+                    panic!("no start-up line for the cache port and the metrics port: {addr:?} {metrics_url:?}")
+                });
+                if line.contains("error") {
+                    return None;
+                }
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    addr = Some(rest.trim().to_string());
+                }
+                if let Some(rest) = line.split("metrics on ").nth(1) {
+                    metrics_url = Some(rest.trim().to_string());
+                }
+            }
+            Some((child, metrics_port, addr, metrics_url))
+        })
+        .expect("the node started with a free metrics port in 5 attempts");
     let addr = addr.unwrap();
     assert_eq!(
         metrics_url.unwrap(),
