@@ -20,10 +20,9 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, BytesMut};
 
 use crate::protocol::{
-    compose_lease_value, compose_meta, compose_meta_subset, compose_meta_value_subset,
-    compose_number, compose_stat, compose_value, decode_key, format_u64, reply, ArithOp, Keys,
-    MetaCode, MetaCommand, MetaFlags, MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags,
-    MAX_KEY_LEN, REALTIME_MAXDELTA,
+    compose_lease_value, compose_meta, compose_meta_subset, compose_number, compose_stat,
+    compose_value, decode_key, format_u64, reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags,
+    MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN, REALTIME_MAXDELTA,
 };
 use crate::server::{Node, MAX_BATCH_REPLY_BYTES, MAX_KEPT_BUFFER_BYTES};
 use crate::stats::Counters;
@@ -811,7 +810,7 @@ impl<'n> Session<'n> {
             ..MetaItemInfo::default()
         };
         // ms returns only c (the new CAS), k, O and b.
-        compose_meta_subset(out, code, key_as_sent, flags, &info, b"ckOb");
+        compose_meta_subset(out, code, key_as_sent, flags, &info, b"ckOb", None);
     }
 
     fn meta_delete(
@@ -887,6 +886,7 @@ impl<'n> Session<'n> {
             flags,
             &MetaItemInfo::default(),
             b"kOb",
+            None,
         );
     }
 
@@ -962,9 +962,25 @@ impl<'n> Session<'n> {
                 // ma returns only c, t, k, O and b (memcached ignores the other flags it takes).
                 let returns = b"ctkOb";
                 if flags.return_value {
-                    compose_meta_value_subset(out, key_as_sent, flags, &info, returns, text);
+                    compose_meta_subset(
+                        out,
+                        MetaCode::Va,
+                        key_as_sent,
+                        flags,
+                        &info,
+                        returns,
+                        Some(text),
+                    );
                 } else {
-                    compose_meta_subset(out, MetaCode::Hd, key_as_sent, flags, &info, returns);
+                    compose_meta_subset(
+                        out,
+                        MetaCode::Hd,
+                        key_as_sent,
+                        flags,
+                        &info,
+                        returns,
+                        None,
+                    );
                 }
             }
             ArithResult::NotFound => compose_meta_subset(
@@ -974,6 +990,7 @@ impl<'n> Session<'n> {
                 flags,
                 &MetaItemInfo::default(),
                 b"kOb",
+                None,
             ),
             ArithResult::Exists => compose_meta_subset(
                 out,
@@ -982,6 +999,7 @@ impl<'n> Session<'n> {
                 flags,
                 &MetaItemInfo::default(),
                 b"kOb",
+                None,
             ),
             ArithResult::NonNumeric => out.put_slice(reply::NON_NUMERIC),
             ArithResult::TooLarge => out.put_slice(reply::OUT_OF_MEMORY),

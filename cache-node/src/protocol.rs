@@ -1830,6 +1830,47 @@ pub fn compose_meta(
     win: WinFlags,
     value: Option<&[&[u8]]>,
 ) {
+    compose_meta_keeping(out, code, key, flags, info, None, win, value);
+}
+
+/// Writes a meta reply without W/X/Z: the code, for VA (with `value`) its length, then those of the
+/// requested flags whose letter is in `keep` (ms, md and ma return only some of what mg would), then
+/// for VA the value.
+pub fn compose_meta_subset(
+    out: &mut BytesMut,
+    code: MetaCode,
+    key: &[u8],
+    flags: &MetaFlags<'_>,
+    info: &MetaItemInfo,
+    keep: &[u8],
+    value: Option<&[u8]>,
+) {
+    let parts = value.map(|v| [v]);
+    let value = parts.as_ref().map(|p| &p[..]);
+    compose_meta_keeping(
+        out,
+        code,
+        key,
+        flags,
+        Some(info),
+        Some(keep),
+        WinFlags::default(),
+        value,
+    );
+}
+
+/// [`compose_meta`], with the returned flags limited to the letters in `keep` when given.
+#[allow(clippy::too_many_arguments)]
+fn compose_meta_keeping(
+    out: &mut BytesMut,
+    code: MetaCode,
+    key: &[u8],
+    flags: &MetaFlags<'_>,
+    info: Option<&MetaItemInfo>,
+    keep: Option<&[u8]>,
+    win: WinFlags,
+    value: Option<&[&[u8]]>,
+) {
     out.put_slice(code.as_bytes());
     if let (MetaCode::Va, Some(v)) = (code, value) {
         let len: usize = v.iter().map(|d| d.len()).sum();
@@ -1837,7 +1878,7 @@ pub fn compose_meta(
         out.put_u8(b' ');
         put_num(out, len as u64);
     }
-    put_meta_flags(out, key, flags, info, None);
+    put_meta_flags(out, key, flags, info, keep);
     // Same order as memcached 1.6: Z, X, W ("X W" for the winner of a stale item, "Z X" for the others).
     if win.already_sent {
         out.put_slice(b" Z");
@@ -1855,40 +1896,6 @@ pub fn compose_meta(
         }
         out.put_slice(b"\r\n");
     }
-}
-
-/// Writes a meta reply line without a value or W/X/Z: the code, then those of the requested flags whose
-/// letter is in `keep` (ms, md and ma return only some of what mg would).
-pub fn compose_meta_subset(
-    out: &mut BytesMut,
-    code: MetaCode,
-    key: &[u8],
-    flags: &MetaFlags<'_>,
-    info: &MetaItemInfo,
-    keep: &[u8],
-) {
-    out.put_slice(code.as_bytes());
-    put_meta_flags(out, key, flags, Some(info), Some(keep));
-    out.put_slice(b"\r\n");
-}
-
-/// Writes a `VA` reply with those of the requested flags whose letter is in `keep` (`ma` returns fewer than
-/// `mg`), then the value.
-pub fn compose_meta_value_subset(
-    out: &mut BytesMut,
-    key: &[u8],
-    flags: &MetaFlags<'_>,
-    info: &MetaItemInfo,
-    keep: &[u8],
-    value: &[u8],
-) {
-    out.reserve(value.len() + 64);
-    out.put_slice(b"VA ");
-    put_num(out, value.len() as u64);
-    put_meta_flags(out, key, flags, Some(info), Some(keep));
-    out.put_slice(b"\r\n");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
 }
 
 /// The requested return flags in request order (from `info` where it is Some; `O`, `k` and `b`
