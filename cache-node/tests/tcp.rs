@@ -128,20 +128,12 @@ async fn incr_decr_touch_and_misc() -> R {
 async fn noreply_is_silent_for_every_command() -> R {
     let s = TestServer::start().await;
     let mut c = s.client().await;
-    let mut lease_token = async |key: &str| -> Result<u64, Box<dyn std::error::Error>> {
-        c.send(format!("lease-get {key}\r\n").as_bytes()).await;
-        let l = c.line().await;
-        let token: u64 = l
-            .strip_prefix(&format!("LVALUE {key} "))
-            .and_then(|rest| rest.strip_suffix(" 0 0"))
-            .unwrap_or_else(|| panic!("lease-get {key}: {l}"))
-            .parse()?;
-        assert!(token > 1, "{l}");
-        c.expect_reply(b"\r\nEND\r\n").await;
-        Ok(token)
-    };
-    let leased = lease_token("leased").await?;
-    let refused = lease_token("refused").await?;
+    let leased = c.lease_get_miss("leased").await;
+    let refused = c.lease_get_miss("refused").await;
+    assert!(
+        leased > 1 && refused > 1,
+        "both leases won: {leased} {refused}"
+    );
     let lease_sets = [
         format!("lease-set leased {leased} 3 0 1 noreply\r\nL\r\n"),
         // A valid token, but of another key's lease.
@@ -1052,22 +1044,13 @@ async fn hundreds_of_concurrent_lease_gets_give_one_token() -> R {
     for _ in 0..clients {
         let addr = s.addr;
         tasks.push(tokio::spawn(async move {
-            let mut c = Client::connect(addr).await;
-            c.send(b"lease-get hot\r\n").await;
-            let l = c.line().await;
-            c.expect_reply(b"\r\nEND\r\n").await; // empty value, then END
-            l
+            Client::connect(addr).await.lease_get_miss("hot").await
         }));
     }
     let mut tokens = Vec::new();
     let mut waiters = 0;
     for t in tasks {
-        let l = t.await?;
-        let token: u64 = l
-            .strip_prefix("LVALUE hot ")
-            .and_then(|rest| rest.strip_suffix(" 0 0"))
-            .unwrap_or_else(|| panic!("not a lease miss: {l}"))
-            .parse()?;
+        let token = t.await?;
         if token == 1 {
             waiters += 1;
         } else {
@@ -1136,11 +1119,8 @@ async fn late_set_after_invalidation_is_refused() -> R {
         )
         .await;
     // The same with mcrouter's dialect.
-    reader.send(b"lease-get user:2\r\n").await;
-    let l = reader.line().await;
-    let t: u64 = l.split(' ').nth(2).unwrap().parse()?;
-    assert!(t > 1, "{l}");
-    reader.expect_reply(b"\r\nEND\r\n").await;
+    let t = reader.lease_get_miss("user:2").await;
+    assert!(t > 1, "the first lease-get wins: {t}");
     invalidator
         .expect(b"delete user:2\r\n", b"DELETED\r\n")
         .await;
@@ -1153,10 +1133,7 @@ async fn late_set_after_invalidation_is_refused() -> R {
     reader.expect(b"get user:2\r\n", b"END\r\n").await;
     // Without the token check (a plain set) the old value would now be cached: that is what the lease
     // prevents. A valid token stores.
-    reader.send(b"lease-get user:3\r\n").await;
-    let l = reader.line().await;
-    let t: u64 = l.split(' ').nth(2).unwrap().parse()?;
-    reader.expect_reply(b"\r\nEND\r\n").await;
+    let t = reader.lease_get_miss("user:3").await;
     reader
         .expect(
             b"lease-get user:3\r\n",

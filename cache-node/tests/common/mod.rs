@@ -233,6 +233,21 @@ impl Client {
         );
     }
 
+    /// Sends mcrouter's `lease-get KEY` for a key with no value and returns the token of its
+    /// `LVALUE KEY TOKEN 0 0` reply (1: another client holds the lease), asserting the reply's shape:
+    /// no flags, an empty value, `END`.
+    pub async fn lease_get_miss(&mut self, key: &str) -> u64 {
+        self.send(format!("lease-get {key}\r\n").as_bytes()).await;
+        let l = self.line().await;
+        let token = l
+            .strip_prefix(&format!("LVALUE {key} "))
+            .and_then(|rest| rest.strip_suffix(" 0 0"))
+            .and_then(|token| token.parse().ok())
+            .unwrap_or_else(|| panic!("not a lease-get miss of {key}: {l}"));
+        self.expect_reply(b"\r\nEND\r\n").await;
+        token
+    }
+
     /// Asserts no further bytes arrive within a short time (for noreply / quiet requests).
     pub async fn expect_silence(&mut self) {
         assert!(
