@@ -312,18 +312,23 @@ impl Shard {
 
     /// Bytes accounted against the budget.
     pub(crate) fn bytes(&self) -> usize {
-        self.slab.bytes
-            + self.slab.table_bytes()
+        self.arena_bytes()
             + self.index.bytes()
             + self.sketch.bytes()
             + self.ghosts.bytes()
             + self.reserved
     }
 
-    /// (arena pages and page table, hash index, sketch and ghosts) bytes.
+    /// The item pages, the arena's tables, and the buffer for one page's items (up to a page's
+    /// chunks, 4 B each).
+    fn arena_bytes(&self) -> usize {
+        self.slab.bytes + self.slab.table_bytes() + self.scratch.capacity() * 4
+    }
+
+    /// (arena pages and tables, hash index, sketch and ghosts) bytes.
     pub(crate) fn bytes_breakdown(&self) -> (usize, usize, usize) {
         (
-            self.slab.bytes + self.slab.table_bytes(),
+            self.arena_bytes(),
             self.index.bytes(),
             self.sketch.bytes() + self.ghosts.bytes(),
         )

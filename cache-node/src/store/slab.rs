@@ -356,8 +356,8 @@ impl Slab {
         chunk_size(size, self.class_bits, self.max_slab_chunk())
     }
 
-    /// Bytes of the arena's bookkeeping (page table, class tables and partial lists), for the
-    /// budget.
+    /// Bytes of the arena's bookkeeping (page table, class tables, partial lists and the list of
+    /// released ranges), for the budget.
     pub(crate) fn table_bytes(&self) -> usize {
         self.pages.capacity() * std::mem::size_of::<Page>()
             + self.free_page_ids.capacity() * 4
@@ -365,6 +365,7 @@ impl Slab {
             + self.classes.capacity() * std::mem::size_of::<Class>()
             + self.class_at.capacity() * 4
             + self.with_partial.capacity() * 8
+            + self.released.capacity() * std::mem::size_of::<Released>()
     }
 
     #[inline]
