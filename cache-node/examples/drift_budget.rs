@@ -1,8 +1,10 @@
 //! A drifting working set through a real 64 MiB store (16 shards, byte budget), beside a plain LRU
 //! holding as many items: access i reads key `i / 4 + r`, r uniform below SPAN, and sets a 100-byte
 //! value on a miss. The working set slides by one key every 4 accesses, so each key is used about 4
-//! times in its life and an LRU of the store's size keeps all of it. It prints both miss rates over
-//! the second half of the accesses (the first half fills and warms the store).
+//! times in its life and an LRU of the store's size keeps all of it. The LRU is given the store's item
+//! count once the store first evicts, and again every million accesses (the count settles as the
+//! store's tables grow). It prints both miss rates and the store's window share for
+//! every million accesses from then on, and both miss rates over the second half of the accesses.
 //!
 //! `cargo run --release -p cache-node --example drift_budget [SPAN [ACCESSES]]` (defaults 200,000
 //! and 4,000,000). A check of the policy off the reference traces (STORE.md, "A drifting working
@@ -59,6 +61,8 @@ fn main() {
     let value = [7u8; 100];
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let (mut store_misses, mut lru_misses) = (0u64, 0u64);
+    // Accesses, and misses of the store and of the LRU, since the last line printed.
+    let mut period = (0u64, 0u64, 0u64);
     for i in 0..accesses {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -74,13 +78,38 @@ fn main() {
                 false
             }
         });
-        if i == accesses / 2 {
-            lru.capacity = store.stats().curr_items as usize;
+        if lru.capacity == usize::MAX && i % 10_000 == 0 {
+            let st = store.stats();
+            if st.evictions > 0 {
+                lru.capacity = st.curr_items as usize;
+                println!(
+                    "access {i}: the store evicts, holding {} items",
+                    lru.capacity
+                );
+            }
         }
         let lru_hit = lru.access(k);
         if i >= accesses / 2 {
             store_misses += u64::from(!hit);
             lru_misses += u64::from(!lru_hit);
+        }
+        if lru.capacity != usize::MAX {
+            period.0 += 1;
+            period.1 += u64::from(!hit);
+            period.2 += u64::from(!lru_hit);
+            if (i + 1) % 1_000_000 == 0 {
+                let st = store.stats();
+                println!(
+                    "accesses to {}M: store miss {:.2}%, LRU {:.2}%, window {:.1}% of {} items",
+                    (i + 1) / 1_000_000,
+                    100.0 * period.1 as f64 / period.0 as f64,
+                    100.0 * period.2 as f64 / period.0 as f64,
+                    100.0 * st.window_items as f64 / st.curr_items as f64,
+                    st.curr_items
+                );
+                lru.capacity = st.curr_items as usize;
+                period = (0, 0, 0);
+            }
         }
     }
     let measured = (accesses - accesses / 2) as f64;
