@@ -4,7 +4,7 @@
 //! every input: the server answers and closes the connection when the client half-closes it (no hang),
 //! every byte it writes is a well-formed memcached reply, and an item stored beforehand under a key the
 //! input never names is still there, with the server answering other connections. Bounded: `CASES`
-//! connections of at most a few KiB each, a few seconds in all.
+//! connections of at most a few KiB each, a few seconds in all (`PROPTEST_CASES=N` runs N instead).
 //!
 //! The input is requests of every dialect, well formed or not (wrong data lengths, long keys, values
 //! over the limit, bad flags), one in four mutated (bytes deleted or inserted, a line with no end), in
@@ -284,7 +284,10 @@ fn arbitrary_bytes_over_a_connection() {
         .await;
     });
     let mut runner = TestRunner::new(Config {
-        cases: CASES,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(CASES),
         failure_persistence: None,
         ..Config::default()
     });

@@ -1,6 +1,7 @@
 //! Property tests of the protocol parser over arbitrary and near-valid bytes: no panic, `consumed` within the
 //! input, keys and values within the limits, a swallow never larger than the value limit, and
-//! compose-then-parse round trips. Bounded (case counts below) to run in a few seconds.
+//! compose-then-parse round trips. Bounded (case counts below) to run in a few seconds; for a longer
+//! run, `PROPTEST_CASES=200000 cargo test --release -p cache-node --test protocol_fuzz` sets the count.
 //!
 //! How these fail without the protections: remove the `key.len() <= max_key_len` check in
 //! `protocol::valid_key` and `keys_within_limits` finds a long key within a few cases; make `split_line` search
@@ -13,6 +14,15 @@ use cache_node::protocol::{
     ProtocolError, Request, StoreMode, Swallow, MAX_KEY_LEN,
 };
 use proptest::prelude::*;
+
+/// The cases each property runs: `default`, or `PROPTEST_CASES` when set (proptest reads it itself
+/// only where a test sets no count of its own).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn small_limits() -> Limits {
     Limits {
@@ -191,7 +201,7 @@ fn near_valid() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 800, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(800), ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..600)) {
