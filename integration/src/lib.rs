@@ -111,6 +111,9 @@ pub struct StackOptions {
     pub mariadb_startup_timeout: Duration,
     /// How long Kafka may take to answer a metadata request.
     pub kafka_startup_timeout: Duration,
+    /// Extra `mariadbd` options for the primary (e.g. `--lower-case-table-names=1`), kept across
+    /// restarts.
+    pub primary_options: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -122,6 +125,7 @@ impl Default for StackOptions {
             primary_port: None,
             mariadb_startup_timeout: Duration::from_secs(60),
             kafka_startup_timeout: Duration::from_secs(120),
+            primary_options: Vec::new(),
         }
     }
 }
@@ -139,6 +143,12 @@ impl StackOptions {
     /// Without Kafka.
     pub fn without_kafka(mut self) -> Self {
         self.kafka = false;
+        self
+    }
+
+    /// The primary runs with this extra `mariadbd` option, e.g. `--lower-case-table-names=1`.
+    pub fn with_primary_option(mut self, option: &str) -> Self {
+        self.primary_options.push(option.to_owned());
         self
     }
 }
@@ -215,6 +225,7 @@ impl Stack {
                 None => free_port()?,
             },
             startup_timeout: options.mariadb_startup_timeout,
+            extra_options: options.primary_options.clone(),
         };
         let kafka_future = async {
             match &kafka_prereq {
@@ -252,6 +263,7 @@ impl Stack {
                 server_id: 100 + i as u32,
                 port: free_port()?,
                 startup_timeout: options.mariadb_startup_timeout,
+                extra_options: Vec::new(),
             };
             let server = MariaDb::create(
                 config,

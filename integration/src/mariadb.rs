@@ -26,6 +26,8 @@ pub struct MariaDbConfig {
     pub port: u16,
     /// How long the server may take to accept connections.
     pub startup_timeout: Duration,
+    /// Options added after the standard ones (a later option overrides an earlier one).
+    pub extra_options: Vec<String>,
 }
 
 /// A running (or stopped, restartable) MariaDB server. Dropping it kills the process.
@@ -245,6 +247,7 @@ impl MariaDb {
         if c.name != "primary" {
             args.push("--read-only=ON".into());
         }
+        args.extend(c.extra_options.iter().cloned());
         args
     }
 

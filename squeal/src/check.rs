@@ -4,7 +4,8 @@
 //! binlog_row_metadata=FULL, statement annotations for embedded keys), the replication
 //! privileges, the server id, and every rule against the live schema. `squeal run` runs the same
 //! checks and refuses to start when one fails. `squeal check` also says whether the checkpoint's
-//! lock can be taken ([`check_checkpoint_lock`]; `run` takes it itself, first).
+//! lock can be taken ([`check_checkpoint_lock`]; `run` takes it itself, first). Both check that
+//! the spill directory takes a file ([`check_spill_dir`]).
 
 use std::fmt;
 
@@ -270,9 +271,56 @@ pub fn check_checkpoint_lock(report: &mut Report, path: &std::path::Path) {
     }
 }
 
-/// Runs every check against the configured server.
+/// Whether a huge transaction could spill its keys: a probe file is created (as the spill files
+/// are, in `transactions.spill_dir` or else the system temporary directory), written and removed.
+/// Without this a missing or read-only directory only shows when a transaction first exceeds
+/// `max_buffered_keys`, and stops squeal there.
+pub fn check_spill_dir(report: &mut Report, spill_dir: Option<&std::path::Path>) {
+    use std::io::Write as _;
+    let (dir, name) = match spill_dir {
+        Some(dir) => (
+            dir.to_owned(),
+            format!("transactions.spill_dir {}", dir.display()),
+        ),
+        None => {
+            let dir = std::env::temp_dir();
+            let name = format!(
+                "the system temporary directory {} (transactions.spill_dir is not set)",
+                dir.display()
+            );
+            (dir, name)
+        }
+    };
+    let probe = if dir.is_dir() {
+        tempfile::Builder::new()
+            .prefix(".squeal-check-")
+            .tempfile_in(&dir)
+            .and_then(|mut file| {
+                file.write_all(b"probe\n")?;
+                file.close()
+            })
+            .map_err(|e| format!("{name}: cannot create and remove a file there: {e}"))
+    } else {
+        Err(format!("{name} does not exist or is not a directory"))
+    };
+    match probe {
+        Ok(()) => report.push(Severity::Ok, format!("{name}: takes spill files"), None),
+        Err(what) => report.push(
+            Severity::Fail,
+            what,
+            Some(
+                "set transactions.spill_dir to an existing directory squeal can write (huge \
+                 transactions spill their keys there)"
+                    .into(),
+            ),
+        ),
+    }
+}
+
+/// Runs every check against the configured server, and [`check_spill_dir`].
 pub async fn run_checks(cfg: &Config) -> Report {
     let mut report = Report::default();
+    check_spill_dir(&mut report, cfg.transactions.spill_dir.as_deref());
     let opts = match cfg.mysql_opts() {
         Ok(o) => o,
         Err(e) => {
@@ -589,6 +637,53 @@ mod tests {
         drop(held);
         let missing = dir.path().join("no-such-dir").join("cp.json");
         assert_eq!(finding_for(&missing).severity, Severity::Fail);
+    }
+
+    #[test]
+    fn the_spill_dir_must_exist_and_take_a_file() {
+        let finding_for = |dir: Option<&std::path::Path>| {
+            let mut report = Report::default();
+            check_spill_dir(&mut report, dir);
+            assert_eq!(report.findings.len(), 1);
+            report.findings.remove(0)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ok = finding_for(Some(dir.path()));
+        assert_eq!(ok.severity, Severity::Ok, "{ok:?}");
+        assert!(ok.what.starts_with("transactions.spill_dir "), "{ok:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the probe file is removed"
+        );
+        let default = finding_for(None);
+        assert_eq!(default.severity, Severity::Ok, "{default:?}");
+        assert!(
+            default.what.contains("transactions.spill_dir is not set"),
+            "{default:?}"
+        );
+
+        let missing = dir.path().join("no-such-dir");
+        let finding = finding_for(Some(&missing));
+        assert_eq!(finding.severity, Severity::Fail, "{finding:?}");
+        assert!(
+            finding.what.contains("transactions.spill_dir")
+                && finding.what.contains("does not exist"),
+            "{finding:?}"
+        );
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(finding_for(Some(&file)).severity, Severity::Fail);
+        // A directory that takes no file, even from root (the tests may run as root, which
+        // ignores permission bits): /proc.
+        let finding = finding_for(Some(std::path::Path::new("/proc")));
+        assert_eq!(finding.severity, Severity::Fail, "{finding:?}");
+        assert!(
+            finding
+                .what
+                .contains("cannot create and remove a file there"),
+            "{finding:?}"
+        );
     }
 
     #[test]

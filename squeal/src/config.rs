@@ -169,6 +169,8 @@ pub struct SourceConfig {
     /// The server id squeal registers with; must differ from every server and replica.
     pub server_id: u32,
     /// Heartbeat period requested from the server, so lag stays true when the server is idle.
+    /// 0 asks for none, as `MASTER_HEARTBEAT_PERIOD = 0` does for a MySQL/MariaDB replica (see
+    /// [`SourceConfig::heartbeat_period_ns`]).
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     /// First reconnect delay after the server went away; doubles up to `reconnect_max_backoff_ms`.
@@ -186,6 +188,20 @@ pub struct SourceConfig {
     /// The password, resolved at load time from env, file or URL. Never deserialized.
     #[serde(skip)]
     pub password: Option<Secret>,
+}
+
+/// The longest heartbeat period a server accepts: MySQL's and MariaDB's `MASTER_HEARTBEAT_PERIOD`
+/// is at most 4294967 seconds (`slave_max_heartbeat_period`).
+pub const MAX_HEARTBEAT_MS: u64 = 4_294_967_000;
+
+impl SourceConfig {
+    /// The `@master_heartbeat_period` to send, in nanoseconds; `None` for `heartbeat_ms = 0`, when
+    /// squeal sends none and the server sends no heartbeats (its default without the variable).
+    /// Until 2026-12-01 0 became 1 ms, a heartbeat a millisecond, the opposite of what a replica's
+    /// `MASTER_HEARTBEAT_PERIOD = 0` means.
+    pub fn heartbeat_period_ns(&self) -> Option<u64> {
+        (self.heartbeat_ms > 0).then(|| self.heartbeat_ms * 1_000_000)
+    }
 }
 
 /// `[kafka]`. Its `Debug` prints the names of the pass-through properties but not their values,
@@ -400,6 +416,28 @@ impl Config {
                 "source.server_id must be non-zero (a replica id unused by any server)".into(),
             );
         }
+        if self.source.reconnect_initial_backoff_ms == 0 {
+            // The delay doubles from here: 0 stays 0, a reconnect loop hammering the server.
+            return bad("source.reconnect_initial_backoff_ms must be at least 1".into());
+        }
+        if self.source.reconnect_max_backoff_ms < self.source.reconnect_initial_backoff_ms {
+            return bad(format!(
+                "source.reconnect_max_backoff_ms ({}) must be at least \
+                 source.reconnect_initial_backoff_ms ({})",
+                self.source.reconnect_max_backoff_ms, self.source.reconnect_initial_backoff_ms
+            ));
+        }
+        if self.source.heartbeat_ms > MAX_HEARTBEAT_MS {
+            return bad(format!(
+                "source.heartbeat_ms must be at most {MAX_HEARTBEAT_MS} (the server's limit), or 0 \
+                 for no heartbeats"
+            ));
+        }
+        if self.kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
+            return bad(
+                "kafka.brokers must name at least one broker (host:port[,host:port...])".into(),
+            );
+        }
         if self.kafka.topic.is_empty() {
             return bad("kafka.topic must not be empty".into());
         }
@@ -602,6 +640,67 @@ mod tests {
         assert!(err.contains("acks"), "{err}");
         let bad_rule = MINIMAL.replace("user:{id}", "user:{id");
         assert!(Config::parse(&bad_rule, env).is_err());
+    }
+
+    #[test]
+    fn backoff_heartbeat_and_brokers_are_validated_naming_the_field() {
+        let with = |from: &str, to: &str| {
+            assert!(MINIMAL.contains(from), "{from}");
+            Config::parse(&MINIMAL.replace(from, to), env)
+        };
+        let source = |extra: &str| with("server_id = 4242", &format!("server_id = 4242\n{extra}"));
+        let err = source("reconnect_initial_backoff_ms = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source.reconnect_initial_backoff_ms must be at least 1"),
+            "{err}"
+        );
+        let err = source("reconnect_initial_backoff_ms = 500\nreconnect_max_backoff_ms = 499")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source.reconnect_max_backoff_ms (499) must be at least source.reconnect_initial_backoff_ms (500)"),
+            "{err}"
+        );
+        // The default maximum (10 s) is below an initial of 20 s.
+        let err = source("reconnect_initial_backoff_ms = 20000")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.reconnect_max_backoff_ms"), "{err}");
+        let c =
+            source("reconnect_initial_backoff_ms = 500\nreconnect_max_backoff_ms = 500").unwrap();
+        assert_eq!(c.source.reconnect_max_backoff_ms, 500, "equal is fine");
+
+        // 0: no heartbeats, as a replica's MASTER_HEARTBEAT_PERIOD = 0; not one a millisecond.
+        let c = source("heartbeat_ms = 0").unwrap();
+        assert_eq!(c.source.heartbeat_period_ns(), None);
+        let c = source("heartbeat_ms = 1").unwrap();
+        assert_eq!(c.source.heartbeat_period_ns(), Some(1_000_000));
+        let c = Config::parse(MINIMAL, env).unwrap();
+        assert_eq!(c.source.heartbeat_period_ns(), Some(1_000_000_000));
+        let c = source(&format!("heartbeat_ms = {MAX_HEARTBEAT_MS}")).unwrap();
+        assert_eq!(
+            c.source.heartbeat_period_ns(),
+            Some(MAX_HEARTBEAT_MS * 1_000_000)
+        );
+        let err = source(&format!("heartbeat_ms = {}", MAX_HEARTBEAT_MS + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.heartbeat_ms must be at most"), "{err}");
+
+        for brokers in ["", " ", ",", " , "] {
+            let err = with(
+                "brokers = \"127.0.0.1:9092\"",
+                &format!("brokers = \"{brokers}\""),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("kafka.brokers must name at least one broker"),
+                "{brokers:?}: {err}"
+            );
+        }
     }
 
     #[test]

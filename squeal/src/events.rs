@@ -303,7 +303,8 @@ pub enum Statement {
     Commit,
     /// `ROLLBACK` (written only when non-transactional changes cannot be undone).
     Rollback,
-    /// TRUNCATE: the tables' rows are gone without row events.
+    /// TRUNCATE, or the server's ``DELETE FROM `db`.`t` `` for a MEMORY table after a restart: the
+    /// tables' rows are gone without row events.
     Truncate(Vec<TableName>),
     /// DROP TABLE / CREATE OR REPLACE TABLE: the tables' rows are gone.
     Drop(Vec<TableName>),
@@ -627,8 +628,42 @@ pub fn decode_xa_prepare(body: &[u8]) -> Result<(Xid, bool), DecodeError> {
     ))
 }
 
+/// The statement a server writes when it empties a MEMORY table after a restart, for `table`:
+/// both names backquoted (backquotes in them doubled), the database always written.
+fn server_emptying_statement(table: &TableName) -> String {
+    let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+    match &table.db {
+        Some(db) => format!("DELETE FROM {}.{}", quote(db), quote(&table.name)),
+        // Never written by the server: a string no statement equals.
+        None => String::new(),
+    }
+}
+
 /// Classifies a QUERY event's statement text.
 pub fn classify_statement(sql: &str) -> Statement {
+    // The server writes ``DELETE FROM `db`.`t` ``, even with binlog_format=ROW, when it first opens
+    // a MEMORY table after a restart (MySQL 8.0.0-8.0.21, MariaDB before MDEV-25607; MariaDB 10.11
+    // and MySQL 8.0.22+ write `TRUNCATE TABLE`). Treated as an unmappable write, it would stop
+    // squeal for good at every restart. It empties the table as TRUNCATE does, so it maps to the
+    // same flush. Only that exact text: a client's statement-logged DELETE in any other spelling
+    // stays a write squeal cannot map, as every other statement-logged write does (it may name a
+    // view over a ruled table, or fire triggers that write to one).
+    let mut p = Parser {
+        tokens: tokenize(sql),
+        at: 0,
+    };
+    if p.keyword("DELETE") && p.keyword("FROM") {
+        if let Some(table) = p.table_name() {
+            if p.at == p.tokens.len() && sql == server_emptying_statement(&table) {
+                return Statement::Truncate(vec![table]);
+            }
+        }
+    }
+    classify_written_statement(sql)
+}
+
+/// [`classify_statement`] for every statement but the server's MEMORY-table `DELETE`.
+fn classify_written_statement(sql: &str) -> Statement {
     if let Some(xa) = classify_xa(sql) {
         return xa;
     }
@@ -644,7 +679,7 @@ pub fn classify_statement(sql: &str) -> Statement {
         while p.at < p.tokens.len() {
             if p.is_keyword(p.at, "FOR") {
                 if let Some(&(offset, _)) = p.tokens.get(p.at + 1) {
-                    return classify_statement(&sql[offset..]);
+                    return classify_written_statement(&sql[offset..]);
                 }
                 break;
             }
@@ -1131,6 +1166,51 @@ pub(crate) mod tests {
                 "{sql}: {:?}",
                 classify_statement(sql)
             );
+        }
+    }
+
+    #[test]
+    fn the_servers_memory_table_delete_is_a_truncate_and_any_other_delete_a_write() {
+        // What MySQL 8.0.0-8.0.21 and MariaDB before MDEV-25607 write, even in a ROW binlog, the
+        // first time they open a MEMORY table after a restart.
+        assert_eq!(
+            classify_statement("DELETE FROM `shop`.`sessions`"),
+            Statement::Truncate(vec![t(Some("shop"), "sessions")])
+        );
+        assert_eq!(
+            classify_statement("DELETE FROM `we``ird`.`t``1`"),
+            Statement::Truncate(vec![t(Some("we`ird"), "t`1")])
+        );
+        // A client's own spelling of a bare delete: a statement-logged write squeal cannot map
+        // (the name may be a view over a ruled table, or the table may have triggers).
+        for sql in [
+            "delete from sessions",
+            "DELETE FROM sessions",
+            "DELETE FROM shop.sessions",
+            "DELETE FROM `shop`.`sessions`;",
+            "DELETE FROM `sessions`",
+            "/* app */ DELETE FROM `shop`.`sessions`",
+            "SET STATEMENT max_statement_time=1 FOR DELETE FROM `shop`.`sessions`",
+        ] {
+            assert_eq!(classify_statement(sql), Statement::Dml, "{sql}");
+        }
+        // Rows squeal cannot name: still a write it cannot map.
+        for sql in [
+            "DELETE FROM t WHERE id = 1",
+            "DELETE FROM t LIMIT 10",
+            "DELETE FROM t ORDER BY id LIMIT 1",
+            "DELETE FROM t1 USING t1 JOIN t2 ON t1.id = t2.id",
+            "DELETE t1 FROM t1 JOIN t2 ON t1.id = t2.id",
+            "DELETE t1, t2 FROM t1, t2",
+            "DELETE FROM t1, t2 USING t1, t2",
+            "DELETE FROM t PARTITION (p0)",
+            "DELETE FROM t AS a",
+            "DELETE FROM t RETURNING id",
+            "DELETE IGNORE FROM t",
+            "DELETE FROM",
+            "DELETE FROM t; DELETE FROM u WHERE id = 1",
+        ] {
+            assert_eq!(classify_statement(sql), Statement::Dml, "{sql}");
         }
     }
 

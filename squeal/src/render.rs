@@ -25,15 +25,14 @@
 //! `%` are written `%XX` (uppercase hex), so a key never contains whitespace or control characters.
 //!
 //! A text value that cannot be converted as the server would (a character set squeal has no table
-//! for, an unknown collation id, bytes the server would not send as UTF-8) renders as no value, like
-//! NULL, and is reported with an error once per column and reason: a key that differs from the
-//! application's would be published in vain. [`ColumnShape::charset_problem`] names such columns
-//! up front, and the source treats a template over one as unbound (it publishes `flush_table` for
-//! the table instead). This module does no I/O besides that log line.
+//! for, an unknown collation id, bytes the server would not send as UTF-8) is a [`CannotRender`]
+//! error, never a value and never taken for NULL: a key that differs from the application's would
+//! be published in vain, and skipping the key would leave the application's entry stale. The
+//! source publishes `flush_table` for the table instead. [`ColumnShape::charset_problem`] names
+//! columns whose every value is such up front, so the source treats a template over one as unbound.
+//! This module does no I/O.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 
 use mysql_async::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
@@ -182,7 +181,7 @@ impl TableShape {
 impl ColumnShape {
     /// Why this column's text cannot be rendered as the application reads it (its character set
     /// has no conversion here, or its collation id is unknown); `None` when it can, or when the
-    /// column holds no text. Values of such a column render as no value (see [`render`]).
+    /// column holds no text. Values of such a column do not render (see [`render`]).
     pub fn charset_problem(&self) -> Option<String> {
         let id = self.charset?;
         match Charset::of_collation(id) {
@@ -198,7 +197,7 @@ impl ColumnShape {
 }
 
 /// ENUM/SET member names as the server sends them to a UTF-8 client. With an unconvertible
-/// character set they are kept lossily, but never used: such a column renders as no value.
+/// character set they are kept lossily, but never used: such a column's values do not render.
 fn member_names(raw: Vec<Vec<u8>>, charset: Option<u16>) -> Vec<String> {
     let cs = charset.and_then(Charset::of_collation);
     raw.into_iter()
@@ -209,22 +208,50 @@ fn member_names(raw: Vec<Vec<u8>>, charset: Option<u16>) -> Vec<String> {
         .collect()
 }
 
-/// Renders one value for a key; `None` for SQL NULL, and for text that cannot be rendered as the
-/// application reads it (logged, see the module doc). The result is already key-safe.
-pub fn render(value: &BinlogValue<'_>, col: &ColumnShape) -> Option<String> {
+/// Why a value cannot be rendered as the application reads it (see the module doc). A key over it
+/// cannot be built, and must not be skipped as for NULL: the caller flushes the table instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {reason}")]
+pub struct CannotRender {
+    /// The column's name, `?` when the binlog did not carry it.
+    pub column: String,
+    /// What is wrong with the value or the column.
+    pub reason: String,
+}
+
+impl CannotRender {
+    fn new(col: &ColumnShape, reason: impl Into<String>) -> CannotRender {
+        CannotRender {
+            column: col.name.clone().unwrap_or_else(|| "?".to_owned()),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Renders one value for a key: `Ok(None)` for SQL NULL (the key is skipped), an error for a value
+/// that cannot be rendered as the application reads it. The result is already key-safe.
+pub fn render(value: &BinlogValue<'_>, col: &ColumnShape) -> Result<Option<String>, CannotRender> {
     let raw = match value {
-        BinlogValue::Value(Value::NULL) => return None,
+        BinlogValue::Value(Value::NULL) => return Ok(None),
         BinlogValue::Value(v) => render_plain(v, col)?,
         BinlogValue::Jsonb(j) => match serde_json::Value::try_from(j.clone()) {
             Ok(json) => canonical_json(&json),
-            Err(_) => format!("{j:?}"),
+            // No text form the application could have built its key from.
+            Err(e) => {
+                return Err(CannotRender::new(
+                    col,
+                    format!("a binary JSON value with no JSON text form ({e})"),
+                ))
+            }
         },
         // Partial JSON updates only appear in the after image of MySQL's PARTIAL_UPDATE_ROWS_EVENT
         // with binlog_row_value_options=PARTIAL_JSON; a key over a JSON column cannot be rendered
         // from a diff. The source publishes flush_table for such a row before it gets here.
-        BinlogValue::JsonDiff(_) => return None,
+        BinlogValue::JsonDiff(_) => {
+            return Err(CannotRender::new(col, "a partial JSON update (a diff)"))
+        }
     };
-    Some(key_safe(&raw))
+    Ok(Some(key_safe(&raw)))
 }
 
 fn canonical_json(v: &serde_json::Value) -> String {
@@ -249,17 +276,16 @@ fn fsp_of(col: &ColumnShape) -> u8 {
     }
 }
 
-fn render_plain(v: &Value, col: &ColumnShape) -> Option<String> {
+fn render_plain(v: &Value, col: &ColumnShape) -> Result<String, CannotRender> {
     use ColumnType::*;
     if col.enum_values.is_some() || col.set_values.is_some() {
         // Member names in a character set without a conversion here are not what the
         // application reads.
         if let Some(problem) = col.charset_problem() {
-            report_unrenderable(col, &problem);
-            return None;
+            return Err(CannotRender::new(col, problem));
         }
     }
-    Some(match (col.ty, v) {
+    Ok(match (col.ty, v) {
         (MYSQL_TYPE_INT24, Value::Int(i)) => {
             // mysql_common reads MEDIUMINT's 3 bytes without sign extension, signed column or
             // not (-1 arrives as 16777215): take the 24 bits and extend them as the column says.
@@ -355,7 +381,7 @@ fn render_plain(v: &Value, col: &ColumnShape) -> Option<String> {
     })
 }
 
-fn render_text(bytes: &[u8], col: &ColumnShape) -> Option<String> {
+fn render_text(bytes: &[u8], col: &ColumnShape) -> Result<String, CannotRender> {
     if col.ty == ColumnType::MYSQL_TYPE_STRING && col.charset == Some(BINARY_CHARSET) {
         // BINARY(n): the server stores n bytes, padding with 0x00, and shows all n, but logs
         // the value with its trailing 0x00 bytes cut (as it cuts CHAR's trailing spaces, which
@@ -366,56 +392,40 @@ fn render_text(bytes: &[u8], col: &ColumnShape) -> Option<String> {
                 padded.resize(n, 0);
             }
         }
-        return Some(hex(&padded));
+        return Ok(hex(&padded));
     }
     if col.charset == Some(BINARY_CHARSET)
         || (!col.ty.is_character_type() && !col.ty.is_enum_or_set_type())
     {
-        return Some(hex(bytes));
+        return Ok(hex(bytes));
     }
     let Some(id) = col.charset else {
         // No charset metadata (binlog_row_metadata=NO_LOG, which `check` refuses): UTF-8 when
         // the bytes are, hex otherwise.
-        return Some(match std::str::from_utf8(bytes) {
+        return Ok(match std::str::from_utf8(bytes) {
             Ok(s) => s.to_owned(),
             Err(_) => hex(bytes),
         });
     };
     let cs = match Charset::of_collation(id) {
         Some(Charset::Unsupported(_)) | None => {
-            report_unrenderable(col, &col.charset_problem().unwrap_or_default());
-            return None;
+            return Err(CannotRender::new(
+                col,
+                col.charset_problem().unwrap_or_default(),
+            ));
         }
         Some(cs) => cs,
     };
-    let text = cs.to_utf8(bytes);
-    if text.is_none() {
-        report_unrenderable(
+    cs.to_utf8(bytes).ok_or_else(|| {
+        CannotRender::new(
             col,
-            &format!(
+            format!(
                 "a {} value (collation id {id}) holds bytes the server would not send as UTF-8 \
                  (a lone surrogate, or malformed)",
                 cs.name()
             ),
-        );
-    }
-    text
-}
-
-/// Logs, once per column and reason, that a value rendered as no value so its keys were not
-/// published.
-fn report_unrenderable(col: &ColumnShape, problem: &str) {
-    static REPORTED: Mutex<BTreeSet<(Option<String>, String)>> = Mutex::new(BTreeSet::new());
-    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
-    // Bounded: a schema has finitely many columns, but a log line is all this is for.
-    if reported.len() < 10_000 && reported.insert((col.name.clone(), problem.to_owned())) {
-        tracing::error!(
-            column = col.name.as_deref().unwrap_or("?"),
-            %problem,
-            "cannot render this column's text as the application reads it: templates naming it \
-             give no key (its cache entries are not invalidated by squeal)"
-        );
-    }
+        )
+    })
 }
 
 /// The declared length in bytes of a CHAR/BINARY column (`MYSQL_TYPE_STRING`), from its two
@@ -957,8 +967,17 @@ mod tests {
         }
     }
 
+    /// The rendering of a value that can be rendered (`None`: NULL).
     fn r(v: Value, c: &ColumnShape) -> Option<String> {
-        render(&BinlogValue::Value(v), c)
+        render(&BinlogValue::Value(v), c).unwrap_or_else(|e| panic!("does not render: {e}"))
+    }
+
+    /// Why a value cannot be rendered (it must not be).
+    fn cannot(v: Value, c: &ColumnShape) -> CannotRender {
+        match render(&BinlogValue::Value(v), c) {
+            Ok(rendered) => panic!("renders as {rendered:?}"),
+            Err(e) => e,
+        }
     }
 
     #[test]
@@ -1210,6 +1229,14 @@ mod tests {
         );
         // MariaDB stores a lone surrogate in ucs2 and sends it as CESU bytes, which are not UTF-8.
         assert_eq!(conv("ucs2", &[0xD8, 0x00]), None);
+        let mut u2 = text(35);
+        u2.name = Some("u2".into());
+        assert_eq!(
+            cannot(Value::Bytes(vec![0, b'a', 0xD8, 0x00]), &u2).to_string(),
+            "column u2: a ucs2 value (collation id 35) holds bytes the server would not send as \
+             UTF-8 (a lone surrogate, or malformed)",
+            "not a NULL: the caller must flush the table"
+        );
         assert_eq!(conv("ucs2", &[0x00]), None, "odd length");
         // utf16: big-endian, surrogate pairs.
         assert_eq!(
@@ -1259,8 +1286,13 @@ mod tests {
         }
         // Not UTF-8 although the column says so (MariaDB keeps a utf8mb3 surrogate): no key
         // rather than a hex key the application never builds.
-        assert_eq!(r(Value::Bytes(vec![0xED, 0xA0, 0x80]), &text(33)), None);
-        assert_eq!(r(Value::Bytes(vec![0xFF]), &text(45)), None);
+        // Distinct from NULL, which skips the key: the caller flushes the table instead.
+        assert!(cannot(Value::Bytes(vec![0xED, 0xA0, 0x80]), &text(33))
+            .reason
+            .contains("lone surrogate"));
+        assert!(cannot(Value::Bytes(vec![0xFF]), &text(45))
+            .reason
+            .contains("utf8"));
     }
 
     #[test]
@@ -1304,7 +1336,7 @@ mod tests {
     }
 
     #[test]
-    fn unconvertible_charsets_and_unknown_collations_give_no_key() {
+    fn unconvertible_charsets_and_unknown_collations_do_not_render() {
         for (id, name) in [
             (13, "sjis"),
             (95, "cp932"),
@@ -1320,12 +1352,16 @@ mod tests {
             assert_eq!(Charset::of_collation(id), Some(Charset::Unsupported(name)));
             let c = text(id);
             assert!(c.charset_problem().unwrap().contains(name));
-            assert_eq!(r(Value::Bytes(b"abc".to_vec()), &c), None, "{name}");
+            assert!(cannot(Value::Bytes(b"abc".to_vec()), &c)
+                .reason
+                .contains(name));
         }
         for id in [0, 17, 100, 251, 400, 1300, 3400, u16::MAX] {
             assert_eq!(Charset::of_collation(id), None, "id {id}");
             assert!(text(id).charset_problem().unwrap().contains("unknown"));
-            assert_eq!(r(Value::Bytes(b"abc".to_vec()), &text(id)), None);
+            assert!(cannot(Value::Bytes(b"abc".to_vec()), &text(id))
+                .reason
+                .contains("unknown"));
         }
         assert_eq!(text(8).charset_problem(), None);
         assert_eq!(col(MYSQL_TYPE_LONG).charset_problem(), None);
@@ -1345,11 +1381,11 @@ mod tests {
         e.enum_values = Some(vec!["Café".into()]);
         assert_eq!(r(Value::Int(1), &e).unwrap(), "Café");
         e.charset = Some(13); // sjis: the names cannot be trusted
-        assert_eq!(r(Value::Int(1), &e), None);
+        assert!(cannot(Value::Int(1), &e).reason.contains("sjis"));
         let mut s = col(MYSQL_TYPE_SET);
         s.charset = Some(13);
         s.set_values = Some(vec!["a".into()]);
-        assert_eq!(r(Value::Bytes(vec![1]), &s), None);
+        assert!(cannot(Value::Bytes(vec![1]), &s).reason.contains("sjis"));
         s.set_values = None; // without names the bitmask is rendered, whatever the charset
         assert_eq!(r(Value::Bytes(vec![1]), &s).unwrap(), "1");
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use globset::{Glob, GlobMatcher};
+use globset::{Glob, GlobBuilder, GlobMatcher};
 
 use crate::config::RuleConfig;
 
@@ -122,7 +122,31 @@ impl Template {
 struct Rule {
     pattern: String,
     matcher: GlobMatcher,
+    /// The same glob ignoring case (see [`NameCase::Folded`]).
+    matcher_folded: GlobMatcher,
     templates: Vec<Template>,
+}
+
+/// How a table or database name taken from statement text compares with the rules' globs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NameCase {
+    /// Exactly: the server runs with `lower_case_table_names = 0` and names are case-sensitive.
+    #[default]
+    Exact,
+    /// Ignoring case: with `lower_case_table_names` 1 or 2 the server compares names lowercased,
+    /// so a statement may spell a ruled table `Shop.Users` and still change `shop.users`.
+    Folded,
+}
+
+impl NameCase {
+    /// The comparison a server with this `lower_case_table_names` makes.
+    pub fn of_server(lower_case_table_names: u64) -> NameCase {
+        if lower_case_table_names == 0 {
+            NameCase::Exact
+        } else {
+            NameCase::Folded
+        }
+    }
 }
 
 /// All configured rules, compiled.
@@ -179,6 +203,10 @@ impl Rules {
                 return Err(bad("expected `db.table` (globs allowed) or `*`".into()));
             }
             let glob = Glob::new(&rc.table).map_err(|e| bad(e.to_string()))?;
+            let folded = GlobBuilder::new(&rc.table)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
             if rc.keys.is_empty() {
                 return Err(bad("a rule needs at least one key template".into()));
             }
@@ -190,6 +218,7 @@ impl Rules {
             rules.push(Rule {
                 pattern: rc.table.clone(),
                 matcher: glob.compile_matcher(),
+                matcher_folded: folded.compile_matcher(),
                 templates,
             });
         }
@@ -218,12 +247,25 @@ impl Rules {
         (!templates.is_empty()).then_some(TableRules { templates })
     }
 
-    /// True when some rule could match a table of database `db` (for DROP DATABASE).
-    pub fn may_match_db(&self, db: &str) -> bool {
+    /// True when some rule matches `db.table` as a statement names it, compared as `case` says
+    /// (row events name tables as the server stores them: [`Rules::for_table`] compares exactly).
+    pub fn matches(&self, db: &str, table: &str, case: NameCase) -> bool {
+        let name = format!("{db}.{table}");
+        self.rules.iter().any(|r| match case {
+            NameCase::Exact => r.matcher.is_match(&name),
+            NameCase::Folded => r.matcher_folded.is_match(&name),
+        })
+    }
+
+    /// True when some rule could match a table of database `db` (for DROP DATABASE), compared
+    /// as `case` says.
+    pub fn may_match_db(&self, db: &str, case: NameCase) -> bool {
         self.rules.iter().any(|r| {
             let db_pattern = r.pattern.split('.').next().unwrap_or("*");
             r.pattern == "*"
-                || Glob::new(db_pattern)
+                || GlobBuilder::new(db_pattern)
+                    .case_insensitive(case == NameCase::Folded)
+                    .build()
                     .map(|g| g.compile_matcher().is_match(db))
                     .unwrap_or(true)
         })
@@ -272,18 +314,20 @@ impl TableKeys {
         })
     }
 
-    /// Renders every template for one row image; `value(i)` renders column `i` (None = NULL),
-    /// and a template with a NULL placeholder yields no key.
-    pub fn render<F>(&self, mut value: F, mut out: impl FnMut(String))
+    /// Renders every template for one row image; `value(i)` renders column `i` (`Ok(None)` =
+    /// NULL), and a template with a NULL placeholder yields no key. A value that cannot be
+    /// rendered is not a NULL: its error is returned (at the first one), since the keys of this
+    /// row are then unknown.
+    pub fn render<F, E>(&self, mut value: F, mut out: impl FnMut(String)) -> Result<(), E>
     where
-        F: FnMut(usize) -> Option<String>,
+        F: FnMut(usize) -> Result<Option<String>, E>,
     {
         'templates: for t in &self.templates {
             let mut key = String::new();
             for s in t {
                 match s {
                     BoundSegment::Literal(l) => key.push_str(l),
-                    BoundSegment::Column(i) => match value(*i) {
+                    BoundSegment::Column(i) => match value(*i)? {
                         Some(v) => key.push_str(&v),
                         None => continue 'templates,
                     },
@@ -291,6 +335,7 @@ impl TableKeys {
             }
             out(key);
         }
+        Ok(())
     }
 }
 
@@ -339,12 +384,54 @@ mod tests {
         let only = Rules::compile(&[rule("shop.users", &["u:{id}"])]).unwrap();
         assert!(only.for_table("shop", "posts").is_none());
         assert!(only.for_table("shopx", "users").is_none());
-        assert!(only.may_match_db("shop"));
-        assert!(!only.may_match_db("other"));
-        assert!(rules.may_match_db("anything"));
+        assert!(only.may_match_db("shop", NameCase::Exact));
+        assert!(!only.may_match_db("other", NameCase::Exact));
+        assert!(rules.may_match_db("anything", NameCase::Exact));
         assert!(Rules::compile(&[rule("users", &["u:{id}"])]).is_err());
         assert!(Rules::compile(&[rule("a.[", &["u:{id}"])]).is_err());
         assert!(Rules::compile(&[rule("a.b", &[])]).is_err());
+    }
+
+    #[test]
+    fn statement_names_match_ignoring_case_only_when_the_server_folds_them() {
+        let rules = Rules::compile(&[
+            rule("shop.users", &["u:{id}"]),
+            rule("shop.post?", &["p:{id}"]),
+            rule("logs_*.events", &["e:{id}"]),
+        ])
+        .unwrap();
+        assert_eq!(NameCase::of_server(0), NameCase::Exact);
+        assert_eq!(NameCase::of_server(1), NameCase::Folded);
+        assert_eq!(NameCase::of_server(2), NameCase::Folded);
+        for (db, table) in [
+            ("shop", "users"),
+            ("Shop", "Users"),
+            ("SHOP", "users"),
+            ("shop", "POSTS"),
+            ("LOGS_2024", "Events"),
+        ] {
+            assert!(
+                rules.matches(db, table, NameCase::Folded),
+                "{db}.{table} folded"
+            );
+            let exact = db
+                .chars()
+                .chain(table.chars())
+                .all(|c| !c.is_ascii_uppercase());
+            assert_eq!(
+                rules.matches(db, table, NameCase::Exact),
+                exact,
+                "{db}.{table} exact"
+            );
+        }
+        assert!(!rules.matches("shop", "orders", NameCase::Folded));
+        assert!(!rules.matches("shopx", "USERS", NameCase::Folded));
+        assert!(rules.may_match_db("SHOP", NameCase::Folded));
+        assert!(rules.may_match_db("Logs_1", NameCase::Folded));
+        assert!(!rules.may_match_db("SHOP", NameCase::Exact));
+        assert!(!rules.may_match_db("other", NameCase::Folded));
+        // Row events name tables as stored: for_table stays exact.
+        assert!(rules.for_table("Shop", "Users").is_none());
     }
 
     #[test]
@@ -354,11 +441,32 @@ mod tests {
         let cols = vec!["email".to_string(), "ID".to_string()];
         let keys = tr.bind("d.t", &cols).unwrap();
         let mut out = Vec::new();
-        keys.render(|i| (i == 1).then(|| "42".to_string()), |k| out.push(k));
+        keys.render(
+            |i| Ok::<_, ()>((i == 1).then(|| "42".to_string())),
+            |k| out.push(k),
+        )
+        .unwrap();
         assert_eq!(out, ["user:42"], "NULL email skips only its key");
         let mut out = Vec::new();
-        keys.render(|i| Some(["a@b", "7"][i].to_string()), |k| out.push(k));
+        keys.render(
+            |i| Ok::<_, ()>(Some(["a@b", "7"][i].to_string())),
+            |k| out.push(k),
+        )
+        .unwrap();
         assert_eq!(out, ["user:7", "user:email:a@b"]);
+        // An email that cannot be rendered is not a NULL: the row's keys are unknown, and the
+        // caller hears so (it flushes the table) instead of losing the email key in silence.
+        let rendered = keys.render(
+            |i| {
+                if i == 0 {
+                    Err("lone surrogate")
+                } else {
+                    Ok(Some("7".into()))
+                }
+            },
+            |_| {},
+        );
+        assert_eq!(rendered, Err("lone surrogate"));
         let err = tr.bind("d.t", &["id".to_string()]).unwrap_err();
         assert_eq!(err.column, "email");
     }

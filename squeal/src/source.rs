@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::progress::{valid_gtid_state, Progress};
 use crate::publish::{PublishError, Publisher};
 use crate::render::{self, Flavor, TableShape};
-use crate::rules::{Rules, TableKeys, TableRules};
+use crate::rules::{NameCase, Rules, TableKeys, TableRules};
 use crate::txn::{ChunkLimits, TxnBuffer};
 use crate::wire::{self, Decoded};
 
@@ -103,6 +103,51 @@ const SAME_SERVER_ID_WINDOW: Duration = Duration::from_secs(600);
 fn key_over_a_json_diff(image: &mysql_async::binlog::row::BinlogRow, keys: &TableKeys) -> bool {
     keys.columns()
         .any(|i| matches!(image.as_ref(i), Some(BinlogValue::JsonDiff(_))))
+}
+
+/// The tables whose rows `statement` replaced without row events (TRUNCATE, DROP, renames,
+/// partition maintenance; DROP DATABASE as `db.*`) and that a rule matches: each gets
+/// flush_table. `schema` is the statement's default database. The names are the statement's
+/// text, which the server with `lower_case_table_names` (its `@@lower_case_table_names`) other
+/// than 0 takes in any case: they are then matched ignoring case, and with 1, where the server
+/// stores and logs names lowercased, published lowercased (as its row events name the table).
+pub fn flushed_by(
+    rules: &Rules,
+    statement: &Statement,
+    schema: &str,
+    lower_case_table_names: u64,
+) -> Vec<TableRef> {
+    let case = NameCase::of_server(lower_case_table_names);
+    let stored = |name: &str| {
+        if lower_case_table_names == 1 {
+            name.to_lowercase()
+        } else {
+            name.to_owned()
+        }
+    };
+    match statement {
+        Statement::Truncate(tables) | Statement::Drop(tables) | Statement::RowsReplaced(tables) => {
+            tables
+                .iter()
+                .filter_map(|t| {
+                    let db = stored(t.db.as_deref().unwrap_or(schema));
+                    let name = stored(&t.name);
+                    rules
+                        .matches(&db, &name, case)
+                        .then(|| TableRef::new(db, name))
+                })
+                .collect()
+        }
+        Statement::DropDatabase(db) => {
+            let db = stored(db);
+            if rules.may_match_db(&db, case) {
+                vec![TableRef::new(db, "*")]
+            } else {
+                Vec::new()
+            }
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn io_fatal(e: std::io::Error) -> SourceError {
@@ -240,6 +285,8 @@ pub struct Source {
     reported: std::collections::HashSet<String>,
     /// The server of the current connection (table maps differ in their charset metadata).
     flavor: Flavor,
+    /// `@@lower_case_table_names` of the current connection's server (see [`flushed_by`]).
+    lower_case_table_names: u64,
 }
 
 impl Source {
@@ -276,6 +323,7 @@ impl Source {
             server_checksums: false,
             reported: Default::default(),
             flavor: Flavor::MySql,
+            lower_case_table_names: 0,
         })
     }
 
@@ -386,6 +434,13 @@ impl Source {
                 )));
             }
         }
+        // Statements name tables as the client typed them; this says how the server compares
+        // them (and so how squeal must match them with the rules).
+        let lower_case_table_names: Option<u64> = conn
+            .query_first("SELECT @@lower_case_table_names")
+            .await
+            .map_err(classify_mysql)?;
+        self.lower_case_table_names = lower_case_table_names.unwrap_or(0);
         let checksum: Option<String> = conn
             .query_first("SELECT @@global.binlog_checksum")
             .await
@@ -396,10 +451,12 @@ impl Source {
         conn.query_drop("SET @mariadb_slave_capability=4")
             .await
             .map_err(classify_mysql)?;
-        let heartbeat_ns = self.cfg.source.heartbeat_ms.max(1) * 1_000_000;
-        conn.query_drop(format!("SET @master_heartbeat_period={heartbeat_ns}"))
-            .await
-            .map_err(classify_mysql)?;
+        // Without the variable the server sends no heartbeats: `heartbeat_ms = 0`.
+        if let Some(heartbeat_ns) = self.cfg.source.heartbeat_period_ns() {
+            conn.query_drop(format!("SET @master_heartbeat_period={heartbeat_ns}"))
+                .await
+                .map_err(classify_mysql)?;
+        }
         let file = if by_gtid {
             let state = gtid_state.as_deref().unwrap_or_default();
             // Validated above to digits, '-' and ',' only.
@@ -659,20 +716,18 @@ impl Source {
                 return self.commit(event).await;
             }
             Statement::Commit | Statement::Rollback => return self.commit(event).await,
-            Statement::Truncate(tables)
-            | Statement::Drop(tables)
-            | Statement::RowsReplaced(tables) => {
-                for t in tables {
-                    let db = t.db.unwrap_or_else(|| schema.clone());
-                    if self.rules.for_table(&db, &t.name).is_some() {
-                        tracing::info!(table = %format!("{db}.{}", t.name), statement = %sql, "rows truncated, dropped, swapped or renamed without row events: publishing flush_table");
-                        self.buffer.add_flush(TableRef::new(db, t.name));
-                    }
-                }
-            }
-            Statement::DropDatabase(db) => {
-                if self.rules.may_match_db(&db) {
-                    self.buffer.add_flush(TableRef::new(db, "*"));
+            statement @ (Statement::Truncate(_)
+            | Statement::Drop(_)
+            | Statement::RowsReplaced(_)
+            | Statement::DropDatabase(_)) => {
+                for table in flushed_by(
+                    &self.rules,
+                    &statement,
+                    &schema,
+                    self.lower_case_table_names,
+                ) {
+                    tracing::info!(table = %format!("{}.{}", table.db, table.name), statement = %sql, "rows truncated, dropped, swapped or renamed without row events: publishing flush_table");
+                    self.buffer.add_flush(table);
                 }
             }
             // Each table map carries its table's layout (binlog_row_metadata=FULL): nothing to
@@ -787,6 +842,8 @@ impl Source {
         let columns = &bound.shape.columns;
         let mut rendered: Vec<String> = Vec::new();
         let mut partial = false;
+        // The first value of a key column that could not be rendered (see render::CannotRender).
+        let mut unrenderable = None;
         for row in rows.rows(tme) {
             let (before, after) = row.map_err(io_fatal)?;
             for image in [before, after].into_iter().flatten() {
@@ -799,10 +856,22 @@ impl Source {
                     partial = true;
                     continue;
                 }
-                keys.render(
-                    |i| image.as_ref(i).and_then(|v| render::render(v, &columns[i])),
+                let row_keys = keys.render(
+                    |i| match image.as_ref(i) {
+                        Some(v) => render::render(v, &columns[i]),
+                        // Not NULL but absent: this row's keys cannot be known.
+                        None => Err(render::CannotRender {
+                            column: columns[i].name.clone().unwrap_or_else(|| i.to_string()),
+                            reason: "missing from the row image".into(),
+                        }),
+                    },
                     |k| rendered.push(k),
                 );
+                if let Err(e) = row_keys {
+                    // Skipping the key as for NULL would leave the application's entry stale:
+                    // the whole table is flushed instead (the keys rendered so far still go out).
+                    unrenderable.get_or_insert(e);
+                }
                 for k in rendered.drain(..) {
                     self.buffer
                         .add_key(Some(&bound.table), op, k)
@@ -813,6 +882,11 @@ impl Source {
         if partial {
             if self.reported.insert(format!("image:{}", bound.table)) {
                 tracing::error!(table = %bound.table, "row image is not FULL (binlog_row_image), or a key column is a partial JSON update (binlog_row_value_options); publishing flush_table");
+            }
+            self.buffer.add_flush(bound.table.clone());
+        } else if let Some(e) = unrenderable {
+            if self.reported.insert(format!("value:{}:{e}", bound.table)) {
+                tracing::error!(table = %bound.table, reason = %e, "cannot render a key column's value as the application reads it; publishing flush_table");
             }
             self.buffer.add_flush(bound.table.clone());
         }
@@ -883,6 +957,60 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names in statement text are matched as the server compares them: exactly with
+    /// `lower_case_table_names = 0`, ignoring case otherwise (and published lowercased with 1).
+    #[test]
+    fn statement_names_in_another_case_flush_under_lower_case_table_names() {
+        use crate::config::RuleConfig;
+        let rules = Rules::compile(&[
+            RuleConfig {
+                table: "shop.users".into(),
+                keys: vec!["u:{id}".into()],
+            },
+            RuleConfig {
+                table: "logs.*".into(),
+                keys: vec!["l:{id}".into()],
+            },
+        ])
+        .unwrap();
+        let flushed = |sql: &str, lctn: u64| -> Vec<String> {
+            flushed_by(&rules, &events::classify_statement(sql), "Shop", lctn)
+                .into_iter()
+                .map(|t| format!("{}.{}", t.db, t.name))
+                .collect()
+        };
+        for sql in [
+            "TRUNCATE TABLE Users",
+            "TRUNCATE TABLE SHOP.USERS",
+            "DROP TABLE `Shop`.`Users`",
+            "ALTER TABLE shop.Users TRUNCATE PARTITION p0",
+        ] {
+            assert_eq!(flushed(sql, 1), ["shop.users"], "{sql}");
+            assert_eq!(
+                flushed(sql, 0),
+                Vec::<String>::new(),
+                "{sql}: case-sensitive server"
+            );
+        }
+        // 2 stores names as created and compares them lowercased: matched, published as written.
+        assert_eq!(flushed("TRUNCATE TABLE SHOP.USERS", 2), ["SHOP.USERS"]);
+        assert_eq!(
+            flushed(
+                "RENAME TABLE Shop.Users TO shop.users_old, shop.New TO SHOP.Users",
+                1
+            ),
+            ["shop.users", "shop.users"],
+            "both pairs name the ruled table"
+        );
+        assert_eq!(flushed("DROP DATABASE LOGS", 1), ["logs.*"]);
+        assert_eq!(flushed("DROP DATABASE LOGS", 0), Vec::<String>::new());
+        assert_eq!(flushed("TRUNCATE TABLE shop.users", 0), ["shop.users"]);
+        assert_eq!(
+            flushed("TRUNCATE TABLE shop.orders", 1),
+            Vec::<String>::new()
+        );
+    }
 
     /// A row whose key column's new value is a partial JSON update cannot give its key; one whose
     /// JSON diff is in a column no key uses still can.

@@ -521,9 +521,10 @@ mod tests {
             assert!(before.is_none());
             let after = after.unwrap();
             keys.render(
-                |i| after.as_ref(i).and_then(|v| render(v, &shape.columns[i])),
+                |i| render(after.as_ref(i).expect("every column"), &shape.columns[i]),
                 |k| out.push(k),
-            );
+            )
+            .unwrap();
         }
         out
     }

@@ -54,6 +54,7 @@ fn rules() -> String {
     let mut rules = String::from(
         "[[rules]]\ntable = \"squeal_test.markers\"\nkeys = [\"marker:{id}\"]\n\n\
          [[rules]]\ntable = \"squeal_test.sj\"\nkeys = [\"sj:{sj}\"]\n\n\
+         [[rules]]\ntable = \"squeal_test.sur\"\nkeys = [\"sur:{u2}\"]\n\n\
          [[rules]]\ntable = \"squeal_test.texts\"\nkeys = [",
     );
     let texts: Vec<String> = TEXT_KEYS
@@ -94,6 +95,15 @@ async fn read_back(
     Ok(out)
 }
 
+/// The one value `sql` selects, as text.
+async fn read_hex(
+    conn: &mut mysql_async::Conn,
+    sql: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let value: Option<String> = conn.query_first(sql).await?;
+    Ok(value.unwrap_or_default())
+}
+
 /// The keys the application builds from what it read: `prefix` + key-safe value, none for NULL.
 fn app_keys(prefixes: &[String], rows: &[Vec<Option<String>>]) -> BTreeSet<String> {
     rows.iter()
@@ -127,6 +137,8 @@ async fn text_in_every_charset_gives_the_keys_the_application_builds() -> TestRe
         TEXTS.to_owned(),
         "CREATE TABLE squeal_test.sj (id INT PRIMARY KEY, sj VARCHAR(20) CHARACTER SET sjis)"
             .to_owned(),
+        "CREATE TABLE squeal_test.sur (id INT PRIMARY KEY, u2 VARCHAR(10) CHARACTER SET ucs2)"
+            .to_owned(),
         format!(
             "CREATE TABLE squeal_test.sweep (id INT PRIMARY KEY, {})",
             sweep_columns.join(", ")
@@ -147,6 +159,12 @@ async fn text_in_every_charset_gives_the_keys_the_application_builds() -> TestRe
     .await?;
     conn.query_drop("INSERT INTO squeal_test.sj VALUES (1, 'abc')")
         .await?;
+    // A lone surrogate, which MariaDB stores in a ucs2 column and sends on as bytes that are not
+    // UTF-8: no key the application builds, yet not a NULL either.
+    conn.query_drop("INSERT INTO squeal_test.sur VALUES (1, UNHEX('D800'))")
+        .await?;
+    let stored = read_hex(&mut conn, "SELECT HEX(u2) FROM squeal_test.sur").await?;
+    assert_eq!(stored, "D800", "the server must store the lone surrogate");
     // Bytes no UTF-8 client can write: latin1's five bytes cp1252 leaves undefined (the server
     // reads them back as U+0081, U+008D, U+008F, U+0090, U+009D), cp1251's undefined 0x98 (read
     // back as `?`), and Cyrillic as raw cp1251.
@@ -212,6 +230,18 @@ async fn text_in_every_charset_gives_the_keys_the_application_builds() -> TestRe
         })
     });
     assert!(sj_flushed, "no flush_table for the sjis table");
+    // The surrogate row's key cannot be rendered: flush_table for its table, not a skipped key
+    // as for NULL (which left the application's entry stale until 2026-12-01).
+    let sur_flushed = reader.records.iter().any(|r| {
+        r.changes.iter().any(|c| {
+            c.op == invalidation::Operation::FlushTable
+                && c.table.as_ref().is_some_and(|t| t.name == "sur")
+        })
+    });
+    assert!(
+        sur_flushed,
+        "no flush_table for the table whose key column holds a lone surrogate"
+    );
 
     let missing: Vec<_> = expected.difference(&published).collect();
     let extra: Vec<_> = published.difference(&expected).collect();

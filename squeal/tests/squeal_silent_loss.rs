@@ -40,6 +40,10 @@ table = "sl.child"
 keys = ["child:{id}"]
 
 [[rules]]
+table = "sl.mem"
+keys = ["mem:{id}"]
+
+[[rules]]
 table = "sl.markers"
 keys = ["marker:{id}"]
 "#;
@@ -54,6 +58,9 @@ const SETUP: &[&str] = &[
     "CREATE TABLE sl.q (id INT PRIMARY KEY)",
     "CREATE TABLE sl.users (id INT PRIMARY KEY)",
     "CREATE TABLE sl.users_new (id INT PRIMARY KEY)",
+    "CREATE TABLE sl.unruled (id INT PRIMARY KEY)",
+    "CREATE TABLE sl.mem (id INT PRIMARY KEY) ENGINE=MEMORY",
+    "CREATE TABLE sl.mem_unruled (id INT PRIMARY KEY) ENGINE=MEMORY",
     "CREATE TABLE sl.parent (id INT PRIMARY KEY) ENGINE=InnoDB",
     "CREATE TABLE sl.child (id INT PRIMARY KEY, parent_id INT, \
      CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES sl.parent (id) ON DELETE CASCADE) \
@@ -65,6 +72,9 @@ const SETUP: &[&str] = &[
     "INSERT INTO sl.q VALUES (7)",
     "INSERT INTO sl.users VALUES (7)",
     "INSERT INTO sl.users_new VALUES (8)",
+    "INSERT INTO sl.unruled VALUES (9)",
+    "INSERT INTO sl.mem VALUES (10)",
+    "INSERT INTO sl.mem_unruled VALUES (11)",
 ];
 
 fn keys(records: &[Record]) -> BTreeSet<String> {
@@ -232,6 +242,82 @@ async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_s
         assert_eq!(flushed(&records), set(want), "{sql}");
     }
 
+    // 3b. A restart empties MEMORY tables, and the server logs that, even in a ROW binlog, as a
+    // statement when it first opens each one: flush_table for the ruled one, nothing for the
+    // unruled one, and squeal goes on. MySQL 8.0.0-8.0.21 and MariaDB before MDEV-25607 write
+    // ``DELETE FROM `db`.`t` `` (which stopped squeal for good until 2026-12-01; 3c below
+    // writes that statement itself); this MariaDB writes `TRUNCATE TABLE` with a comment.
+    primary.restart().await?;
+    conn = primary.connect().await?;
+    for table in ["sl.mem", "sl.mem_unruled"] {
+        let rows: Vec<u32> = conn.query(format!("SELECT id FROM {table}")).await?;
+        assert!(
+            rows.is_empty(),
+            "a restart empties the MEMORY table {table}"
+        );
+    }
+    let (records, _) = phases.end(&mut conn).await;
+    assert_eq!(
+        flushed(&records),
+        set(&["sl.mem"]),
+        "MEMORY tables emptied by a restart"
+    );
+    assert_eq!(
+        keys(&records),
+        set(&[]),
+        "no row keys for the emptied tables"
+    );
+    let file = master_position(primary).await?.0;
+    let events = primary
+        .query(&format!("SHOW BINLOG EVENTS IN '{file}'"))
+        .await?;
+    for table in ["`sl`.`mem`", "`sl`.`mem_unruled`"] {
+        let emptied = |info: &str| {
+            [
+                format!("DELETE FROM {table}"),
+                format!("TRUNCATE TABLE {table}"),
+            ]
+            .iter()
+            .any(|s| info.contains(s.as_str()))
+        };
+        assert!(
+            events
+                .iter()
+                .any(|r| r[2].as_deref() == Some("Query") && r[5].as_deref().is_some_and(emptied)),
+            "the server logged no emptying of {table} after the restart: the phase would prove \
+             nothing\n{events:?}"
+        );
+    }
+
+    // 3c. The statement older servers write there, ``DELETE FROM `db`.`t` `` exactly, sent here in
+    // a STATEMENT session: flush_table for a ruled table, nothing for an unruled one, and squeal
+    // goes on (the marker after each arrives). Any other spelling of a statement-logged DELETE
+    // stops squeal like any statement-logged write (`events.rs` unit tests).
+    for (sql, want) in [
+        ("DELETE FROM `sl`.`t`", &["sl.t"][..]),
+        ("DELETE FROM `sl`.`unruled`", &[][..]),
+    ] {
+        let mut session = primary.connect().await?;
+        session
+            .query_drop("SET SESSION binlog_format = STATEMENT")
+            .await?;
+        session.query_drop(sql).await?;
+        drop(session);
+        let (records, _) = phases.end(&mut conn).await;
+        assert_eq!(flushed(&records), set(want), "{sql}");
+        assert_eq!(keys(&records), set(&[]), "{sql}: no row keys");
+    }
+    let events = primary
+        .query(&format!("SHOW BINLOG EVENTS IN '{file}'"))
+        .await?;
+    assert!(
+        events.iter().any(|r| r[2].as_deref() == Some("Query")
+            && r[5]
+                .as_deref()
+                .is_some_and(|info| info.ends_with("DELETE FROM `sl`.`t`"))),
+        "the server did not log the DELETE as a statement: the phase would prove nothing"
+    );
+
     // 4. Statement-logged writes that do not start with INSERT/UPDATE/DELETE stop squeal, and a
     // restart stops at the same place again (the checkpoint never passes them).
     let before = master_position(primary).await?;
@@ -268,6 +354,101 @@ async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_s
         "SET STATEMENT ... FOR UPDATE",
     )
     .await?;
+    drop(squeal);
+    Ok(())
+}
+
+const LOWER_CASE_RULES: &str = r#"
+[[rules]]
+table = "lc.users"
+keys = ["u:{id}"]
+
+[[rules]]
+table = "lc_logs.*"
+keys = ["l:{id}"]
+
+[[rules]]
+table = "lc.markers"
+keys = ["marker:{id}"]
+"#;
+
+/// With `lower_case_table_names=1` the server stores and logs table and schema names lowercased
+/// but takes them in any case in statements: a TRUNCATE, RENAME, ALTER … RENAME or DROP DATABASE
+/// that spells a ruled table in another case still gives its flush_table (until 2026-12-01 squeal
+/// matched the statement's spelling against the rules case-sensitively and published nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_naming_a_ruled_table_in_another_case_flush_it_under_lower_case_table_names(
+) -> TestResult {
+    let stack =
+        Stack::start(StackOptions::default().with_primary_option("--lower-case-table-names=1"))
+            .await?;
+    let topic = "inv_lower_case";
+    stack.create_topic(topic, 1).await?;
+    let primary = stack.primary();
+    let mut conn = primary.connect().await?;
+    let lctn: Option<u32> = conn.query_first("SELECT @@lower_case_table_names").await?;
+    assert_eq!(
+        lctn,
+        Some(1),
+        "the server must fold names: the test would prove nothing"
+    );
+    for sql in [
+        "CREATE DATABASE LC",
+        "CREATE TABLE LC.Markers (id INT PRIMARY KEY)",
+        "CREATE TABLE LC.Users (id INT PRIMARY KEY)",
+        "CREATE DATABASE LC_Logs",
+        "CREATE TABLE LC_Logs.Events (id INT PRIMARY KEY)",
+    ] {
+        conn.query_drop(sql).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("squeal.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            primary.port(),
+            &stack.kafka().brokers(),
+            topic,
+            &dir.path().join("cp.json"),
+            LOWER_CASE_RULES,
+            "",
+        ),
+    )?;
+    let squeal = Squeal::run(&config, primary.password(), &dir.path().join("squeal.log"))?;
+    let mut phases = Phases::new(
+        TopicReader::new(&stack.kafka().brokers(), topic)?,
+        "LC.MARKERS",
+    );
+    phases.end(&mut conn).await;
+
+    // Row events name the table as stored (lowercase): the rule matches as before.
+    conn.query_drop("INSERT INTO Lc.USERS VALUES (1)").await?;
+    let (records, _) = phases.end(&mut conn).await;
+    assert_eq!(keys(&records), set(&["u:1"]), "row events of LC.Users");
+
+    let mut in_lc = primary.connect().await?;
+    in_lc.query_drop("USE Lc").await?;
+    // (`use_lc`: run in a session whose default database is `Lc`.)
+    for (use_lc, sql, want) in [
+        (false, "TRUNCATE TABLE LC.USERS", &["lc.users"][..]),
+        (true, "TRUNCATE TABLE Users", &["lc.users"][..]),
+        (
+            false,
+            "RENAME TABLE LC.Users TO LC.Users_Old",
+            &["lc.users"][..],
+        ),
+        (
+            false,
+            "ALTER TABLE LC.USERS_OLD RENAME TO Lc.Users",
+            &["lc.users"][..],
+        ),
+        (false, "DROP DATABASE LC_LOGS", &["lc_logs.*"][..]),
+    ] {
+        let session = if use_lc { &mut in_lc } else { &mut conn };
+        session.query_drop(sql).await?;
+        let (records, _) = phases.end(&mut conn).await;
+        assert_eq!(flushed(&records), set(want), "{sql}");
+    }
     drop(squeal);
     Ok(())
 }
