@@ -726,7 +726,15 @@ impl Source {
                     &schema,
                     self.lower_case_table_names,
                 ) {
-                    tracing::info!(table = %format!("{}.{}", table.db, table.name), statement = %sql, "rows truncated, dropped, swapped or renamed without row events: publishing flush_table");
+                    // The statement's kind and place, not its text: a `CREATE OR REPLACE TABLE`
+                    // may carry a password (FEDERATED/CONNECT `CONNECTION='mysql://user:pw@...'`).
+                    let kind = match statement {
+                        Statement::Truncate(_) => "TRUNCATE",
+                        Statement::Drop(_) => "DROP TABLE or CREATE OR REPLACE TABLE",
+                        Statement::DropDatabase(_) => "DROP DATABASE",
+                        _ => "RENAME, EXCHANGE or partition maintenance",
+                    };
+                    tracing::info!(table = %format!("{}.{}", table.db, table.name), statement = kind, at = %format!("{}:{}", self.file, self.last_log_pos), "rows truncated, dropped, swapped or renamed without row events: publishing flush_table");
                     self.buffer.add_flush(table);
                 }
             }

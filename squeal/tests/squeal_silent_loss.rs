@@ -242,6 +242,29 @@ async fn compressed_partitioned_renamed_and_statement_logged_changes_are_never_s
         assert_eq!(flushed(&records), set(want), "{sql}");
     }
 
+    // 3a. A table replaced by one with a CONNECTION string (FEDERATED/CONNECT engines; any engine
+    // keeps it): flush_table, and the password in it never reaches squeal's log.
+    conn.query_drop(
+        "CREATE OR REPLACE TABLE sl.users_archive (id INT PRIMARY KEY) \
+         CONNECTION='mysql://fed:hunter9-federated@127.0.0.1:1/x/y'",
+    )
+    .await?;
+    let (records, _) = phases.end(&mut conn).await;
+    assert_eq!(
+        flushed(&records),
+        set(&["sl.users_archive"]),
+        "CREATE OR REPLACE"
+    );
+    let log = squeal.log_text();
+    assert!(
+        log.contains("DROP TABLE or CREATE OR REPLACE TABLE"),
+        "the flush is logged with the statement's kind\n{log}"
+    );
+    assert!(
+        !log.contains("hunter9"),
+        "a password in a statement reached the log\n{log}"
+    );
+
     // 3b. A restart empties MEMORY tables, and the server logs that, even in a ROW binlog, as a
     // statement when it first opens each one: flush_table for the ruled one, nothing for the
     // unruled one, and squeal goes on. MySQL 8.0.0-8.0.21 and MariaDB before MDEV-25607 write
