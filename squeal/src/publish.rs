@@ -10,17 +10,20 @@
 //! Errors are classified: `QueueFull` is transient (wait and retry); librdkafka retries broker
 //! and network errors itself for ever (`message.timeout.ms=0`); any error reported for a delivery
 //! is permanent (e.g. record too large, authorization) and stops squeal with the checkpoint
-//! before that record, so a restart publishes it again.
+//! before that record, so a restart publishes it again. Credentials the brokers refuse are
+//! permanent too: librdkafka reports them only to its error callback and would retry for ever,
+//! holding every record, so [`ProducerContext`] passes them to the tracker, which stops.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use invalidation::Record;
 
@@ -61,10 +64,41 @@ enum Tracked {
     },
 }
 
+/// The producer's librdkafka context: logs librdkafka's errors as rdkafka's default context does,
+/// and reports credentials the brokers refuse to the [`AckTracker`].
+pub struct ProducerContext {
+    /// The first refusal, for the tracker; `None` while there is none.
+    refused: watch::Sender<Option<String>>,
+}
+
+impl ClientContext for ProducerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!("librdkafka: {error}: {reason}");
+        if refuses_credentials(&error) {
+            self.refused.send_if_modified(|first| {
+                let new = first.is_none();
+                if new {
+                    *first = Some(format!("{error}: {reason}"));
+                }
+                new
+            });
+        }
+    }
+}
+
+/// Whether librdkafka's error says the brokers refused the client's credentials (SASL). The Java
+/// client does not retry those either (`AuthenticationException`); librdkafka would, for ever.
+fn refuses_credentials(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+    )
+}
+
 /// Hands records to Kafka with back-pressure.
 pub struct Publisher {
     /// The idempotent producer.
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
     /// Destination topic.
     topic: String,
     /// Bounds records in flight.
@@ -89,6 +123,8 @@ pub struct AckTracker {
     metrics: Arc<Metrics>,
     /// Started by `run`: fsyncs off the async runtime.
     writer: Option<checkpoint::CheckpointWriter>,
+    /// Credentials the brokers refused ([`ProducerContext`]): the tracker stops on them.
+    refused: watch::Receiver<Option<String>>,
 }
 
 /// The librdkafka properties squeal uses, before the user's pass-through properties.
@@ -123,12 +159,18 @@ impl Publisher {
         checkpoint_interval: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<(Publisher, AckTracker), PublishError> {
-        let producer: FutureProducer = producer_config(cfg).create().map_err(|e| {
-            PublishError::Permanent(format!(
-                "cannot create producer: {}",
-                describe_config_error(&e, cfg)
-            ))
-        })?;
+        let (refused_tx, refused) = watch::channel(None);
+        let context = ProducerContext {
+            refused: refused_tx,
+        };
+        let producer = producer_config(cfg)
+            .create_with_context(context)
+            .map_err(|e| {
+                PublishError::Permanent(format!(
+                    "cannot create producer: {}",
+                    describe_config_error(&e, cfg)
+                ))
+            })?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok((
             Publisher {
@@ -147,6 +189,7 @@ impl Publisher {
                 interval: checkpoint_interval,
                 metrics,
                 writer: None,
+                refused,
             },
         ))
     }
@@ -316,7 +359,39 @@ fn file_index(file: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits for the brokers to refuse the producer's credentials, and returns librdkafka's reason
+/// (it names the broker and the SASL step, never the credentials). Pends for ever once the
+/// producer is gone.
+async fn credentials_refused(refused: &mut watch::Receiver<Option<String>>) -> String {
+    // The guard `wait_for` gives must be gone before any other await (it is not `Send`).
+    let reason = match refused.wait_for(Option::is_some).await {
+        Ok(reason) => reason.clone(),
+        Err(_) => None,
+    };
+    match reason {
+        Some(reason) => reason,
+        None => std::future::pending().await,
+    }
+}
+
 impl AckTracker {
+    /// Flushes what is acknowledged (so a restart repeats as little as possible) and gives the
+    /// error that stops squeal when the brokers refused its credentials.
+    fn refused_credentials(
+        &mut self,
+        acked: &Option<Position>,
+        dirty: &mut bool,
+        last_write: &mut Instant,
+        reason: String,
+    ) -> PublishError {
+        if let Err(e) = self.flush_if_due(acked, dirty, last_write, true) {
+            return e;
+        }
+        PublishError::Permanent(format!(
+            "the brokers refused squeal's credentials (check [kafka.properties] sasl.*): {reason}"
+        ))
+    }
+
     /// Runs until the publisher is dropped and everything sent was acknowledged, or a delivery
     /// fails permanently. Writes the checkpoint at most every `interval`, and once at the end.
     pub async fn run(mut self) -> Result<(), PublishError> {
@@ -336,6 +411,7 @@ impl AckTracker {
     }
 
     async fn track(&mut self) -> Result<(), PublishError> {
+        let mut refused = self.refused.clone();
         let mut acked: Option<Position> = None;
         let mut dirty = false;
         let mut last_write = Instant::now();
@@ -347,6 +423,9 @@ impl AckTracker {
                 _ = tick.tick() => {
                     self.flush_if_due(&acked, &mut dirty, &mut last_write, false)?;
                     continue;
+                }
+                reason = credentials_refused(&mut refused) => {
+                    return Err(self.refused_credentials(&acked, &mut dirty, &mut last_write, reason));
                 }
             };
             match item {
@@ -363,6 +442,9 @@ impl AckTracker {
                         tokio::select! {
                             r = &mut delivery => break r,
                             _ = tick.tick() => self.flush_if_due(&acked, &mut dirty, &mut last_write, false)?,
+                            reason = credentials_refused(&mut refused) => {
+                                return Err(self.refused_credentials(&acked, &mut dirty, &mut last_write, reason));
+                            }
                         }
                     };
                     self.metrics.records_in_flight.fetch_sub(1, Relaxed);

@@ -411,3 +411,44 @@ async fn two_replicas_with_one_server_id_stop_one_with_the_reason() -> TestResul
     running.terminate();
     Ok(())
 }
+
+/// Credentials the brokers refuse are a configuration error, not an outage: squeal stops with the
+/// reason (exit 1) instead of waiting for ever with every record held, and the password stays out
+/// of what it prints. (The brokers here speak PLAINTEXT, so a SASL client's handshake fails the way
+/// a wrong password does.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_the_brokers_refuse_stop_squeal_with_the_reason() -> TestResult {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let scenario = Scenario::ledger(&stack, "inv_refused_credentials", 1).await?;
+    let mut text = std::fs::read_to_string(&scenario.config)?;
+    text.push_str(
+        "\n[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\
+         \"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"squeal\"\n\
+         \"sasl.password\" = \"hunter3-kafka\"\n",
+    );
+    std::fs::write(&scenario.config, text)?;
+    let primary = stack.primary();
+    let before = master_position(primary).await?;
+    let mut squeal = Squeal::run(&scenario.config, primary.password(), &scenario.log)?;
+    insert_ledger_ids(primary, 1..3).await?;
+    let status = squeal.wait_exit(Duration::from_secs(60));
+    let text = squeal.log_text();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "squeal must stop on refused credentials\n{text}"
+    );
+    assert!(text.contains("Kafka (permanent)"), "{text}");
+    assert!(text.to_lowercase().contains("authentication"), "{text}");
+    assert!(
+        !text.contains("hunter3"),
+        "the password reached the log\n{text}"
+    );
+    if let Some((file, pos)) = checkpoint_of(&scenario.checkpoint) {
+        assert!(
+            file == before.0 && pos <= before.1,
+            "the checkpoint {file}:{pos} must stay before the unpublished rows (at {before:?})"
+        );
+    }
+    Ok(())
+}
