@@ -14,7 +14,7 @@ use invalidation::{Operation, Record};
 use mysql_async::prelude::Queryable;
 
 use common::{
-    checkpoint_of, config_text, master_position, Phases, Squeal, TestResult, TopicReader,
+    checkpoint_of, config_text, master_position, Phases, Scenario, Squeal, TestResult, TopicReader,
 };
 use integration::{MariaDb, Stack, StackOptions};
 
@@ -406,7 +406,7 @@ async fn statements_naming_a_ruled_table_in_another_case_flush_it_under_lower_ca
         Stack::start(StackOptions::default().with_primary_option("--lower-case-table-names=1"))
             .await?;
     let topic = "inv_lower_case";
-    stack.create_topic(topic, 1).await?;
+    let scenario = Scenario::new(&stack, topic, 1, LOWER_CASE_RULES).await?;
     let primary = stack.primary();
     let mut conn = primary.connect().await?;
     let lctn: Option<u32> = conn.query_first("SELECT @@lower_case_table_names").await?;
@@ -424,20 +424,7 @@ async fn statements_naming_a_ruled_table_in_another_case_flush_it_under_lower_ca
     ] {
         conn.query_drop(sql).await?;
     }
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("squeal.toml");
-    std::fs::write(
-        &config,
-        config_text(
-            primary.port(),
-            &stack.kafka().brokers(),
-            topic,
-            &dir.path().join("cp.json"),
-            LOWER_CASE_RULES,
-            "",
-        ),
-    )?;
-    let squeal = Squeal::run(&config, primary.password(), &dir.path().join("squeal.log"))?;
+    let squeal = Squeal::run(&scenario.config, primary.password(), &scenario.log)?;
     let mut phases = Phases::new(
         TopicReader::new(&stack.kafka().brokers(), topic)?,
         "LC.MARKERS",
