@@ -744,13 +744,19 @@ fn split_line(buf: &[u8], max_line_len: usize) -> Result<(&[u8], usize), Parsed<
         None if window.len() > max_line_len + 1
             || (window.len() == max_line_len + 1 && window[max_line_len] != b'\r') =>
         {
-            Err(Parsed::Error {
-                error: ProtocolError::LineTooLong,
-                consumed: buf.len(),
-                swallow: Swallow::ThroughNewline,
-                noreply: false,
-                unlinks: None,
-            })
+            // Its end may already be in `buf`, with requests after it: only the line goes. (Taking
+            // all of `buf` and then swallowing through the next newline threw those requests away,
+            // and the next line too, so that a data block after it ran as a command.)
+            match memchr::memchr(b'\n', &buf[window.len()..]) {
+                Some(at) => Err(err(ProtocolError::LineTooLong, window.len() + at + 1)),
+                None => Err(Parsed::Error {
+                    error: ProtocolError::LineTooLong,
+                    consumed: buf.len(),
+                    swallow: Swallow::ThroughNewline,
+                    noreply: false,
+                    unlinks: None,
+                }),
+            }
         }
         None => Err(Parsed::Incomplete),
     }
@@ -2481,6 +2487,25 @@ mod tests {
             Parsed::Error {
                 error: ProtocolError::LineTooLong,
                 swallow: Swallow::ThroughNewline,
+                ..
+            }
+        ));
+        // The line's end already read: only the line goes, and the request after it stays.
+        let buf = b"get 0123456789012345\r\nversion\r\n";
+        assert_eq!(
+            parse_request(buf, &l),
+            Parsed::Error {
+                error: ProtocolError::LineTooLong,
+                consumed: 22,
+                swallow: Swallow::Nothing,
+                noreply: false,
+                unlinks: None,
+            }
+        );
+        assert!(matches!(
+            parse_request(&buf[22..], &l),
+            Parsed::Request {
+                request: Request::Version,
                 ..
             }
         ));

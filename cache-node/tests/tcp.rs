@@ -1872,6 +1872,32 @@ async fn endless_line_is_cut_off_and_connection_survives() -> R {
     Ok(())
 }
 
+/// A line over the bound whose end arrives in the same read as the requests after it: only that
+/// line is refused. Before, the whole read was dropped and the next line swallowed as well, so a
+/// `set` whose value was `flush_all` ran its value as a command and emptied the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_long_line_takes_only_itself_with_it() -> R {
+    let s = TestServer::start_with(|c| c.limits.max_line_len = 4096).await;
+    let mut c = s.client().await;
+    c.expect(b"set victim 0 0 1\r\nv\r\n", b"STORED\r\n").await;
+    let keys: String = (0..1_000).map(|i| format!(" key{i:05}")).collect();
+    let mut batch = format!("get{keys}\r\nversion\r\n").into_bytes();
+    batch.extend_from_slice(b"set k 0 0 9\r\nflush_all\r\nget victim\r\n");
+    c.expect(
+        &batch,
+        format!(
+            "CLIENT_ERROR line too long\r\nVERSION {}\r\nSTORED\r\nVALUE victim 0 1\r\nv\r\nEND\r\n",
+            cache_node::commands::VERSION
+        )
+        .as_bytes(),
+    )
+    .await;
+    c.expect(b"get k\r\n", b"VALUE k 0 9\r\nflush_all\r\nEND\r\n")
+        .await;
+    s.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_refused_politely() -> R {
     let s = TestServer::start_with(|c| c.max_connections = 3).await;
