@@ -832,7 +832,11 @@ impl<'n> Session<'n> {
                     return MetaCode::Ex;
                 }
             }
-            if flags.invalidate {
+            if flags.invalidate && exp == Some(Expiry::Expired) {
+                // A T already past ends the item at once, as in memcached: kept, its stale value
+                // would be served (with X) for ever.
+                e.remove();
+            } else if flags.invalidate {
                 // Mark stale: the value stays for X readers, the new CAS voids every outstanding token.
                 if let Some(mut m) = e.meta_mut() {
                     m.stale = true;
@@ -842,6 +846,7 @@ impl<'n> Session<'n> {
                         m.exptime = match exp {
                             Expiry::Never => 0,
                             Expiry::At(t) => t,
+                            // Removed above; kept as it was if ever reached.
                             Expiry::Expired => m.exptime,
                         };
                     }

@@ -1208,6 +1208,10 @@ async fn stale_serving_with_x_w_z() -> R {
     a.expect(b"get feed\r\n", b"VALUE feed 0 2\r\nv3\r\nEND\r\n")
         .await;
     assert_eq!(a.stat("lease_invalidations").await, "2");
+    // An invalidation whose T is already past ends the item, as in memcached: nothing stale stays.
+    a.expect(b"md feed I T-1\r\n", b"HD\r\n").await;
+    a.expect(b"mg feed v t\r\n", b"EN\r\n").await;
+    a.expect(b"mg feed v t\r\n", b"EN\r\n").await;
     s.stop().await;
     Ok(())
 }

@@ -580,7 +580,8 @@ impl Gen {
             md_pool.push(lit("I"));
             md_pool.push(num_flag(
                 "T",
-                prop_oneof![Just("0"), Just("30")].prop_map(str::to_string),
+                // -1: already past, which ends the item at once.
+                prop_oneof![Just("0"), Just("30"), Just("-1")].prop_map(str::to_string),
             ));
             md_pool.push(foreign(&md_foreign[..md_foreign.len() - 1]));
         } else {
