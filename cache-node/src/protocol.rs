@@ -1202,12 +1202,17 @@ fn parse_lease_set<'a>(
         return err(ProtocolError::UnknownCommand, line_len);
     };
     let noreply = match tokens.next() {
-        None => false,
-        Some(b"noreply") => true,
-        Some(_) => return err(ProtocolError::UnknownCommand, line_len),
+        None => Some(false),
+        Some(b"noreply") => Some(true),
+        Some(_) => None,
     };
     let Some(len) = parse_data_len(bytes) else {
         return err(ProtocolError::BadCommandLine, line_len);
+    };
+    // Another token where `noreply` may stand: an unknown command, whose data block is swallowed
+    // (its length is known) so that it is not read as a command, as for the other storage commands.
+    let Some(noreply) = noreply else {
+        return err_swallow(ProtocolError::UnknownCommand, line_len, len);
     };
     if len > limits.max_value_len {
         return err_swallow(ProtocolError::TooLarge, line_len, len);
