@@ -425,6 +425,9 @@ impl<'n> Session<'n> {
             )
         });
         self.release_scratch();
+        if mode == StoreMode::Set {
+            self.unlink_if_refused(key, &outcome);
+        }
         if mode == StoreMode::Cas {
             match outcome {
                 StoreOutcome::Stored => self.counters.cas_hits += 1,
@@ -665,6 +668,16 @@ impl<'n> Session<'n> {
         }
     }
 
+    /// A `set` or an `ms` refused for want of memory (or as too large for the store) removes the
+    /// item it would have replaced, as memcached 1.6 does ("avoid stale data persisting in cache
+    /// because we failed alloc"): the client's new value is refused, and the old one must not be
+    /// read in its place.
+    fn unlink_if_refused(&self, key: &[u8], outcome: &StoreOutcome) {
+        if matches!(outcome, StoreOutcome::OutOfMemory | StoreOutcome::TooLarge) {
+            self.node.store.with_entry(key, |e| e.remove());
+        }
+    }
+
     fn meta_set(
         &mut self,
         key: &[u8],
@@ -781,6 +794,8 @@ impl<'n> Session<'n> {
                 _ => {}
             }
         }
+        // Any mode, as memcached's mset.
+        self.unlink_if_refused(key, &outcome);
         let code = match outcome {
             StoreOutcome::Stored => {
                 if flags.quiet {

@@ -203,6 +203,10 @@ pub enum Parsed<'a> {
         data_len: usize,
         /// The line asked for no reply (text `noreply`; meta errors are always sent).
         noreply: bool,
+        /// A `set` or an `ms` (any mode): its key as sent and whether that is base64, as
+        /// `Error::unlinks`. When its value cannot be held, memcached removes the item it would have
+        /// replaced, and so must the server.
+        unlinks: Option<(&'a [u8], bool)>,
     },
     /// A whole request, which used `consumed` bytes of the buffer.
     Request {
@@ -679,6 +683,7 @@ fn awaiting_data<'a>(
     line_len: usize,
     data_len: usize,
     noreply: bool,
+    unlinks: Option<(&'a [u8], bool)>,
 ) -> Parsed<'a> {
     match outcome {
         Parsed::Incomplete => Parsed::IncompleteData {
@@ -686,6 +691,7 @@ fn awaiting_data<'a>(
             line_len,
             data_len,
             noreply,
+            unlinks,
         },
         other => other,
     }
@@ -1093,7 +1099,14 @@ fn parse_command<'a>(
                     },
                     consumed,
                 },
-                Err(outcome) => awaiting_data(outcome, key, line_len, len, false),
+                Err(outcome) => awaiting_data(
+                    outcome,
+                    key,
+                    line_len,
+                    len,
+                    false,
+                    Some((key, flags.base64_key)),
+                ),
             }
         }
         _ => err(ProtocolError::UnknownCommand, line_len),
@@ -1182,7 +1195,14 @@ fn parse_store<'a>(
             },
             consumed,
         },
-        Err(outcome) => awaiting_data(outcome, key, line_len, len, noreply),
+        Err(outcome) => awaiting_data(
+            outcome,
+            key,
+            line_len,
+            len,
+            noreply,
+            (mode == StoreMode::Set).then_some((key, false)),
+        ),
     }
 }
 
@@ -1237,7 +1257,7 @@ fn parse_lease_set<'a>(
             },
             consumed,
         },
-        Err(outcome) => awaiting_data(outcome, key, line_len, len, noreply),
+        Err(outcome) => awaiting_data(outcome, key, line_len, len, noreply, None),
     }
 }
 
@@ -2262,9 +2282,23 @@ mod tests {
                 key: b"k",
                 line_len: 13,
                 data_len: 5,
-                noreply: false
+                noreply: false,
+                unlinks: Some((b"k", false)),
             }
         );
+        // Only a set or an ms names the item to remove when its value cannot be held.
+        assert!(matches!(
+            req(b"add k 0 0 5\r\nhel"),
+            Parsed::IncompleteData { unlinks: None, .. }
+        ));
+        assert!(matches!(
+            req(b"ms aw== 5 b MA\r\nhel"),
+            Parsed::IncompleteData {
+                key: b"aw==",
+                unlinks: Some((b"aw==", true)),
+                ..
+            }
+        ));
         assert_eq!(req(b"set k 0 0 5"), Parsed::Incomplete);
         assert!(matches!(
             req(b"set k 1 2 5\r\nhello\r\n"),

@@ -780,6 +780,19 @@ impl<'n> Connection<'n> {
     /// (returning `more = true`) once the replies reach [`MAX_BATCH_REPLY_BYTES`], so a pipeline of gets
     /// for large values cannot pile up unbounded replies in memory; a single multi-get over the bound
     /// stops mid-request ([`Flow::Unfinished`]) and stays in the buffer to be carried on.
+    /// Removes the item a refused `set` or `ms` would have replaced (`unlinks` of
+    /// [`Parsed::Error`] and [`Parsed::IncompleteData`]), as memcached 1.6 does ("avoid stale data
+    /// persisting in cache because we failed alloc"): a client whose new value was refused must not
+    /// go on reading the old one.
+    fn unlink(&self, unlinks: Option<(&[u8], bool)>) {
+        if let Some((key, base64)) = unlinks {
+            let mut decoded = [0u8; MAX_KEY_LEN];
+            if let Some(key) = decode_key(key, base64, &mut decoded) {
+                self.store.with_entry(key, |e| e.remove());
+            }
+        }
+    }
+
     fn process_buffer(&mut self) -> (Flow, bool) {
         let mut pos = 0;
         let mut flow = Flow::Continue;
@@ -823,6 +836,7 @@ impl<'n> Connection<'n> {
                     line_len,
                     data_len,
                     noreply,
+                    unlinks,
                 } => {
                     if data_len <= RESERVE_DATA_ABOVE_BYTES {
                         break;
@@ -835,9 +849,20 @@ impl<'n> Connection<'n> {
                     let hold = ahead.saturating_sub(BUFFER_BYTES);
                     let held = match &mut self.reservation {
                         Some(held) => held.grow_to(hold),
-                        None => self.store.reserve(key, block, hold).map(|held| {
-                            self.reservation = Some(held);
-                        }),
+                        None => {
+                            // Held in the shard of the key the item will have (an `ms` key may
+                            // be sent in base64).
+                            let mut decoded = [0u8; MAX_KEY_LEN];
+                            let key = match unlinks {
+                                Some((sent, base64)) => {
+                                    decode_key(sent, base64, &mut decoded).unwrap_or(key)
+                                }
+                                None => key,
+                            };
+                            self.store.reserve(key, block, hold).map(|held| {
+                                self.reservation = Some(held);
+                            })
+                        }
                     };
                     match held {
                         Ok(()) => {
@@ -849,7 +874,9 @@ impl<'n> Connection<'n> {
                             self.reservation = None;
                             self.read_at_most = usize::MAX;
                             // memcached's answer when it cannot allocate the item: refuse it and swallow
-                            // its data block, so the connection stays in sync.
+                            // its data block, so the connection stays in sync; and a set or an ms
+                            // removes the item it would have replaced.
+                            self.unlink(unlinks);
                             pos += line_len;
                             self.session.counters.protocol_errors += 1;
                             if !noreply {
@@ -887,12 +914,7 @@ impl<'n> Connection<'n> {
                 } => {
                     // As memcached: a set (or ms) refused as too large removes the item it would
                     // have replaced.
-                    if let Some((key, base64)) = unlinks {
-                        let mut decoded = [0u8; MAX_KEY_LEN];
-                        if let Some(key) = decode_key(key, base64, &mut decoded) {
-                            self.store.with_entry(key, |e| e.remove());
-                        }
-                    }
+                    self.unlink(unlinks);
                     pos += consumed;
                     self.session.counters.protocol_errors += 1;
                     if !noreply {

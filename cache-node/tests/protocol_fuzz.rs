@@ -254,7 +254,10 @@ proptest! {
             let expected = if cut < line_len {
                 Parsed::Incomplete
             } else {
-                Parsed::IncompleteData { key: key.as_bytes(), line_len, data_len: data.len(), noreply }
+                Parsed::IncompleteData {
+                    key: key.as_bytes(), line_len, data_len: data.len(), noreply,
+                    unlinks: (mode == StoreMode::Set).then_some((key.as_bytes(), false)),
+                }
             };
             prop_assert_eq!(parse_request(&out[..cut], &small_limits()), expected);
         }

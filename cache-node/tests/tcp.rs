@@ -2069,6 +2069,71 @@ async fn write_flood_stays_within_memory_budget() -> R {
     Ok(())
 }
 
+/// A `set` or an `ms` refused for want of memory removes the item it would have replaced, as
+/// memcached 1.6 does ("avoid stale data persisting in cache because we failed alloc"); `add` leaves
+/// it. Nine clients hold most of an 8 MiB node for values still arriving; a 1 MB value for a key that
+/// has an item is then refused. Before, the old value stayed readable after the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_refused_for_want_of_memory_removes_the_old_item() -> R {
+    let s = TestServer::start_with(|c| c.memory_limit_bytes = 8 << 20).await;
+    let mut c = s.client().await;
+    for key in ["k", "m", "a"] {
+        c.expect(
+            format!("set {key} 0 0 3\r\nold\r\n").as_bytes(),
+            b"STORED\r\n",
+        )
+        .await;
+    }
+    let half = vec![b'h'; 900_000];
+    let mut holders = Vec::new();
+    for i in 0..9 {
+        let mut h = s.client().await;
+        h.send(format!("set h{i} 0 0 1000000\r\n").as_bytes()).await;
+        h.send(&half).await;
+        holders.push(h);
+    }
+    poll_for_async(Duration::from_secs(20), async || {
+        let held: u64 = c.stat("reserved_bytes").await.parse().unwrap();
+        (held > 6 << 20)
+            .then_some(())
+            .ok_or_else(|| format!("{held} bytes held"))
+    })
+    .await;
+    let value = vec![b'n'; 1_000_000];
+    for (line, key, refused) in [
+        (
+            "set k 0 0 1000000\r\n",
+            "k",
+            &b"SERVER_ERROR out of memory storing object\r\n"[..],
+        ),
+        (
+            "ms m 1000000\r\n",
+            "m",
+            b"SERVER_ERROR out of memory storing object\r\n",
+        ),
+        (
+            "add a 0 0 1000000\r\n",
+            "a",
+            b"SERVER_ERROR out of memory storing object\r\n",
+        ),
+    ] {
+        c.send(line.as_bytes()).await;
+        c.expect_reply(refused).await;
+        c.send(&value).await;
+        c.send(b"\r\n").await;
+        let kept = if key == "a" {
+            "VALUE a 0 3\r\nold\r\nEND\r\n"
+        } else {
+            "END\r\n"
+        };
+        c.expect(format!("get {key}\r\n").as_bytes(), kept.as_bytes())
+            .await;
+    }
+    drop(holders);
+    s.stop().await;
+    Ok(())
+}
+
 /// Room held for values in flight is given back however the request ends: stored, refused for want of
 /// room, or cut off by the client hanging up mid-value. 24 clients send 15 values of 20-200 KB each in
 /// pieces, concurrently, into a 1.5 MiB node, and every fifth one hangs up halfway (not the last, so the
