@@ -594,7 +594,9 @@ fn base64_decode(src: &[u8], out: &mut [u8]) -> Option<usize> {
 
 /// Parses a decimal unsigned number (digits only, no sign), as memcached's safe_strtoull.
 pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 {
+    // No bound on the digits: leading zeros are fine (memcached reads with strtoull), and overflow is
+    // caught below.
+    if s.is_empty() {
         return None;
     }
     let mut v: u64 = 0;

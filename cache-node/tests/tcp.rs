@@ -773,6 +773,14 @@ async fn bad_lines_answer_as_memcached() -> R {
         .await;
     c.expect(b"set k 0 0 1 extra\r\n7\r\n", b"STORED\r\n").await;
     c.expect(b"incr k 1 extra\r\n", b"8\r\n").await;
+    // Leading zeros, however many, as memcached's strtoull (before: over 20 digits was refused).
+    c.expect(b"incr k 00000000000000000000001\r\n", b"9\r\n")
+        .await;
+    c.expect(
+        b"incr k 000000000000000000000018446744073709551616\r\n",
+        b"CLIENT_ERROR invalid numeric delta argument\r\n",
+    )
+    .await;
     // mcrouter's lease-set takes only `noreply` there: another token is an unknown command, and its
     // data block is swallowed too (before: `abc` was read as a command, a second ERROR).
     c.expect(b"lease-set k 5 0 0 3 x\r\nabc\r\n", b"ERROR\r\n")
