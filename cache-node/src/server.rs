@@ -776,10 +776,6 @@ impl<'n> Connection<'n> {
         }
     }
 
-    /// Handles the complete requests in the read buffer, appending replies to the write buffer. Stops early
-    /// (returning `more = true`) once the replies reach [`MAX_BATCH_REPLY_BYTES`], so a pipeline of gets
-    /// for large values cannot pile up unbounded replies in memory; a single multi-get over the bound
-    /// stops mid-request ([`Flow::Unfinished`]) and stays in the buffer to be carried on.
     /// Removes the item a refused `set` or `ms` would have replaced (`unlinks` of
     /// [`Parsed::Error`] and [`Parsed::IncompleteData`]), as memcached 1.6 does ("avoid stale data
     /// persisting in cache because we failed alloc"): a client whose new value was refused must not
@@ -793,6 +789,10 @@ impl<'n> Connection<'n> {
         }
     }
 
+    /// Handles the complete requests in the read buffer, appending replies to the write buffer. Stops early
+    /// (returning `more = true`) once the replies reach [`MAX_BATCH_REPLY_BYTES`], so a pipeline of gets
+    /// for large values cannot pile up unbounded replies in memory; a single multi-get over the bound
+    /// stops mid-request ([`Flow::Unfinished`]) and stays in the buffer to be carried on.
     fn process_buffer(&mut self) -> (Flow, bool) {
         let mut pos = 0;
         let mut flow = Flow::Continue;
