@@ -858,12 +858,8 @@ impl<'n> Session<'n> {
                     m.win_sent = false;
                     m.cas = new_cas;
                     if let Some(exp) = exp {
-                        m.exptime = match exp {
-                            Expiry::Never => 0,
-                            Expiry::At(t) => t,
-                            // Removed above; kept as it was if ever reached.
-                            Expiry::Expired => m.exptime,
-                        };
+                        // Never `Expired` here: that removed the item above.
+                        m.exptime = exp.store_time();
                     }
                 }
             } else if flags.remove_value {
