@@ -430,6 +430,9 @@ async fn ms_with_c_counts_cas_as_memcached_in_every_mode() -> R {
     Ok(())
 }
 
+/// `stats` figures the maintainer thread may change while no client sends anything.
+const MOVED_BY_MAINTAINER: &[&str] = &["bytes"];
+
 /// The metrics port serves every numeric `stats` figure with the same value, under a valid Prometheus
 /// name: `cache_node_NAME` for gauges, `cache_node_NAME_total` for counters (`version` and the CPU
 /// times have names of their own).
@@ -440,110 +443,127 @@ async fn metrics_serve_every_stat_with_its_value() -> R {
     for req in WORKLOAD.iter().filter(|r| !r.contains('{')) {
         exchange(&mut c, req.as_bytes()).await;
     }
-    // The `stats` reply does not count itself in bytes_written; the scrape after it does.
-    c.send(b"stats\r\n").await;
-    let mut reply = Vec::new();
-    while !reply.ends_with(b"END\r\n") {
-        reply.extend(c.read_some().await);
-    }
-    let stats: Vec<(String, String)> = String::from_utf8(reply.clone())?
-        .lines()
-        .filter_map(|l| {
-            let (n, v) = l.strip_prefix("STAT ")?.split_once(' ')?;
-            Some((n.to_string(), v.to_string()))
-        })
-        .collect();
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let maddr = listener.local_addr()?;
-    let metrics = tokio::spawn(cache_node::metrics::serve(
-        listener,
-        s.node.clone(),
-        std::future::pending::<()>(),
-    ));
-    let mut http = tokio::net::TcpStream::connect(maddr).await?;
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await?;
-    let mut response = String::new();
-    http.read_to_string(&mut response).await?;
-    metrics.abort();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    let mut samples = HashMap::new();
-    let mut typed = HashMap::new();
-    for line in body.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE line");
-            typed.insert(name.to_string(), kind.to_string());
-            continue;
+    // The maintainer runs on in the background and may move a figure between the `stats` read and
+    // the scrape: its first expiry pass over a shard sizes the shard's scratch buffer, which `bytes`
+    // counts (16 B, in about 1 run of 20 here). A mismatch in such a figure alone is read again; any
+    // other fails at once.
+    for attempt in 1.. {
+        // The `stats` reply does not count itself in bytes_written; the scrape after it does.
+        c.send(b"stats\r\n").await;
+        let mut reply = Vec::new();
+        while !reply.ends_with(b"END\r\n") {
+            reply.extend(c.read_some().await);
         }
-        let (name, value) = line.rsplit_once(' ').expect("sample line");
-        let bare = name.split('{').next().unwrap();
+        let stats: Vec<(String, String)> = String::from_utf8(reply.clone())?
+            .lines()
+            .filter_map(|l| {
+                let (n, v) = l.strip_prefix("STAT ")?.split_once(' ')?;
+                Some((n.to_string(), v.to_string()))
+            })
+            .collect();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let maddr = listener.local_addr()?;
+        let metrics = tokio::spawn(cache_node::metrics::serve(
+            listener,
+            s.node.clone(),
+            std::future::pending::<()>(),
+        ));
+        let mut http = tokio::net::TcpStream::connect(maddr).await?;
+        http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        http.read_to_string(&mut response).await?;
+        metrics.abort();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or("");
+        let mut samples = HashMap::new();
+        let mut typed = HashMap::new();
+        for line in body.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE line");
+                typed.insert(name.to_string(), kind.to_string());
+                continue;
+            }
+            let (name, value) = line.rsplit_once(' ').expect("sample line");
+            let bare = name.split('{').next().unwrap();
+            assert!(
+                !bare.is_empty()
+                    && !bare.starts_with(|ch: char| ch.is_ascii_digit())
+                    && bare
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':'),
+                "invalid metric name {name:?}"
+            );
+            assert!(typed.contains_key(bare), "{bare} has no TYPE line");
+            assert!(
+                samples
+                    .insert(bare.to_string(), value.to_string())
+                    .is_none(),
+                "{bare} twice"
+            );
+        }
+        let (mut mismatches, mut moved_only) = (Vec::new(), true);
+        for (name, value) in &stats {
+            let (metric, want) = match name.as_str() {
+                "version" => {
+                    assert!(
+                        body.contains(&format!("cache_node_info{{version=\"{value}\"}} 1\n")),
+                        "{body}"
+                    );
+                    continue;
+                }
+                // CPU time moves between the two reads; only its presence is checked.
+                "rusage_user" | "rusage_system" => {
+                    let mode = &name["rusage_".len()..];
+                    let metric = format!("cache_node_cpu_{mode}_seconds_total");
+                    assert!(samples.contains_key(&metric), "no {metric}: {body}");
+                    continue;
+                }
+                // The maintainer thread runs on in the background.
+                "maintainer_wakeups" | "maintainer_tick_us" => {
+                    let found = [
+                        format!("cache_node_{name}"),
+                        format!("cache_node_{name}_total"),
+                    ];
+                    assert!(found.iter().any(|m| samples.contains_key(m)), "no {name}");
+                    continue;
+                }
+                "bytes_written" => {
+                    let v: u64 = value.parse()?;
+                    (
+                        "cache_node_bytes_written_total".to_string(),
+                        (v + reply.len() as u64).to_string(),
+                    )
+                }
+                _ => {
+                    let gauge = format!("cache_node_{name}");
+                    let metric = if samples.contains_key(&gauge) {
+                        gauge
+                    } else {
+                        format!("cache_node_{name}_total")
+                    };
+                    (metric, value.clone())
+                }
+            };
+            if samples.get(&metric) != Some(&want) {
+                mismatches.push(format!(
+                    "{name} is {value} in stats, {:?} in metrics",
+                    samples.get(&metric)
+                ));
+                moved_only &= MOVED_BY_MAINTAINER.contains(&name.as_str());
+            }
+        }
+        if mismatches.is_empty() {
+            break;
+        }
         assert!(
-            !bare.is_empty()
-                && !bare.starts_with(|ch: char| ch.is_ascii_digit())
-                && bare
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':'),
-            "invalid metric name {name:?}"
+            moved_only && attempt < 5,
+            "attempt {attempt}: {mismatches:?}; metrics: {body}"
         );
-        assert!(typed.contains_key(bare), "{bare} has no TYPE line");
-        assert!(
-            samples
-                .insert(bare.to_string(), value.to_string())
-                .is_none(),
-            "{bare} twice"
-        );
-    }
-    for (name, value) in &stats {
-        let (metric, want) = match name.as_str() {
-            "version" => {
-                assert!(
-                    body.contains(&format!("cache_node_info{{version=\"{value}\"}} 1\n")),
-                    "{body}"
-                );
-                continue;
-            }
-            // CPU time moves between the two reads; only its presence is checked.
-            "rusage_user" | "rusage_system" => {
-                let mode = &name["rusage_".len()..];
-                let metric = format!("cache_node_cpu_{mode}_seconds_total");
-                assert!(samples.contains_key(&metric), "no {metric}: {body}");
-                continue;
-            }
-            // The maintainer thread runs on in the background.
-            "maintainer_wakeups" | "maintainer_tick_us" => {
-                let found = [
-                    format!("cache_node_{name}"),
-                    format!("cache_node_{name}_total"),
-                ];
-                assert!(found.iter().any(|m| samples.contains_key(m)), "no {name}");
-                continue;
-            }
-            "bytes_written" => {
-                let v: u64 = value.parse()?;
-                (
-                    "cache_node_bytes_written_total".to_string(),
-                    (v + reply.len() as u64).to_string(),
-                )
-            }
-            _ => {
-                let gauge = format!("cache_node_{name}");
-                let metric = if samples.contains_key(&gauge) {
-                    gauge
-                } else {
-                    format!("cache_node_{name}_total")
-                };
-                (metric, value.clone())
-            }
-        };
-        assert_eq!(
-            samples.get(&metric),
-            Some(&want),
-            "{name} is {value} in stats; metrics: {body}"
-        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     s.stop().await;
     Ok(())
