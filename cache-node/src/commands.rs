@@ -21,8 +21,9 @@ use bytes::{BufMut, BytesMut};
 
 use crate::protocol::{
     compose_lease_value, compose_meta, compose_meta_subset, compose_number, compose_stat,
-    compose_value, decode_key, format_u64, reply, ArithOp, Keys, MetaCode, MetaCommand, MetaFlags,
-    MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN, REALTIME_MAXDELTA,
+    compose_value, decode_key, format_u64, reply, ArithOp, Keys, LongGetLine, MetaCode,
+    MetaCommand, MetaFlags, MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN,
+    REALTIME_MAXDELTA,
 };
 use crate::server::{Node, MAX_BATCH_REPLY_BYTES, MAX_KEPT_BUFFER_BYTES};
 use crate::stats::Counters;
@@ -163,7 +164,7 @@ impl<'n> Session<'n> {
                 with_cas,
                 touch,
                 keys,
-            } => return self.get(with_cas, touch, keys, out),
+            } => return self.get(with_cas, touch, keys, true, out),
             Request::Store {
                 mode,
                 key,
@@ -293,7 +294,20 @@ impl<'n> Session<'n> {
         Flow::Continue
     }
 
-    /// get, gets, gat, gats. Stops with [`Flow::Unfinished`] once the reply passes
+    /// A part of a get line too long to read whole ([`Parsed::GetLinePart`]): its keys, answered
+    /// without the `END` that the line's last part, a [`Request::Get`], sends.
+    ///
+    /// [`Parsed::GetLinePart`]: crate::protocol::Parsed::GetLinePart
+    pub fn execute_get_part(
+        &mut self,
+        line: LongGetLine,
+        keys: Keys<'_>,
+        out: &mut BytesMut,
+    ) -> Flow {
+        self.get(line.with_cas, line.touch, keys, false, out)
+    }
+
+    /// get, gets, gat, gats; `end`: close the reply with `END`. Stops with [`Flow::Unfinished`] once the reply passes
     /// [`MAX_BATCH_REPLY_BYTES`] with keys left: a 16 KiB line names up to 8,000 keys, which for 1 MB
     /// values would otherwise be an 8 GB reply built in memory (memcached sends from the items
     /// themselves and never copies them).
@@ -302,6 +316,7 @@ impl<'n> Session<'n> {
         with_cas: bool,
         touch: Option<i64>,
         keys: Keys<'_>,
+        end: bool,
         out: &mut BytesMut,
     ) -> Flow {
         let exp = touch.map(|t| self.expiry(t));
@@ -347,7 +362,9 @@ impl<'n> Session<'n> {
                 c.cmd_get += 1;
             }
         }
-        out.put_slice(reply::END);
+        if end {
+            out.put_slice(reply::END);
+        }
         Flow::Continue
     }
 

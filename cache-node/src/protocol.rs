@@ -14,6 +14,8 @@
 //! buffering it, or refuse it), a borrowed [`Request`] and the number
 //! of bytes it used, or a [`ProtocolError`] together with how much input to drop so the connection stays in
 //! sync (for a refused `set` that includes its data block, which may not have arrived yet: see [`Swallow`]).
+//! A get line longer than the line bound is the one request read in parts ([`Parsed::GetLinePart`]): the
+//! caller carries a [`LongGetLine`] between them, and parses them with [`parse_long_get_rest`].
 //! The limits in [`Limits`] (key length, value size, line length) are enforced here, so every user of the
 //! parser gets them, and the property test in `tests/protocol_fuzz.rs` checks them over arbitrary bytes.
 //!
@@ -28,9 +30,11 @@ pub const MAX_KEY_LEN: usize = 250;
 /// memcached's default item size limit (`-I 1m`).
 pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
 /// Longest request line (without its data block) accepted. memcached closes the connection on a non-get
-/// line over 2048 bytes and reads get lines up to its 16 KiB read buffer; we accept every line up to
-/// 16 KiB (room for 64 keys of 250 bytes) and answer a longer one with `CLIENT_ERROR line too long`,
-/// dropping input through its newline, so the connection survives and memory stays bounded.
+/// line over 2048 bytes and reads get lines of any length into a buffer that grows; we accept every line
+/// up to 16 KiB (room for 64 keys of 250 bytes) and answer a longer one with `CLIENT_ERROR line too long`,
+/// dropping input through its newline, so the connection survives and memory stays bounded. A longer
+/// `get`, `gets`, `gat` or `gats` line is answered in parts of at most this length
+/// ([`Parsed::GetLinePart`]).
 pub const DEFAULT_MAX_LINE_LEN: usize = 16 * 1024;
 /// Longest opaque token accepted, its `O` included, as memcached 1.6.18 (`MFLAG_MAX_OPAQUE_LENGTH`):
 /// `O` and 31 bytes.
@@ -208,6 +212,19 @@ pub enum Parsed<'a> {
         /// replaced, and so must the server.
         unlinks: Option<(&'a [u8], bool)>,
     },
+    /// Part of a `get`, `gets`, `gat` or `gats` line longer than the line bound: the keys that end
+    /// within its first `max_line_len` bytes. Answer them without the closing `END`, drop `consumed`
+    /// bytes, and parse what follows with [`parse_long_get_rest`] and `line` until that returns the
+    /// line's last part as a [`Request::Get`]. So a multi-get of any length is read in bounded
+    /// memory; memcached reads such a line whole, into a buffer that grows without bound.
+    GetLinePart {
+        /// What the later parts of the line need from its start.
+        line: LongGetLine,
+        /// The keys of this part, at least one.
+        keys: Keys<'a>,
+        /// Bytes of the buffer the part used: through the space after its last key.
+        consumed: usize,
+    },
     /// A whole request, which used `consumed` bytes of the buffer.
     Request {
         /// The request, borrowing keys and data from the buffer.
@@ -232,6 +249,16 @@ pub enum Parsed<'a> {
         /// `prepend` and `lease-set` leave it, and every other error is `None`.
         unlinks: Option<(&'a [u8], bool)>,
     },
+}
+
+/// A `get`, `gets`, `gat` or `gats` line longer than the line bound that is being read in parts
+/// ([`Parsed::GetLinePart`]): what its later parts, which hold only keys, are answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongGetLine {
+    /// `gets`/`gats`: return CAS values.
+    pub with_cas: bool,
+    /// `gat`/`gats`: the new expiry, as sent.
+    pub touch: Option<i64>,
 }
 
 /// A storage command of the text protocol.
@@ -423,7 +450,8 @@ pub enum Request<'a> {
         with_cas: bool,
         /// `gat`/`gats`: the new expiry.
         touch: Option<i64>,
-        /// The keys, at least one.
+        /// The keys: at least one, but the last part of a line read in parts
+        /// ([`Parsed::GetLinePart`]) may have none.
         keys: Keys<'a>,
     },
     /// `set`, `add`, `replace`, `append`, `prepend`, `cas`.
@@ -787,6 +815,12 @@ fn take_data(buf: &[u8], start: usize, len: usize) -> Result<(&[u8], usize), Par
 pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let (line, line_len) = match split_line(buf, limits.max_line_len) {
         Ok(v) => v,
+        Err(
+            outcome @ Parsed::Error {
+                error: ProtocolError::LineTooLong,
+                ..
+            },
+        ) => return long_get_first_part(buf, limits).unwrap_or(outcome),
         Err(outcome) => return outcome,
     };
     let mut tokens = Tokens::new(line);
@@ -818,6 +852,88 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         }
         outcome => outcome,
     }
+}
+
+/// The first part of a line over the line bound (`buf` holds more than `max_line_len` bytes of it) if
+/// it is a `get`, `gets`, `gat` or `gats`; `None` for any other line, which is refused as too long.
+fn long_get_first_part<'a>(buf: &'a [u8], limits: &Limits) -> Option<Parsed<'a>> {
+    let window = &buf[..limits.max_line_len];
+    let mut tokens = Tokens::new(window);
+    let command = tokens.next()?;
+    let touch = match command {
+        b"get" | b"gets" => None,
+        b"gat" | b"gats" => Some(parse_i64(tokens.next()?)?),
+        _ => return None,
+    };
+    // The command (and exptime) must be whole: followed by a space within the window.
+    if tokens.rest.is_empty() {
+        return None;
+    }
+    let line = LongGetLine {
+        with_cas: matches!(command, b"gets" | b"gats"),
+        touch,
+    };
+    long_get_part(window, window.len() - tokens.rest.len(), line, limits)
+}
+
+/// Parses what follows a part of a long get line ([`Parsed::GetLinePart`]): its next part, or its
+/// last one, through the newline, as a [`Request::Get`].
+pub fn parse_long_get_rest<'a>(buf: &'a [u8], line: LongGetLine, limits: &Limits) -> Parsed<'a> {
+    match split_line(buf, limits.max_line_len) {
+        Ok((keys, consumed)) => {
+            if Tokens::new(keys).any(|key| !valid_key(key, limits.max_key_len)) {
+                return err(ProtocolError::BadKey, consumed);
+            }
+            Parsed::Request {
+                request: Request::Get {
+                    with_cas: line.with_cas,
+                    touch: line.touch,
+                    keys: Keys { raw: keys },
+                },
+                consumed,
+            }
+        }
+        Err(
+            outcome @ Parsed::Error {
+                error: ProtocolError::LineTooLong,
+                ..
+            },
+        ) => long_get_part(&buf[..limits.max_line_len], 0, line, limits).unwrap_or(outcome),
+        Err(outcome) => outcome,
+    }
+}
+
+/// The part of a long get line in `window` (its next `max_line_len` bytes, with no newline among
+/// them), whose keys start at `keys_start`: the keys followed by a space. A bad one refuses the
+/// rest of the line, as memcached refuses a get line with a bad key. `None` if there is no key
+/// before the window's last space: a line of spaces or a key longer than a line, refused as a line
+/// too long.
+fn long_get_part<'a>(
+    window: &'a [u8],
+    keys_start: usize,
+    line: LongGetLine,
+    limits: &Limits,
+) -> Option<Parsed<'a>> {
+    let consumed = keys_start + memchr::memrchr(b' ', &window[keys_start..])? + 1;
+    let keys = &window[keys_start..consumed];
+    let mut count = 0;
+    for key in Tokens::new(keys) {
+        if !valid_key(key, limits.max_key_len) {
+            return Some(Parsed::Error {
+                error: ProtocolError::BadKey,
+                consumed: window.len(),
+                swallow: Swallow::ThroughNewline,
+                noreply: false,
+                unlinks: None,
+            });
+        }
+        count += 1;
+    }
+    (count > 0).then_some(Parsed::GetLinePart {
+        line,
+        keys: Keys { raw: keys },
+        consumed,
+    })
 }
 
 /// The text commands that take a trailing `noreply`.

@@ -24,7 +24,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::commands::{Flow, Session, VERSION};
 use crate::maintainer::{self, Maintainer};
 use crate::protocol::{
-    decode_key, parse_request, reply, Limits, Parsed, ProtocolError, Swallow, MAX_KEY_LEN,
+    decode_key, parse_long_get_rest, parse_request, reply, Limits, LongGetLine, Parsed,
+    ProtocolError, Swallow, MAX_KEY_LEN,
 };
 use crate::stats::CounterSlots;
 use crate::store::{Reservation, Store, StoreConfig, StoreError};
@@ -608,6 +609,10 @@ pub struct Connection<'n> {
     write_buf: BytesMut,
     /// Input still to drop after a refused request (its data block or the rest of an over-long line).
     swallow: Swallow,
+    /// A get line longer than the line bound whose first parts are answered: the buffer starts
+    /// within it, at a key, and is parsed with [`parse_long_get_rest`] until its newline. Without
+    /// it, such a line is refused, or has to be buffered whole.
+    long_get: Option<LongGetLine>,
     /// Executes requests; holds this connection's counters.
     session: Session<'n>,
     /// Parser limits from the node's config.
@@ -633,6 +638,7 @@ impl<'n> Connection<'n> {
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
             swallow: Swallow::Nothing,
+            long_get: None,
             session: Session::new(node),
             limits: node.config.limits,
             store: &node.store,
@@ -822,7 +828,10 @@ impl<'n> Connection<'n> {
                     continue;
                 }
             }
-            let parsed = parse_request(&buf[pos..], &self.limits);
+            let parsed = match self.long_get {
+                Some(line) => parse_long_get_rest(&buf[pos..], line, &self.limits),
+                None => parse_request(&buf[pos..], &self.limits),
+            };
             if !matches!(parsed, Parsed::IncompleteData { .. }) {
                 // The request the room was held for is in (or was refused): give the room back before
                 // it runs, so its insert can use it.
@@ -889,6 +898,25 @@ impl<'n> Connection<'n> {
                         }
                     }
                 }
+                Parsed::GetLinePart {
+                    line,
+                    keys,
+                    consumed,
+                } => {
+                    flow = self
+                        .session
+                        .execute_get_part(line, keys, &mut self.write_buf);
+                    if flow == Flow::Unfinished {
+                        more = true;
+                        break;
+                    }
+                    self.long_get = Some(line);
+                    pos += consumed;
+                    if self.write_buf.len() >= MAX_BATCH_REPLY_BYTES {
+                        more = true;
+                        break;
+                    }
+                }
                 Parsed::Request { request, consumed } => {
                     flow = self.session.execute(request, &mut self.write_buf);
                     if flow == Flow::Unfinished {
@@ -896,6 +924,7 @@ impl<'n> Connection<'n> {
                         more = true;
                         break;
                     }
+                    self.long_get = None;
                     pos += consumed;
                     if flow == Flow::Close {
                         break;
@@ -915,6 +944,7 @@ impl<'n> Connection<'n> {
                     // As memcached: a set (or ms) refused as too large removes the item it would
                     // have replaced.
                     self.unlink(unlinks);
+                    self.long_get = None;
                     pos += consumed;
                     self.session.counters.protocol_errors += 1;
                     if !noreply {

@@ -10,8 +10,8 @@
 
 use bytes::BytesMut;
 use cache_node::protocol::{
-    decode_key, parse_request, parse_response, valid_key, Keys, Limits, Parsed, ParsedResponse,
-    ProtocolError, Request, StoreMode, Swallow, MAX_KEY_LEN,
+    decode_key, parse_long_get_rest, parse_request, parse_response, valid_key, Keys, Limits,
+    LongGetLine, Parsed, ParsedResponse, ProtocolError, Request, StoreMode, Swallow, MAX_KEY_LEN,
 };
 use proptest::prelude::*;
 
@@ -32,8 +32,16 @@ fn small_limits() -> Limits {
     }
 }
 
-fn check_request(input: &[u8], limits: &Limits) {
-    match parse_request(input, limits) {
+/// Parses the next request as a connection does: within a long get line (`long_get`), its next part.
+fn parse_next<'a>(input: &'a [u8], long_get: Option<LongGetLine>, limits: &Limits) -> Parsed<'a> {
+    match long_get {
+        Some(line) => parse_long_get_rest(input, line, limits),
+        None => parse_request(input, limits),
+    }
+}
+
+fn check_request(input: &[u8], long_get: Option<LongGetLine>, limits: &Limits) {
+    match parse_next(input, long_get, limits) {
         Parsed::Incomplete => {
             // Incomplete only while no line end is within the line bound, or a data block is pending.
             let window = &input[..input.len().min(limits.max_line_len + 2)];
@@ -57,9 +65,25 @@ fn check_request(input: &[u8], limits: &Limits) {
             assert!(data_len <= limits.max_value_len, "announced {data_len}");
             assert!(!key.is_empty() && input[..line_len].windows(key.len()).any(|w| w == key));
         }
+        Parsed::GetLinePart { keys, consumed, .. } => {
+            // A part of a line too long to buffer: at most a line's worth, ending after a space,
+            // within the line, with at least one key and every key within the limits.
+            assert!(consumed > 0 && consumed <= limits.max_line_len && consumed <= input.len());
+            assert_eq!(input[consumed - 1], b' ');
+            assert!(!input[..consumed].contains(&b'\n'));
+            check_limits(
+                &Request::Get {
+                    with_cas: false,
+                    touch: None,
+                    keys,
+                },
+                false,
+                limits,
+            );
+        }
         Parsed::Request { request, consumed } => {
             assert!(consumed > 0 && consumed <= input.len());
-            check_limits(&request, limits);
+            check_limits(&request, long_get.is_some(), limits);
         }
         Parsed::Error {
             error,
@@ -93,7 +117,8 @@ fn check_request(input: &[u8], limits: &Limits) {
     }
 }
 
-fn check_limits(request: &Request<'_>, limits: &Limits) {
+/// `last_part`: the request ends a long get line, and may name no key.
+fn check_limits(request: &Request<'_>, last_part: bool, limits: &Limits) {
     let key_ok = |k: &[u8]| assert!(valid_key(k, limits.max_key_len), "bad key {k:?}");
     match *request {
         Request::Get { keys, .. } => {
@@ -102,7 +127,7 @@ fn check_limits(request: &Request<'_>, limits: &Limits) {
                 key_ok(k);
                 n += 1;
             }
-            assert!(n > 0);
+            assert!(n > 0 || last_part);
         }
         Request::Store { key, data, .. } | Request::LeaseSet { key, data, .. } => {
             key_ok(key);
@@ -131,16 +156,25 @@ fn check_limits(request: &Request<'_>, limits: &Limits) {
 /// Parses a whole buffer as a connection would (requests one after another, honouring swallows).
 fn parse_stream(mut input: &[u8], limits: &Limits) {
     let mut guard = 0;
+    let mut long_get = None;
     while !input.is_empty() {
         guard += 1;
         assert!(guard < 10_000);
-        check_request(input, limits);
-        match parse_request(input, limits) {
+        check_request(input, long_get, limits);
+        match parse_next(input, long_get, limits) {
             Parsed::Incomplete | Parsed::IncompleteData { .. } => return,
-            Parsed::Request { consumed, .. } => input = &input[consumed..],
+            Parsed::GetLinePart { line, consumed, .. } => {
+                long_get = Some(line);
+                input = &input[consumed..];
+            }
+            Parsed::Request { consumed, .. } => {
+                long_get = None;
+                input = &input[consumed..];
+            }
             Parsed::Error {
                 consumed, swallow, ..
             } => {
+                long_get = None;
                 input = &input[consumed..];
                 match swallow {
                     Swallow::Nothing => {}
@@ -226,6 +260,95 @@ proptest! {
         match parse_request(&input, &small_limits()) {
             Parsed::Error { swallow: Swallow::ThroughNewline, consumed, .. } => prop_assert_eq!(consumed, len),
             other => prop_assert!(false, "{:?}", other),
+        }
+    }
+
+    /// A get line of any length is read in parts of at most a line each, whatever the reads it
+    /// arrives in, and they name every key of the line in order; a bad key refuses the rest of the
+    /// line only (its CLIENT_ERROR after the values of the parts before it), and the request after
+    /// the line is read as itself. Fails if a part drops or repeats the key cut at a read or window
+    /// edge, or if the rest of a long line is read as requests of its own.
+    #[test]
+    fn long_get_lines_name_every_key(
+        keys in prop::collection::vec("[a-z0-9]{1,16}", 1..300),
+        spaces in prop::collection::vec(1usize..4, 300),
+        command in prop_oneof![Just(("get", None)), Just(("gets", None)), Just(("gat", Some(10))), Just(("gats", Some(-1)))],
+        bad_at in prop::option::of(0usize..300),
+        reads in prop::collection::vec(1usize..200, 1..50),
+    ) {
+        let limits = small_limits();
+        let (verb, touch) = command;
+        let with_cas = verb.ends_with('s');
+        let mut keys: Vec<Vec<u8>> = keys.into_iter().map(String::into_bytes).collect();
+        let bad_at = bad_at.filter(|&b| b < keys.len());
+        if let Some(b) = bad_at {
+            keys[b] = vec![b'x'; limits.max_key_len + 1];
+        }
+        let mut input = verb.as_bytes().to_vec();
+        if let Some(t) = touch {
+            input.extend_from_slice(format!(" {t}").as_bytes());
+        }
+        for (key, n) in keys.iter().zip(&spaces) {
+            input.extend(std::iter::repeat_n(b' ', *n));
+            input.extend_from_slice(key);
+        }
+        input.extend_from_slice(b"\r\nversion\r\n");
+
+        // Read as a connection does: parse what has arrived, honour swallows, carry the line's state.
+        let (mut named, mut outcomes) = (Vec::new(), Vec::new());
+        let (mut pos, mut arrived, mut long_get, mut swallowing) = (0, 0, None, false);
+        let mut reads = reads.iter().cycle();
+        while pos < input.len() {
+            prop_assert!(arrived < input.len(), "stuck at {} of {}", pos, input.len());
+            arrived = (arrived + reads.next().unwrap()).min(input.len());
+            loop {
+                if swallowing {
+                    match input[pos..arrived].iter().position(|b| *b == b'\n') {
+                        Some(i) => (pos, swallowing) = (pos + i + 1, false),
+                        None => pos = arrived,
+                    }
+                }
+                if pos == arrived {
+                    break;
+                }
+                match parse_next(&input[pos..arrived], long_get, &limits) {
+                    Parsed::Incomplete => break,
+                    Parsed::GetLinePart { line, keys, consumed } => {
+                        prop_assert_eq!(line, LongGetLine { with_cas, touch });
+                        named.extend(keys.iter().map(<[u8]>::to_vec));
+                        long_get = Some(line);
+                        pos += consumed;
+                    }
+                    Parsed::Request { request: Request::Get { with_cas: c, touch: t, keys }, consumed } => {
+                        prop_assert_eq!((c, t), (with_cas, touch));
+                        named.extend(keys.iter().map(<[u8]>::to_vec));
+                        outcomes.push("END".to_string());
+                        long_get = None;
+                        pos += consumed;
+                    }
+                    Parsed::Request { request: Request::Version, consumed } => {
+                        outcomes.push("version".to_string());
+                        pos += consumed;
+                    }
+                    Parsed::Error { error, consumed, swallow, .. } => {
+                        outcomes.push(format!("{error:?}"));
+                        long_get = None;
+                        pos += consumed;
+                        swallowing = swallow == Swallow::ThroughNewline;
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+        match bad_at {
+            None => {
+                prop_assert_eq!(&named, &keys);
+                prop_assert_eq!(outcomes, ["END", "version"]);
+            }
+            Some(b) => {
+                prop_assert!(keys[..b].starts_with(&named), "{} keys named before key {}", named.len(), b);
+                prop_assert_eq!(outcomes, ["BadKey", "version"]);
+            }
         }
     }
 

@@ -1888,6 +1888,110 @@ async fn endless_line_is_cut_off_and_connection_survives() -> R {
     Ok(())
 }
 
+/// A `get`, `gets`, `gat` or `gats` line over the line bound is answered as memcached answers it
+/// (memcached reads get lines of any length), whether it arrives in one write or in many, with the
+/// request after it answered too. Before session 27 such a line got `CLIENT_ERROR line too long`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_lines_of_any_length_are_answered() -> R {
+    let s = TestServer::start_with(|c| c.limits.max_line_len = 4096).await;
+    let mut c = s.client().await;
+    // 3,000 keys (a 27 KB line, over six times the bound), one in 60 stored.
+    let keys: Vec<String> = (0..3_000).map(|i| format!("key{i:05}")).collect();
+    for key in keys.iter().step_by(60) {
+        c.expect(
+            format!("set {key} 7 0 {}\r\nv-{key}\r\n", key.len() + 2).as_bytes(),
+            b"STORED\r\n",
+        )
+        .await;
+    }
+    let line = keys.join(" ");
+    let version = format!("VERSION {}\r\n", cache_node::commands::VERSION);
+    for (verb, write) in [
+        ("get", 27_000),
+        ("gets", 1_000),
+        ("gat 0", 97),
+        ("gats 100", 4_099),
+    ] {
+        let mut batch = format!("{verb} {line}\r\nversion\r\n").into_bytes();
+        // Every key once more on a second line of the same batch, at a different offset.
+        batch.extend_from_slice(format!("{verb}  {line}\r\n").as_bytes());
+        for piece in batch.chunks(write) {
+            c.send(piece).await;
+        }
+        for repeat in 0..2 {
+            for key in keys.iter().step_by(60) {
+                let value_line = c.line().await;
+                let fields: Vec<&str> = value_line.split(' ').collect();
+                assert_eq!(
+                    fields[..4],
+                    ["VALUE", key.as_str(), "7", &(key.len() + 2).to_string()],
+                    "{verb}"
+                );
+                // gets and gats send the CAS value, get and gat do not.
+                let with_cas = verb == "gets" || verb.starts_with("gats");
+                assert_eq!(
+                    fields.len(),
+                    if with_cas { 5 } else { 4 },
+                    "{verb}: {value_line}"
+                );
+                assert_eq!(c.line().await, format!("v-{key}"));
+            }
+            c.expect_reply(b"END\r\n").await;
+            if repeat == 0 {
+                c.expect_reply(version.as_bytes()).await;
+            }
+        }
+    }
+    // Every key counted: 2 x 3,000 gets and 2 x 3,000 touches per verb pair, 100 hits each way.
+    assert_eq!(
+        (c.stat("cmd_get").await, c.stat("get_hits").await),
+        ("12000".into(), "200".into())
+    );
+    assert_eq!(
+        (c.stat("cmd_touch").await, c.stat("touch_hits").await),
+        ("12000".into(), "200".into())
+    );
+    s.stop().await;
+    Ok(())
+}
+
+/// A long get line is answered as it arrives, never buffered whole: the values of its first keys
+/// come back before the rest of the line is sent. A bad key in it refuses the rest of the line with
+/// memcached's CLIENT_ERROR, after the values already sent (memcached, which reads the line whole,
+/// sends the CLIENT_ERROR alone; SERVER.md, "Known differences"), and the connection stays in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_get_line_is_answered_as_it_arrives() -> R {
+    let s = TestServer::start_with(|c| c.limits.max_line_len = 4096).await;
+    let mut c = s.client().await;
+    c.expect(b"set hit 0 0 1\r\nx\r\n", b"STORED\r\n").await;
+    let value = b"VALUE hit 0 1\r\nx\r\n";
+    // 256 KiB of keys, no newline: answered part by part.
+    let keys = " hit miss-0000 miss-0001 miss-0002".repeat(256 * 1024 / 34);
+    c.send(format!("get{keys}").as_bytes()).await;
+    for _ in 0..5_000 {
+        assert_eq!(c.read_n(value.len()).await, value);
+    }
+    let bad_key = "b".repeat(251);
+    c.send(format!(" hit {bad_key} hit\r\nget hit\r\n").as_bytes())
+        .await;
+    let mut before_error = 5_000;
+    loop {
+        let line = c.line().await;
+        if line == "VALUE hit 0 1" {
+            assert_eq!(c.line().await, "x");
+            before_error += 1;
+        } else {
+            assert_eq!(line, "CLIENT_ERROR bad command line format");
+            break;
+        }
+    }
+    // At most every hit before the bad key, and no END: the line was refused from the bad key's part on.
+    assert!(before_error <= 256 * 1024 / 34 + 1, "{before_error}");
+    c.expect_reply(b"VALUE hit 0 1\r\nx\r\nEND\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
 /// A line over the bound whose end arrives in the same read as the requests after it: only that
 /// line is refused. Before, the whole read was dropped and the next line swallowed as well, so a
 /// `set` whose value was `flush_all` ran its value as a command and emptied the cache.
@@ -1896,8 +2000,9 @@ async fn an_over_long_line_takes_only_itself_with_it() -> R {
     let s = TestServer::start_with(|c| c.limits.max_line_len = 4096).await;
     let mut c = s.client().await;
     c.expect(b"set victim 0 0 1\r\nv\r\n", b"STORED\r\n").await;
+    // Not a get line: a get line of any length is answered (`get_lines_of_any_length_are_answered`).
     let keys: String = (0..1_000).map(|i| format!(" key{i:05}")).collect();
-    let mut batch = format!("get{keys}\r\nversion\r\n").into_bytes();
+    let mut batch = format!("touch{keys}\r\nversion\r\n").into_bytes();
     batch.extend_from_slice(b"set k 0 0 9\r\nflush_all\r\nget victim\r\n");
     c.expect(
         &batch,
