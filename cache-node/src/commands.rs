@@ -489,7 +489,8 @@ impl<'n> Session<'n> {
                 return ArithResult::NonNumeric;
             };
             let v = apply_arith(op, n, delta);
-            store_counter(e, v, meta.flags, meta.exptime, 0)
+            let old_len = it.value().len();
+            store_counter(e, v, meta.flags, meta.exptime, 0, Some(old_len))
         });
         self.count_arith(op, &result, false);
         if noreply {
@@ -940,7 +941,7 @@ impl<'n> Session<'n> {
         let result = self.node.store.with_entry(key, |e| {
             let current = e.item().and_then(|it| {
                 let meta = *it.meta();
-                live(&meta).then(|| (meta, parse_counter(it.value()), it.value().is_empty()))
+                live(&meta).then(|| (meta, parse_counter(it.value()), it.value().len()))
             });
             match current {
                 None => match vivify {
@@ -949,15 +950,15 @@ impl<'n> Session<'n> {
                         let exp = touch.unwrap_or(v);
                         created = true;
                         let initial = flags.initial.unwrap_or(0);
-                        let result = store_counter(e, initial, 0, exp.store_time(), new_cas);
+                        let result = store_counter(e, initial, 0, exp.store_time(), new_cas, None);
                         removed_if_expired(e, exp, result)
                     }
                     None => ArithResult::NotFound,
                 },
-                Some((meta, n, empty)) => {
+                Some((meta, n, old_len)) => {
                     // As memcached 1.6 (do_add_delta): an empty value is refused before the CAS is
                     // compared, other non-numeric values after; C0 compares nothing.
-                    if n.is_none() && empty {
+                    if n.is_none() && old_len == 0 {
                         return ArithResult::NonNumeric;
                     }
                     if flags.compare_cas.is_some_and(|c| c != 0 && c != meta.cas) {
@@ -968,7 +969,7 @@ impl<'n> Session<'n> {
                     };
                     let exptime = touch.map_or(meta.exptime, Expiry::store_time);
                     let v = apply_arith(op, n, delta);
-                    let result = store_counter(e, v, meta.flags, exptime, new_cas);
+                    let result = store_counter(e, v, meta.flags, exptime, new_cas, Some(old_len));
                     match touch {
                         Some(t) => removed_if_expired(e, t, result),
                         None => result,
@@ -1353,26 +1354,38 @@ fn apply_arith(op: ArithOp, n: u64, delta: u64) -> u64 {
     }
 }
 
-/// Stores an incr/decr result as a new item. memcached 1.6 writes a result no longer than the old value in
-/// place, space-padded to the old length (when no response still holds the item); protocol.txt tells
-/// clients not to rely on that, and cache-node does not copy it.
-fn store_counter(e: &mut Entry<'_>, v: u64, flags: u32, exptime: u32, cas: u64) -> ArithResult {
+/// Stores an incr/decr result; `old_len`: the length of the value it replaces, `None` when it creates
+/// the item (`ma` with `N`). memcached 1.6 writes a result no longer than the old value in place,
+/// space-padded to the old length (when no response still holds the item); protocol.txt tells
+/// clients not to rely on the padding, and cache-node does not copy it, but it counts such a result
+/// as memcached does: a rewrite, not a new item in `total_items`.
+fn store_counter(
+    e: &mut Entry<'_>,
+    v: u64,
+    flags: u32,
+    exptime: u32,
+    cas: u64,
+    old_len: Option<usize>,
+) -> ArithResult {
     let mut digits = [0u8; 20];
     let text = format_u64(v, &mut digits);
-    match insert(
-        e,
-        NewItem {
-            value: &[text],
-            flags,
-            exptime,
-            cas,
-            stale: false,
-            win_sent: false,
-            placeholder: false,
-        },
-    ) {
-        StoreOutcome::Stored => ArithResult::Value(v, exptime),
-        _ => ArithResult::TooLarge,
+    let item = NewItem {
+        value: &[text],
+        flags,
+        exptime,
+        cas,
+        stale: false,
+        win_sent: false,
+        placeholder: false,
+    };
+    let stored = if old_len.is_some_and(|old| text.len() <= old) {
+        e.rewrite(item)
+    } else {
+        e.insert(item)
+    };
+    match stored {
+        Ok(()) => ArithResult::Value(v, exptime),
+        Err(_) => ArithResult::TooLarge,
     }
 }
 

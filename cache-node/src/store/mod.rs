@@ -516,6 +516,19 @@ impl Entry<'_> {
     /// hold so much of the shard that even an emptied arena has no room). On error the previous
     /// item is kept, as memcached keeps it when a cas, replace, append or prepend cannot allocate.
     pub fn insert(&mut self, item: NewItem<'_>) -> Result<(), StoreError> {
+        self.store(item, true)
+    }
+
+    /// Stores `item` as [`Entry::insert`] does, as a rewrite of the item there rather than a new
+    /// item: `total_items` does not count it. memcached writes an incr/decr result that is no
+    /// longer than the old value into the old item (`do_add_delta`), and counts only the results
+    /// it stores as new items.
+    pub fn rewrite(&mut self, item: NewItem<'_>) -> Result<(), StoreError> {
+        self.store(item, false)
+    }
+
+    /// `new_item`: count the item in `total_items`.
+    fn store(&mut self, item: NewItem<'_>, new_item: bool) -> Result<(), StoreError> {
         if self.key.is_empty() || self.key.len() > 250 {
             return Err(StoreError::BadKey(self.key.len()));
         }
@@ -534,7 +547,8 @@ impl Entry<'_> {
             fetched: false,
             last_access: self.now,
         };
-        self.shard.insert(self.hash, self.key, item.value, &meta)
+        self.shard
+            .insert(self.hash, self.key, item.value, &meta, new_item)
     }
 
     /// Removes the item (live or expired); true if there was one.

@@ -1002,6 +1002,7 @@ impl Shard {
         key: &[u8],
         parts: &[&[u8]],
         meta: &ItemMeta,
+        new_item: bool,
     ) -> Result<(), StoreError> {
         let vlen: usize = parts.iter().map(|p| p.len()).sum();
         let size = item_size(key.len(), vlen, meta.flags);
@@ -1040,7 +1041,7 @@ impl Shard {
         self.slab.init_item(loc, key, parts, meta.flags);
         self.update_meta(loc, &MetaUpdate::from(meta));
         self.index.insert(h, loc);
-        self.stats.total_items += 1;
+        self.stats.total_items += u64::from(new_item);
         self.sketch.increment(h);
         match queue {
             Some(WINDOW) => self.push_mru(WINDOW, loc),
