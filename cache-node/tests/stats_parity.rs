@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{noreply_sets, Client, Memcached, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -462,19 +461,7 @@ async fn metrics_serve_every_stat_with_its_value() -> R {
             })
             .collect();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let maddr = listener.local_addr()?;
-        let metrics = tokio::spawn(cache_node::metrics::serve(
-            listener,
-            s.node.clone(),
-            std::future::pending::<()>(),
-        ));
-        let mut http = tokio::net::TcpStream::connect(maddr).await?;
-        http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await?;
-        let mut response = String::new();
-        http.read_to_string(&mut response).await?;
-        metrics.abort();
+        let response = s.scrape_metrics().await?;
         let body = response
             .split_once("\r\n\r\n")
             .map(|(_, b)| b)

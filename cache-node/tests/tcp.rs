@@ -2487,19 +2487,7 @@ async fn stats_names_and_metrics_endpoint() -> R {
     c.expect(b"stats nonsense\r\n", b"ERROR\r\n").await;
 
     // Prometheus text on the metrics port.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let maddr = listener.local_addr()?;
-    let node = s.node.clone();
-    let metrics = tokio::spawn(cache_node::metrics::serve(
-        listener,
-        node,
-        std::future::pending::<()>(),
-    ));
-    let mut http = tokio::net::TcpStream::connect(maddr).await?;
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    http.read_to_string(&mut body).await?;
+    let body = s.scrape_metrics().await?;
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("cache_node_get_hits_total 1\n"), "{body}");
     assert!(body.contains("cache_node_curr_items 1\n"), "{body}");
@@ -2525,7 +2513,6 @@ async fn stats_names_and_metrics_endpoint() -> R {
         body.contains("# TYPE cache_node_lease_grants_total counter"),
         "{body}"
     );
-    metrics.abort();
     s.stop().await;
     Ok(())
 }

@@ -125,6 +125,25 @@ impl TestServer {
         Client::connect(self.addr).await
     }
 
+    /// Serves the node's metrics on a port of its own for one `GET /metrics` and returns the whole
+    /// HTTP response, status line and headers included.
+    pub async fn scrape_metrics(&self) -> std::io::Result<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let metrics = tokio::spawn(cache_node::metrics::serve(
+            listener,
+            self.node.clone(),
+            std::future::pending::<()>(),
+        ));
+        let mut http = TcpStream::connect(addr).await?;
+        http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        http.read_to_string(&mut response).await?;
+        metrics.abort();
+        Ok(response)
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
