@@ -2205,13 +2205,24 @@ async fn a_set_refused_for_want_of_memory_removes_the_old_item() -> R {
         h.send(&half).await;
         holders.push(h);
     }
-    poll_for_async(Duration::from_secs(20), async || {
-        let held: u64 = c.stat("reserved_bytes").await.parse().unwrap();
-        (held > 6 << 20)
-            .then_some(())
-            .ok_or_else(|| format!("{held} bytes held"))
-    })
-    .await;
+    // Go on once the holders' data is all in: over 6 MiB held and no longer growing (7.9 MB here). Going
+    // on at the first reading over 6 MiB could leave room for the 1 MB value under load, and the set
+    // was then stored, not refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut readings = Vec::new();
+    loop {
+        readings.push(c.stat("reserved_bytes").await.parse::<u64>()?);
+        if let [.., third_last, second_last, last] = readings[..] {
+            if last > 6 << 20 && third_last == last && second_last == last {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bytes held: {readings:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let value = vec![b'n'; 1_000_000];
     for (line, key, refused) in [
         (
