@@ -27,7 +27,7 @@ use crate::protocol::{
 };
 use crate::server::{Node, MAX_BATCH_REPLY_BYTES, MAX_KEPT_BUFFER_BYTES};
 use crate::stats::Counters;
-use crate::store::{Entry, ItemMeta, NewItem, StoreError};
+use crate::store::{Entry, ItemMeta, NewItem, Store, StoreError};
 
 /// The version this server reports (memcached-shaped, so clients that parse it are happy).
 pub const VERSION: &str = concat!("1.6.0-cache-node-", env!("CARGO_PKG_VERSION"));
@@ -147,16 +147,6 @@ impl<'n> Session<'n> {
         convert_exptime(exptime, clock.now(), clock.unix_now())
     }
 
-    /// A CAS value usable as a lease token: never 0, never 1 (1 means "hot miss" in mcrouter's dialect).
-    fn lease_token(&self) -> u64 {
-        loop {
-            let c = self.node.store.next_cas();
-            if c > 1 {
-                return c;
-            }
-        }
-    }
-
     /// Executes one request, appending its reply (if any) to `out`.
     pub fn execute(&mut self, request: Request<'_>, out: &mut BytesMut) -> Flow {
         match request {
@@ -239,6 +229,11 @@ impl<'n> Session<'n> {
                     }
                 };
                 self.node.store.flush_all(at);
+                if at <= now {
+                    // memcached marks a flush that takes effect now with a CAS number (oldest_cas); it
+                    // flushes nothing here, but the next item's CAS is then the same on both.
+                    self.node.store.next_cas();
+                }
                 if !noreply {
                     out.put_slice(reply::OK);
                 }
@@ -382,6 +377,7 @@ impl<'n> Session<'n> {
         let exp = self.expiry(exptime);
         let max = self.node.config.limits.max_value_len;
         let scratch = &mut self.scratch;
+        let store = &self.node.store;
         let outcome = self.node.store.with_entry(key, |e| {
             // add refuses over a lease placeholder or a stale item too (as memcached, which sees an item
             // there): the value it carries may have been read before the invalidation that made the item
@@ -414,6 +410,8 @@ impl<'n> Session<'n> {
                 (StoreMode::Prepend, Some(m)) => ([data, &scratch[..]], m.flags, m.exptime),
                 _ => {
                     if exp == Expiry::Expired {
+                        // memcached links the item, which takes a CAS number, and it expires.
+                        store.next_cas();
                         e.remove();
                         return StoreOutcome::Stored;
                     }
@@ -525,9 +523,7 @@ impl<'n> Session<'n> {
             Some(_) => self.node.clock.unix_now(),
             None => 0,
         };
-        let new_token = flags
-            .vivify_ttl
-            .map(|_| flags.new_cas.unwrap_or_else(|| self.lease_token()));
+        let store = &self.node.store;
         let outcome = self.node.store.with_entry(key, |e| {
             let Some(it) = e.item() else {
                 let Some(n) = flags.vivify_ttl else {
@@ -551,7 +547,8 @@ impl<'n> Session<'n> {
                     Expiry::At(t) => t,
                     _ => now.saturating_add(lease_window.max(1)),
                 };
-                let cas = new_token.unwrap_or(0);
+                // As memcached 1.6: the placeholder takes a CAS number; a hit with N takes none.
+                let cas = flags.new_cas.unwrap_or_else(|| store.next_cas());
                 if insert(
                     e,
                     NewItem {
@@ -709,7 +706,10 @@ impl<'n> Session<'n> {
         let exp = self.expiry(flags.ttl.unwrap_or(0));
         let vivify = flags.vivify_ttl.map(|t| self.expiry(t));
         let client_flags = flags.client_flags.unwrap_or(0);
-        let new_cas = flags.new_cas.unwrap_or_else(|| self.node.store.next_cas());
+        // The CAS of the item stored (0: nothing stored). Taken only when storing, as memcached 1.6
+        // (do_item_link): a refused ms takes no number.
+        let mut new_cas = 0;
+        let store = &self.node.store;
         // As memcached 1.6: add ignores C, append/prepend compare it only with an item that is there and
         // take C0 as no CAS.
         let compare_cas = match mode {
@@ -764,6 +764,8 @@ impl<'n> Session<'n> {
                 (MetaSetMode::Prepend, Some(m)) => ([data, &scratch[..]], m.flags, m.exptime),
                 _ => {
                     if exp == Expiry::Expired && stale_over.is_none() {
+                        // memcached links the item (a CAS number, answered with c) and it expires.
+                        new_cas = flags.new_cas.unwrap_or_else(|| store.next_cas());
                         e.remove();
                         return (StoreOutcome::Stored, lease_refill);
                     }
@@ -780,6 +782,7 @@ impl<'n> Session<'n> {
             }
             // As memcached 1.6 (do_store_item): a set-to-invalid keeps the replaced item's TTL and its
             // token-sent bit, so the reader that already won the refill stays the only winner.
+            new_cas = flags.new_cas.unwrap_or_else(|| store.next_cas());
             let r = insert(
                 e,
                 NewItem {
@@ -854,7 +857,10 @@ impl<'n> Session<'n> {
         out: &mut BytesMut,
     ) {
         let exp = flags.ttl.map(|t| self.expiry(t));
-        let new_cas = flags.new_cas.unwrap_or_else(|| self.lease_token());
+        // A CAS number is taken only by what changes the item and keeps it (I, x), as memcached 1.6: a
+        // delete, a miss or a mismatch takes none.
+        let store = &self.node.store;
+        let new_cas = || flags.new_cas.unwrap_or_else(|| store.next_cas());
         let code = self.node.store.with_entry(key, |e| {
             let Some(it) = e.item() else {
                 return MetaCode::Nf;
@@ -867,14 +873,16 @@ impl<'n> Session<'n> {
             }
             if flags.invalidate && exp == Some(Expiry::Expired) {
                 // A T already past ends the item at once, as in memcached: kept, its stale value
-                // would be served (with X) for ever.
+                // would be served (with X) for ever. memcached marks it stale (a new CAS) with a TTL
+                // already over, so it takes a number here too.
+                new_cas();
                 e.remove();
             } else if flags.invalidate {
                 // Mark stale: the value stays for X readers, the new CAS voids every outstanding token.
                 if let Some(mut m) = e.meta_mut() {
                     m.stale = true;
                     m.win_sent = false;
-                    m.cas = new_cas;
+                    m.cas = new_cas();
                     if let Some(exp) = exp {
                         // Never `Expired` here: that removed the item above.
                         m.exptime = exp.store_time();
@@ -888,7 +896,7 @@ impl<'n> Session<'n> {
                         value: &[],
                         flags: 0,
                         exptime,
-                        cas: new_cas,
+                        cas: new_cas(),
                         stale: false,
                         win_sent: false,
                         placeholder: false,
@@ -936,7 +944,14 @@ impl<'n> Session<'n> {
         let now = self.node.clock.now();
         let vivify = flags.vivify_ttl.map(|t| self.expiry(t));
         let touch = flags.ttl.map(|t| self.expiry(t));
-        let new_cas = flags.new_cas.unwrap_or_else(|| self.node.store.next_cas());
+        // The CAS of the result (taken only when it is stored, as memcached 1.6: a miss, a mismatch or
+        // a non-numeric value takes none).
+        let mut new_cas = 0;
+        let store = &self.node.store;
+        let mut take_cas = || {
+            new_cas = flags.new_cas.unwrap_or_else(|| store.next_cas());
+            new_cas
+        };
         let mut created = false;
         let result = self.node.store.with_entry(key, |e| {
             let current = e.item().and_then(|it| {
@@ -950,7 +965,8 @@ impl<'n> Session<'n> {
                         let exp = touch.unwrap_or(v);
                         created = true;
                         let initial = flags.initial.unwrap_or(0);
-                        let result = store_counter(e, initial, 0, exp.store_time(), new_cas, None);
+                        let cas = take_cas();
+                        let result = store_counter(e, initial, 0, exp.store_time(), cas, None);
                         removed_if_expired(e, exp, result)
                     }
                     None => ArithResult::NotFound,
@@ -969,7 +985,8 @@ impl<'n> Session<'n> {
                     };
                     let exptime = touch.map_or(meta.exptime, Expiry::store_time);
                     let v = apply_arith(op, n, delta);
-                    let result = store_counter(e, v, meta.flags, exptime, new_cas, Some(old_len));
+                    let cas = take_cas();
+                    let result = store_counter(e, v, meta.flags, exptime, cas, Some(old_len));
                     match touch {
                         Some(t) => removed_if_expired(e, t, result),
                         None => result,
@@ -1089,9 +1106,10 @@ impl<'n> Session<'n> {
         self.counters.cmd_get += 1;
         let now = self.node.clock.now();
         let window = self.node.config.lease_window_secs.max(1);
-        let token = self.lease_token();
+        let store = &self.node.store;
         let outcome = self.node.store.with_entry(key, |e| {
             let Some(it) = e.item() else {
+                let token = lease_token(store);
                 let inserted = insert(
                     e,
                     NewItem {
@@ -1396,6 +1414,17 @@ fn removed_if_expired(e: &mut Entry<'_>, exp: Expiry, result: ArithResult) -> Ar
         e.remove();
     }
     result
+}
+
+/// A token for mcrouter's `lease-get`: never 0, never 1 (1 means "hot miss" in that dialect). Taken only
+/// when a placeholder is made, as every CAS here: a request that stores nothing takes no number.
+fn lease_token(store: &Store) -> u64 {
+    loop {
+        let c = store.next_cas();
+        if c > 1 {
+            return c;
+        }
+    }
 }
 
 /// Reads a shared counter (for tests and metrics).

@@ -636,6 +636,76 @@ async fn meta_e_sets_the_cas_on_every_path() -> R {
     Ok(())
 }
 
+/// A CAS number is taken by what stores an item (even one that expires at once), marks one stale (`md
+/// I`) or flushes now, as memcached 1.6 (`do_item_link`, `ITEM_set_cas`, `oldest_cas`): a refused `ms`,
+/// a miss, a mismatch, a plain delete, a touch or an `mg N` hit takes none. The numbers below are
+/// memcached 1.6.18's, read the same way (the CAS of an item stored after each step). Before, every `ms`,
+/// `ma` and `md` took one whatever its outcome, and `mg N` one on a hit, so a CAS literal named an item
+/// on one server and none on the other (the differential test's run-first-case failures); that code
+/// fails here at the first step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_what_stores_takes_a_cas_number() -> R {
+    let s = TestServer::start_with(|c| c.first_cas = 0).await;
+    let mut c = s.client().await;
+    let steps: &[(&str, &str, u64)] = &[
+        ("ms a 1 C5\r\nv", "NF", 0),
+        ("ms a 1 MA\r\nv", "NS", 0),
+        ("ms a 1 ME\r\nv", "HD", 1),
+        ("mg a N30", "HD", 0),
+        ("ms a 1\r\nv", "HD", 1),
+        ("ms a 1 ME\r\nv", "NS", 0),
+        ("md a C999 I", "EX", 0),
+        ("md zz I", "NF", 0),
+        ("md a I", "HD", 1),
+        ("ma zz", "NF", 0),
+        ("ma zz N0", "HD", 1),
+        ("ma zz", "HD", 1),
+        ("ma zz C999", "EX", 0),
+        ("ms t 1\r\nv", "HD", 1),
+        (
+            "ma t",
+            "CLIENT_ERROR cannot increment or decrement non-numeric value",
+            0,
+        ),
+        ("md a", "HD", 0),
+        ("md a", "NF", 0),
+        ("mg q N30", "HD W", 1),
+        ("md q C999", "EX", 0),
+        ("md q I T-1", "HD", 1),
+        ("mg q", "EN", 0),
+        ("set e 0 -1 1\r\nv", "STORED", 1),
+        ("ms e 1 T-1\r\nv", "HD", 1),
+        ("add t 0 0 1\r\nv", "NOT_STORED", 0),
+        ("cas t 0 0 1 999\r\nv", "EXISTS", 0),
+        ("incr nn 1", "NOT_FOUND", 0),
+        ("set n 0 0 1\r\n5", "STORED", 1),
+        ("incr n 1", "6", 1),
+        ("append zz3 0 0 1\r\nv", "NOT_STORED", 0),
+        ("append n 0 0 1\r\n0", "STORED", 1),
+        ("touch n 100", "TOUCHED", 0),
+        ("delete n", "DELETED", 0),
+        ("flush_all 60", "OK", 0),
+        ("flush_all", "OK", 1),
+        ("ms a 1 MS C1\r\nv", "NF", 0),
+    ];
+    let mut last = 0;
+    for (i, &(request, reply, taken)) in steps.iter().enumerate() {
+        c.expect(
+            format!("{request}\r\n").as_bytes(),
+            format!("{reply}\r\n").as_bytes(),
+        )
+        .await;
+        c.send(format!("ms probe{i} 1 c\r\nv\r\n").as_bytes()).await;
+        let line = c.line().await;
+        let cas: u64 = line.strip_prefix("HD c").ok_or(line.clone())?.parse()?;
+        assert_eq!(cas - last - 1, taken, "CAS numbers taken by {request:?}");
+        last = cas;
+    }
+    c.expect_nothing_more().await;
+    s.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta_commands() -> R {
     let s = TestServer::start().await;
