@@ -12,7 +12,9 @@
 //! `R`, `md I`, `ms I`), which text commands see differently.
 //! It does not cover what SERVER.md lists as known differences (leases and stale items seen by text
 //! commands, flags above 2^32 - 1, the meta `E` flag, ...), positive TTLs that need wall time to pass,
-//! `flush_all` with a delay, `stats` and `version`.
+//! `flush_all` with a delay, `stats` and `version`, nor incr/decr/ma on a counter of 2^63 or more
+//! (memcached's answer there depends on the bytes after the value: such a request is not sent, see
+//! `GEN` and `memcached_misreads_a_large_counter_by_the_bytes_after_it`).
 //!
 //! How it fails: against cache-node as it was before the fixes it found (see SERVER.md, "Known
 //! differences"), the first cases already differ (`mg` with no key: `CLIENT_ERROR bad command line format`,
@@ -35,6 +37,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::diff::{self, raw, text, Cas, CasMap, Gen, Piece, Req, Settings};
+use common::TestServer;
 use proptest::prelude::*;
 
 /// Only there to turn a hang into a failure: every exchange ends with `mn`, so nothing waits for it.
@@ -55,7 +58,11 @@ const SETTINGS: Settings = Settings {
 /// - flags 1, exptimes -100 (expired) and 2592001 (one over 30 days: an absolute time in the past), and
 ///   the delta 2^64 - 2;
 /// - `noreply` on one text command in five;
-/// - a bare `mn` rarely (1 in 13 meta requests): each request is followed by one anyway.
+/// - a bare `mn` rarely (1 in 13 meta requests): each request is followed by one anyway;
+/// - numbers up to 2^64 - 1: an incr, decr or ma is not sent when cache-node's store holds a counter of
+///   2^63 or more for its key (read in process before the request; memcached's answer there depends on
+///   the bytes after the value, see `Gen::max_number`), so the u64 edges are reached and left by the
+///   other commands.
 const GEN: Gen = Gen {
     noreply: 0.2,
     extra_flags: &["1"],
@@ -63,6 +70,7 @@ const GEN: Gen = Gen {
     extra_deltas: &["18446744073709551614"],
     cas_flag,
     keyed_meta_weight: 12,
+    max_number: u64::MAX,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -221,14 +229,44 @@ impl Side {
 }
 
 static CASE_NUMBER: AtomicUsize = AtomicUsize::new(0);
+/// Arithmetic requests not sent because their key held a counter of 2^63 or more.
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether cache-node holds for `key` a number memcached 1.6 may misread: its leading digits (after
+/// blanks and a `+`, as strtoull reads them) make 2^63 or more and fit in 64 bits. Read from the store
+/// in process, which counts as no access.
+fn holds_a_counter_from_2_63(ours: &TestServer, key: &str) -> bool {
+    let value = ours
+        .node
+        .store
+        .with_entry(key.as_bytes(), |e| e.item().map(|it| it.value().to_vec()));
+    let Some(value) = value else { return false };
+    let text = String::from_utf8_lossy(&value);
+    let text = text.trim_start();
+    let text = text.strip_prefix('+').unwrap_or(text);
+    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse::<u64>().is_ok_and(|n| n >= 1 << 63)
+}
 
 /// Runs one case against both servers; `Err` holds the transcript up to and including the first difference.
-fn run_case(ours: SocketAddr, memcached: SocketAddr, reqs: &[Req]) -> Result<(), String> {
+fn run_case(ours: &TestServer, memcached: SocketAddr, reqs: &[Req]) -> Result<(), String> {
     let prefix = format!("d{}_", CASE_NUMBER.fetch_add(1, Ordering::Relaxed));
-    let mut a = Side::connect("cache-node", ours);
+    let mut a = Side::connect("cache-node", ours.addr);
     let mut b = Side::connect("memcached", memcached);
     let mut transcript = String::new();
     for (i, req) in reqs.iter().enumerate() {
+        if let Some(k) = req.arithmetic_key() {
+            if holds_a_counter_from_2_63(ours, &format!("{prefix}k{k}")) {
+                SKIPPED.fetch_add(1, Ordering::Relaxed);
+                writeln!(
+                    transcript,
+                    "   request {i} not sent (a counter of 2^63 or more): {}",
+                    req.describe(&prefix, &a.cas)
+                )
+                .unwrap();
+                continue;
+            }
+        }
         let (mut sent_a, mut sent_b) = (Vec::new(), Vec::new());
         req.render(&prefix, &a.cas, &mut sent_a);
         req.render(&prefix, &b.cas, &mut sent_b);
@@ -260,11 +298,29 @@ fn run_case(ours: SocketAddr, memcached: SocketAddr, reqs: &[Req]) -> Result<(),
         .unwrap();
         if !same {
             return Err(format!(
-                "{transcript}first difference at request {i} (normalised):\n  cache-node: {norm_a:?}\n  memcached:  {norm_b:?}"
+                "{transcript}first difference at request {i} (normalised):\n  cache-node: {norm_a:?}\n  memcached:  {norm_b:?}\n{}",
+                held_after(&prefix, &mut a, &mut b)
             ));
         }
     }
     Ok(())
+}
+
+/// What each server holds for the case's keys once they differ (`mg` with size, value, flags, TTL and
+/// CAS; raw, not normalised): a difference that depends on what happened before the case shows here.
+fn held_after(prefix: &str, a: &mut Side, b: &mut Side) -> String {
+    let mut held = String::from("held after the difference (mg KEY s v f t c):\n");
+    for k in 0..5 {
+        let request = format!("mg {prefix}k{k} s v f t c\r\n");
+        for side in [&mut *a, &mut *b] {
+            let reply = match side.exchange(request.as_bytes(), false) {
+                Ok(reply) => format!("{:?}", String::from_utf8_lossy(&reply)),
+                Err(e) => e,
+            };
+            writeln!(held, "  {} {prefix}k{k}: {reply}", side.name).unwrap();
+        }
+    }
+    held
 }
 
 #[test]
@@ -272,4 +328,60 @@ fn same_replies_as_memcached() {
     diff::check(&SETTINGS, &case(), Vec::len, |ours, memcached, reqs| {
         run_case(ours, memcached, &reqs)
     });
+    eprintln!(
+        "memcached_diff: {} incr/decr/ma not sent (a counter of 2^63 or more)",
+        SKIPPED.load(Ordering::Relaxed)
+    );
+}
+
+/// Why an incr, decr or ma on a counter of 2^63 or more is not sent (`GEN`): memcached 1.6's answer
+/// there depends on the bytes after the value. The same `18446744073709551614` is incremented in a fresh
+/// slab chunk and is "non-numeric" in a chunk where a freed value left a `-` after it (its
+/// `safe_strtoull` calls `strchr(str, '-')` on the unterminated value). cache-node increments both, as
+/// memcached means to. If memcached stops reading past the value, this test fails and the skip can go.
+#[test]
+fn memcached_misreads_a_large_counter_by_the_bytes_after_it() {
+    let memcached = common::Memcached::start();
+    let runtime = diff::runtime();
+    let ours = runtime.block_on(TestServer::start());
+    let addr = SocketAddr::from(([127, 0, 0, 1], memcached.port));
+    let steps: [(&[u8], &str, &str); 5] = [
+        (
+            b"set fresh 0 0 20\r\n18446744073709551614\r\n",
+            "STORED",
+            "STORED",
+        ),
+        (
+            b"incr fresh 1\r\n",
+            "18446744073709551615",
+            "18446744073709551615",
+        ),
+        // Same slab class as the counter below: its chunk is the next one handed out.
+        (
+            b"set dash 0 0 30\r\naaaaaaaaaaaaaaaaaaaaaaaaa-aaaa\r\n",
+            "STORED",
+            "STORED",
+        ),
+        (b"delete dash\r\n", "DELETED", "DELETED"),
+        (
+            b"set big 0 0 20\r\n18446744073709551614\r\nincr big 1\r\n",
+            "STORED\r\n18446744073709551615",
+            "STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value",
+        ),
+    ];
+    let mut a = Side::connect("cache-node", ours.addr);
+    let mut b = Side::connect("memcached", addr);
+    for (request, want_ours, want_memcached) in steps {
+        for (side, want) in [(&mut a, want_ours), (&mut b, want_memcached)] {
+            let reply = side.exchange(request, false).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&reply),
+                format!("{want}\r\n"),
+                "{} to {:?}",
+                side.name,
+                String::from_utf8_lossy(request)
+            );
+        }
+    }
+    runtime.block_on(ours.stop());
 }

@@ -154,6 +154,18 @@ impl Req {
         }
     }
 
+    /// The key (as `Piece::Key` or `Piece::Base64Key` names it) of an incr, decr or ma.
+    pub fn arithmetic_key(&self) -> Option<u8> {
+        match self.line.first() {
+            Some(Piece::Text(verb)) if matches!(verb.as_str(), "incr" | "decr" | "ma") => {}
+            _ => return None,
+        }
+        self.line.iter().find_map(|p| match p {
+            Piece::Key(k) | Piece::Base64Key(k) => Some(*k),
+            _ => None,
+        })
+    }
+
     /// The request is the bare word `command` (`mn`, `quit`).
     pub fn is(&self, command: &str) -> bool {
         matches!(&self.line[..], [Piece::Text(t)] if t == command)
@@ -191,22 +203,6 @@ pub fn text_key() -> impl Strategy<Value = u8> {
 
 pub fn keys() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(key(), 1..4)
-}
-
-/// Values: small letters (never `MN`, the reply terminator, which is upper case), numbers for incr/decr
-/// including the u64 edges, and empty. No negative numbers: memcached's strtoull takes `-N` as 2^64 - N
-/// when that is below 2^63 (`-11000000000000000000` is a counter), a quirk cache-node does not copy.
-pub fn value() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        4 => "[a-z]{0,12}".prop_map(String::into_bytes),
-        3 => prop_oneof![
-            Just("0"), Just("1"), Just("9"), Just("10"), Just("42"), Just("100"),
-            Just("18446744073709551615"), Just("18446744073709551614"),
-            Just("18446744073709551616"), Just("007"), Just("12abc"), Just(""),
-        ]
-        .prop_map(|s| s.as_bytes().to_vec()),
-        1 => any::<u64>().prop_map(|n| n.to_string().into_bytes()),
-    ]
 }
 
 pub fn with_noreply(mut line: Vec<Piece>, noreply: bool) -> Vec<Piece> {
@@ -302,15 +298,52 @@ pub struct Gen {
     /// Expiry times besides 0, -1, 3600, 2592000 (30 days, the largest relative one) and 1000000000 (an
     /// absolute time in the past); one that expires an item at once must be in `expires_now`.
     pub extra_exptimes: &'static [&'static str],
-    /// incr/decr deltas besides 0-19, 2^64 - 1 and random ones.
+    /// incr/decr deltas besides 0-19, `max_number` and random ones up to it.
     pub extra_deltas: &'static [&'static str],
     /// The meta `C` flag (on `ms`, `md`, `ma`).
     pub cas_flag: fn() -> BoxedStrategy<Piece>,
     /// The weight of a keyed meta command against a bare `mn` (1).
     pub keyed_meta_weight: u32,
+    /// The largest number a value or a delta may be (`u64::MAX`: no bound). memcached 1.6 misreads a
+    /// counter of 2^63 or more now and then: its `safe_strtoull` looks for a `-` with `strchr`, which
+    /// reads on past the value (not NUL-terminated in the slab) into whatever bytes follow it, and calls
+    /// the value non-numeric if one is there. Its answer then depends on memory, not on the requests;
+    /// each test keeps its arithmetic off such values (see its `GEN`).
+    pub max_number: u64,
 }
 
 impl Gen {
+    /// Values: small letters (never `MN`, the reply terminator, which is upper case), numbers for
+    /// incr/decr up to `max_number` (the u64 edges when it allows them; 2^64 is not a number to either
+    /// server), and empty. No negative numbers: memcached's strtoull takes `-N` as 2^64 - N when that is
+    /// below 2^63 (`-11000000000000000000` is a counter), a quirk cache-node does not copy.
+    pub fn value(self) -> BoxedStrategy<Vec<u8>> {
+        let max = self.max_number;
+        let literals: Vec<&'static str> = [
+            "0",
+            "1",
+            "9",
+            "10",
+            "42",
+            "100",
+            "18446744073709551615",
+            "18446744073709551614",
+            "18446744073709551616",
+            "007",
+            "12abc",
+            "",
+        ]
+        .into_iter()
+        .filter(|v| v.parse::<u64>().map_or(true, |n| n <= max))
+        .collect();
+        prop_oneof![
+            4 => "[a-z]{0,12}".prop_map(String::into_bytes),
+            3 => prop::sample::select(literals).prop_map(|v| v.as_bytes().to_vec()),
+            1 => (0..=max).prop_map(|n| n.to_string().into_bytes()),
+        ]
+        .boxed()
+    }
+
     pub fn flags(self) -> BoxedStrategy<String> {
         with_extras(
             vec![
@@ -341,8 +374,8 @@ impl Gen {
         with_extras(
             vec![
                 (4, (0u64..20).prop_map(|d| d.to_string()).boxed()),
-                (1, just("18446744073709551615")),
-                (1, any::<u64>().prop_map(|d| d.to_string()).boxed()),
+                (1, Just(self.max_number.to_string()).boxed()),
+                (1, (0..=self.max_number).prop_map(|d| d.to_string()).boxed()),
             ],
             self.extra_deltas,
         )
@@ -411,7 +444,7 @@ impl Gen {
             text_key(),
             self.flags(),
             self.exptime(),
-            value(),
+            self.value(),
             cas,
             self.noreply(),
         )
@@ -552,7 +585,7 @@ impl Gen {
                 .prop_map(str::to_string),
             ));
         }
-        let ms = (key(), value(), meta_flags(ms_pool)).prop_map(|(k, v, mut fl)| {
+        let ms = (key(), self.value(), meta_flags(ms_pool)).prop_map(|(k, v, mut fl)| {
             let appends = fl
                 .iter()
                 .any(|p| matches!(p, Piece::Text(t) if t == "MA" || t == "MP"));
@@ -580,11 +613,8 @@ impl Gen {
             md_pool.push(lit("I"));
             md_pool.push(num_flag(
                 "T",
-                // Not -1 (an invalidation that ends the item at once, `tcp.rs`'s stale-serving
-                // test): with it, 20,000-case runs differed from memcached in about 1 run of 4, at
-                // a different place each time and never when the shrunk case was replayed alone
-                // (session 26); not traced yet.
-                prop_oneof![Just("0"), Just("30")].prop_map(str::to_string),
+                // -1: already past, which ends the item at once (`tcp.rs`'s stale-serving test).
+                prop_oneof![Just("0"), Just("30"), Just("-1")].prop_map(str::to_string),
             ));
             md_pool.push(foreign(&md_foreign[..md_foreign.len() - 1]));
         } else {
@@ -956,13 +986,14 @@ pub struct Settings {
 
 /// Starts memcached and cache-node (CAS values from 1, as memcached's, so a literal CAS is older or newer
 /// than an item's alike), runs the cases of `strategy` through `test(cache-node, memcached, case)`
+/// (cache-node's `TestServer`, so a test can read its store between requests; memcached's address)
 /// (`Err`: the report of a difference), and panics with the seed and the shrunk case's report if one
 /// fails. `count` is what a case adds to the summary.
 pub fn check<S: Strategy>(
     settings: &Settings,
     strategy: &S,
     count: impl Fn(&S::Value) -> usize,
-    test: impl Fn(SocketAddr, SocketAddr, S::Value) -> Result<(), String>,
+    test: impl Fn(&TestServer, SocketAddr, S::Value) -> Result<(), String>,
 ) {
     let memcached = Memcached::start();
     let memcached_addr = SocketAddr::from(([127, 0, 0, 1], memcached.port));
@@ -987,7 +1018,7 @@ pub fn check<S: Strategy>(
     let mut runner = TestRunner::new(config);
     let result = runner.run(strategy, |case| {
         counted.fetch_add(count(&case), Ordering::Relaxed);
-        test(server.addr, memcached_addr, case).map_err(TestCaseError::fail)
+        test(&server, memcached_addr, case).map_err(TestCaseError::fail)
     });
     match result {
         Ok(()) => eprintln!(
