@@ -310,7 +310,7 @@ fn run_case(ours: &TestServer, memcached: SocketAddr, reqs: &[Req]) -> Result<()
 /// CAS; raw, not normalised): a difference that depends on what happened before the case shows here.
 fn held_after(prefix: &str, a: &mut Side, b: &mut Side) -> String {
     let mut held = String::from("held after the difference (mg KEY s v f t c):\n");
-    for k in 0..5 {
+    for k in 0..diff::KEYS {
         let request = format!("mg {prefix}k{k} s v f t c\r\n");
         for side in [&mut *a, &mut *b] {
             let reply = match side.exchange(request.as_bytes(), false) {
