@@ -378,7 +378,7 @@ impl<'n> Session<'n> {
         let max = self.node.config.limits.max_value_len;
         let scratch = &mut self.scratch;
         let store = &self.node.store;
-        let outcome = self.node.store.with_entry(key, |e| {
+        let outcome = store.with_entry(key, |e| {
             // add refuses over a lease placeholder or a stale item too (as memcached, which sees an item
             // there): the value it carries may have been read before the invalidation that made the item
             // stale or voided the lease, and a text client has no token to tell.
@@ -524,7 +524,7 @@ impl<'n> Session<'n> {
             None => 0,
         };
         let store = &self.node.store;
-        let outcome = self.node.store.with_entry(key, |e| {
+        let outcome = store.with_entry(key, |e| {
             let Some(it) = e.item() else {
                 let Some(n) = flags.vivify_ttl else {
                     if !flags.quiet {
@@ -548,7 +548,7 @@ impl<'n> Session<'n> {
                     _ => now.saturating_add(lease_window.max(1)),
                 };
                 // As memcached 1.6: the placeholder takes a CAS number; a hit with N takes none.
-                let cas = flags.new_cas.unwrap_or_else(|| store.next_cas());
+                let cas = meta_cas(flags, store);
                 if insert(
                     e,
                     NewItem {
@@ -720,7 +720,7 @@ impl<'n> Session<'n> {
         let appends = matches!(mode, MetaSetMode::Append | MetaSetMode::Prepend);
         let max = self.node.config.limits.max_value_len;
         let scratch = &mut self.scratch;
-        let (outcome, lease_refill) = self.node.store.with_entry(key, |e| {
+        let (outcome, lease_refill) = store.with_entry(key, |e| {
             let current = e.item().map(|it| {
                 let meta = *it.meta();
                 if appends {
@@ -765,7 +765,7 @@ impl<'n> Session<'n> {
                 _ => {
                     if exp == Expiry::Expired && stale_over.is_none() {
                         // memcached links the item (a CAS number, answered with c) and it expires.
-                        new_cas = flags.new_cas.unwrap_or_else(|| store.next_cas());
+                        new_cas = meta_cas(flags, store);
                         e.remove();
                         return (StoreOutcome::Stored, lease_refill);
                     }
@@ -782,7 +782,7 @@ impl<'n> Session<'n> {
             }
             // As memcached 1.6 (do_store_item): a set-to-invalid keeps the replaced item's TTL and its
             // token-sent bit, so the reader that already won the refill stays the only winner.
-            new_cas = flags.new_cas.unwrap_or_else(|| store.next_cas());
+            new_cas = meta_cas(flags, store);
             let r = insert(
                 e,
                 NewItem {
@@ -860,8 +860,7 @@ impl<'n> Session<'n> {
         // A CAS number is taken only by what changes the item and keeps it (I, x), as memcached 1.6: a
         // delete, a miss or a mismatch takes none.
         let store = &self.node.store;
-        let new_cas = || flags.new_cas.unwrap_or_else(|| store.next_cas());
-        let code = self.node.store.with_entry(key, |e| {
+        let code = store.with_entry(key, |e| {
             let Some(it) = e.item() else {
                 return MetaCode::Nf;
             };
@@ -875,14 +874,14 @@ impl<'n> Session<'n> {
                 // A T already past ends the item at once, as in memcached: kept, its stale value
                 // would be served (with X) for ever. memcached marks it stale (a new CAS) with a TTL
                 // already over, so it takes a number here too.
-                new_cas();
+                meta_cas(flags, store);
                 e.remove();
             } else if flags.invalidate {
                 // Mark stale: the value stays for X readers, the new CAS voids every outstanding token.
                 if let Some(mut m) = e.meta_mut() {
                     m.stale = true;
                     m.win_sent = false;
-                    m.cas = new_cas();
+                    m.cas = meta_cas(flags, store);
                     if let Some(exp) = exp {
                         // Never `Expired` here: that removed the item above.
                         m.exptime = exp.store_time();
@@ -896,7 +895,7 @@ impl<'n> Session<'n> {
                         value: &[],
                         flags: 0,
                         exptime,
-                        cas: new_cas(),
+                        cas: meta_cas(flags, store),
                         stale: false,
                         win_sent: false,
                         placeholder: false,
@@ -949,11 +948,11 @@ impl<'n> Session<'n> {
         let mut new_cas = 0;
         let store = &self.node.store;
         let mut take_cas = || {
-            new_cas = flags.new_cas.unwrap_or_else(|| store.next_cas());
+            new_cas = meta_cas(flags, store);
             new_cas
         };
         let mut created = false;
-        let result = self.node.store.with_entry(key, |e| {
+        let result = store.with_entry(key, |e| {
             let current = e.item().and_then(|it| {
                 let meta = *it.meta();
                 live(&meta).then(|| (meta, parse_counter(it.value()), it.value().len()))
@@ -1107,7 +1106,7 @@ impl<'n> Session<'n> {
         let now = self.node.clock.now();
         let window = self.node.config.lease_window_secs.max(1);
         let store = &self.node.store;
-        let outcome = self.node.store.with_entry(key, |e| {
+        let outcome = store.with_entry(key, |e| {
             let Some(it) = e.item() else {
                 let token = lease_token(store);
                 let inserted = insert(
@@ -1414,6 +1413,13 @@ fn removed_if_expired(e: &mut Entry<'_>, exp: Expiry, result: ArithResult) -> Ar
         e.remove();
     }
     result
+}
+
+/// The CAS of what a meta command stores or marks: its `E` flag's, else the store's next number. Called
+/// only where something is stored or marked, so a request that changes nothing takes no number, as in
+/// memcached 1.6.
+fn meta_cas(flags: &MetaFlags<'_>, store: &Store) -> u64 {
+    flags.new_cas.unwrap_or_else(|| store.next_cas())
 }
 
 /// A token for mcrouter's `lease-get`: never 0, never 1 (1 means "hot miss" in that dialect). Taken only
