@@ -140,13 +140,22 @@ fn listening_address(child: &mut KillOnDrop) -> String {
 /// A connection to `addr` that gives up on a reply after 5 s.
 fn connect(addr: &str) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
     s
 }
 
+/// How long [`connect`]'s connections wait for a reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Sends `request` (which ends with `quit`) on a new connection and returns everything the server sent.
 fn exchange(addr: &str, request: &[u8]) -> String {
+    exchange_within(addr, request, REPLY_TIMEOUT)
+}
+
+/// [`exchange`], waiting up to `timeout` for the reply.
+fn exchange_within(addr: &str, request: &[u8], timeout: Duration) -> String {
     let mut s = connect(addr);
+    s.set_read_timeout(Some(timeout)).unwrap();
     s.write_all(request).unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
@@ -734,12 +743,10 @@ fn clients_that_stop_reading_hold_one_small_batch_each() {
     // build is still working through the 1.5M gets the others sent (0.6-1.5 s after the sleep on a quiet
     // machine, over 5 s on a loaded one; a release build answers in 1 ms, as memcached does), so this
     // waits up to 60 s.
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(b"mn\r\nquit\r\n").unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    assert_eq!(reply, "MN\r\n");
+    assert_eq!(
+        exchange_within(&addr, b"mn\r\nquit\r\n", Duration::from_secs(60)),
+        "MN\r\n"
+    );
     drop(open);
 }
 

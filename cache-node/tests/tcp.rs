@@ -2275,24 +2275,27 @@ async fn a_set_refused_for_want_of_memory_removes_the_old_item() -> R {
         h.send(&half).await;
         holders.push(h);
     }
-    // Go on once the holders' data is all in: over 6 MiB held and no longer growing (7.9 MB here). Going
-    // on at the first reading over 6 MiB could leave room for the 1 MB value under load, and the set
-    // was then stored, not refused.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut readings = Vec::new();
-    loop {
-        readings.push(c.stat("reserved_bytes").await.parse::<u64>()?);
-        if let [.., third_last, second_last, last] = readings[..] {
-            if last > 6 << 20 && third_last == last && second_last == last {
-                break;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "bytes held: {readings:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Go on once the holders' data is all in: over 6 MiB held and unchanged for 200 ms (7.9 MB here).
+    // Going on at the first reading over 6 MiB could leave room for the 1 MB value under load, and the
+    // set was then stored, not refused.
+    let mut since: Option<(u64, std::time::Instant)> = None;
+    poll_for_async(Duration::from_secs(20), async || {
+        let held: u64 = c.stat("reserved_bytes").await.parse().unwrap();
+        let steady_since = match since {
+            Some((before, at)) if before == held => at,
+            _ => std::time::Instant::now(),
+        };
+        since = Some((held, steady_since));
+        (held > 6 << 20 && steady_since.elapsed() >= Duration::from_millis(200))
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "{held} bytes held, unchanged for {:?}",
+                    steady_since.elapsed()
+                )
+            })
+    })
+    .await;
     let value = vec![b'n'; 1_000_000];
     for (line, key, refused) in [
         (
