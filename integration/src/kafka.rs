@@ -93,6 +93,11 @@ impl Kafka {
         self.process.pid()
     }
 
+    /// Whether the broker runs, stopped, or exited by itself (then with its status).
+    pub fn state(&self) -> String {
+        self.process.state()
+    }
+
     /// Starts the broker (after `create` or `stop`) and waits until it answers a metadata request.
     pub async fn start(&self) -> Result<(), StackError> {
         if self.process.is_running() {

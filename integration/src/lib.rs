@@ -321,6 +321,31 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Each service's state, and the end of each MariaDB error log (where a crash, a shutdown or a
+    /// killed connection is told) and of the broker's log if it exited: printed when a test fails.
+    pub fn report(&self) -> String {
+        let mut text = String::new();
+        let servers =
+            std::iter::once(&self.primary).chain(self.replicas.iter().map(|(_, server)| server));
+        for server in servers {
+            text += &format!(
+                "stack: mariadb {} {}; the end of {}:\n{}\n",
+                server.name(),
+                server.state(),
+                server.error_log().display(),
+                process::log_tail(&server.error_log(), 3000)
+            );
+        }
+        if let Some(kafka) = &self.kafka {
+            let state = kafka.state();
+            text += &format!("stack: kafka {state}\n");
+            if state.starts_with("exited") {
+                text += &process::log_tail(&kafka.log_path(), 3000);
+            }
+        }
+        text
+    }
+
     /// Keeps the folder (data and logs) after the stack is dropped, and returns its path.
     pub fn keep_logs(&mut self) -> PathBuf {
         let path = self.dir();
@@ -377,6 +402,10 @@ impl Drop for Stack {
         if std::thread::panicking() || std::env::var_os("SQUEAL_KEEP_STACK").is_some() {
             let path = self.keep_logs();
             eprintln!("stack: service logs and data kept in {}", path.display());
+        }
+        if std::thread::panicking() {
+            // The folder does not outlive a CI machine; what the test printed does.
+            eprintln!("{}", self.report());
         }
     }
 }

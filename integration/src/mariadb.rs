@@ -35,7 +35,7 @@ pub struct MariaDbConfig {
 pub struct MariaDb {
     /// What it was started with; reused by `start` after `stop`.
     config: MariaDbConfig,
-    /// Its folder: `data/`, `error.log`, the socket and the pid file.
+    /// Its folder: `data/`, `tmp/` (its `--tmpdir`), `error.log`, the socket and the pid file.
     dir: PathBuf,
     /// The root password over TCP (random per stack; never logged by the harness).
     password: String,
@@ -86,6 +86,11 @@ impl MariaDb {
             return Ok(());
         }
         let log = self.dir.join("mariadbd.log");
+        let tmpdir = self.tmp_dir();
+        std::fs::create_dir_all(&tmpdir).map_err(|source| StackError::Io {
+            what: format!("create {}", tmpdir.display()),
+            source,
+        })?;
         let process = ServiceProcess::spawn(
             &format!("mariadb {}", self.config.name),
             &self.mariadbd,
@@ -131,6 +136,11 @@ impl MariaDb {
         self.config.port
     }
 
+    /// Its name in messages ("primary", "replica-eu").
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
     /// The replication server id.
     pub fn server_id(&self) -> u32 {
         self.config.server_id
@@ -141,6 +151,11 @@ impl MariaDb {
         self.dir.join("data")
     }
 
+    /// The server's own folder for temporary tables and files (`--tmpdir`).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
     /// The server's error log.
     pub fn error_log(&self) -> PathBuf {
         self.dir.join("error.log")
@@ -149,6 +164,11 @@ impl MariaDb {
     /// The process id while running.
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
+    }
+
+    /// Whether the server runs, stopped, or exited by itself (then with its status).
+    pub fn state(&self) -> String {
+        self.process.state()
     }
 
     /// A new connection as root.
@@ -226,6 +246,11 @@ impl MariaDb {
             format!("--socket={d}/mysqld.sock"),
             format!("--pid-file={d}/mysqld.pid"),
             format!("--log-error={d}/error.log"),
+            // Its own: at start-up mariadbd deletes every `#sql*` file in its tmpdir, whoever's it
+            // is. In a shared TMPDIR a server starting removed the files of another's internal
+            // temporary table between their creation and opening, and 10.11 then crashes (signal 11
+            // in ha_maria::drop_table, from an information_schema query of `squeal check`).
+            format!("--tmpdir={}", self.tmp_dir().display()),
             format!("--port={}", c.port),
             "--bind-address=127.0.0.1".into(),
             "--user=root".into(),

@@ -247,6 +247,24 @@ impl ProcessSlot {
         }
     }
 
+    /// What the slot holds, for a report after a failure: "running (pid N)", "exited by itself
+    /// (STATUS)" (the slot is emptied, as `check_alive` does) or "stopped".
+    pub fn state(&self) -> String {
+        let mut slot = self.0.lock().expect("process slot lock");
+        let Some(process) = slot.as_mut() else {
+            return "stopped".into();
+        };
+        let pid = process.pid();
+        match process.check_alive() {
+            Ok(()) => format!("running (pid {})", pid.unwrap_or_default()),
+            Err(StackError::Exited { status, .. }) => {
+                *slot = None;
+                format!("exited by itself ({status})")
+            }
+            Err(other) => format!("unknown ({other})"),
+        }
+    }
+
     /// An error (and an empty slot) when the process has exited by itself.
     pub fn check_alive(&self) -> Result<(), StackError> {
         let mut slot = self.0.lock().expect("process slot lock");

@@ -1,5 +1,6 @@
 //! The harness on the real services: MariaDB replication, a Kafka round trip, the primary's binlog
-//! settings as the server reports them, and that dropping a stack leaves no process behind.
+//! settings as the server reports them, that dropping a stack leaves no process behind, and what a
+//! failing test prints about its services.
 
 use std::path::Path;
 use std::time::Duration;
@@ -210,5 +211,79 @@ async fn a_failing_test_keeps_the_service_logs() -> TestResult {
     let log = std::fs::read_to_string(&kept_log)?;
     assert!(log.contains("ready for connections"), "kept log: {log}");
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// What a failing test prints about its stack tells a server that died from one that runs, with
+/// the end of its error log: the CI machine and the kept folder are gone by the time one reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failure_report_tells_a_server_that_died_and_how() -> TestResult {
+    let stack = Stack::start(StackOptions::default().without_kafka()).await?;
+    let pid = stack.primary().pid().expect("running");
+    let report = stack.report();
+    assert!(
+        report.contains(&format!("mariadb primary running (pid {pid})")),
+        "{report}"
+    );
+    // Stopped from outside the harness, as an operator or the OOM killer would.
+    // SAFETY: kill(2) on the harness's own, not yet reaped, child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let report = stack.report();
+        if report.contains("exited by itself") || std::time::Instant::now() > deadline {
+            break report;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        report.contains("mariadb primary exited by itself (exit status: 0)"),
+        "{report}"
+    );
+    assert!(report.contains("Shutdown complete"), "{report}");
+    assert!(stack.report().contains("mariadb primary stopped"));
+    Ok(())
+}
+
+/// Each server keeps its temporary tables in a folder of its own. At start-up mariadbd deletes
+/// every `#sql*` file in its tmpdir, whoever's it is: in a shared TMPDIR, a stack starting in one
+/// test removed the files of another server's internal temporary table between their creation and
+/// their opening, and MariaDB 10.11 crashed (signal 11 in `ha_maria::drop_table`, under an
+/// information_schema query of `squeal check`, in parallel tests). With the shared TMPDIR, this
+/// test sees the held table's files gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_starting_leaves_the_temporary_tables_of_running_ones_alone() -> TestResult {
+    use mysql_async::prelude::Queryable;
+    let running = Stack::start(StackOptions::default().without_kafka()).await?;
+    let mut conn = running.primary().connect().await?;
+    // A temporary table on disk, held by this open session.
+    conn.query_drop("CREATE DATABASE test_tmp").await?;
+    conn.query_drop("CREATE TEMPORARY TABLE test_tmp.held (b BLOB) ENGINE=Aria")
+        .await?;
+    let tmpdir: String = conn
+        .query_first("SELECT @@tmpdir")
+        .await?
+        .ok_or("no @@tmpdir")?;
+    let sql_files = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(&tmpdir)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                    .filter(|name| name.starts_with("#sql"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let held = sql_files();
+    assert!(!held.is_empty(), "no #sql file in {tmpdir}");
+    let _starting = Stack::start(StackOptions::default().without_kafka()).await?;
+    let left = sql_files();
+    assert!(
+        held.is_subset(&left),
+        "a server starting removed {:?} from {tmpdir}",
+        held.difference(&left).collect::<Vec<_>>()
+    );
+    conn.query_drop("INSERT INTO test_tmp.held VALUES ('still here')")
+        .await?;
     Ok(())
 }
