@@ -358,14 +358,6 @@ async fn password_changed_while_streaming_stops_at_the_reconnect() -> TestResult
     .await
 }
 
-/// Sends `signal` to squeal's process.
-fn signal(squeal: &Squeal, signal: libc::c_int) {
-    // SAFETY: kill(2) on our own child's pid has no memory effects.
-    unsafe {
-        libc::kill(squeal.child.id() as i32, signal);
-    }
-}
-
 /// `squeal check` refuses binlog_row_metadata other than FULL, but it is a dynamic global: set to
 /// MINIMAL while squeal runs, table maps carry no column names and squeal takes them from
 /// information_schema as it is when squeal reads the rows. A row written before a DDL that keeps
@@ -398,12 +390,12 @@ async fn row_metadata_set_to_minimal_while_running_never_gives_a_wrong_key() -> 
         .execute("SET GLOBAL binlog_row_metadata = MINIMAL")
         .await?;
     let mut conn = primary.connect().await?; // a session of the new setting
-    signal(&squeal, libc::SIGSTOP);
+    squeal.signal(libc::SIGSTOP);
     conn.query_drop("INSERT INTO squeal_test.people VALUES (1, 'a@x', 'Ann')")
         .await?;
     conn.query_drop("ALTER TABLE squeal_test.people MODIFY name VARCHAR(50) AFTER id")
         .await?;
-    signal(&squeal, libc::SIGCONT);
+    squeal.signal(libc::SIGCONT);
     // The marker row is logged with names again, or its key (what ends the phase) would be a
     // flush_table too.
     primary

@@ -136,11 +136,21 @@ impl Squeal {
 
     /// SIGTERM and wait for the exit.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
-        // SAFETY: kill(2) on our own child's pid with SIGTERM has no memory effects.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        self.signal(libc::SIGTERM);
         self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// Sends `signal` to squeal unless it has exited. Once a `try_wait` has reaped it, its pid is
+    /// free and may already be another test's server (pid_max is 32,768 here): a SIGTERM there
+    /// would stop a MariaDB under a test that did nothing wrong. An exited child is only reaped
+    /// here, so a pid `try_wait` finds running stays ours until the `kill`.
+    pub fn signal(&mut self, signal: libc::c_int) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own, unreaped child's pid has no memory effects.
+            unsafe {
+                libc::kill(self.child.id() as i32, signal);
+            }
+        }
     }
 
     /// Waits for the process to exit by itself.
