@@ -250,18 +250,13 @@ impl ProcessSlot {
     /// What the slot holds, for a report after a failure: "running (pid N)", "exited by itself
     /// (STATUS)" (the slot is emptied, as `check_alive` does) or "stopped".
     pub fn state(&self) -> String {
-        let mut slot = self.0.lock().expect("process slot lock");
-        let Some(process) = slot.as_mut() else {
-            return "stopped".into();
-        };
-        let pid = process.pid();
-        match process.check_alive() {
-            Ok(()) => format!("running (pid {})", pid.unwrap_or_default()),
-            Err(StackError::Exited { status, .. }) => {
-                *slot = None;
-                format!("exited by itself ({status})")
-            }
+        match self.check_alive() {
+            Err(StackError::Exited { status, .. }) => format!("exited by itself ({status})"),
             Err(other) => format!("unknown ({other})"),
+            Ok(()) => match self.pid() {
+                Some(pid) => format!("running (pid {pid})"),
+                None => "stopped".into(),
+            },
         }
     }
 
