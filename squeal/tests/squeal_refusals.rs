@@ -1,6 +1,7 @@
 //! squeal refuses what it cannot do safely, on a real MariaDB: a server in STATEMENT format is
 //! refused by `check` and `run`; a checkpoint pointing at a purged binlog stops `run` with the way
-//! out instead of skipping. (Kafka is not needed: both stop before anything is published.)
+//! out instead of skipping; and `check` opens only the tables its rules name. (Kafka is not
+//! needed: these stop before anything is published.)
 
 mod common;
 
@@ -214,5 +215,48 @@ async fn least_privileged_user_passes_check_and_a_missing_grant_is_named() -> Te
         "{text}"
     );
     assert!(!text.contains("least-priv-pw"));
+    Ok(())
+}
+
+/// `squeal check` (also the first thing `run` does) opens the tables its rules name and no
+/// others. Its foreign-key query named no table, so the server opened every table it holds, and
+/// every view of `sys`, at each check: on a production server, a sweep through its table cache at
+/// every start of squeal. Here 120 tables no rule names; the server's Opened_tables counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_opens_only_the_tables_its_rules_name() -> TestResult {
+    let stack = Stack::start(StackOptions::default().without_kafka()).await?;
+    let primary = stack.primary();
+    let unruled = 120;
+    let mut sql = String::from("CREATE DATABASE unruled;");
+    for i in 0..unruled {
+        sql += &format!("CREATE TABLE unruled.t{i} (id INT PRIMARY KEY, v TEXT);");
+    }
+    primary.execute(&sql).await?;
+    let scenario = Scenario::offline(primary.port(), RULES)?;
+    let opened_tables = || async {
+        let rows = primary
+            .query("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'OPENED_TABLES'")
+            .await?;
+        let value = rows.first().and_then(|row| row.first().cloned().flatten());
+        Ok::<u64, Box<dyn std::error::Error + Send + Sync>>(
+            value.ok_or("no Opened_tables")?.parse()?,
+        )
+    };
+    // Closed, so that each table check opens is counted.
+    primary.execute("FLUSH TABLES").await?;
+    let before = opened_tables().await?;
+    let log = scenario.dir.path().join("check.log");
+    let (status, text) = Squeal::check(&scenario.config, primary.password(), &log)?;
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("rules for squeal_demo.users: 1 template(s) bind"),
+        "{text}"
+    );
+    // 1 here; 235 when the foreign-key query named no table.
+    let opened = opened_tables().await? - before;
+    assert!(
+        opened < 20,
+        "check opened {opened} tables for one ruled table"
+    );
     Ok(())
 }
