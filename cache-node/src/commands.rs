@@ -1153,6 +1153,14 @@ impl<'n> Session<'n> {
             compose_lease_value(out, key, meta.cas, meta.flags, &[it.value()]);
             if let Some(mut m) = e.meta_mut() {
                 m.win_sent = true;
+                // A lease always ends, as a placeholder's does: the stale item goes at the end of
+                // the window (sooner if its own TTL says so), so if this winner never sets, the next
+                // lease-get misses and wins instead of every reader getting a hot miss (token 1)
+                // for as long as the item lives (for ever after an `md I` with no T).
+                let lease_end = now.saturating_add(window);
+                if m.exptime == 0 || m.exptime > lease_end {
+                    m.exptime = lease_end;
+                }
             }
             LeaseGetOutcome::Miss {
                 won: true,

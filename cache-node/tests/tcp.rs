@@ -1324,6 +1324,49 @@ async fn lease_window_ends_with_the_clock() -> R {
     Ok(())
 }
 
+/// A `lease-get` that wins a stale item holds the refill for the lease window, not for as long as
+/// the item lives: an `md I` with no T leaves an item that never expires, and a winner that never
+/// sets used to leave every later `lease-get` a hot miss (token 1) for ever. After the window the
+/// item is gone and the next `lease-get` wins; the first winner's token no longer stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_won_on_a_stale_item_ends_with_the_window() -> R {
+    let s = TestServer::start_with(|c| c.lease_window_secs = 10).await;
+    let mut c = s.client().await;
+    c.expect(b"set feed 0 0 2\r\nv1\r\n", b"STORED\r\n").await;
+    c.expect(b"md feed I\r\n", b"HD\r\n").await;
+    c.send(b"lease-get feed\r\n").await;
+    let l = c.line().await;
+    let abandoned: u64 = l.split(' ').nth(2).unwrap().parse()?;
+    assert!(abandoned > 1, "{l}");
+    c.expect_reply(b"v1\r\nEND\r\n").await;
+    s.clock.advance(9);
+    c.expect(b"lease-get feed\r\n", b"LVALUE feed 1 0 2\r\nv1\r\nEND\r\n")
+        .await;
+    s.clock.advance(1);
+    let token = c.lease_get_miss("feed").await;
+    assert!(token > 1 && token != abandoned, "{token}");
+    c.expect(
+        format!("lease-set feed {abandoned} 0 0 2\r\nv2\r\n").as_bytes(),
+        b"NOT_STORED\r\n",
+    )
+    .await;
+    c.expect(
+        format!("lease-set feed {token} 0 0 2\r\nv3\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    c.expect(b"get feed\r\n", b"VALUE feed 0 2\r\nv3\r\nEND\r\n")
+        .await;
+    // A stale item whose own TTL ends first keeps it.
+    c.expect(b"md feed I T3\r\n", b"HD\r\n").await;
+    c.send(b"lease-get feed\r\n").await;
+    c.line().await;
+    c.expect_reply(b"v3\r\nEND\r\n").await;
+    c.expect(b"mg feed t\r\n", b"HD t3 Z X\r\n").await;
+    s.stop().await;
+    Ok(())
+}
+
 /// The CAS value in a meta reply line (`c<N>` flag).
 fn cas_of(line: &str) -> u64 {
     line.split(' ')
