@@ -1149,9 +1149,17 @@ impl<'n> Session<'n> {
                     stale: meta.stale,
                 };
             }
-            // Stale with no lease out yet: this reader wins; the token is the CAS given at invalidation.
-            compose_lease_value(out, key, meta.cas, meta.flags, &[it.value()]);
+            // Stale with no lease out yet: this reader wins; the token is the CAS given at
+            // invalidation, or a fresh one where that is 1 (`md KEY I E1` can give it), which a
+            // lease-get client reads as "another client holds the lease".
+            let token = if meta.cas > 1 {
+                meta.cas
+            } else {
+                lease_token(store)
+            };
+            compose_lease_value(out, key, token, meta.flags, &[it.value()]);
             if let Some(mut m) = e.meta_mut() {
+                m.cas = token;
                 m.win_sent = true;
                 // A lease always ends, as a placeholder's does: the stale item goes at the end of
                 // the window (sooner if its own TTL says so), so if this winner never sets, the next

@@ -1327,7 +1327,8 @@ async fn lease_window_ends_with_the_clock() -> R {
 /// A `lease-get` that wins a stale item holds the refill for the lease window, not for as long as
 /// the item lives: an `md I` with no T leaves an item that never expires, and a winner that never
 /// sets used to leave every later `lease-get` a hot miss (token 1) for ever. After the window the
-/// item is gone and the next `lease-get` wins; the first winner's token no longer stores.
+/// item is gone and the next `lease-get` wins; the first winner's token no longer stores. A stale
+/// item whose CAS a client set to 1 gives its winner a fresh token, not the hot-miss one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_won_on_a_stale_item_ends_with_the_window() -> R {
     let s = TestServer::start_with(|c| c.lease_window_secs = 10).await;
@@ -1363,6 +1364,23 @@ async fn a_lease_won_on_a_stale_item_ends_with_the_window() -> R {
     c.line().await;
     c.expect_reply(b"v3\r\nEND\r\n").await;
     c.expect(b"mg feed t\r\n", b"HD t3 Z X\r\n").await;
+    // An invalidation can give the item CAS 1 (E1), the token that means "hot miss": the winner
+    // gets a fresh token instead, and it stores.
+    c.expect(b"md feed I E1\r\n", b"HD\r\n").await;
+    c.send(b"lease-get feed\r\n").await;
+    let l = c.line().await;
+    let token: u64 = l.split(' ').nth(2).unwrap().parse()?;
+    assert!(token > 1, "{l}");
+    c.expect_reply(b"v3\r\nEND\r\n").await;
+    c.expect(b"lease-get feed\r\n", b"LVALUE feed 1 0 2\r\nv3\r\nEND\r\n")
+        .await;
+    c.expect(
+        format!("lease-set feed {token} 0 0 2\r\nv4\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .await;
+    c.expect(b"get feed\r\n", b"VALUE feed 0 2\r\nv4\r\nEND\r\n")
+        .await;
     s.stop().await;
     Ok(())
 }
