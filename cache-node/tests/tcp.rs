@@ -1277,11 +1277,8 @@ async fn stale_serving_with_x_w_z() -> R {
         .await;
     // lease-get on a stale item with no refill out: it wins with the item's new CAS as the token.
     a.expect(b"md feed I\r\n", b"HD\r\n").await;
-    a.send(b"lease-get feed\r\n").await;
-    let l = a.line().await;
-    let t: u64 = l.split(' ').nth(2).unwrap().parse()?;
-    assert!(t > 1, "{l}");
-    a.expect_reply(b"v2\r\nEND\r\n").await;
+    let t = a.lease_get_lvalue("feed", b"v2").await;
+    assert!(t > 1, "{t}");
     a.expect(
         format!("lease-set feed {t} 0 0 2\r\nv3\r\n").as_bytes(),
         b"STORED\r\n",
@@ -1335,11 +1332,8 @@ async fn a_lease_won_on_a_stale_item_ends_with_the_window() -> R {
     let mut c = s.client().await;
     c.expect(b"set feed 0 0 2\r\nv1\r\n", b"STORED\r\n").await;
     c.expect(b"md feed I\r\n", b"HD\r\n").await;
-    c.send(b"lease-get feed\r\n").await;
-    let l = c.line().await;
-    let abandoned: u64 = l.split(' ').nth(2).unwrap().parse()?;
-    assert!(abandoned > 1, "{l}");
-    c.expect_reply(b"v1\r\nEND\r\n").await;
+    let abandoned = c.lease_get_lvalue("feed", b"v1").await;
+    assert!(abandoned > 1, "{abandoned}");
     s.clock.advance(9);
     c.expect(b"lease-get feed\r\n", b"LVALUE feed 1 0 2\r\nv1\r\nEND\r\n")
         .await;
@@ -1360,18 +1354,13 @@ async fn a_lease_won_on_a_stale_item_ends_with_the_window() -> R {
         .await;
     // A stale item whose own TTL ends first keeps it.
     c.expect(b"md feed I T3\r\n", b"HD\r\n").await;
-    c.send(b"lease-get feed\r\n").await;
-    c.line().await;
-    c.expect_reply(b"v3\r\nEND\r\n").await;
+    assert!(c.lease_get_lvalue("feed", b"v3").await > 1);
     c.expect(b"mg feed t\r\n", b"HD t3 Z X\r\n").await;
     // An invalidation can give the item CAS 1 (E1), the token that means "hot miss": the winner
     // gets a fresh token instead, and it stores.
     c.expect(b"md feed I E1\r\n", b"HD\r\n").await;
-    c.send(b"lease-get feed\r\n").await;
-    let l = c.line().await;
-    let token: u64 = l.split(' ').nth(2).unwrap().parse()?;
-    assert!(token > 1, "{l}");
-    c.expect_reply(b"v3\r\nEND\r\n").await;
+    let token = c.lease_get_lvalue("feed", b"v3").await;
+    assert!(token > 1, "{token}");
     c.expect(b"lease-get feed\r\n", b"LVALUE feed 1 0 2\r\nv3\r\nEND\r\n")
         .await;
     c.expect(

@@ -256,14 +256,26 @@ impl Client {
     /// `LVALUE KEY TOKEN 0 0` reply (1: another client holds the lease), asserting the reply's shape:
     /// no flags, an empty value, `END`.
     pub async fn lease_get_miss(&mut self, key: &str) -> u64 {
+        self.lease_get_lvalue(key, b"").await
+    }
+
+    /// Sends mcrouter's `lease-get KEY` where the reply is an `LVALUE` (a miss, or a stale item
+    /// after `md KEY I`) carrying `value` with no flags, and returns its token (1: another client
+    /// holds the lease), asserting the reply's shape: `LVALUE KEY TOKEN 0 LEN`, `value`, `END`.
+    pub async fn lease_get_lvalue(&mut self, key: &str, value: &[u8]) -> u64 {
         self.send(format!("lease-get {key}\r\n").as_bytes()).await;
         let l = self.line().await;
         let token = l
             .strip_prefix(&format!("LVALUE {key} "))
-            .and_then(|rest| rest.strip_suffix(" 0 0"))
+            .and_then(|rest| rest.strip_suffix(&format!(" 0 {}", value.len())))
             .and_then(|token| token.parse().ok())
-            .unwrap_or_else(|| panic!("not a lease-get miss of {key}: {l}"));
-        self.expect_reply(b"\r\nEND\r\n").await;
+            .unwrap_or_else(|| {
+                let value = String::from_utf8_lossy(value);
+                panic!("not a lease-get LVALUE of {key} with {value:?}: {l}")
+            });
+        let mut rest = value.to_vec();
+        rest.extend_from_slice(b"\r\nEND\r\n");
+        self.expect_reply(&rest).await;
         token
     }
 
