@@ -218,6 +218,8 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// Records handed to the producer but not yet acknowledged; reaching it pauses binlog reading.
+    /// As many transaction ends may wait behind them (`publish::tracked_capacity`), then reading
+    /// pauses too.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Payload bytes handed to the producer but not yet acknowledged (bounds memory); reaching it

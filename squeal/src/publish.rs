@@ -5,7 +5,10 @@
 //! call waits, and so the binlog reader pauses (back-pressure; nothing is dropped).
 //! [`Publisher::commit`] marks the end of a transaction. The [`AckTracker`] awaits deliveries in
 //! submission order and, when it passes a transaction end, all of that transaction's records and
-//! every earlier one are acknowledged: only then does the checkpoint move there.
+//! every earlier one are acknowledged: only then does the checkpoint move there. Those ends wait in
+//! a bounded queue too ([`tracked_capacity`]): a transaction that publishes nothing (a table no rule
+//! names) takes no permit, so without that bound, while Kafka holds one record, reading would go on
+//! and queue an end per transaction, without limit.
 //!
 //! Errors are classified: `QueueFull` is transient (wait and retry); librdkafka retries broker
 //! and network errors itself for ever (`message.timeout.ms=0`); any error reported for a delivery
@@ -107,8 +110,8 @@ pub struct Publisher {
     kib: Arc<Semaphore>,
     /// Capacity of `kib`.
     max_kib: u32,
-    /// Deliveries and commits, in order, for the tracker.
-    tracked: mpsc::UnboundedSender<Tracked>,
+    /// Deliveries and commits, in order, for the tracker; bounded, see [`tracked_capacity`].
+    tracked: mpsc::Sender<Tracked>,
     /// Counters.
     metrics: Arc<Metrics>,
     /// Whether the current transaction handed out at least one record.
@@ -117,7 +120,7 @@ pub struct Publisher {
 
 /// Awaits deliveries in order and writes the checkpoint behind them.
 pub struct AckTracker {
-    tracked: mpsc::UnboundedReceiver<Tracked>,
+    tracked: mpsc::Receiver<Tracked>,
     checkpoint_path: PathBuf,
     interval: Duration,
     metrics: Arc<Metrics>,
@@ -125,6 +128,15 @@ pub struct AckTracker {
     writer: Option<checkpoint::CheckpointWriter>,
     /// Credentials the brokers refused ([`ProducerContext`]): the tracker stops on them.
     refused: watch::Receiver<Option<String>>,
+}
+
+/// Room in the tracker's queue for `max_in_flight` records and as many transaction ends: records
+/// are bounded by their permits before they reach it, so the queue's own bound is what stops
+/// reading when transaction ends pile up behind a record Kafka has not acknowledged (a stretch of
+/// transactions on tables no rule names, during an outage). Each end holds a [`Position`], GTID
+/// sets included, so the bound is a bound on memory.
+pub fn tracked_capacity(max_in_flight: usize) -> usize {
+    max_in_flight.saturating_mul(2)
 }
 
 /// The librdkafka properties squeal uses, before the user's pass-through properties.
@@ -171,7 +183,7 @@ impl Publisher {
                     describe_config_error(&e, cfg)
                 ))
             })?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(tracked_capacity(cfg.max_in_flight));
         Ok((
             Publisher {
                 producer,
@@ -241,20 +253,26 @@ impl Publisher {
                 _permit: permit,
                 _bytes: bytes_permit,
             })
+            .await
             .map_err(|_| PublishError::TrackerGone)
     }
 
-    /// Marks the end of a transaction at `position` (the start of the next one).
-    pub fn commit(&mut self, position: Position, read_at: Instant) -> Result<(), PublishError> {
-        self.mark(position, read_at, true)
+    /// Marks the end of a transaction at `position` (the start of the next one); waits while the
+    /// tracker's queue is full (back-pressure, as [`Publisher::publish`]).
+    pub async fn commit(
+        &mut self,
+        position: Position,
+        read_at: Instant,
+    ) -> Result<(), PublishError> {
+        self.mark(position, read_at, true).await
     }
 
     /// Marks a new position that ends no transaction (a binlog rotation).
-    pub fn advance(&mut self, position: Position) -> Result<(), PublishError> {
-        self.mark(position, Instant::now(), false)
+    pub async fn advance(&mut self, position: Position) -> Result<(), PublishError> {
+        self.mark(position, Instant::now(), false).await
     }
 
-    fn mark(
+    async fn mark(
         &mut self,
         position: Position,
         read_at: Instant,
@@ -268,6 +286,7 @@ impl Publisher {
                 had_records,
                 is_transaction,
             })
+            .await
             .map_err(|_| PublishError::TrackerGone)
     }
 

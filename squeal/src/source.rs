@@ -547,7 +547,8 @@ impl Source {
                 if !self.in_txn {
                     let position = self.progress.rotation(self.file.clone(), pos);
                     self.publisher
-                        .advance(self.progress.checkpoint_for(&position))?;
+                        .advance(self.progress.checkpoint_for(&position))
+                        .await?;
                     self.progress.advance(position);
                 }
             }
@@ -918,7 +919,8 @@ impl Source {
         self.publish_buffer(header.server_id(), header.timestamp(), &position)
             .await?;
         self.publisher
-            .commit(self.progress.checkpoint_for(&position), read_at)?;
+            .commit(self.progress.checkpoint_for(&position), read_at)
+            .await?;
         self.progress.advance(position);
         self.in_txn = false;
         self.bound.clear();

@@ -95,3 +95,99 @@ async fn broker_down_20s_drops_nothing_and_holds_the_checkpoint() -> TestResult 
     assert!(squeal.child.try_wait()?.is_none(), "{}", squeal.log_text());
     Ok(())
 }
+
+/// While Kafka holds one record, transactions on a table no rule names publish nothing and so take
+/// no `max_in_flight` permit; their ends still queue behind that record for the checkpoint. squeal
+/// must stop reading once `tracked_capacity(max_in_flight)` of them wait, not read on and queue one
+/// per transaction for as long as the outage lasts (memory without bound: each end holds a
+/// position with its GTID state). With the queue unbounded, the reader went through all 1,000
+/// transactions below (5,006 events) with Kafka down, and this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unruled_transactions_during_an_outage_stop_the_reader_at_the_bound() -> TestResult {
+    use mysql_async::prelude::Queryable;
+
+    let stack = Stack::start(StackOptions::default()).await?;
+    let topic = "inv_outage_bound";
+    let scenario = Scenario::ledger(&stack, topic, 1).await?;
+    let primary = stack.primary();
+    primary
+        .execute(
+            "CREATE TABLE squeal_test.noise (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)",
+        )
+        .await?;
+    const MAX_IN_FLIGHT: usize = 10;
+    scenario.edit_config(
+        &format!("topic = \"{topic}\""),
+        &format!("topic = \"{topic}\"\nmax_in_flight = {MAX_IN_FLIGHT}"),
+    )?;
+    let Scenario {
+        config,
+        checkpoint,
+        log,
+        ..
+    } = &scenario;
+    let squeal = Squeal::run(config, primary.password(), log)?;
+    insert_ledger_ids(primary, [1]).await?;
+    assert!(
+        eventually(Duration::from_secs(30), || checkpoint_of(checkpoint)
+            .is_some())
+        .await,
+        "squeal checkpoints while Kafka is up"
+    );
+    let address = metrics_address(&squeal.log_text()).expect("metrics address logged");
+    let events_read = || async {
+        let text = scrape(&address).await?;
+        Ok::<f64, std::io::Error>(metric(&text, "squeal_events_read_total").unwrap_or(-1.0))
+    };
+
+    stack.kafka().stop();
+    // One ruled row: its record waits for Kafka, and every transaction end after it waits too.
+    insert_ledger_ids(primary, [2]).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = checkpoint_of(checkpoint);
+    let before = events_read().await?;
+    let mut conn = mysql_async::Conn::from_url(primary.url().as_str()).await?;
+    for v in 0..1000 {
+        conn.query_drop(format!("INSERT INTO squeal_test.noise (v) VALUES ({v})"))
+            .await?;
+    }
+    drop(conn);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read = events_read().await? - before;
+    // A MariaDB row transaction is 4-5 events (GTID, annotate, table map, rows, XID), so the
+    // 1,000 are about 5,000 events (5,006 read with the queue unbounded). The queue lets
+    // tracked_capacity(10) = 20 ends wait: 90 events were read. The bound is a tenth of all.
+    let bound = 500.0;
+    eprintln!("events read with Kafka down: {read} (at most {bound})");
+    assert!(
+        read <= bound,
+        "with Kafka down and one record unacknowledged, squeal read {read} events of 1,000 unruled \
+         transactions; at most {bound} expected (the reader must stop)"
+    );
+    assert_eq!(
+        checkpoint_of(checkpoint),
+        held,
+        "checkpoint moved while Kafka was down"
+    );
+
+    stack.kafka().start().await?;
+    let end = master_position(primary).await?;
+    assert!(
+        eventually(Duration::from_secs(60), || checkpoint_of(checkpoint)
+            .as_ref()
+            == Some(&end))
+        .await,
+        "after the outage squeal reads the rest and checkpoints the binlog's end {end:?}: at {:?}\n{}",
+        checkpoint_of(checkpoint),
+        squeal.log_text()
+    );
+    let mut reader = TopicReader::new(&stack.kafka().brokers(), topic)?;
+    let missing = missing_after(
+        &mut reader,
+        &ledger_keys_of([1, 2]),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(missing.is_empty(), "never published: {missing:?}");
+    Ok(())
+}
