@@ -119,9 +119,9 @@ enum Command {
         /// Trace file: .gz (text, one key per line) or .xz (big-endian u32 keys; u64 if the name says u64).
         #[arg(long)]
         trace: PathBuf,
-        /// Store capacity in items.
-        #[arg(long)]
-        capacity: usize,
+        /// Store capacity in items (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        capacity: u64,
     },
 }
 
@@ -150,17 +150,24 @@ fn parse_size(s: &str) -> Result<usize, String> {
     Ok(size)
 }
 
-/// File descriptors the server needs besides client connections: listeners, up to 40 metrics requests
-/// (`metrics::MAX_CONCURRENT_SCRAPES`), the runtime's epoll and wake-up descriptors, stdio.
+/// File descriptors the server needs besides client connections and its threads: listeners, the
+/// metrics listener and up to 40 metrics requests (`metrics::MAX_CONCURRENT_SCRAPES`), the main
+/// runtime's epoll and wake-up descriptors, the maintainer, stdio.
 const FDS_BESIDES_CONNECTIONS: u64 = 64;
 
+/// File descriptors each `-t` thread holds: a connection thread runs its own runtime, with an epoll,
+/// an eventfd and a timer (measured: an idle server holds 12 + 4 x `-t`), so 8 leaves room.
+const FDS_PER_THREAD: u64 = 8;
+
 /// Makes sure `-c` connections can be open at once, as memcached does at start: the soft open-files limit
-/// is raised to `-c` plus what the server needs besides, and the hard one too when that is allowed (root);
-/// if neither can be, the server does not start. Left at a lower limit (1024 is common), every connection
-/// past it would wait in the listen backlog, `accept` failing with EMFILE, instead of being served or
-/// refused with `ERROR Too many open connections`.
-fn raise_open_files_limit(max_connections: u64) -> Result<(), String> {
-    let needed = max_connections + FDS_BESIDES_CONNECTIONS;
+/// is raised to `-c` plus what the server needs besides (a share per `-t` thread included), and the hard
+/// one too when that is allowed (root); if neither can be, the server does not start. Left at a lower
+/// limit (1024 is common), every connection past it would wait in the listen backlog, `accept` failing
+/// with EMFILE, instead of being served or refused with `ERROR Too many open connections`. (Until
+/// session 31 the allowance did not grow with `-t`: `-c 1024 -t 32` under a limit of 1024 left 82 of
+/// 1,024 connections unanswered.)
+fn raise_open_files_limit(max_connections: u64, threads: u64) -> Result<(), String> {
+    let needed = max_connections + FDS_BESIDES_CONNECTIONS + FDS_PER_THREAD * threads;
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -187,8 +194,8 @@ fn raise_open_files_limit(max_connections: u64) -> Result<(), String> {
                 hard.to_string()
             };
             return Err(format!(
-                "-c {max_connections} needs {needed} open files, and the limit cannot be raised above \
-                 {ceiling}: {error}; lower -c or raise the limit (ulimit -n, LimitNOFILE=)"
+                "-c {max_connections} with -t {threads} needs {needed} open files, and the limit cannot be \
+                 raised above {ceiling}: {error}; lower -c or raise the limit (ulimit -n, LimitNOFILE=)"
             ));
         }
     }
@@ -288,14 +295,15 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(Command::Replay { trace, capacity }) = &cli.command {
-        let report = cache_node::replay::run_replay(trace, *capacity)?;
+        let capacity = usize::try_from(*capacity).unwrap_or(usize::MAX);
+        let report = cache_node::replay::run_replay(trace, capacity)?;
         println!("hit_rate={:.2}", report.hit_rate_percent());
         return Ok(());
     }
     let listen_specs = listen::parse(&cli.listen, cli.port)?;
     // Looked up now, so a wrong -u stops the start before anything listens; assumed once bound.
     let identity = cli.user.as_deref().map(Identity::look_up).transpose()?;
-    raise_open_files_limit(u64::from(cli.max_connections))?;
+    raise_open_files_limit(u64::from(cli.max_connections), u64::from(cli.threads))?;
     let default_level = match cli.verbose {
         0 => "info",
         1 => "debug",
@@ -422,17 +430,26 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-/// SIGTERM or SIGINT (Ctrl-C), as a future. The handlers are installed here, when called, not when the
+/// SIGTERM, SIGINT (Ctrl-C) or SIGUSR1, as a future; SIGHUP is logged and ignored. The handlers are installed here, when called, not when the
 /// future is first polled: the server calls this before it says it is listening, so a SIGTERM sent as
 /// soon as it listens stops it cleanly (pid file removed) instead of killing it.
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    // memcached 1.6 stops on SIGUSR1 too (its graceful stop) and lives through SIGHUP; by default
+    // either signal would kill the process, losing the cache and leaving the -P pid file behind
+    // (a SIGHUP comes with the terminal that started it closing).
+    let mut user1 = signal(SignalKind::user_defined1())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = term.recv() => {}
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => break,
+                _ = term.recv() => break,
+                _ = user1.recv() => break,
+                _ = hangup.recv() => tracing::info!("SIGHUP: ignored (SIGTERM, SIGINT or SIGUSR1 stop the server)"),
+            }
         }
     })
 }

@@ -229,5 +229,13 @@ pub fn run_replay_with(
     capacity_items: usize,
 ) -> Result<ReplayReport, ReplayError> {
     let keys = read_trace(path, format)?;
-    Ok(replay_keys(keys.into_iter(), capacity_items))
+    // A store of as many items as the trace has accesses never evicts, so any larger capacity
+    // replays to the same hits; building it at the capacity asked for would size the admission
+    // sketch (6 bytes an item) for it, and `--capacity 1000000000000` aborted on that allocation.
+    let sized = capacity_items.min(keys.len());
+    Ok(replay_keys_with(
+        keys.into_iter(),
+        capacity_items,
+        replay_config(sized),
+    ))
 }

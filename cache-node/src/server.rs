@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -448,6 +448,7 @@ pub async fn run_listeners(
     // Connections spawned on this runtime (no pool), aborted at shutdown. Connections do not watch a
     // shutdown signal themselves: that would register every idle read with one shared waiter list.
     let mut connections = tokio::task::JoinSet::new();
+    let mut accept_failures = AcceptFailures::default();
     let result = loop {
         tokio::select! {
             accepted = accept_any(&listeners, &mut listener_turn) => {
@@ -455,7 +456,12 @@ pub async fn run_listeners(
                     Ok(a) => a,
                     // Out of file descriptors and similar: back off instead of spinning.
                     Err(e) => {
-                        tracing::warn!("accept failed: {e}");
+                        if let Some(unlogged) = accept_failures.note(Instant::now()) {
+                            tracing::warn!(
+                                "accept failed: {e} ({unlogged} more failures in the {} s before were not logged)",
+                                AcceptFailures::LOG_EVERY.as_secs()
+                            );
+                        }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
@@ -1003,11 +1009,57 @@ mod idle_buffers {
     }
 }
 
+/// Rate limit for the log line of a failed `accept`: out of file descriptors, accept fails every
+/// 10 ms (the back-off) for as long as that lasts, and a line each time filled the log without bound
+/// (found in session 31: 2,197 lines in 25 s).
+#[derive(Default)]
+struct AcceptFailures {
+    /// When a failure was last logged.
+    last_logged: Option<Instant>,
+    /// Failures since then that were not.
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    /// At most one line per this long.
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// Counts a failure at `now`; `Some(failures not logged before it)` when this one is to be logged.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last_logged
+            .is_some_and(|at| now.saturating_duration_since(at) < Self::LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{effective_shards, ServerConfig};
+    use super::{effective_shards, AcceptFailures, ServerConfig};
     use crate::maintainer::default_busy_sleep;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    /// Out of file descriptors, accept fails every 10 ms: 25 s of that logs 3 lines (at 0, 10 and
+    /// 20 s), each naming the failures left out before it, not 2,500.
+    #[test]
+    fn failed_accepts_are_logged_once_per_ten_seconds() {
+        let start = Instant::now();
+        let mut failures = AcceptFailures::default();
+        let logged: Vec<(u64, u64)> = (0..2500u64)
+            .filter_map(|i| {
+                let at_ms = i * 10;
+                failures
+                    .note(start + Duration::from_millis(at_ms))
+                    .map(|unlogged| (at_ms, unlogged))
+            })
+            .collect();
+        assert_eq!(logged, [(0, 0), (10_000, 999), (20_000, 999)]);
+    }
 
     const MIB: usize = 1 << 20;
 
