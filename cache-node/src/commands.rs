@@ -605,7 +605,16 @@ impl<'n> Session<'n> {
                     win.win = true;
                 }
             }
+            // While a lease is out on the key (a placeholder, or a stale item whose refill was won),
+            // T may bring its end closer but not push it back: a lease ends when it was to end.
+            // (Before session 31 every reader of `mg k c N5 T600` moved a 5 s lease to 600 s, and
+            // `T0` made it never end; memcached re-times such items.) An expiring T still removes.
+            let lease_out = meta.placeholder || (meta.stale && meta.win_sent);
             let exptime = match touch {
+                Some(Expiry::At(t)) if lease_out && meta.exptime != 0 && t >= meta.exptime => {
+                    meta.exptime
+                }
+                Some(Expiry::Never) if lease_out => meta.exptime,
                 Some(Expiry::At(t)) => t,
                 Some(Expiry::Never) => 0,
                 _ => meta.exptime,

@@ -646,3 +646,57 @@ fn untouched_chunks_cost_no_budget_under_churn() {
         churn.hit_rate * 100.0
     );
 }
+
+/// A lease placeholder outlives the admission filter until its refill comes: a winner that reads
+/// a lukewarm key (one read) and takes a while at the database must find its lease when it sets,
+/// even if many one-off keys were stored meanwhile. Each of 20 placeholders below sees 300 one-off
+/// inserts (30 times the window) in a cache full of a working set read three times. Admitted by
+/// frequency alone, each placeholder lost its duel at the window's end and this test fails on the
+/// first; one-off keys still do (the working set stays).
+#[test]
+fn a_lease_placeholder_is_not_filtered_out_before_its_refill() {
+    let s = Store::new(
+        StoreConfig {
+            memory_limit_bytes: 64 << 20,
+            shards: 1,
+            max_items: Some(1000),
+            ..StoreConfig::default()
+        },
+        Arc::new(ManualClock::new(0)),
+    );
+    for _ in 0..3 {
+        for k in 0..1000u32 {
+            access(&s, format!("hot{k}").as_bytes());
+        }
+    }
+    for p in 0..20 {
+        let lease = format!("lease{p}");
+        s.with_entry(lease.as_bytes(), |e| {
+            e.insert(NewItem {
+                value: &[],
+                flags: 0,
+                exptime: 30,
+                cas: 1000 + p,
+                stale: false,
+                win_sent: true,
+                placeholder: true,
+            })
+            .expect("placeholder");
+            e.record_read();
+        });
+        for i in 0..300 {
+            insert(&s, format!("once{p}-{i}").as_bytes(), b"v");
+        }
+        assert!(
+            s.with_entry(lease.as_bytes(), |e| e.item().is_some()),
+            "placeholder {p} was evicted before its refill"
+        );
+    }
+    let hot_kept = (0..1000u32)
+        .filter(|k| s.with_entry(format!("hot{k}").as_bytes(), |e| e.item().is_some()))
+        .count();
+    assert!(
+        hot_kept >= 900,
+        "the working set was flushed: {hot_kept} of 1000 kept"
+    );
+}

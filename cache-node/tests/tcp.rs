@@ -1374,6 +1374,53 @@ async fn a_lease_won_on_a_stale_item_ends_with_the_window() -> R {
     Ok(())
 }
 
+/// A reader's `T` cannot push back the end of a lease: not of an `mg N` placeholder (the common
+/// `mg k v c N5 T600` gave every later reader's T600 to a 5 s lease, so under steady reads a
+/// winner that died held the key for ever, and `T0` made the lease never end), not of a
+/// `lease-get` placeholder, not of a stale item whose refill a `lease-get` won. A T that ends the
+/// lease sooner still applies. Without the cap the first `mg lk N5 T600` below reports t600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_ttl_does_not_extend_a_lease() -> R {
+    let s = TestServer::start_with(|c| c.lease_window_secs = 10).await;
+    let mut c = s.client().await;
+    c.send(b"mg lk c N5 T600\r\n").await;
+    let first = c.line().await;
+    assert!(
+        first.starts_with("HD c") && first.ends_with(" W"),
+        "{first}"
+    );
+    c.expect(b"mg lk N5 T600 t\r\n", b"HD t5 Z\r\n").await;
+    c.expect(b"mg lk T0 t\r\n", b"HD t5 Z\r\n").await;
+    s.clock.advance(5);
+    c.send(b"mg lk c N5\r\n").await;
+    let again = c.line().await;
+    assert!(again.ends_with(" W"), "the lease ended after 5 s: {again}");
+    // Sooner is allowed.
+    c.expect(b"mg lk T2 t\r\n", b"HD t2 Z\r\n").await;
+    // A lease-get placeholder lasts the window, whatever a reader's T says.
+    let token = c.lease_get_miss("lg").await;
+    assert!(token > 1);
+    c.expect(b"mg lg T0 t\r\n", b"HD t10 Z\r\n").await;
+    s.clock.advance(10);
+    assert!(
+        c.lease_get_miss("lg").await > token,
+        "the lease ended with the window"
+    );
+    // A stale item whose refill a lease-get won: its end is the window's.
+    c.expect(b"set feed 0 0 2\r\nv1\r\n", b"STORED\r\n").await;
+    c.expect(b"md feed I\r\n", b"HD\r\n").await;
+    assert!(c.lease_get_lvalue("feed", b"v1").await > 1);
+    c.expect(b"mg feed T0 t\r\n", b"HD t10 Z X\r\n").await;
+    c.expect(b"mg feed T600 t\r\n", b"HD t10 Z X\r\n").await;
+    s.clock.advance(10);
+    assert!(
+        c.lease_get_miss("feed").await > 1,
+        "the stale item went with the window"
+    );
+    s.stop().await;
+    Ok(())
+}
+
 /// The CAS value in a meta reply line (`c<N>` flag).
 fn cas_of(line: &str) -> u64 {
     line.split(' ')
