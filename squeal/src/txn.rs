@@ -236,7 +236,8 @@ impl Chunker {
             },
             changes: Vec::new(),
         };
-        let mut bytes = record.envelope_len() + 16;
+        let empty_bytes = record.envelope_len() + 16;
+        let mut bytes = empty_bytes;
         let mut keys = 0usize;
         if self.next_index == 0 {
             for g in std::mem::take(&mut self.flushes) {
@@ -257,10 +258,36 @@ impl Chunker {
             } else {
                 64 + self.group_cost(g)
             };
-            if keys > 0 && bytes + cost + group_cost > self.limits.max_bytes {
-                // Put it back by starting the next record with it.
-                self.carry = Some((g, key));
-                break;
+            if bytes + cost + group_cost > self.limits.max_bytes {
+                // `cost` is a bound: measure what the key costs alone in an empty record. A key
+                // that no record can hold would be refused by Kafka (`message.max.bytes` is
+                // `max_record_bytes` + 4 KiB) and stop squeal at every restart, holding every
+                // later invalidation: its table is flushed instead, as for a key that cannot be
+                // rendered. An embedded key (no table) is published as it is.
+                let exact = serde_json::to_string(&key).map_or(usize::MAX, |json| json.len() + 1);
+                let alone = (empty_bytes + 64 + self.group_cost(g)).saturating_add(exact);
+                if alone > self.limits.max_bytes {
+                    if let Some(table) = self.groups[g as usize].0.clone() {
+                        tracing::error!(
+                            table = %table,
+                            key_bytes = key.len(),
+                            max_record_bytes = self.limits.max_bytes,
+                            "a key longer than a record can hold; publishing flush_table for its table"
+                        );
+                        let flush = Change::flush_table(table);
+                        if !record.changes.contains(&flush) {
+                            bytes += flush.encoded_len_bound();
+                            record.changes.push(flush);
+                        }
+                        current = None;
+                        continue;
+                    }
+                }
+                if keys > 0 || !record.changes.is_empty() {
+                    // Put it back by starting the next record with it.
+                    self.carry = Some((g, key));
+                    break;
+                }
             }
             bytes += cost + group_cost;
             if current != Some(g) {
@@ -395,6 +422,52 @@ mod tests {
             assert!(r.keys().count() <= 300);
         }
         assert!(records.len() >= 2_500 / 300);
+    }
+
+    /// A key that no record can hold (Kafka would refuse it, and squeal would stop on it at every
+    /// restart) gives its table's flush instead, once per record; a key whose escaping bound is
+    /// over the limit but whose JSON fits is published; an embedded key (no table to flush) is
+    /// published as it is. Without the flush, the 5,000-byte keys are published alone in records
+    /// over the limit, and this test fails.
+    #[test]
+    fn a_key_no_record_can_hold_flushes_its_table_instead() {
+        let docs = TableRef::new("d", "docs");
+        let mut b = TxnBuffer::new(100, None);
+        let fits = "a".repeat(3000);
+        for key in [
+            "doc:1".to_string(),
+            "x".repeat(5000),
+            "y".repeat(5000),
+            fits.clone(),
+            "doc:2".to_string(),
+        ] {
+            b.add_key(Some(&docs), Operation::Update, key).unwrap();
+        }
+        let embedded = "z".repeat(5000);
+        b.add_key(None, Operation::Embedded, embedded.clone())
+            .unwrap();
+        let limits = ChunkLimits {
+            max_keys: 1000,
+            max_bytes: 4096,
+        };
+        let records = all(b.finish(pos(), 5, limits).unwrap());
+        // Compared by first letter and length: a failure prints no 5,000-byte keys.
+        let short = |k: &str| (k.chars().next(), k.len());
+        let keys: Vec<_> = records.iter().flat_map(|r| r.keys()).map(short).collect();
+        let expected: Vec<_> = ["doc:1", fits.as_str(), "doc:2", embedded.as_str()]
+            .into_iter()
+            .map(short)
+            .collect();
+        assert_eq!(keys, expected);
+        let flushes: Vec<&TableRef> = records.iter().flat_map(|r| r.flushed_tables()).collect();
+        assert_eq!(flushes, [&docs], "one flush for the two long keys");
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.chunk.index as usize, i);
+            assert_eq!(r.chunk.last, i == records.len() - 1);
+            let len = r.to_json().len();
+            let holds_embedded = r.keys().any(|k| k == embedded);
+            assert!(holds_embedded || len <= 4096, "record {i} is {len} bytes");
+        }
     }
 
     #[test]

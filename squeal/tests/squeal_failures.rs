@@ -9,6 +9,9 @@
 //! - Kafka refusing for good (a record over the topic's `max.message.bytes`, the topic deleted):
 //!   squeal stops with the broker's reason, the checkpoint before the unacknowledged transaction,
 //!   and a restart refuses again rather than skip it.
+//! - A key longer than any record can hold (a rule over a long text column): squeal publishes a
+//!   `flush_table` for its table and runs on; before, Kafka refused the record for good and squeal
+//!   stopped on it at every restart, holding every later invalidation.
 //! - A checkpoint that cannot be written (its folder made immutable): squeal stops; a checkpoint
 //!   that cannot be read (empty, truncated, incomplete): `run` refuses to start, the file untouched.
 
@@ -208,6 +211,74 @@ async fn record_over_the_topics_max_message_bytes_stops_and_holds_the_checkpoint
         .expect("the restart stops too");
     assert_eq!(status.code(), Some(1), "{}", again.log_text());
     assert_eq!(checkpoint_of(checkpoint), Some(before));
+    Ok(())
+}
+
+/// A key no record of `max_record_bytes` can hold (a 10,000-byte slug under a 4,096-byte limit)
+/// gives its table's flush, logged, and squeal runs on to the next transaction's key. Without the
+/// flush the key goes alone into a record Kafka refuses (`message.max.bytes` is 4,096 + 4 KiB),
+/// squeal stops with exit 1, and this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_longer_than_a_record_flushes_its_table_and_squeal_runs_on() -> TestResult {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let topic = "inv_long_key";
+    let primary = stack.primary();
+    primary
+        .execute("CREATE DATABASE IF NOT EXISTS squeal_test")
+        .await?;
+    primary
+        .execute("CREATE TABLE squeal_test.docs (id INT PRIMARY KEY, slug TEXT NOT NULL)")
+        .await?;
+    let rules = r#"
+[[rules]]
+table = "squeal_test.docs"
+keys = ["doc:{slug}"]
+"#;
+    let scenario = Scenario::new(&stack, topic, 1, rules).await?;
+    scenario.edit_config(
+        &format!("topic = \"{topic}\""),
+        &format!("topic = \"{topic}\"\nmax_record_bytes = 4096"),
+    )?;
+    let mut squeal = Squeal::run(&scenario.config, primary.password(), &scenario.log)?;
+    primary
+        .execute(&format!(
+            "INSERT INTO squeal_test.docs VALUES (1, '{}')",
+            "x".repeat(10_000)
+        ))
+        .await?;
+    primary
+        .execute("INSERT INTO squeal_test.docs VALUES (2, 'short')")
+        .await?;
+    let mut reader = TopicReader::new(&stack.kafka().brokers(), topic)?;
+    let reached = reader
+        .read_until(Duration::from_secs(60), |records| {
+            records.iter().any(|r| r.keys().any(|k| k == "doc:short"))
+        })
+        .await;
+    let text = squeal.log_text();
+    assert!(
+        reached,
+        "the next transaction's key was never published:\n{text}"
+    );
+    assert!(
+        squeal.child.try_wait()?.is_none(),
+        "squeal runs on:\n{text}"
+    );
+    assert!(
+        reader
+            .records
+            .iter()
+            .any(|r| r.flushed_tables().any(|t| t.name == "docs")),
+        "squeal_test.docs was flushed"
+    );
+    assert!(
+        reader.all_keys().iter().all(|k| k.len() < 100),
+        "the long key was not published"
+    );
+    assert!(
+        text.contains("a key longer than a record can hold"),
+        "{text}"
+    );
     Ok(())
 }
 
