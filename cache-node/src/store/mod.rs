@@ -868,6 +868,82 @@ mod tests {
             .expect("insert");
     }
 
+    /// A lease placeholder that left the window was admitted to probation without a duel
+    /// (`Shard::evict_one`); its refill stays in probation until a read promotes it, where the
+    /// replacement of an ordinary probation item goes to protected. Without that exception every
+    /// key a lease client missed and filled after its placeholder left the window would land in
+    /// protected, past admission, and this test fails at the fill.
+    #[test]
+    fn a_placeholders_refill_stays_in_probation_until_read() {
+        use shard::{PROBATION, PROTECTED};
+        let store = Store::new(
+            StoreConfig {
+                memory_limit_bytes: 64 << 20,
+                shards: 1,
+                max_items: Some(1000),
+                ..StoreConfig::default()
+            },
+            Arc::new(crate::clock::ManualClock::new(0)),
+        );
+        let read_through = |key: &[u8]| {
+            store.with_entry(key, |e| {
+                if e.item().is_some() {
+                    e.record_read();
+                } else {
+                    e.insert(NewItem::plain(&[b"v"])).expect("insert");
+                }
+            })
+        };
+        for _ in 0..3 {
+            for k in 0..1000 {
+                read_through(format!("hot{k}").as_bytes());
+            }
+        }
+        store.with_entry(b"lease", |e| {
+            e.insert(NewItem {
+                value: &[],
+                flags: 0,
+                exptime: 0,
+                cas: 7,
+                stale: false,
+                win_sent: true,
+                placeholder: true,
+            })
+            .expect("placeholder");
+            e.record_read();
+        });
+        for i in 0..300 {
+            insert(&store, format!("once{i}").as_bytes(), b"v", 0, 0);
+        }
+        // The queue of `key`, if it is stored.
+        let queue_of = |key: &[u8]| {
+            let shard = store.shards[0].lock();
+            let found = shard.find(shard.hash(key), key);
+            found.map(|(_, loc)| shard.queue_of(loc))
+        };
+        assert_eq!(
+            queue_of(b"lease"),
+            Some(PROBATION),
+            "admitted past the window"
+        );
+        insert(&store, b"lease", b"filled", 0, 0);
+        assert_eq!(
+            queue_of(b"lease"),
+            Some(PROBATION),
+            "the refill is not an access"
+        );
+        read_through(b"lease");
+        assert_eq!(queue_of(b"lease"), Some(PROTECTED), "a read promotes it");
+        // An ordinary item replaced in probation keeps its standing as an access.
+        let in_probation = (0..1000)
+            .map(|k| format!("hot{k}"))
+            .find(|k| queue_of(k.as_bytes()) == Some(PROBATION))
+            .expect("a working-set key in probation");
+        insert(&store, in_probation.as_bytes(), b"w", 0, 0);
+        assert_eq!(queue_of(in_probation.as_bytes()), Some(PROTECTED));
+        store.shards[0].lock().check_consistency();
+    }
+
     /// A store of `limit` bytes in `shards` shards, on a clock that stands still.
     fn test_store(limit: usize, shards: usize) -> Store {
         Store::new(

@@ -419,7 +419,7 @@ impl Shard {
 
     // ---- queues ----
 
-    fn queue_of(&self, loc: u32) -> u8 {
+    pub(crate) fn queue_of(&self, loc: u32) -> u8 {
         (self.slab.get_u8(loc, OFF_BITS) & QUEUE_MASK) >> QUEUE_SHIFT
     }
 
@@ -1041,10 +1041,16 @@ impl Shard {
         {
             return Err(StoreError::OutOfMemory);
         }
-        // A replacement keeps the key's standing: it counts as an access, not as a miss.
+        // A replacement keeps the key's standing: it counts as an access, not as a miss. Except
+        // the refill of a lease placeholder in probation: admitted there without a duel
+        // (`evict_one`), its value stays in probation, where a read promotes it as usual, rather
+        // than going to protected; else every key a lease client missed and filled slowly would
+        // bypass admission.
         let mut queue = None;
+        let mut refills_placeholder = false;
         if let Some((slot, old)) = old {
             queue = Some(self.queue_of(old));
+            refills_placeholder = self.is_placeholder(old);
             self.note_ghost_admitted_outcome(old, true);
             self.remove_at(slot, old);
         }
@@ -1056,6 +1062,7 @@ impl Shard {
         self.sketch.increment(h);
         match queue {
             Some(WINDOW) => self.push_mru(WINDOW, loc),
+            Some(PROBATION) if refills_placeholder => self.push_mru(PROBATION, loc),
             Some(_) => {
                 self.push_mru(PROTECTED, loc);
                 self.demote_from_protected();
