@@ -534,7 +534,7 @@ async fn check_server(
     }
     let tables: Vec<(String, String)> = conn
         .query(
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' \
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') \
              AND TABLE_SCHEMA NOT IN ('mysql','information_schema','performance_schema','sys')",
         )
         .await?;

@@ -329,6 +329,12 @@ fn default_start_from() -> StartFrom {
 fn default_resume() -> ResumeBy {
     ResumeBy::Position
 }
+/// The largest `kafka.max_in_flight`: librdkafka's queue, as squeal sets it, holds no more.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 1_000_000;
+
+/// The largest `kafka.max_in_flight_bytes`, 1 TiB.
+pub const MAX_IN_FLIGHT_BYTES_LIMIT: usize = 1 << 40;
+
 fn default_max_in_flight() -> usize {
     10_000
 }
@@ -446,8 +452,22 @@ impl Config {
         if self.kafka.max_in_flight == 0 {
             return bad("kafka.max_in_flight must be at least 1".into());
         }
+        // librdkafka queues at most queue.buffering.max.messages (squeal sets 1,000,000) anyway;
+        // a larger value meant as "unlimited" used to panic at start (a semaphore's bound).
+        if self.kafka.max_in_flight > MAX_IN_FLIGHT_LIMIT {
+            return bad(format!(
+                "kafka.max_in_flight must be at most {MAX_IN_FLIGHT_LIMIT} (librdkafka's queue holds no more)"
+            ));
+        }
         if self.kafka.max_in_flight_bytes < self.kafka.max_record_bytes {
             return bad("kafka.max_in_flight_bytes must be at least kafka.max_record_bytes".into());
+        }
+        // Counted in KiB in a u32: 4 TiB and its multiples truncated to 0 and panicked at the
+        // first record.
+        if self.kafka.max_in_flight_bytes > MAX_IN_FLIGHT_BYTES_LIMIT {
+            return bad(format!(
+                "kafka.max_in_flight_bytes must be at most {MAX_IN_FLIGHT_BYTES_LIMIT} (1 TiB)"
+            ));
         }
         if self.kafka.max_keys_per_record == 0 {
             return bad("kafka.max_keys_per_record must be at least 1".into());
@@ -458,7 +478,15 @@ impl Config {
         if self.transactions.max_buffered_keys == 0 {
             return bad("transactions.max_buffered_keys must be at least 1".into());
         }
-        for key in ["enable.idempotence", "acks", "bootstrap.servers"] {
+        // With librdkafka's aliases of the same properties: given both spellings, librdkafka
+        // applies whichever comes last, and the properties map has no order.
+        for key in [
+            "enable.idempotence",
+            "acks",
+            "request.required.acks",
+            "bootstrap.servers",
+            "metadata.broker.list",
+        ] {
             if self.kafka.properties.contains_key(key) {
                 return bad(format!(
                     "kafka.properties.\"{key}\" is set by squeal itself and cannot be overridden"
@@ -701,6 +729,53 @@ mod tests {
             assert!(
                 err.contains("kafka.brokers must name at least one broker"),
                 "{brokers:?}: {err}"
+            );
+        }
+    }
+
+    /// Values past what squeal can count are refused naming the field (before session 31,
+    /// max_in_flight = 2^63 - 1 panicked at start and max_in_flight_bytes = 4 TiB at the first
+    /// record, again at every restart), and librdkafka's aliases of the properties squeal sets
+    /// are refused as those are (before, which spelling won changed from run to run).
+    #[test]
+    fn in_flight_bounds_and_property_aliases_are_refused_naming_the_field() {
+        let kafka = |extra: &str| {
+            Config::parse(
+                &MINIMAL.replace("topic = \"inv\"", &format!("topic = \"inv\"\n{extra}")),
+                env,
+            )
+        };
+        let c = kafka(&format!("max_in_flight = {MAX_IN_FLIGHT_LIMIT}")).unwrap();
+        assert_eq!(c.kafka.max_in_flight, MAX_IN_FLIGHT_LIMIT);
+        for (extra, field) in [
+            (
+                "max_in_flight = 1000001",
+                "kafka.max_in_flight must be at most",
+            ),
+            (
+                "max_in_flight = 9223372036854775807",
+                "kafka.max_in_flight must be at most",
+            ),
+            (
+                "max_in_flight_bytes = 4398046511104",
+                "kafka.max_in_flight_bytes must be at most",
+            ),
+        ] {
+            let err = kafka(extra).unwrap_err().to_string();
+            assert!(err.contains(field), "{extra}: {err}");
+        }
+        let c = kafka(&format!(
+            "max_in_flight_bytes = {MAX_IN_FLIGHT_BYTES_LIMIT}"
+        ))
+        .unwrap();
+        assert_eq!(c.kafka.max_in_flight_bytes, 1 << 40);
+        for alias in ["request.required.acks", "metadata.broker.list"] {
+            let err = kafka(&format!("[kafka.properties]\n\"{alias}\" = \"1\""))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(alias) && err.contains("set by squeal"),
+                "{err}"
             );
         }
     }

@@ -172,7 +172,14 @@ async fn run(cfg: Arc<Config>) -> Result<(), BoxError> {
         return Err("the server does not pass `squeal check`; refusing to start".into());
     }
     let metrics = Metrics::new();
-    let listener = tokio::net::TcpListener::bind(cfg.metrics.address).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.metrics.address)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on metrics.address {}: {e}",
+                cfg.metrics.address
+            )
+        })?;
     tracing::info!(address = %listener.local_addr()?, "metrics listening");
     let metrics_task = tokio::spawn(metrics::serve(listener, metrics.clone()));
 

@@ -175,14 +175,31 @@ impl Metrics {
     }
 }
 
+/// Most metrics requests served at once; a connection past it is closed at once. Each holds a
+/// file descriptor for up to 2 s, and before session 31 a local client holding 600 idle
+/// connections used up squeal's descriptors, so its checkpoint could not be written and it stopped.
+pub const MAX_CONCURRENT_SCRAPES: usize = 16;
+
 /// Serves `GET /metrics` on an already-bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES));
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
+        let mut socket = match listener.accept().await {
+            Ok((socket, _)) => socket,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning a core.
+                tracing::debug!("metrics accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(socket);
             continue;
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = [0u8; 2048];
             // One request per connection; the request is read only to be well-behaved.
             let _ = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
@@ -229,5 +246,37 @@ mod tests {
             text.contains("squeal_commit_to_ack_seconds_count 1"),
             "{text}"
         );
+    }
+
+    /// Idle connections hold at most MAX_CONCURRENT_SCRAPES slots: the next one is closed at
+    /// once, unanswered, and once they go a scrape is served again. Without the bound the extra
+    /// connection waits its 2 s and is answered, and this test fails.
+    #[tokio::test]
+    async fn connections_past_the_limit_are_closed_and_scrapes_resume() {
+        use tokio::net::TcpStream;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Metrics::new()));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONCURRENT_SCRAPES {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(1), over.read_to_end(&mut reply)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "the connection past the limit is closed unanswered: {read:?} {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        server.abort();
+        assert!(text.contains("squeal_events_read_total"), "{text}");
     }
 }

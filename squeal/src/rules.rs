@@ -287,9 +287,14 @@ impl TableRules {
                 bound.push(match s {
                     Segment::Literal(l) => BoundSegment::Literal(l.clone()),
                     Segment::Column(c) => {
+                        // `c` is lowercased; column names are case-insensitive, beyond ASCII
+                        // too (`check` passes information_schema's `ÄNDERUNG` for `{änderung}`).
                         let index = columns
                             .iter()
-                            .position(|name| name.eq_ignore_ascii_case(c))
+                            .position(|name| {
+                                name.eq_ignore_ascii_case(c)
+                                    || (!name.is_ascii() && name.to_lowercase() == *c)
+                            })
                             .ok_or_else(|| MissingColumn {
                                 template: t.text.clone(),
                                 column: c.clone(),
@@ -469,5 +474,21 @@ mod tests {
         assert_eq!(rendered, Err("lone surrogate"));
         let err = tr.bind("d.t", &["id".to_string()]).unwrap_err();
         assert_eq!(err.column, "email");
+    }
+
+    /// Column names match ignoring case beyond ASCII too: `check` binds information_schema's
+    /// names as the server spells them (`ÄNDERUNG`), and before session 31 a template naming it
+    /// failed there, so `run` refused to start, though the binlog's lowercased names bound.
+    #[test]
+    fn non_ascii_column_names_bind_ignoring_case() {
+        for template in ["u:{ÄNDERUNG}", "u:{änderung}"] {
+            let rules = Rules::compile(&[rule("d.t", &[template])]).unwrap();
+            let tr = rules.for_table("d", "t").unwrap();
+            for column in ["ÄNDERUNG", "änderung"] {
+                let keys = tr.bind("d.t", &["id".to_string(), column.to_string()]);
+                assert!(keys.is_ok(), "{template} against {column}");
+            }
+            assert!(tr.bind("d.t", &["anderung".to_string()]).is_err());
+        }
     }
 }

@@ -260,3 +260,38 @@ async fn check_opens_only_the_tables_its_rules_name() -> TestResult {
     );
     Ok(())
 }
+
+/// `check` (and so `run`) binds the templates of MariaDB's system-versioned tables, which
+/// information_schema types `SYSTEM VERSIONED` rather than `BASE TABLE`, and column names that
+/// are not ASCII ignoring their case. Before session 31 it passed a versioned table's template
+/// naming a missing column with only "matches no existing table" (every change to it then
+/// published flush_table), and failed `{änderung}` on a column `ÄNDERUNG` (so `run` refused to
+/// start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_binds_versioned_tables_and_non_ascii_column_names() -> TestResult {
+    let stack = Stack::start(StackOptions::default().without_kafka()).await?;
+    let primary = stack.primary();
+    primary
+        .execute(
+            "CREATE TABLE squeal_demo.hist (id INT PRIMARY KEY, `ÄNDERUNG` INT NOT NULL) \
+             WITH SYSTEM VERSIONING",
+        )
+        .await?;
+    let rules = |template: &str| {
+        format!("{RULES}\n[[rules]]\ntable = \"squeal_demo.hist\"\nkeys = [\"{template}\"]\n")
+    };
+    let scenario = Scenario::offline(primary.port(), &rules("h:{id}:{änderung}"))?;
+    let log = scenario.dir.path().join("check.log");
+    let (status, text) = Squeal::check(&scenario.config, primary.password(), &log)?;
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("rules for squeal_demo.hist: 1 template(s) bind"),
+        "{text}"
+    );
+    let scenario = Scenario::offline(primary.port(), &rules("h:{nosuchcolumn}"))?;
+    let log = scenario.dir.path().join("check2.log");
+    let (status, text) = Squeal::check(&scenario.config, primary.password(), &log)?;
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("nosuchcolumn"), "{text}");
+    Ok(())
+}
