@@ -552,21 +552,44 @@ async fn check_server(
                 matched_any[i] = true;
             }
         }
-        let columns: Vec<String> = conn
+        // With each column's collation id (NULL for columns that hold no text).
+        let described: Vec<(String, Option<u16>)> = conn
             .exec(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                "SELECT c.COLUMN_NAME, co.ID FROM information_schema.COLUMNS c \
+                 LEFT JOIN information_schema.COLLATIONS co ON co.COLLATION_NAME = c.COLLATION_NAME \
+                 WHERE c.TABLE_SCHEMA = ? AND c.TABLE_NAME = ? ORDER BY c.ORDINAL_POSITION",
                 (db, table),
             )
             .await?;
+        let columns: Vec<String> = described.iter().map(|(name, _)| name.clone()).collect();
         match table_rules.bind(&format!("{db}.{table}"), &columns) {
-            Ok(_) => report.push(
-                Severity::Ok,
-                format!(
-                    "rules for {db}.{table}: {} template(s) bind",
-                    table_rules.templates.len()
-                ),
-                None,
-            ),
+            Ok(keys) => {
+                report.push(
+                    Severity::Ok,
+                    format!(
+                        "rules for {db}.{table}: {} template(s) bind",
+                        table_rules.templates.len()
+                    ),
+                    None,
+                );
+                // A key column whose text squeal cannot render makes every change to the
+                // table a flush_table at run time (README); say so now, not in one log line.
+                let mut warned = std::collections::BTreeSet::new();
+                for i in keys.columns() {
+                    let (name, collation) = &described[i];
+                    if let Some(problem) = collation.and_then(crate::render::collation_problem) {
+                        if warned.insert(i) {
+                            report.push(
+                                Severity::Warn,
+                                format!(
+                                    "{db}.{table}.{name}: {problem}; every change to the table will publish flush_table"
+                                ),
+                                Some("convert the column to utf8mb4 (or another supported character set), or key on other columns".into()),
+                            );
+                        }
+                    }
+                }
+            }
             Err(e) => report.push(
                 Severity::Fail,
                 e.to_string(),

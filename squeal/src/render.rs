@@ -183,16 +183,23 @@ impl ColumnShape {
     /// has no conversion here, or its collation id is unknown); `None` when it can, or when the
     /// column holds no text. Values of such a column do not render (see [`render`]).
     pub fn charset_problem(&self) -> Option<String> {
-        let id = self.charset?;
-        match Charset::of_collation(id) {
-            None => Some(format!(
-                "collation id {id} is unknown to squeal, so the character set of its text is not known"
-            )),
-            Some(Charset::Unsupported(name)) => Some(format!(
-                "character set {name} (collation id {id}) is not converted to UTF-8 by squeal"
-            )),
-            Some(_) => None,
-        }
+        collation_problem(self.charset?)
+    }
+}
+
+/// Why text in collation `id` cannot be rendered as the application reads it (its character set
+/// has no conversion here, or the id is unknown); `None` when it can. Shared by the binlog path
+/// ([`ColumnShape::charset_problem`]) and `squeal check`, which reads the ids from
+/// information_schema.
+pub fn collation_problem(id: u16) -> Option<String> {
+    match Charset::of_collation(id) {
+        None => Some(format!(
+            "collation id {id} is unknown to squeal, so the character set of its text is not known"
+        )),
+        Some(Charset::Unsupported(name)) => Some(format!(
+            "character set {name} (collation id {id}) is not converted to UTF-8 by squeal"
+        )),
+        Some(_) => None,
     }
 }
 

@@ -263,12 +263,14 @@ async fn check_opens_only_the_tables_its_rules_name() -> TestResult {
 
 /// `check` (and so `run`) binds the templates of MariaDB's system-versioned tables, which
 /// information_schema types `SYSTEM VERSIONED` rather than `BASE TABLE`, and column names that
-/// are not ASCII ignoring their case. Before session 31 it passed a versioned table's template
+/// are not ASCII ignoring their case, and warns of a key column whose character set squeal does
+/// not convert. Before session 31 it passed a versioned table's template
 /// naming a missing column with only "matches no existing table" (every change to it then
 /// published flush_table), and failed `{änderung}` on a column `ÄNDERUNG` (so `run` refused to
 /// start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_binds_versioned_tables_and_non_ascii_column_names() -> TestResult {
+async fn check_binds_versioned_tables_and_non_ascii_column_names_and_warns_of_charsets(
+) -> TestResult {
     let stack = Stack::start(StackOptions::default().without_kafka()).await?;
     let primary = stack.primary();
     primary
@@ -293,5 +295,25 @@ async fn check_binds_versioned_tables_and_non_ascii_column_names() -> TestResult
     let (status, text) = Squeal::check(&scenario.config, primary.password(), &log)?;
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("nosuchcolumn"), "{text}");
+    // A key column in a character set squeal does not convert: a warning now, where `run`
+    // would publish flush_table for every change (before: `[ok]` and one log line at run time).
+    primary
+        .execute(
+            "CREATE TABLE squeal_demo.sj (id INT PRIMARY KEY, code VARCHAR(10) CHARACTER SET sjis)",
+        )
+        .await?;
+    let sjis_rules = format!(
+        "{RULES}\n[[rules]]\ntable = \"squeal_demo.sj\"\nkeys = [\"c:{{code}}\", \"i:{{id}}\"]\n"
+    );
+    let scenario = Scenario::offline(primary.port(), &sjis_rules)?;
+    let log = scenario.dir.path().join("check3.log");
+    let (status, text) = Squeal::check(&scenario.config, primary.password(), &log)?;
+    assert!(status.success(), "a warning, not a failure: {text}");
+    assert!(
+        text.contains("squeal_demo.sj.code: character set sjis")
+            && text.contains("every change to the table will publish flush_table"),
+        "{text}"
+    );
+    assert!(!text.contains("squeal_demo.sj.id:"), "{text}");
     Ok(())
 }
