@@ -14,7 +14,7 @@ use mysql_async::{Conn, Row};
 
 use crate::config::{Config, ResumeBy};
 use crate::gtid_set::GtidSet;
-use crate::rules::Rules;
+use crate::rules::{NameCase, Rules};
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -538,15 +538,19 @@ async fn check_server(
              AND TABLE_SCHEMA NOT IN ('mysql','information_schema','performance_schema','sys')",
         )
         .await?;
+    // Tables are matched as the server compares their names, as `run` matches row events.
+    let lower_case_table_names: Option<u64> =
+        conn.query_first("SELECT @@lower_case_table_names").await?;
+    let case = NameCase::of_server(lower_case_table_names.unwrap_or(0));
     let mut matched_any = vec![false; cfg.rules.len()];
     for (db, table) in &tables {
-        let Some(table_rules) = rules.for_table(db, table) else {
+        let Some(table_rules) = rules.for_table(db, table, case) else {
             continue;
         };
         for (i, rc) in cfg.rules.iter().enumerate() {
             if Rules::compile(std::slice::from_ref(rc))
                 .ok()
-                .and_then(|r| r.for_table(db, table))
+                .and_then(|r| r.for_table(db, table, case))
                 .is_some()
             {
                 matched_any[i] = true;

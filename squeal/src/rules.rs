@@ -230,13 +230,21 @@ impl Rules {
         self.rules.is_empty()
     }
 
-    /// The templates for `db.table`, or `None` when no rule matches (the table is skipped).
-    pub fn for_table(&self, db: &str, table: &str) -> Option<TableRules> {
+    /// The templates for `db.table`, or `None` when no rule matches (the table is skipped),
+    /// compared as `case` says: a server with `lower_case_table_names` 1 stores (and its row
+    /// events name) `shop.users` for a table created as `Shop.Users`, and with 2 stores it as
+    /// created but compares lowercased, so a rule spelt either way must match. Until session 31
+    /// this compared exactly, and such a rule skipped every row change in silence.
+    pub fn for_table(&self, db: &str, table: &str, case: NameCase) -> Option<TableRules> {
         let name = format!("{db}.{table}");
         let mut seen = BTreeSet::new();
         let mut templates = Vec::new();
         for rule in &self.rules {
-            if rule.matcher.is_match(&name) {
+            let matched = match case {
+                NameCase::Exact => rule.matcher.is_match(&name),
+                NameCase::Folded => rule.matcher_folded.is_match(&name),
+            };
+            if matched {
                 for t in &rule.templates {
                     if seen.insert(t.text.clone()) {
                         templates.push(t.clone());
@@ -247,8 +255,7 @@ impl Rules {
         (!templates.is_empty()).then_some(TableRules { templates })
     }
 
-    /// True when some rule matches `db.table` as a statement names it, compared as `case` says
-    /// (row events name tables as the server stores them: [`Rules::for_table`] compares exactly).
+    /// True when some rule matches `db.table` as a statement names it, compared as `case` says.
     pub fn matches(&self, db: &str, table: &str, case: NameCase) -> bool {
         let name = format!("{db}.{table}");
         self.rules.iter().any(|r| match case {
@@ -381,14 +388,28 @@ mod tests {
             rule("other.t?", &["t:{id}"]),
         ])
         .unwrap();
-        let users = rules.for_table("shop", "users").unwrap();
+        let users = rules.for_table("shop", "users", NameCase::Exact).unwrap();
         let texts: Vec<_> = users.templates.iter().map(|t| t.text.as_str()).collect();
         assert_eq!(texts, ["user:{id}", "row:{id}", "any:{id}"]);
-        assert_eq!(rules.for_table("other", "t1").unwrap().templates.len(), 2);
-        assert_eq!(rules.for_table("other", "t12").unwrap().templates.len(), 1);
+        assert_eq!(
+            rules
+                .for_table("other", "t1", NameCase::Exact)
+                .unwrap()
+                .templates
+                .len(),
+            2
+        );
+        assert_eq!(
+            rules
+                .for_table("other", "t12", NameCase::Exact)
+                .unwrap()
+                .templates
+                .len(),
+            1
+        );
         let only = Rules::compile(&[rule("shop.users", &["u:{id}"])]).unwrap();
-        assert!(only.for_table("shop", "posts").is_none());
-        assert!(only.for_table("shopx", "users").is_none());
+        assert!(only.for_table("shop", "posts", NameCase::Exact).is_none());
+        assert!(only.for_table("shopx", "users", NameCase::Exact).is_none());
         assert!(only.may_match_db("shop", NameCase::Exact));
         assert!(!only.may_match_db("other", NameCase::Exact));
         assert!(rules.may_match_db("anything", NameCase::Exact));
@@ -435,14 +456,19 @@ mod tests {
         assert!(rules.may_match_db("Logs_1", NameCase::Folded));
         assert!(!rules.may_match_db("SHOP", NameCase::Exact));
         assert!(!rules.may_match_db("other", NameCase::Folded));
-        // Row events name tables as stored: for_table stays exact.
-        assert!(rules.for_table("Shop", "Users").is_none());
+        // Row events name tables as stored: exact where the server is case-sensitive, folded
+        // where it is not (a rule `Shop.Users` under lower_case_table_names = 1 sees `shop.users`).
+        assert!(rules.for_table("Shop", "Users", NameCase::Exact).is_none());
+        assert!(rules.for_table("Shop", "Users", NameCase::Folded).is_some());
+        assert!(rules
+            .for_table("SHOP", "ORDERS", NameCase::Folded)
+            .is_none());
     }
 
     #[test]
     fn bind_and_render_skip_null_and_report_missing_columns() {
         let rules = Rules::compile(&[rule("d.t", &["user:{id}", "user:email:{Email}"])]).unwrap();
-        let tr = rules.for_table("d", "t").unwrap();
+        let tr = rules.for_table("d", "t", NameCase::Exact).unwrap();
         let cols = vec!["email".to_string(), "ID".to_string()];
         let keys = tr.bind("d.t", &cols).unwrap();
         let mut out = Vec::new();
@@ -483,7 +509,7 @@ mod tests {
     fn non_ascii_column_names_bind_ignoring_case() {
         for template in ["u:{ÄNDERUNG}", "u:{änderung}"] {
             let rules = Rules::compile(&[rule("d.t", &[template])]).unwrap();
-            let tr = rules.for_table("d", "t").unwrap();
+            let tr = rules.for_table("d", "t", NameCase::Exact).unwrap();
             for column in ["ÄNDERUNG", "änderung"] {
                 let keys = tr.bind("d.t", &["id".to_string(), column.to_string()]);
                 assert!(keys.is_ok(), "{template} against {column}");

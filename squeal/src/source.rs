@@ -766,7 +766,11 @@ impl Source {
         let rules = match self.table_rules.get(&key) {
             Some(r) => r.clone(),
             None => {
-                let r = self.rules.for_table(&db, &name);
+                let r = self.rules.for_table(
+                    &db,
+                    &name,
+                    NameCase::of_server(self.lower_case_table_names),
+                );
                 self.table_rules.insert(key.clone(), r.clone());
                 r
             }
@@ -1036,7 +1040,7 @@ mod tests {
                 keys: vec![template.into()],
             }])
             .unwrap()
-            .for_table("shop", "docs")
+            .for_table("shop", "docs", crate::rules::NameCase::Exact)
             .unwrap()
             .bind("shop.docs", &["id".into(), "doc".into()])
             .unwrap()

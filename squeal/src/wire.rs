@@ -502,7 +502,7 @@ mod tests {
         }])
         .unwrap();
         rules
-            .for_table("shop", "users")
+            .for_table("shop", "users", crate::rules::NameCase::Exact)
             .unwrap()
             .bind("shop.users", names)
             .unwrap()

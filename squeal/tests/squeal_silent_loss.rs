@@ -393,12 +393,18 @@ keys = ["l:{id}"]
 [[rules]]
 table = "lc.markers"
 keys = ["marker:{id}"]
+
+# Spelt as the table was created; the server stores and logs it lowercased.
+[[rules]]
+table = "LC.Orders"
+keys = ["o:{id}"]
 "#;
 
 /// With `lower_case_table_names=1` the server stores and logs table and schema names lowercased
 /// but takes them in any case in statements: a TRUNCATE, RENAME, ALTER … RENAME or DROP DATABASE
 /// that spells a ruled table in another case still gives its flush_table (until 2026-12-01 squeal
-/// matched the statement's spelling against the rules case-sensitively and published nothing).
+/// matched the statement's spelling against the rules case-sensitively and published nothing),
+/// and a rule spelt in another case than the stored name matches its row events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_naming_a_ruled_table_in_another_case_flush_it_under_lower_case_table_names(
 ) -> TestResult {
@@ -419,6 +425,7 @@ async fn statements_naming_a_ruled_table_in_another_case_flush_it_under_lower_ca
         "CREATE DATABASE LC",
         "CREATE TABLE LC.Markers (id INT PRIMARY KEY)",
         "CREATE TABLE LC.Users (id INT PRIMARY KEY)",
+        "CREATE TABLE LC.Orders (id INT PRIMARY KEY)",
         "CREATE DATABASE LC_Logs",
         "CREATE TABLE LC_Logs.Events (id INT PRIMARY KEY)",
     ] {
@@ -435,6 +442,11 @@ async fn statements_naming_a_ruled_table_in_another_case_flush_it_under_lower_ca
     conn.query_drop("INSERT INTO Lc.USERS VALUES (1)").await?;
     let (records, _) = phases.end(&mut conn).await;
     assert_eq!(keys(&records), set(&["u:1"]), "row events of LC.Users");
+    // A rule spelt `LC.Orders` matches the row events of `lc.orders` (before session 31 it was
+    // compared exactly, and every row change of the table was skipped in silence).
+    conn.query_drop("INSERT INTO LC.Orders VALUES (1)").await?;
+    let (records, _) = phases.end(&mut conn).await;
+    assert_eq!(keys(&records), set(&["o:1"]), "row events of LC.Orders");
 
     let mut in_lc = primary.connect().await?;
     in_lc.query_drop("USE Lc").await?;
