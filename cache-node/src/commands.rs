@@ -549,19 +549,7 @@ impl<'n> Session<'n> {
                 };
                 // As memcached 1.6: the placeholder takes a CAS number; a hit with N takes none.
                 let cas = meta_cas(flags, store);
-                if insert(
-                    e,
-                    NewItem {
-                        value: &[],
-                        flags: 0,
-                        exptime,
-                        cas,
-                        stale: false,
-                        win_sent: true,
-                        placeholder: true,
-                    },
-                ) != StoreOutcome::Stored
-                {
+                if insert(e, NewItem::lease_placeholder(exptime, cas)) != StoreOutcome::Stored {
                     out.put_slice(reply::OUT_OF_MEMORY);
                     return MgOutcome::Miss;
                 }
@@ -1120,15 +1108,7 @@ impl<'n> Session<'n> {
                 let token = lease_token(store);
                 let inserted = insert(
                     e,
-                    NewItem {
-                        value: &[],
-                        flags: 0,
-                        exptime: now.saturating_add(window),
-                        cas: token,
-                        stale: false,
-                        win_sent: true,
-                        placeholder: true,
-                    },
+                    NewItem::lease_placeholder(now.saturating_add(window), token),
                 );
                 if inserted != StoreOutcome::Stored {
                     // Cannot hold a lease: tell the client to load and not to wait.

@@ -672,16 +672,8 @@ fn a_lease_placeholder_is_not_filtered_out_before_its_refill() {
     for p in 0..20 {
         let lease = format!("lease{p}");
         s.with_entry(lease.as_bytes(), |e| {
-            e.insert(NewItem {
-                value: &[],
-                flags: 0,
-                exptime: 30,
-                cas: 1000 + p,
-                stale: false,
-                win_sent: true,
-                placeholder: true,
-            })
-            .expect("placeholder");
+            e.insert(NewItem::lease_placeholder(30, 1000 + p))
+                .expect("placeholder");
             e.record_read();
         });
         for i in 0..300 {

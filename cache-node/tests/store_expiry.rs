@@ -165,18 +165,8 @@ fn meta_updates_and_lease_placeholders() {
     let clock = Arc::new(ManualClock::new(0));
     let s = store(&clock);
     // A lease placeholder: empty value with win_sent and the placeholder mark.
-    s.with_entry(b"k", |e| {
-        e.insert(NewItem {
-            value: &[],
-            flags: 0,
-            exptime: 10,
-            cas: 0,
-            stale: false,
-            win_sent: true,
-            placeholder: true,
-        })
-    })
-    .expect("insert");
+    s.with_entry(b"k", |e| e.insert(NewItem::lease_placeholder(10, 0)))
+        .expect("insert");
     let (v, m) = s
         .with_entry(b"k", |e| e.item().map(|i| (i.value().to_vec(), *i.meta())))
         .expect("present");

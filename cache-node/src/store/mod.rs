@@ -335,6 +335,18 @@ impl<'a> NewItem<'a> {
             placeholder: false,
         }
     }
+
+    /// A lease placeholder: an empty value with the `win_sent` bit and the placeholder mark,
+    /// expiring at `exptime` (when the lease ends), its CAS the lease's token (0: assign one).
+    pub fn lease_placeholder(exptime: u32, cas: u64) -> NewItem<'a> {
+        NewItem {
+            exptime,
+            cas,
+            win_sent: true,
+            placeholder: true,
+            ..NewItem::plain(&[])
+        }
+    }
 }
 
 /// One size class of the arenas, summed over the shards (memcached's `stats slabs` fields).
@@ -900,16 +912,8 @@ mod tests {
             }
         }
         store.with_entry(b"lease", |e| {
-            e.insert(NewItem {
-                value: &[],
-                flags: 0,
-                exptime: 0,
-                cas: 7,
-                stale: false,
-                win_sent: true,
-                placeholder: true,
-            })
-            .expect("placeholder");
+            e.insert(NewItem::lease_placeholder(0, 7))
+                .expect("placeholder");
             e.record_read();
         });
         for i in 0..300 {
