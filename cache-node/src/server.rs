@@ -583,16 +583,17 @@ impl WorkerPool {
 async fn serve_socket(mut socket: TcpStream, node: Arc<Node>) -> io::Result<()> {
     let _ = socket.set_nodelay(true);
     let counters = node.counters.current();
-    counters.total_connections.fetch_add(1, Ordering::Relaxed);
     let open = node.curr_connections.fetch_add(1, Ordering::AcqRel) + 1;
     let _guard = ConnectionGuard(&node.curr_connections);
     if open > node.config.max_connections as u64 {
+        // Counted as rejected only, as memcached, which never makes a connection of it.
         counters
             .rejected_connections
             .fetch_add(1, Ordering::Relaxed);
         socket.write_all(reply::TOO_MANY_CONNECTIONS).await?;
         return Ok(());
     }
+    counters.total_connections.fetch_add(1, Ordering::Relaxed);
     let mut conn = Connection::new(socket, &node);
     conn.serve().await
 }

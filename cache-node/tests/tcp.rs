@@ -2195,11 +2195,19 @@ async fn connections_over_the_limit_are_refused_politely() -> R {
         c.expect(b"mn\r\n", b"MN\r\n").await;
         open.push(c);
     }
+    let total_before: u64 = open[0].stat("total_connections").await.parse()?;
     let mut extra = s.client().await;
     extra
         .expect_reply(b"ERROR Too many open connections\r\n")
         .await;
     assert!(extra.closed().await);
+    // As memcached: a refused connection counts in rejected_connections, not in
+    // total_connections (before session 31 it counted in both).
+    assert_eq!(open[0].stat("rejected_connections").await, "1");
+    assert_eq!(
+        open[0].stat("total_connections").await.parse::<u64>()?,
+        total_before
+    );
     drop(open.pop());
     // The slot frees up once the server sees the close (its thread may wait for a core first).
     poll_for_async(Duration::from_secs(10), async || {
