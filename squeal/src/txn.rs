@@ -268,14 +268,15 @@ impl Chunker {
                 let alone = (empty_bytes + 64 + self.group_cost(g)).saturating_add(exact);
                 if alone > self.limits.max_bytes {
                     if let Some(table) = self.groups[g as usize].0.clone() {
-                        tracing::error!(
-                            table = %table,
-                            key_bytes = key.len(),
-                            max_record_bytes = self.limits.max_bytes,
-                            "a key longer than a record can hold; publishing flush_table for its table"
-                        );
-                        let flush = Change::flush_table(table);
+                        let flush = Change::flush_table(table.clone());
+                        // Once per record and table: a transaction may hold many such keys.
                         if !record.changes.contains(&flush) {
+                            tracing::error!(
+                                table = %table,
+                                key_bytes = key.len(),
+                                max_record_bytes = self.limits.max_bytes,
+                                "a key longer than a record can hold; publishing flush_table for its table"
+                            );
                             bytes += flush.encoded_len_bound();
                             record.changes.push(flush);
                         }
