@@ -430,9 +430,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-/// SIGTERM, SIGINT (Ctrl-C) or SIGUSR1, as a future; SIGHUP is logged and ignored. The handlers are installed here, when called, not when the
-/// future is first polled: the server calls this before it says it is listening, so a SIGTERM sent as
-/// soon as it listens stops it cleanly (pid file removed) instead of killing it.
+/// SIGTERM, SIGINT (Ctrl-C) or SIGUSR1, as a future; SIGHUP is logged and ignored. The handlers are
+/// installed here, when called, not when the future is first polled: the server calls this before it
+/// says it is listening, so a SIGTERM sent as soon as it listens stops it cleanly (pid file removed)
+/// instead of killing it.
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;

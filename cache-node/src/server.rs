@@ -456,11 +456,12 @@ pub async fn run_listeners(
                     Ok(a) => a,
                     // Out of file descriptors and similar: back off instead of spinning.
                     Err(e) => {
-                        if let Some(unlogged) = accept_failures.note(Instant::now()) {
-                            tracing::warn!(
-                                "accept failed: {e} ({unlogged} more failures in the {} s before were not logged)",
-                                AcceptFailures::LOG_EVERY.as_secs()
-                            );
+                        match accept_failures.note(Instant::now()) {
+                            Some(0) => tracing::warn!("accept failed: {e}"),
+                            Some(unlogged) => tracing::warn!(
+                                "accept failed: {e} ({unlogged} failures since the last line were not logged)"
+                            ),
+                            None => {}
                         }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
