@@ -66,17 +66,23 @@ fn replay_at_capacity_2(path: &std::path::Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn replay_prints_hit_rate_with_two_decimals() {
-    let dir = tempfile::tempdir().unwrap();
+/// A gzip text trace of `lines` written as `tiny.trace.gz` in `dir`; returns its path.
+fn gzip_trace(dir: &tempfile::TempDir, lines: &[u8]) -> std::path::PathBuf {
     let path = dir.path().join("tiny.trace.gz");
     let mut gz = flate2::write::GzEncoder::new(
         std::fs::File::create(&path).unwrap(),
         flate2::Compression::fast(),
     );
-    // 1 2 1 2 1 2 at capacity 2: the first two miss, the other four hit.
-    gz.write_all(b"1\n2\n1\n2\n1\n2\n").unwrap();
+    gz.write_all(lines).unwrap();
     gz.finish().unwrap();
+    path
+}
+
+#[test]
+fn replay_prints_hit_rate_with_two_decimals() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 2 1 2 1 2 at capacity 2: the first two miss, the other four hit.
+    let path = gzip_trace(&dir, b"1\n2\n1\n2\n1\n2\n");
     assert_eq!(replay_at_capacity_2(&path), "hit_rate=66.67\n");
 }
 
@@ -87,14 +93,8 @@ fn replay_prints_hit_rate_with_two_decimals() {
 #[test]
 fn replay_capacity_is_bounded_by_the_trace_and_at_least_one() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.trace.gz");
-    let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(&path).unwrap(),
-        flate2::Compression::fast(),
-    );
     // Three keys, each read twice in a row: at any capacity the second reads hit.
-    gz.write_all(b"1\n1\n2\n2\n3\n3\n").unwrap();
-    gz.finish().unwrap();
+    let path = gzip_trace(&dir, b"1\n1\n2\n2\n3\n3\n");
     let replay = |capacity: &str| {
         Command::new(BIN)
             .args(["replay", "--trace"])
