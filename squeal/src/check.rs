@@ -539,9 +539,7 @@ async fn check_server(
         )
         .await?;
     // Tables are matched as the server compares their names, as `run` matches row events.
-    let lower_case_table_names: Option<u64> =
-        conn.query_first("SELECT @@lower_case_table_names").await?;
-    let case = NameCase::of_server(lower_case_table_names.unwrap_or(0));
+    let case = NameCase::of_server(crate::source::lower_case_table_names(conn).await?);
     let mut matched_any = vec![false; cfg.rules.len()];
     for (db, table) in &tables {
         let Some(table_rules) = rules.for_table(db, table, case) else {

@@ -127,6 +127,16 @@ struct Rule {
     templates: Vec<Template>,
 }
 
+impl Rule {
+    /// Whether the glob matches `name` (`db.table`), compared as `case` says.
+    fn matches(&self, name: &str, case: NameCase) -> bool {
+        match case {
+            NameCase::Exact => self.matcher.is_match(name),
+            NameCase::Folded => self.matcher_folded.is_match(name),
+        }
+    }
+}
+
 /// How a table or database name taken from statement text compares with the rules' globs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NameCase {
@@ -240,11 +250,7 @@ impl Rules {
         let mut seen = BTreeSet::new();
         let mut templates = Vec::new();
         for rule in &self.rules {
-            let matched = match case {
-                NameCase::Exact => rule.matcher.is_match(&name),
-                NameCase::Folded => rule.matcher_folded.is_match(&name),
-            };
-            if matched {
+            if rule.matches(&name, case) {
                 for t in &rule.templates {
                     if seen.insert(t.text.clone()) {
                         templates.push(t.clone());
@@ -258,10 +264,7 @@ impl Rules {
     /// True when some rule matches `db.table` as a statement names it, compared as `case` says.
     pub fn matches(&self, db: &str, table: &str, case: NameCase) -> bool {
         let name = format!("{db}.{table}");
-        self.rules.iter().any(|r| match case {
-            NameCase::Exact => r.matcher.is_match(&name),
-            NameCase::Folded => r.matcher_folded.is_match(&name),
-        })
+        self.rules.iter().any(|r| r.matches(&name, case))
     }
 
     /// True when some rule could match a table of database `db` (for DROP DATABASE), compared

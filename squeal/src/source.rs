@@ -236,6 +236,14 @@ struct BoundTable {
     keys: Result<TableKeys, String>,
 }
 
+/// The server's `@@lower_case_table_names` (0 when it has none): how it compares table names, and
+/// so how the rules must match them (`NameCase::of_server`). Read by `run` at each connect and by
+/// `squeal check`.
+pub async fn lower_case_table_names(conn: &mut Conn) -> Result<u64, mysql_async::Error> {
+    let value: Option<u64> = conn.query_first("SELECT @@lower_case_table_names").await?;
+    Ok(value.unwrap_or(0))
+}
+
 /// Lists the server's binlog files (`SHOW BINARY LOGS`).
 pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<String>, mysql_async::Error> {
     let rows: Vec<Row> = conn.query("SHOW BINARY LOGS").await?;
@@ -434,13 +442,16 @@ impl Source {
                 )));
             }
         }
-        // Statements name tables as the client typed them; this says how the server compares
-        // them (and so how squeal must match them with the rules).
-        let lower_case_table_names: Option<u64> = conn
-            .query_first("SELECT @@lower_case_table_names")
+        // Statements name tables as the client typed them, and row events as the server stores
+        // them; this says how the server compares them (and so how squeal must match them with
+        // the rules). The rules bound per table were matched under the previous value.
+        let lower_case_table_names = lower_case_table_names(&mut conn)
             .await
             .map_err(classify_mysql)?;
-        self.lower_case_table_names = lower_case_table_names.unwrap_or(0);
+        if lower_case_table_names != self.lower_case_table_names {
+            self.table_rules.clear();
+        }
+        self.lower_case_table_names = lower_case_table_names;
         let checksum: Option<String> = conn
             .query_first("SELECT @@global.binlog_checksum")
             .await
