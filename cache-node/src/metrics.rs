@@ -1,17 +1,14 @@
 //! Prometheus text exposition of the node's stats on a small HTTP/1.1 endpoint.
 //!
-//! The same figures as `stats` (memcached names prefixed `cache_node_`), served at `GET /metrics`. It is a
-//! tiny responder over tokio, one request per connection (`Connection: close`), with the request head bounded
-//! to 8 KiB, 5 seconds per request and [`MAX_CONCURRENT_SCRAPES`] at once; it is meant for a Prometheus
-//! scraper on a trusted network, not as a general web server.
+//! The same figures as `stats` (memcached names prefixed `cache_node_`), served at `GET /metrics`. The
+//! HTTP side (one request per connection, the head bounded to 8 KiB, 5 seconds per request,
+//! [`MAX_CONCURRENT_SCRAPES`] at once) is the `metrics-endpoint` crate's, shared with squeal; this module
+//! only renders the text.
 
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::server::Node;
 
@@ -74,62 +71,9 @@ pub fn render(node: &Node) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    node: Arc<Node>,
-    shutdown: impl Future,
-) -> io::Result<()> {
-    tokio::pin!(shutdown);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES));
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((socket, _)) = accepted else {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    drop(socket);
-                    continue;
-                };
-                let node = node.clone();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), respond(socket, &node)).await;
-                    drop(slot);
-                });
-            }
-            _ = &mut shutdown => return Ok(()),
-        }
-    }
-}
-
-async fn respond(mut socket: TcpStream, node: &Node) -> io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = socket.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.len() > 8192 {
-            socket
-                .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-                .await?;
-            return Ok(());
-        }
-    }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
-    let (status, body) = if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET / ") {
-        ("200 OK", render(node))
-    } else {
-        ("404 Not Found", "not found; try /metrics\n".to_string())
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(response.as_bytes()).await?;
-    socket.shutdown().await
+pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: impl Future) {
+    metrics_endpoint::Endpoint::new(move || render(&node))
+        .max_concurrent(MAX_CONCURRENT_SCRAPES)
+        .serve(listener, shutdown)
+        .await
 }

@@ -1,7 +1,7 @@
 //! squeal's metrics and their Prometheus text endpoint.
 //!
-//! Counters are atomics updated on the hot path; the HTTP endpoint (`GET /metrics`, any path
-//! answers) renders them as Prometheus text format 0.0.4. Nothing here ever holds configuration or
+//! Counters are atomics updated on the hot path; the HTTP endpoint (`GET /metrics` or `GET /`; the
+//! `metrics-endpoint` crate's, shared with cache-node) renders them as Prometheus text format 0.0.4. Nothing here ever holds configuration or
 //! credentials, so the password cannot leak through it.
 
 use std::fmt::Write as _;
@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Upper bounds (seconds) of the commit→ack latency histogram buckets.
@@ -176,48 +175,24 @@ impl Metrics {
 }
 
 /// Most metrics requests served at once; a connection past it is closed at once. Each holds a
-/// file descriptor for up to 2 s, and before session 31 a local client holding 600 idle
+/// file descriptor for up to its 5 s deadline, and before session 31 a local client holding 600 idle
 /// connections used up squeal's descriptors, so its checkpoint could not be written and it stopped.
 pub const MAX_CONCURRENT_SCRAPES: usize = 16;
 
-/// Serves `GET /metrics` on an already-bound listener until the task is dropped.
+/// Serves `GET /metrics` on an already-bound listener until the task is dropped (the HTTP side is the
+/// `metrics-endpoint` crate's, shared with cache-node).
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES));
-    loop {
-        let mut socket = match listener.accept().await {
-            Ok((socket, _)) => socket,
-            Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning a core.
-                tracing::debug!("metrics accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(socket);
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut buf = [0u8; 2048];
-            // One request per connection; the request is read only to be well-behaved.
-            let _ = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
-            let body = metrics.render();
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = socket.write_all(head.as_bytes()).await;
-            let _ = socket.write_all(body.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
-    }
+    metrics_endpoint::Endpoint::new(move || metrics.render())
+        .max_concurrent(MAX_CONCURRENT_SCRAPES)
+        .serve(listener, std::future::pending::<()>())
+        .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn endpoint_serves_prometheus_text() {
@@ -246,47 +221,5 @@ mod tests {
             text.contains("squeal_commit_to_ack_seconds_count 1"),
             "{text}"
         );
-    }
-
-    /// Idle connections hold at most MAX_CONCURRENT_SCRAPES slots: the next one is closed at
-    /// once, unanswered, and once they go a scrape is served again. Without the bound the extra
-    /// connection waits its 2 s and is answered, and this test fails.
-    #[tokio::test]
-    async fn connections_past_the_limit_are_closed_and_scrapes_resume() {
-        use tokio::net::TcpStream;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, Metrics::new()));
-        let mut idle = Vec::new();
-        for _ in 0..MAX_CONCURRENT_SCRAPES {
-            idle.push(TcpStream::connect(addr).await.unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut over = TcpStream::connect(addr).await.unwrap();
-        let mut reply = Vec::new();
-        // Under the 2 s an answered connection would wait for its request.
-        let read =
-            tokio::time::timeout(Duration::from_millis(1800), over.read_to_end(&mut reply)).await;
-        assert!(
-            matches!(read, Ok(Ok(0))),
-            "the connection past the limit is closed unanswered: {read:?} {:?}",
-            String::from_utf8_lossy(&reply)
-        );
-        drop(idle);
-        // The slots come back as the server sees the idle connections close (a busy machine
-        // may take a moment): a scrape is answered again within a few seconds.
-        let mut text = String::new();
-        for _ in 0..50 {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
-            text.clear();
-            let _ = s.read_to_string(&mut text).await;
-            if !text.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        server.abort();
-        assert!(text.contains("squeal_events_read_total"), "{text}");
     }
 }
