@@ -596,8 +596,10 @@ impl<'n> Session<'n> {
             // While a lease is out on the key (a placeholder, or a stale item whose refill was won),
             // T may bring its end closer but not push it back: a lease ends when it was to end.
             // (Before session 31 every reader of `mg k c N5 T600` moved a 5 s lease to 600 s, and
-            // `T0` made it never end; memcached re-times such items.) An expiring T still removes.
-            let lease_out = meta.placeholder || (meta.stale && meta.win_sent);
+            // `T0` made it never end; memcached re-times such items.) That includes the request that
+            // wins a stale item's refill: its T would otherwise keep serving the old value for as long
+            // as it says if the winner died (session 32). An expiring T still removes.
+            let lease_out = meta.placeholder || (meta.stale && (meta.win_sent || win.win));
             let exptime = match touch {
                 Some(Expiry::At(t)) if lease_out && meta.exptime != 0 && t >= meta.exptime => {
                     meta.exptime
@@ -751,7 +753,13 @@ impl<'n> Session<'n> {
                 (MetaSetMode::Add, _) if current.is_some() => {
                     return (StoreOutcome::NotStored, lease_refill)
                 }
-                (MetaSetMode::Replace, None) => return (StoreOutcome::NotStored, lease_refill),
+                // A replace that carries the token of the placeholder or stale item it found (the C
+                // check above passed) is that lease's refill, stored as a set, as memcached 1.6 does;
+                // refused, the key stayed won and served Z until its end (session 32). Without a token
+                // they are absent to it (SERVER.md, known differences).
+                (MetaSetMode::Replace, None) if compare_cas.is_none() => {
+                    return (StoreOutcome::NotStored, lease_refill)
+                }
                 (MetaSetMode::Append | MetaSetMode::Prepend, None) => match vivify {
                     // Append with N autovivifies the missing item.
                     Some(v) => ([data, &[]], client_flags, v.store_time()),

@@ -1417,6 +1417,66 @@ async fn a_readers_ttl_does_not_extend_a_lease() -> R {
         c.lease_get_miss("feed").await > 1,
         "the stale item went with the window"
     );
+    // The reader that wins a stale item's refill does not re-time it with its own T either (found in
+    // session 32: `mg k v c N5 T600` from the winner made `md k I T5` last 600 s, `T0` for ever, if the
+    // winner then died).
+    c.expect(b"set wins 0 0 2\r\nv1\r\n", b"STORED\r\n").await;
+    c.expect(b"md wins I T5\r\n", b"HD\r\n").await;
+    c.send(b"mg wins v t N5 T600\r\n").await;
+    assert_eq!(c.line().await, "VA 2 t5 X W");
+    assert_eq!(c.line().await, "v1");
+    c.expect(b"mg wins T0 t\r\n", b"HD t5 Z X\r\n").await;
+    s.clock.advance(5);
+    c.send(b"mg wins c N5\r\n").await;
+    let refill = c.line().await;
+    assert!(
+        refill.starts_with("HD c") && refill.ends_with(" W"),
+        "the stale item went at its own end and the next reader has the lease: {refill}"
+    );
+    s.stop().await;
+    Ok(())
+}
+
+/// A lease's winner may fill in replace mode (`ms ... MR C<token>`), as memcached 1.6 lets it: the
+/// placeholder or stale item is replaced and readers get the value. Before session 32 that fill answered
+/// NS and the key stayed won, every reader getting Z (and the stale value) until the item's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_carrying_the_lease_token_refills() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    // A placeholder.
+    c.send(b"mg r1 c N30\r\n").await;
+    let won = c.line().await;
+    assert!(won.ends_with(" W"), "{won}");
+    let token = cas_of(&won);
+    c.expect(
+        format!("ms r1 2 MR C{token}\r\nv1\r\n").as_bytes(),
+        b"HD\r\n",
+    )
+    .await;
+    c.expect(b"mg r1 v\r\n", b"VA 2\r\nv1\r\n").await;
+    // A stale item.
+    c.expect(b"set r2 0 0 2\r\nv0\r\n", b"STORED\r\n").await;
+    c.expect(b"md r2 I T30\r\n", b"HD\r\n").await;
+    c.send(b"mg r2 c N30\r\n").await;
+    let won = c.line().await;
+    assert!(won.ends_with(" X W"), "{won}");
+    let token = cas_of(&won);
+    c.expect(
+        format!("ms r2 2 MR C{token}\r\nv1\r\n").as_bytes(),
+        b"HD\r\n",
+    )
+    .await;
+    c.expect(b"mg r2 v t\r\n", b"VA 2 t-1\r\nv1\r\n").await;
+    // Without the token a replace still does not see a stale item (a known difference), and with a
+    // voided one it is refused.
+    c.expect(b"md r2 I\r\n", b"HD\r\n").await;
+    c.expect(b"ms r2 2 MR\r\nv2\r\n", b"NS\r\n").await;
+    c.expect(
+        format!("ms r2 2 MR C{token}\r\nv2\r\n").as_bytes(),
+        b"EX\r\n",
+    )
+    .await;
     s.stop().await;
     Ok(())
 }
