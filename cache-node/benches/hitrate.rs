@@ -1,7 +1,8 @@
 //! Hit-rate benchmark: our store against LRU, moka 0.12 and OPT (Belady) on every trace of a
 //! directory, at capacity = 10% of the distinct keys, all computed in this run.
 //!
-//! `cargo bench -p cache-node --bench hitrate [-- TRACE_DIR]` (default `/work/shared/traces`).
+//! `cargo bench -p cache-node --bench hitrate [-- TRACE_DIR]` (default `../shared/traces` beside the checkout:
+//! the Caffeine simulator's trace files, which are not part of this repository).
 //! Policy experiments: `WINDOW_PERCENT=20 ADAPTIVE=0 cargo bench ...` (knobs below: window,
 //! sketch, adaptation, ghost admission, margin, `CONSERVATIVE`, `SEED`); `MOKA_SYNC=1` runs
 //! moka's maintenance after each insert; `TWO_POOL_RESAMPLES=N` (default 20) sets how many
@@ -87,7 +88,9 @@ fn main() {
         .skip(1)
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/traces"));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/traces"))
+        });
     let config_overrides = |c: &mut cache_node::store::StoreConfig| {
         if let Ok(w) = std::env::var("WINDOW_PERCENT") {
             c.window_percent = w.parse().expect("WINDOW_PERCENT");
@@ -134,7 +137,13 @@ fn main() {
         .map(|v| v.parse().expect("COPIES"))
         .unwrap_or(1);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "reading {}: {e} (the key traces, the Caffeine simulator's lirs_*.trace.gz and \
+                 cache2k_*.trace.xz, are not in this repository: pass their directory as the argument)",
+                dir.display()
+            )
+        })
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| TraceFormat::detect(p).is_some())
         .collect();

@@ -7,7 +7,7 @@
 //!   mini-simulation climber such as Caffeine's MiniSim could at best do, switching for free);
 //! - *oracle*: each period, the window that hits most in that same period (needs foresight).
 //!
-//! `cargo run --release -p cache-node --example window_oracle -- /work/shared/traces/lirs_sprite.trace.gz`
+//! `cargo run --release -p cache-node --example window_oracle -- ../shared/traces/lirs_sprite.trace.gz`
 //! (capacity = 10% of the distinct keys, as in the hit-rate bench). An experiment for
 //! STORE.md, not part of the store.
 

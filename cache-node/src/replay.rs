@@ -3,7 +3,7 @@
 //!
 //! Each access is a lookup; a miss is followed by a store of the key (cache-aside), exactly what
 //! `cache-node replay` and the hit-rate benchmark measure. The store is seeded, so a trace replays
-//! to the same hit rate on every run. Trace formats (see `/work/shared/traces/README.md`):
+//! to the same hit rate on every run. Trace formats (see `../shared/traces/README.md` beside the checkout):
 //! gzip text with one decimal key per line (`.gz`; blank lines and `*` markers are skipped), and xz-compressed big-endian `u32` (`.xz`) or
 //! `u64` keys. This module does not print anything; the CLI formats the report.
 //!

@@ -3,9 +3,10 @@
 cache-node/STORE.md (sprite: ARC 85.50 against LRU 86.48 at 10% capacity). A plain simulation
 of the paper's algorithm, not part of the store or the bench.
 
-    python3 cache-node/tools/arc.py lirs_sprite.trace.gz [more traces]   (names under /work/shared/traces)
+    python3 cache-node/tools/arc.py lirs_sprite.trace.gz [more traces]   (names under ../shared/traces beside the checkout)
 """
 import gzip
+import os
 import lzma
 import struct
 import sys
@@ -13,7 +14,7 @@ from collections import OrderedDict
 
 
 def load(name):
-    path = '/work/shared/traces/' + name
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), '../../../shared/traces', name)
     if path.endswith('.gz'):
         return [int(l) for l in gzip.open(path, 'rt') if l.strip() and l.strip() != '*']
     data = lzma.open(path).read()

@@ -155,6 +155,25 @@ pub enum Operation {
     Embedded,
 }
 
+impl Operation {
+    /// The name a record carries for it (`"flush_table"`), for output meant for people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::FlushTable => "flush_table",
+            Operation::Embedded => "embedded",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A global transaction id, as MariaDB (`domain-server-seq`) or MySQL (`uuid:gno`) writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Gtid {
@@ -349,6 +368,23 @@ pub fn key_encoded_len_bound(key: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_names_are_the_records_names() {
+        for op in [
+            Operation::Insert,
+            Operation::Update,
+            Operation::Delete,
+            Operation::FlushTable,
+            Operation::Embedded,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&op).unwrap(),
+                format!("\"{op}\""),
+                "{op:?}"
+            );
+        }
+    }
 
     fn sample() -> Record {
         Record {

@@ -150,7 +150,8 @@ pub enum ResumeBy {
     Position,
     /// MariaDB: the checkpoint's GTID state (`@slave_connect_state`), so the position survives a
     /// renamed or re-numbered binlog and a switch to another server of the replication topology.
-    /// On MySQL squeal falls back to the position.
+    /// MySQL: the checkpoint's executed GTID set, sent with COM_BINLOG_DUMP_GTID as a replica with
+    /// `SOURCE_AUTO_POSITION=1` does.
     Gtid,
 }
 

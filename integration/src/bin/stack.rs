@@ -50,6 +50,8 @@ async fn main() {
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a terminal, not in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A log line that cannot be written is dropped. By default the subscriber reports the failure with
         // eprintln!, which panics when stderr is gone (a supervisor's pipe closed), and takes the process
         // down with it.
@@ -167,7 +169,7 @@ async fn demo() -> Result<(), BoxError> {
     println!(
         "== squeal tails the primary's binlog and publishes invalidations to Kafka topic {topic}"
     );
-    println!("   rules: users -> user:{{id}}, user:email:{{email}}; posts -> post:{{id}}, feed:{{user_id}}; follows -> followers:{{followee_id}}");
+    println!("   rules: users -> user:{{id}}, user:email:{{email}}; posts -> post:{{id}}, feed:{{user_id}}; follows -> followers:{{followee_id}}, following:{{follower_id}}");
 
     let consumer: StreamConsumer = stack
         .kafka()
@@ -222,7 +224,7 @@ async fn demo() -> Result<(), BoxError> {
                     .as_ref()
                     .map(|g| g.to_string())
                     .unwrap_or_default(),
-                format!("{:?}", change.op).to_lowercase(),
+                change.op.as_str(),
                 table,
                 change.keys
             );
@@ -290,6 +292,9 @@ topic = "{topic}"
 
 [checkpoint]
 path = "{checkpoint}"
+
+[metrics]
+address = "127.0.0.1:0"
 
 [[rules]]
 table = "{d}.users"
