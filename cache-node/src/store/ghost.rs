@@ -351,6 +351,19 @@ impl Ghosts {
         self.window.bytes() + self.main.bytes()
     }
 
+    /// Evictions the lists are sized to remember.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap * self.sample_rate as usize
+    }
+
+    /// Sizes the lists anew, emptied, for a cache of `capacity` items, smaller ones included (see
+    /// `Shard::maybe_shrink_tables`; `resize` only grows).
+    pub(crate) fn shrink_to(&mut self, capacity: usize) {
+        let rate = (capacity.div_ceil(MAX_TRACKED) as u64).next_power_of_two();
+        let cap = (capacity / rate as usize).clamp(2, MAX_TRACKED);
+        *self = Ghosts::with(rate, cap);
+    }
+
     pub(crate) fn clear(&mut self) {
         *self = Ghosts::with(self.sample_rate, self.cap);
     }

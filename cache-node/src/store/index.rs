@@ -95,6 +95,25 @@ impl Index {
         } else {
             old_n
         };
+        self.rebuild_with(n, hash_of);
+    }
+
+    /// Whether the table has room for over eight times its live entries (and is not small): sized
+    /// for an item count long gone, it holds budget that items could use.
+    pub(crate) fn oversized(&self) -> bool {
+        self.tags.len() > 1024 && self.len * 8 < self.tags.len()
+    }
+
+    /// Rebuilds the table at a size its live entries fill to about 36%, half the load at which it
+    /// grows, so neither a shrink nor the next growth comes soon after.
+    pub(crate) fn shrink(&mut self, hash_of: impl Fn(u32) -> u64) {
+        let n = ((self.len + 1) * 100 / 36).max(16);
+        if n < self.tags.len() {
+            self.rebuild_with(n, hash_of);
+        }
+    }
+
+    fn rebuild_with(&mut self, n: usize, hash_of: impl Fn(u32) -> u64) {
         let old_locs = std::mem::replace(&mut self.locs, vec![NIL; n]);
         let old_tags = std::mem::replace(&mut self.tags, vec![EMPTY; n]);
         self.tombstones = 0;
@@ -202,6 +221,38 @@ mod tests {
             assert_eq!(
                 idx.find(hash_of(loc), |l| l == loc).is_some(),
                 model.contains_key(&loc),
+                "loc {loc}"
+            );
+        }
+    }
+
+    /// A table grown for many entries shrinks once few are left, and keeps every one of them findable.
+    #[test]
+    fn shrinks_once_few_entries_are_left() {
+        let mut idx = Index::new();
+        let hash_of = |loc: u32| u64::from(loc).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for loc in 0..100_000u32 {
+            if idx.needs_rebuild() {
+                idx.rebuild(hash_of);
+            }
+            idx.insert(hash_of(loc), loc);
+        }
+        let grown = idx.bytes();
+        for loc in 0..100_000u32 {
+            if loc % 20 != 0 {
+                let (slot, _) = idx.find(hash_of(loc), |l| l == loc).unwrap();
+                idx.remove_slot(slot);
+            }
+        }
+        assert!(idx.oversized());
+        idx.shrink(hash_of);
+        assert!(!idx.oversized());
+        assert!(idx.bytes() * 8 < grown, "{} of {grown} bytes", idx.bytes());
+        assert_eq!(idx.len(), 5_000);
+        for loc in 0..100_000u32 {
+            assert_eq!(
+                idx.find(hash_of(loc), |l| l == loc).is_some(),
+                loc % 20 == 0,
                 "loc {loc}"
             );
         }
