@@ -720,6 +720,15 @@ impl Store {
     /// `at` on (`at <= now` flushes at once). A later call replaces a pending one.
     pub fn flush_all(&self, at: u32) {
         let now = self.clock.now();
+        // A flush whose second has come is applied to every shard before it is replaced: shards
+        // apply it lazily, and one that no access reached since would otherwise keep what it flushed
+        // (session 32's store audit).
+        let due = self.flush.load(Ordering::Acquire) as u32 <= now;
+        if due {
+            for i in 0..self.shards.len() {
+                drop(self.lock_shard(i, now));
+            }
+        }
         let mut cur = self.flush.load(Ordering::Acquire);
         loop {
             let gen = ((cur >> 32) as u32).wrapping_add(1).max(1);
