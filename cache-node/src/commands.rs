@@ -21,7 +21,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::protocol::{
     compose_lease_value, compose_meta, compose_meta_subset, compose_number, compose_stat,
-    compose_value, decode_key, format_u64, reply, ArithOp, Keys, LongGetLine, MetaCode,
+    compose_value, decode_key, format_u64, parse_u64, reply, ArithOp, Keys, LongGetLine, MetaCode,
     MetaCommand, MetaFlags, MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN,
     REALTIME_MAXDELTA,
 };
@@ -238,7 +238,7 @@ impl<'n> Session<'n> {
                     out.put_slice(reply::OK);
                 }
             }
-            Request::Stats { group } => self.stats(group, out),
+            Request::Stats { group, args } => self.stats(group, args, out),
             Request::Version => {
                 out.put_slice(b"VERSION ");
                 out.put_slice(VERSION.as_bytes());
@@ -1244,7 +1244,7 @@ impl<'n> Session<'n> {
     // ------------------------------------------------------------------------------------------------
     // stats.
 
-    fn stats(&mut self, group: Option<&[u8]>, out: &mut BytesMut) {
+    fn stats(&mut self, group: Option<&[u8]>, args: [Option<&[u8]>; 2], out: &mut BytesMut) {
         // Make this connection's own counts visible to itself.
         self.node.counters.current().drain_from(&mut self.counters);
         match group {
@@ -1278,11 +1278,65 @@ impl<'n> Session<'n> {
                 out.put_slice(reply::END);
             }
             Some(b"sizes" | b"conns") => out.put_slice(reply::END),
+            Some(b"cachedump") => self.cachedump(args, out),
             Some(_) => {
                 self.counters.protocol_errors += 1;
                 out.put_slice(b"ERROR\r\n");
             }
         }
+    }
+
+    /// memcached's `stats cachedump CLASS LIMIT`: `ITEM key [N b; T s]` for up to LIMIT items (0: all)
+    /// of size class CLASS as `stats items` numbers them, T the absolute Unix expiry (0: none), then
+    /// `END`; at most 2 MB of lines, as memcached. Key-listing tools (libmemcached's `memcdump`, the
+    /// Node `memcached` package's `items` + `cachedump`) rely on it; until session 32 it was `ERROR`.
+    /// Items are walked by size class and shard, not in LRU order (memcached walks one LRU), and a
+    /// class number with no class in use answers `END` (memcached refuses 64 and up: its classes are
+    /// fixed, ours follow the sizes stored).
+    fn cachedump(&mut self, args: [Option<&[u8]>; 2], out: &mut BytesMut) {
+        /// memcached's bound on one dump's reply.
+        const MAX_DUMP_BYTES: usize = 2 << 20;
+        let [Some(class), Some(limit)] = args else {
+            self.counters.protocol_errors += 1;
+            out.put_slice(b"CLIENT_ERROR bad command line\r\n");
+            return;
+        };
+        let (Some(class), Some(limit)) = (parse_u64(class), parse_u64(limit)) else {
+            self.counters.protocol_errors += 1;
+            out.put_slice(b"CLIENT_ERROR bad command line format\r\n");
+            return;
+        };
+        let (classes, _) = self.node.store.slab_classes();
+        let chunk = usize::try_from(class)
+            .ok()
+            .and_then(|c| c.checked_sub(1))
+            .and_then(|i| classes.get(i))
+            .map(|c| c.chunk_size);
+        if let Some(chunk) = chunk {
+            let clock = self.node.store.clock();
+            let unix_offset = clock.unix_now().saturating_sub(u64::from(clock.now()));
+            let limit = if limit == 0 { u64::MAX } else { limit };
+            let (start, mut listed) = (out.len(), 0u64);
+            self.node
+                .store
+                .for_each_in_class(chunk, |key, value_len, exptime| {
+                    let expires = if exptime == 0 {
+                        0
+                    } else {
+                        unix_offset + u64::from(exptime)
+                    };
+                    let line = format!(" [{value_len} b; {expires} s]\r\n");
+                    if out.len() - start + 5 + key.len() + line.len() > MAX_DUMP_BYTES {
+                        return false;
+                    }
+                    out.put_slice(b"ITEM ");
+                    out.put_slice(key);
+                    out.put_slice(line.as_bytes());
+                    listed += 1;
+                    listed < limit
+                });
+        }
+        out.put_slice(reply::END);
     }
 
     /// Drops the append/prepend scratch buffer if a large value grew it, so an idle connection does not

@@ -505,10 +505,13 @@ pub enum Request<'a> {
         /// `noreply`.
         noreply: bool,
     },
-    /// `stats [group]`.
+    /// `stats [group [arg arg]]`.
     Stats {
         /// `settings`, `reset`, ... or None for general stats.
         group: Option<&'a [u8]>,
+        /// The tokens after the group (`stats cachedump CLASS LIMIT`); later ones are ignored, as
+        /// memcached ignores them.
+        args: [Option<&'a [u8]>; 2],
     },
     /// `version`.
     Version,
@@ -1097,8 +1100,9 @@ fn parse_command<'a>(
         }
         b"stats" => {
             let group = tokens.next();
+            let args = [tokens.next(), tokens.next()];
             Parsed::Request {
-                request: Request::Stats { group },
+                request: Request::Stats { group, args },
                 consumed: line_len,
             }
         }
@@ -1749,11 +1753,11 @@ impl<'a> Request<'a> {
                 noreply(out, nr);
                 out.put_slice(b"\r\n");
             }
-            Request::Stats { group } => {
+            Request::Stats { group, args } => {
                 out.put_slice(b"stats");
-                if let Some(g) = group {
+                for token in std::iter::once(group).chain(args).flatten() {
                     out.put_u8(b' ');
-                    out.put_slice(g);
+                    out.put_slice(token);
                 }
                 out.put_slice(b"\r\n");
             }

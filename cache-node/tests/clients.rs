@@ -1,6 +1,6 @@
 //! cache-node against real memcached clients, used unchanged, over loopback (server on port 0):
 //! - libmemcached's `memcapable -a`, the C library's own ASCII protocol conformance check (Debian ships it
-//!   as `memccapable` in libmemcached-tools);
+//!   as `memccapable` in libmemcached-tools), and its key lister `memcdump`;
 //! - pymemcache (Debian's python3-pymemcache), whose storage commands default to noreply
 //!   (`tests/clients/pymemcache_client.py`, checked against memcached too);
 //! - pylibmc (Debian's python3-pylibmc: libmemcached the library, with four behaviour sets, pipelined
@@ -59,6 +59,30 @@ async fn libmemcached_memcapable_ascii_passes() -> R {
         "memcapable -a failed:\n{out}"
     );
     assert_eq!(out.matches("[pass]").count(), 27, "{out}");
+    s.stop().await;
+    Ok(())
+}
+
+/// libmemcached's `memcdump` lists every key (through `stats items` and `stats cachedump`), placeholders
+/// left out. Before session 32 cachedump answered `ERROR` and memcdump failed ("Failed to dump keys").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libmemcached_memcdump_lists_the_keys() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    for (key, len) in [("alpha", 1), ("beta", 2_000), ("gamma", 70_000)] {
+        let mut set = format!("set {key} 0 0 {len}\r\n").into_bytes();
+        set.extend(std::iter::repeat_n(b'v', len));
+        set.extend_from_slice(b"\r\n");
+        c.expect(&set, b"STORED\r\n").await;
+    }
+    c.expect(b"mg lease N30\r\n", b"HD W\r\n").await;
+    let servers = format!("--servers=127.0.0.1:{}", s.addr.port());
+    let hint = "run scripts/setup (Debian package libmemcached-tools)";
+    let (ok, out) = run_client("memcdump", &[&servers], hint).await;
+    assert!(ok, "memcdump failed:\n{out}");
+    let mut keys: Vec<&str> = out.lines().collect();
+    keys.sort();
+    assert_eq!(keys, ["alpha", "beta", "gamma"], "{out}");
     s.stop().await;
     Ok(())
 }

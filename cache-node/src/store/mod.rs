@@ -851,6 +851,19 @@ impl Store {
             .min(slab::MAX_VALUE_LEN)
     }
 
+    /// Walks the items whose chunks are `chunk_size` bytes (a size class as [`Store::slab_classes`]
+    /// lists it) for memcached's `stats cachedump`: `f(key, value length, exptime)` for each live
+    /// item, expired ones and lease placeholders left out, until it returns false. One shard is
+    /// locked at a time; items stored meanwhile may or may not be seen.
+    pub fn for_each_in_class(&self, chunk_size: u32, mut f: impl FnMut(&[u8], usize, u32) -> bool) {
+        let now = self.clock.now();
+        for i in 0..self.shards.len() {
+            if !self.lock_shard(i, now).visit_class(chunk_size, now, &mut f) {
+                return;
+            }
+        }
+    }
+
     /// Number of shards actually used.
     pub fn shard_count(&self) -> usize {
         self.shards.len()

@@ -1236,6 +1236,35 @@ impl Shard {
         }
     }
 
+    /// Calls `f(key, value length, exptime)` for the live items in the size class of `chunk`-byte
+    /// chunks, expired ones and lease placeholders left out, until it returns false; returns false
+    /// if it did.
+    pub(crate) fn visit_class(
+        &mut self,
+        chunk: u32,
+        now: u32,
+        f: &mut impl FnMut(&[u8], usize, u32) -> bool,
+    ) -> bool {
+        let mut locs = std::mem::take(&mut self.scratch);
+        let pages: Vec<usize> = self.slab.pages_of_class(chunk).collect();
+        let mut going = true;
+        'pages: for pid in pages {
+            self.slab.live_in_page(pid, &mut locs);
+            for &loc in &locs {
+                let exptime = self.slab.get_u32(loc, OFF_EXPTIME);
+                if is_expired(exptime, now) || self.is_placeholder(loc) {
+                    continue;
+                }
+                if !f(self.slab.key(loc), self.slab.value(loc).len(), exptime) {
+                    going = false;
+                    break 'pages;
+                }
+            }
+        }
+        self.scratch = locs;
+        going
+    }
+
     // ---- expiry / flush ----
 
     /// Examines up to `budget` chunks from the background cursor; removes expired items.

@@ -892,11 +892,23 @@ impl Slab {
         (end < page.hwm).then_some(end)
     }
 
-    /// Adds this arena's shared pages to `classes`, by chunk size (dedicated mappings are not a
-    /// class and are left out; [`Slab::bytes`] counts them).
+    /// Ids of the pages whose chunks are `chunk` bytes (one size class, as
+    /// [`Slab::add_class_usage`] lists them).
+    pub(crate) fn pages_of_class(&self, chunk: u32) -> impl Iterator<Item = usize> + '_ {
+        self.pages
+            .iter()
+            .enumerate()
+            .filter(move |(_, p)| !p.ptr.is_null() && p.chunk == chunk)
+            .map(|(pid, _)| pid)
+    }
+
+    /// Adds this arena's pages to `classes`, by chunk size. A dedicated mapping is a page of one
+    /// chunk, its size above every shared class's, so mappings of one size make a class of their
+    /// own (memcached puts such items in its largest classes): `stats items` and `stats cachedump`
+    /// then see every item.
     pub(crate) fn add_class_usage(&self, classes: &mut BTreeMap<u32, super::SlabClass>) {
         for page in &self.pages {
-            if page.ptr.is_null() || page.class == DEDICATED {
+            if page.ptr.is_null() {
                 continue;
             }
             let class = classes.entry(page.chunk).or_insert(super::SlabClass {
