@@ -1444,30 +1444,20 @@ async fn a_readers_ttl_does_not_extend_a_lease() -> R {
 async fn a_replace_carrying_the_lease_token_refills() -> R {
     let s = TestServer::start().await;
     let mut c = s.client().await;
-    // A placeholder.
-    c.send(b"mg r1 c N30\r\n").await;
-    let won = c.line().await;
-    assert!(won.ends_with(" W"), "{won}");
-    let token = cas_of(&won);
-    c.expect(
-        format!("ms r1 2 MR C{token}\r\nv1\r\n").as_bytes(),
-        b"HD\r\n",
-    )
-    .await;
-    c.expect(b"mg r1 v\r\n", b"VA 2\r\nv1\r\n").await;
-    // A stale item.
     c.expect(b"set r2 0 0 2\r\nv0\r\n", b"STORED\r\n").await;
     c.expect(b"md r2 I T30\r\n", b"HD\r\n").await;
-    c.send(b"mg r2 c N30\r\n").await;
-    let won = c.line().await;
-    assert!(won.ends_with(" X W"), "{won}");
-    let token = cas_of(&won);
-    c.expect(
-        format!("ms r2 2 MR C{token}\r\nv1\r\n").as_bytes(),
-        b"HD\r\n",
-    )
-    .await;
-    c.expect(b"mg r2 v t\r\n", b"VA 2 t-1\r\nv1\r\n").await;
+    let mut token = 0;
+    // A placeholder (r1), a stale item (r2).
+    for (key, won_ends) in [("r1", " W"), ("r2", " X W")] {
+        c.send(format!("mg {key} c N30\r\n").as_bytes()).await;
+        let won = c.line().await;
+        assert!(won.ends_with(won_ends), "{won}");
+        token = cas_of(&won);
+        let fill = format!("ms {key} 2 MR C{token}\r\nv1\r\n");
+        c.expect(fill.as_bytes(), b"HD\r\n").await;
+        let read = format!("mg {key} v t\r\n");
+        c.expect(read.as_bytes(), b"VA 2 t-1\r\nv1\r\n").await;
+    }
     // Without the token a replace still does not see a stale item (a known difference), and with a
     // voided one it is refused.
     c.expect(b"md r2 I\r\n", b"HD\r\n").await;
