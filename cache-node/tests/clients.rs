@@ -70,10 +70,8 @@ async fn libmemcached_memcdump_lists_the_keys() -> R {
     let s = TestServer::start().await;
     let mut c = s.client().await;
     for (key, len) in [("alpha", 1), ("beta", 2_000), ("gamma", 70_000)] {
-        let mut set = format!("set {key} 0 0 {len}\r\n").into_bytes();
-        set.extend(std::iter::repeat_n(b'v', len));
-        set.extend_from_slice(b"\r\n");
-        c.expect(&set, b"STORED\r\n").await;
+        c.expect(&common::set_request(key, len), b"STORED\r\n")
+            .await;
     }
     c.expect(b"mg lease N30\r\n", b"HD W\r\n").await;
     let servers = format!("--servers=127.0.0.1:{}", s.addr.port());

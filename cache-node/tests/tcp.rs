@@ -2597,10 +2597,8 @@ async fn stats_cachedump_lists_a_classes_items() -> R {
     c.expect(b"set a 0 0 3\r\nabc\r\n", b"STORED\r\n").await;
     c.expect(b"set b 0 100 3\r\nxyz\r\n", b"STORED\r\n").await;
     c.expect(b"mg lease N30\r\n", b"HD W\r\n").await;
-    let mut big = b"set big 0 0 5000\r\n".to_vec();
-    big.extend([b'v'; 5000]);
-    big.extend_from_slice(b"\r\n");
-    c.expect(&big, b"STORED\r\n").await;
+    c.expect(&common::set_request("big", 5000), b"STORED\r\n")
+        .await;
     let dump = async |c: &mut common::Client, request: &[u8]| -> Vec<String> {
         c.send(request).await;
         let mut lines = Vec::new();
@@ -2664,10 +2662,8 @@ async fn stats_slabs_and_items_show_the_size_classes() -> R {
         ("b1", 5000),
         ("b2", 5000),
     ] {
-        let mut set = format!("set {key} 0 0 {len}\r\n").into_bytes();
-        set.extend(std::iter::repeat_n(b'v', len));
-        set.extend_from_slice(b"\r\n");
-        c.expect(&set, b"STORED\r\n").await;
+        c.expect(&common::set_request(key, len), b"STORED\r\n")
+            .await;
     }
     let slabs = c.stats("slabs").await;
     let get = |name: &str| -> u64 {

@@ -30,6 +30,14 @@ pub fn noreply_sets(prefix: &str, count: usize, value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `set {key} 0 0 {len}` with a value of `len` bytes of `v`: an item of a chosen size class.
+pub fn set_request(key: &str, len: usize) -> Vec<u8> {
+    let mut set = format!("set {key} 0 0 {len}\r\n").into_bytes();
+    set.extend(std::iter::repeat_n(b'v', len));
+    set.extend_from_slice(b"\r\n");
+    set
+}
+
 /// A xorshift64 generator from `seed` (any value, 0 included): the request mixes of the concurrency
 /// tests, which need variety between tasks, not statistical quality.
 pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
