@@ -242,8 +242,8 @@ pub(crate) struct Slab {
     smallest_page_bytes: usize,
 }
 
-// SAFETY: the slab exclusively owns its mappings; the raw pointers are never shared outside it
-// except as borrows tied to `&self`/`&mut self`.
+// SAFETY: the slab exclusively owns its mappings; no raw pointer into them leaves this module
+// (`ptr` is private), and the slices it hands out borrow `&self`.
 unsafe impl Send for Slab {}
 
 /// Chunk size for an item of `size` bytes (header included): `2^class_bits` classes per
@@ -373,13 +373,30 @@ impl Slab {
         ((loc >> CHUNK_BITS) as usize, loc & CHUNK_MASK)
     }
 
+    /// The start of chunk `loc`. Checked in release builds too: a stale locator (a freed page's
+    /// id, whose `hwm` is 0, or a chunk past the page's touched ones) panics here instead of
+    /// reading or writing memory that is not an item's; the compare costs nothing measurable.
     #[inline]
-    pub(crate) fn ptr(&self, loc: u32) -> *mut u8 {
+    fn ptr(&self, loc: u32) -> *mut u8 {
         let (p, c) = Self::split(loc);
         let page = &self.pages[p];
-        debug_assert!(c < page.hwm);
+        assert!(c < page.hwm, "stale locator {loc:#x}");
         // SAFETY: c < hwm <= cap, so the chunk lies inside the mapping.
         unsafe { page.ptr.add(c as usize * page.chunk as usize) }
+    }
+
+    /// `len` bytes at `at` in chunk `loc`, checked to lie inside the chunk (the lengths come from
+    /// the item's header, so a header overwritten by a stray write cannot make a slice reach into
+    /// the next chunk or past the mapping).
+    #[inline]
+    fn bytes_at(&self, loc: u32, at: usize, len: usize) -> &[u8] {
+        assert!(
+            at + len <= self.chunk_len(loc),
+            "item {loc:#x} overruns its chunk"
+        );
+        // SAFETY: inside the chunk (checked above, and `ptr` checks the chunk is a touched one of a
+        // live page); the slice borrows `&self`, so no `&mut self` write can alias it.
+        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(at), len) }
     }
 
     #[inline]
@@ -426,17 +443,14 @@ impl Slab {
     #[inline]
     pub(crate) fn key(&self, loc: u32) -> &[u8] {
         let klen = (self.get_u32(loc, OFF_LENS) >> 24) as usize;
-        // SAFETY: the key follows the header (and flags) inside the chunk.
-        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(self.body_offset(loc)), klen) }
+        self.bytes_at(loc, self.body_offset(loc), klen)
     }
 
     #[inline]
     pub(crate) fn value(&self, loc: u32) -> &[u8] {
         let lens = self.get_u32(loc, OFF_LENS);
         let (klen, vlen) = ((lens >> 24) as usize, (lens & 0xff_ffff) as usize);
-        let at = self.body_offset(loc) + klen;
-        // SAFETY: the value follows the key inside the chunk.
-        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(at), vlen) }
+        self.bytes_at(loc, self.body_offset(loc) + klen, vlen)
     }
 
     /// The client flags (0 when the chunk stores none).
@@ -454,7 +468,9 @@ impl Slab {
     /// value parts.
     pub(crate) fn init_item(&mut self, loc: u32, key: &[u8], parts: &[&[u8]], flags: u32) {
         let vlen: usize = parts.iter().map(|p| p.len()).sum();
-        debug_assert!(key.len() <= 255 && vlen <= MAX_VALUE_LEN);
+        // Checked in release builds, as the writes below trust them: lengths that overflow their
+        // header fields, or a chunk too small, would write past the item.
+        assert!(key.len() <= 255 && vlen <= MAX_VALUE_LEN, "item lengths");
         self.set_u32(loc, OFF_LENS, ((key.len() as u32) << 24) | vlen as u32);
         let has_flags = if flags == 0 { 0 } else { BIT_HAS_FLAGS };
         self.set_u8(loc, OFF_BITS, BIT_LIVE | has_flags);
@@ -463,9 +479,12 @@ impl Slab {
         }
         let p = self.ptr(loc);
         let mut at = self.body_offset(loc);
-        debug_assert!(at + key.len() + vlen <= self.chunk_len(loc));
+        assert!(
+            at + key.len() + vlen <= self.chunk_len(loc),
+            "item larger than its chunk"
+        );
         // SAFETY: the caller sized the chunk by `item_size(key.len(), vlen, flags)`, which is
-        // exactly `at + key.len() + vlen` (checked above in debug builds).
+        // exactly `at + key.len() + vlen` (checked above).
         unsafe {
             std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(at), key.len());
             at += key.len();
@@ -658,16 +677,21 @@ impl Slab {
         let idx = if page.free_head != NIL {
             let idx = page.free_head;
             // SAFETY: free chunks below hwm store the next free index in their first 4 bytes.
-            page.free_head = unsafe {
+            let next = unsafe {
                 page.ptr
                     .add(idx as usize * page.chunk as usize)
                     .cast::<u32>()
                     .read_unaligned()
             };
+            // Checked in release builds: those bytes are also a live item's `OFF_PREV`, so a stray
+            // link write into a freed chunk would otherwise hand out a chunk past the mapping.
+            assert!(next == NIL || next < page.hwm, "corrupt free list");
+            page.free_head = next;
             idx
         } else {
-            // A page is in its class's partial list only while it has a free or untouched chunk.
-            debug_assert!(page.hwm < page.cap);
+            // A page is in its class's partial list only while it has a free or untouched chunk;
+            // checked in release builds, as the chunk at `cap` lies past the mapping.
+            assert!(page.hwm < page.cap, "full page in a partial list");
             let added = page.next_touch_cost();
             page.charged += added;
             self.bytes += added;
@@ -957,7 +981,8 @@ impl Slab {
     pub(crate) fn move_item(&mut self, from: u32, to: u32) {
         let len = self.item_len(from);
         debug_assert!(len <= self.chunk_len(to) && from != to);
-        // SAFETY: two distinct chunks (one free, one live), each at least `len` bytes long.
+        // SAFETY: two distinct chunks (`to` already taken, `from` live), each at least `len` bytes
+        // long (`ptr` checks both are touched chunks of live pages).
         unsafe { std::ptr::copy_nonoverlapping(self.ptr(from), self.ptr(to), len) };
         self.free(from);
     }
@@ -1132,6 +1157,63 @@ mod tests {
         s.set_u8(big, OFF_BITS, BIT_LIVE);
         s.free(big);
         assert_eq!(s.bytes, 0, "a dedicated mapping is unmapped at once");
+    }
+
+    /// The checks the unsafe code trusts hold in release builds too: a locator whose page was
+    /// emptied, a free list whose link was overwritten, and a header whose lengths overrun the
+    /// chunk each panic instead of touching memory that is not an item's (before session 33 they
+    /// were `debug_assert!`s: a release build read the freed page's null pointer plus an offset,
+    /// handed out a chunk past the mapping, or sliced into the next chunk).
+    #[test]
+    fn stale_locators_and_corrupt_links_panic_instead_of_reaching_past_an_item() {
+        fn panic_text(f: impl FnOnce()) -> String {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let message = caught.expect_err("the check panics");
+            message
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        }
+        // A locator kept after its page was emptied and released.
+        let mut s = Slab::new(MIN_PAGE_BYTES);
+        let a = s.alloc_new_page(100).unwrap();
+        s.init_item(a, b"k", &[b"v"], 0);
+        assert_eq!(s.key(a), b"k");
+        s.free(a);
+        s.drop_spare();
+        let text = panic_text(|| {
+            s.key(a);
+        });
+        assert!(text.contains("stale locator"), "{text}");
+
+        // Item lengths that overrun the chunk (a header overwritten by a stray write).
+        let mut s = Slab::new(MIN_PAGE_BYTES);
+        let a = s.alloc_new_page(100).unwrap();
+        s.init_item(a, b"a", &[b"1"], 0);
+        s.set_u32(a, OFF_LENS, (1 << 24) | 5_000);
+        let text = panic_text(|| {
+            s.value(a);
+        });
+        assert!(text.contains("overruns its chunk"), "{text}");
+
+        // A stray link write into a freed chunk: its first four bytes are the free list's next
+        // index, the same bytes as a live item's `OFF_PREV`.
+        let mut s = Slab::new(MIN_PAGE_BYTES);
+        let a = s.alloc_new_page(100).unwrap();
+        let b = s.alloc_existing(100, usize::MAX).unwrap();
+        s.init_item(a, b"a", &[b"1"], 0);
+        s.init_item(b, b"b", &[b"2"], 0);
+        s.free(a);
+        let page = &s.pages[Slab::page_of(a)];
+        let at = (a & CHUNK_MASK) as usize * page.chunk as usize + OFF_PREV;
+        // SAFETY: chunk `a` was touched and its page is still mapped (it holds `b`); this is the
+        // raw store a bug elsewhere would make, which `set_u32` would refuse for a free chunk.
+        unsafe { page.ptr.add(at).cast::<u32>().write_unaligned(page.cap + 5) };
+        let text = panic_text(|| {
+            s.alloc_existing(100, usize::MAX);
+        });
+        assert!(text.contains("corrupt free list"), "{text}");
     }
 
     /// OS pages of `bytes` at `ptr` that are resident, or None when the range is not mapped.
