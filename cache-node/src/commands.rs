@@ -27,7 +27,7 @@ use crate::protocol::{
 };
 use crate::server::{Node, MAX_BATCH_REPLY_BYTES, MAX_KEPT_BUFFER_BYTES};
 use crate::stats::Counters;
-use crate::store::{Entry, ItemMeta, NewItem, Store, StoreError};
+use crate::store::{Entry, ItemMeta, NewItem, Store, StoreError, MAX_CLASS_ID};
 
 /// The version this server reports (memcached-shaped, so clients that parse it are happy).
 pub const VERSION: &str = concat!("1.6.0-cache-node-", env!("CARGO_PKG_VERSION"));
@@ -1290,9 +1290,11 @@ impl<'n> Session<'n> {
     /// of size class CLASS as `stats items` numbers them, T the absolute Unix expiry (0: none), then
     /// `END`; at most 2 MB of lines, as memcached. Key-listing tools (libmemcached's `memcdump`, the
     /// Node `memcached` package's `items` + `cachedump`) rely on it; until session 32 it was `ERROR`.
-    /// Items are walked by size class and shard, not in LRU order (memcached walks one LRU), and a
-    /// class number with no class in use answers `END` (memcached refuses 64 and up: its classes are
-    /// fixed, ours follow the sizes stored).
+    /// Classes are numbered as `stats items` numbers them ([`crate::store::class_id`]: memcached's ids, 1 to 63,
+    /// each grouping the chunk sizes its class would hold); a larger id is refused as memcached
+    /// refuses it. Items are walked by chunk size and shard, not in LRU order (memcached 1.6 walks
+    /// one class's cold LRU, so it leaves out items not yet aged out of the hot one; here every
+    /// item of the class is listed).
     fn cachedump(&mut self, args: [Option<&[u8]>; 2], out: &mut BytesMut) {
         /// memcached's bound on one dump's reply.
         const MAX_DUMP_BYTES: usize = 2 << 20;
@@ -1306,36 +1308,33 @@ impl<'n> Session<'n> {
             out.put_slice(b"CLIENT_ERROR bad command line format\r\n");
             return;
         };
-        let (classes, _) = self.node.store.slab_classes();
-        let chunk = usize::try_from(class)
-            .ok()
-            .and_then(|c| c.checked_sub(1))
-            .and_then(|i| classes.get(i))
-            .map(|c| c.chunk_size);
-        if let Some(chunk) = chunk {
-            let clock = self.node.store.clock();
-            let unix_offset = clock.unix_now().saturating_sub(u64::from(clock.now()));
-            let limit = if limit == 0 { u64::MAX } else { limit };
-            let (start, mut listed) = (out.len(), 0u64);
-            self.node
-                .store
-                .for_each_in_class(chunk, |key, value_len, exptime| {
-                    let expires = if exptime == 0 {
-                        0
-                    } else {
-                        unix_offset + u64::from(exptime)
-                    };
-                    let line = format!(" [{value_len} b; {expires} s]\r\n");
-                    if out.len() - start + 5 + key.len() + line.len() > MAX_DUMP_BYTES {
-                        return false;
-                    }
-                    out.put_slice(b"ITEM ");
-                    out.put_slice(key);
-                    out.put_slice(line.as_bytes());
-                    listed += 1;
-                    listed < limit
-                });
-        }
+        let Some(class) = u32::try_from(class).ok().filter(|&c| c <= MAX_CLASS_ID) else {
+            self.counters.protocol_errors += 1;
+            out.put_slice(b"CLIENT_ERROR Illegal slab id\r\n");
+            return;
+        };
+        let clock = self.node.store.clock();
+        let unix_offset = clock.unix_now().saturating_sub(u64::from(clock.now()));
+        let limit = if limit == 0 { u64::MAX } else { limit };
+        let (start, mut listed) = (out.len(), 0u64);
+        self.node
+            .store
+            .for_each_in_class(class, |key, value_len, exptime| {
+                let expires = if exptime == 0 {
+                    0
+                } else {
+                    unix_offset + u64::from(exptime)
+                };
+                let line = format!(" [{value_len} b; {expires} s]\r\n");
+                if out.len() - start + 5 + key.len() + line.len() > MAX_DUMP_BYTES {
+                    return false;
+                }
+                out.put_slice(b"ITEM ");
+                out.put_slice(key);
+                out.put_slice(line.as_bytes());
+                listed += 1;
+                listed < limit
+            });
         out.put_slice(reply::END);
     }
 

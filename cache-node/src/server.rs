@@ -297,16 +297,17 @@ impl Node {
         v
     }
 
-    /// `stats slabs` as (memcached name, value): per size class in use, numbered from 1 by chunk size,
-    /// its chunk size and pages and how many chunks hold items, were freed, or were never handed out;
+    /// `stats slabs` as (memcached name, value): per size class in use, numbered as memcached numbers
+    /// its default classes ([`crate::store::class_id`] groups the arenas' finer chunk sizes), its
+    /// chunk size and pages and how many chunks hold items, were freed, or were never handed out;
     /// then the count of classes and the bytes the item pages count against the budget. memcached's
     /// per-class command counters (`get_hits`, `cmd_set`, ...) are not kept per class here and are
     /// left out.
     pub fn slabs_lines(&self) -> Vec<(String, String)> {
         let (classes, counted) = self.store.slab_classes();
         let mut v = Vec::with_capacity(classes.len() * 7 + 2);
-        for (i, c) in classes.iter().enumerate() {
-            let id = i + 1;
+        for c in &classes {
+            let id = c.id;
             v.extend([
                 (format!("{id}:chunk_size"), c.chunk_size.to_string()),
                 (
@@ -335,8 +336,7 @@ impl Node {
         let (classes, _) = self.store.slab_classes();
         classes
             .iter()
-            .enumerate()
-            .map(|(i, c)| (format!("items:{}:number", i + 1), c.used_chunks.to_string()))
+            .map(|c| (format!("items:{}:number", c.id), c.used_chunks.to_string()))
             .collect()
     }
 

@@ -64,13 +64,18 @@ async fn libmemcached_memcapable_ascii_passes() -> R {
 }
 
 /// libmemcached's `memcdump` lists every key (through `stats items` and `stats cachedump`), placeholders
-/// left out. Before session 32 cachedump answered `ERROR` and memcdump failed ("Failed to dump keys").
+/// left out, also when the values have 200 sizes from 100 B to 20 kB, one above half a page
+/// (600 kB) and one of 1 byte. Before session 32 cachedump answered `ERROR` and memcdump failed
+/// ("Failed to dump keys"); before session 34 `stats items` numbered each chunk size in use, up to
+/// 255 of them, and memcdump (which asks about ids 1 to 63 only) listed 63 of such 200 keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libmemcached_memcdump_lists_the_keys() -> R {
     let s = TestServer::start().await;
     let mut c = s.client().await;
-    for (key, len) in [("alpha", 1), ("beta", 2_000), ("gamma", 70_000)] {
-        c.expect(&common::set_request(key, len), b"STORED\r\n")
+    let mut sizes: Vec<(String, usize)> = (1..=200).map(|i| (format!("k{i}"), i * 100)).collect();
+    sizes.extend([("alpha".into(), 1), ("huge".into(), 600_000)]);
+    for (key, len) in &sizes {
+        c.expect(&common::set_request(key, *len), b"STORED\r\n")
             .await;
     }
     c.expect(b"mg lease N30\r\n", b"HD W\r\n").await;
@@ -80,7 +85,9 @@ async fn libmemcached_memcdump_lists_the_keys() -> R {
     assert!(ok, "memcdump failed:\n{out}");
     let mut keys: Vec<&str> = out.lines().collect();
     keys.sort();
-    assert_eq!(keys, ["alpha", "beta", "gamma"], "{out}");
+    let mut want: Vec<&str> = sizes.iter().map(|(key, _)| key.as_str()).collect();
+    want.sort();
+    assert_eq!(keys, want, "{} of {} keys listed", keys.len(), want.len());
     s.stop().await;
     Ok(())
 }

@@ -2613,7 +2613,7 @@ async fn stats_cachedump_lists_a_classes_items() -> R {
     let b_expires = s.clock.unix_now() + 100;
     let mut all = Vec::new();
     let mut fullest = (0, 0);
-    for class in 1..=c.stats("items").await.len() {
+    for class in common::item_class_ids(&c.stats("items").await) {
         let lines = dump(&mut c, format!("stats cachedump {class} 0\r\n").as_bytes()).await;
         fullest = fullest.max((lines.len(), class));
         all.extend(lines);
@@ -2632,7 +2632,12 @@ async fn stats_cachedump_lists_a_classes_items() -> R {
     assert_eq!(listed, 2, "a and b share a class");
     let limited = dump(&mut c, format!("stats cachedump {class} 1\r\n").as_bytes()).await;
     assert_eq!(limited.len(), 1, "{limited:?}");
-    assert!(dump(&mut c, b"stats cachedump 999 0\r\n").await.is_empty());
+    assert!(dump(&mut c, b"stats cachedump 63 0\r\n").await.is_empty());
+    c.expect(
+        b"stats cachedump 64 0\r\n",
+        b"CLIENT_ERROR Illegal slab id\r\n",
+    )
+    .await;
     c.expect(
         b"stats cachedump 1\r\n",
         b"CLIENT_ERROR bad command line\r\n",
@@ -2674,8 +2679,10 @@ async fn stats_slabs_and_items_show_the_size_classes() -> R {
             .unwrap_or_else(|| panic!("no {name} in {slabs:?}"))
     };
     assert_eq!(get("active_slabs"), 2, "{slabs:?}");
-    assert!(get("total_malloced") >= get("1:total_pages") * get("1:chunks_per_page"));
-    for (id, len, items) in [(1, 100, 3), (2, 5000, 2)] {
+    // memcached's ids for its classes of 152 and 5,680 bytes, which hold such items.
+    let (small, large) = (3, 19);
+    assert!(get("total_malloced") >= get("3:total_pages") * get("3:chunks_per_page"));
+    for (id, len, items) in [(small, 100, 3), (large, 5000, 2)] {
         let chunk = get(&format!("{id}:chunk_size"));
         assert!(
             chunk >= len + 2 && chunk < 2 * len + 64,
@@ -2697,8 +2704,8 @@ async fn stats_slabs_and_items_show_the_size_classes() -> R {
     assert_eq!(
         items,
         vec![
-            ("items:1:number".to_string(), "3".to_string()),
-            ("items:2:number".to_string(), "2".to_string())
+            (format!("items:{small}:number"), "3".to_string()),
+            (format!("items:{large}:number"), "2".to_string())
         ]
     );
     c.expect(b"stats sizes\r\n", b"END\r\n").await;

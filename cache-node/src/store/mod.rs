@@ -349,13 +349,54 @@ impl<'a> NewItem<'a> {
     }
 }
 
-/// One size class of the arenas, summed over the shards (memcached's `stats slabs` fields).
+/// The largest class id [`class_id`] gives: memcached's `MAX_NUMBER_OF_SLAB_CLASSES - 1`, the
+/// largest id key-listing tools ask `stats cachedump` about (libmemcached's `memcdump` stops there).
+pub const MAX_CLASS_ID: u32 = 63;
+
+/// The chunk size of each class id (index 0 is id 1) below [`MAX_CLASS_ID`], which takes every
+/// larger chunk: memcached 1.6's default classes (`-n 48 -f 1.25`, 1 MiB pages: 96, 120, 152, ...
+/// 394,840, then 524,288 for id 39), continued at the same factor for items above half a page.
+const CLASS_CHUNK_SIZES: [u32; MAX_CLASS_ID as usize - 1] = {
+    const HALF_PAGE: u64 = 512 << 10;
+    let mut sizes = [0u32; MAX_CLASS_ID as usize - 1];
+    let (mut size, mut i) = (96u64, 0);
+    while i < sizes.len() {
+        sizes[i] = size as u32;
+        // memcached: `size *= factor` on the previous (aligned) size, truncated, then 8-aligned;
+        // the last class below half a page jumps to half a page.
+        let next = (size * 5 / 4).next_multiple_of(8);
+        size = if size < HALF_PAGE && next * 5 / 4 > HALF_PAGE {
+            HALF_PAGE
+        } else {
+            next
+        };
+        i += 1;
+    }
+    sizes
+};
+
+/// The id `stats slabs`, `stats items`, `stats cachedump` and `lru_crawler metadump` give the
+/// chunks of `chunk_size` bytes: memcached's id for the smallest of its default classes that holds
+/// such a chunk, 1 to [`MAX_CLASS_ID`]. The arenas make a class for each chunk size in use (up to
+/// 255 of them, finely spaced); numbering them in order would give ids beyond what tools ask
+/// about (memcdump listed 63 of 200 keys of distinct sizes) and ids that shift as sizes come and
+/// go, so the classes are reported grouped under memcached's stable ids.
+pub fn class_id(chunk_size: u32) -> u32 {
+    let below = CLASS_CHUNK_SIZES.partition_point(|&size| size < chunk_size);
+    below as u32 + 1
+}
+
+/// One reported size class ([`class_id`]) of the arenas, summed over the shards and over the
+/// arenas' own classes it groups (memcached's `stats slabs` fields).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SlabClass {
-    /// Bytes per chunk: an item takes one of its own size class, or a larger one when its class has
-    /// none free (up to 25% larger; compaction may move it into one up to twice its size).
+    /// The class's [`class_id`].
+    pub id: u32,
+    /// Bytes per chunk, the largest among the chunk sizes the class groups: an item takes one of
+    /// its own size, or a larger one when its size has none free (up to 25% larger; compaction may
+    /// move it into one up to twice its size).
     pub chunk_size: u32,
-    /// Chunks a page of this class holds.
+    /// Chunks a page of this class holds (the most of any page it groups).
     pub chunks_per_page: u32,
     /// Pages mapped for it.
     pub total_pages: u64,
@@ -851,14 +892,14 @@ impl Store {
             .min(slab::MAX_VALUE_LEN)
     }
 
-    /// Walks the items whose chunks are `chunk_size` bytes (a size class as [`Store::slab_classes`]
-    /// lists it) for memcached's `stats cachedump`: `f(key, value length, exptime)` for each live
-    /// item, expired ones and lease placeholders left out, until it returns false. One shard is
-    /// locked at a time; items stored meanwhile may or may not be seen.
-    pub fn for_each_in_class(&self, chunk_size: u32, mut f: impl FnMut(&[u8], usize, u32) -> bool) {
+    /// Walks the items of class `id` (as [`class_id`] numbers them) for memcached's `stats
+    /// cachedump`: `f(key, value length, exptime)` for each live item, expired ones and lease
+    /// placeholders left out, until it returns false. One shard is locked at a time; items stored
+    /// meanwhile may or may not be seen.
+    pub fn for_each_in_class(&self, id: u32, mut f: impl FnMut(&[u8], usize, u32) -> bool) {
         let now = self.clock.now();
         for i in 0..self.shards.len() {
-            if !self.lock_shard(i, now).visit_class(chunk_size, now, &mut f) {
+            if !self.lock_shard(i, now).visit_class(id, now, &mut f) {
                 return;
             }
         }
@@ -878,6 +919,31 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Class ids are memcached 1.6's for its default classes (the sizes `memcached -vv` prints),
+    /// continued above half a page, and every chunk size gets one of 1..=63.
+    #[test]
+    fn class_ids_follow_memcacheds_default_classes() {
+        let memcached: [u32; 39] = [
+            96, 120, 152, 192, 240, 304, 384, 480, 600, 752, 944, 1184, 1480, 1856, 2320, 2904,
+            3632, 4544, 5680, 7104, 8880, 11104, 13880, 17352, 21696, 27120, 33904, 42384, 52984,
+            66232, 82792, 103496, 129376, 161720, 202152, 252696, 315872, 394840, 524288,
+        ];
+        for (i, &size) in memcached.iter().enumerate() {
+            let id = i as u32 + 1;
+            assert_eq!(class_id(size), id, "{size}");
+            assert_eq!(class_id(size + 1), id + 1, "{size} + 1");
+        }
+        assert_eq!(class_id(1), 1);
+        assert_eq!(class_id(655_360), 40);
+        assert_eq!(class_id(u32::MAX), MAX_CLASS_ID);
+        let mut last = 1;
+        for chunk in (1..=u32::MAX).step_by(99_991) {
+            let id = class_id(chunk);
+            assert!(id >= last && id <= MAX_CLASS_ID, "{chunk}: {id}");
+            last = id;
+        }
+    }
 
     #[test]
     fn store_is_send_and_sync() {

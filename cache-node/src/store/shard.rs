@@ -1236,17 +1236,17 @@ impl Shard {
         }
     }
 
-    /// Calls `f(key, value length, exptime)` for the live items in the size class of `chunk`-byte
-    /// chunks, expired ones and lease placeholders left out, until it returns false; returns false
-    /// if it did.
+    /// Calls `f(key, value length, exptime)` for the live items in reported class `id`
+    /// ([`super::class_id`]), expired ones and lease placeholders left out, until it returns false;
+    /// returns false if it did.
     pub(crate) fn visit_class(
         &mut self,
-        chunk: u32,
+        id: u32,
         now: u32,
         f: &mut impl FnMut(&[u8], usize, u32) -> bool,
     ) -> bool {
         let mut locs = std::mem::take(&mut self.scratch);
-        let pages: Vec<usize> = self.slab.pages_of_class(chunk).collect();
+        let pages: Vec<usize> = self.slab.pages_of_class(id).collect();
         let mut going = true;
         'pages: for pid in pages {
             self.slab.live_in_page(pid, &mut locs);

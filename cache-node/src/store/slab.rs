@@ -916,29 +916,30 @@ impl Slab {
         (end < page.hwm).then_some(end)
     }
 
-    /// Ids of the pages whose chunks are `chunk` bytes (one size class, as
-    /// [`Slab::add_class_usage`] lists them).
-    pub(crate) fn pages_of_class(&self, chunk: u32) -> impl Iterator<Item = usize> + '_ {
+    /// Ids of the pages in reported class `id` (as [`Slab::add_class_usage`] lists them).
+    pub(crate) fn pages_of_class(&self, id: u32) -> impl Iterator<Item = usize> + '_ {
         self.pages
             .iter()
             .enumerate()
-            .filter(move |(_, p)| !p.ptr.is_null() && p.chunk == chunk)
+            .filter(move |(_, p)| !p.ptr.is_null() && super::class_id(p.chunk) == id)
             .map(|(pid, _)| pid)
     }
 
-    /// Adds this arena's pages to `classes`, by chunk size. A dedicated mapping is a page of one
-    /// chunk, its size above every shared class's, so mappings of one size make a class of their
-    /// own (memcached puts such items in its largest classes): `stats items` and `stats cachedump`
-    /// then see every item.
+    /// Adds this arena's pages to `classes`, by reported class id ([`super::class_id`], which groups
+    /// chunk sizes). A dedicated mapping is a page of one chunk, its size above every shared
+    /// class's, so it lands in the class of its size (memcached puts such items in its largest
+    /// classes): `stats items` and `stats cachedump` see every item.
     pub(crate) fn add_class_usage(&self, classes: &mut BTreeMap<u32, super::SlabClass>) {
         for page in &self.pages {
             if page.ptr.is_null() {
                 continue;
             }
-            let class = classes.entry(page.chunk).or_insert(super::SlabClass {
-                chunk_size: page.chunk,
+            let id = super::class_id(page.chunk);
+            let class = classes.entry(id).or_insert(super::SlabClass {
+                id,
                 ..super::SlabClass::default()
             });
+            class.chunk_size = class.chunk_size.max(page.chunk);
             class.chunks_per_page = class.chunks_per_page.max(page.cap);
             class.total_pages += 1;
             class.total_chunks += u64::from(page.cap);

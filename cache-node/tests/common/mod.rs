@@ -38,6 +38,20 @@ pub fn set_request(key: &str, len: usize) -> Vec<u8> {
     set
 }
 
+/// The class ids `stats items` lists (`items:ID:number`), in order: what key-listing tools then ask
+/// `stats cachedump` about.
+pub fn item_class_ids(items: &[(String, String)]) -> Vec<u32> {
+    items
+        .iter()
+        .filter_map(|(name, _)| {
+            name.strip_prefix("items:")?
+                .strip_suffix(":number")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// A xorshift64 generator from `seed` (any value, 0 included): the request mixes of the concurrency
 /// tests, which need variety between tasks, not statistical quality.
 pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
