@@ -27,7 +27,7 @@ use crate::protocol::{
 };
 use crate::server::{Node, MAX_BATCH_REPLY_BYTES, MAX_KEPT_BUFFER_BYTES};
 use crate::stats::Counters;
-use crate::store::{Entry, ItemMeta, NewItem, Store, StoreError, MAX_CLASS_ID};
+use crate::store::{Entry, ItemCursor, ItemMeta, NewItem, Store, StoreError, MAX_CLASS_ID};
 
 /// The version this server reports (memcached-shaped, so clients that parse it are happy).
 pub const VERSION: &str = concat!("1.6.0-cache-node-", env!("CARGO_PKG_VERSION"));
@@ -120,6 +120,9 @@ pub struct Session<'n> {
     /// Keys of the current multi-get already answered when it returned [`Flow::Unfinished`]; 0 between
     /// requests.
     get_resume_at: usize,
+    /// Where the current `lru_crawler metadump` resumes when it returned [`Flow::Unfinished`];
+    /// None between requests.
+    metadump_resume_at: Option<ItemCursor>,
 }
 
 enum StoreOutcome {
@@ -139,6 +142,7 @@ impl<'n> Session<'n> {
             counters: Counters::default(),
             scratch: Vec::new(),
             get_resume_at: 0,
+            metadump_resume_at: None,
         }
     }
 
@@ -249,6 +253,7 @@ impl<'n> Session<'n> {
                     out.put_slice(reply::OK);
                 }
             }
+            Request::LruCrawlerMetadump { classes } => return self.metadump(classes, out),
             Request::Quit => return Flow::Close,
             Request::MetaNoop => out.put_slice(reply::MN),
             Request::LeaseGet { key } => self.lease_get(key, out),
@@ -1313,29 +1318,92 @@ impl<'n> Session<'n> {
             out.put_slice(b"CLIENT_ERROR Illegal slab id\r\n");
             return;
         };
-        let clock = self.node.store.clock();
-        let unix_offset = clock.unix_now().saturating_sub(u64::from(clock.now()));
+        let unix_offset = self.unix_offset();
         let limit = if limit == 0 { u64::MAX } else { limit };
         let (start, mut listed) = (out.len(), 0u64);
-        self.node
-            .store
-            .for_each_in_class(class, |key, value_len, exptime| {
-                let expires = if exptime == 0 {
-                    0
-                } else {
-                    unix_offset + u64::from(exptime)
+        let from = ItemCursor::default();
+        self.node.store.visit_items(
+            from,
+            |id| id == class,
+            |item| {
+                let expires = match item.meta.exptime {
+                    0 => 0,
+                    exptime => unix_offset + u64::from(exptime),
                 };
-                let line = format!(" [{value_len} b; {expires} s]\r\n");
-                if out.len() - start + 5 + key.len() + line.len() > MAX_DUMP_BYTES {
+                let line = format!(" [{} b; {expires} s]\r\n", item.value_len);
+                if out.len() - start + 5 + item.key.len() + line.len() > MAX_DUMP_BYTES {
                     return false;
                 }
                 out.put_slice(b"ITEM ");
-                out.put_slice(key);
+                out.put_slice(item.key);
                 out.put_slice(line.as_bytes());
                 listed += 1;
                 listed < limit
-            });
+            },
+        );
         out.put_slice(reply::END);
+    }
+
+    /// Seconds to add to a clock second to make it a Unix time.
+    fn unix_offset(&self) -> u64 {
+        let clock = self.node.store.clock();
+        clock.unix_now().saturating_sub(u64::from(clock.now()))
+    }
+
+    /// memcached's `lru_crawler metadump all|hash|ID[,ID...]`: a line per item of those classes,
+    /// `key=K exp=E la=L cas=C fetch=yes|no cls=ID size=N` ending in a bare `\n`, K URL-encoded,
+    /// E the Unix expiry (-1: none), L the Unix time of the last access, N the bytes the item takes
+    /// here (memcached's header differs), then `END`; `BADCLASS invalid class id` for an id outside
+    /// 1 to 63 (all as memcached 1.6.18). `memcached-tool HOST dump|keys` read it. Every item is
+    /// listed, however many: the reply goes out in batches of about [`MAX_BATCH_REPLY_BYTES`]
+    /// ([`Flow::Unfinished`]), the walk resuming where the last batch stopped (memcached's crawler
+    /// likewise streams from a walk, not a snapshot). Lease placeholders are left out, as in
+    /// `stats cachedump`.
+    fn metadump(&mut self, classes: &[u8], out: &mut BytesMut) -> Flow {
+        let mut wanted = [false; MAX_CLASS_ID as usize + 1];
+        if classes == b"all" || classes == b"hash" {
+            wanted[1..].fill(true);
+        } else {
+            for id in classes.split(|&b| b == b',') {
+                match parse_u64(id) {
+                    Some(id @ 1..=63) => wanted[id as usize] = true,
+                    _ => {
+                        self.counters.protocol_errors += 1;
+                        out.put_slice(b"BADCLASS invalid class id\r\n");
+                        return Flow::Continue;
+                    }
+                }
+            }
+        }
+        let unix_offset = self.unix_offset();
+        let from = self.metadump_resume_at.take().unwrap_or_default();
+        let resume = self.node.store.visit_items(
+            from,
+            |id| wanted[id as usize],
+            |item| {
+                out.put_slice(b"key=");
+                uri_encode(item.key, out);
+                let meta = &item.meta;
+                let expires = match meta.exptime {
+                    0 => -1,
+                    exptime => (unix_offset + u64::from(exptime)) as i64,
+                };
+                let last_access = unix_offset + u64::from(meta.last_access);
+                let fetched = if meta.fetched { "yes" } else { "no" };
+                let line = format!(
+                    " exp={expires} la={last_access} cas={} fetch={fetched} cls={} size={}\n",
+                    meta.cas, item.class, item.size
+                );
+                out.put_slice(line.as_bytes());
+                out.len() < MAX_BATCH_REPLY_BYTES
+            },
+        );
+        if resume.is_some() {
+            self.metadump_resume_at = resume;
+            return Flow::Unfinished;
+        }
+        out.put_slice(reply::END);
+        Flow::Continue
     }
 
     /// Drops the append/prepend scratch buffer if a large value grew it, so an idle connection does not
@@ -1349,6 +1417,19 @@ impl<'n> Session<'n> {
     /// Adds this session's counters into the node's.
     pub fn flush_counters(&mut self) {
         self.node.counters.current().drain_from(&mut self.counters);
+    }
+}
+
+/// `key` as memcached's `uriencode` writes it (metadump): bytes other than letters, digits and
+/// `-._~` as `%XX`.
+fn uri_encode(key: &[u8], out: &mut BytesMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in key {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.put_u8(b);
+        } else {
+            out.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
     }
 }
 

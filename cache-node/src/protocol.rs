@@ -5,7 +5,7 @@
 //! responses; the router does both sides).
 //!
 //! Covered: the text protocol (get, gets, gat, gats, set, add, replace, append, prepend, cas, delete, incr,
-//! decr, touch, flush_all, stats, version, verbosity, quit), the meta protocol of memcached 1.6 (mg, ms, md,
+//! decr, touch, flush_all, stats, version, verbosity, lru_crawler metadump, quit), the meta protocol of memcached 1.6 (mg, ms, md,
 //! ma, mn, me) and mcrouter's lease dialect (lease-get, lease-set).
 //!
 //! Parsing is check-then-parse in one pass: [`parse_request`] returns [`Parsed::Incomplete`] when the buffer
@@ -519,6 +519,13 @@ pub enum Request<'a> {
     Verbosity {
         /// `noreply`.
         noreply: bool,
+    },
+    /// `lru_crawler metadump all|hash|ID[,ID...]` (memcached 1.6): a line of metadata per item
+    /// of those classes. memcached's other `lru_crawler` subcommands are not taken (`ERROR`).
+    LruCrawlerMetadump {
+        /// `all`, `hash` or a comma-separated list of class ids, as sent (checked on execution,
+        /// as memcached answers a bad one `BADCLASS`).
+        classes: &'a [u8],
     },
     /// `quit`: close the connection.
     Quit,
@@ -1125,6 +1132,14 @@ fn parse_command<'a>(
                 consumed: line_len,
             }
         }
+        b"lru_crawler" => match (tokens.next(), tokens.next(), tokens.next()) {
+            (Some(b"metadump"), Some(classes), None) => Parsed::Request {
+                request: Request::LruCrawlerMetadump { classes },
+                consumed: line_len,
+            },
+            // As memcached 1.6.18: a missing or extra token, or an unknown subcommand.
+            _ => err(ProtocolError::UnknownCommand, line_len),
+        },
         b"quit" => Parsed::Request {
             request: Request::Quit,
             consumed: line_len,
@@ -1617,6 +1632,7 @@ impl<'a> Request<'a> {
             | Request::Stats { .. }
             | Request::Version
             | Request::Verbosity { .. }
+            | Request::LruCrawlerMetadump { .. }
             | Request::Quit
             | Request::MetaNoop => None,
         }
@@ -1765,6 +1781,11 @@ impl<'a> Request<'a> {
             Request::Verbosity { noreply: nr } => {
                 out.put_slice(b"verbosity 1");
                 noreply(out, nr);
+                out.put_slice(b"\r\n");
+            }
+            Request::LruCrawlerMetadump { classes } => {
+                out.put_slice(b"lru_crawler metadump ");
+                out.put_slice(classes);
                 out.put_slice(b"\r\n");
             }
             Request::Quit => out.put_slice(b"quit\r\n"),

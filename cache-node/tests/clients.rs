@@ -92,6 +92,74 @@ async fn libmemcached_memcdump_lists_the_keys() -> R {
     Ok(())
 }
 
+/// memcached's own `memcached-tool HOST dump` and `HOST keys` (which read `lru_crawler metadump all`,
+/// then `get` each key) give what they give against memcached for the same items: 300 keys, some
+/// with client flags, an absolute expiry, or bytes the metadump URL-encodes. Before session 34
+/// cache-node answered `ERROR` to the metadump and memcached-tool waited for its END forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_tool_dump_and_keys_match_memcacheds() -> R {
+    const TOOL: &str = "/usr/share/memcached/scripts/memcached-tool";
+    let hint = "run scripts/setup (Debian packages memcached and perl)";
+    let mut requests = Vec::new();
+    for i in 0..300 {
+        let key = match i % 3 {
+            0 => format!("plain{i}"),
+            1 => format!("odd%{i}\u{e9}:/+"),
+            _ => format!("k{i}"),
+        };
+        let (flags, exptime) = if i % 5 == 0 {
+            (i, 2_000_000_000)
+        } else {
+            (0, 0)
+        };
+        let value = format!("{i}").repeat(i % 40 + 1);
+        requests.extend_from_slice(
+            format!("set {key} {flags} {exptime} {}\r\n{value}\r\n", value.len()).as_bytes(),
+        );
+    }
+    // The dump's `add` records, sorted (memcached-tool prints them in Perl's hash order).
+    let dump = async |port: u16| -> Vec<String> {
+        let host = format!("127.0.0.1:{port}");
+        let (ok, out) = run_client("perl", &[TOOL, &host, "dump"], hint).await;
+        assert!(ok, "memcached-tool dump failed:\n{out}");
+        // stdout's records, then stderr's "Dumping memcache contents" line.
+        let lines: Vec<&str> = out
+            .split("\r\n")
+            .filter(|l| !l.is_empty() && !l.starts_with("Dumping memcache contents"))
+            .collect();
+        let mut records: Vec<String> = lines.chunks(2).map(|pair| pair.join(" | ")).collect();
+        records.sort();
+        records
+    };
+    let keys = async |port: u16| -> Vec<String> {
+        let host = format!("127.0.0.1:{port}");
+        let (ok, out) = run_client("perl", &[TOOL, &host, "keys"], hint).await;
+        assert!(ok, "memcached-tool keys failed:\n{out}");
+        let mut keys: Vec<String> = out
+            .lines()
+            .filter_map(|l| Some(l.strip_prefix("key=")?.split(' ').next()?.to_string()))
+            .collect();
+        keys.sort();
+        keys
+    };
+    let memcached = Memcached::start();
+    let mut c = common::Client::connect(([127, 0, 0, 1], memcached.port).into()).await;
+    c.send(&requests).await;
+    c.expect_reply(&b"STORED\r\n".repeat(300)).await;
+    let (want_dump, want_keys) = (dump(memcached.port).await, keys(memcached.port).await);
+    assert_eq!(want_dump.len(), 300, "{:?}", want_dump.first());
+    assert_eq!(want_keys.len(), 300, "{:?}", want_keys.first());
+
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.send(&requests).await;
+    c.expect_reply(&b"STORED\r\n".repeat(300)).await;
+    assert_eq!(dump(s.addr.port()).await, want_dump);
+    assert_eq!(keys(s.addr.port()).await, want_keys);
+    s.stop().await;
+    Ok(())
+}
+
 /// Runs one of the Python client scripts in `tests/clients` against `port` with Debian's interpreter (where
 /// Debian's client packages are installed); fails saying what to install if `module` is missing.
 async fn run_python_client(script: &str, module: &str, port: u16) -> (bool, String) {

@@ -2652,6 +2652,126 @@ async fn stats_cachedump_lists_a_classes_items() -> R {
     Ok(())
 }
 
+/// Reads up to and including the `END\r\n` that closes a metadump (its item lines end in a bare
+/// `\n`, as memcached's), returning what came before `END`.
+async fn read_metadump(c: &mut Client) -> String {
+    let mut text = Vec::new();
+    while !text.ends_with(b"END\r\n") {
+        text.extend(c.read_some().await);
+    }
+    text.truncate(text.len() - 5);
+    String::from_utf8(text).expect("metadump lines are ASCII")
+}
+
+/// `lru_crawler metadump all|hash|IDS` lists every item as memcached 1.6.18 does (`key=K exp=E la=L
+/// cas=C fetch=yes|no cls=ID size=N`, K URL-encoded, E -1 or the Unix expiry, L the Unix time of
+/// the last access), lease placeholders and expired items left out; a bad class id is `BADCLASS
+/// invalid class id` and other forms `ERROR`, as memcached answers them. `memcached-tool HOST
+/// dump|keys` read it; before session 34 it was `ERROR`, and memcached-tool waited forever for END.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lru_crawler_metadump_lists_items_as_memcached() -> R {
+    use cache_node::clock::Clock;
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    c.expect(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n").await;
+    c.send(b"ms b%c\xc3\xa9 3 F5 T100 c\r\nxyz\r\n").await;
+    let b_cas: u64 = c.line().await.trim_start_matches("HD c").parse()?;
+    c.expect(b"set gone 0 -1 1\r\n1\r\n", b"STORED\r\n").await;
+    c.expect(b"mg lease N30\r\n", b"HD W\r\n").await;
+    let stored_at = s.clock.unix_now();
+    s.clock.advance(7);
+    c.send(b"gets a\r\n").await;
+    let a_cas: u64 = c.line().await.rsplit(' ').next().unwrap().parse()?;
+    assert_eq!(c.line().await, "1");
+    assert_eq!(c.line().await, "END");
+    // The bytes each takes here: a 29-byte header, 4 for client flags if any, key and value.
+    let want = [
+        format!(
+            "key=a exp=-1 la={} cas={a_cas} fetch=yes cls=1 size={}",
+            stored_at + 7,
+            29 + 1 + 1
+        ),
+        format!(
+            "key=b%25c%C3%A9 exp={} la={stored_at} cas={b_cas} fetch=no cls=1 size={}",
+            stored_at + 100,
+            29 + 4 + 5 + 3
+        ),
+    ];
+    for request in [
+        "lru_crawler metadump all",
+        "lru_crawler metadump hash",
+        "lru_crawler metadump 1",
+        "lru_crawler metadump 2,1",
+    ] {
+        c.send(format!("{request}\r\n").as_bytes()).await;
+        let mut lines: Vec<String> = read_metadump(&mut c)
+            .await
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        assert_eq!(lines, want, "{request}");
+    }
+    c.send(b"lru_crawler metadump 2\r\n").await;
+    assert_eq!(read_metadump(&mut c).await, "");
+    for bad in [&b"0"[..], b"64", b"x", b"1,x", b"1,,2"] {
+        let mut request = b"lru_crawler metadump ".to_vec();
+        request.extend_from_slice(bad);
+        request.extend_from_slice(b"\r\n");
+        c.expect(&request, b"BADCLASS invalid class id\r\n").await;
+    }
+    for unknown in [
+        &b"lru_crawler\r\n"[..],
+        b"lru_crawler metadump\r\n",
+        b"lru_crawler metadump all extra\r\n",
+        b"lru_crawler foo\r\n",
+    ] {
+        c.expect(unknown, b"ERROR\r\n").await;
+    }
+    s.stop().await;
+    Ok(())
+}
+
+/// A metadump of more items than one reply batch lists each exactly once, in batches, and the
+/// request pipelined after it is answered after its `END`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lru_crawler_metadump_of_many_items_lists_each_once() -> R {
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    let count = 5_000;
+    c.send(&noreply_sets("item", count, &[b'v'; 100])).await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+    c.send(b"lru_crawler metadump all\r\nversion\r\n").await;
+    let mut text = Vec::new();
+    while !(text.ends_with(b"\r\n") && text.windows(6).any(|w| w == b"\nEND\r\n")) {
+        text.extend(c.read_some().await);
+    }
+    let text = String::from_utf8(text)?;
+    let (dump, version) = text.rsplit_once("END\r\n").unwrap();
+    assert!(version.starts_with("VERSION "), "{version}");
+    assert!(
+        dump.len() > 4 * cache_node::server::MAX_BATCH_REPLY_BYTES,
+        "{}",
+        dump.len()
+    );
+    let mut keys: Vec<&str> = dump
+        .lines()
+        .map(|line| {
+            line.strip_prefix("key=")
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), count);
+    assert_eq!(dump.lines().count(), count, "an item listed twice");
+    s.stop().await;
+    Ok(())
+}
+
 /// `stats slabs` and `stats items` describe the size classes in use, as memcached's do: three items
 /// of 100 bytes and two of 5,000 take two classes, each with chunks at least as large as its items,
 /// pages whose chunks add up, and used chunks and item counts that match what was stored. Before,

@@ -410,6 +410,32 @@ pub struct SlabClass {
     pub free_chunks_end: u64,
 }
 
+/// A live item as [`Store::visit_items`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemSummary<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The value's length.
+    pub value_len: usize,
+    /// Expiry, CAS, last access, fetched.
+    pub meta: ItemMeta,
+    /// Its class ([`class_id`]).
+    pub class: u32,
+    /// Bytes it takes in its chunk: header, client flags if any, key and value.
+    pub size: usize,
+}
+
+/// Where a [`Store::visit_items`] walk resumes: a chunk of a shard's page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItemCursor {
+    /// The shard.
+    shard: usize,
+    /// The page in that shard.
+    page: usize,
+    /// The chunk in that page.
+    chunk: u32,
+}
+
 /// Counters, named after memcached's `stats` fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -892,17 +918,34 @@ impl Store {
             .min(slab::MAX_VALUE_LEN)
     }
 
-    /// Walks the items of class `id` (as [`class_id`] numbers them) for memcached's `stats
-    /// cachedump`: `f(key, value length, exptime)` for each live item, expired ones and lease
-    /// placeholders left out, until it returns false. One shard is locked at a time; items stored
-    /// meanwhile may or may not be seen.
-    pub fn for_each_in_class(&self, id: u32, mut f: impl FnMut(&[u8], usize, u32) -> bool) {
+    /// Walks the live items, expired ones and lease placeholders left out, of the classes
+    /// ([`class_id`]) `wanted` takes, from `from` on (`ItemCursor::default()`: the start), calling
+    /// `f` for each until it returns false; then returns where a later call resumes, just after
+    /// that item (`None`: the walk is done). For memcached's `stats cachedump` and `lru_crawler
+    /// metadump`. Items are walked by shard and page, not in LRU order; one shard is locked at a
+    /// time, and items stored, moved or removed meanwhile may or may not be seen (as with
+    /// memcached's crawler).
+    pub fn visit_items(
+        &self,
+        from: ItemCursor,
+        wanted: impl Fn(u32) -> bool,
+        mut f: impl FnMut(&ItemSummary<'_>) -> bool,
+    ) -> Option<ItemCursor> {
         let now = self.clock.now();
-        for i in 0..self.shards.len() {
-            if !self.lock_shard(i, now).visit_class(id, now, &mut f) {
-                return;
+        for shard in from.shard..self.shards.len() {
+            let start = if shard == from.shard {
+                (from.page, from.chunk)
+            } else {
+                (0, 0)
+            };
+            let resume = self
+                .lock_shard(shard, now)
+                .visit_items(start, now, &wanted, &mut f);
+            if let Some((page, chunk)) = resume {
+                return Some(ItemCursor { shard, page, chunk });
             }
         }
+        None
     }
 
     /// Number of shards actually used.

@@ -22,7 +22,7 @@ use super::ghost::{GhostFound, GhostHit, Ghosts};
 use super::index::Index;
 use super::sketch::Sketch;
 use super::slab::*;
-use super::{ItemMeta, MetaUpdate, StoreError, WindowAdaptation};
+use super::{ItemMeta, ItemSummary, MetaUpdate, StoreError, WindowAdaptation};
 
 pub(crate) const WINDOW: u8 = 0;
 pub(crate) const PROBATION: u8 = 1;
@@ -1236,33 +1236,49 @@ impl Shard {
         }
     }
 
-    /// Calls `f(key, value length, exptime)` for the live items in reported class `id`
-    /// ([`super::class_id`]), expired ones and lease placeholders left out, until it returns false;
-    /// returns false if it did.
-    pub(crate) fn visit_class(
+    /// Calls `f` for the live items from chunk `from.1` of page `from.0` on, in pages whose
+    /// reported class ([`super::class_id`]) `wanted` takes, expired ones and lease placeholders left
+    /// out, until it returns false; then returns the (page, chunk) just after that item, where a
+    /// later call resumes. `None`: the walk reached the shard's end.
+    pub(crate) fn visit_items(
         &mut self,
-        id: u32,
+        from: (usize, u32),
         now: u32,
-        f: &mut impl FnMut(&[u8], usize, u32) -> bool,
-    ) -> bool {
+        wanted: &impl Fn(u32) -> bool,
+        f: &mut impl FnMut(&ItemSummary<'_>) -> bool,
+    ) -> Option<(usize, u32)> {
+        /// Chunks looked at per step, so a page of small items is not collected all at once.
+        const STEP_CHUNKS: usize = 1024;
         let mut locs = std::mem::take(&mut self.scratch);
-        let pages: Vec<usize> = self.slab.pages_of_class(id).collect();
-        let mut going = true;
-        'pages: for pid in pages {
-            self.slab.live_in_page(pid, &mut locs);
-            for &loc in &locs {
-                let exptime = self.slab.get_u32(loc, OFF_EXPTIME);
-                if is_expired(exptime, now) || self.is_placeholder(loc) {
-                    continue;
-                }
-                if !f(self.slab.key(loc), self.slab.value(loc).len(), exptime) {
-                    going = false;
-                    break 'pages;
+        let mut resume = None;
+        'pages: for pid in from.0..self.slab.page_count() {
+            if !self.slab.page_class(pid).is_some_and(wanted) {
+                continue;
+            }
+            let mut next = Some(if pid == from.0 { from.1 } else { 0 });
+            while let Some(chunk) = next {
+                next = self.slab.live_in_range(pid, chunk, STEP_CHUNKS, &mut locs);
+                for &loc in &locs {
+                    let meta = self.meta(loc);
+                    if is_expired(meta.exptime, now) || meta.placeholder {
+                        continue;
+                    }
+                    let item = ItemSummary {
+                        key: self.slab.key(loc),
+                        value_len: self.slab.value(loc).len(),
+                        meta,
+                        class: super::class_id(self.slab.chunk_len(loc) as u32),
+                        size: self.slab.item_len(loc),
+                    };
+                    if !f(&item) {
+                        resume = Some((pid, Slab::chunk_index(loc) + 1));
+                        break 'pages;
+                    }
                 }
             }
         }
         self.scratch = locs;
-        going
+        resume
     }
 
     // ---- expiry / flush ----

@@ -916,15 +916,6 @@ impl Slab {
         (end < page.hwm).then_some(end)
     }
 
-    /// Ids of the pages in reported class `id` (as [`Slab::add_class_usage`] lists them).
-    pub(crate) fn pages_of_class(&self, id: u32) -> impl Iterator<Item = usize> + '_ {
-        self.pages
-            .iter()
-            .enumerate()
-            .filter(move |(_, p)| !p.ptr.is_null() && super::class_id(p.chunk) == id)
-            .map(|(pid, _)| pid)
-    }
-
     /// Adds this arena's pages to `classes`, by reported class id ([`super::class_id`], which groups
     /// chunk sizes). A dedicated mapping is a page of one chunk, its size above every shared
     /// class's, so it lands in the class of its size (memcached puts such items in its largest
@@ -1036,6 +1027,17 @@ impl Slab {
     /// Page id of a locator.
     pub(crate) fn page_of(loc: u32) -> usize {
         Self::split(loc).0
+    }
+
+    /// The index of chunk `loc` in its page.
+    pub(crate) fn chunk_index(loc: u32) -> u32 {
+        Self::split(loc).1
+    }
+
+    /// The reported class ([`super::class_id`]) of page `pid`, or None for an unused id.
+    pub(crate) fn page_class(&self, pid: usize) -> Option<u32> {
+        let page = &self.pages[pid];
+        (!page.ptr.is_null()).then(|| super::class_id(page.chunk))
     }
 
     /// Unmaps everything.
