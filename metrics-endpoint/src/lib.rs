@@ -1,8 +1,9 @@
 //! The HTTP endpoint on which squeal and cache-node serve their Prometheus text.
 //!
-//! What it does: answers `GET /metrics` (and `GET /`) with whatever text the owner's render function
-//! gives at that moment, one request per connection (`Connection: close`). It is bounded in every way a
-//! local client could push on it: the request head to [`MAX_HEAD_BYTES`] (431 past it), each request to
+//! What it does: answers `GET /metrics` (and `GET /`, a query string ignored) with whatever text the
+//! owner's render function gives at that moment (`HEAD`: its headers only; other methods 405), one
+//! request per connection (`Connection: close`). It is bounded in every way a local client could push
+//! on it: the request head to [`MAX_HEAD_BYTES`] (431 past it), each request to
 //! a deadline, and the requests served at once to a cap, past which a new connection is closed
 //! unanswered. A failed `accept` (out of descriptors, say) backs off instead of spinning a core.
 //!
@@ -130,17 +131,28 @@ where
 /// What a request head asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
+    /// `GET` of `/metrics` or `/`: the render.
     Metrics,
+    /// `HEAD` of them: the render's headers only (what `curl -I` and uptime probes send).
+    MetricsHead,
+    /// Another method on them (405, with `Allow`).
+    WrongMethod,
+    /// Any other path (404).
     NotFound,
 }
 
-/// The route of a complete request head (request line first).
+/// The route of a complete request head (request line first). The query string is ignored, as
+/// Prometheus's exporters ignore parameters they do not know (`/metrics?name[]=...`).
 fn route(head: &[u8]) -> Route {
     let line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
-    if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET / ") {
-        Route::Metrics
-    } else {
-        Route::NotFound
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, target) = (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+    let path = target.split(|b| *b == b'?').next().unwrap_or(&[]);
+    match (method, path) {
+        (b"GET", b"/metrics" | b"/") => Route::Metrics,
+        (b"HEAD", b"/metrics" | b"/") => Route::MetricsHead,
+        (_, b"/metrics" | b"/") => Route::WrongMethod,
+        _ => Route::NotFound,
     }
 }
 
@@ -164,12 +176,23 @@ async fn respond(
             return socket.shutdown().await;
         }
     }
-    let (status, body) = match route(&head) {
-        Route::Metrics => ("200 OK", render()),
+    let route = route(&head);
+    let (status, body) = match route {
+        Route::Metrics | Route::MetricsHead => ("200 OK", render()),
+        Route::WrongMethod => (
+            "405 Method Not Allowed\r\nAllow: GET, HEAD",
+            "use GET\n".to_string(),
+        ),
         Route::NotFound => ("404 Not Found", "not found; try /metrics\n".to_string()),
     };
+    // A HEAD answer has the GET answer's headers, Content-Length included, and no body.
+    let sent_body = if matches!(route, Route::MetricsHead) {
+        ""
+    } else {
+        &body
+    };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sent_body}",
         body.len()
     );
     socket.write_all(response.as_bytes()).await?;
@@ -210,7 +233,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_the_render_at_metrics_and_root_and_404_elsewhere() {
+    async fn serves_the_render_at_metrics_and_root_head_and_query_and_404_elsewhere() {
         let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = calls.clone();
         let (addr, server) = start(Endpoint::new(move || {
@@ -232,11 +255,23 @@ mod tests {
         let other = exchange(addr, b"GET /metricsx HTTP/1.1\r\n\r\n", 64).await;
         assert!(other.starts_with("HTTP/1.1 404 Not Found\r\n"), "{other}");
         let post = exchange(addr, b"POST /metrics HTTP/1.1\r\n\r\n", 64).await;
-        assert!(post.starts_with("HTTP/1.1 404 Not Found\r\n"), "{post}");
+        assert!(
+            post.starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n"),
+            "{post}"
+        );
+        // A query string is ignored (before session 34 it was a 404); HEAD gets the headers only.
+        let query = exchange(addr, b"GET /metrics?name[]=up HTTP/1.1\r\n\r\n", 64).await;
+        assert!(query.ends_with("\r\n\r\nscrapes 3\n"), "{query}");
+        let head = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n", 64).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.ends_with("Content-Length: 10\r\nConnection: close\r\n\r\n"),
+            "{head}"
+        );
         assert_eq!(
             calls.load(std::sync::atomic::Ordering::Relaxed),
-            2,
-            "rendered only for the two scrapes"
+            4,
+            "rendered only for the three scrapes and the HEAD"
         );
         server.abort();
     }
