@@ -426,22 +426,20 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 ));
             }
         }
+        // After binding (a port below 1024 needs root), before serving anyone.
+        if let Some(identity) = &identity {
+            identity.assume()?;
+        }
+        // Written as the user the server runs as (memcached writes it after giving up root too), so
+        // the server can remove it at the stop; in a directory that user cannot write, the start
+        // fails here, where before a root-owned file was written and then left behind.
         if let Some(path) = &cli.pidfile {
             std::fs::write(path, format!("{}\n", std::process::id()))
                 .map_err(|e| format!("cannot write the pid file {}: {e}", path.display()))?;
         }
-        // After binding (a port below 1024 needs root) and writing the pid file, before serving anyone.
-        if let Some(identity) = &identity {
-            if let Err(e) = identity.assume() {
-                if let Some(path) = &cli.pidfile {
-                    let _ = std::fs::remove_file(path);
-                }
-                return Err(e.into());
-            }
-        }
         server::run_listeners(listeners, node, shutdown).await?;
         if let Some(path) = &cli.pidfile {
-            // Having given up root, the server may no longer be allowed to (memcached neither checks).
+            // The directory may have changed meanwhile (memcached neither checks).
             if let Err(e) = std::fs::remove_file(path) {
                 tracing::warn!("cannot remove the pid file {}: {e}", path.display());
             }
