@@ -461,9 +461,10 @@ pub struct StoreStats {
     pub expired_unfetched: u64,
     /// Evicted items that were never fetched.
     pub evicted_unfetched: u64,
-    /// Expired or flushed items reclaimed (lazily or in the background).
+    /// Expired items reclaimed when an access found them, and flushed items.
     pub reclaimed: u64,
-    /// Items reclaimed by the background pass ([`Store::expire_some`]).
+    /// Expired items reclaimed by the background pass ([`Store::expire_some`]; not also counted in
+    /// `reclaimed`, as memcached counts its crawler's removals apart).
     pub crawler_reclaimed: u64,
     /// Lookups ([`Entry::item`]) that found an expired item.
     pub get_expired: u64,

@@ -403,14 +403,17 @@ impl Shard {
         let (slot, loc) = self.find(h, key)?;
         if is_expired(self.slab.get_u32(loc, OFF_EXPTIME), now) {
             self.stats.get_expired += 1;
+            self.stats.reclaimed += 1;
             self.reclaim_expired(slot, loc);
             return None;
         }
         Some(loc)
     }
 
+    /// Removes an expired item, counting it (by the caller: `reclaimed` when found on access,
+    /// `crawler_reclaimed` when the background walk found it; each once, as memcached's two
+    /// counters count disjoint removals).
     fn reclaim_expired(&mut self, slot: usize, loc: u32) {
-        self.stats.reclaimed += 1;
         if self.slab.get_u8(loc, OFF_BITS) & BIT_FETCHED == 0 {
             self.stats.expired_unfetched += 1;
         }
