@@ -330,13 +330,19 @@ impl Node {
     }
 
     /// `stats items` as (memcached name, value): the items in each size class, numbered as in
-    /// `stats slabs`. Eviction here is by one W-TinyLFU policy per shard, not by an LRU per class,
-    /// so memcached's per-class ages and eviction counts have no counterpart and are left out.
+    /// `stats slabs`, and the evictions of its items (memcached-tool's "Evicted"). Eviction here is
+    /// by one W-TinyLFU policy per shard, not by an LRU per class, so memcached's per-class LRU
+    /// figures (`age`, `evicted_time`, the hot/warm/cold counts, `outofmemory`) are left out.
     pub fn items_lines(&self) -> Vec<(String, String)> {
         let (classes, _) = self.store.slab_classes();
         classes
             .iter()
-            .map(|c| (format!("items:{}:number", c.id), c.used_chunks.to_string()))
+            .flat_map(|c| {
+                [
+                    (format!("items:{}:number", c.id), c.used_chunks.to_string()),
+                    (format!("items:{}:evicted", c.id), c.evicted.to_string()),
+                ]
+            })
             .collect()
     }
 

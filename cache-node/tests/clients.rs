@@ -160,6 +160,54 @@ async fn memcached_tool_dump_and_keys_match_memcacheds() -> R {
     Ok(())
 }
 
+/// `memcached-tool HOST display` (its default mode, from `stats items` and `stats slabs`) shows the
+/// classes in use and the evictions in each: after 8,000 sets of 1 KB into 2 MiB, the 1 KB
+/// class's "Evicted" is the node's `evictions` and the 100-byte class, stored after the flood,
+/// lost nothing. Before session 34 `stats items` had no `evicted`, and the column read 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_tool_display_shows_evictions_by_class() -> R {
+    const TOOL: &str = "/usr/share/memcached/scripts/memcached-tool";
+    let s = TestServer::start_with(|c| {
+        c.memory_limit_bytes = 2 << 20;
+        c.store_shards = 4;
+    })
+    .await;
+    let mut c = s.client().await;
+    c.send(&common::noreply_sets("flood:", 8000, &[b'v'; 1000]))
+        .await;
+    c.send(&common::noreply_sets("small:", 10, &[b's'; 100]))
+        .await;
+    c.expect(b"mn\r\n", b"MN\r\n").await;
+    let evictions: u64 = c.stat("evictions").await.parse()?;
+    assert!(evictions > 1000, "{evictions}");
+    let host = format!("127.0.0.1:{}", s.addr.port());
+    let hint = "run scripts/setup (Debian packages memcached and perl)";
+    let (ok, out) = run_client("perl", &[TOOL, &host, "display"], hint).await;
+    assert!(ok, "memcached-tool display failed:\n{out}");
+    // `  #  Item_Size  Max_age   Pages   Count   Full?  Evicted Evict_Time OOM` rows.
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let evicted_in = |size_kib: bool| -> u64 {
+        rows.iter()
+            .filter(|r| r[1].ends_with('K') == size_kib)
+            .map(|r| r[6].parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(evicted_in(true), evictions, "{out}");
+    assert_eq!(evicted_in(false), 0, "{out}");
+    let small_count: u64 = rows
+        .iter()
+        .filter(|r| !r[1].ends_with('K'))
+        .map(|r| r[4].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(small_count, 10, "{out}");
+    s.stop().await;
+    Ok(())
+}
+
 /// Runs one of the Python client scripts in `tests/clients` against `port` with Debian's interpreter (where
 /// Debian's client packages are installed); fails saying what to install if `module` is missing.
 async fn run_python_client(script: &str, module: &str, port: u16) -> (bool, String) {

@@ -2825,7 +2825,9 @@ async fn stats_slabs_and_items_show_the_size_classes() -> R {
         items,
         vec![
             (format!("items:{small}:number"), "3".to_string()),
-            (format!("items:{large}:number"), "2".to_string())
+            (format!("items:{small}:evicted"), "0".to_string()),
+            (format!("items:{large}:number"), "2".to_string()),
+            (format!("items:{large}:evicted"), "0".to_string())
         ]
     );
     c.expect(b"stats sizes\r\n", b"END\r\n").await;

@@ -408,6 +408,8 @@ pub struct SlabClass {
     pub free_chunks: u64,
     /// Chunks never handed out, at the ends of partly used pages.
     pub free_chunks_end: u64,
+    /// Items of this class evicted since the start (or `stats reset`).
+    pub evicted: u64,
 }
 
 /// A live item as [`Store::visit_items`] shows it.
@@ -886,16 +888,23 @@ impl Store {
         t
     }
 
-    /// The size classes in use, by chunk size, summed over the shards, and the bytes the item pages
+    /// The size classes in use, by [`class_id`], summed over the shards, and the bytes the item pages
     /// count against the budget (memcached's `total_malloced`): what the pages and the spare pages
     /// have touched, in whole OS pages, and the mappings of items too large for a page.
     pub fn slab_classes(&self) -> (Vec<SlabClass>, u64) {
         let mut classes = std::collections::BTreeMap::new();
         let mut counted = 0;
+        let mut evictions = vec![0; MAX_CLASS_ID as usize + 1];
         for s in self.shards.iter() {
             let s = s.lock();
             s.slab.add_class_usage(&mut classes);
             counted += s.slab.bytes as u64;
+            for (sum, n) in evictions.iter_mut().zip(&s.stats.evictions_by_class) {
+                *sum += n;
+            }
+        }
+        for class in classes.values_mut() {
+            class.evicted = evictions[class.id as usize];
         }
         (classes.into_values().collect(), counted)
     }

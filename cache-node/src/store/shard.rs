@@ -171,6 +171,9 @@ pub(crate) struct ShardStats {
     /// Duels against a warm LRU item not fought against a cold item, because cold victims were
     /// not paying.
     pub(crate) cold_victims_declined: u64,
+    /// Evictions by the victim's class ([`super::class_id`]; index = id), for `stats items`'
+    /// `evicted` (memcached-tool's "Evicted" column). Empty until the first eviction.
+    pub(crate) evictions_by_class: Vec<u64>,
 }
 
 pub(crate) struct Shard {
@@ -539,6 +542,11 @@ impl Shard {
         if self.slab.get_u8(loc, OFF_BITS) & BIT_FETCHED == 0 {
             self.stats.evicted_unfetched += 1;
         }
+        let by_class = &mut self.stats.evictions_by_class;
+        if by_class.is_empty() {
+            by_class.resize(super::MAX_CLASS_ID as usize + 1, 0);
+        }
+        by_class[super::class_id(self.slab.chunk_len(loc) as u32) as usize] += 1;
         self.note_ghost_admitted_outcome(loc, false);
         self.remove_at(slot, loc);
     }
