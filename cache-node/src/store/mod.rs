@@ -379,7 +379,7 @@ const CLASS_CHUNK_SIZES: [u32; MAX_CLASS_ID as usize - 1] = {
 /// chunks of `chunk_size` bytes: memcached's id for the smallest of its default classes that holds
 /// such a chunk, 1 to [`MAX_CLASS_ID`]. The arenas make a class for each chunk size in use (up to
 /// 255 of them, finely spaced); numbering them in order would give ids beyond what tools ask
-/// about (memcdump listed 63 of 200 keys of distinct sizes) and ids that shift as sizes come and
+/// about (memcdump listed 62 of 202 keys of distinct sizes) and ids that shift as sizes come and
 /// go, so the classes are reported grouped under memcached's stable ids.
 pub fn class_id(chunk_size: u32) -> u32 {
     let below = CLASS_CHUNK_SIZES.partition_point(|&size| size < chunk_size);
