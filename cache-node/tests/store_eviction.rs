@@ -124,7 +124,11 @@ fn memory_moves_between_size_classes_when_full() {
     let present = (0..400)
         .filter(|i| s.with_entry(format!("big{i}").as_bytes(), |e| e.item().is_some()))
         .count();
-    assert!(present > 100, "large items got memory: {present}");
+    // About 1.8 of the 4 MiB: each large item has a mapping of its own, and since session 34 the
+    // page to empty for room is also chosen among such items further from the LRU end (one item
+    // lost for 20 KB rather than a page of small ones), so the large items make room mostly among
+    // themselves (92 kept; before, above 100).
+    assert!(present > 50, "large items got memory: {present}");
 }
 
 fn capacity_store(adaptation: WindowAdaptation, window_percent: f64) -> Store {
