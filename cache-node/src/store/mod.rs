@@ -899,7 +899,7 @@ impl Store {
             let s = s.lock();
             s.slab.add_class_usage(&mut classes);
             counted += s.slab.bytes as u64;
-            for (sum, n) in evictions.iter_mut().zip(&s.stats.evictions_by_class) {
+            for (sum, n) in evictions.iter_mut().zip(&s.stats.evictions_by_class.0) {
                 *sum += n;
             }
         }

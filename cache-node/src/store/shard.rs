@@ -175,8 +175,19 @@ pub(crate) struct ShardStats {
     /// not paying.
     pub(crate) cold_victims_declined: u64,
     /// Evictions by the victim's class ([`super::class_id`]; index = id), for `stats items`'
-    /// `evicted` (memcached-tool's "Evicted" column). Empty until the first eviction.
-    pub(crate) evictions_by_class: Vec<u64>,
+    /// `evicted` (memcached-tool's "Evicted" column). Inline, not on the heap, which the budget
+    /// would have to count (`tests/store_heap.rs`).
+    pub(crate) evictions_by_class: ClassCounts,
+}
+
+/// A counter per class id, 0 to [`super::MAX_CLASS_ID`].
+#[derive(Clone)]
+pub(crate) struct ClassCounts(pub(crate) [u64; super::MAX_CLASS_ID as usize + 1]);
+
+impl Default for ClassCounts {
+    fn default() -> Self {
+        ClassCounts([0; super::MAX_CLASS_ID as usize + 1])
+    }
 }
 
 pub(crate) struct Shard {
@@ -545,11 +556,8 @@ impl Shard {
         if self.slab.get_u8(loc, OFF_BITS) & BIT_FETCHED == 0 {
             self.stats.evicted_unfetched += 1;
         }
-        let by_class = &mut self.stats.evictions_by_class;
-        if by_class.is_empty() {
-            by_class.resize(super::MAX_CLASS_ID as usize + 1, 0);
-        }
-        by_class[super::class_id(self.slab.chunk_len(loc) as u32) as usize] += 1;
+        self.stats.evictions_by_class.0
+            [super::class_id(self.slab.chunk_len(loc) as u32) as usize] += 1;
         self.note_ghost_admitted_outcome(loc, false);
         self.remove_at(slot, loc);
     }
