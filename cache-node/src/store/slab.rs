@@ -156,7 +156,7 @@ struct Released {
     bytes: usize,
 }
 
-/// A shared page whose last item went, kept mapped for the next new page of its size.
+/// A page whose last item went, kept mapped for the next new page of its size.
 #[derive(Clone, Copy)]
 struct Spare {
     ptr: *mut u8,
@@ -164,6 +164,8 @@ struct Spare {
     bytes: usize,
     /// Bytes of it that may be resident (touched while it was a page), counted in `Slab::bytes`.
     charged: usize,
+    /// A large item's own mapping, not a shared page: a shared page that empties takes its place.
+    dedicated: bool,
 }
 
 /// Bytes of a mapping of `bytes` whose first `hwm` chunks of `chunk` bytes were touched: whole OS
@@ -214,7 +216,10 @@ pub(crate) struct Slab {
     /// the same size: compaction empties a page and maps another at once. Unmapping and mapping
     /// afresh (mmap, munmap, a page fault per 4 KiB touched) put 25.6% of a skewed get-or-set load's
     /// `perf` samples in the kernel with 100-10,000 B values; 12.9% with the spare, 8.8% without
-    /// compaction (STORE.md).
+    /// compaction (STORE.md). Failing that, a large item's own mapping, for the next item of its
+    /// size: a large value overwritten or appended to takes a new mapping before the old one goes,
+    /// and mapping and faulting in each one afresh made 1 MB sets 0.47 of memcached's rate and
+    /// appends to a growing value 10x slower (session 34's audit; STORE.md).
     spare: Option<Spare>,
     /// Address ranges of emptied pages whose memory went back to the kernel (`MADV_DONTNEED`) but
     /// whose mapping is kept for a later page of the same size. They count nothing in `bytes`
@@ -520,11 +525,16 @@ impl Slab {
         touched(mapping, c as u32, 1).saturating_sub(self.spare_bytes())
     }
 
-    /// Gives the spare page's memory back ([`Slab::release`]), if there is one. True if there was.
+    /// Gives the spare page's memory back ([`Slab::release`]; a kept mapping is unmapped), if
+    /// there is one. True if there was.
     pub(crate) fn drop_spare(&mut self) -> bool {
         match self.spare.take() {
             Some(spare) => {
-                self.release(spare.ptr, spare.bytes);
+                if spare.dedicated {
+                    unmap(spare.ptr, spare.bytes);
+                } else {
+                    self.release(spare.ptr, spare.bytes);
+                }
                 self.bytes -= spare.charged;
                 true
             }
@@ -830,11 +840,17 @@ impl Slab {
             page.in_partial = false;
             page.hwm = 0;
             page.cap = 0;
-            if class != DEDICATED && self.spare.is_none() {
+            let dedicated = class == DEDICATED;
+            // A shared page displaces a kept mapping (compaction needs the page more).
+            if !dedicated && self.spare.is_some_and(|spare| spare.dedicated) {
+                self.drop_spare();
+            }
+            if self.spare.is_none() {
                 self.spare = Some(Spare {
                     ptr,
                     bytes,
                     charged,
+                    dedicated,
                 });
             } else {
                 if class == DEDICATED {
@@ -1158,8 +1174,33 @@ mod tests {
             "the spare of another size is unmapped"
         );
         s.set_u8(big, OFF_BITS, BIT_LIVE);
+        let big_bytes = s.bytes;
+        let big_ptr = s.ptr(big);
         s.free(big);
-        assert_eq!(s.bytes, 0, "a dedicated mapping is unmapped at once");
+        // Kept (and counted) for the next item of its size: a large value overwritten takes a new
+        // mapping before the old one goes (session 34: mapping and faulting in each afresh made
+        // 1 MB sets 0.47 of memcached's rate).
+        assert_eq!(
+            s.bytes, big_bytes,
+            "a dedicated mapping is kept as the spare"
+        );
+        let big = s.alloc_new_page(1 << 20).unwrap();
+        assert_eq!(s.ptr(big), big_ptr, "and reused for an item of its size");
+        assert_eq!(s.bytes, big_bytes);
+        assert_eq!(s.recount_bytes(), (big_bytes, true));
+        // A shared page that empties displaces it: compaction needs the spare more.
+        let small = s.alloc_new_page(100).unwrap();
+        s.set_u8(small, OFF_BITS, BIT_LIVE);
+        s.set_u8(big, OFF_BITS, BIT_LIVE);
+        s.free(big);
+        s.free(small);
+        assert_eq!(
+            s.bytes, OS_PAGE,
+            "the mapping unmapped, the shared page kept"
+        );
+        assert_eq!(s.recount_bytes(), (OS_PAGE, true));
+        assert!(s.drop_spare());
+        assert_eq!(s.bytes, 0);
     }
 
     /// The checks the unsafe code trusts hold in release builds too: a locator whose page was
