@@ -443,6 +443,27 @@ fn listening_addresses(child: &mut KillOnDrop, n: usize) -> Vec<String> {
     panic!("expected {n} listening addresses, found {addrs:?}")
 }
 
+/// The exit status and stderr of a server expected to refuse to start (`what` names the setting
+/// in the failure); fails if it is still running after 10 s.
+fn refused_start(child: &mut KillOnDrop, what: &str) -> (std::process::ExitStatus, String) {
+    let status = poll_for(Duration::from_secs(10), || {
+        child
+            .0
+            .try_wait()
+            .unwrap()
+            .ok_or_else(|| format!("{what}: started instead of being refused"))
+    });
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
 fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -567,21 +588,7 @@ fn a_pid_file_the_user_cannot_write_stops_the_start() {
     let mut args = args;
     args.extend(["-P", pidfile.to_str().unwrap()]);
     let mut child = KillOnDrop(server_command(&args).spawn().unwrap());
-    let status = poll_for(Duration::from_secs(10), || {
-        child
-            .0
-            .try_wait()
-            .unwrap()
-            .ok_or_else(|| "started instead of being refused".to_string())
-    });
-    let mut stderr = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stderr) = refused_start(&mut child, "-P in a directory it cannot write");
     assert!(!status.success(), "started: {stderr}");
     assert!(
         stderr.contains(&format!("cannot write the pid file {}", pidfile.display())),
@@ -723,21 +730,7 @@ fn bad_setups_are_refused_at_start_with_a_clear_error() {
                 .spawn()
                 .unwrap(),
         );
-        let status = poll_for(Duration::from_secs(10), || {
-            child
-                .0
-                .try_wait()
-                .unwrap()
-                .ok_or_else(|| format!("{args:?} started instead of being refused"))
-        });
-        let mut err = String::new();
-        child
-            .0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (status, err) = refused_start(&mut child, &format!("{args:?}"));
         assert!(!status.success(), "{args:?} exited with success: {err}");
         assert!(
             err.starts_with("error: ") && err.contains(expect),
