@@ -1303,9 +1303,9 @@ impl<'n> Session<'n> {
     /// of size class CLASS as `stats items` numbers them, T the absolute Unix expiry (0: none), then
     /// `END`; at most 2 MB of lines, as memcached. Key-listing tools (libmemcached's `memcdump`, the
     /// Node `memcached` package's `items` + `cachedump`) rely on it; until session 32 it was `ERROR`.
-    /// Classes are numbered as `stats items` numbers them ([`crate::store::class_id`]: memcached's ids, 1 to 63,
-    /// each grouping the chunk sizes its class would hold); a larger id is refused as memcached
-    /// refuses it. Items are walked by chunk size and shard, not in LRU order (memcached 1.6 walks
+    /// Classes are numbered as `stats items` numbers them ([`crate::store::class_id`]: memcached's
+    /// ids, 1 to 63, each grouping the chunk sizes its class would hold); a larger id is refused as
+    /// memcached refuses it. Items are walked by chunk size and shard, not in LRU order (memcached 1.6 walks
     /// one class's cold LRU, so it leaves out items not yet aged out of the hot one; here every
     /// item of the class is listed).
     fn cachedump(&mut self, args: [Option<&[u8]>; 2], out: &mut BytesMut) {

@@ -981,8 +981,6 @@ impl<'n> Connection<'n> {
     }
 }
 
-/// Connection buffers not in use, kept per thread for the next connection that has something to read, so
-/// that idle connections hold no buffers and a busy one does not pay an allocation per request.
 /// Makes room in a reply buffer for `additional` more bytes: a reply that takes it past
 /// [`MAX_KEPT_BUFFER_BYTES`] (a large value) goes into this thread's kept large buffer when there
 /// is one, instead of a fresh allocation faulted in page by page and freed after the write (1 MB
@@ -998,6 +996,8 @@ pub(crate) fn reserve_reply(out: &mut BytesMut, additional: usize) {
     }
 }
 
+/// Connection buffers not in use, kept per thread for the next connection that has something to read, so
+/// that idle connections hold no buffers and a busy one does not pay an allocation per request.
 mod idle_buffers {
     use std::cell::RefCell;
 
