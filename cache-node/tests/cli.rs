@@ -443,6 +443,13 @@ fn listening_addresses(child: &mut KillOnDrop, n: usize) -> Vec<String> {
     panic!("expected {n} listening addresses, found {addrs:?}")
 }
 
+/// A temporary directory whose parents the `-u` user can pass through: in /tmp, not under the test
+/// run's own TMPDIR (`scripts/test` makes that one, mode 0700, as root), where `nobody` could reach
+/// no pid file whatever the directory's own mode.
+fn dir_the_server_user_reaches() -> tempfile::TempDir {
+    tempfile::tempdir_in("/tmp").unwrap()
+}
+
 /// The exit status and stderr of a server expected to refuse to start (`what` names the setting
 /// in the failure); fails if it is still running after 10 s.
 fn refused_start(child: &mut KillOnDrop, what: &str) -> (std::process::ExitStatus, String) {
@@ -480,7 +487,7 @@ fn running_as_root() -> bool {
 #[test]
 fn memcached_deployment_flags() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir_the_server_user_reaches();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     let pidfile = dir.path().join("cache-node.pid");
     let pidfile_arg = pidfile.to_str().unwrap();
@@ -577,7 +584,7 @@ fn memcached_deployment_flags() {
 #[test]
 fn a_pid_file_the_user_cannot_write_stops_the_start() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir_the_server_user_reaches();
     let (mode, args) = if running_as_root() {
         (0o755, vec!["-u", "nobody"])
     } else {
