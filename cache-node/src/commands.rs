@@ -25,7 +25,10 @@ use crate::protocol::{
     MetaCommand, MetaFlags, MetaItemInfo, MetaSetMode, Request, StoreMode, WinFlags, MAX_KEY_LEN,
     REALTIME_MAXDELTA,
 };
-use crate::server::{reserve_reply, Node, MAX_BATCH_REPLY_BYTES, MAX_KEPT_BUFFER_BYTES};
+use crate::server::{
+    give_large_buffer, reserve_reply, take_large_buffer, Node, MAX_BATCH_REPLY_BYTES,
+    MAX_KEPT_BUFFER_BYTES,
+};
 use crate::stats::Counters;
 use crate::store::{Entry, ItemCursor, ItemMeta, NewItem, Store, StoreError, MAX_CLASS_ID};
 
@@ -116,7 +119,7 @@ pub struct Session<'n> {
     /// This connection's counters, drained into the node's after each batch.
     pub counters: Counters,
     /// Reused buffer for read-modify-write values (append, prepend, incr).
-    scratch: Vec<u8>,
+    scratch: BytesMut,
     /// Keys of the current multi-get already answered when it returned [`Flow::Unfinished`]; 0 between
     /// requests.
     get_resume_at: usize,
@@ -140,7 +143,7 @@ impl<'n> Session<'n> {
         Session {
             node,
             counters: Counters::default(),
-            scratch: Vec::new(),
+            scratch: BytesMut::new(),
             get_resume_at: 0,
             metadump_resume_at: None,
         }
@@ -1305,9 +1308,9 @@ impl<'n> Session<'n> {
     /// Node `memcached` package's `items` + `cachedump`) rely on it; until session 32 it was `ERROR`.
     /// Classes are numbered as `stats items` numbers them ([`crate::store::class_id`]: memcached's
     /// ids, 1 to 63, each grouping the chunk sizes its class would hold); a larger id is refused as
-    /// memcached refuses it. Items are walked by chunk size and shard, not in LRU order (memcached 1.6 walks
-    /// one class's cold LRU, so it leaves out items not yet aged out of the hot one; here every
-    /// item of the class is listed).
+    /// memcached refuses it. Items are walked by chunk size and shard, not in LRU order (memcached
+    /// 1.6 walks one class's cold LRU, so it leaves out items not yet aged out of the hot one; here
+    /// every item of the class is listed).
     fn cachedump(&mut self, args: [Option<&[u8]>; 2], out: &mut BytesMut) {
         /// memcached's bound on one dump's reply.
         const MAX_DUMP_BYTES: usize = 2 << 20;
@@ -1368,13 +1371,14 @@ impl<'n> Session<'n> {
     /// likewise streams from a walk, not a snapshot). Lease placeholders are left out, as in
     /// `stats cachedump`.
     fn metadump(&mut self, classes: &[u8], out: &mut BytesMut) -> Flow {
+        const MAX_ID: u64 = MAX_CLASS_ID as u64;
         let mut wanted = [false; MAX_CLASS_ID as usize + 1];
         if classes == b"all" || classes == b"hash" {
             wanted[1..].fill(true);
         } else {
             for id in classes.split(|&b| b == b',') {
                 match parse_u64(id) {
-                    Some(id @ 1..=63) => wanted[id as usize] = true,
+                    Some(id @ 1..=MAX_ID) => wanted[id as usize] = true,
                     _ => {
                         self.counters.protocol_errors += 1;
                         out.put_slice(b"BADCLASS invalid class id\r\n");
@@ -1414,19 +1418,21 @@ impl<'n> Session<'n> {
         Flow::Continue
     }
 
-    /// Hands the append/prepend scratch buffer to this thread ([`large_scratch`]) if a large value
-    /// grew it, so an idle connection does not keep a copy-sized buffer for good.
+    /// Hands the append/prepend scratch buffer to this thread's kept large buffer
+    /// ([`give_large_buffer`]) if a large value grew it, so an idle connection does not keep a
+    /// copy-sized buffer for good. (A fresh copy-sized buffer per append, faulted in page by page,
+    /// made appends to a value growing to 1 MB about 10x slower than memcached's; session 34.)
     fn release_scratch(&mut self) {
         if self.scratch.capacity() > MAX_KEPT_BUFFER_BYTES {
-            large_scratch::give(std::mem::take(&mut self.scratch));
+            give_large_buffer(std::mem::take(&mut self.scratch));
         }
     }
 
-    /// Before an append or prepend: this thread's kept large scratch buffer, if this session has
-    /// only a small one.
+    /// Before an append or prepend: this thread's kept large buffer ([`take_large_buffer`]) as the
+    /// scratch buffer, if this session has only a small one.
     fn take_scratch(&mut self) {
         if self.scratch.capacity() <= MAX_KEPT_BUFFER_BYTES {
-            if let Some(large) = large_scratch::take() {
+            if let Some(large) = take_large_buffer() {
                 self.scratch = large;
             }
         }
@@ -1435,41 +1441,6 @@ impl<'n> Session<'n> {
     /// Adds this session's counters into the node's.
     pub fn flush_counters(&mut self) {
         self.node.counters.current().drain_from(&mut self.counters);
-    }
-}
-
-/// One append/prepend scratch buffer per thread that grew for a large value, kept for the next
-/// large append on this thread (the copy happens within one request, so sessions can share it).
-/// A fresh copy-sized buffer per append, faulted in page by page, made appends to a value growing
-/// to 1 MB about 10x slower than memcached's (session 34's audit). At most
-/// [`large_scratch::MAX_BYTES`] per thread, outside the memory limit.
-mod large_scratch {
-    use std::cell::RefCell;
-
-    /// The largest buffer kept.
-    pub(super) const MAX_BYTES: usize = 2 << 20;
-
-    thread_local! {
-        static KEPT: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
-    }
-
-    /// The kept buffer, if any.
-    pub(super) fn take() -> Option<Vec<u8>> {
-        KEPT.with(|kept| kept.borrow_mut().take())
-    }
-
-    /// Keeps `buf` if it is within [`MAX_BYTES`] and larger than the one kept; frees it otherwise.
-    pub(super) fn give(mut buf: Vec<u8>) {
-        if buf.capacity() > MAX_BYTES {
-            return;
-        }
-        buf.clear();
-        KEPT.with(|kept| {
-            let mut kept = kept.borrow_mut();
-            if kept.as_ref().is_none_or(|k| k.capacity() < buf.capacity()) {
-                *kept = Some(buf);
-            }
-        });
     }
 }
 

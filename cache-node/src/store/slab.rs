@@ -407,9 +407,7 @@ impl Slab {
         );
         // SAFETY: inside a touched chunk of a live mapping (checked above); the slice borrows
         // `&self`, so no `&mut self` write can alias it.
-        unsafe {
-            std::slice::from_raw_parts(page.ptr.add(c as usize * page.chunk as usize + at), len)
-        }
+        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(at), len) }
     }
 
     #[inline]
@@ -538,15 +536,21 @@ impl Slab {
     pub(crate) fn drop_spare(&mut self) -> bool {
         match self.spare.take() {
             Some(spare) => {
-                if spare.dedicated {
-                    unmap(spare.ptr, spare.bytes);
-                } else {
-                    self.release(spare.ptr, spare.bytes);
-                }
+                self.give_back(spare.ptr, spare.bytes, spare.dedicated);
                 self.bytes -= spare.charged;
                 true
             }
             None => false,
+        }
+    }
+
+    /// Gives an emptied page's memory back: a large item's own mapping (`dedicated`, sized for that
+    /// item) is unmapped, a shared page released ([`Slab::release`]).
+    fn give_back(&mut self, ptr: *mut u8, bytes: usize, dedicated: bool) {
+        if dedicated {
+            unmap(ptr, bytes);
+        } else {
+            self.release(ptr, bytes);
         }
     }
 
@@ -861,11 +865,7 @@ impl Slab {
                     dedicated,
                 });
             } else {
-                if class == DEDICATED {
-                    unmap(ptr, bytes);
-                } else {
-                    self.release(ptr, bytes);
-                }
+                self.give_back(ptr, bytes, dedicated);
                 self.bytes -= charged;
             }
             if in_partial {
