@@ -5,12 +5,16 @@
 //! tables). A check of how the store spends a byte budget when sizes vary, not a benchmark of speed.
 //!
 //! `cargo run --release -p cache-node --example mixed_sizes -- [--mb 64] [--shards 8] [--keys 200000]
-//! [--zipf 0.9] [--accesses 4000000] [--sizes loguniform|uniform|N]`
+//! [--zipf 0.9] [--accesses 4000000] [--sizes loguniform|loguniform:MIN:MAX|uniform|N]
+//! [--size-aware-admission false]`
 
 use std::sync::Arc;
 
 use cache_node::clock::{Clock, ManualClock};
 use cache_node::store::{NewItem, SlabClass, Store, StoreConfig};
+
+/// The server's read buffer: a data block larger than this has room held for the rest while it arrives.
+const SERVER_BUFFER_BYTES: usize = 16 * 1024;
 
 fn main() {
     let mut mb = 64usize;
@@ -19,6 +23,7 @@ fn main() {
     let mut zipf = 0.0f64;
     let mut accesses = 4_000_000u64;
     let mut sizes = "loguniform".to_string();
+    let mut size_aware_admission = true;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let v = args.next().expect("a value after each flag");
@@ -29,15 +34,25 @@ fn main() {
             "--zipf" => zipf = v.parse().expect("--zipf"),
             "--accesses" => accesses = v.parse().expect("--accesses"),
             "--sizes" => sizes = v,
+            "--size-aware-admission" => size_aware_admission = v.parse().expect("true or false"),
             other => panic!("unknown flag {other}"),
         }
     }
+    // `loguniform:MIN:MAX`: log-uniform between MIN and MAX bytes.
+    let log_range: Option<(f64, f64)> = sizes.strip_prefix("loguniform:").map(|range| {
+        let (min, max) = range.split_once(':').expect("--sizes loguniform:MIN:MAX");
+        (
+            min.parse().expect("--sizes MIN"),
+            max.parse().expect("--sizes MAX"),
+        )
+    });
     let size_of = |k: u64| -> usize {
         let h = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
-        match sizes.as_str() {
-            "loguniform" => (100.0 * 100f64.powf(h)) as usize,
-            "uniform" => 100 + (9_900.0 * h) as usize,
-            n => n.parse().expect("--sizes"),
+        match (sizes.as_str(), log_range) {
+            (_, Some((min, max))) => (min * (max / min).powf(h)) as usize,
+            ("loguniform", _) => (100.0 * 100f64.powf(h)) as usize,
+            ("uniform", _) => 100 + (9_900.0 * h) as usize,
+            (n, _) => n.parse().expect("--sizes"),
         }
     };
     let cdf: Vec<f64> = if zipf > 0.0 {
@@ -71,21 +86,27 @@ fn main() {
         StoreConfig {
             memory_limit_bytes: mb << 20,
             shards,
+            size_aware_admission,
             ..Default::default()
         },
         clock,
     );
-    let value = vec![b'x'; 1 << 16];
+    let value = vec![b'x'; (0..keys).map(size_of).max().unwrap_or(0)];
     let (mut hits, mut reads) = (0u64, 0u64);
     for i in 0..accesses {
         let k = draw(&mut next);
         let key = format!("k{k}");
+        // As the server does for a data block larger than its read buffer: room for the part beyond
+        // the buffer is held while the block arrives, and given back just before the insert.
+        let n = size_of(k);
+        if n + 2 > SERVER_BUFFER_BYTES && store.with_entry(key.as_bytes(), |e| e.item().is_none()) {
+            drop(store.reserve(key.as_bytes(), n + 2, n + 2 - SERVER_BUFFER_BYTES));
+        }
         let hit = store.with_entry(key.as_bytes(), |e| {
             if e.item().is_some() {
                 e.record_read();
                 true
             } else {
-                let n = size_of(k);
                 e.insert(NewItem::plain(&[&value[..n]])).expect("insert");
                 false
             }
@@ -126,7 +147,7 @@ fn main() {
         .collect();
     let st = store.stats();
     println!(
-        "hit rate {:.2}%  items {items}  keys+values {:.1} MiB (mean {} B)  arena {:.1} MiB  evictions {}  pages emptied {}  slabs_moved {}  shards {}",
+        "hit rate {:.2}%  items {items}  keys+values {:.1} MiB (mean {} B)  arena {:.1} MiB  evictions {}  pages emptied {}  slabs_moved {}  size refusals {}  shards {}",
         100.0 * hits as f64 / reads as f64,
         data as f64 / (1 << 20) as f64,
         data / items.max(1),
@@ -134,6 +155,7 @@ fn main() {
         st.evictions,
         st.slab_page_evictions,
         st.slabs_moved,
+        st.size_refusals,
         store.shard_count(),
     );
     println!("kept by size: {}", bands.join(", "));

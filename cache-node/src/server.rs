@@ -285,6 +285,7 @@ impl Node {
             ),
             ("cold_victims", s.cold_victims.to_string()),
             ("cold_victims_declined", s.cold_victims_declined.to_string()),
+            ("size_refusals", s.size_refusals.to_string()),
             (
                 "maintainer_wakeups",
                 self.maintainer_wakeups.load(Ordering::Relaxed).to_string(),

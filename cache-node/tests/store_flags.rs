@@ -133,7 +133,7 @@ fn flags_round_trip_through_insert_meta_update_append_and_replacement() {
 }
 
 /// 60,000 items of ~80 bytes in a 4 MiB budget: most are evicted one by one, then a flood of
-/// large items empties whole pages (the page walk evicts every live chunk in them). Every
+/// large items, each read once, empties whole pages (the page walk evicts every live chunk in them). Every
 /// eviction hashes the victim's key from its chunk, so a wrong key offset panics there.
 #[test]
 fn mixed_flags_survive_eviction_and_page_eviction() {
@@ -163,9 +163,19 @@ fn mixed_flags_survive_eviction_and_page_eviction() {
     };
     let present = check(n);
     assert!(present > 10_000, "a full budget of small items: {present}");
+    // Each read once after its set: a large value never read is kept only until the next one
+    // comes (size-aware admission: it is worth less per byte than the small items read before).
     for i in 0..300 {
         let v = value_for(i, 20_000);
         put(&s, format!("big{i}").as_bytes(), &[&v], flags_for(i), 0);
+        let read = s.with_entry(format!("big{i}").as_bytes(), |e| {
+            let found = e.item().is_some();
+            if found {
+                e.record_read();
+            }
+            found
+        });
+        assert!(read, "big{i} after its set");
     }
     let st = s.stats();
     assert!(st.slab_page_evictions > 0, "memory moved by page eviction");

@@ -117,6 +117,9 @@ pub(crate) struct PolicyConfig {
     pub(crate) ghost_admission: bool,
     /// Duels against a cold probation item rather than a warm LRU one, while that pays.
     pub(crate) cold_victims: bool,
+    /// A new item with a mapping of its own that is worth less per byte than the page eviction
+    /// would free next is kept only until the next eviction, unless read first.
+    pub(crate) size_aware_admission: bool,
     /// A candidate is admitted when its estimated frequency exceeds the victim's by more than
     /// this.
     pub(crate) admission_margin: u8,
@@ -174,6 +177,9 @@ pub(crate) struct ShardStats {
     /// Duels against a warm LRU item not fought against a cold item, because cold victims were
     /// not paying.
     pub(crate) cold_victims_declined: u64,
+    /// New items with mappings of their own put at the probation LRU end, worth less per byte than
+    /// the next page eviction's victims.
+    pub(crate) size_refusals: u64,
     /// Evictions by the victim's class ([`super::class_id`]; index = id), for `stats items`'
     /// `evicted` (memcached-tool's "Evicted" column). Inline, not on the heap, which the budget
     /// would have to count (`tests/store_heap.rs`).
@@ -480,8 +486,7 @@ impl Shard {
     }
 
     fn push_mru(&mut self, q: u8, loc: u32) {
-        let bits = self.slab.get_u8(loc, OFF_BITS) & !QUEUE_MASK;
-        self.slab.set_u8(loc, OFF_BITS, bits | (q << QUEUE_SHIFT));
+        self.set_queue_bits(q, loc);
         let queue = &mut self.queues[q as usize];
         let tail = queue.tail;
         queue.tail = loc;
@@ -493,6 +498,29 @@ impl Shard {
         self.slab.set_u32(loc, OFF_NEXT, NIL);
         if tail != NIL {
             self.slab.set_u32(tail, OFF_NEXT, loc);
+        }
+    }
+
+    /// Records in the item's header that queue `q` holds it.
+    fn set_queue_bits(&mut self, q: u8, loc: u32) {
+        let bits = self.slab.get_u8(loc, OFF_BITS) & !QUEUE_MASK;
+        self.slab.set_u8(loc, OFF_BITS, bits | (q << QUEUE_SHIFT));
+    }
+
+    /// Puts `loc` at the LRU end of queue `q`: the next to go.
+    fn push_lru(&mut self, q: u8, loc: u32) {
+        self.set_queue_bits(q, loc);
+        let queue = &mut self.queues[q as usize];
+        let head = queue.head;
+        queue.head = loc;
+        if head == NIL {
+            queue.tail = loc;
+        }
+        queue.len += 1;
+        self.slab.set_u32(loc, OFF_PREV, NIL);
+        self.slab.set_u32(loc, OFF_NEXT, head);
+        if head != NIL {
+            self.slab.set_u32(head, OFF_PREV, loc);
         }
     }
 
@@ -776,17 +804,22 @@ impl Shard {
     /// 19.01% of hits with log-uniform 100-10,000 B values, uniform popularity, 70.29% -> 71.17% at
     /// Zipf 0.9).
     fn evict_page(&mut self) -> bool {
-        let victim = [PROBATION, PROTECTED, WINDOW]
-            .iter()
-            .map(|&q| self.queues[q as usize].head)
-            .find(|&l| l != NIL);
-        let Some(victim) = victim else { return false };
-        let run_from = |head: u32, len: usize| {
-            std::iter::successors(Some(head).filter(|&l| l != NIL), |&loc| {
-                Some(self.slab.get_u32(loc, OFF_NEXT)).filter(|&next| next != NIL)
-            })
-            .take(len)
+        let Some(page) = self.page_to_evict() else {
+            return false;
         };
+        let mut locs = std::mem::take(&mut self.scratch);
+        self.slab.live_in_page(page, &mut locs);
+        for &loc in &locs {
+            self.evict(loc);
+        }
+        self.scratch = locs;
+        self.stats.page_evictions += 1;
+        true
+    }
+
+    /// The page [`Shard::evict_page`] empties next, `None` when the shard holds no item.
+    fn page_to_evict(&self) -> Option<usize> {
+        let victim = self.next_victim()?;
         // Also in view: items alone in their pages (a large value's own mapping, mostly) among the
         // next ALONE_LOOKAHEAD of the main space and of the window, which is sized in items, so a
         // few large values stored once and never read could hold most of the budget there while
@@ -798,38 +831,72 @@ impl Shard {
         let window = self.queues[WINDOW as usize].head;
         let window = if window == victim { NIL } else { window };
         let alone = |&loc: &u32| self.slab.live_count(Slab::page_of(loc)) == 1;
-        let next_victims = run_from(victim, PAGE_VICTIM_LOOKAHEAD)
+        let next_victims = self
+            .run_from(victim, PAGE_VICTIM_LOOKAHEAD)
             .chain(
-                run_from(victim, ALONE_LOOKAHEAD)
+                self.run_from(victim, ALONE_LOOKAHEAD)
                     .skip(PAGE_VICTIM_LOOKAHEAD)
                     .filter(alone)
                     .take(PAGE_VICTIM_LOOKAHEAD),
             )
             .chain(
-                run_from(window, ALONE_LOOKAHEAD)
+                self.run_from(window, ALONE_LOOKAHEAD)
                     .filter(alone)
                     .take(PAGE_VICTIM_LOOKAHEAD),
             );
-        // Fewest items per byte, compared as cross products (live_a / len_a < live_b / len_b); the
-        // first such page, so the next victim's page wins a tie.
-        let items_per_byte = |a: usize, b: usize| {
-            let cost = |lost: usize, freed: usize| {
-                self.slab.live_count(lost) as usize * self.slab.page_charged(freed)
-            };
-            cost(a, b).cmp(&cost(b, a))
-        };
-        let page = next_victims
+        next_victims
             .map(Slab::page_of)
-            .min_by(|&a, &b| items_per_byte(a, b))
-            .expect("the victim itself");
+            .min_by(|&a, &b| self.items_per_byte(a, b))
+    }
+
+    /// The policy's next victim: the LRU item of the first non-empty queue of probation,
+    /// protected and window.
+    fn next_victim(&self) -> Option<u32> {
+        [PROBATION, PROTECTED, WINDOW]
+            .iter()
+            .map(|&q| self.queues[q as usize].head)
+            .find(|&l| l != NIL)
+    }
+
+    /// Up to `len` items of a queue from `head` on, towards its MRU end.
+    fn run_from(&self, head: u32, len: usize) -> impl Iterator<Item = u32> + '_ {
+        std::iter::successors(Some(head).filter(|&l| l != NIL), |&loc| {
+            Some(self.slab.get_u32(loc, OFF_NEXT)).filter(|&next| next != NIL)
+        })
+        .take(len)
+    }
+
+    /// Orders pages by live items per byte of budget they hold, compared as cross products
+    /// (live_a / len_a < live_b / len_b). `min_by` keeps the first of equals, so the next victim's
+    /// page wins a tie.
+    fn items_per_byte(&self, a: usize, b: usize) -> std::cmp::Ordering {
+        let cost = |lost: usize, freed: usize| {
+            self.slab.live_count(lost) as usize * self.slab.page_charged(freed)
+        };
+        cost(a, b).cmp(&cost(b, a))
+    }
+
+    /// Whether the new item at `loc`, which has a mapping of its own, should give way to the items
+    /// the next page eviction would free: it is worth less per byte of the budget (its estimated
+    /// frequency plus one per byte of its mapping, against the sum of theirs per byte of their
+    /// page) and is no more frequent than they are on average. A key read more often than those
+    /// is let in whatever its size: refusing it would send each of its reads to the database.
+    fn worth_less_than_next_victims(&mut self, loc: u32) -> bool {
+        let Some(page) = self.page_to_evict() else {
+            return false;
+        };
         let mut locs = std::mem::take(&mut self.scratch);
         self.slab.live_in_page(page, &mut locs);
-        for &loc in &locs {
-            self.evict(loc);
-        }
+        let victims = locs.len() as u64;
+        let victims_estimates: u64 = locs.iter().map(|&l| u64::from(self.estimate(l))).sum();
         self.scratch = locs;
-        self.stats.page_evictions += 1;
-        true
+        let estimate = u64::from(self.estimate(loc));
+        let own_bytes = self.slab.page_charged(Slab::page_of(loc)) as u64;
+        let victims_bytes = self.slab.page_charged(page) as u64;
+        // The estimate counts the insert itself; the margin discounts it, as in `admit`.
+        let margin = u64::from(self.policy.admission_margin);
+        estimate.saturating_sub(margin) * victims <= victims_estimates
+            && (estimate + 1) * victims_bytes < (victims_estimates + victims) * own_bytes
     }
 
     /// Empties the page with the fewest bytes of items (if at most half full) by moving them into
@@ -1118,7 +1185,13 @@ impl Shard {
             None => {
                 self.climber_misses += 1;
                 let ghost = self.ghost_feedback(h);
-                if ghost == Some(GhostHit::Window)
+                if self.policy.size_aware_admission
+                    && self.slab.is_dedicated(loc)
+                    && self.worth_less_than_next_victims(loc)
+                {
+                    self.push_lru(PROBATION, loc);
+                    self.stats.size_refusals += 1;
+                } else if ghost == Some(GhostHit::Window)
                     && self.policy.ghost_admission
                     && self.ghost_admission_pays()
                 {

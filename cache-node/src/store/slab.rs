@@ -506,6 +506,11 @@ impl Slab {
         }
     }
 
+    /// Whether the item at `loc` has a mapping of its own (it is above a quarter of a page).
+    pub(crate) fn is_dedicated(&self, loc: u32) -> bool {
+        self.pages[Self::page_of(loc)].class == DEDICATED
+    }
+
     /// Size of the chunk at `loc` (its class size, or its dedicated mapping's).
     pub(crate) fn chunk_len(&self, loc: u32) -> usize {
         self.pages[Self::split(loc).0].chunk as usize
