@@ -812,6 +812,16 @@ impl Slab {
                     self.free_page_ids.push(pid);
                     return None;
                 };
+                if class == DEDICATED {
+                    // Its item is copied in at once, all of it: one call makes the pages resident
+                    // instead of a fault per 4 KiB (read-through of values log-uniform in 16 B..500
+                    // KB into `-m 64`: 9,457 -> 10,238 requests/s, session 35). It is counted whole
+                    // already. Advice only: a kernel before 5.14 refuses it, harmlessly.
+                    // SAFETY: `ptr`/`bytes` is a mapping of ours, about to be written whole.
+                    unsafe {
+                        libc::madvise(ptr.cast(), bytes, libc::MADV_POPULATE_WRITE);
+                    }
+                }
                 self.bytes += first;
                 (ptr, first)
             }
