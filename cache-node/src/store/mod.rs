@@ -1315,6 +1315,33 @@ mod tests {
         );
     }
 
+    /// A deterministic xorshift sequence.
+    fn xorshift() -> impl FnMut() -> u64 {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// One request of a churn, chosen by bits 40.. of `r`: a delete (one in 16), else a read,
+    /// recorded on a hit. True on a miss, where the caller sets the key.
+    fn delete_or_read(store: &Store, key: &[u8], r: u64) -> bool {
+        store.with_entry(key, |e| match (r >> 40) % 16 {
+            0 => {
+                e.remove();
+                false
+            }
+            _ if e.item().is_some() => {
+                e.record_read();
+                false
+            }
+            _ => true,
+        })
+    }
+
     /// The cold-victim search keeps a place in probation between evictions; every way an item leaves
     /// probation (read, eviction, page eviction, expiry, delete, replacement, flush) must move it on,
     /// and compaction must carry it to the item's new chunk. A sliding, expiring workload whose value
@@ -1335,13 +1362,7 @@ mod tests {
             },
             clock.clone(),
         );
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift();
         for op in 0..60_000u64 {
             let r = next();
             // A range sliding by one key every 4 operations, a few hot keys, some one-offs.
@@ -1357,18 +1378,7 @@ mod tests {
             } else {
                 1_500 + ((r >> 20) % 1_500) as usize
             };
-            // A delete, else a read on a hit and a set on a miss.
-            let missed = store.with_entry(key.as_bytes(), |e| match (r >> 40) % 16 {
-                0 => {
-                    e.remove();
-                    false
-                }
-                _ if e.item().is_some() => {
-                    e.record_read();
-                    false
-                }
-                _ => true,
-            });
+            let missed = delete_or_read(&store, key.as_bytes(), r);
             if missed {
                 let exptime = if (r >> 44) % 8 == 0 { 1_005 } else { 0 };
                 insert(&store, key.as_bytes(), &vec![b'v'; len], 0, exptime);
@@ -1408,30 +1418,14 @@ mod tests {
             },
             clock.clone(),
         );
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift();
         let value = vec![b'v'; 200_000];
         for op in 0..20_000u64 {
             let r = next();
             let key = format!("k:{}", r % 3_000);
             let unit = ((r >> 16) % 1_000_000) as f64 / 1e6;
             let len = (16.0 * 12_500f64.powf(unit)) as usize;
-            let missed = store.with_entry(key.as_bytes(), |e| match (r >> 40) % 16 {
-                0 => {
-                    e.remove();
-                    false
-                }
-                _ if e.item().is_some() => {
-                    e.record_read();
-                    false
-                }
-                _ => true,
-            });
+            let missed = delete_or_read(&store, key.as_bytes(), r);
             if missed {
                 if len > 16 << 10 {
                     drop(store.reserve(key.as_bytes(), len + 2, len + 2 - (16 << 10)));
