@@ -2412,7 +2412,8 @@ async fn write_flood_stays_within_memory_budget() -> R {
 /// (20 MB) into 16 MiB. memcached, which evicts within the large values' class, keeps every small
 /// value; so does cache-node now. Before session 34 the page to empty was chosen among the main
 /// space's next victims only, while the large values sat in the window (sized in items): 16 MiB
-/// kept 3,165 of the 12,500 here (and 64 MiB 17,697 of 50,000 with 200 such sets).
+/// kept 3,165 of the 12,500 here (and 64 MiB 17,697 of 50,000 with 200 such sets). Since session 35
+/// most of the large values are refused a place in the window (`size_refusals`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_values_stored_once_do_not_push_out_small_values_in_use() -> R {
     let s = TestServer::start_with(|c| {
@@ -2451,6 +2452,12 @@ async fn large_values_stored_once_do_not_push_out_small_values_in_use() -> R {
         )
         .await;
     }
+    // Size-aware admission (session 35) changes what stays, not what a client sees of a set: the
+    // last large value, refused a place in the window, is still there.
+    c.send(b"mg big49 s\r\n").await;
+    assert_eq!(c.line().await, "HD s400000");
+    let refusals: u64 = c.stat("size_refusals").await.parse()?;
+    assert!(refusals > 0, "no large value was refused a place");
     let kept = hits(&mut c).await;
     assert!(
         kept >= small * 99 / 100,
