@@ -1,6 +1,6 @@
 //! Cache-aside with mixed value sizes through a real store (byte budget): access a key (uniform or Zipf
 //! popularity), read it, and on a miss set it with a size fixed per key (log-uniform 100..10,000 B by
-//! default). Prints the hit rate over the second half, the items kept, the bytes of keys and values
+//! default), holding room first for a value above 16 KiB as the server does while one arrives. Prints the hit rate over the second half, the items kept, the bytes of keys and values
 //! kept, where evictions came from and where the budget goes (chunks, idle chunks, page tails,
 //! tables). A check of how the store spends a byte budget when sizes vary, not a benchmark of speed.
 //!

@@ -79,12 +79,13 @@ pub struct StoreConfig {
     /// otherwise (both measured by the main ghost list); otherwise one chance in 32
     /// (`stats`: `cold_victims`, `cold_victims_declined`).
     pub cold_victims: bool,
-    /// Size-aware admission (default true): a new item alone in its page (a value above a quarter
-    /// of the shard's page size) that is worth less per byte than the items the next page eviction
-    /// would free (estimated frequency plus one, per byte of page) does not enter the window: it
-    /// is put at the probation LRU end, where the next page eviction takes it back unless a read
-    /// promotes it first. So large values stored once and never read again take the memory of
-    /// earlier ones, not pages of small values in use (`stats`: `size_refusals`).
+    /// Size-aware admission (default true): a new item with a mapping of its own (a value above a
+    /// quarter of the shard's page size) that is worth less per byte than the items the next page
+    /// eviction would free (estimated frequency plus one, per byte of page), and no more frequent
+    /// than they are on average, does not enter the window: it is put at the probation LRU end,
+    /// where the next eviction takes it unless a read promotes it first. So large values stored
+    /// once and never read again take the memory of earlier ones, not pages of small values in use
+    /// (`stats`: `size_refusals`).
     pub size_aware_admission: bool,
     /// Admission margin: a candidate leaving the window replaces the main space's victim only
     /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
