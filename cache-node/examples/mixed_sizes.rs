@@ -11,10 +11,8 @@
 use std::sync::Arc;
 
 use cache_node::clock::{Clock, ManualClock};
+use cache_node::server::{BUFFER_BYTES, RESERVE_DATA_ABOVE_BYTES};
 use cache_node::store::{NewItem, SlabClass, Store, StoreConfig};
-
-/// The server's read buffer: a data block larger than this has room held for the rest while it arrives.
-const SERVER_BUFFER_BYTES: usize = 16 * 1024;
 
 fn main() {
     let mut mb = 64usize;
@@ -99,8 +97,9 @@ fn main() {
         // As the server does for a data block larger than its read buffer: room for the part beyond
         // the buffer is held while the block arrives, and given back just before the insert.
         let n = size_of(k);
-        if n + 2 > SERVER_BUFFER_BYTES && store.with_entry(key.as_bytes(), |e| e.item().is_none()) {
-            drop(store.reserve(key.as_bytes(), n + 2, n + 2 - SERVER_BUFFER_BYTES));
+        if n > RESERVE_DATA_ABOVE_BYTES && store.with_entry(key.as_bytes(), |e| e.item().is_none())
+        {
+            drop(store.reserve(key.as_bytes(), n + 2, n + 2 - BUFFER_BYTES));
         }
         let hit = store.with_entry(key.as_bytes(), |e| {
             if e.item().is_some() {

@@ -39,8 +39,9 @@ use crate::store::{Reservation, Store, StoreConfig, StoreError};
 /// [`MAX_KEPT_BUFFER_BYTES`] so that a batch of values up to this size does not outgrow the buffer kept.
 pub const MAX_BATCH_REPLY_BYTES: usize = 32 * 1024;
 
-/// A connection's read and write buffers start at this size.
-const BUFFER_BYTES: usize = 16 * 1024;
+/// A connection's read and write buffers start at this size. Of a large data block still arriving, this
+/// much needs no room held in the store ([`buffered_ahead`]).
+pub const BUFFER_BYTES: usize = 16 * 1024;
 /// A connection's buffer (read, write, or the session's scratch for append) that grew past this for a
 /// large value or reply is given back once it is no longer needed. Kept, it would stay with the
 /// connection for good, outside the memory limit: 200 idle connections that had each sent one 1 MB value
@@ -56,7 +57,7 @@ const _: () = assert!(2 * MAX_BATCH_REPLY_BYTES <= MAX_KEPT_BUFFER_BYTES);
 const YIELD_AFTER_READ_BYTES: usize = 32 * 1024;
 /// A data block longer than this that is not all in yet is buffered only into room the store holds for
 /// it ([`Store::reserve`]); a shorter one fits in the buffer a connection has anyway.
-const RESERVE_DATA_ABOVE_BYTES: usize = BUFFER_BYTES;
+pub const RESERVE_DATA_ABOVE_BYTES: usize = BUFFER_BYTES;
 
 /// How much of a large data block, `arrived` bytes of it in, may be buffered before the next hold:
 /// twice what has arrived plus one buffer. The room held is that less the [`BUFFER_BYTES`] any

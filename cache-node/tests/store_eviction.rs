@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cache_node::clock::ManualClock;
+use cache_node::server::{BUFFER_BYTES, RESERVE_DATA_ABOVE_BYTES};
 use cache_node::store::{NewItem, Store, StoreConfig, StoreError, WindowAdaptation};
 
 fn insert(s: &Store, key: &[u8], value: &[u8]) {
@@ -14,15 +15,11 @@ fn insert(s: &Store, key: &[u8], value: &[u8]) {
 
 /// A read-through access: hit (recorded) or insert on a miss. Returns whether it hit.
 fn access(s: &Store, key: &[u8]) -> bool {
-    s.with_entry(key, |e| {
-        if e.item().is_some() {
-            e.record_read();
-            true
-        } else {
-            e.insert(NewItem::plain(&[])).expect("insert");
-            false
-        }
-    })
+    let hit = access_without_insert(s, key);
+    if !hit {
+        insert(s, key, &[]);
+    }
+    hit
 }
 
 /// Without eviction this flood would store ~8 threads x 4000 x ~1.5 KB = ~48 MB in an 8 MiB
@@ -751,10 +748,9 @@ fn tables_sized_for_many_small_items_give_their_room_back() {
 /// beyond the buffer is held while the value arrives ([`Store::reserve`]), then given back just
 /// before the insert.
 fn set_as_the_server_does(s: &Store, key: &[u8], value: &[u8]) {
-    const SERVER_BUFFER_BYTES: usize = 16 * 1024;
-    let block = value.len() + 2;
-    if block > SERVER_BUFFER_BYTES {
-        drop(s.reserve(key, block, block - SERVER_BUFFER_BYTES));
+    if value.len() > RESERVE_DATA_ABOVE_BYTES {
+        let block = value.len() + 2;
+        drop(s.reserve(key, block, block - BUFFER_BYTES));
     }
     insert(s, key, value);
 }

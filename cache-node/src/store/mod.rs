@@ -1428,8 +1428,9 @@ mod tests {
             let len = (16.0 * 12_500f64.powf(unit)) as usize;
             let missed = delete_or_read(&store, key.as_bytes(), r);
             if missed {
-                if len > 16 << 10 {
-                    drop(store.reserve(key.as_bytes(), len + 2, len + 2 - (16 << 10)));
+                if len > crate::server::RESERVE_DATA_ABOVE_BYTES {
+                    let block = len + 2;
+                    drop(store.reserve(key.as_bytes(), block, block - crate::server::BUFFER_BYTES));
                 }
                 let exptime = if (r >> 44) % 8 == 0 { 1_005 } else { 0 };
                 insert(&store, key.as_bytes(), &value[..len], 0, exptime);

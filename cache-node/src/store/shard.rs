@@ -876,12 +876,12 @@ impl Shard {
         cost(a, b).cmp(&cost(b, a))
     }
 
-    /// Whether the new item at `loc`, which has a mapping of its own, should give way to the items
-    /// the next page eviction would free: it is worth less per byte of the budget (its estimated
-    /// frequency plus one per byte of its mapping, against the sum of theirs per byte of their
-    /// page) and is no more frequent than they are on average. A key read more often than those
+    /// Whether the new item at `loc` (key hash `h`), which has a mapping of its own, should give way
+    /// to the items the next page eviction would free: it is worth less per byte of the budget (its
+    /// estimated frequency plus one per byte of its mapping, against the sum of theirs per byte of
+    /// their page) and is no more frequent than they are on average. A key read more often than those
     /// is let in whatever its size: refusing it would send each of its reads to the database.
-    fn worth_less_than_next_victims(&mut self, loc: u32) -> bool {
+    fn worth_less_than_next_victims(&mut self, loc: u32, h: u64) -> bool {
         let Some(page) = self.page_to_evict() else {
             return false;
         };
@@ -890,7 +890,7 @@ impl Shard {
         let victims = locs.len() as u64;
         let victims_estimates: u64 = locs.iter().map(|&l| u64::from(self.estimate(l))).sum();
         self.scratch = locs;
-        let estimate = u64::from(self.estimate(loc));
+        let estimate = u64::from(self.sketch.frequency(h));
         let own_bytes = self.slab.page_charged(Slab::page_of(loc)) as u64;
         let victims_bytes = self.slab.page_charged(page) as u64;
         // The estimate counts the insert itself; the margin discounts it, as in `admit`.
@@ -1187,7 +1187,7 @@ impl Shard {
                 let ghost = self.ghost_feedback(h);
                 if self.policy.size_aware_admission
                     && self.slab.is_dedicated(loc)
-                    && self.worth_less_than_next_victims(loc)
+                    && self.worth_less_than_next_victims(loc, h)
                 {
                     self.push_lru(PROBATION, loc);
                     self.stats.size_refusals += 1;
