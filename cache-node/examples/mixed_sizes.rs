@@ -1,17 +1,17 @@
 //! Cache-aside with mixed value sizes through a real store (byte budget): access a key (uniform or Zipf
 //! popularity), read it, and on a miss set it with a size fixed per key (log-uniform 100..10,000 B by
-//! default), holding room first for a value above 16 KiB as the server does while one arrives. Prints the hit rate over the second half, the items kept, the bytes of keys and values
+//! default), holding its memory while it "arrives" as the server does (`server::as_received`). Prints the hit rate over the second half, the items kept, the bytes of keys and values
 //! kept, where evictions came from and where the budget goes (chunks, idle chunks, page tails,
 //! tables). A check of how the store spends a byte budget when sizes vary, not a benchmark of speed.
 //!
 //! `cargo run --release -p cache-node --example mixed_sizes -- [--mb 64] [--shards 8] [--keys 200000]
 //! [--zipf 0.9] [--accesses 4000000] [--sizes loguniform|loguniform:MIN:MAX|uniform|N]
-//! [--size-aware-admission false]`
+//! [--size-aware-admission false] [--in-flight N]`
 
 use std::sync::Arc;
 
 use cache_node::clock::{Clock, ManualClock};
-use cache_node::server::{BUFFER_BYTES, RESERVE_DATA_ABOVE_BYTES};
+use cache_node::server::{as_received, BUFFER_BYTES};
 use cache_node::store::{NewItem, SlabClass, Store, StoreConfig};
 
 fn main() {
@@ -22,6 +22,7 @@ fn main() {
     let mut accesses = 4_000_000u64;
     let mut sizes = "loguniform".to_string();
     let mut size_aware_admission = true;
+    let mut in_flight = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let v = args.next().expect("a value after each flag");
@@ -33,6 +34,7 @@ fn main() {
             "--accesses" => accesses = v.parse().expect("--accesses"),
             "--sizes" => sizes = v,
             "--size-aware-admission" => size_aware_admission = v.parse().expect("true or false"),
+            "--in-flight" => in_flight = v.parse().expect("--in-flight"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -91,25 +93,52 @@ fn main() {
     );
     let value = vec![b'x'; (0..keys).map(size_of).max().unwrap_or(0)];
     let (mut hits, mut reads) = (0u64, 0u64);
+    let mut arriving = std::collections::VecDeque::new();
     for i in 0..accesses {
         let k = draw(&mut next);
         let key = format!("k{k}");
-        // As the server does for a data block larger than its read buffer: room for the part beyond
-        // the buffer is held while the block arrives, and given back just before the insert.
         let n = size_of(k);
-        if n > RESERVE_DATA_ABOVE_BYTES && store.with_entry(key.as_bytes(), |e| e.item().is_none())
-        {
-            drop(store.reserve(key.as_bytes(), n + 2, n + 2 - BUFFER_BYTES));
-        }
         let hit = store.with_entry(key.as_bytes(), |e| {
-            if e.item().is_some() {
+            let hit = e.item().is_some();
+            if hit {
                 e.record_read();
-                true
-            } else {
-                e.insert(NewItem::plain(&[&value[..n]])).expect("insert");
-                false
             }
+            hit
         });
+        if !hit {
+            if in_flight == 0 {
+                // As the server stores a value it received (its memory held while it arrives).
+                as_received(&store, key.as_bytes(), &value[..n], 0, |v| {
+                    store.with_entry(key.as_bytes(), |e| e.insert(NewItem::plain(&[v])))
+                })
+                .expect("insert");
+            } else {
+                // A value with a mapping of its own lands at its miss and is stored `in_flight`
+                // misses later, as values arriving on that many connections at once; others at once.
+                let landed = store
+                    .land(key.as_bytes(), n, 0, BUFFER_BYTES)
+                    .ok()
+                    .flatten()
+                    .and_then(|mut landing| landing.grow_to(n).is_ok().then_some(landing));
+                match landed {
+                    Some(mut landing) => {
+                        landing.write(&value[..n]);
+                        arriving.push_back((key, landing));
+                    }
+                    None => {
+                        let _ = store.with_entry(key.as_bytes(), |e| {
+                            e.insert(NewItem::plain(&[&value[..n]]))
+                        });
+                    }
+                }
+                if arriving.len() > in_flight {
+                    let (key, landing) = arriving.pop_front().expect("one arriving");
+                    let _ = store.with_entry(key.as_bytes(), |e| {
+                        e.insert(NewItem::plain(&[landing.value()]))
+                    });
+                }
+            }
+        }
         if i >= accesses / 2 {
             reads += 1;
             hits += hit as u64;
@@ -146,7 +175,7 @@ fn main() {
         .collect();
     let st = store.stats();
     println!(
-        "hit rate {:.2}%  items {items}  keys+values {:.1} MiB (mean {} B)  arena {:.1} MiB  evictions {}  pages emptied {}  slabs_moved {}  size refusals {}  shards {}",
+        "hit rate {:.2}%  items {items}  keys+values {:.1} MiB (mean {} B)  arena {:.1} MiB  evictions {}  pages emptied {}  slabs_moved {}  size refusals {}  read in place {}  shards {}",
         100.0 * hits as f64 / reads as f64,
         data as f64 / (1 << 20) as f64,
         data / items.max(1),
@@ -155,6 +184,7 @@ fn main() {
         st.slab_page_evictions,
         st.slabs_moved,
         st.size_refusals,
+        st.values_read_in_place,
         store.shard_count(),
     );
     println!("kept by size: {}", bands.join(", "));

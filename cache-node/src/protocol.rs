@@ -205,6 +205,10 @@ pub enum Parsed<'a> {
         line_len: usize,
         /// Bytes of the data block, without its `\r\n`.
         data_len: usize,
+        /// The client flags the line gives the value (0 if it gives none): with the key and
+        /// `data_len`, what sizes the item, so the server can map its memory and read the block
+        /// straight into it ([`parse_landed_request`] then parses the request).
+        flags: u32,
         /// The line asked for no reply (text `noreply`; meta errors are always sent).
         noreply: bool,
         /// A `set` or an `ms` (any mode): its key as sent and whether that is base64, as
@@ -722,6 +726,7 @@ fn awaiting_data<'a>(
     key: &'a [u8],
     line_len: usize,
     data_len: usize,
+    flags: u32,
     noreply: bool,
     unlinks: Option<(&'a [u8], bool)>,
 ) -> Parsed<'a> {
@@ -730,6 +735,7 @@ fn awaiting_data<'a>(
             key,
             line_len,
             data_len,
+            flags,
             noreply,
             unlinks,
         },
@@ -821,8 +827,48 @@ fn take_data(buf: &[u8], start: usize, len: usize) -> Result<(&[u8], usize), Par
     Ok((&buf[start..end], end + 2))
 }
 
+#[allow(clippy::result_large_err)]
+/// A storage request's data block (`len` bytes from `start`) and the bytes the block and its `\r\n`
+/// take in `buf`: from `buf`, or, when `landed` holds it (read elsewhere, [`parse_landed_request`]),
+/// from there, with only the `\r\n` in `buf`; incomplete while `landed` is shorter than the block.
+fn take_block<'a>(
+    buf: &'a [u8],
+    landed: Option<&'a [u8]>,
+    start: usize,
+    len: usize,
+) -> Result<(&'a [u8], usize), Parsed<'static>> {
+    let Some(data) = landed else {
+        return take_data(buf, start, len);
+    };
+    if data.len() < len {
+        // Still arriving.
+        return Err(Parsed::Incomplete);
+    }
+    if data.len() > len {
+        // Not this request's block: the caller's mistake, answered as a malformed block.
+        return Err(err(ProtocolError::BadDataChunk, start));
+    }
+    match take_data(buf, start, 0) {
+        Ok((_, consumed)) => Ok((data, consumed)),
+        Err(outcome) => Err(outcome),
+    }
+}
+
 /// Parses one request from the start of `buf`.
 pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
+    parse_request_with(buf, None, limits)
+}
+
+/// Parses the storage request whose line starts `buf` and whose data block, `data`, was read
+/// elsewhere (into the item's own memory, after [`Parsed::IncompleteData`] for the same line): `buf`
+/// holds the line and then the block's `\r\n`, and `consumed` counts only those bytes. The outcome
+/// is what [`parse_request`] gives for the line, the block and the `\r\n` in one buffer
+/// ([`Parsed::IncompleteData`] while `data` is not all of the block yet).
+pub fn parse_landed_request<'a>(buf: &'a [u8], data: &'a [u8], limits: &Limits) -> Parsed<'a> {
+    parse_request_with(buf, Some(data), limits)
+}
+
+fn parse_request_with<'a>(buf: &'a [u8], landed: Option<&'a [u8]>, limits: &Limits) -> Parsed<'a> {
     let (line, line_len) = match split_line(buf, limits.max_line_len) {
         Ok(v) => v,
         Err(
@@ -837,7 +883,7 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some(command) = tokens.next() else {
         return err(ProtocolError::UnknownCommand, line_len);
     };
-    match parse_command(buf, command, tokens, line_len, limits) {
+    match parse_command(buf, landed, command, tokens, line_len, limits) {
         // memcached (`set_noreply_maybe`) marks a text command whose last token is `noreply` before it checks
         // the arguments, and then sends none of its CLIENT_ERROR/SERVER_ERROR lines: a noreply client
         // reads no reply, and would take that line for the answer to its next request. Only the ERROR
@@ -965,6 +1011,7 @@ const TEXT_NOREPLY_COMMANDS: [&[u8]; 12] = [
 /// Parses the request whose line starts with `command`; `tokens` holds the rest of the line.
 fn parse_command<'a>(
     buf: &'a [u8],
+    landed: Option<&'a [u8]>,
     command: &'a [u8],
     mut tokens: Tokens<'a>,
     line_len: usize,
@@ -1008,9 +1055,9 @@ fn parse_command<'a>(
                 b"prepend" => StoreMode::Prepend,
                 _ => StoreMode::Cas,
             };
-            parse_store(buf, mode, tokens, line_len, limits)
+            parse_store(buf, landed, mode, tokens, line_len, limits)
         }
-        b"lease-set" => parse_lease_set(buf, tokens, line_len, limits),
+        b"lease-set" => parse_lease_set(buf, landed, tokens, line_len, limits),
         b"delete" => {
             let (Some(key), rest) = (tokens.next(), tokens.remainder()) else {
                 return err(ProtocolError::UnknownCommand, line_len);
@@ -1226,7 +1273,7 @@ fn parse_command<'a>(
             if len > limits.max_value_len {
                 return too_large(line_len, len, Some((key, flags.base64_key)));
             }
-            match take_data(buf, line_len, len) {
+            match take_block(buf, landed, line_len, len) {
                 Ok((data, consumed)) => Parsed::Request {
                     request: Request::Meta {
                         command: MetaCommand::Set,
@@ -1241,6 +1288,7 @@ fn parse_command<'a>(
                     key,
                     line_len,
                     len,
+                    flags.client_flags.unwrap_or(0),
                     false,
                     Some((key, flags.base64_key)),
                 ),
@@ -1267,6 +1315,7 @@ fn parse_keys(keys: &[u8], limits: &Limits, line_len: usize) -> Option<Parsed<'s
 
 fn parse_store<'a>(
     buf: &'a [u8],
+    landed: Option<&'a [u8]>,
     mode: StoreMode,
     mut tokens: Tokens<'a>,
     line_len: usize,
@@ -1319,7 +1368,7 @@ fn parse_store<'a>(
         Some(Some(c)) => c,
         Some(None) => return err_swallow(ProtocolError::BadCommandLine, line_len, len),
     };
-    match take_data(buf, line_len, len) {
+    match take_block(buf, landed, line_len, len) {
         Ok((data, consumed)) => Parsed::Request {
             request: Request::Store {
                 mode,
@@ -1337,6 +1386,7 @@ fn parse_store<'a>(
             key,
             line_len,
             len,
+            flags,
             noreply,
             (mode == StoreMode::Set).then_some((key, false)),
         ),
@@ -1345,6 +1395,7 @@ fn parse_store<'a>(
 
 fn parse_lease_set<'a>(
     buf: &'a [u8],
+    landed: Option<&'a [u8]>,
     mut tokens: Tokens<'a>,
     line_len: usize,
     limits: &Limits,
@@ -1382,7 +1433,7 @@ fn parse_lease_set<'a>(
     else {
         return err_swallow(ProtocolError::BadCommandLine, line_len, len);
     };
-    match take_data(buf, line_len, len) {
+    match take_block(buf, landed, line_len, len) {
         Ok((data, consumed)) => Parsed::Request {
             request: Request::LeaseSet {
                 key,
@@ -1394,7 +1445,7 @@ fn parse_lease_set<'a>(
             },
             consumed,
         },
-        Err(outcome) => awaiting_data(outcome, key, line_len, len, noreply, None),
+        Err(outcome) => awaiting_data(outcome, key, line_len, len, flags, noreply, None),
     }
 }
 
@@ -2417,6 +2468,61 @@ mod tests {
         }
     }
 
+    /// A block read elsewhere (into its item's memory) parses as if it followed its line: the same
+    /// request for every storage command, `consumed` counting the line and the `\r\n` only; the
+    /// block still arriving or its `\r\n` not in yet is incomplete; a bad `\r\n` is the same error.
+    #[test]
+    fn a_landed_block_parses_as_one_that_followed_its_line() {
+        let limits = Limits::default();
+        let data = b"hello";
+        for line in [
+            &b"set k 1 2 5\r\n"[..],
+            b"add k 0 0 5 noreply\r\n",
+            b"cas k 0 0 5 99\r\n",
+            b"ms k 5 F3 T9 c\r\n",
+            b"ms aw== 5 b\r\n",
+            b"lease-set k 7 0 0 5\r\n",
+        ] {
+            let whole = [line, data, b"\r\nget k\r\n"].concat();
+            let landed = [line, b"\r\nget k\r\n"].concat();
+            let (
+                Parsed::Request {
+                    request: a,
+                    consumed: ca,
+                },
+                Parsed::Request {
+                    request: b,
+                    consumed: cb,
+                },
+            ) = (
+                parse_request(&whole, &limits),
+                parse_landed_request(&landed, data, &limits),
+            )
+            else {
+                panic!("{line:?}");
+            };
+            assert_eq!(a, b, "{line:?}");
+            assert_eq!((ca - data.len(), cb), (line.len() + 2, line.len() + 2));
+        }
+        let line = b"set k 0 0 5\r\n";
+        assert!(matches!(
+            parse_landed_request(line, b"hel", &limits),
+            Parsed::IncompleteData { data_len: 5, .. }
+        ));
+        assert!(matches!(
+            parse_landed_request(&[&line[..], b"\r"].concat(), data, &limits),
+            Parsed::IncompleteData { data_len: 5, .. }
+        ));
+        assert!(matches!(
+            parse_landed_request(&[&line[..], b"xy"].concat(), data, &limits),
+            Parsed::Error {
+                error: ProtocolError::BadDataChunk,
+                consumed: 15,
+                ..
+            }
+        ));
+    }
+
     #[test]
     fn set_needs_whole_data_block() {
         assert_eq!(
@@ -2425,10 +2531,25 @@ mod tests {
                 key: b"k",
                 line_len: 13,
                 data_len: 5,
+                flags: 0,
                 noreply: false,
                 unlinks: Some((b"k", false)),
             }
         );
+        // The client flags the item will have: with the key and the length, its size.
+        for (line, flags) in [
+            (&b"set k 7 0 5\r\nhel"[..], 7),
+            (b"cas k 4294967295 0 5 1\r\nh", u32::MAX),
+            (b"ms k 5 F9 T0\r\nhe", 9),
+            (b"ms k 5 T0\r\nhe", 0),
+            (b"lease-set k 5 3 0 5\r\nh", 3),
+        ] {
+            assert!(
+                matches!(req(line), Parsed::IncompleteData { flags: f, .. } if f == flags),
+                "{:?}",
+                req(line)
+            );
+        }
         // Only a set or an ms names the item to remove when its value cannot be held.
         assert!(matches!(
             req(b"add k 0 0 5\r\nhel"),

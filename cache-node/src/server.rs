@@ -24,11 +24,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::commands::{Flow, Session, VERSION};
 use crate::maintainer::{self, Maintainer};
 use crate::protocol::{
-    decode_key, parse_long_get_rest, parse_request, reply, Limits, LongGetLine, Parsed,
-    ProtocolError, Swallow, MAX_KEY_LEN,
+    decode_key, parse_landed_request, parse_long_get_rest, parse_request, reply, Limits,
+    LongGetLine, Parsed, ProtocolError, Swallow, MAX_KEY_LEN,
 };
 use crate::stats::CounterSlots;
-use crate::store::{Reservation, Store, StoreConfig, StoreError};
+use crate::store::{Landing, Reservation, Store, StoreConfig, StoreError};
 
 /// Replies buffered before they are written out even if more requests are waiting in the read buffer.
 /// It bounds what a client that stops reading makes its connection hold: this plus one value, since the
@@ -58,6 +58,40 @@ const YIELD_AFTER_READ_BYTES: usize = 32 * 1024;
 /// A data block longer than this that is not all in yet is buffered only into room the store holds for
 /// it ([`Store::reserve`]); a shorter one fits in the buffer a connection has anyway.
 pub const RESERVE_DATA_ABOVE_BYTES: usize = BUFFER_BYTES;
+
+/// Runs `store_it` with `value` as a connection that received it as a data block would hand it to its
+/// command: a value with a mapping of its own is first written into its landing ([`Store::land`]),
+/// so that the insert adopts that memory, and room is held ([`Store::reserve`]) for one longer than
+/// [`RESERVE_DATA_ABOVE_BYTES`] otherwise, given back before `store_it` runs. For tests and examples
+/// that drive the store with the server's memory pattern but no sockets. Stores nothing itself.
+pub fn as_received<R>(
+    store: &Store,
+    key: &[u8],
+    value: &[u8],
+    flags: u32,
+    store_it: impl FnOnce(&[u8]) -> R,
+) -> R {
+    if value.len() <= RESERVE_DATA_ABOVE_BYTES {
+        return store_it(value);
+    }
+    match store.land(key, value.len(), flags, BUFFER_BYTES) {
+        Ok(Some(mut landing)) => {
+            if landing.grow_to(value.len()).is_err() {
+                // The server would refuse it; `store_it` meets the same error.
+                return store_it(value);
+            }
+            landing.write(value);
+            store_it(landing.value())
+        }
+        Ok(None) => {
+            let block = value.len() + 2;
+            drop(store.reserve(key, block, block - BUFFER_BYTES));
+            store_it(value)
+        }
+        // The server would refuse it; `store_it` meets the same error.
+        Err(_) => store_it(value),
+    }
+}
 
 /// How much of a large data block, `arrived` bytes of it in, may be buffered before the next hold:
 /// twice what has arrived plus one buffer. The room held is that less the [`BUFFER_BYTES`] any
@@ -287,6 +321,7 @@ impl Node {
             ("cold_victims", s.cold_victims.to_string()),
             ("cold_victims_declined", s.cold_victims_declined.to_string()),
             ("size_refusals", s.size_refusals.to_string()),
+            ("values_read_in_place", s.values_read_in_place.to_string()),
             (
                 "maintainer_wakeups",
                 self.maintainer_wakeups.load(Ordering::Relaxed).to_string(),
@@ -644,6 +679,13 @@ pub struct Connection<'n> {
     /// The most the next read may take: the room held ahead of what has arrived while there is a
     /// reservation, so that what is buffered stays within it; unbounded otherwise.
     read_at_most: usize,
+    /// The memory of the item a large value arriving will be (one with a mapping of its own), which
+    /// the reads fill directly while its request line waits at the head of the read buffer; the
+    /// block's `\r\n` and what follows are read into the buffer again. memcached reads a value
+    /// into its item the same way; read into the buffer and then copied, each large set cost a
+    /// buffer's page faults, a copy and a new mapping's (STORE.md, session 36). Dropped once the
+    /// request has run (its insert took the memory as the item's) or the connection ends.
+    landing: Option<Landing<'n>>,
 }
 
 impl<'n> Connection<'n> {
@@ -660,6 +702,7 @@ impl<'n> Connection<'n> {
             store: &node.store,
             reservation: None,
             read_at_most: usize::MAX,
+            landing: None,
         }
     }
 
@@ -677,39 +720,55 @@ impl<'n> Connection<'n> {
             if self.write_buf.capacity() == 0 {
                 self.write_buf = idle_buffers::take();
             }
-            if self.read_buf.capacity() - self.read_buf.len() < 4096 {
-                self.read_buf.reserve(BUFFER_BYTES);
-                read_buf_grown |= self.read_buf.capacity() > MAX_KEPT_BUFFER_BYTES;
-            }
-            if let Some(held) = &self.reservation {
-                // Read the value into one buffer of its size instead of growing (and copying) the
-                // buffer in steps; its pages become resident only as the reads fill them.
-                let want = held.total() + BUFFER_BYTES;
-                if self.read_buf.capacity() < want {
-                    match idle_buffers::take_large(want) {
-                        Some(mut large) => {
-                            large.extend_from_slice(&self.read_buf);
-                            let small = std::mem::replace(&mut self.read_buf, large);
-                            idle_buffers::give(small, read_buf_grown);
+            let (n, space) = if let Some(landing) = self.landing.as_mut().filter(|l| !l.is_full()) {
+                // A large value's data, straight into its item's memory, as far as it is held.
+                let (to, room) = landing.unfilled();
+                // SAFETY: `to` is writable for `room` bytes (the landing's value, held and resident).
+                match unsafe { recv_into(&self.socket, to, room) } {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        landing.advance(n);
+                        (n, room)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                if self.read_buf.capacity() - self.read_buf.len() < 4096 {
+                    self.read_buf.reserve(BUFFER_BYTES);
+                    read_buf_grown |= self.read_buf.capacity() > MAX_KEPT_BUFFER_BYTES;
+                }
+                if let Some(held) = &self.reservation {
+                    // Read the value into one buffer of its size instead of growing (and copying) the
+                    // buffer in steps; its pages become resident only as the reads fill them.
+                    let want = held.total() + BUFFER_BYTES;
+                    if self.read_buf.capacity() < want {
+                        match idle_buffers::take_large(want) {
+                            Some(mut large) => {
+                                large.extend_from_slice(&self.read_buf);
+                                let small = std::mem::replace(&mut self.read_buf, large);
+                                idle_buffers::give(small, read_buf_grown);
+                            }
+                            None => self.read_buf.reserve(want - self.read_buf.len()),
                         }
-                        None => self.read_buf.reserve(want - self.read_buf.len()),
+                        read_buf_grown = true;
                     }
-                    read_buf_grown = true;
                 }
-            }
-            let space = (self.read_buf.capacity() - self.read_buf.len()).min(self.read_at_most);
-            let n = match self.read_available(space) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                // Spurious readiness; tokio cleared it, wait for the next event (without buffers if idle).
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.read_buf.is_empty() {
-                        self.give_back_buffers(read_buf_grown);
-                        read_buf_grown = false;
+                let space = (self.read_buf.capacity() - self.read_buf.len()).min(self.read_at_most);
+                let n = match self.read_available(space) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    // Spurious readiness; tokio cleared it, wait for the next event (without buffers if idle).
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if self.read_buf.is_empty() {
+                            self.give_back_buffers(read_buf_grown);
+                            read_buf_grown = false;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                Err(e) => return Err(e),
+                    Err(e) => return Err(e),
+                };
+                (n, space)
             };
             self.session.counters.bytes_read += n as u64;
             loop {
@@ -765,45 +824,56 @@ impl<'n> Connection<'n> {
     }
 
     /// Reads what the socket holds, up to `space` bytes (at most the read buffer's spare capacity), into
-    /// the read buffer (`Ok(0)` at end of stream).
-    ///
-    /// A read that does not fill the buffer drained the socket, so the socket's read readiness is dropped
-    /// here instead of paying another read syscall that returns EAGAIN (memcached skips it the same way).
-    /// It must be dropped inside the same `try_io` as the read: tokio then clears only the readiness it
-    /// saw *before* the read, and data arriving after the read raises a newer event that survives.
-    /// (Clearing it later, after the replies were written, lost requests that arrived while a write was
-    /// blocked, or, on a multi-threaded runtime, at any time: the connection then waited forever.)
+    /// the read buffer ([`recv_into`]; `Ok(0)` at end of stream).
     fn read_available(&mut self, space: usize) -> io::Result<usize> {
-        let fd = self.socket.as_raw_fd();
-        let buf = &mut self.read_buf;
-        let mut got = 0;
-        let result = self.socket.try_io(tokio::io::Interest::READABLE, || {
-            let spare = &mut buf.spare_capacity_mut()[..space];
-            let n = loop {
-                // SAFETY: recv writes at most `space` bytes into the buffer's spare capacity.
-                let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), space, 0) };
-                if n >= 0 {
-                    break n as usize;
-                }
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            };
-            // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
-            got = n;
-            if n > 0 && n < space {
-                // Drained: report WouldBlock so tokio clears the readiness; the bytes are kept above.
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(n)
-            }
-        });
-        match result {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-            other => other,
+        let spare = &mut self.read_buf.spare_capacity_mut()[..space];
+        // SAFETY: the spare capacity is writable for `space` bytes.
+        let n = unsafe { recv_into(&self.socket, spare.as_mut_ptr().cast(), space) }?;
+        // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+        unsafe { self.read_buf.set_len(self.read_buf.len() + n) };
+        Ok(n)
+    }
+
+    /// Refuses the value arriving into the landing, for `e` (it could not hold more): as a value
+    /// arriving in the buffer is refused (`process_buffer`), the request's line goes, the rest of its
+    /// block is swallowed, a `set` or `ms` removes the item it would have replaced, and the error
+    /// line is sent unless the request said noreply.
+    fn refuse_landing(&mut self, e: StoreError) {
+        let Some(landing) = self.landing.take() else {
+            return;
+        };
+        let left = landing.len() - landing.filled() + 2;
+        drop(landing);
+        let Parsed::IncompleteData {
+            line_len,
+            noreply,
+            unlinks,
+            ..
+        } = parse_request(&self.read_buf, &self.limits)
+        else {
+            unreachable!("a landing's request line heads the read buffer");
+        };
+        self.unlink(unlinks);
+        self.session.counters.protocol_errors += 1;
+        if !noreply {
+            self.write_buf.extend_from_slice(match e {
+                StoreError::TooLarge { .. } => ProtocolError::TooLarge.reply(),
+                _ => reply::OUT_OF_MEMORY,
+            });
         }
+        self.read_buf.advance(line_len);
+        self.swallow = Swallow::Bytes(left);
+    }
+
+    /// Starts reading the data block of the request whose line is the head of the read buffer (of
+    /// `line_len` bytes) into `landing`: what has arrived of it moves there, and what follows it in
+    /// the buffer (part of its `\r\n`) moves up behind the line.
+    fn start_landing(&mut self, mut landing: Landing<'n>, line_len: usize) {
+        let taken = landing.write(&self.read_buf[line_len..]);
+        let end = self.read_buf.len();
+        self.read_buf.copy_within(line_len + taken..end, line_len);
+        self.read_buf.truncate(end - taken);
+        self.landing = Some(landing);
     }
 
     /// Removes the item a refused `set` or `ms` would have replaced (`unlinks` of
@@ -824,9 +894,22 @@ impl<'n> Connection<'n> {
     /// for large values cannot pile up unbounded replies in memory; a single multi-get over the bound
     /// stops mid-request ([`Flow::Unfinished`]) and stays in the buffer to be carried on.
     fn process_buffer(&mut self) -> (Flow, bool) {
+        if let Some(landing) = self.landing.as_mut().filter(|l| !l.is_full()) {
+            // The head request's data block is still arriving, into its landing: once what is held
+            // is written, hold more, as for a block arriving in the buffer.
+            if landing.unfilled().1 == 0 {
+                let (filled, len) = (landing.filled(), landing.len());
+                if let Err(e) = landing.grow_to(buffered_ahead(filled, len)) {
+                    self.refuse_landing(e);
+                }
+            }
+            return (Flow::Continue, false);
+        }
         let mut pos = 0;
         let mut flow = Flow::Continue;
         let mut more = false;
+        // A large value's memory to read the head request's data into, once its line is in.
+        let mut new_landing = None;
         let buf = &self.read_buf[..];
         while pos < buf.len() {
             match self.swallow {
@@ -852,9 +935,14 @@ impl<'n> Connection<'n> {
                     continue;
                 }
             }
-            let parsed = match self.long_get {
-                Some(line) => parse_long_get_rest(&buf[pos..], line, &self.limits),
-                None => parse_request(&buf[pos..], &self.limits),
+            // A landing holds the head request's data block, read there (`start_landing`); the
+            // buffer holds its line and then the block's `\r\n`.
+            let parsed = match (&self.landing, self.long_get) {
+                (Some(landing), _) => {
+                    parse_landed_request(&buf[pos..], landing.value(), &self.limits)
+                }
+                (None, Some(line)) => parse_long_get_rest(&buf[pos..], line, &self.limits),
+                (None, None) => parse_request(&buf[pos..], &self.limits),
             };
             if !matches!(parsed, Parsed::IncompleteData { .. }) {
                 // The request the room was held for is in (or was refused): give the room back before
@@ -868,10 +956,11 @@ impl<'n> Connection<'n> {
                     key,
                     line_len,
                     data_len,
+                    flags,
                     noreply,
                     unlinks,
                 } => {
-                    if data_len <= RESERVE_DATA_ABOVE_BYTES {
+                    if data_len <= RESERVE_DATA_ABOVE_BYTES || self.landing.is_some() {
                         break;
                     }
                     // The block and its `\r\n`: the room ahead covers both, so a read limited to it
@@ -892,9 +981,23 @@ impl<'n> Connection<'n> {
                                 }
                                 None => key,
                             };
-                            self.store.reserve(key, block, hold).map(|held| {
-                                self.reservation = Some(held);
-                            })
+                            // Straight into the item's own memory if it gets a mapping of its own;
+                            // else into the buffer, with room held for it.
+                            match self.store.land(key, data_len, flags, BUFFER_BYTES) {
+                                Ok(Some(mut landing)) => {
+                                    match landing.grow_to(buffered_ahead(arrived, data_len)) {
+                                        Ok(()) => {
+                                            new_landing = Some((landing, line_len));
+                                            break;
+                                        }
+                                        Err(e) => Err(e),
+                                    }
+                                }
+                                Ok(None) => self.store.reserve(key, block, hold).map(|held| {
+                                    self.reservation = Some(held);
+                                }),
+                                Err(e) => Err(e),
+                            }
                         }
                     };
                     match held {
@@ -943,6 +1046,8 @@ impl<'n> Connection<'n> {
                 }
                 Parsed::Request { request, consumed } => {
                     flow = self.session.execute(request, &mut self.write_buf);
+                    // Its insert has taken the landing's memory, or it is given back.
+                    self.landing = None;
                     if flow == Flow::Unfinished {
                         // Left in the buffer: parsed and executed again after the write, it resumes.
                         more = true;
@@ -975,11 +1080,55 @@ impl<'n> Connection<'n> {
                         self.write_buf.extend_from_slice(error.reply());
                     }
                     self.swallow = swallow;
+                    self.landing = None;
                 }
             }
         }
         self.read_buf.advance(pos);
+        if let Some((landing, line_len)) = new_landing {
+            self.start_landing(landing, line_len);
+        }
         (flow, more)
+    }
+}
+
+/// Reads what `socket` holds, up to `space` bytes, to `to` (`Ok(0)` at end of stream).
+///
+/// A read that does not fill `space` drained the socket, so the socket's read readiness is dropped here
+/// instead of paying another read syscall that returns EAGAIN (memcached skips it the same way). It must
+/// be dropped inside the same `try_io` as the read: tokio then clears only the readiness it saw *before*
+/// the read, and data arriving after the read raises a newer event that survives. (Clearing it later,
+/// after the replies were written, lost requests that arrived while a write was blocked, or, on a
+/// multi-threaded runtime, at any time: the connection then waited forever.)
+///
+/// # Safety
+/// `to` must be valid for writes of `space` bytes.
+unsafe fn recv_into(socket: &TcpStream, to: *mut u8, space: usize) -> io::Result<usize> {
+    let fd = socket.as_raw_fd();
+    let mut got = 0;
+    let result = socket.try_io(tokio::io::Interest::READABLE, || {
+        let n = loop {
+            // SAFETY: the caller lets recv write `space` bytes at `to`.
+            let n = unsafe { libc::recv(fd, to.cast(), space, 0) };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        got = n;
+        if n > 0 && n < space {
+            // Drained: report WouldBlock so tokio clears the readiness; the bytes are counted above.
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 

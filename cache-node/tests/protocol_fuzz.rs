@@ -10,8 +10,9 @@
 
 use bytes::BytesMut;
 use cache_node::protocol::{
-    decode_key, parse_long_get_rest, parse_request, parse_response, valid_key, Keys, Limits,
-    LongGetLine, Parsed, ParsedResponse, ProtocolError, Request, StoreMode, Swallow, MAX_KEY_LEN,
+    decode_key, parse_landed_request, parse_long_get_rest, parse_request, parse_response,
+    valid_key, Keys, Limits, LongGetLine, Parsed, ParsedResponse, ProtocolError, Request,
+    StoreMode, Swallow, MAX_KEY_LEN,
 };
 use proptest::prelude::*;
 
@@ -244,6 +245,19 @@ proptest! {
         let _ = parse_response(&input, &small_limits());
     }
 
+    /// A landed block beside any bytes: no panic, and what is consumed is within the buffer.
+    #[test]
+    fn landed_blocks_never_panic(input in near_valid(), data in prop::collection::vec(any::<u8>(), 0..80)) {
+        for limits in [small_limits(), Limits::default()] {
+            match parse_landed_request(&input, &data, &limits) {
+                Parsed::Request { consumed, .. } | Parsed::Error { consumed, .. } => {
+                    prop_assert!(consumed <= input.len());
+                }
+                _ => {}
+            }
+        }
+    }
+
     #[test]
     fn keys_within_limits(input in near_valid()) {
         parse_stream(&input, &small_limits());
@@ -378,11 +392,25 @@ proptest! {
                 Parsed::Incomplete
             } else {
                 Parsed::IncompleteData {
-                    key: key.as_bytes(), line_len, data_len: data.len(), noreply,
+                    key: key.as_bytes(), line_len, data_len: data.len(), flags, noreply,
                     unlinks: (mode == StoreMode::Set).then_some((key.as_bytes(), false)),
                 }
             };
             prop_assert_eq!(parse_request(&out[..cut], &small_limits()), expected);
+        }
+        // The block read elsewhere (into its item's memory) gives the same request, the buffer
+        // holding only the line and the `\r\n`; while part of the block is missing, it waits.
+        let without_block = [&out[..line_len], b"\r\n"].concat();
+        prop_assert_eq!(
+            parse_landed_request(&without_block, &data, &small_limits()),
+            Parsed::Request { request, consumed: line_len + 2 }
+        );
+        if !data.is_empty() {
+            let incomplete = matches!(
+                parse_landed_request(&without_block, &data[..data.len() - 1], &small_limits()),
+                Parsed::IncompleteData { .. }
+            );
+            prop_assert!(incomplete);
         }
         prop_assert_eq!(
             parse_request(&out, &small_limits()),

@@ -3281,3 +3281,113 @@ async fn concurrent_read_modify_writes_lose_no_update() -> R {
     s.stop().await;
     Ok(())
 }
+
+/// A large value (one with a mapping of its own: 300 KB here) is read straight into its item's memory
+/// and stored there, as memcached reads a value into the item it allocated (before session 36 it went
+/// into the connection's buffer and was copied): `values_read_in_place` counts each `set`, `cas`, `ms`
+/// (base64 key, client flags) and `lease-set`, however the request is cut into writes (the line cut,
+/// the block cut, its `\r\n` cut between the two bytes, the next request in the same write), and every
+/// value comes back whole. An `add` that finds the key, an `append`, a bad `\r\n` and a client gone
+/// midway store nothing in place, and the memory held for them goes back (`reserved_bytes` 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_are_read_into_their_items_memory() -> R {
+    const LEN: usize = 300_000;
+    // A request line and what follows it, as one write.
+    fn request(line: &str, parts: &[&[u8]]) -> Vec<u8> {
+        [&[line.as_bytes()][..], parts].concat().concat()
+    }
+    let s = TestServer::start().await;
+    let mut c = s.client().await;
+    let value = |seed: u8| -> Vec<u8> { (0..LEN).map(|i| (i as u8) ^ seed).collect() };
+    let (one, two, three) = (value(1), value(2), value(3));
+    let in_place =
+        async |c: &mut Client| -> u64 { c.stat("values_read_in_place").await.parse().unwrap() };
+    let get = async |c: &mut Client, key: &str, want: &[u8]| {
+        c.send(format!("get {key}\r\n").as_bytes()).await;
+        assert_eq!(c.line().await, format!("VALUE {key} 0 {}", want.len()));
+        assert!(
+            c.read_n(want.len() + 2).await[..want.len()] == *want,
+            "{key} changed"
+        );
+        assert_eq!(c.line().await, "END");
+    };
+
+    // set, in pieces: the line cut, the block cut twice, its "\r\n" cut between the bytes.
+    let pause = || tokio::time::sleep(Duration::from_millis(5));
+    c.send(b"set bi").await;
+    pause().await;
+    c.send(&request(&format!("g1 0 0 {LEN}\r\n"), &[&one[..1000]]))
+        .await;
+    pause().await;
+    c.send(&one[1000..200_000]).await;
+    pause().await;
+    c.send(&[&one[200_000..], &b"\r"[..]].concat()).await;
+    pause().await;
+    c.expect(b"\n", b"STORED\r\n").await;
+    assert_eq!(in_place(&mut c).await, 1);
+    get(&mut c, "big1", &one).await;
+
+    // ms with a base64 key and flags, the next request in the same write.
+    let ms = request(
+        &format!("ms YmlnMg== {LEN} b F5 T0\r\n"),
+        &[&two, b"\r\nmg big2 f s\r\n"],
+    );
+    c.expect(&ms, format!("HD\r\nHD f5 s{LEN}\r\n").as_bytes())
+        .await;
+    // cas with the token gets gives; a noreply set.
+    c.send(b"gets big1\r\n").await;
+    let header = c.line().await;
+    let token = header.rsplit(' ').next().unwrap().to_string();
+    c.read_n(LEN + 2 + 5).await;
+    let cas = request(
+        &format!("cas big1 0 0 {LEN} {token}\r\n"),
+        &[&three, b"\r\n"],
+    );
+    c.expect(&cas, b"STORED\r\n").await;
+    let quiet = request(&format!("set big3 0 0 {LEN} noreply\r\n"), &[&one, b"\r\n"]);
+    c.send(&quiet).await;
+    get(&mut c, "big3", &one).await;
+    get(&mut c, "big1", &three).await;
+    // lease-set with the token of a lease-get miss.
+    let token = c.lease_get_miss("big4").await;
+    let lease_set = request(
+        &format!("lease-set big4 {token} 0 0 {LEN}\r\n"),
+        &[&two, b"\r\n"],
+    );
+    c.expect(&lease_set, b"STORED\r\n").await;
+    get(&mut c, "big4", &two).await;
+    assert_eq!(in_place(&mut c).await, 5);
+
+    // Stored some other way, or not at all: nothing in place, nothing left held.
+    let add = request(&format!("add big1 0 0 {LEN}\r\n"), &[&one, b"\r\n"]);
+    c.expect(&add, b"NOT_STORED\r\n").await;
+    let append = request(&format!("append big3 0 0 {LEN}\r\n"), &[&two, b"\r\n"]);
+    c.expect(&append, b"STORED\r\n").await;
+    get(&mut c, "big3", &[&one[..], &two[..]].concat()).await;
+    let bad = request(
+        &format!("set big5 0 0 {LEN}\r\n"),
+        &[&one, b"XYget big5\r\n"],
+    );
+    c.expect(&bad, b"CLIENT_ERROR bad data chunk\r\nEND\r\n")
+        .await;
+    let mut gone = s.client().await;
+    gone.send(&request(
+        &format!("set big6 0 0 {LEN}\r\n"),
+        &[&one[..100_000]],
+    ))
+    .await;
+    pause().await;
+    drop(gone);
+    poll_for_async(Duration::from_secs(10), async || {
+        match c.stat("reserved_bytes").await.as_str() {
+            "0" => Ok(()),
+            held => Err(format!("{held} bytes still held")),
+        }
+    })
+    .await;
+    get(&mut c, "big1", &three).await;
+    c.expect(b"get big5 big6\r\n", b"END\r\n").await;
+    assert_eq!(in_place(&mut c).await, 5);
+    s.stop().await;
+    Ok(())
+}

@@ -180,6 +180,9 @@ pub(crate) struct ShardStats {
     /// New items with mappings of their own put at the probation LRU end, worth less per byte than
     /// the next page eviction's victims.
     pub(crate) size_refusals: u64,
+    /// Items whose value was read straight into their own mapping ([`Shard::land`]) and stored
+    /// there, without a copy.
+    pub(crate) values_read_in_place: u64,
     /// Evictions by the victim's class ([`super::class_id`]; index = id), for `stats items`'
     /// `evicted` (memcached-tool's "Evicted" column). Inline, not on the heap, which the budget
     /// would have to count (`tests/store_heap.rs`).
@@ -264,7 +267,49 @@ pub(crate) struct Shard {
     /// Bytes held for values still arriving on connections ([`Shard::reserve`]): counted in the
     /// budget like stored items, so buffers waiting for a large value cannot take memory beyond
     /// it (memcached reads a value straight into the item it allocated from the same budget).
+    /// Since session 36 also the mappings of `landings`.
     reserved: usize,
+    /// Mappings made for large values still arriving, each read straight into by its connection
+    /// ([`Shard::land`]): an insert of exactly one of those values adopts the mapping as the item's
+    /// ([`Shard::insert`]) instead of copying it. Outside the pages (compaction, expiry and eviction
+    /// never see them), counted in `reserved`. One per connection receiving such a value, at most.
+    landings: Vec<LandingSlot>,
+    /// The id the next landing gets.
+    next_landing_id: u64,
+}
+
+/// A mapping in [`Shard::landings`].
+struct LandingSlot {
+    /// What the connection's [`super::Landing`] knows it by (its address may be reused once it is
+    /// adopted and freed, so the address alone would not do).
+    id: u64,
+    ptr: *mut u8,
+    /// Mapped length, as the item's dedicated chunk.
+    bytes: usize,
+    /// Where the value starts: after the header, the flags if nonzero, and the key.
+    value_at: usize,
+    /// The value's length.
+    value_len: usize,
+    /// Bytes of it counted in `reserved`.
+    held: usize,
+    /// Bytes from its start that may be resident (populated, or a reused mapping's): the value may
+    /// be written up to here.
+    resident: usize,
+    /// Bytes of it that count nothing while the value arrives ([`Shard::land`]).
+    free: usize,
+}
+
+// SAFETY: a landing's mapping is the shard's until its connection gets its `LandingPlace`; from then
+// on the connection alone writes its value part, and the shard touches the mapping only to adopt it
+// (an insert by that connection, after its last write) or to unmap it (after the connection dropped
+// it). No reference into it is held here.
+unsafe impl Send for LandingSlot {}
+
+/// A landing made by [`Shard::land`]: its id, its mapping, and where in it the value goes.
+pub(crate) struct LandingPlace {
+    pub(crate) id: u64,
+    pub(crate) ptr: *mut u8,
+    pub(crate) value_at: usize,
 }
 
 fn is_expired(exptime: u32, now: u32) -> bool {
@@ -320,6 +365,8 @@ impl Shard {
             lru_victims_returning: 0.0,
             cold_victims_skipped: 0,
             reserved: 0,
+            landings: Vec::new(),
+            next_landing_id: 0,
         }
     }
 
@@ -796,6 +843,24 @@ impl Shard {
         false
     }
 
+    /// Fights the admission duel of the item the window last pushed out ([`Shard::evict_one`]), if
+    /// it is still waiting for one: the loser goes. True if there was one. Room made by emptying
+    /// pages ([`Shard::reserve`], [`Shard::land`]) calls this first: the duel is otherwise fought
+    /// only by [`Shard::allocate`]'s policy evictions, and a candidate that none reached before the
+    /// next insert replaced it entered the main space unjudged. Large values made room for
+    /// themselves by pages alone, so the sketch judged almost no newcomer on such a load (sizes
+    /// log-uniform in 16 B..500 KB, `examples/mixed_sizes`: 5.56% -> 11.02% of hits, STORE.md,
+    /// session 36).
+    fn judge_candidate(&mut self) -> bool {
+        self.candidate != NIL && self.evict_one()
+    }
+
+    /// Whether an item the window pushed out still waits for its admission duel.
+    #[cfg(test)]
+    pub(crate) fn has_candidate(&self) -> bool {
+        self.candidate != NIL
+    }
+
     /// Frees a page by evicting everything in it, the way memory moves between size classes once
     /// the budget is full: of the pages holding the policy's next [`PAGE_VICTIM_LOOKAHEAD`] victims
     /// (in its first non-empty queue, from the LRU end), the one with the fewest items per byte it
@@ -1026,6 +1091,17 @@ impl Shard {
         let (bytes, covered) = self.slab.recount_bytes();
         assert_eq!(self.slab.bytes, bytes, "arena bytes");
         assert!(covered, "every touched chunk is counted");
+        let landed: usize = self.landings.iter().map(|l| l.held).sum();
+        assert!(
+            landed <= self.reserved,
+            "landings held beyond what is reserved"
+        );
+        for l in &self.landings {
+            assert!(
+                l.held <= l.bytes && l.resident <= l.bytes,
+                "a landing past its mapping"
+            );
+        }
     }
 
     /// Gets a chunk for `size` bytes within the budget, evicting as needed.
@@ -1085,6 +1161,12 @@ impl Shard {
         if whole > max {
             return Err(StoreError::TooLarge { size: whole, max });
         }
+        self.hold_more(bytes, whole)
+    }
+
+    /// Holds `bytes` more of the budget for a value arriving (a reservation or a landing) that may
+    /// still come to `whole` more, making room as [`Shard::reserve`] describes.
+    fn hold_more(&mut self, bytes: usize, whole: usize) -> Result<(), StoreError> {
         // Eviction frees arena pages and nothing else: when the tables and the other holds leave
         // no room even in an empty arena, refuse now instead of evicting every item for nothing.
         if !self.fits_beside_an_emptied_arena(whole) {
@@ -1101,12 +1183,36 @@ impl Shard {
                 compacted += 1;
                 continue;
             }
-            if !self.evict_page() {
+            if !self.judge_candidate() && !self.evict_page() {
                 return Err(StoreError::OutOfMemory);
             }
         }
         self.reserved += bytes;
         Ok(())
+    }
+
+    /// Evicts until the shard is within its budget, as [`Shard::allocate`] makes room: the spare
+    /// page, compaction, the policy's victims, then whole pages.
+    fn fit_budget(&mut self) {
+        let (mut compacted, mut evicted) = (0, 0);
+        while self.bytes() > self.budget {
+            if self.slab.drop_spare() {
+                continue;
+            }
+            if compacted < MAX_COMPACTIONS_PER_ALLOCATION && self.compact_if_idle() {
+                compacted += 1;
+                continue;
+            }
+            let progressed = if evicted < POLICY_EVICTIONS_BEFORE_PAGE {
+                evicted += 1;
+                self.evict_one()
+            } else {
+                self.evict_page()
+            };
+            if !progressed {
+                break;
+            }
+        }
     }
 
     /// Bytes held by [`Shard::reserve`] now.
@@ -1118,6 +1224,144 @@ impl Shard {
     pub(crate) fn release(&mut self, bytes: usize) {
         debug_assert!(bytes <= self.reserved);
         self.reserved -= bytes.min(self.reserved);
+    }
+
+    /// Maps the memory an item of a `key_len`-byte key, `value_len` bytes of value and client flags
+    /// `flags` will have, for its connection to read the value into before the item exists:
+    /// memcached reads a value straight into the item it allocated, where a read buffer and then a
+    /// copy into a fresh mapping put a third of the server's time in page faults (STORE.md, "Large
+    /// values beside small ones"). Only address space is taken here (a large item's spare mapping is
+    /// resized for it rather than unmapped, its resident part held); [`Shard::grow_landing`] holds
+    /// the budget and makes the pages resident as the value arrives, as [`Shard::reserve`] does for a
+    /// value arriving in a buffer, of which the first `free` bytes count nothing (they stand for the
+    /// buffer a connection reads into anyway). `Ok(None)` when such an item would go in a shared page
+    /// (read it into the buffer under a reservation instead); `TooLarge`, and `OutOfMemory` when
+    /// values in flight hold so much of the shard that this one would not fit. [`Shard::insert`] of
+    /// exactly this value adopts the mapping; give it back otherwise with [`Shard::drop_landing`].
+    pub(crate) fn land(
+        &mut self,
+        key_len: usize,
+        value_len: usize,
+        flags: u32,
+        free: usize,
+    ) -> Result<Option<LandingPlace>, StoreError> {
+        let size = item_size(key_len, value_len, flags);
+        let max = self.max_item_size();
+        if size > max || value_len > MAX_VALUE_LEN {
+            return Err(StoreError::TooLarge {
+                size,
+                max: max.min(item_size(key_len, MAX_VALUE_LEN, flags)),
+            });
+        }
+        let Some(bytes) = self.slab.dedicated_chunk(size) else {
+            return Ok(None);
+        };
+        if !self.fits_beside_an_emptied_arena(bytes) {
+            return Err(StoreError::OutOfMemory);
+        }
+        let base = self.slab.take_dedicated_spare();
+        let (ptr, resident) = map_for_landing(base, bytes).ok_or(StoreError::OutOfMemory)?;
+        // The spare's resident part stays counted, now as this landing's.
+        self.reserved += resident;
+        let id = self.next_landing_id;
+        self.next_landing_id += 1;
+        let value_at = size - value_len;
+        self.landings.push(LandingSlot {
+            id,
+            ptr,
+            bytes,
+            value_at,
+            value_len,
+            held: resident,
+            resident,
+            free,
+        });
+        Ok(Some(LandingPlace { id, ptr, value_at }))
+    }
+
+    /// Lets the first `arrivable` bytes of landing `id`'s value arrive: holds them in the budget
+    /// (less the landing's `free` bytes), evicting as [`Shard::reserve`] does, and makes their pages
+    /// resident in one call instead of a fault per 4 KiB. Returns how many bytes of the value may now
+    /// be written (whole OS pages, so possibly more than asked). Errors as `reserve`, and then
+    /// nothing more is held.
+    pub(crate) fn grow_landing(&mut self, id: u64, arrivable: usize) -> Result<usize, StoreError> {
+        let at = self.landing_at(id);
+        let l = &self.landings[at];
+        let (value_at, bytes, held, resident) = (l.value_at, l.bytes, l.held, l.resident);
+        let to_resident = (value_at + arrivable.min(l.value_len))
+            .next_multiple_of(OS_PAGE)
+            .min(bytes)
+            .max(resident);
+        let to_hold = to_resident.saturating_sub(l.free).max(held);
+        self.hold_more(to_hold - held, bytes - held)?;
+        let l = &mut self.landings[at];
+        l.held = to_hold;
+        if to_resident > resident {
+            // SAFETY: `resident..to_resident` is within the landing's mapping.
+            populate(unsafe { l.ptr.add(resident) }, to_resident - resident);
+            l.resident = to_resident;
+        }
+        Ok((to_resident - value_at).min(l.value_len))
+    }
+
+    /// Gives back the mapping of landing `id` if no insert adopted it: kept as the spare mapping
+    /// for the next large value, or unmapped.
+    pub(crate) fn drop_landing(&mut self, id: u64) {
+        if let Some(at) = self.landings.iter().position(|l| l.id == id) {
+            let l = self.landings.swap_remove(at);
+            self.reserved -= l.held;
+            self.slab.keep_or_unmap(l.ptr, l.bytes, l.resident);
+        }
+    }
+
+    fn landing_at(&self, id: u64) -> usize {
+        self.landings
+            .iter()
+            .position(|l| l.id == id)
+            .expect("a landing not yet dropped or adopted")
+    }
+
+    /// Which of the landings `parts` was read into, if it is one whole value laid out as in an item
+    /// of `size` bytes (after the header, the flags and the key).
+    fn find_landing(&self, parts: &[&[u8]], size: usize) -> Option<usize> {
+        // A set's value comes as the block and an empty part (`commands.rs`).
+        let mut nonempty = parts.iter().filter(|part| !part.is_empty());
+        let (Some(value), None) = (nonempty.next(), nonempty.next()) else {
+            return None;
+        };
+        self.landings.iter().position(|l| {
+            // SAFETY: `value_at` is within the mapping (`land` made it so).
+            std::ptr::eq(value.as_ptr(), unsafe { l.ptr.add(l.value_at) })
+                && value.len() == l.value_len
+                && size - value.len() == l.value_at
+                && self.slab.dedicated_chunk(size) == Some(l.bytes)
+        })
+    }
+
+    /// A chunk for an item of `size` bytes: the landing at `landing` ([`Shard::find_landing`])
+    /// adopted, or else one [`Shard::allocate`] finds.
+    fn chunk_for_item(&mut self, landing: Option<usize>, size: usize) -> Result<u32, StoreError> {
+        let Some(at) = landing else {
+            return self.allocate(size);
+        };
+        let mut l = self.landings.swap_remove(at);
+        // Now all of it counts (the part never held stood for a connection's buffer), and room is
+        // made for the rest as `allocate` makes it, compaction and the policy first: the landing is
+        // not a page yet, so nothing here can take it.
+        self.reserved += l.bytes - l.held;
+        l.held = l.bytes;
+        self.fit_budget();
+        match self.slab.adopt(l.ptr, l.bytes) {
+            Some(loc) => {
+                self.reserved -= l.bytes;
+                self.stats.values_read_in_place += 1;
+                Ok(loc)
+            }
+            None => {
+                self.landings.push(l);
+                Err(StoreError::OutOfMemory)
+            }
+        }
     }
 
     /// Stores a new item for `key`, replacing any existing one.
@@ -1149,8 +1393,11 @@ impl Shard {
         // cas, replace, append, prepend or incr keeps it, as memcached's do; past this check the
         // allocation below succeeds, evicting what it must.
         let old = self.find(h, key);
+        // A value read into a landing has its memory held already.
+        let landing = self.find_landing(parts, size);
         let page = self.slab.new_page_cost(size) + self.slab.spare_bytes();
-        if !self.fits_beside_an_emptied_arena(page)
+        if landing.is_none()
+            && !self.fits_beside_an_emptied_arena(page)
             && !self.slab.has_existing(size)
             && !old.is_some_and(|(_, loc)| self.slab.chunk_serves(loc, size))
         {
@@ -1169,7 +1416,7 @@ impl Shard {
             self.note_ghost_admitted_outcome(old, true);
             self.remove_at(slot, old);
         }
-        let loc = self.allocate(size)?;
+        let loc = self.chunk_for_item(landing, size)?;
         self.slab.init_item(loc, key, parts, meta.flags);
         self.update_meta(loc, &MetaUpdate::from(meta));
         self.index.insert(h, loc);

@@ -116,7 +116,7 @@ const MAX_PAGES: usize = (1 << (32 - CHUNK_BITS)) - 1;
 /// Smallest chunk: a fixed header and a one-byte key, rounded up (to what [`CHUNK_BITS`]
 /// allows in the largest page).
 const MIN_CHUNK: usize = 32;
-const OS_PAGE: usize = 4096;
+pub(crate) const OS_PAGE: usize = 4096;
 const DEDICATED: u32 = u32::MAX;
 /// [`Slab::class_at`] where a chunk size has no class.
 const NO_CLASS: u32 = u32::MAX;
@@ -296,6 +296,42 @@ fn map(bytes: usize) -> Option<*mut u8> {
         libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE);
     }
     Some(p.cast())
+}
+
+/// Makes `bytes` at `ptr` resident in one call instead of a fault per 4 KiB: for memory about to be
+/// written whole that is counted already (read-through of values log-uniform in 16 B..500 KB into
+/// `-m 64`: 9,457 -> 10,238 requests/s for large items' mappings, session 35). Advice only: a kernel
+/// before 5.14 refuses it, harmlessly.
+pub(crate) fn populate(ptr: *mut u8, bytes: usize) {
+    // SAFETY: `ptr`/`bytes` lies within a mapping of ours, about to be written whole.
+    unsafe {
+        libc::madvise(ptr.cast(), bytes, libc::MADV_POPULATE_WRITE);
+    }
+}
+
+/// A mapping of `bytes` for a large value arriving, and how many bytes from its start may be
+/// resident: [`Slab::take_dedicated_spare`]'s `base` (mapping, length, resident bytes) resized when
+/// there is one, else a new mapping with nothing resident. `mremap` keeps the resident pages of the
+/// base and copies no data, where unmapping it and mapping afresh faults in and zeroes every page
+/// again. None if the kernel refuses (the base is then unmapped).
+pub(crate) fn map_for_landing(
+    base: Option<(*mut u8, usize, usize)>,
+    bytes: usize,
+) -> Option<(*mut u8, usize)> {
+    match base {
+        Some((ptr, len, resident)) if len == bytes => Some((ptr, resident)),
+        Some((ptr, len, resident)) => {
+            // SAFETY: `ptr`/`len` is a mapping of ours that nothing else refers to.
+            let moved = unsafe { libc::mremap(ptr.cast(), len, bytes, libc::MREMAP_MAYMOVE) };
+            if moved == libc::MAP_FAILED {
+                unmap(ptr, len);
+                Some((map(bytes)?, 0))
+            } else {
+                Some((moved.cast(), resident.min(bytes)))
+            }
+        }
+        None => Some((map(bytes)?, 0)),
+    }
 }
 
 fn unmap(ptr: *mut u8, bytes: usize) {
@@ -500,7 +536,10 @@ impl Slab {
             std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(at), key.len());
             at += key.len();
             for part in parts {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), part.len());
+                // A value read straight into its item's mapping ([`Slab::adopt`]) is in place.
+                if !std::ptr::eq(part.as_ptr(), p.add(at)) {
+                    std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), part.len());
+                }
                 at += part.len();
             }
         }
@@ -734,6 +773,86 @@ impl Slab {
         Some((pid << CHUNK_BITS) | idx)
     }
 
+    /// An unused page id, or None when locators have no room for more pages.
+    fn new_page_id(&mut self) -> Option<u32> {
+        if let Some(id) = self.free_page_ids.pop() {
+            return Some(id);
+        }
+        if self.pages.len() >= MAX_PAGES {
+            return None;
+        }
+        self.pages.push(Page {
+            ptr: std::ptr::null_mut(),
+            bytes: 0,
+            charged: 0,
+            chunk: 0,
+            cap: 0,
+            hwm: 0,
+            free_head: NIL,
+            live: 0,
+            class: DEDICATED,
+            in_partial: false,
+        });
+        Some((self.pages.len() - 1) as u32)
+    }
+
+    /// The size of the mapping of its own an item of `size` bytes gets, or None if it goes in a
+    /// shared page.
+    pub(crate) fn dedicated_chunk(&self, size: usize) -> Option<usize> {
+        let c = self.chunk_for(size);
+        (c > self.max_slab_chunk()).then_some(c)
+    }
+
+    /// Takes the spare page if it is a large item's own mapping, for a value arriving to be read
+    /// into ([`map_for_landing`] resizes it): its bytes leave [`Slab::bytes`], for the caller to
+    /// count. A shared spare stays (compaction needs it).
+    pub(crate) fn take_dedicated_spare(&mut self) -> Option<(*mut u8, usize, usize)> {
+        let spare = self.spare.filter(|spare| spare.dedicated)?;
+        self.spare = None;
+        self.bytes -= spare.charged;
+        Some((spare.ptr, spare.bytes, spare.charged))
+    }
+
+    /// Makes `ptr`/`bytes`, a mapping from [`map_for_landing`] whose item is now complete, the
+    /// dedicated page of one item, counted whole in [`Slab::bytes`], and returns the item's locator
+    /// (fill it with [`Slab::init_item`], which leaves a value already in place where it is). None
+    /// if locators have no room for another page (the mapping stays the caller's).
+    pub(crate) fn adopt(&mut self, ptr: *mut u8, bytes: usize) -> Option<u32> {
+        debug_assert!(self.dedicated_chunk(bytes) == Some(bytes));
+        let pid = self.new_page_id()?;
+        self.bytes += bytes;
+        self.pages[pid as usize] = Page {
+            ptr,
+            bytes,
+            charged: bytes,
+            chunk: bytes as u32,
+            cap: 1,
+            hwm: 1,
+            free_head: NIL,
+            live: 1,
+            class: DEDICATED,
+            in_partial: false,
+        };
+        Some(pid << CHUNK_BITS)
+    }
+
+    /// Takes back a mapping from [`map_for_landing`] whose value was not stored, `resident` bytes
+    /// of it from the start possibly resident: kept as the spare (those counted in
+    /// [`Slab::bytes`]) if there is none, unmapped otherwise.
+    pub(crate) fn keep_or_unmap(&mut self, ptr: *mut u8, bytes: usize, resident: usize) {
+        if self.spare.is_none() {
+            self.spare = Some(Spare {
+                ptr,
+                bytes,
+                charged: resident,
+                dedicated: true,
+            });
+            self.bytes += resident;
+        } else {
+            unmap(ptr, bytes);
+        }
+    }
+
     /// Maps a new page (or a dedicated mapping) and takes a chunk from it.
     pub(crate) fn alloc_new_page(&mut self, size: usize) -> Option<u32> {
         let c = self.chunk_for(size);
@@ -761,27 +880,7 @@ impl Slab {
             let page_bytes = self.page_for(c);
             (page_bytes, c as u32, (page_bytes / c) as u32, class)
         };
-        let pid = match self.free_page_ids.pop() {
-            Some(id) => id,
-            None => {
-                if self.pages.len() >= MAX_PAGES {
-                    return None;
-                }
-                self.pages.push(Page {
-                    ptr: std::ptr::null_mut(),
-                    bytes: 0,
-                    charged: 0,
-                    chunk: 0,
-                    cap: 0,
-                    hwm: 0,
-                    free_head: NIL,
-                    live: 0,
-                    class: DEDICATED,
-                    in_partial: false,
-                });
-                (self.pages.len() - 1) as u32
-            }
-        };
+        let pid = self.new_page_id()?;
         // A dedicated mapping is a whole number of OS pages, so this is all of it.
         let first = touched(bytes, chunk, 1);
         let reused = match self.spare {
@@ -813,14 +912,8 @@ impl Slab {
                     return None;
                 };
                 if class == DEDICATED {
-                    // Its item is copied in at once, all of it: one call makes the pages resident
-                    // instead of a fault per 4 KiB (read-through of values log-uniform in 16 B..500
-                    // KB into `-m 64`: 9,457 -> 10,238 requests/s, session 35). It is counted whole
-                    // already. Advice only: a kernel before 5.14 refuses it, harmlessly.
-                    // SAFETY: `ptr`/`bytes` is a mapping of ours, about to be written whole.
-                    unsafe {
-                        libc::madvise(ptr.cast(), bytes, libc::MADV_POPULATE_WRITE);
-                    }
+                    // Its item is copied in at once, all of it.
+                    populate(ptr, bytes);
                 }
                 self.bytes += first;
                 (ptr, first)
