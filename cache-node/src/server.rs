@@ -3,8 +3,10 @@
 //! mini-redis style: [`run`] takes a bound [`TcpListener`] (tests bind port 0) and a shutdown future; each
 //! connection is a task owning a [`Connection`] (the socket and its read/write buffers). A connection parses
 //! every complete request in its read buffer, appends all replies to one write buffer and writes it with
-//! one `write_all`, so pipelined requests cost one syscall each way. There is no global lock: the store is
-//! sharded, counters are per connection and added to the node's in batches.
+//! one `write_all`, so pipelined requests cost one syscall each way. The data block of a large value is
+//! read straight into its item's memory ([`Store::land`]) while its line waits in the read buffer. There
+//! is no global lock: the store is sharded, counters are per connection and added to the node's in
+//! batches.
 //!
 //! Not here: parsing ([`crate::protocol`]), command meaning ([`crate::commands`]), metrics HTTP
 //! ([`crate::metrics`]).

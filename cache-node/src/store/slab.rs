@@ -15,7 +15,9 @@
 //! (and counted) for the next new page of its size; the shard's compaction and page eviction use
 //! that to move memory between classes (memcached's slab rebalancing). It goes back with
 //! `MADV_DONTNEED` and its address range is kept for a later page of the same size (up to about the
-//! shard's budget of ranges, virtual memory only), so pages turning over do not map and unmap.
+//! shard's budget of ranges, virtual memory only), so pages turning over do not map and unmap. A
+//! large value arriving can be read straight into the mapping its item will have
+//! ([`map_for_landing`], which resizes a spare large mapping with `mremap`, then [`Slab::adopt`]).
 //!
 //! Memory accounting ([`Slab::bytes`]) counts what each page has touched, in whole OS pages: the
 //! chunks it has handed out (freed ones included) and, once reused, what it touched before. Anonymous
