@@ -725,15 +725,23 @@ impl<'n> Connection<'n> {
             let (n, space) = if let Some(landing) = self.landing.as_mut().filter(|l| !l.is_full()) {
                 // A large value's data, straight into its item's memory, as far as it is held.
                 let (to, room) = landing.unfilled();
-                // SAFETY: `to` is writable for `room` bytes (the landing's value, held and resident).
-                match unsafe { recv_into(&self.socket, to, room) } {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => {
-                        landing.advance(n);
-                        (n, room)
+                if room == 0 {
+                    // All that is held is in: `process_buffer` holds more (it does so after every
+                    // read, so this is not reached). A read into no room would look like the end of
+                    // the stream.
+                    (0, 1)
+                } else {
+                    // SAFETY: `to` is writable for `room` bytes (the landing's value, held and
+                    // resident).
+                    match unsafe { recv_into(&self.socket, to, room) } {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => {
+                            landing.advance(n);
+                            (n, room)
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
                 }
             } else {
                 if self.read_buf.capacity() - self.read_buf.len() < 4096 {

@@ -3391,3 +3391,46 @@ async fn large_values_are_read_into_their_items_memory() -> R {
     s.stop().await;
     Ok(())
 }
+
+/// A large value whose memory cannot grow as it arrives (other values in flight hold the rest of the
+/// node) is refused midway as one refused at its line is: `SERVER_ERROR out of memory storing object`,
+/// the rest of its block swallowed (the next request on the connection is answered as itself), the item
+/// it would have replaced removed, and nothing left held once the other values end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_value_refused_midway_leaves_the_connection_in_sync() -> R {
+    let s = TestServer::start_with(|c| c.memory_limit_bytes = 8 << 20).await;
+    let mut c = s.client().await;
+    c.expect(b"set late 0 0 3\r\nold\r\n", b"STORED\r\n").await;
+    let value = vec![b'v'; 1_000_000];
+    c.send(b"set late 0 0 1000000\r\n").await;
+    c.send(&value[..50_000]).await;
+    let mut holders = Vec::new();
+    for i in 0..9 {
+        let mut h = s.client().await;
+        h.send(format!("set h{i} 0 0 1000000\r\n").as_bytes()).await;
+        h.send(&value[..900_000]).await;
+        holders.push(h);
+    }
+    let mut watcher = s.client().await;
+    poll_for_async(Duration::from_secs(20), async || {
+        let held: u64 = watcher.stat("reserved_bytes").await.parse().unwrap();
+        (held > 6 << 20).then_some(()).ok_or(format!("{held} held"))
+    })
+    .await;
+    c.send(&value[50_000..]).await;
+    c.expect(
+        b"\r\nget late\r\n",
+        b"SERVER_ERROR out of memory storing object\r\nEND\r\n",
+    )
+    .await;
+    drop(holders);
+    poll_for_async(Duration::from_secs(10), async || {
+        match c.stat("reserved_bytes").await.as_str() {
+            "0" => Ok(()),
+            held => Err(format!("{held} bytes still held")),
+        }
+    })
+    .await;
+    s.stop().await;
+    Ok(())
+}
