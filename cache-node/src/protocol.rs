@@ -848,10 +848,7 @@ fn take_block<'a>(
         // Not this request's block: the caller's mistake, answered as a malformed block.
         return Err(err(ProtocolError::BadDataChunk, start));
     }
-    match take_data(buf, start, 0) {
-        Ok((_, consumed)) => Ok((data, consumed)),
-        Err(outcome) => Err(outcome),
-    }
+    take_data(buf, start, 0).map(|(_, consumed)| (data, consumed))
 }
 
 /// Parses one request from the start of `buf`.

@@ -866,10 +866,7 @@ impl<'n> Connection<'n> {
         self.unlink(unlinks);
         self.session.counters.protocol_errors += 1;
         if !noreply {
-            self.write_buf.extend_from_slice(match e {
-                StoreError::TooLarge { .. } => ProtocolError::TooLarge.reply(),
-                _ => reply::OUT_OF_MEMORY,
-            });
+            self.write_buf.extend_from_slice(no_room_reply(&e));
         }
         self.read_buf.advance(line_len);
         self.swallow = Swallow::Bytes(left);
@@ -1026,10 +1023,7 @@ impl<'n> Connection<'n> {
                             pos += line_len;
                             self.session.counters.protocol_errors += 1;
                             if !noreply {
-                                self.write_buf.extend_from_slice(match e {
-                                    StoreError::TooLarge { .. } => ProtocolError::TooLarge.reply(),
-                                    _ => reply::OUT_OF_MEMORY,
-                                });
+                                self.write_buf.extend_from_slice(no_room_reply(&e));
                             }
                             self.swallow = Swallow::Bytes(data_len + 2);
                         }
@@ -1099,6 +1093,15 @@ impl<'n> Connection<'n> {
             self.start_landing(landing, line_len);
         }
         (flow, more)
+    }
+}
+
+/// memcached's answer to a value the store has no room for, arriving (`Store::reserve`, a landing)
+/// or refused at its line: `object too large for cache` or `out of memory storing object`.
+fn no_room_reply(e: &StoreError) -> &'static [u8] {
+    match e {
+        StoreError::TooLarge { .. } => ProtocolError::TooLarge.reply(),
+        _ => reply::OUT_OF_MEMORY,
     }
 }
 

@@ -3282,6 +3282,18 @@ async fn concurrent_read_modify_writes_lose_no_update() -> R {
     Ok(())
 }
 
+/// Waits (up to 10 s) until the server holds no room for values in flight (`reserved_bytes` 0), as once
+/// the connections sending them have ended or been answered.
+async fn until_nothing_is_held(c: &mut Client) {
+    poll_for_async(Duration::from_secs(10), async || {
+        match c.stat("reserved_bytes").await.as_str() {
+            "0" => Ok(()),
+            held => Err(format!("{held} bytes still held")),
+        }
+    })
+    .await;
+}
+
 /// A large value (one with a mapping of its own: 300 KB here) is read straight into its item's memory
 /// and stored there, as memcached reads a value into the item it allocated (before session 36 it went
 /// into the connection's buffer and was copied): `values_read_in_place` counts each `set`, `cas`, `ms`
@@ -3378,13 +3390,7 @@ async fn large_values_are_read_into_their_items_memory() -> R {
     .await;
     pause().await;
     drop(gone);
-    poll_for_async(Duration::from_secs(10), async || {
-        match c.stat("reserved_bytes").await.as_str() {
-            "0" => Ok(()),
-            held => Err(format!("{held} bytes still held")),
-        }
-    })
-    .await;
+    until_nothing_is_held(&mut c).await;
     get(&mut c, "big1", &three).await;
     c.expect(b"get big5 big6\r\n", b"END\r\n").await;
     assert_eq!(in_place(&mut c).await, 5);
@@ -3424,13 +3430,7 @@ async fn a_large_value_refused_midway_leaves_the_connection_in_sync() -> R {
     )
     .await;
     drop(holders);
-    poll_for_async(Duration::from_secs(10), async || {
-        match c.stat("reserved_bytes").await.as_str() {
-            "0" => Ok(()),
-            held => Err(format!("{held} bytes still held")),
-        }
-    })
-    .await;
+    until_nothing_is_held(&mut c).await;
     s.stop().await;
     Ok(())
 }

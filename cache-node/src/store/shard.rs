@@ -1218,6 +1218,26 @@ impl Shard {
         self.reserved -= bytes.min(self.reserved);
     }
 
+    /// The size of an item of a `key_len`-byte key, `value_len` bytes of value and client flags
+    /// `flags`; `TooLarge` if the shard takes no item that large or the value is over
+    /// [`MAX_VALUE_LEN`] (the header's 24-bit length).
+    fn sized_item(
+        &self,
+        key_len: usize,
+        value_len: usize,
+        flags: u32,
+    ) -> Result<usize, StoreError> {
+        let size = item_size(key_len, value_len, flags);
+        let max = self.max_item_size();
+        if size > max || value_len > MAX_VALUE_LEN {
+            return Err(StoreError::TooLarge {
+                size,
+                max: max.min(item_size(key_len, MAX_VALUE_LEN, flags)),
+            });
+        }
+        Ok(size)
+    }
+
     /// Maps the memory an item of a `key_len`-byte key, `value_len` bytes of value and client flags
     /// `flags` will have, for its connection to read the value into before the item exists:
     /// memcached reads a value straight into the item it allocated, where a read buffer and then a
@@ -1237,14 +1257,7 @@ impl Shard {
         flags: u32,
         free: usize,
     ) -> Result<Option<LandingPlace>, StoreError> {
-        let size = item_size(key_len, value_len, flags);
-        let max = self.max_item_size();
-        if size > max || value_len > MAX_VALUE_LEN {
-            return Err(StoreError::TooLarge {
-                size,
-                max: max.min(item_size(key_len, MAX_VALUE_LEN, flags)),
-            });
-        }
+        let size = self.sized_item(key_len, value_len, flags)?;
         let Some(bytes) = self.slab.dedicated_chunk(size) else {
             return Ok(None);
         };
@@ -1366,14 +1379,7 @@ impl Shard {
         new_item: bool,
     ) -> Result<(), StoreError> {
         let vlen: usize = parts.iter().map(|p| p.len()).sum();
-        let size = item_size(key.len(), vlen, meta.flags);
-        let max = self.max_item_size();
-        if size > max || vlen > MAX_VALUE_LEN {
-            return Err(StoreError::TooLarge {
-                size,
-                max: max.min(item_size(key.len(), MAX_VALUE_LEN, meta.flags)),
-            });
-        }
+        let size = self.sized_item(key.len(), vlen, meta.flags)?;
         if self.index.needs_rebuild() {
             let (slab, seed) = (&self.slab, self.seed);
             self.index.rebuild(|l| super::hash_key(seed, slab.key(l)));

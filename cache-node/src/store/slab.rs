@@ -842,16 +842,23 @@ impl Slab {
     /// of it from the start possibly resident: kept as the spare (those counted in
     /// [`Slab::bytes`]) if there is none, unmapped otherwise.
     pub(crate) fn keep_or_unmap(&mut self, ptr: *mut u8, bytes: usize, resident: usize) {
+        self.bytes += resident;
+        self.keep_as_spare(Spare {
+            ptr,
+            bytes,
+            charged: resident,
+            dedicated: true,
+        });
+    }
+
+    /// Keeps an emptied mapping, counted in [`Slab::bytes`], as the spare if there is none; else gives
+    /// its memory back ([`Slab::give_back`]) and its bytes leave the count.
+    fn keep_as_spare(&mut self, emptied: Spare) {
         if self.spare.is_none() {
-            self.spare = Some(Spare {
-                ptr,
-                bytes,
-                charged: resident,
-                dedicated: true,
-            });
-            self.bytes += resident;
+            self.spare = Some(emptied);
         } else {
-            unmap(ptr, bytes);
+            self.give_back(emptied.ptr, emptied.bytes, emptied.dedicated);
+            self.bytes -= emptied.charged;
         }
     }
 
@@ -967,17 +974,12 @@ impl Slab {
             if !dedicated && self.spare.is_some_and(|spare| spare.dedicated) {
                 self.drop_spare();
             }
-            if self.spare.is_none() {
-                self.spare = Some(Spare {
-                    ptr,
-                    bytes,
-                    charged,
-                    dedicated,
-                });
-            } else {
-                self.give_back(ptr, bytes, dedicated);
-                self.bytes -= charged;
-            }
+            self.keep_as_spare(Spare {
+                ptr,
+                bytes,
+                charged,
+                dedicated,
+            });
             if in_partial {
                 let partial = &self.classes[class as usize].partial;
                 if let Some(at) = partial.iter().rposition(|&p| p as usize == pid) {
