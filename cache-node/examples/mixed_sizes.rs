@@ -22,6 +22,7 @@ fn main() {
     let mut accesses = 4_000_000u64;
     let mut sizes = "loguniform".to_string();
     let mut size_aware_admission = true;
+    let mut size_aware_eviction = true;
     let mut in_flight = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -34,6 +35,7 @@ fn main() {
             "--accesses" => accesses = v.parse().expect("--accesses"),
             "--sizes" => sizes = v,
             "--size-aware-admission" => size_aware_admission = v.parse().expect("true or false"),
+            "--size-aware-eviction" => size_aware_eviction = v.parse().expect("true or false"),
             "--in-flight" => in_flight = v.parse().expect("--in-flight"),
             other => panic!("unknown flag {other}"),
         }
@@ -87,12 +89,22 @@ fn main() {
             memory_limit_bytes: mb << 20,
             shards,
             size_aware_admission,
+            size_aware_eviction,
             ..Default::default()
         },
         clock,
     );
     let value = vec![b'x'; (0..keys).map(size_of).max().unwrap_or(0)];
     let (mut hits, mut reads) = (0u64, 0u64);
+    // Byte hit rate, and the hit rate of the largest tenth of the keys by size (the values a
+    // size-aware policy gives up first).
+    let (mut hit_bytes, mut read_bytes) = (0u64, 0u64);
+    let largest_tenth = {
+        let mut sizes: Vec<usize> = (0..keys).map(size_of).collect();
+        sizes.sort_unstable();
+        sizes[sizes.len() * 9 / 10]
+    };
+    let (mut large_hits, mut large_reads) = (0u64, 0u64);
     let mut arriving = std::collections::VecDeque::new();
     for i in 0..accesses {
         let k = draw(&mut next);
@@ -142,6 +154,12 @@ fn main() {
         if i >= accesses / 2 {
             reads += 1;
             hits += hit as u64;
+            read_bytes += n as u64;
+            hit_bytes += if hit { n as u64 } else { 0 };
+            if n >= largest_tenth {
+                large_reads += 1;
+                large_hits += hit as u64;
+            }
         }
     }
     // Keys and values kept: walk the key space once (a read that finds nothing changes nothing).
@@ -186,6 +204,11 @@ fn main() {
         st.size_refusals,
         st.values_read_in_place,
         store.shard_count(),
+    );
+    println!(
+        "byte hit rate {:.2}%  largest tenth (>= {largest_tenth} B) hit rate {:.2}%",
+        100.0 * hit_bytes as f64 / read_bytes.max(1) as f64,
+        100.0 * large_hits as f64 / large_reads.max(1) as f64,
     );
     println!("kept by size: {}", bands.join(", "));
     // Where the budget goes: memcached's `stats slabs` figures summed, beside the keys and values.

@@ -323,6 +323,7 @@ impl Node {
             ("cold_victims", s.cold_victims.to_string()),
             ("cold_victims_declined", s.cold_victims_declined.to_string()),
             ("size_refusals", s.size_refusals.to_string()),
+            ("size_evictions", s.size_evictions.to_string()),
             ("values_read_in_place", s.values_read_in_place.to_string()),
             (
                 "maintainer_wakeups",

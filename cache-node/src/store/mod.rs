@@ -87,6 +87,14 @@ pub struct StoreConfig {
     /// once and never read again take the memory of earlier ones, not pages of small values in use
     /// (`stats`: `size_refusals`).
     pub size_aware_admission: bool,
+    /// Size-aware eviction (default true): when the page the policy's next victims would empty holds
+    /// several items, a value with a mapping of its own anywhere in the shard (protected included)
+    /// goes instead if it frees more room per item lost (counting it as its estimated frequency plus
+    /// one) and is no more frequent than that page's items on average, its own latest access
+    /// discounted as in admission. So a large value read a few times, which the main space keeps by
+    /// count, stops holding the room of pages of small values, while a large value read more often
+    /// than they are stays (`stats`: `size_evictions`).
+    pub size_aware_eviction: bool,
     /// Admission margin: a candidate leaving the window replaces the main space's victim only
     /// if its estimated frequency exceeds the victim's by more than this. 1 (the default)
     /// discounts the candidate's own latest access, which otherwise makes a sketch freshly
@@ -156,6 +164,7 @@ impl Default for StoreConfig {
             ghost_admission: true,
             cold_victims: true,
             size_aware_admission: true,
+            size_aware_eviction: true,
             admission_margin: 1,
             window_percent: 1.0,
             protected_percent: 80.0,
@@ -625,6 +634,9 @@ pub struct StoreStats {
     /// New items put at the probation LRU end by size-aware admission
     /// ([`StoreConfig::size_aware_admission`]).
     pub size_refusals: u64,
+    /// Page evictions that took a value with a mapping of its own instead of the page of the
+    /// policy's next victims ([`StoreConfig::size_aware_eviction`]).
+    pub size_evictions: u64,
     /// Items stored where their value was read, in a mapping of their own ([`Store::land`]),
     /// without a copy.
     pub values_read_in_place: u64,
@@ -830,6 +842,7 @@ impl Store {
             ghost_admission: config.ghost_admission,
             cold_victims: config.cold_victims,
             size_aware_admission: config.size_aware_admission,
+            size_aware_eviction: config.size_aware_eviction,
             admission_margin: config.admission_margin,
             window_percent: (config.window_percent / 100.0).clamp(0.0, 1.0),
             protected_percent: (config.protected_percent / 100.0).clamp(0.0, 1.0),
@@ -1049,6 +1062,7 @@ impl Store {
             t.cold_victims += st.cold_victims;
             t.cold_victims_declined += st.cold_victims_declined;
             t.size_refusals += st.size_refusals;
+            t.size_evictions += st.size_evictions;
             t.values_read_in_place += st.values_read_in_place;
         }
         t

@@ -149,6 +149,8 @@ struct Page {
     class: u32,
     /// Whether the page is in its class's `partial` list.
     in_partial: bool,
+    /// A mapped dedicated page's place in `Slab::dedicated` (so it leaves that list in O(1)).
+    dedicated_at: u32,
 }
 
 /// An emptied shared page's address range, its memory given back to the kernel.
@@ -247,6 +249,10 @@ pub(crate) struct Slab {
     /// empty (0.52 of memcached's items in the same memory; 0.77 with pages sized per class). A
     /// large shard has pages enough, and small pages there would only add page tails.
     smallest_page_bytes: usize,
+    /// Ids of the mapped dedicated pages (one large item each), in no order: size-aware eviction's
+    /// candidates ([`Slab::dedicated_items`]) without a walk over the page table, which in a shard of
+    /// GiBs holds thousands of pages.
+    dedicated: Vec<u32>,
 }
 
 // SAFETY: the slab exclusively owns its mappings; no raw pointer into them leaves this module
@@ -378,6 +384,7 @@ impl Slab {
             idle_bytes: 0,
             page_bytes,
             smallest_page_bytes: page_bytes,
+            dedicated: Vec::new(),
         }
     }
 
@@ -399,8 +406,8 @@ impl Slab {
         chunk_size(size, self.class_bits, self.max_slab_chunk())
     }
 
-    /// Bytes of the arena's bookkeeping (page table, class tables, partial lists and the list of
-    /// released ranges), for the budget.
+    /// Bytes of the arena's bookkeeping (page table, class tables, partial lists, the lists of
+    /// released ranges and of dedicated pages), for the budget.
     pub(crate) fn table_bytes(&self) -> usize {
         self.pages.capacity() * std::mem::size_of::<Page>()
             + self.free_page_ids.capacity() * 4
@@ -409,6 +416,7 @@ impl Slab {
             + self.class_at.capacity() * 4
             + self.with_partial.capacity() * 8
             + self.released.capacity() * std::mem::size_of::<Released>()
+            + self.dedicated.capacity() * 4
     }
 
     #[inline]
@@ -794,6 +802,7 @@ impl Slab {
             live: 0,
             class: DEDICATED,
             in_partial: false,
+            dedicated_at: 0,
         });
         Some((self.pages.len() - 1) as u32)
     }
@@ -834,7 +843,9 @@ impl Slab {
             live: 1,
             class: DEDICATED,
             in_partial: false,
+            dedicated_at: 0,
         };
+        self.track_dedicated(pid);
         Some(pid << CHUNK_BITS)
     }
 
@@ -941,9 +952,13 @@ impl Slab {
             live: 1,
             class,
             in_partial,
+            dedicated_at: 0,
         };
         if in_partial {
             self.push_partial(class, pid);
+        }
+        if class == DEDICATED {
+            self.track_dedicated(pid);
         }
         Some(pid << CHUNK_BITS)
     }
@@ -970,6 +985,13 @@ impl Slab {
             page.hwm = 0;
             page.cap = 0;
             let dedicated = class == DEDICATED;
+            if dedicated {
+                let at = page.dedicated_at as usize;
+                self.dedicated.swap_remove(at);
+                if let Some(&moved) = self.dedicated.get(at) {
+                    self.pages[moved as usize].dedicated_at = at as u32;
+                }
+            }
             // A shared page displaces a kept mapping (compaction needs the page more).
             if !dedicated && self.spare.is_some_and(|spare| spare.dedicated) {
                 self.drop_spare();
@@ -1043,13 +1065,50 @@ impl Slab {
         let end = page
             .hwm
             .min(from.saturating_add(u32::try_from(max_chunks).unwrap_or(u32::MAX)));
-        for idx in from..end {
-            let loc = ((pid as u32) << CHUNK_BITS) | idx;
-            if self.get_u8(loc, OFF_BITS) & BIT_LIVE != 0 {
-                out.push(loc);
-            }
-        }
+        out.extend(self.live_between(pid, from, end));
         (end < page.hwm).then_some(end)
+    }
+
+    /// Locators of the live items in page `pid` (none for an unused id), without collecting them.
+    pub(crate) fn live_items(&self, pid: usize) -> impl Iterator<Item = u32> + '_ {
+        let page = &self.pages[pid];
+        let end = if page.ptr.is_null() { 0 } else { page.hwm };
+        self.live_between(pid, 0, end)
+    }
+
+    /// Locators of the live items among chunks `from..end` of a mapped page `pid`.
+    fn live_between(&self, pid: usize, from: u32, end: u32) -> impl Iterator<Item = u32> + '_ {
+        (from..end)
+            .map(move |idx| ((pid as u32) << CHUNK_BITS) | idx)
+            .filter(move |&loc| self.get_u8(loc, OFF_BITS) & BIT_LIVE != 0)
+    }
+
+    /// Locators of up to `max` items in mappings of their own (values above a quarter of the page
+    /// size; one item each), from the `start`th (modulo their count) on, wrapping around: all of them
+    /// when there are at most `max`. Touches no item's memory.
+    pub(crate) fn dedicated_items(
+        &self,
+        start: usize,
+        max: usize,
+    ) -> impl Iterator<Item = u32> + '_ {
+        let n = self.dedicated.len();
+        let start = if n == 0 { 0 } else { start % n };
+        self.dedicated[start..]
+            .iter()
+            .chain(&self.dedicated[..start])
+            .take(max)
+            .map(|&pid| pid << CHUNK_BITS)
+    }
+
+    /// Whether any item has a mapping of its own.
+    pub(crate) fn has_dedicated(&self) -> bool {
+        !self.dedicated.is_empty()
+    }
+
+    /// Enters the new dedicated page `pid` in `dedicated`.
+    fn track_dedicated(&mut self, pid: u32) {
+        self.pages[pid as usize].dedicated_at = self.dedicated.len() as u32;
+        self.dedicated.push(pid);
     }
 
     /// Adds this arena's pages to `classes`, by reported class id ([`super::class_id`], which groups
@@ -1197,6 +1256,7 @@ impl Slab {
         self.partial_capacity = 0;
         self.bytes = 0;
         self.idle_bytes = 0;
+        self.dedicated = Vec::new();
         // page_bytes stays.
     }
 }
