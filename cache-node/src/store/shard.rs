@@ -877,7 +877,7 @@ impl Shard {
     /// gives back to the budget (pages of small chunks are smaller: by count alone, a 16 KiB page
     /// of 5 items would go before a 128 KiB page of 6, which frees eight times the room; 16.92% ->
     /// 19.01% of hits with log-uniform 100-10,000 B values, uniform popularity, 70.29% -> 71.17% at
-    /// Zipf 0.9).
+    /// Zipf 0.9), or instead a large value elsewhere that costs less ([`Shard::page_to_evict`]).
     fn evict_page(&mut self) -> bool {
         let Some((page, by_size)) = self.page_to_evict(NIL) else {
             return false;
@@ -1154,6 +1154,10 @@ impl Shard {
         let (bytes, covered) = self.slab.recount_bytes();
         assert_eq!(self.slab.bytes, bytes, "arena bytes");
         assert!(covered, "every touched chunk is counted");
+        assert!(
+            self.slab.dedicated_list_agrees(),
+            "the list of dedicated pages"
+        );
         let landed: usize = self.landings.iter().map(|l| l.held).sum();
         assert!(
             landed <= self.reserved,

@@ -1219,6 +1219,22 @@ impl Slab {
         (bytes, covered)
     }
 
+    /// Whether the list of dedicated pages holds exactly the mapped dedicated pages, each at its
+    /// recorded place, for consistency checks in tests.
+    #[cfg(test)]
+    pub(crate) fn dedicated_list_agrees(&self) -> bool {
+        let mapped = self
+            .pages
+            .iter()
+            .filter(|page| page.class == DEDICATED && !page.ptr.is_null())
+            .count();
+        mapped == self.dedicated.len()
+            && self.dedicated.iter().enumerate().all(|(at, &pid)| {
+                let page = &self.pages[pid as usize];
+                page.class == DEDICATED && !page.ptr.is_null() && page.dedicated_at as usize == at
+            })
+    }
+
     /// Page id of a locator.
     pub(crate) fn page_of(loc: u32) -> usize {
         Self::split(loc).0
