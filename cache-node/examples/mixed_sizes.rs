@@ -1,12 +1,13 @@
 //! Cache-aside with mixed value sizes through a real store (byte budget): access a key (uniform or Zipf
 //! popularity), read it, and on a miss set it with a size fixed per key (log-uniform 100..10,000 B by
-//! default), holding its memory while it "arrives" as the server does (`server::as_received`). Prints the hit rate over the second half, the items kept, the bytes of keys and values
-//! kept, where evictions came from and where the budget goes (chunks, idle chunks, page tails,
+//! default), holding its memory while it "arrives" as the server does (`server::as_received`). Prints the hit rate over the second half (of
+//! requests, of bytes, and of the largest tenth of the keys by size), the items kept, the bytes of
+//! keys and values kept, the share of each size band kept, where evictions came from and where the budget goes (chunks, idle chunks, page tails,
 //! tables). A check of how the store spends a byte budget when sizes vary, not a benchmark of speed.
 //!
 //! `cargo run --release -p cache-node --example mixed_sizes -- [--mb 64] [--shards 8] [--keys 200000]
 //! [--zipf 0.9] [--accesses 4000000] [--sizes loguniform|loguniform:MIN:MAX|uniform|N]
-//! [--size-aware-admission false] [--in-flight N]`
+//! [--size-aware-admission false] [--size-aware-eviction false] [--in-flight N]`
 
 use std::sync::Arc;
 

@@ -8,6 +8,8 @@ use cache_node::clock::ManualClock;
 use cache_node::server::{as_received, BUFFER_BYTES};
 use cache_node::store::{NewItem, Store, StoreConfig, StoreError, WindowAdaptation};
 
+mod common;
+
 fn insert(s: &Store, key: &[u8], value: &[u8]) {
     s.with_entry(key, |e| e.insert(NewItem::plain(&[value])))
         .expect("insert within budget");
@@ -998,16 +1000,13 @@ fn size_aware_eviction_keeps_large_values_read_often() {
         Arc::new(ManualClock::new(0)),
     );
     let value = vec![7u8; 64_000];
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = common::xorshift(1);
     let (mut hits, mut reads) = (0u32, 0u32);
     for i in 0..200_000u32 {
         let (key, size) = if i % 4 == 0 {
             (format!("warm{}", i / 4 % 100), 64_000)
         } else {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (format!("small{}", rng % 100_000), 100)
+            (format!("small{}", rng() % 100_000), 100)
         };
         let hit = access_without_insert(&s, key.as_bytes());
         if !hit {

@@ -897,7 +897,11 @@ impl Shard {
     /// ([`Shard::large_value_to_evict`], never `except`'s page); `None` when the shard holds no item.
     fn page_to_evict(&self, except: u32) -> Option<(usize, bool)> {
         let victim = self.next_victim()?;
-        if let Some(large) = self.large_value_to_evict(victim, except) {
+        let next_page = self
+            .run_from(victim, PAGE_VICTIM_LOOKAHEAD)
+            .map(Slab::page_of)
+            .min_by(|&a, &b| self.items_per_byte(a, b))?;
+        if let Some(large) = self.large_value_to_evict(next_page, except) {
             return Some((Slab::page_of(large), true));
         }
         // Also in view: items alone in their pages (a large value's own mapping, mostly) among the
@@ -911,27 +915,25 @@ impl Shard {
         let window = self.queues[WINDOW as usize].head;
         let window = if window == victim { NIL } else { window };
         let alone = |&loc: &u32| self.slab.live_count(Slab::page_of(loc)) == 1;
-        let next_victims = self
-            .run_from(victim, PAGE_VICTIM_LOOKAHEAD)
-            .chain(
-                self.run_from(victim, ALONE_LOOKAHEAD)
-                    .skip(PAGE_VICTIM_LOOKAHEAD)
-                    .filter(alone)
-                    .take(PAGE_VICTIM_LOOKAHEAD),
-            )
+        // `next_page` is the first of the next victims' best pages, so it wins a tie as before.
+        let alone_further = self
+            .run_from(victim, ALONE_LOOKAHEAD)
+            .skip(PAGE_VICTIM_LOOKAHEAD)
+            .filter(alone)
+            .take(PAGE_VICTIM_LOOKAHEAD)
             .chain(
                 self.run_from(window, ALONE_LOOKAHEAD)
                     .filter(alone)
                     .take(PAGE_VICTIM_LOOKAHEAD),
             );
-        next_victims
-            .map(Slab::page_of)
+        std::iter::once(next_page)
+            .chain(alone_further.map(Slab::page_of))
             .min_by(|&a, &b| self.items_per_byte(a, b))
             .map(|page| (page, false))
     }
 
-    /// Size-aware eviction ([`super::StoreConfig::size_aware_eviction`]): when the page of the
-    /// policy's next victims (from `victim` on) with the fewest items per byte holds several items,
+    /// Size-aware eviction ([`super::StoreConfig::size_aware_eviction`]): when `next_page`, the page
+    /// of the policy's next victims with the fewest items per byte, holds several items,
     /// the item with a mapping of its own, other than `except`, that frees the most room per item
     /// lost, counting it as its estimated frequency plus one items, if it frees more than that page
     /// and is no more frequent than the page's items on average (its estimate less the admission
@@ -945,15 +947,11 @@ impl Shard {
     /// 35.21%). The frequency test is what keeps those: without it a large value read often went
     /// too (Zipf 58.56% of hits but 25.39% of the bytes, the largest tenth 12.74%). Up to
     /// [`LARGE_VALUES_WEIGHED`] of them are weighed, from a place that moves with each eviction.
-    fn large_value_to_evict(&self, victim: u32, except: u32) -> Option<u32> {
-        if !self.policy.size_aware_eviction || !self.slab.has_dedicated() {
-            return None;
-        }
-        let next_page = self
-            .run_from(victim, PAGE_VICTIM_LOOKAHEAD)
-            .map(Slab::page_of)
-            .min_by(|&a, &b| self.items_per_byte(a, b))?;
-        if self.slab.live_count(next_page) <= 1 {
+    fn large_value_to_evict(&self, next_page: usize, except: u32) -> Option<u32> {
+        if !self.policy.size_aware_eviction
+            || !self.slab.has_dedicated()
+            || self.slab.live_count(next_page) <= 1
+        {
             return None;
         }
         let (victims, victims_estimates) = self.page_estimates(next_page);
