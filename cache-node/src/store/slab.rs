@@ -172,6 +172,17 @@ struct Spare {
     dedicated: bool,
 }
 
+/// Offset of the key in a chunk whose bit byte is `bits`: after the fixed header and, if
+/// stored, the flags.
+#[inline]
+fn body_start(bits: u8) -> usize {
+    if bits & BIT_HAS_FLAGS != 0 {
+        HEADER + FLAGS_LEN
+    } else {
+        HEADER
+    }
+}
+
 /// Bytes of a mapping of `bytes` whose first `hwm` chunks of `chunk` bytes were touched: whole OS
 /// pages, as the kernel makes them resident.
 fn touched(bytes: usize, chunk: u32, hwm: u32) -> usize {
@@ -428,7 +439,7 @@ impl Slab {
     /// items only; checked in debug builds. (Checked in release builds as well, as in session 33's
     /// hardening, it cost 1.125 x the server's user CPU per request at saturation: this runs for
     /// every header field read, `tools/ab_servers.py`, 40 rounds, session 34. The slices handed out,
-    /// [`Slab::bytes_at`], stay checked.)
+    /// [`Slab::key_and_value`], stay checked.)
     #[inline]
     fn ptr(&self, loc: u32) -> *mut u8 {
         let (p, c) = Self::split(loc);
@@ -438,22 +449,46 @@ impl Slab {
         unsafe { page.ptr.add(c as usize * page.chunk as usize) }
     }
 
-    /// `len` bytes at `at` in chunk `loc`, checked in release builds too to lie inside a touched
-    /// chunk of a live page: a stale locator (a freed page's id, whose `hwm` is 0) or lengths from
-    /// a header overwritten by a stray write panic here instead of making a slice reach into the
-    /// next chunk or past the mapping.
+    /// The start and size of chunk `loc`, checked in release builds too to be a touched chunk of
+    /// a live page: a stale locator (a freed page's id, whose `hwm` is 0, and whose mapping may be
+    /// gone) panics here, before any of its header is read.
     #[inline]
-    fn bytes_at(&self, loc: u32, at: usize, len: usize) -> &[u8] {
+    fn live_chunk(&self, loc: u32) -> (*const u8, usize) {
         let (p, c) = Self::split(loc);
         let page = &self.pages[p];
         assert!(c < page.hwm, "stale locator {loc:#x}");
+        let chunk = page.chunk as usize;
+        // SAFETY: c < hwm <= cap, so the chunk lies inside the mapping.
+        (unsafe { page.ptr.add(c as usize * chunk) }, chunk)
+    }
+
+    /// The key and the value of the item at `loc`, read through [`Slab::live_chunk`] and checked
+    /// in release builds too to lie inside its chunk: lengths from a header overwritten by a stray
+    /// write panic here instead of making a slice reach into the next chunk or past the mapping.
+    #[inline]
+    fn key_and_value(&self, loc: u32) -> (&[u8], &[u8]) {
+        let (start, chunk) = self.live_chunk(loc);
+        // SAFETY: the header lies inside the live chunk (checked above).
+        let (lens, bits) = unsafe {
+            (
+                start.add(OFF_LENS).cast::<u32>().read_unaligned(),
+                *start.add(OFF_BITS),
+            )
+        };
+        let (klen, vlen) = ((lens >> 24) as usize, (lens & 0xff_ffff) as usize);
+        let at = body_start(bits);
         assert!(
-            at + len <= page.chunk as usize,
+            at + klen + vlen <= chunk,
             "item {loc:#x} overruns its chunk"
         );
-        // SAFETY: inside a touched chunk of a live mapping (checked above); the slice borrows
-        // `&self`, so no `&mut self` write can alias it.
-        unsafe { std::slice::from_raw_parts(self.ptr(loc).add(at), len) }
+        // SAFETY: both slices lie inside the live chunk (checked above) and borrow `&self`, so no
+        // `&mut self` write can alias them.
+        unsafe {
+            (
+                std::slice::from_raw_parts(start.add(at), klen),
+                std::slice::from_raw_parts(start.add(at + klen), vlen),
+            )
+        }
     }
 
     #[inline]
@@ -490,24 +525,17 @@ impl Slab {
     /// Offset of the key: after the fixed header and, if stored, the flags.
     #[inline]
     fn body_offset(&self, loc: u32) -> usize {
-        if self.get_u8(loc, OFF_BITS) & BIT_HAS_FLAGS != 0 {
-            HEADER + FLAGS_LEN
-        } else {
-            HEADER
-        }
+        body_start(self.get_u8(loc, OFF_BITS))
     }
 
     #[inline]
     pub(crate) fn key(&self, loc: u32) -> &[u8] {
-        let klen = (self.get_u32(loc, OFF_LENS) >> 24) as usize;
-        self.bytes_at(loc, self.body_offset(loc), klen)
+        self.key_and_value(loc).0
     }
 
     #[inline]
     pub(crate) fn value(&self, loc: u32) -> &[u8] {
-        let lens = self.get_u32(loc, OFF_LENS);
-        let (klen, vlen) = ((lens >> 24) as usize, (lens & 0xff_ffff) as usize);
-        self.bytes_at(loc, self.body_offset(loc) + klen, vlen)
+        self.key_and_value(loc).1
     }
 
     /// The client flags (0 when the chunk stores none).
