@@ -66,7 +66,8 @@ struct Cli {
     /// arrive, counting the kernel's ticks as wake-ups (4 ms ticks and 2000: one wake-up mid-tick); idle,
     /// it backs off to once a second. Its wake-ups let the kernel reschedule when clients share the
     /// server's cores (see SERVER.md); 100 to 1000000 (memcached's maintainer: 1000 to 1000000).
-    /// Default: 1000; with --work-stealing 2000, or 1000 when -t is above the cores this process may run on.
+    /// Default: 800 (four wake-ups a tick); with --work-stealing 2000, or 1000 when -t is also above the
+    /// cores this process may run on.
     #[arg(long = "maintainer-sleep-us",
           value_parser = clap::value_parser!(u64).range(micros(maintainer::MIN_SLEEP)..=1_000_000))]
     maintainer_sleep_us: Option<u64>,

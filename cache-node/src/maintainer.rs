@@ -38,19 +38,29 @@ pub fn default_busy_sleep() -> Duration {
 
 /// The default busy sleep for `workers` threads serving connections on `cores` cores, `owned` when each
 /// connection belongs to one thread (memcached's model, `ServerConfig::connection_threads`):
-/// [`default_busy_sleep`], halved when the workers outnumber the cores or own their connections. In both
-/// cases a request waits for a descheduled server thread as a reply waits for its client, and scheduling
-/// points twice as often kept p99 under memcached's: at `-t 4` on 2 cores (0.87-0.96 in three runs
-/// against 0.97-1.15), and with owned connections at `-t 2` (saturation 0.71-0.79 in three runs and
-/// 60,000/s 0.94, against 1.00 and 1.25 at 2 ms; SERVER.md). Measured only at twice as many workers as
-/// cores, so it is not halved again beyond.
+/// [`default_busy_sleep`], halved when the workers outnumber the cores, and [`OWNED_BUSY_SLEEP`] when
+/// they own their connections. In both cases a request waits for a descheduled server thread as a reply
+/// waits for its client, and more scheduling points kept p99 under memcached's: at `-t 4` on 2 cores
+/// (0.87-0.96 in three runs against 0.97-1.15), and with owned connections at `-t 2` (saturation
+/// 0.71-0.79 in three runs and 60,000/s 0.94, against 1.00 and 1.25 at 2 ms; SERVER.md). Measured only
+/// at twice as many workers as cores, so it is not shortened again beyond.
 pub fn default_busy_sleep_for(workers: usize, cores: usize, owned: bool) -> Duration {
-    if owned || workers > cores {
+    if owned {
+        OWNED_BUSY_SLEEP
+    } else if workers > cores {
         default_busy_sleep() / 2
     } else {
         default_busy_sleep()
     }
 }
+
+/// The default busy sleep when threads own their connections: four wake-ups between two 4 ms ticks.
+/// At 1 ms (three), on a machine serving twice the requests per second of the one it was measured on
+/// (about 180,000 against 90,000), saturation p99 came to 1.07 and 1.19 of memcached's; at 800 us it is
+/// 0.81 of the 1 ms figure for the same throughput (1.005, `ab_servers.py`, 30 rounds), 0.947 of
+/// memcached's. More wake-ups cost throughput: five gave 1.008 of memcached's, seven 0.974 (session 38,
+/// SERVER.md).
+pub const OWNED_BUSY_SLEEP: Duration = Duration::from_micros(800);
 
 /// The shortest sleep the pacer accepts: a zero sleep would make the thread spin on a core.
 pub const MIN_SLEEP: Duration = Duration::from_micros(100);
@@ -524,15 +534,15 @@ mod tests {
     }
 
     #[test]
-    fn the_default_busy_sleep_halves_when_workers_outnumber_cores_or_own_connections() {
+    fn the_default_busy_sleep_shortens_when_workers_outnumber_cores_or_own_connections() {
         let ms = Duration::from_millis;
         for (workers, cores, owned, expect) in [
             (2, 2, false, ms(2)),
             (4, 8, false, ms(2)),
             (4, 2, false, ms(1)),
             (64, 2, false, ms(1)),
-            (2, 2, true, ms(1)),
-            (4, 8, true, ms(1)),
+            (2, 2, true, OWNED_BUSY_SLEEP),
+            (4, 8, true, OWNED_BUSY_SLEEP),
         ] {
             assert_eq!(
                 default_busy_sleep_for(workers, cores, owned),

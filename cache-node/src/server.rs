@@ -1316,7 +1316,7 @@ impl AcceptFailures {
 #[cfg(test)]
 mod tests {
     use super::{effective_shards, idle_buffers, reserve_reply, AcceptFailures, ServerConfig};
-    use crate::maintainer::default_busy_sleep;
+    use crate::maintainer::{self, default_busy_sleep};
     use std::time::{Duration, Instant};
 
     /// A large reply grows its buffer to all of the room asked for at once, so that buffer, kept
@@ -1393,12 +1393,13 @@ mod tests {
             connection_threads,
             ..ServerConfig::default()
         };
-        // More runtime workers than cores, or threads that own their connections, however many: half
-        // the spacing.
+        // More runtime workers than cores: half the spacing. Threads that own their connections,
+        // however many: the owned spacing.
         let half = with(2 * cores, 0).effective_maintainer_busy_sleep();
         assert_eq!(half, default_busy_sleep() / 2);
-        assert_eq!(with(1, 2 * cores).effective_maintainer_busy_sleep(), half);
-        assert_eq!(with(cores, cores).effective_maintainer_busy_sleep(), half);
+        let owned = with(1, 2 * cores).effective_maintainer_busy_sleep();
+        assert_eq!(owned, maintainer::OWNED_BUSY_SLEEP);
+        assert_eq!(with(cores, cores).effective_maintainer_busy_sleep(), owned);
         assert_eq!(
             with(cores, 0).effective_maintainer_busy_sleep(),
             default_busy_sleep()
