@@ -307,8 +307,9 @@ fn metrics_port_serves_the_nodes_figures() {
 }
 
 /// Without `--maintainer-sleep-us`, the maintainer's busy spacing is 800 us when the threads own their
-/// connections (the default; four wake-ups between two 4 ms ticks) and, with `--work-stealing`, 2 ms while the workers fit the cores and 1 ms once
-/// they outnumber them (SERVER.md: each kept p99 under memcached's where it was measured).
+/// connections (the default; four wake-ups between two 4 ms ticks) and, with `--work-stealing`, 2 ms
+/// while the workers fit the cores and 1 ms once they outnumber them (SERVER.md: each kept p99 under
+/// memcached's where it was measured).
 #[test]
 fn the_maintainer_default_follows_the_threading() {
     let cores = std::thread::available_parallelism().unwrap().get();
