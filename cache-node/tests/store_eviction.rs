@@ -832,6 +832,22 @@ struct WideSizes {
     store: Store,
 }
 
+impl WideSizes {
+    /// The figures of this run beside those of `without`, the same run with `rule` off, for the
+    /// assertions' messages (also printed).
+    fn beside(&self, without: &WideSizes, rule: &str) -> String {
+        let report = format!(
+            "hit rate {:.2}% (without {rule} {:.2}%), smallest tenth kept {:.1}% ({:.1}%)",
+            self.hit_rate * 100.0,
+            without.hit_rate * 100.0,
+            self.smallest_kept * 100.0,
+            without.smallest_kept * 100.0,
+        );
+        eprintln!("{report}");
+        report
+    }
+}
+
 /// A read-through of 10,000 keys of equal popularity, each with a value log-uniform in 16 B..200 KB
 /// (mean 20 KB, 200 MB in all), 60,000 accesses into a 16 MiB store (2 shards, 128 KiB pages:
 /// values above 32 KiB have mappings of their own), the sets made as the server makes them; every
@@ -922,14 +938,7 @@ fn access_without_insert(s: &Store, key: &[u8]) -> bool {
 fn size_aware_admission_keeps_small_values_beside_large_ones_read_once() {
     let on = wide_size_read_through(true, false, u32::MAX);
     let off = wide_size_read_through(false, false, u32::MAX);
-    let report = format!(
-        "hit rate {:.2}% (without size-aware admission {:.2}%), smallest tenth kept {:.1}% ({:.1}%)",
-        on.hit_rate * 100.0,
-        off.hit_rate * 100.0,
-        on.smallest_kept * 100.0,
-        off.smallest_kept * 100.0,
-    );
-    eprintln!("{report}");
+    let report = on.beside(&off, "size-aware admission");
     assert!(
         on.store.stats().size_refusals > 0,
         "nothing refused: {report}"
@@ -969,14 +978,7 @@ fn a_large_value_read_now_and_then_stays_beside_large_values_read_once() {
 fn size_aware_eviction_takes_large_values_before_pages_of_small_ones() {
     let on = wide_size_read_through(true, true, u32::MAX);
     let off = wide_size_read_through(true, false, u32::MAX);
-    let report = format!(
-        "hit rate {:.2}% (without size-aware eviction {:.2}%), smallest tenth kept {:.1}% ({:.1}%)",
-        on.hit_rate * 100.0,
-        off.hit_rate * 100.0,
-        on.smallest_kept * 100.0,
-        off.smallest_kept * 100.0,
-    );
-    eprintln!("{report}");
+    let report = on.beside(&off, "size-aware eviction");
     assert!(on.store.stats().size_evictions > 0, "{report}");
     assert_eq!(off.store.stats().size_evictions, 0, "{report}");
     assert!(on.hit_rate >= 1.1 * off.hit_rate, "{report}");
